@@ -1,0 +1,1 @@
+"""The Bookstore HTTP API."""

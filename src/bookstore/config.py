@@ -1,0 +1,95 @@
+"""The topology: regions, their addresses, the home region, links and storage backends."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["sqlite", "dynamodb"]
+RankingBackend = Literal["sqlite", "redis"]
+
+
+class Region(BaseModel):
+    """One region: its own process, data directory and loopback address."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    flag: str
+    address: str
+    api_port: int = 8000
+    s3_port: int = 9000
+    # Where clients in this region are, for latency routing: (latitude, longitude).
+    location: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.address}:{self.api_port}"
+
+
+class Storage(BaseModel):
+    """Which engine backs each port; the defaults are the embedded ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tables: Backend = "sqlite"
+    ranking: RankingBackend = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # For the dynamodb backend: endpoint (None = AWS itself) and the table name prefix.
+    dynamodb_endpoint: str | None = None
+    table_prefix: str = "bookstore-"
+
+
+class Topology(BaseModel):
+    """Everything that differs between deployments; the defaults need no file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    regions: tuple[Region, ...] = Field(default_factory=lambda: DEFAULT_REGIONS)
+    # Regions that `up` starts; the third default region joins only when asked for.
+    active: tuple[str, ...] = ("eu-west-1", "ap-southeast-1")
+    home_region: str = "eu-west-1"
+    storage: Storage = Field(default_factory=Storage)
+    # Lifetime of access tokens, seconds.
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> Topology:
+        ids = [r.id for r in self.regions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("region ids must be unique")
+        for rid in (*self.active, self.home_region):
+            if rid not in ids:
+                raise ValueError(f"unknown region {rid!r}; known: {', '.join(ids)}")
+        return self
+
+    def region(self, region_id: str) -> Region:
+        for r in self.regions:
+            if r.id == region_id:
+                return r
+        known = ", ".join(r.id for r in self.regions)
+        raise KeyError(f"unknown region {region_id!r}; known: {known}")
+
+    @property
+    def home(self) -> Region:
+        return self.region(self.home_region)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Topology:
+        """The defaults, overridden by the TOML file at `path` when given."""
+        if path is None:
+            return cls()
+        with path.open("rb") as f:
+            return cls.model_validate(tomllib.load(f))
+
+
+DEFAULT_REGIONS: tuple[Region, ...] = (
+    Region(id="eu-west-1", name="Ireland", flag="🇮🇪", address="127.0.1.1", location=(53.3, -6.3)),
+    Region(id="ap-southeast-1", name="Singapore", flag="🇸🇬", address="127.0.2.1", location=(1.35, 103.8)),
+    Region(id="us-east-1", name="N. Virginia", flag="🇺🇸", address="127.0.3.1", location=(38.9, -77.4)),
+)

@@ -1,0 +1,61 @@
+"""Errors the domain and services raise; the HTTP layer maps each to one status code."""
+
+from __future__ import annotations
+
+
+class BookstoreError(Exception):
+    """Base of every error this project raises on purpose; `code` names it in error responses."""
+
+    code = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(BookstoreError):
+    """The request or item is malformed or out of range (400)."""
+
+    code = "ValidationError"
+
+
+class NotFound(BookstoreError):
+    """The thing asked for does not exist (404)."""
+
+    code = "NotFound"
+
+
+class Conflict(BookstoreError):
+    """The request clashes with the current state, e.g. an email already signed up (409)."""
+
+    code = "Conflict"
+
+
+class Unauthorized(BookstoreError):
+    """No valid credentials: missing, expired, forged token or wrong password (401)."""
+
+    code = "Unauthorized"
+
+
+class Forbidden(BookstoreError):
+    """Valid credentials that do not allow this (403)."""
+
+    code = "Forbidden"
+
+
+class Unavailable(BookstoreError):
+    """This region cannot serve the request now, e.g. a read-only replica asked to write (503)."""
+
+    code = "Unavailable"
+
+
+class ConditionFailed(BookstoreError):
+    """A storage write's condition did not hold; nothing was changed."""
+
+    code = "ConditionFailed"
+
+
+class StorageError(BookstoreError):
+    """The storage engine failed; the adapter chains the engine's own exception."""
+
+    code = "StorageError"

@@ -1,0 +1,1 @@
+"""Replication between regions: clocks, tables, objects, SQL."""

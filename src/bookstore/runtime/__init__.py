@@ -1,0 +1,1 @@
+"""Processes: the region server, the supervisor, links and the edge."""

@@ -1,0 +1,1 @@
+"""Use cases of the Bookstore: catalog, cart, checkout, best sellers, search, identity."""

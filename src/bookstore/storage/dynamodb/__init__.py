@@ -1,0 +1,1 @@
+"""DynamoDB adapters through boto3."""

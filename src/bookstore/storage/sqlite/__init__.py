@@ -1,0 +1,1 @@
+"""The embedded default: SQLite files in the region's data directory."""
