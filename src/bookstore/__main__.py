@@ -1,0 +1,5 @@
+"""`python -m bookstore` runs the command-line interface."""
+
+from bookstore.cli import main
+
+main()

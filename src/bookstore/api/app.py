@@ -1,0 +1,201 @@
+"""The Bookstore HTTP API of one region: catalog, cart, orders, best sellers, search, identity, /truth."""
+
+from functools import partial
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Query
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from bookstore.api.middleware import BodyLimit, RegionHeader, RequestMetrics
+from bookstore.api.responses import JSON, install_error_handlers
+from bookstore.bootstrap import RegionServices
+from bookstore.domain.books import public_view
+from bookstore.domain.errors import Unauthorized
+from bookstore.domain.orders import OrderLine
+from bookstore.domain.users import Principal
+from bookstore.ports import Clock
+from bookstore.services.streams import StreamConsumer
+
+SHORT = 256
+
+
+class Body(BaseModel):
+    # Unknown fields are ignored (clients of the original send `price`; we never trust it).
+    model_config = ConfigDict(extra="ignore")
+
+
+class Credentials(Body):
+    email: StrictStr = Field(max_length=SHORT)
+    password: StrictStr = Field(max_length=SHORT)
+
+
+class Confirmation(Body):
+    email: StrictStr = Field(max_length=SHORT)
+    code: StrictStr = Field(max_length=32)
+
+
+class RefreshRequest(Body):
+    refreshToken: StrictStr = Field(max_length=4096)
+
+
+class CartLine(Body):
+    bookId: StrictStr = Field(max_length=SHORT)
+    quantity: StrictInt
+
+
+class CartKey(Body):
+    bookId: StrictStr = Field(max_length=SHORT)
+
+
+class OrderRequest(Body):
+    books: list[CartLine] = Field(max_length=200)
+
+
+def create_app(services: RegionServices, registry: CollectorRegistry | None = None) -> FastAPI:
+    """The API app of one region, over its wired services."""
+    region = services.region
+    registry = registry or CollectorRegistry()
+    app = FastAPI(
+        title=f"Bookstore API ({region.name}, {region.id})",
+        version="1",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    _consumer_gauges(services, registry)
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not authorization:
+            raise Unauthorized(
+                "sign in first: send 'Authorization: Bearer <accessToken>' (POST /auth/signin)"
+            )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <accessToken>'")
+        return services.identity.verify(token.strip())
+
+    User = Annotated[Principal, Depends(principal)]
+    truth = {"regionId": region.id, "regionName": region.name, "flag": region.flag}
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> Response:
+        return JSON({"status": "ok", "regionId": region.id})
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/truth", tags=["catalog"])
+    async def get_truth() -> Response:
+        return JSON(truth)
+
+    @app.get("/books", tags=["catalog"])
+    async def list_books(category: Annotated[str | None, Query(max_length=SHORT)] = None) -> Response:
+        return JSON(services.catalog.list(category))
+
+    @app.get("/books/{book_id}", tags=["catalog"])
+    async def get_book(book_id: str) -> Response:
+        return JSON(public_view(services.catalog.get(book_id)))
+
+    @app.get("/search", tags=["catalog"])
+    async def search(q: Annotated[str, Query(max_length=SHORT)] = "") -> Response:
+        return JSON([public_view(b) for b in services.search.search(q)])
+
+    @app.get("/bestsellers", tags=["catalog"])
+    async def bestsellers() -> Response:
+        return JSON(services.bestsellers.top(20))
+
+    @app.post("/auth/signup", tags=["identity"], status_code=201)
+    async def signup(body: Credentials) -> Response:
+        await run_in_threadpool(services.identity.signup, body.email, body.password)
+        return JSON(
+            {"email": body.email, "confirmed": False, "message": "check the region's log for the code"},
+            status_code=201,
+        )
+
+    @app.post("/auth/confirm", tags=["identity"])
+    async def confirm(body: Confirmation) -> Response:
+        services.identity.confirm(body.email, body.code)
+        return JSON({"email": body.email, "confirmed": True})
+
+    @app.post("/auth/signin", tags=["identity"])
+    async def signin(body: Credentials) -> Response:
+        return JSON(await run_in_threadpool(services.identity.signin, body.email, body.password))
+
+    @app.post("/auth/refresh", tags=["identity"])
+    async def refresh(body: RefreshRequest) -> Response:
+        return JSON(services.identity.refresh(body.refreshToken))
+
+    @app.post("/auth/signout", tags=["identity"])
+    async def signout(user: User) -> Response:
+        if user.session_id is None:
+            raise Unauthorized("this token names no sign-in session; sign in again")
+        services.identity.signout(user.session_id)
+        return JSON({"signedOut": True})
+
+    @app.get("/.well-known/jwks.json", tags=["identity"])
+    async def jwks() -> Response:
+        return JSON(services.identity.jwks())
+
+    @app.get("/cart", tags=["cart"])
+    async def get_cart(user: User) -> Response:
+        return JSON(services.cart.rows(user.user_id))
+
+    @app.get("/cart/{book_id}", tags=["cart"])
+    async def get_cart_row(book_id: str, user: User) -> Response:
+        return JSON(services.cart.row(user.user_id, book_id))
+
+    @app.post("/cart", tags=["cart"], status_code=201)
+    async def add_to_cart(body: CartLine, user: User) -> Response:
+        return JSON(services.cart.put(user.user_id, body.bookId, body.quantity), status_code=201)
+
+    @app.put("/cart", tags=["cart"])
+    async def set_cart_quantity(body: CartLine, user: User) -> Response:
+        return JSON(services.cart.set_quantity(user.user_id, body.bookId, body.quantity))
+
+    @app.delete("/cart", tags=["cart"])
+    async def remove_from_cart(body: CartKey, user: User) -> Response:
+        services.cart.remove(user.user_id, body.bookId)
+        return JSON({"removed": body.bookId})
+
+    @app.delete("/cart/{book_id}", tags=["cart"])
+    async def remove_cart_row(book_id: str, user: User) -> Response:
+        services.cart.remove(user.user_id, book_id)
+        return JSON({"removed": book_id})
+
+    @app.get("/orders", tags=["orders"])
+    async def list_orders(user: User) -> Response:
+        return JSON(services.checkout.history(user.user_id))
+
+    @app.post("/orders", tags=["orders"], status_code=201)
+    async def place_order(
+        body: OrderRequest,
+        user: User,
+        idempotency_key: Annotated[str | None, Header(max_length=SHORT)] = None,
+    ) -> Response:
+        lines = [OrderLine(b.bookId, b.quantity) for b in body.books]
+        order, created = services.checkout.place(user.user_id, lines, idempotency_key)
+        return JSON(order, status_code=201 if created else 200)
+
+    app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(RegionHeader, region_id=region.id)
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def _consumer_gauges(services: RegionServices, registry: CollectorRegistry) -> None:
+    lag = Gauge(
+        "bookstore_stream_consumer_lag_seconds",
+        "Age of the newest change a stream consumer has not yet handled (0 when caught up)",
+        ["consumer"],
+        registry=registry,
+    )
+    for name, consumer in services.consumers.items():
+        lag.labels(name).set_function(partial(_lag, consumer, services.clock))
+
+
+def _lag(consumer: StreamConsumer, clock: Clock) -> float:
+    return consumer.lag_seconds(clock.now_ms())

@@ -1,0 +1,152 @@
+"""Builds a region's services from the topology: the one place that chooses adapters."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bookstore import tables
+from bookstore.config import Region, Topology
+from bookstore.ports import Clock, Ranking, SearchIndex, Table
+from bookstore.replication.clock import SystemClock
+from bookstore.services.bestsellers import BestSellers
+from bookstore.services.cart import Cart
+from bookstore.services.catalog import Catalog
+from bookstore.services.checkout import Checkout
+from bookstore.services.identity import Identity
+from bookstore.services.search import BookSearch
+from bookstore.services.streams import StreamConsumer
+
+log = logging.getLogger("bookstore.bootstrap")
+
+
+@dataclass
+class RegionServices:
+    """Everything one region serves, wired to its adapters; `close()` releases them."""
+
+    region: Region
+    topology: Topology
+    data_dir: Path
+    clock: Clock
+    tables: dict[str, Table]
+    catalog: Catalog
+    cart: Cart
+    checkout: Checkout
+    bestsellers: BestSellers
+    search: BookSearch
+    identity: Identity
+    _resources: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def consumers(self) -> dict[str, StreamConsumer]:
+        return {"bestsellers": self.bestsellers.consumer, "search": self.search.consumer}
+
+    def close(self) -> None:
+        self._resources.close()
+
+
+def region_dir(data_dir: Path, region_id: str) -> Path:
+    """A region's own data directory: regions share no file."""
+    path = data_dir / region_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_region(
+    topology: Topology, region_id: str, data_dir: Path, clock: Clock | None = None
+) -> RegionServices:
+    region = topology.region(region_id)
+    home = region_dir(data_dir, region_id)
+    clock = clock or SystemClock()
+    stack = ExitStack()
+    try:
+        table_map = _tables(topology, region, home, clock, stack)
+        ranking = _ranking(topology, region, home, stack)
+        index = _search_index(home, stack)
+        catalog = Catalog(table_map["books"])
+        identity = Identity(
+            table_map["users"],
+            table_map["keys"],
+            table_map["sessions"],
+            region=region.id,
+            key_dir=home / "keys",
+            clock=clock,
+            access_ttl=topology.access_token_ttl,
+            refresh_ttl=topology.refresh_token_ttl,
+            on_code=lambda email, code: log.info("confirmation code for %s: %s", email, code),
+        )
+        return RegionServices(
+            region=region,
+            topology=topology,
+            data_dir=home,
+            clock=clock,
+            tables=table_map,
+            catalog=catalog,
+            cart=Cart(table_map["carts"], catalog),
+            checkout=Checkout(table_map["orders"], table_map["carts"], catalog, clock, region.id),
+            bestsellers=BestSellers(table_map["orders"], ranking, region.id, clock=clock),
+            search=BookSearch(table_map["books"], index, region.id, clock=clock),
+            identity=identity,
+            _resources=stack,
+        )
+    except BaseException:
+        stack.close()
+        raise
+
+
+def _tables(
+    topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack
+) -> dict[str, Table]:
+    if topology.storage.tables == "dynamodb":
+        import boto3
+        import botocore.config
+
+        from bookstore.storage.dynamodb.tables import DynamoTable
+
+        session = boto3.session.Session(region_name=region.id)
+        endpoint = topology.storage.dynamodb_endpoint
+        # Account-id endpoints are off: they break DynamoDB-compatible endpoints and moto, and AWS needs none.
+        config = botocore.config.Config(account_id_endpoint_mode="disabled")
+        client = session.client("dynamodb", endpoint_url=endpoint, config=config)
+        streams = session.client("dynamodbstreams", endpoint_url=endpoint, config=config)
+        result: dict[str, Table] = {}
+        for schema in tables.ALL:
+            table = DynamoTable(
+                schema, client=client, streams_client=streams, prefix=topology.storage.table_prefix
+            )
+            table.ensure_table()
+            result[schema.name] = table
+        return result
+
+    from bookstore.storage.sqlite.tables import SqliteDatabase
+
+    db = SqliteDatabase(home / "tables.db", region.id, clock)
+    stack.callback(db.close)
+    return {schema.name: db.table(schema) for schema in tables.ALL}
+
+
+def _ranking(topology: Topology, region: Region, home: Path, stack: ExitStack) -> Ranking:
+    if topology.storage.ranking == "redis":
+        import redis
+
+        from bookstore.storage.redis.ranking import RedisRanking
+
+        client = redis.Redis.from_url(topology.storage.redis_url)
+        stack.callback(client.close)
+        return RedisRanking(client, namespace=f"{region.id}:")
+
+    from bookstore.storage.sqlite.ranking import SqliteRanking
+
+    ranking = SqliteRanking(home / "ranking.db")
+    stack.callback(ranking.close)
+    return ranking
+
+
+def _search_index(home: Path, stack: ExitStack) -> SearchIndex:
+    from bookstore.storage.sqlite.search import SqliteSearchIndex
+
+    index = SqliteSearchIndex(home / "search.db")
+    stack.callback(index.close)
+    return index

@@ -1,0 +1,75 @@
+"""Book search: the Books stream kept in a full-text index, and queries answered with the books themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bookstore.domain.books import public_view
+from bookstore.domain.errors import ValidationError
+from bookstore.ports import ChangeBatch, Clock, SearchIndex, Table
+from bookstore.services.streams import StreamConsumer
+
+MAX_QUERY = 200
+MAX_LIMIT = 100
+INDEXED = ("name", "author", "category")
+
+
+class BookSearch:
+    """Follows the Books stream into `index` (upsert on INSERT/MODIFY, remove on REMOVE) and searches it."""
+
+    def __init__(
+        self,
+        books: Table,
+        index: SearchIndex,
+        region: str,
+        *,
+        batch_size: int = 100,
+        clock: Clock | None = None,
+    ) -> None:
+        self.books = books
+        self.index = index
+        self.region = region
+        self.consumer = StreamConsumer(
+            books,
+            self.handle,
+            cursor=index.cursor(),
+            region=region,
+            name="search",
+            batch_size=batch_size,
+            clock=clock,
+        )
+
+    def handle(self, batch: ChangeBatch) -> None:
+        """Apply the batch to the index; the last change stores the batch cursor in its transaction."""
+        for i, record in enumerate(batch.records):
+            # Replaying a batch after a failure is harmless: upsert and remove are idempotent.
+            cursor = batch.cursor if i == len(batch.records) - 1 else None
+            doc_id = str(record.key.get("id", ""))
+            if record.kind == "REMOVE" or record.new is None:
+                self.index.remove(doc_id, cursor)
+            else:
+                fields = {name: _text(record.new.get(name)) for name in INDEXED}
+                self.index.upsert(doc_id, fields, cursor)
+
+    def search(self, q: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Books matching the words of `q` (the last word as a prefix), best match first."""
+        query = q.strip() if isinstance(q, str) else ""
+        if not query:
+            raise ValidationError("the search query is empty; give one or more words, e.g. ?q=cookbook")
+        if len(query) > MAX_QUERY:
+            raise ValidationError(
+                f"the search query is {len(query)} characters long; at most {MAX_QUERY} please"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}; got {limit!r}")
+        found: list[dict[str, Any]] = []
+        for doc_id in self.index.search(query, limit):
+            # The index may trail the table by a moment: a book deleted since is left out.
+            item = self.books.get({"id": doc_id})
+            if item is not None:
+                found.append(public_view(item))
+        return found
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)

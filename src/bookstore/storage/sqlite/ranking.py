@@ -1,0 +1,100 @@
+"""The embedded Ranking adapter: best-seller scores, counted events and the cursor in one SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from bookstore.domain.errors import StorageError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (member TEXT PRIMARY KEY, score INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scores_by_rank ON scores (score DESC, member ASC);
+"""
+
+
+class SqliteRanking:
+    """Scores of members, each event counted once; `add` is one transaction (scores, event id, cursor)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # The stream consumer and API handlers may call from different threads; one lock serialises them.
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives a crash of the process; only an OS crash could lose the tail.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open ranking database {path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"ranking {self.path}: {what} failed: {exc}") from exc
+
+    def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool:
+        with self._transaction("add") as db:
+            inserted = db.execute("INSERT OR IGNORE INTO events (event_id) VALUES (?)", (event_id,))
+            if inserted.rowcount == 0:
+                return False
+            db.executemany(
+                "INSERT INTO scores (member, score) VALUES (?, ?)"
+                " ON CONFLICT (member) DO UPDATE SET score = score + excluded.score",
+                [(member, int(score)) for member, score in scores.items()],
+            )
+            if cursor is not None:
+                _store_cursor(db, cursor)
+            return True
+
+    def top(self, n: int = 20) -> list[tuple[str, int]]:
+        if n <= 0:
+            return []
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT member, score FROM scores ORDER BY score DESC, member ASC LIMIT ?", (n,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"ranking {self.path}: top failed: {exc}") from exc
+        return [(str(member), int(score)) for member, score in rows]
+
+    def cursor(self) -> str | None:
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"ranking {self.path}: reading the cursor failed: {exc}") from exc
+        return None if row is None else str(row[0])
+
+    def set_cursor(self, cursor: str) -> None:
+        with self._transaction("set_cursor") as db:
+            _store_cursor(db, cursor)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _store_cursor(db: sqlite3.Connection, cursor: str) -> None:
+    db.execute(
+        "INSERT INTO meta (name, value) VALUES ('cursor', ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (cursor,),
+    )

@@ -1,0 +1,145 @@
+"""The embedded SearchIndex adapter: SQLite FTS5 over name, author and category, ranked by bm25."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from bookstore.domain.errors import StorageError
+
+FIELDS = ("name", "author", "category")
+# bm25 column weights, in FIELDS order: a word of the title says more than one of the category.
+WEIGHTS = (10.0, 4.0, 2.0)
+# Beyond this many words a query only gets slower, never better.
+MAX_TOKENS = 16
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (rid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
+  name, author, category, tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+def tokens(text: str) -> list[str]:
+    """The words of `text` as FTS5's unicode61 tokenizer cuts them: runs of letters, digits and marks."""
+    words: list[str] = []
+    current: list[str] = []
+    for ch in text + " ":
+        cat = unicodedata.category(ch)
+        if cat[0] in "LNM" or cat == "Co":
+            current.append(ch)
+            continue
+        # A run of marks alone is no word to the tokenizer; as a phrase it would match nothing at all.
+        if current and any(unicodedata.category(c)[0] != "M" for c in current):
+            words.append("".join(current))
+        current = []
+    return words
+
+
+def match_expression(text: str) -> str | None:
+    """An FTS5 query that cannot be a syntax error: each word quoted, the last a prefix; None if no word."""
+    words = tokens(text)[:MAX_TOKENS]
+    if not words:
+        return None
+    # Words hold no '"' (punctuation separates words), so quoting them is enough to neutralise
+    # AND/OR/NOT/NEAR, column filters, '*', '^' and parentheses.
+    quoted = [f'"{w}"' for w in words]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+class SqliteSearchIndex:
+    """Full-text index of documents' fields in one SQLite file, with the feeding consumer's cursor."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open search index {path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"search index {self.path}: {what} failed: {exc}") from exc
+
+    def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
+        values = tuple(str(fields.get(name) or "") for name in FIELDS)
+        with self._transaction("upsert") as db:
+            rid = _rid(db, doc_id)
+            if rid is None:
+                rid = db.execute("INSERT INTO documents (doc_id) VALUES (?)", (doc_id,)).lastrowid
+            else:
+                db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+            db.execute("INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)", (rid, *values))
+            if cursor is not None:
+                _store_cursor(db, cursor)
+
+    def remove(self, doc_id: str, cursor: str | None = None) -> None:
+        with self._transaction("remove") as db:
+            rid = _rid(db, doc_id)
+            if rid is not None:
+                db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                db.execute("DELETE FROM documents WHERE rid = ?", (rid,))
+            if cursor is not None:
+                _store_cursor(db, cursor)
+
+    def search(self, query: str, limit: int = 50) -> list[str]:
+        expression = match_expression(query)
+        if expression is None or limit <= 0:
+            return []
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
+                    " WHERE fts MATCH ? ORDER BY bm25(fts, ?, ?, ?), d.doc_id LIMIT ?",
+                    (expression, *WEIGHTS, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"search index {self.path}: search failed: {exc}") from exc
+        return [str(row[0]) for row in rows]
+
+    def cursor(self) -> str | None:
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"search index {self.path}: reading the cursor failed: {exc}") from exc
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _rid(db: sqlite3.Connection, doc_id: str) -> int | None:
+    row = db.execute("SELECT rid FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _store_cursor(db: sqlite3.Connection, cursor: str) -> None:
+    db.execute(
+        "INSERT INTO meta (name, value) VALUES ('cursor', ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (cursor,),
+    )

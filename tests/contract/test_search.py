@@ -1,0 +1,205 @@
+"""The SearchIndex contract on SQLite FTS5: words of every field, prefixes, hostile queries, removal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bookstore.domain.errors import StorageError
+from bookstore.services.catalog import seed_books
+from bookstore.storage.sqlite.search import SqliteSearchIndex, match_expression, tokens
+
+
+def fields(book: dict[str, str]) -> dict[str, str]:
+    return {name: book[name] for name in ("name", "author", "category")}
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> SqliteSearchIndex:
+    return SqliteSearchIndex(tmp_path / "search.db")
+
+
+@pytest.fixture
+def catalog(index: SqliteSearchIndex) -> SqliteSearchIndex:
+    for book in seed_books():
+        index.upsert(book["id"], fields(book))
+    return index
+
+
+BOOKS = {b["id"]: b for b in seed_books()}
+
+
+def test_finds_a_book_by_a_word_of_its_title(catalog: SqliteSearchIndex) -> None:
+    assert "bk-cook-003" in catalog.search("bread")
+    assert catalog.search("Bread from the Cold Oven")[0] == "bk-cook-003"
+
+
+def test_finds_books_by_author(catalog: SqliteSearchIndex) -> None:
+    found = catalog.search("Olwen")
+    assert found and all("Olwen" in BOOKS[i]["author"] for i in found)
+    assert "bk-cook-001" in found
+
+
+def test_finds_every_book_of_a_category(catalog: SqliteSearchIndex) -> None:
+    found = catalog.search("database", limit=100)
+    assert set(found) >= {i for i, b in BOOKS.items() if b["category"] == "Database"}
+    assert len([i for i in found if BOOKS[i]["category"] == "Database"]) == 10
+
+
+def test_last_word_is_a_prefix(catalog: SqliteSearchIndex) -> None:
+    cookbooks = {i for i, b in BOOKS.items() if b["category"] == "Cookbooks"}
+    assert set(catalog.search("cook", limit=100)) >= cookbooks
+    # Only the last word is a prefix: earlier words must be whole.
+    assert catalog.search("cook skillet") == []
+    assert catalog.search("weeknight skil") == ["bk-cook-002"]
+
+
+def test_all_words_must_match_across_fields(catalog: SqliteSearchIndex) -> None:
+    assert catalog.search("skillet renwick cookbooks") == ["bk-cook-002"]
+    assert catalog.search("skillet database") == []
+
+
+def test_case_and_diacritics_are_ignored(index: SqliteSearchIndex) -> None:
+    index.upsert("b1", {"name": "Crème Brûlée at Home", "author": "Zoë Ångström", "category": "Cookbooks"})
+    assert index.search("CREME brulee") == ["b1"]
+    assert index.search("angstrom") == ["b1"]
+    assert index.search("zoë") == ["b1"]
+
+
+def test_limit_caps_the_results(catalog: SqliteSearchIndex) -> None:
+    assert len(catalog.search("cookbooks", limit=5)) == 5
+    assert catalog.search("cookbooks", limit=0) == []
+
+
+def test_upsert_replaces_the_document(index: SqliteSearchIndex) -> None:
+    index.upsert("b1", {"name": "Old Title", "author": "A", "category": "Cars"})
+    index.upsert("b1", {"name": "New Title", "author": "A", "category": "Cars"})
+    assert index.search("old") == []
+    assert index.search("new") == ["b1"]
+    assert index.search("title") == ["b1"]
+
+
+def test_removed_documents_are_not_found(catalog: SqliteSearchIndex) -> None:
+    catalog.remove("bk-cook-003")
+    assert "bk-cook-003" not in catalog.search("bread", limit=100)
+    # Removing what is not there is a no-op.
+    catalog.remove("bk-cook-003")
+    catalog.remove("never-indexed")
+    catalog.upsert("bk-cook-003", fields(BOOKS["bk-cook-003"]))
+    assert "bk-cook-003" in catalog.search("bread")
+
+
+def test_title_matches_rank_above_category_matches(index: SqliteSearchIndex) -> None:
+    index.upsert("in-category", {"name": "Engines and Gearboxes", "author": "P. Ford", "category": "Cars"})
+    index.upsert("in-title", {"name": "Cars of the Fifties", "author": "R. Hale", "category": "History"})
+    index.upsert("elsewhere", {"name": "Bridges", "author": "S. Cole", "category": "History"})
+    assert index.search("cars") == ["in-title", "in-category"]
+
+
+def test_more_occurrences_rank_higher(index: SqliteSearchIndex) -> None:
+    index.upsert("once", {"name": "Soup for Winter Evenings", "author": "A", "category": "Cookbooks"})
+    index.upsert("twice", {"name": "Soup, Soup", "author": "A", "category": "Cookbooks"})
+    assert index.search("soup") == ["twice", "once"]
+
+
+def test_cursor_is_stored_with_the_change(index: SqliteSearchIndex, tmp_path: Path) -> None:
+    assert index.cursor() is None
+    index.upsert("b1", {"name": "One", "author": "A", "category": "C"}, cursor="1")
+    assert index.cursor() == "1"
+    index.upsert("b2", {"name": "Two", "author": "A", "category": "C"})
+    assert index.cursor() == "1"
+    index.remove("b1", cursor="3")
+    assert index.cursor() == "3"
+    index.remove("absent", cursor="4")
+    assert index.cursor() == "4"
+    index.close()
+    reopened = SqliteSearchIndex(tmp_path / "search.db")
+    assert reopened.cursor() == "4"
+    assert reopened.search("two") == ["b2"]
+    assert reopened.search("one") == []
+
+
+HOSTILE = [
+    "",
+    "   ",
+    '"',
+    '""',
+    '"unterminated',
+    "AND(",
+    "OR",
+    "NOT",
+    "a AND",
+    "NEAR(cook bread, 2)",
+    "NEAR",
+    "*",
+    "cook*",
+    "^cook",
+    "name:cook",
+    "{name author}: cook",
+    "cook -bread",
+    "(((",
+    ")",
+    "'; DROP TABLE fts; --",
+    "\x00",
+    "cook\x00bread",
+    "\ud800",
+    "\u0301",
+    "e\u0301",
+    "日本語の本",
+    "🍞 bread 🍞",
+    "_",
+    "a_b",
+    "x" * 10_000,
+    "cook " * 2_000,
+    '"a" * 3_000',
+    "+",
+    "-",
+    ":",
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_queries_never_raise(catalog: SqliteSearchIndex, query: str) -> None:
+    found = catalog.search(query)
+    assert isinstance(found, list)
+    assert all(i in BOOKS for i in found)
+
+
+def test_operator_words_are_searched_as_words(index: SqliteSearchIndex) -> None:
+    index.upsert("b1", {"name": "Near and Far", "author": "Not Me", "category": "Or Else"})
+    assert index.search("near") == ["b1"]
+    assert index.search("NOT") == ["b1"]
+    assert index.search("and OR") == ["b1"]
+    assert index.search("NEAR(far)") == ["b1"]
+
+
+def test_punctuated_queries_find_what_their_words_find(catalog: SqliteSearchIndex) -> None:
+    assert catalog.search('"Bread" (from) cold*') == catalog.search("bread from cold")
+    assert catalog.search("salt, smoke & patience")[0] == "bk-cook-001"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(max_size=300))
+def test_any_text_is_a_valid_query(catalog: SqliteSearchIndex, query: str) -> None:
+    assert all(i in BOOKS for i in catalog.search(query))
+
+
+@given(text=st.text(max_size=100))
+def test_match_expression_quotes_every_word(text: str) -> None:
+    expression = match_expression(text)
+    words = tokens(text)
+    if not words:
+        assert expression is None
+    else:
+        assert expression is not None
+        assert expression.count('"') == 2 * min(len(words), 16)
+        assert expression.endswith('"*')
+
+
+def test_unusable_place_raises_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError):
+        SqliteSearchIndex(tmp_path / "file" / "search.db")

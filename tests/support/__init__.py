@@ -1,0 +1,1 @@
+"""Test support: real servers (Redis, MariaDB) started on their own ports, and process helpers."""

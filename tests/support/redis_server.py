@@ -1,0 +1,113 @@
+"""A real redis-server for tests: started from the installed binary on a free loopback port, then stopped."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pytest
+import redis
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_until_ready(proc: subprocess.Popen[bytes], url: str) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                if client.ping():
+                    return True
+            except redis.RedisError:
+                time.sleep(0.05)
+        return False
+    finally:
+        client.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Start redis-server (no persistence, its own temporary dir); yields `redis://127.0.0.1:PORT/0`.
+
+    Skips the calling test when the binary is not installed.
+    """
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); Redis tests skipped")
+    with tempfile.TemporaryDirectory(prefix="bookstore-redis-") as tmp:
+        # Another process may take the port between our probe and redis binding it: try a few ports.
+        for _attempt in range(5):
+            port = free_port()
+            url = f"redis://{HOST}:{port}/0"
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    HOST,
+                    "--dir",
+                    tmp,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _wait_until_ready(proc, url):
+                try:
+                    yield url
+                finally:
+                    _stop(proc)
+                return
+            _stop(proc)
+        raise RuntimeError(f"redis-server ({binary}) did not answer PING on {HOST} after 5 attempts")
+
+
+def redis_server_fixture(
+    scope: Literal["session", "package", "module", "class", "function"] = "session",
+) -> Any:
+    """A pytest fixture (default session-scoped) yielding the URL of a real redis-server.
+
+    Use as `redis_url = redis_server_fixture()` at module level of a test file or a conftest.py.
+    """
+
+    @pytest.fixture(scope=scope)
+    def _fixture() -> Iterator[str]:
+        with redis_server() as url:
+            yield url
+
+    return _fixture

@@ -1,0 +1,56 @@
+"""A real region process: served on its loopback address; an acknowledged order survives kill -9."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.regions import bookstore, isolated_topology, region_process, start_region
+
+pytestmark = pytest.mark.system
+
+
+def test_order_acknowledged_before_kill_9_survives_restart(tmp_path: Path) -> None:
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", ("eu-west-1",))
+    region = topology.home
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--topology", str(topo_file)]
+    bookstore("seed", *common)
+    bookstore("users", "add", "kill@example.com", "--password", "kill-9-password", *common)
+
+    process = start_region(region, data, topo_file)
+    try:
+        api = httpx.Client(base_url=region.api_url, timeout=10)
+        token = api.post("/auth/signin", json={"email": "kill@example.com", "password": "kill-9-password"})
+        auth = {"Authorization": f"Bearer {token.json()['accessToken']}"}
+        book = api.get("/books").json()[0]["id"]
+        placed = api.post("/orders", json={"books": [{"bookId": book, "quantity": 2}]}, headers=auth)
+        assert placed.status_code == 201
+        process.send_signal(signal.SIGKILL)  # straight after the 201: no chance to flush anything more
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    with region_process(region, data, topo_file):
+        api = httpx.Client(base_url=region.api_url, timeout=10)
+        again = api.post("/auth/signin", json={"email": "kill@example.com", "password": "kill-9-password"})
+        auth = {"Authorization": f"Bearer {again.json()['accessToken']}"}
+        orders = api.get("/orders", headers=auth).json()
+        assert [o["orderId"] for o in orders] == [placed.json()["orderId"]]
+
+
+def test_seed_is_idempotent_and_the_region_serves_it(tmp_path: Path) -> None:
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", ("eu-west-1",))
+    common = ["--data-dir", str(tmp_path / "data"), "--topology", str(topo_file)]
+    assert "56 book(s) written" in bookstore("seed", *common).stdout
+    assert "0 book(s) written" in bookstore("seed", *common).stdout
+    with region_process(topology.home, tmp_path / "data", topo_file):
+        r = httpx.get(f"{topology.home.api_url}/books")
+        assert r.status_code == 200 and len(r.json()) == 56
+        assert r.headers["x-bookstore-region"] == "eu-west-1"
+        log = (tmp_path / "data" / "eu-west-1.log").read_text()
+        assert "region=eu-west-1" in log
