@@ -11,6 +11,7 @@ from bookstore import tables
 from bookstore.config import Region, Topology
 from bookstore.ports import Clock, Ranking, SearchIndex, Table
 from bookstore.replication.clock import SystemClock
+from bookstore.replication.tables import ReplicaStore
 from bookstore.services.bestsellers import BestSellers
 from bookstore.services.cart import Cart
 from bookstore.services.catalog import Catalog
@@ -37,6 +38,8 @@ class RegionServices:
     bestsellers: BestSellers
     search: BookSearch
     identity: Identity
+    # Our replicator's store on the embedded default; None where the engine replicates natively (DynamoDB).
+    replica: ReplicaStore | None = None
     _resources: ExitStack = field(default_factory=ExitStack)
 
     @property
@@ -62,7 +65,7 @@ def build_region(
     clock = clock or SystemClock()
     stack = ExitStack()
     try:
-        table_map = _tables(topology, region, home, clock, stack)
+        table_map, replica = _tables(topology, region, home, clock, stack)
         ranking = _ranking(topology, region, home, stack)
         index = _search_index(home, stack)
         catalog = Catalog(table_map["books"])
@@ -89,6 +92,7 @@ def build_region(
             bestsellers=BestSellers(table_map["orders"], ranking, region.id, clock=clock),
             search=BookSearch(table_map["books"], index, region.id, clock=clock),
             identity=identity,
+            replica=replica,
             _resources=stack,
         )
     except BaseException:
@@ -98,7 +102,7 @@ def build_region(
 
 def _tables(
     topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack
-) -> dict[str, Table]:
+) -> tuple[dict[str, Table], ReplicaStore | None]:
     if topology.storage.tables == "dynamodb":
         import boto3
         import botocore.config
@@ -118,13 +122,15 @@ def _tables(
             )
             table.ensure_table()
             result[schema.name] = table
-        return result
+        return result, None
 
+    from bookstore.storage.sqlite.replica import SqliteReplica
     from bookstore.storage.sqlite.tables import SqliteDatabase
 
     db = SqliteDatabase(home / "tables.db", region.id, clock)
     stack.callback(db.close)
-    return {schema.name: db.table(schema) for schema in tables.ALL}
+    table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
+    return table_map, SqliteReplica(db)
 
 
 def _ranking(topology: Topology, region: Region, home: Path, stack: ExitStack) -> Ranking:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,8 +22,10 @@ app = typer.Typer(
 )
 region_app = typer.Typer(help="Run one region.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage the user pool.", no_args_is_help=True)
+link_app = typer.Typer(help="Cut, heal and slow the links between regions.", no_args_is_help=True)
 app.add_typer(region_app, name="region")
 app.add_typer(users_app, name="users")
+app.add_typer(link_app, name="link")
 
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="BOOKSTORE_DATA_DIR", help="Where every region keeps its data.")
@@ -60,12 +63,13 @@ def _region(topology: Path | None, region: str | None, data_dir: Path) -> Iterat
 def up(data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
     """Start the system (seeding the catalog on first use) and keep it running until Ctrl-C."""
     from bookstore.runtime import logs, supervisor
+    from bookstore.runtime.secret import deployment_secret
 
     topo = _topology(topology)
     logs.configure("supervisor")
+    # As in the original, the catalog is loaded in one region and reaches the others by replication.
     seed(data_dir=data_dir, topology=topology, region=None)
-    # Only the home region runs until replication carries the catalog to the others.
-    supervisor.up(topo, data_dir, topology, [topo.home_region])
+    supervisor.up(topo, data_dir, topology, list(topo.active), deployment_secret(data_dir))
 
 
 @app.command()
@@ -93,6 +97,132 @@ def region_serve(
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
     serve(topo, region, data_dir)
+
+
+def _control(topology: Path | None, method: str, path: str, body: dict[str, object] | None = None) -> Any:
+    """Call the running system's control API; a clear message when it is not running."""
+    import httpx
+
+    url = _topology(topology).control_url
+    try:
+        response = httpx.request(method, url + path, json=body, timeout=30)
+    except httpx.HTTPError:
+        typer.echo(f"error: nothing answers at {url}; start the system with `make up` first", err=True)
+        raise typer.Exit(2) from None
+    data = response.json()
+    if response.status_code >= 400:
+        typer.echo(f"error: {data.get('message', response.text)}", err=True)
+        raise typer.Exit(1)
+    return data
+
+
+def _region_action(action: str, region: str, topology: Path | None) -> None:
+    state = _control(topology, "POST", f"/regions/{region}/{action}")
+    typer.echo(f"{region}: {'running, pid ' + str(state['pid']) if state['running'] else 'not running'}")
+
+
+@region_app.command("kill")
+def region_kill(region: str, topology: TopologyFile = None) -> None:
+    """kill -9 a region's process (a crash: nothing flushed)."""
+    _region_action("kill", region, topology)
+
+
+@region_app.command("stop")
+def region_stop(region: str, topology: TopologyFile = None) -> None:
+    """Stop a region cleanly (SIGTERM)."""
+    _region_action("stop", region, topology)
+
+
+@region_app.command("start")
+def region_start(region: str, topology: TopologyFile = None) -> None:
+    """Start a stopped or killed region; it catches up by replication."""
+    _region_action("start", region, topology)
+
+
+OneWay = Annotated[bool, typer.Option("--one-way", help="Only the direction A -> B.")]
+
+
+@link_app.command("cut")
+def link_cut(a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None) -> None:
+    """Cut the link between two regions (both directions unless --one-way): nothing crosses it."""
+    _show_links(_control(topology, "POST", f"/links/{a}/{b}", {"cut": True, "both": not one_way})["links"])
+
+
+@link_app.command("heal")
+def link_heal(a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None) -> None:
+    """Heal a cut link; held traffic flows again."""
+    _show_links(_control(topology, "POST", f"/links/{a}/{b}", {"cut": False, "both": not one_way})["links"])
+
+
+@link_app.command("set")
+def link_set(
+    a: str,
+    b: str,
+    delay_ms: Annotated[float | None, typer.Option("--delay-ms")] = None,
+    jitter_ms: Annotated[float | None, typer.Option("--jitter-ms")] = None,
+    loss: Annotated[
+        float | None, typer.Option("--loss", help="Probability 0..1 that a chunk is lost.")
+    ] = None,
+    one_way: OneWay = False,
+    topology: TopologyFile = None,
+) -> None:
+    """Change a link's one-way delay, jitter or loss."""
+    body: dict[str, object] = {"both": not one_way}
+    for name, value in (("delayMs", delay_ms), ("jitterMs", jitter_ms), ("loss", loss)):
+        if value is not None:
+            body[name] = value
+    _show_links(_control(topology, "POST", f"/links/{a}/{b}", body)["links"])
+
+
+@link_app.command("show")
+def link_show(topology: TopologyFile = None) -> None:
+    """Every link's state."""
+    _show_links(_control(topology, "GET", "/links")["links"])
+
+
+def _show_links(links: list[dict[str, Any]]) -> None:
+    from bookstore.runtime.status import render_links
+
+    render_links(links)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    topology: TopologyFile = None,
+) -> None:
+    """Health of every region, replication lag and pending changes per pair, conflicts, links."""
+    from bookstore.runtime.status import collect, render
+
+    report = collect(_topology(topology))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        render(report)
+
+
+@app.command()
+def conflicts(
+    region: RegionOpt = None,
+    limit: Annotated[int, typer.Option("--limit")] = 20,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Recent conflicts (concurrent writes to one item) seen by a region: winner and loser."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _region(topology, region, data_dir) as services:
+        if services.replica is None:
+            typer.echo("this backend replicates natively and reports no conflicts")
+            return
+        records = services.replica.conflicts(limit)
+    table = Table("detected", "table", "key", "winner", "loser")
+    for c in records:
+        table.add_row(
+            str(c.detected_ms), c.table, json.dumps(c.key), str(c.winner_version), str(c.loser_version)
+        )
+    Console().print(table)
 
 
 @users_app.command("add")

@@ -44,6 +44,17 @@ class Storage(BaseModel):
     table_prefix: str = "bookstore-"
 
 
+class Replication(BaseModel):
+    """Table replication between regions (our replicator; DynamoDB Global Tables replace it on dynamodb)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tables: tuple[str, ...] = ("books", "orders", "carts", "users", "keys", "sessions")
+    anti_entropy_s: float = 30.0
+    # Log entries every peer has received are kept this long before trimming.
+    retention_s: float = 3600.0
+
+
 class Topology(BaseModel):
     """Everything that differs between deployments; the defaults need no file."""
 
@@ -54,6 +65,10 @@ class Topology(BaseModel):
     active: tuple[str, ...] = ("eu-west-1", "ap-southeast-1")
     home_region: str = "eu-west-1"
     storage: Storage = Field(default_factory=Storage)
+    replication: Replication = Field(default_factory=Replication)
+    # The supervisor's control API (regions and links), on loopback.
+    control_address: str = "127.0.0.1"
+    control_port: int = 7070
     # Lifetime of access tokens, seconds.
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -74,6 +89,10 @@ class Topology(BaseModel):
                 return r
         known = ", ".join(r.id for r in self.regions)
         raise KeyError(f"unknown region {region_id!r}; known: {known}")
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.control_address}:{self.control_port}"
 
     @property
     def home(self) -> Region:

@@ -662,7 +662,7 @@ def test_sqlite_log_holds_every_table_with_versions_and_previous_versions(db: Sq
     orders.put({"customerId": "c", "orderId": "o"})
     books.update({"id": "b001"}, {"price": 20})
     books.delete({"id": "b001"})
-    log = db.read_log()
+    log = db.read_log().entries
     assert [(e.seq, e.table, e.kind) for e in log] == [
         (1, "books", "INSERT"),
         (2, "orders", "INSERT"),
@@ -673,7 +673,7 @@ def test_sqlite_log_holds_every_table_with_versions_and_previous_versions(db: Sq
     assert versions == sorted(versions) and len(set(versions)) == 4
     assert log[0].previous is None and log[2].previous == log[0].version and log[3].previous == log[2].version
     assert books.version({"id": "b001"}) == log[3].version
-    assert [e.seq for e in db.read_log(2, limit=5, table="books")] == [3, 4]
+    assert [e.seq for e in db.read_log(2, limit=5, tables=["books"]).entries] == [3, 4]
     assert all(e.origin == "eu-west-1" for e in log)
 
 
@@ -702,7 +702,7 @@ def test_sqlite_two_handles_on_one_file_share_one_version_sequence(tmp_path: Pat
         for i in range(10):
             (ta if i % 2 else tb).put(book(i))
         assert tb.get({"id": "b001"}) == book(1) and ta.get({"id": "b000"}) == book(0)
-        versions = [e.version[0] for e in a.read_log(limit=100)]
+        versions = [e.version[0] for e in a.read_log(limit=100).entries]
     assert len(versions) == 10 and versions == sorted(set(versions))
 
 

@@ -1,4 +1,4 @@
-"""The same region, wired by bootstrap to the real-engine adapters: tables on DynamoDB (moto), ranking on Redis."""
+"""The same region wired to the real-engine adapters: tables on DynamoDB (moto), ranking on Redis."""
 
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,12 +31,25 @@ def free_port(host: str) -> int:
 
 
 def isolated_topology(
-    path: Path, regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1")
+    path: Path,
+    regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1"),
+    active: tuple[str, ...] | None = None,
+    extra: str = "",
 ) -> tuple[Topology, Path]:
     """A topology like the default but on addresses and ports no other test uses; written to `path`."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
     defaults = {r.id: r for r in Topology().regions}
-    lines = [f'home_region = "{regions[0]}"', f"active = {list(regions)!r}".replace("'", '"'), ""]
+    control = f"127.{100 + int(worker)}.0.{next(_counter) % 250 + 1}"
+    lines = [
+        f'home_region = "{regions[0]}"',
+        f"active = {list(active or regions)!r}".replace("'", '"'),
+        f'control_address = "{control}"',
+        f"control_port = {free_port(control)}",
+        "",
+        "[replication]",
+        "anti_entropy_s = 2.0",
+        "",
+    ]
     for region_id in regions:
         base = defaults[region_id]
         address = f"127.{100 + int(worker)}.{next(_counter) % 250 + 1}.1"
@@ -48,7 +63,7 @@ def isolated_topology(
             f"s3_port = {free_port(address)}",
             "",
         ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text("\n".join(lines) + extra, encoding="utf-8")
     return Topology.load(path), path
 
 
@@ -93,3 +108,65 @@ def start_region(region: Region, data_dir: Path, topology_file: Path) -> subproc
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"region {region.id} did not become healthy")
+
+
+@dataclass
+class System:
+    """A running `bookstore up`: its topology, data and the supervisor process."""
+
+    topology: Topology
+    topology_file: Path
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return bookstore(*args, "--topology", str(self.topology_file), check=check)
+
+    def control(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
+        r = httpx.request(method, self.topology.control_url + path, json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def api(self, region_id: str) -> httpx.Client:
+        return httpx.Client(base_url=self.topology.region(region_id).api_url, timeout=10)
+
+
+@contextmanager
+def system_up(
+    tmp_path: Path,
+    regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1"),
+    active: tuple[str, ...] | None = None,
+    extra: str = "",
+) -> Iterator[System]:
+    """`bookstore up` on an isolated topology: every active region healthy on entry; stopped on exit."""
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", regions, active, extra)
+    data = tmp_path / "data"
+    log = (tmp_path / "up.log").open("ab")
+    cmd = [sys.executable, "-m", "bookstore", "up", "--data-dir", str(data), "--topology", str(topo_file)]
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    system = System(topology, topo_file, data, process)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("bookstore up exited: " + (tmp_path / "up.log").read_text()[-3000:])
+            try:
+                urls = [topology.region(r).api_url + "/health" for r in (active or regions)]
+                if all(httpx.get(u, timeout=1).status_code == 200 for u in urls):
+                    httpx.get(topology.control_url + "/regions", timeout=1).raise_for_status()
+                    break
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            assert time.monotonic() < deadline, (
+                "system did not come up: " + (tmp_path / "up.log").read_text()[-3000:]
+            )
+            time.sleep(0.2)
+        yield system
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -87,7 +87,7 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         books = db.table(BOOKS)
         missing = [key for key in acknowledged if books.get({"id": key}) is None]
         assert missing == []
-        logged = [e.key["id"] for e in db.read_log(limit=len(acknowledged) + 10)]
+        logged = [e.key["id"] for e in db.read_log(limit=len(acknowledged) + 10).entries]
         # The log holds every acknowledged write in order, and perhaps the one the kill interrupted.
         assert logged[: len(acknowledged)] == acknowledged
         assert len(logged) - len(acknowledged) in (0, 1)
@@ -111,7 +111,7 @@ def test_processes_writing_one_file_at_once_share_one_ordered_log(tmp_path: Path
         books = db.table(BOOKS)
         keys = [line for out, _ in outputs for line in out.splitlines()]
         assert len(keys) == 2000 and all(books.get({"id": k}) is not None for k in keys)
-        log = db.read_log(limit=5000)
+        log = db.read_log(limit=5000).entries
         assert sorted(e.key["id"] for e in log) == sorted(keys)
         versions = [e.version for e in log]
         # Commit order and version order agree, and no two writes share a version.

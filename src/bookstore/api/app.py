@@ -67,7 +67,7 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
     install_error_handlers(app)
     _consumer_gauges(services, registry)
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         if not authorization:
             raise Unauthorized(
                 "sign in first: send 'Authorization: Bearer <accessToken>' (POST /auth/signin)"

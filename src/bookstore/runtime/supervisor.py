@@ -1,20 +1,34 @@
-"""`bookstore up`: starts the regions as processes of their own, waits for them, stops them on Ctrl-C."""
+"""`bookstore up`: the regions as processes of their own, the link simulator between them, a control API.
+
+The supervisor is the operator's hand on the system: it starts each region with its own data directory
+and address, carries all traffic between regions through the link simulator, and serves the control
+API (regions: kill, stop, start; links: cut, heal, delay) that the `bookstore` commands call.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 
 from bookstore.config import Region, Topology
+from bookstore.runtime.links import LinkSimulator, create_control_app
+from bookstore.runtime.secret import ENV as SECRET_ENV
 
 log = logging.getLogger("bookstore.supervisor")
+STOP_GRACE_S = 10.0
 
 
 def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -> list[str]:
@@ -34,60 +48,161 @@ def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -
     return cmd
 
 
-def wait_healthy(region: Region, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Block until the region answers /health; raise if its process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"region {region.id} exited with code {process.returncode} while starting")
-        try:
-            if httpx.get(f"{region.api_url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+async def wait_healthy(region: Region, process: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    """Return once the region answers /health; raise if its process exits or time runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while loop.time() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"region {region.id} exited with code {process.returncode} while starting")
+            try:
+                if (await client.get(f"{region.api_url}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
     raise RuntimeError(f"region {region.id} did not answer {region.api_url}/health within {timeout_s:.0f} s")
 
 
-def stop(processes: dict[str, subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for process in processes.values():
+class Supervisor:
+    """Owns the region processes and the links; every method runs on the supervisor's event loop."""
+
+    def __init__(
+        self, topology: Topology, data_dir: Path, topology_file: Path | None, regions: list[str], secret: str
+    ) -> None:
+        self.topology = topology
+        self.data_dir = data_dir
+        self.topology_file = topology_file
+        self.regions = regions
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: secret}
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.links = LinkSimulator(topology)
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def start_region(self, region_id: str) -> dict[str, Any]:
+        region = self.topology.region(region_id)
+        current = self.processes.get(region_id)
+        if current is not None and current.returncode is None:
+            return self.region_state(region_id)
+        cmd = region_command(region_id, self.data_dir, self.topology_file)
+        process = await asyncio.create_subprocess_exec(*cmd, env=self.env)
+        self.processes[region_id] = process
+        watcher = asyncio.create_task(self._watch(region_id, process))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        await wait_healthy(region, process)
+        log.info("region %s started (pid %d)", region_id, process.pid)
+        return self.region_state(region_id)
+
+    async def _watch(self, region_id: str, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            log.warning("region %s exited with code %s", region_id, code)
+
+    async def kill_region(self, region_id: str, sig: int = signal.SIGKILL) -> dict[str, Any]:
+        """SIGKILL (a crash: nothing flushed, nothing said) or SIGTERM (a clean stop)."""
+        self.topology.region(region_id)
+        process = self.processes.get(region_id)
+        if process is not None and process.returncode is None:
+            process.send_signal(sig)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            log.info("region %s %s", region_id, "killed" if sig == signal.SIGKILL else "stopped")
+        return self.region_state(region_id)
+
+    def region_state(self, region_id: str) -> dict[str, Any]:
+        region = self.topology.region(region_id)
+        process = self.processes.get(region_id)
+        running = process is not None and process.returncode is None
+        return {
+            "regionId": region_id,
+            "name": region.name,
+            "apiUrl": region.api_url,
+            "running": running,
+            "pid": process.pid if process is not None and running else None,
+            "exitCode": None if process is None or running else process.returncode,
+        }
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.kill_region(r, signal.SIGTERM) for r in list(self.processes)))
+
+    def control_app(self) -> Starlette:
+        actions = {
+            "kill": lambda r: self.kill_region(r, signal.SIGKILL),
+            "stop": lambda r: self.kill_region(r, signal.SIGTERM),
+            "start": self.start_region,
+        }
+
+        async def all_regions(_: Request) -> Response:
+            return _json({"regions": [self.region_state(r.id) for r in self.topology.regions]})
+
+        async def act(request: Request) -> Response:
+            region_id, action = request.path_params["region"], request.path_params["action"]
+            if action not in actions:
+                return _json(
+                    {"error": "NotFound", "message": f"no action {action!r}; use kill, stop or start"}, 404
+                )
+            try:
+                self.topology.region(region_id)
+            except KeyError as exc:
+                return _json({"error": "NotFound", "message": str(exc.args[0])}, 404)
+            try:
+                return _json(await actions[action](region_id))
+            except RuntimeError as exc:
+                return _json({"error": "Unavailable", "message": str(exc)}, 503)
+
+        return Starlette(
+            routes=[
+                Route("/regions", all_regions, methods=["GET"]),
+                Route("/regions/{region}/{action}", act, methods=["POST"]),
+                Mount("", app=create_control_app(self.links)),
+            ]
+        )
+
+    async def run(self) -> None:
+        await self.links.start()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.control_app(),
+                host=self.topology.control_address,
+                port=self.topology.control_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        # Ctrl-C and SIGTERM end `serve()`; the finally below then stops every region.
+        serving = asyncio.create_task(server.serve())
         try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            await asyncio.gather(*(self.start_region(r) for r in self.regions))
+            self._banner()
+            await serving
+        finally:
+            server.should_exit = True
+            await self.stop_all()
+            await self.links.stop()
+            if not serving.done():
+                await serving
 
-
-def up(topology: Topology, data_dir: Path, topology_file: Path | None, regions: list[str]) -> None:
-    """Run the given regions until Ctrl-C (or SIGTERM); a region that dies is reported, not restarted."""
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    try:
-        for region_id in regions:
-            cmd = region_command(region_id, data_dir, topology_file)
-            processes[region_id] = subprocess.Popen(cmd, env=env)
-        for region_id, process in processes.items():
-            wait_healthy(topology.region(region_id), process)
+    def _banner(self) -> None:
         print("\nThe Bookstore is up:", flush=True)
-        for region_id in regions:
-            region = topology.region(region_id)
+        for region_id in self.regions:
+            region = self.topology.region(region_id)
             print(f"  {region.flag}  {region.name:<12} {region.id:<15} {region.api_url}/books", flush=True)
-        print(f"Data in {data_dir.resolve()}. Ctrl-C stops everything.\n", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        reported: set[str] = set()
-        while True:
-            for region_id, process in processes.items():
-                if process.poll() is not None and region_id not in reported:
-                    reported.add(region_id)
-                    log.warning("region %s exited with code %s", region_id, process.returncode)
-            if len(reported) == len(processes):
-                return
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
-    finally:
-        stop(processes)
+        print(f"Control API {self.topology.control_url}. Data in {self.data_dir.resolve()}.", flush=True)
+        print("Try `bookstore status`. Ctrl-C stops everything.\n", flush=True)
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def up(
+    topology: Topology, data_dir: Path, topology_file: Path | None, regions: list[str], secret: str
+) -> None:
+    """Run the given regions, their links and the control API until Ctrl-C or SIGTERM."""
+    asyncio.run(Supervisor(topology, data_dir, topology_file, regions, secret).run())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +29,7 @@ from bookstore.ports import (
     TableSchema,
 )
 from bookstore.replication.clock import HybridLogicalClock, SystemClock
+from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, Version
 from bookstore.storage.items import (
     KeyValue,
     check_changes,
@@ -44,7 +47,12 @@ from bookstore.storage.items import (
 # Tables without a sort key store this constant in the sort column, so one primary key shape fits all.
 NO_SORT = ""
 BUSY_TIMEOUT_MS = 10_000
+# Keys hash to this many bits; anti-entropy buckets are ranges of the hash space, so an index serves them.
+KEY_HASH_BITS = 32
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_LOG_COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region"
+
+log = logging.getLogger("bookstore.storage.sqlite")
 
 _DATABASE_SQL = """
 BEGIN IMMEDIATE;
@@ -62,30 +70,13 @@ CREATE TABLE IF NOT EXISTS changes (
     hlc INTEGER NOT NULL,
     region TEXT NOT NULL,
     prev_hlc INTEGER,
-    prev_region TEXT
+    prev_region TEXT,
+    logged_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS changes_by_table ON changes (tbl, seq);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 COMMIT;
 """
-
-Version = tuple[int, str]
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One record of the region's change log, with the versions replication needs."""
-
-    seq: int
-    table: str
-    kind: ChangeKind
-    key: Key
-    old: Item | None
-    new: Item | None
-    written_ms: int
-    origin: str
-    version: Version
-    # The version the item (or its tombstone) had before this change; None when it never existed here.
-    previous: Version | None
 
 
 def _checked_name(kind: str, name: str) -> str:
@@ -108,12 +99,50 @@ def _loads(doc: str | None) -> Item | None:
     return None if doc is None else cast(Item, orjson.loads(doc))
 
 
+def canonical_key_value(value: KeyValue) -> KeyValue:
+    """`value` as every region spells it: SQLite holds 1 and 1.0 as one key, so they must hash alike."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def key_hash(pk: KeyValue, sk: KeyValue) -> int:
+    """A stable hash of a stored key (0 <= hash < 2**KEY_HASH_BITS), equal in every region and process."""
+    data = orjson.dumps([canonical_key_value(pk), canonical_key_value(sk)])
+    return int.from_bytes(hashlib.blake2b(data, digest_size=KEY_HASH_BITS // 8).digest(), "big")
+
+
+def log_entry(row: tuple[Any, ...], *, old_image: bool = True) -> LogEntry:
+    """The LogEntry of a `changes` row selected as _LOG_COLUMNS."""
+    seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region = row
+    return LogEntry(
+        seq=seq,
+        table=tbl,
+        kind=kind,
+        key=orjson.loads(key),
+        old=_loads(old) if old_image else None,
+        new=_loads(new),
+        written_ms=written_ms,
+        origin=origin,
+        version=(hlc, region),
+        previous=None if prev_hlc is None else (prev_hlc, prev_region),
+    )
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
 class SqliteDatabase:
     """One SQLite file (WAL) holding all of a region's tables and its change log.
 
     Safe from several threads (one writer connection behind a lock, one reader connection per thread)
     and from several processes on the same file (SQLite's locks, with a busy timeout). A write returns
     after its transaction committed to the WAL, so it survives a kill -9 of the process.
+
+    The log (`changes`) is the stream of every table: local writes and changes applied from other
+    regions (with their origin), in commit order by `seq`. Listeners added with `add_listener` are
+    called after each commit that appended to it (by this handle; another process's writes call none).
     """
 
     def __init__(
@@ -133,12 +162,18 @@ class SqliteDatabase:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode=WAL").fetchall()
             self._script(_DATABASE_SQL)
+            with self._transaction("migrating the change log") as conn:
+                if "logged_ms" not in _columns(conn, "changes"):
+                    # Files from before trimming: their records count as logged when written.
+                    conn.execute("ALTER TABLE changes ADD COLUMN logged_ms INTEGER NOT NULL DEFAULT 0")
+                    conn.execute("UPDATE changes SET logged_ms = written_ms")
             # A restart with the wall clock behind the last version must still issue later versions.
             (stored,) = self._writer.execute("SELECT version FROM hlc WHERE id = 0").fetchone()
         except (sqlite3.Error, OSError) as exc:
@@ -161,6 +196,25 @@ class SqliteDatabase:
                 self._writer.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back."""
+        with self._write_lock:
+            if self._closed:
+                raise StorageError(f"SQLite database {self.path} is closed")
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: {what} failed: {exc}") from exc
+
     def _reader(self) -> sqlite3.Connection:
         try:
             return cast(sqlite3.Connection, self._local.conn)
@@ -174,6 +228,17 @@ class SqliteDatabase:
         self._local.conn = conn
         return conn
 
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reader inside one read transaction, so several statements see one state."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
     def table(self, schema: TableSchema) -> SqliteTable:
         """The table of `schema`, created (with its indexes) when absent."""
         with self._write_lock:
@@ -183,43 +248,110 @@ class SqliteDatabase:
                     raise ValidationError(f"table {schema.name} is already open with another schema")
                 return existing
             table = SqliteTable(self, schema)
-            try:
-                self._script(table.creation_sql())
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot create table {schema.name} in {self.path}: {exc}") from exc
+            with self._transaction(f"creating table {schema.name}") as conn:
+                table.create(conn)
             self._tables[schema.name] = table
             return table
 
-    def read_log(self, after: int = 0, *, limit: int = 100, table: str | None = None) -> list[LogEntry]:
-        """Log records with seq > `after`, in commit order; of one table when `table` is given."""
+    @property
+    def tables(self) -> Mapping[str, SqliteTable]:
+        """The tables opened on this handle, by name."""
+        return dict(self._tables)
+
+    # -- the log -------------------------------------------------------------------------------------
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 100,
+        tables: Collection[str] | None = None,
+        exclude_origin: str | None = None,
+        old_images: bool = True,
+    ) -> LogRead:
+        """Log records with seq > `after` in commit order, scanning at most `limit` rows.
+
+        Rows of other tables than `tables` (when given) or of origin `exclude_origin` are scanned but not
+        returned, and `last_seq` still moves past them, so a reader resuming after `last_seq` skips them
+        for good. `old_images=False` leaves `old` None (a peer applying the entry never needs it).
+        Raises LogTrimmed when records after `after` were trimmed away.
+        """
         check_limit(limit)
-        sql = (
-            "SELECT seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region "
-            "FROM changes WHERE seq > ? "
-        )
-        params: tuple[Any, ...] = (after, limit)
-        if table is not None:
-            sql += "AND tbl = ? "
-            params = (after, table, limit)
+        if type(after) is not int or after < 0:
+            raise ValidationError(f"a log position is a non-negative integer, got {after!r}")
+        wanted = None if tables is None else frozenset(tables)
         try:
-            rows = self._reader().execute(sql + "ORDER BY seq LIMIT ?", params).fetchall()
+            with self._read() as conn:
+                self._check_not_trimmed(conn, after)
+                rows = conn.execute(
+                    f"SELECT {_LOG_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+                ).fetchall()
+                head = self._head_seq(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
-        return [
-            LogEntry(
-                seq=seq,
-                table=tbl,
-                kind=kind,
-                key=orjson.loads(key),
-                old=_loads(old),
-                new=_loads(new),
-                written_ms=written_ms,
-                origin=origin,
-                version=(hlc, region),
-                previous=None if prev_hlc is None else (prev_hlc, prev_region),
-            )
-            for seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region in rows
+        entries = [
+            log_entry(row, old_image=old_images)
+            for row in rows
+            if (wanted is None or row[1] in wanted) and row[7] != exclude_origin
         ]
+        return LogRead(entries=entries, last_seq=rows[-1][0] if rows else after, head_seq=head)
+
+    def head_seq(self) -> int:
+        """The seq of the newest record ever logged (0 when none), even if trimmed since."""
+        try:
+            return self._head_seq(self._reader())
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
+
+    def trimmed_through(self) -> int:
+        """The highest seq trimmed from the log (0 when none): reading after less raises LogTrimmed."""
+        try:
+            return self._trimmed_through(self._reader())
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _head_seq(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _trimmed_through(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'trimmed_through'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _check_not_trimmed(self, conn: sqlite3.Connection, after: int) -> None:
+        trimmed = self._trimmed_through(conn)
+        if after < trimmed:
+            raise LogTrimmed(
+                f"{self.region}: the change log was trimmed through seq {trimmed}; reading after {after} "
+                "would skip changes, re-sync from a snapshot",
+                after=after,
+                trimmed_through=trimmed,
+            )
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every commit of this handle that appended to the log.
+
+        It runs on the writing thread, outside the write lock; it should only signal (set an event,
+        call_soon_threadsafe). Whatever it raises is logged, never passed on to the writer.
+        """
+        with self._readers_lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with self._readers_lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        with self._readers_lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: a change-log listener failed", self.region)
 
     def close(self) -> None:
         with self._write_lock, self._readers_lock:
@@ -240,18 +372,25 @@ class SqliteDatabase:
 class SqliteTable:
     """The Table port over one SQL table of a SqliteDatabase; deletes leave versioned tombstones."""
 
+    # Columns of an item row: the key, the item (NULL = tombstone), its version, the version it replaced
+    # (for conflict detection), the log seq that wrote it (for tombstone trimming), its key hash.
+    ROW_COLUMNS = "pk, sk, doc, hlc, region, prev_hlc, prev_region, seq, khash"
+
     def __init__(self, db: SqliteDatabase, schema: TableSchema) -> None:
         self.schema = schema
         self._db = db
         self._name = _checked_name("table", schema.name)
         self._sql_table = _quoted("items_" + self._name)
         t = self._sql_table
+        self.sql_table = t
         self._sql_get = f"SELECT doc FROM {t} WHERE pk = ? AND sk = ?"
-        self._sql_current = f"SELECT doc, hlc, region FROM {t} WHERE pk = ? AND sk = ?"
-        self._sql_upsert = (
-            f"INSERT INTO {t} (pk, sk, doc, hlc, region) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (pk, sk) DO UPDATE SET "
-            "doc = excluded.doc, hlc = excluded.hlc, region = excluded.region"
+        # SQL the replica of this package shares: the current row of a key, and writing a whole row.
+        self.sql_current = f"SELECT doc, hlc, region, prev_hlc, prev_region FROM {t} WHERE pk = ? AND sk = ?"
+        self.sql_upsert = (
+            f"INSERT INTO {t} ({self.ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (pk, sk) DO UPDATE SET doc = excluded.doc, hlc = excluded.hlc, "
+            "region = excluded.region, prev_hlc = excluded.prev_hlc, prev_region = excluded.prev_region, "
+            "seq = excluded.seq, khash = excluded.khash"
         )
         self._sql_changes = (
             "SELECT seq, kind, key, old, new, written_ms, origin FROM changes "
@@ -260,23 +399,55 @@ class SqliteTable:
         for index in schema.indexes:
             _checked_name("index", index.name)
 
-    def creation_sql(self) -> str:
-        """The statements creating this table and its secondary indexes (idempotent)."""
-        statements = [
-            "BEGIN IMMEDIATE",
-            f"CREATE TABLE IF NOT EXISTS {self._sql_table} (pk NOT NULL, sk NOT NULL, doc TEXT, "
-            "hlc INTEGER NOT NULL, region TEXT NOT NULL, PRIMARY KEY (pk, sk)) WITHOUT ROWID",
-        ]
+    def create(self, conn: sqlite3.Connection) -> None:
+        """Create this table and its indexes when absent, and bring a table of an older file up to date."""
+        t = self._sql_table
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {t} (pk NOT NULL, sk NOT NULL, doc TEXT, hlc INTEGER NOT NULL, "
+            "region TEXT NOT NULL, prev_hlc INTEGER, prev_region TEXT, seq INTEGER NOT NULL DEFAULT 0, "
+            "khash INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
+        )
+        present = _columns(conn, t)
+        for column, declaration in (
+            ("prev_hlc", "INTEGER"),
+            ("prev_region", "TEXT"),
+            ("seq", "INTEGER NOT NULL DEFAULT 0"),
+            ("khash", "INTEGER NOT NULL DEFAULT 0"),
+        ):
+            if column not in present:
+                conn.execute(f"ALTER TABLE {t} ADD COLUMN {column} {declaration}")
+        if "khash" not in present:
+            rows = conn.execute(f"SELECT pk, sk FROM {t}").fetchall()
+            conn.executemany(
+                f"UPDATE {t} SET khash = ? WHERE pk = ? AND sk = ?",
+                [(key_hash(pk, sk), pk, sk) for pk, sk in rows],
+            )
         for index in self.schema.indexes:
             columns = [_json_path(index.partition_key)]
             if index.sort_key is not None:
                 columns.append(_json_path(index.sort_key))
-            statements.append(
+            conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {_quoted('ix_' + self._name + '_' + index.name)} "
-                f"ON {self._sql_table} ({', '.join([*columns, 'pk', 'sk'])}) WHERE doc IS NOT NULL"
+                f"ON {t} ({', '.join([*columns, 'pk', 'sk'])}) WHERE doc IS NOT NULL"
             )
-        statements.append("COMMIT")
-        return ";\n".join(statements) + ";"
+        # Anti-entropy reads a bucket (a range of key hashes) with its versions from this index alone.
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {_quoted('kh_' + self._name)} ON {t} (khash, pk, sk, hlc, region)"
+        )
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {_quoted('tomb_' + self._name)} ON {t} (seq) WHERE doc IS NULL"
+        )
+
+    def stored_key(self, key: Key) -> tuple[KeyValue, KeyValue]:
+        """The (pk, sk) columns of `key`; ValidationError unless it holds exactly the key attributes."""
+        pk, sk = key_parts(self.schema, key)
+        return pk, NO_SORT if sk is None else sk
+
+    def key_of_row(self, pk: KeyValue, sk: KeyValue) -> Key:
+        """The key of a stored row, with the attributes in schema order."""
+        if self.schema.sort_key is None:
+            return {self.schema.partition_key: pk}
+        return {self.schema.partition_key: pk, self.schema.sort_key: sk}
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -295,7 +466,7 @@ class SqliteTable:
         pk, sk = key_parts(self.schema, key)
         try:
             rows = (
-                self._db._reader().execute(self._sql_current, (pk, NO_SORT if sk is None else sk)).fetchall()
+                self._db._reader().execute(self.sql_current, (pk, NO_SORT if sk is None else sk)).fetchall()
             )
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: version read failed: {exc}") from exc
@@ -349,8 +520,15 @@ class SqliteTable:
                 after = int(cursor)
             except ValueError as exc:
                 raise ValidationError(f"malformed change cursor {cursor!r}") from exc
+        db = self._db
         try:
-            rows = self._db._reader().execute(self._sql_changes, (self._name, after, limit)).fetchall()
+            with db._read() as conn:
+                if cursor is None:
+                    after = db._trimmed_through(conn)
+                else:
+                    db._check_not_trimmed(conn, after)
+                rows = conn.execute(self._sql_changes, (self._name, after, limit)).fetchall()
+                head = db._head_seq(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: reading changes failed: {exc}") from exc
         records = [
@@ -364,7 +542,10 @@ class SqliteTable:
             )
             for _, kind, key, old, new, written_ms, origin in rows
         ]
-        return ChangeBatch(records=records, cursor=str(rows[-1][0] if rows else after))
+        # A short read saw every record of this table up to the head, so the cursor moves past other
+        # tables' records too: trimming them must not send this reader to a re-sync.
+        position = rows[-1][0] if len(rows) == limit else max(after, head)
+        return ChangeBatch(records=records, cursor=str(position))
 
     def _query_sql(
         self,
@@ -457,23 +638,13 @@ class SqliteTable:
 
         Returns the old item.
         """
-        pk, sk = key_parts(self.schema, key)
-        sk_value: KeyValue = NO_SORT if sk is None else sk
+        pk, sk = self.stored_key(key)
         db = self._db
-        with db._write_lock:
-            conn = db._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    old = self._write_locked(conn, key, pk, sk_value, condition, new_doc)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                return old
-            except sqlite3.Error as exc:
-                raise StorageError(f"table {self.schema.name}: write failed: {exc}") from exc
+        with db._transaction(f"table {self.schema.name}: write") as conn:
+            old, logged = self._write_locked(conn, key, pk, sk, condition, new_doc)
+        if logged:
+            db._notify()
+        return old
 
     def _write_locked(
         self,
@@ -483,15 +654,15 @@ class SqliteTable:
         sk: KeyValue,
         condition: Condition | None,
         new_doc: Any,
-    ) -> Item | None:
-        row = conn.execute(self._sql_current, (pk, sk)).fetchone()
+    ) -> tuple[Item | None, bool]:
+        row = conn.execute(self.sql_current, (pk, sk)).fetchone()
         old_doc: str | None = None if row is None else row[0]
         old = _loads(old_doc)
         if not holds(condition, old):
             raise ConditionFailed(f"table {self.schema.name}: condition {condition} does not hold for {key}")
         doc: str | None = new_doc(old)
         if doc is None and old is None:
-            return None
+            return None, False
         kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old is None else "MODIFY"
         db = self._db
         candidate = db.hlc.now()
@@ -501,22 +672,27 @@ class SqliteTable:
         ).fetchone()
         if version != candidate:
             db.hlc.advance(version)
-        conn.execute(self._sql_upsert, (pk, sk, doc, version, db.region))
-        conn.execute(
+        prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])
+        now = db.clock.now_ms()
+        seq = conn.execute(
             "INSERT INTO changes (tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, "
-            "prev_region) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._name,
                 kind,
                 orjson.dumps(key).decode(),
                 old_doc,
                 doc,
-                db.clock.now_ms(),
+                now,
                 db.region,
                 version,
                 db.region,
-                None if row is None else row[1],
-                None if row is None else row[2],
+                prev_hlc,
+                prev_region,
+                now,
             ),
+        ).lastrowid
+        conn.execute(
+            self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, key_hash(pk, sk))
         )
-        return old
+        return old, True

@@ -1,0 +1,78 @@
+"""`python -m bench [module ...]`: run benchmark modules, write their figures to docs/performance.md."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.report import BenchError, Machine, PartialResult, Section, render, write
+
+# Every benchmark module, in the order they run; each has `run_bench() -> Section`. Add new ones here.
+MODULES: tuple[str, ...] = ("api",)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+
+
+def summary(error: str) -> str:
+    """The first and last lines of an error: enough for the document, the rest goes to stderr."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()] or ["no message"]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "modules", nargs="*", metavar="module", help=f"any of {', '.join(MODULES)}; default all"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"where to write the report; default {DOC.relative_to(DOC.parent.parent)} for a full run. "
+        "A run of some modules only prints its table unless --out is given, so the document always "
+        "holds figures of one and the same run.",
+    )
+    args = parser.parse_args(argv)
+    chosen: list[str] = args.modules or list(MODULES)
+    unknown = [m for m in chosen if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    out: Path | None = args.out if args.out else (DOC if chosen == list(MODULES) else None)
+
+    machine = Machine.describe()
+    sections: list[Section] = []
+    failures: list[str] = []
+    for name in chosen:
+        started = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        run: Callable[[], Section] = importlib.import_module(f"bench.{name}").run_bench
+        try:
+            sections.append(run())
+        except PartialResult as exc:
+            sections.append(exc.section)
+            print(exc, file=sys.stderr)
+            failures += [f"{name}: {summary(reason)}" for reason in exc.reasons]
+        except BenchError as exc:
+            print(exc, file=sys.stderr)
+            failures.append(f"{name}: {summary(str(exc))}")
+        except Exception as exc:
+            traceback.print_exc()
+            failures.append(f"{name}: {type(exc).__name__}: {summary(str(exc))}")
+        print(f"bench: {name} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+    text = render(machine, sections, failures)
+    print(text)
+    if out is not None:
+        write(out, text)
+        print(f"bench: wrote {out}", file=sys.stderr)
+    for line in failures:
+        print(f"bench: FAILED {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Replication over HTTP: the endpoints a region serves to its peers, and the client that follows a peer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import ValidationError as PydanticError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from bookstore.domain import errors
+from bookstore.ports import TableSchema
+from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, SnapshotPage
+from bookstore.replication.tables import ReplicaStore
+from bookstore.replication.wire import entry_json, parse_batch, parse_entries
+
+BATCH = 500
+HEARTBEAT_S = 1.0
+# Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll.
+POLL_S = 0.01
+STREAM_S = 30.0
+NDJSON = "application/x-ndjson"
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json({"error": code, "message": message}, status)
+
+
+class _FollowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peer: StrictStr = Field(max_length=64)
+    after: StrictInt = Field(ge=0)
+    limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
+    streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=300_000)
+
+
+class _SnapshotRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: StrictStr | None = Field(default=None, max_length=4096)
+    limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
+
+
+class _DigestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    table: StrictStr = Field(max_length=64)
+    buckets: StrictInt = Field(default=64, ge=1, le=4096)
+    bucket: StrictInt | None = Field(default=None, ge=0)
+
+
+class ChangeFeed:
+    """Wakes streams when this process commits to the log; other writers' commits are seen by polling."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def notify(self) -> None:
+        """Called from any thread after a commit that appended to the log."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+
+def replication_routes(
+    store: ReplicaStore,
+    feed: ChangeFeed,
+    schemas: Mapping[str, TableSchema],
+    regions: Collection[str],
+    extra_status: Callable[[], dict[str, Any]] | None = None,
+) -> list[Route]:
+    """Routes under /replication/ (the caller puts PeerAuthMiddleware in front of them)."""
+    tables = tuple(schemas)
+
+    async def parsed(request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate(orjson.loads(await request.body()))
+        except (orjson.JSONDecodeError, PydanticError) as exc:
+            raise errors.ValidationError(f"malformed request: {str(exc)[:300]}") from None
+
+    async def follow(request: Request) -> Response:
+        body: _FollowRequest = await parsed(request, _FollowRequest)
+        if body.peer not in regions:
+            return _error(400, "ValidationError", f"unknown peer region {body.peer!r}")
+        if body.peer != _signer(request):
+            raise errors.Forbidden("a region may only follow the log as itself")
+        try:
+            first = await asyncio.to_thread(_read, store, body, body.after, tables)
+        except LogTrimmed as exc:
+            return _error(410, "LogTrimmed", str(exc))
+        store.record_ack(body.peer, body.after)
+        return StreamingResponse(
+            _stream(store, feed, body, tables, first),
+            media_type=NDJSON,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def snapshot(request: Request) -> Response:
+        body: _SnapshotRequest = await parsed(request, _SnapshotRequest)
+        page = await asyncio.to_thread(store.snapshot, body.after, body.limit, tables)
+        return _json(
+            {
+                "entries": [entry_json(e) for e in page.entries],
+                "cursor": page.cursor,
+                "headSeq": page.head_seq,
+            }
+        )
+
+    async def digest(request: Request) -> Response:
+        body: _DigestRequest = await parsed(request, _DigestRequest)
+        if body.table not in schemas:
+            return _error(400, "ValidationError", f"table {body.table!r} is not replicated")
+        if body.bucket is None:
+            return _json({"digest": await asyncio.to_thread(store.digest, body.table, body.buckets)})
+        if body.bucket >= body.buckets:
+            return _error(400, "ValidationError", "bucket must be below buckets")
+        entries = await asyncio.to_thread(store.bucket_entries, body.table, body.bucket, body.buckets)
+        return _json({"entries": [entry_json(e) for e in entries]})
+
+    async def push(request: Request) -> Response:
+        try:
+            raw = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "ValidationError", "the batch is not valid JSON; nothing was applied")
+        source, entries = parse_batch(raw, schemas, regions)
+        if source != _signer(request):
+            raise errors.Forbidden("a region may only push its own batches")
+        result = await asyncio.to_thread(store.apply, source, entries, None)
+        return _json(
+            {"applied": result.applied, "skipped": result.skipped, "conflicts": len(result.conflicts)}
+        )
+
+    async def status(_: Request) -> Response:
+        return _json(extra_status() if extra_status else {"checkpoints": store.checkpoints()})
+
+    async def domain_error(request: Request, handler: Callable[[Request], Any]) -> Response:
+        try:
+            response: Response = await handler(request)
+            return response
+        except errors.ValidationError as exc:
+            return _error(400, "ValidationError", exc.message)
+        except errors.Forbidden as exc:
+            return _error(403, "Forbidden", exc.message)
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await domain_error(request, handler)
+
+        return endpoint
+
+    return [
+        Route("/replication/follow", guarded(follow), methods=["POST"]),
+        Route("/replication/snapshot", guarded(snapshot), methods=["POST"]),
+        Route("/replication/digest", guarded(digest), methods=["POST"]),
+        Route("/replication/push", guarded(push), methods=["POST"]),
+        Route("/replication/status", guarded(status), methods=["GET"]),
+    ]
+
+
+async def _stream(
+    store: ReplicaStore,
+    feed: ChangeFeed,
+    body: _FollowRequest,
+    tables: tuple[str, ...],
+    first: LogRead,
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.streamMs / 1000
+    yield _line(first)  # at once, even when empty: the follower knows it is connected
+    after = first.last_seq
+    last_sent = loop.time()
+    while loop.time() < deadline:
+        wake = feed.current()
+        read = await asyncio.to_thread(_read, store, body, after, tables)
+        if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
+            # Nothing new: wait for a commit here or the next poll; a heartbeat every HEARTBEAT_S
+            # tells the follower this region lives.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=POLL_S)
+            continue
+        yield _line(read)
+        after = read.last_seq
+        last_sent = loop.time()
+
+
+def _read(store: ReplicaStore, body: _FollowRequest, after: int, tables: tuple[str, ...]) -> LogRead:
+    # The follower re-derives old images from its own state: they need not cross the link.
+    return store.read_log(after, limit=body.limit, tables=tables, exclude_origin=body.peer, old_images=False)
+
+
+def _signer(request: Request) -> str | None:
+    """The region whose signature PeerAuthMiddleware verified."""
+    return getattr(request.state, "peer_region", None)
+
+
+def _line(read: LogRead) -> bytes:
+    payload = {
+        "entries": [entry_json(e) for e in read.entries],
+        "lastSeq": read.last_seq,
+        "headSeq": read.head_seq,
+    }
+    return orjson.dumps(payload) + b"\n"
+
+
+class HttpPeer:
+    """A peer region reached over HTTP through the link simulator; requests signed with the shared secret."""
+
+    def __init__(
+        self,
+        region: str,
+        base_url: str,
+        *,
+        me: str,
+        auth: httpx.Auth,
+        schemas: Mapping[str, TableSchema],
+        regions: Collection[str],
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        self.region = region
+        self.me = me
+        self.schemas = schemas
+        self.regions = regions
+        # Reads time out when not even a heartbeat arrived: the link is cut or the peer hangs.
+        timeout = httpx.Timeout(10.0, connect=connect_timeout_s, read=3 * HEARTBEAT_S + 2.0)
+        self.client = httpx.AsyncClient(base_url=base_url, auth=auth, timeout=timeout)
+
+    async def follow(self, after: int) -> AsyncIterator[LogRead]:
+        body = {"peer": self.me, "after": after, "limit": BATCH}
+        async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
+            if response.status_code == 410:
+                raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")
+            _raise_for(response.status_code, self.region, "follow")
+            async for line in response.aiter_lines():
+                if line:
+                    yield self._read(orjson.loads(line))
+
+    def _read(self, raw: Any) -> LogRead:
+        entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
+        return LogRead(entries=entries, last_seq=int(raw["lastSeq"]), head_seq=int(raw["headSeq"]))
+
+    async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
+        raw = await self._post("/replication/snapshot", {"after": after, "limit": limit})
+        entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
+        return SnapshotPage(entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]))
+
+    async def digest(self, table: str, buckets: int) -> list[str]:
+        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets})
+        digest: list[str] = raw["digest"]
+        return digest
+
+    async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
+        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "bucket": bucket})
+        return parse_entries(raw.get("entries"), self.schemas, self.regions)
+
+    async def push(self, entries: list[LogEntry]) -> None:
+        if entries:
+            await self._post(
+                "/replication/push", {"source": self.me, "entries": [entry_json(e) for e in entries]}
+            )
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self.client.post(path, content=orjson.dumps(body))
+        _raise_for(response.status_code, self.region, path)
+        return orjson.loads(response.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _raise_for(status: int, region: str, what: str) -> None:
+    if status != 200:
+        raise errors.StorageError(f"{region} answered {status} to {what}")

@@ -1,0 +1,363 @@
+"""Multi-master table replication: each region follows every peer's change log and applies newer versions.
+
+Following is a streaming long-poll: a region asks a peer for its log after a checkpoint and the peer
+answers with a stream of NDJSON batches as its log grows (heartbeats while idle), so a change crosses
+the link once, one one-way delay after it was written, instead of waiting for the next poll. Applying a
+batch and storing the peer's checkpoint happen in one transaction, so a crash at any instant neither
+loses nor repeats a change. A region that never followed a peer, or fell behind its trimmed log,
+backfills from a snapshot first. Anti-entropy compares digests of key buckets and repairs both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bookstore.ports import Clock
+from bookstore.replication.model import (
+    ApplyResult,
+    ConflictRecord,
+    LogEntry,
+    LogRead,
+    LogTrimmed,
+    SnapshotPage,
+)
+
+log = logging.getLogger("bookstore.replication")
+
+LAG_WINDOW_MS = 60_000
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
+
+
+class ReplicaStore(Protocol):
+    """The storage side of replication (storage/sqlite implements it).
+
+    - `read_log` returns entries after a sequence number; `last_seq` passes filtered rows too.
+    - `apply` keeps only versions newer than the local ones, records conflicts, re-logs what it applied
+      with its origin, and stores the source's checkpoint in the same transaction.
+    """
+
+    def read_log(
+        self,
+        after: int,
+        *,
+        limit: int,
+        tables: Collection[str] | None = None,
+        exclude_origin: str | None = None,
+        old_images: bool = True,
+    ) -> LogRead: ...
+
+    def apply(self, source: str, entries: Sequence[LogEntry], checkpoint: int | None) -> ApplyResult: ...
+
+    def checkpoint(self, source: str) -> int | None: ...
+
+    def checkpoints(self) -> dict[str, int]: ...
+
+    def snapshot(
+        self, after: str | None, limit: int, tables: Collection[str] | None = None
+    ) -> SnapshotPage: ...
+
+    def digest(self, table: str, buckets: int = 64) -> list[str]: ...
+
+    def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]: ...
+
+    def record_ack(self, peer: str, seq: int) -> None: ...
+
+    def trim(self, peers: Collection[str], retention_ms: int, now_ms: int) -> int: ...
+
+    def conflicts(self, limit: int = 100) -> list[ConflictRecord]: ...
+
+    def conflict_count(self) -> int: ...
+
+    def state_digest(self, tables: Collection[str]) -> str: ...
+
+    def add_listener(self, callback: Callable[[], None]) -> None: ...
+
+
+class Peer(Protocol):
+    """How a region reaches one peer's replication feed: over HTTP through the link, or in-process."""
+
+    region: str
+
+    def follow(self, after: int) -> AsyncIterator[LogRead]:
+        """Batches of the peer's log after `after`, as they are written; raises LogTrimmed when behind."""
+        ...
+
+    async def snapshot(self, after: str | None, limit: int) -> SnapshotPage: ...
+
+    async def digest(self, table: str, buckets: int) -> list[str]: ...
+
+    async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
+
+    async def push(self, entries: list[LogEntry]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class LagWindow:
+    """Replication lag samples of the last minute per origin, for p50/p99 in `status`."""
+
+    window_ms: int = LAG_WINDOW_MS
+    samples: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
+
+    def add(self, origin: str, now_ms: int, lag_ms: int) -> None:
+        q = self.samples.setdefault(origin, deque())
+        q.append((now_ms, lag_ms))
+        while q and q[0][0] < now_ms - self.window_ms:
+            q.popleft()
+
+    def summary(self, now_ms: int) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for origin, q in self.samples.items():
+            lags = sorted(lag for t, lag in q if t >= now_ms - self.window_ms)
+            if lags:
+                out[origin] = {
+                    "p50Ms": float(_percentile(lags, 0.50)),
+                    "p99Ms": float(_percentile(lags, 0.99)),
+                    "count": float(len(lags)),
+                }
+        return out
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class ReplicationMetrics:
+    """Prometheus figures of one region's replication."""
+
+    def __init__(self, registry: CollectorRegistry, region: str) -> None:
+        self.region = region
+        self.lag = Histogram(
+            "bookstore_replication_lag_seconds",
+            "Apply time minus the write's physical time at its origin",
+            ["source", "destination"],
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
+        self.applied = Counter(
+            "bookstore_replication_applied", "Changes applied from peers", ["source"], registry=registry
+        )
+        self.skipped = Counter(
+            "bookstore_replication_skipped", "Changes received but not newer", ["source"], registry=registry
+        )
+        self.conflicts = Counter(
+            "bookstore_replication_conflicts", "Concurrent writes detected", registry=registry
+        )
+        self.pending = Gauge(
+            "bookstore_replication_pending_changes",
+            "Entries of a peer's log not yet received",
+            ["source", "destination"],
+            registry=registry,
+        )
+        self.repaired = Counter(
+            "bookstore_replication_repaired", "Entries repaired by anti-entropy", ["peer"], registry=registry
+        )
+        self.backfills = Counter(
+            "bookstore_replication_backfills", "Snapshot backfills from a peer", ["source"], registry=registry
+        )
+
+
+class Replicator:
+    """Keeps one region's tables converged with every peer's."""
+
+    def __init__(
+        self,
+        store: ReplicaStore,
+        region: str,
+        peers: Sequence[Peer],
+        *,
+        clock: Clock,
+        metrics: ReplicationMetrics,
+        snapshot_page: int = 500,
+        anti_entropy_s: float = 30.0,
+        digest_buckets: int = 64,
+        trim_every_s: float = 60.0,
+        retention_ms: int = 3_600_000,
+        tables: Collection[str] = (),
+        active_peers: Collection[str] = (),
+    ) -> None:
+        self.store = store
+        self.region = region
+        self.peers = list(peers)
+        self.clock = clock
+        self.metrics = metrics
+        self.snapshot_page = snapshot_page
+        self.anti_entropy_s = anti_entropy_s
+        self.digest_buckets = digest_buckets
+        self.trim_every_s = trim_every_s
+        self.retention_ms = retention_ms
+        self.tables = tuple(tables)
+        self.active_peers = set(active_peers)
+        self.lags = LagWindow()
+        self.pending: dict[str, int] = {}
+        self.connected: dict[str, bool] = {p.region: False for p in self.peers}
+        # Test-only fault (drills prove they catch it): receive changes but never apply them.
+        self.apply_paused = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self._follow_forever(p, stop), name=f"follow-{p.region}") for p in self.peers
+        ]
+        tasks += [asyncio.create_task(self._every(self.anti_entropy_s, self._anti_entropy_all, stop))]
+        tasks += [asyncio.create_task(self._every(self.trim_every_s, self._trim, stop))]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for peer in self.peers:
+            await peer.aclose()
+
+    async def _follow_forever(self, peer: Peer, stop: asyncio.Event) -> None:
+        backoff = 0.05
+        while not stop.is_set():
+            try:
+                await self.follow(peer)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a peer down or a link cut: retry with backoff, never give up
+                if self.connected.get(peer.region):
+                    log.warning("lost %s: %s: %s", peer.region, type(exc).__name__, exc)
+                self.connected[peer.region] = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def follow(self, peer: Peer) -> None:
+        """Follow one peer's log until its stream ends; backfill first when we have no checkpoint."""
+        checkpoint = self.store.checkpoint(peer.region)
+        if checkpoint is None:
+            checkpoint = await self.backfill(peer)
+        try:
+            async for read in peer.follow(checkpoint):
+                if not self.connected.get(peer.region):
+                    log.info("following %s from seq %d", peer.region, checkpoint)
+                    self.connected[peer.region] = True
+                if read.last_seq != checkpoint or read.entries:
+                    await self._apply(peer.region, read.entries, read.last_seq)
+                    checkpoint = read.last_seq
+                self.pending[peer.region] = max(0, read.head_seq - read.last_seq)
+                self.metrics.pending.labels(peer.region, self.region).set(self.pending[peer.region])
+        except LogTrimmed:
+            log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
+            await self.backfill(peer)
+
+    async def _apply(
+        self, source: str, entries: Sequence[LogEntry], checkpoint: int | None, *, live: bool = True
+    ) -> ApplyResult:
+        """Apply a batch; `live` ones (the log as it grows) count towards lag; backfills and repairs do not."""
+        while self.apply_paused:
+            await asyncio.sleep(0.05)
+        result = await asyncio.to_thread(self.store.apply, source, entries, checkpoint)
+        now = self.clock.now_ms()
+        if live:
+            for entry in result.applied_entries:
+                lag = max(0, now - entry.written_ms)
+                self.lags.add(entry.origin, now, lag)
+                self.metrics.lag.labels(entry.origin, self.region).observe(lag / 1000)
+        self.metrics.applied.labels(source).inc(result.applied)
+        self.metrics.skipped.labels(source).inc(result.skipped)
+        for conflict in result.conflicts:
+            self.metrics.conflicts.inc()
+            log.info(
+                "conflict on %s %s: %s wins over %s",
+                conflict.table,
+                conflict.key,
+                conflict.winner_version,
+                conflict.loser_version,
+            )
+        return result
+
+    async def backfill(self, peer: Peer) -> int:
+        """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
+        cursor: str | None = None
+        head: int | None = None
+        copied = 0
+        while True:
+            page = await peer.snapshot(cursor, self.snapshot_page)
+            head = page.head_seq if head is None else head
+            last = page.cursor is None
+            await self._apply(peer.region, page.entries, head if last else None, live=False)
+            copied += len(page.entries)
+            if last:
+                break
+            cursor = page.cursor
+        self.metrics.backfills.labels(peer.region).inc()
+        log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
+        return head
+
+    async def anti_entropy(self, peer: Peer) -> int:
+        """Compare bucket digests with `peer` and exchange the entries of buckets that differ."""
+        repaired = 0
+        for table in self.tables:
+            theirs = await peer.digest(table, self.digest_buckets)
+            ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets)
+            for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+                if a == b:
+                    continue
+                incoming = await peer.bucket(table, bucket, self.digest_buckets)
+                result = await self._apply(peer.region, incoming, None, live=False)
+                outgoing = await asyncio.to_thread(
+                    self.store.bucket_entries, table, bucket, self.digest_buckets
+                )
+                await peer.push(outgoing)
+                repaired += result.applied
+        if repaired:
+            self.metrics.repaired.labels(peer.region).inc(repaired)
+            log.info("anti-entropy with %s repaired %d entries here", peer.region, repaired)
+        return repaired
+
+    async def _anti_entropy_all(self) -> None:
+        for peer in self.peers:
+            if self.connected.get(peer.region):
+                try:
+                    await self.anti_entropy(peer)
+                except Exception as exc:
+                    log.warning("anti-entropy with %s failed: %s", peer.region, exc)
+
+    async def _trim(self) -> None:
+        # Trimming waits for every peer expected or ever seen; a region never started blocks nothing.
+        seen = {p.region for p in self.peers if self.connected.get(p.region)}
+        peers = self.active_peers | set(self.store.checkpoints()) | seen
+        removed = await asyncio.to_thread(self.store.trim, peers, self.retention_ms, self.clock.now_ms())
+        if removed:
+            log.info("trimmed %d log entries every peer has", removed)
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Any], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic replication job failed")
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now_ms()
+        return {
+            "region": self.region,
+            "peers": {
+                p.region: {
+                    "connected": self.connected.get(p.region, False),
+                    "checkpoint": self.store.checkpoint(p.region),
+                    "pending": self.pending.get(p.region),
+                }
+                for p in self.peers
+            },
+            "lag": self.lags.summary(now),
+            "conflicts": self.store.conflict_count(),
+            "applyPaused": self.apply_paused,
+        }

@@ -1,0 +1,122 @@
+"""`bookstore status`: one view of the running system, gathered from the regions and the control API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bookstore.config import Topology
+
+
+def _get(client: httpx.Client, url: str) -> Any:
+    try:
+        response = client.get(url)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def collect(topology: Topology) -> dict[str, Any]:
+    """Health and replication of every region, read directly from each (not through the links)."""
+    with httpx.Client(timeout=2.0) as client:
+        control = _get(client, f"{topology.control_url}/regions")
+        links = _get(client, f"{topology.control_url}/links")
+        regions = []
+        pairs = []
+        for region in topology.regions:
+            status = _get(client, f"{region.api_url}/status")
+            replication = (status or {}).get("replication") or {}
+            regions.append(
+                {
+                    "regionId": region.id,
+                    "name": region.name,
+                    "apiUrl": region.api_url,
+                    "healthy": status is not None,
+                    "conflicts": replication.get("conflicts"),
+                    "consumers": (status or {}).get("consumers"),
+                }
+            )
+            lags = replication.get("lag", {})
+            for peer, state in replication.get("peers", {}).items():
+                lag = lags.get(peer, {})
+                pairs.append(
+                    {
+                        "source": peer,
+                        "destination": region.id,
+                        "connected": state.get("connected"),
+                        "pending": state.get("pending"),
+                        "checkpoint": state.get("checkpoint"),
+                        "lagP50Ms": lag.get("p50Ms"),
+                        "lagP99Ms": lag.get("p99Ms"),
+                        "samples": lag.get("count"),
+                    }
+                )
+    return {
+        "supervisor": control is not None,
+        "processes": (control or {}).get("regions"),
+        "regions": regions,
+        "replication": pairs,
+        "links": (links or {}).get("links"),
+    }
+
+
+def render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    regions = Table("region", "name", "health", "conflicts", "api", title="Regions")
+    for r in report["regions"]:
+        health = "[green]healthy[/green]" if r["healthy"] else "[red]down[/red]"
+        regions.add_row(r["regionId"], r["name"], health, _text(r["conflicts"]), r["apiUrl"])
+    console.print(regions)
+    pairs = Table(
+        "source -> destination",
+        "link",
+        "pending",
+        "lag p50 ms",
+        "lag p99 ms",
+        "checkpoint",
+        title="Table replication (lag over the last minute)",
+    )
+    for p in report["replication"]:
+        link = "[green]following[/green]" if p["connected"] else "[red]not following[/red]"
+        pairs.add_row(
+            f"{p['source']} -> {p['destination']}",
+            link,
+            _text(p["pending"]),
+            _text(p["lagP50Ms"]),
+            _text(p["lagP99Ms"]),
+            _text(p["checkpoint"]),
+        )
+    console.print(pairs)
+    if report["links"]:
+        render_links(report["links"])
+    elif not report["supervisor"]:
+        console.print("[yellow]no supervisor answers: links and process control are unavailable[/yellow]")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+    return str(value)
+
+
+def render_links(links: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("link", "delay ms", "jitter ms", "loss", "state", title="Links")
+    for link in links:
+        state = "[red]cut[/red]" if link.get("cut") else "[green]up[/green]"
+        table.add_row(
+            f"{link['src']} -> {link['dst']}",
+            _text(link.get("delayMs")),
+            _text(link.get("jitterMs")),
+            _text(link.get("loss")),
+            state,
+        )
+    Console().print(table)

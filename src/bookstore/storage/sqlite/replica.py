@@ -1,0 +1,584 @@
+"""Replication on a region's SQLite file: applying peers' changes, checkpoints, snapshots, digests, trims."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from bookstore.domain.errors import StorageError, ValidationError
+from bookstore.ports import ChangeKind, Item
+from bookstore.replication.clock import HybridLogicalClock
+from bookstore.replication.model import (
+    ApplyResult,
+    ConflictRecord,
+    LogEntry,
+    LogRead,
+    SnapshotPage,
+    Version,
+    concurrent,
+)
+from bookstore.storage.items import (
+    KeyValue,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    is_key_value,
+)
+from bookstore.storage.sqlite.tables import (
+    KEY_HASH_BITS,
+    NO_SORT,
+    SqliteDatabase,
+    SqliteTable,
+    canonical_key_value,
+    key_hash,
+)
+
+# The conflict log keeps this many newest records; the count of conflicts ever detected is kept apart.
+MAX_CONFLICTS = 10_000
+MAX_BUCKETS = 1 << 16
+_HASH_SPACE = 1 << KEY_HASH_BITS
+
+_REPLICA_SQL = (
+    "CREATE TABLE IF NOT EXISTS checkpoints (source TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS acks (peer TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS conflicts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tbl TEXT NOT NULL,
+        key TEXT NOT NULL,
+        winner_hlc INTEGER NOT NULL,
+        winner_region TEXT NOT NULL,
+        winner_doc TEXT,
+        loser_hlc INTEGER NOT NULL,
+        loser_region TEXT NOT NULL,
+        loser_doc TEXT,
+        detected_ms INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        UNIQUE (tbl, key, winner_hlc, winner_region, loser_hlc, loser_region)
+    )""",
+)
+_ROW_SELECT = "pk, sk, doc, hlc, region, prev_hlc, prev_region, seq"
+_CONFLICT_COLUMNS = (
+    "tbl, key, winner_hlc, winner_region, winner_doc, loser_hlc, loser_region, loser_doc, detected_ms, source"
+)
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """An entry checked against its table, with what writing it stores."""
+
+    entry: LogEntry
+    table: SqliteTable
+    pk: KeyValue
+    sk: KeyValue
+    slot: tuple[str, KeyValue, KeyValue]
+    doc: str | None
+    key_json: str
+
+
+def _version(value: Any, what: str) -> Version:
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or type(value[0]) is not int
+        or value[0] < 0
+        or type(value[1]) is not str
+        or not value[1]
+    ):
+        raise ValidationError(f"{what} must be a (non-negative integer, region) pair, got {value!r}")
+    return cast(Version, value)
+
+
+def _row_entry(table: SqliteTable, row: tuple[Any, ...]) -> LogEntry:
+    """A stored item or tombstone as the entry that recreates it elsewhere (snapshots, repairs)."""
+    pk, sk, doc, hlc, region, prev_hlc, prev_region, seq = row
+    return LogEntry(
+        seq=seq,
+        table=table.schema.name,
+        kind="REMOVE" if doc is None else "INSERT",
+        key=table.key_of_row(pk, sk),
+        old=None,
+        new=None if doc is None else cast(Item, orjson.loads(doc)),
+        written_ms=HybridLogicalClock.physical_ms(hlc),
+        origin=region,
+        version=(hlc, region),
+        previous=None if prev_hlc is None else (prev_hlc, prev_region),
+    )
+
+
+def _bucket_range(bucket: int, buckets: int) -> tuple[int, int]:
+    """The key hashes h of `bucket`, lo <= h < hi: those with h * buckets >> KEY_HASH_BITS == bucket."""
+    if type(buckets) is not int or not 1 <= buckets <= MAX_BUCKETS:
+        raise ValidationError(f"buckets must be an integer from 1 to {MAX_BUCKETS}, got {buckets!r}")
+    if type(bucket) is not int or not 0 <= bucket < buckets:
+        raise ValidationError(f"bucket must be an integer from 0 to {buckets - 1}, got {bucket!r}")
+    return -(-bucket * _HASH_SPACE // buckets), -(-(bucket + 1) * _HASH_SPACE // buckets)
+
+
+class SqliteReplica:
+    """The storage side of multi-master replication over one SqliteDatabase (ReplicaStore).
+
+    - `apply` writes, in ONE transaction, every entry newer than the local version of its key, re-logs
+      it with its origin, version and previous version, records conflicts, advances the HLC and stores
+      the source's checkpoint: a crash at any instant leaves the whole batch or none of it.
+    - Versions compare as (hlc, region) tuples; an equal version is the same write, skipped.
+    - Only tables opened on the database (`db.table(schema)`) take part; an entry of another table
+      refuses its whole batch with ValidationError.
+    """
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        with db._transaction("creating the replication tables") as conn:
+            for statement in _REPLICA_SQL:
+                conn.execute(statement)
+
+    @property
+    def region(self) -> str:
+        return self.db.region
+
+    # -- the log (the database's own) ----------------------------------------------------------------
+
+    def read_log(
+        self,
+        after: int,
+        *,
+        limit: int,
+        tables: Collection[str] | None = None,
+        exclude_origin: str | None = None,
+        old_images: bool = True,
+    ) -> LogRead:
+        """See SqliteDatabase.read_log."""
+        return self.db.read_log(
+            after, limit=limit, tables=tables, exclude_origin=exclude_origin, old_images=old_images
+        )
+
+    def head_seq(self) -> int:
+        return self.db.head_seq()
+
+    def trimmed_through(self) -> int:
+        return self.db.trimmed_through()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """See SqliteDatabase.add_listener: called after local writes and applies that logged changes."""
+        self.db.add_listener(callback)
+
+    # -- applying ------------------------------------------------------------------------------------
+
+    def apply(self, source: str, entries: Sequence[LogEntry], checkpoint: int | None) -> ApplyResult:
+        """Apply a peer's batch and store `checkpoint` as the position reached in `source`'s log.
+
+        A malformed entry refuses the whole batch (ValidationError) before anything is written.
+        """
+        if checkpoint is not None and (type(checkpoint) is not int or checkpoint < 0):
+            raise ValidationError(f"checkpoint must be a non-negative integer, got {checkpoint!r}")
+        tables = self.db.tables
+        incoming = [self._checked(entry, tables) for entry in entries]
+        db = self.db
+        with db._transaction(f"applying {len(incoming)} changes from {source}") as conn:
+            result, logged = self._apply_locked(conn, source, incoming, checkpoint)
+        if logged:
+            db._notify()
+        return result
+
+    def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
+        table = tables.get(entry.table)
+        if table is None:
+            raise ValidationError(f"table {entry.table!r} is not replicated here")
+        _version(entry.version, "version")
+        if entry.previous is not None:
+            _version(entry.previous, "previous version")
+        if type(entry.origin) is not str or not entry.origin:
+            raise ValidationError(f"origin must be a region name, got {entry.origin!r}")
+        if type(entry.written_ms) is not int:
+            raise ValidationError(f"written_ms must be an integer, got {entry.written_ms!r}")
+        pk, sk = table.stored_key(entry.key)
+        if entry.kind not in ("INSERT", "MODIFY", "REMOVE"):
+            raise ValidationError(f"{entry.table} {entry.key}: unknown change kind {entry.kind!r}")
+        if (entry.kind == "REMOVE") != (entry.new is None):
+            raise ValidationError(
+                f"{entry.table} {entry.key}: a REMOVE carries no new image, and only a REMOVE"
+            )
+        doc: str | None = None
+        if entry.new is not None:
+            doc = self._image(table, pk, sk, entry)
+        slot = (entry.table, canonical_key_value(pk), canonical_key_value(sk))
+        key_json = orjson.dumps(table.key_of_row(slot[1], slot[2])).decode()
+        return _Incoming(entry, table, pk, sk, slot, doc, key_json)
+
+    @staticmethod
+    def _image(table: SqliteTable, pk: KeyValue, sk: KeyValue, entry: LogEntry) -> str:
+        """The JSON to store for an entry's new image.
+
+        Checks its key and index keys only: the origin ran check_item on it, and on this hot path a deep
+        check again would double the cost of applying.
+        """
+        new = entry.new
+        schema = table.schema
+        if not isinstance(new, dict) or table.stored_key(schema.key_of(new)) != (pk, sk):
+            raise ValidationError(f"{entry.table} {entry.key}: the new image is not an item of that key")
+        for index in schema.indexes:
+            for attribute in (index.partition_key, index.sort_key):
+                if attribute is not None and attribute in new and not is_key_value(new[attribute]):
+                    raise ValidationError(f"{entry.table} {entry.key}: {attribute} keys index {index.name}")
+        try:
+            return orjson.dumps(new).decode()
+        except TypeError as exc:
+            raise ValidationError(f"{entry.table} {entry.key}: the new image is not JSON: {exc}") from exc
+
+    def _apply_locked(
+        self, conn: sqlite3.Connection, source: str, incoming: list[_Incoming], checkpoint: int | None
+    ) -> tuple[ApplyResult, bool]:
+        db = self.db
+        now = db.clock.now_ms()
+        # The batch may hold one key several times: later entries compare with what earlier ones wrote.
+        current: dict[tuple[str, KeyValue, KeyValue], tuple[str | None, Version | None, Version | None]] = {}
+        seq = db._head_seq(conn)
+        log_rows: list[tuple[Any, ...]] = []
+        item_rows: dict[str, list[tuple[Any, ...]]] = {}
+        conflicts: list[tuple[ConflictRecord, tuple[Any, ...]]] = []
+        applied: list[LogEntry] = []
+        newest = 0
+        for change in incoming:
+            entry = change.entry
+            newest = max(newest, entry.version[0])
+            local = current.get(change.slot)
+            if local is None:
+                row = conn.execute(change.table.sql_current, (change.pk, change.sk)).fetchone()
+                local = (
+                    (None, None, None)
+                    if row is None
+                    else (row[0], (row[1], row[2]), None if row[3] is None else (row[3], row[4]))
+                )
+            local_doc, local_version, local_previous = local
+            if local_version is not None and concurrent(
+                entry.version, entry.previous, local_version, local_previous
+            ):
+                conflicts.append(self._conflict(change, local_doc, local_version, now, source))
+            if local_version is not None and entry.version <= local_version:
+                continue
+            seq += 1
+            kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
+            hlc, region = entry.version
+            prev_hlc, prev_region = (None, None) if entry.previous is None else entry.previous
+            log_rows.append(
+                (
+                    seq,
+                    entry.table,
+                    kind,
+                    change.key_json,
+                    local_doc,
+                    change.doc,
+                    entry.written_ms,
+                    entry.origin,
+                    hlc,
+                    region,
+                    prev_hlc,
+                    prev_region,
+                    now,
+                )
+            )
+            item_rows.setdefault(entry.table, []).append(
+                (
+                    change.pk,
+                    change.sk,
+                    change.doc,
+                    hlc,
+                    region,
+                    prev_hlc,
+                    prev_region,
+                    seq,
+                    key_hash(change.pk, change.sk),
+                )
+            )
+            current[change.slot] = (change.doc, entry.version, entry.previous)
+            applied.append(entry)
+        if log_rows:
+            conn.executemany(
+                "INSERT INTO changes (seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, "
+                "prev_hlc, prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                log_rows,
+            )
+            tables = self.db.tables
+            for name, rows in item_rows.items():
+                conn.executemany(tables[name].sql_upsert, rows)
+        recorded = self._record_conflicts(conn, conflicts)
+        if newest:
+            # Later local writes must carry versions above every version seen, here and after a restart.
+            conn.execute("UPDATE hlc SET version = max(version, ?) WHERE id = 0", (db.hlc.observe(newest),))
+        if checkpoint is not None:
+            conn.execute(
+                "INSERT INTO checkpoints (source, seq) VALUES (?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq",
+                (source, checkpoint),
+            )
+        result = ApplyResult(
+            applied=len(applied),
+            skipped=len(incoming) - len(applied),
+            conflicts=recorded,
+            applied_entries=applied,
+        )
+        return result, bool(log_rows)
+
+    @staticmethod
+    def _conflict(
+        change: _Incoming, local_doc: str | None, local_version: Version, now: int, source: str
+    ) -> tuple[ConflictRecord, tuple[Any, ...]]:
+        entry = change.entry
+        local_image = None if local_doc is None else cast(Item, orjson.loads(local_doc))
+        ours = (local_version, local_image, local_doc)
+        theirs = (entry.version, entry.new, change.doc)
+        winner, loser = (theirs, ours) if entry.version > local_version else (ours, theirs)
+        record = ConflictRecord(
+            table=entry.table,
+            key=orjson.loads(change.key_json),
+            winner_version=winner[0],
+            winner_image=winner[1],
+            loser_version=loser[0],
+            loser_image=loser[1],
+            detected_ms=now,
+            source=source,
+        )
+        row = (
+            entry.table,
+            change.key_json,
+            winner[0][0],
+            winner[0][1],
+            winner[2],
+            loser[0][0],
+            loser[0][1],
+            loser[2],
+            now,
+            source,
+        )
+        return record, row
+
+    @staticmethod
+    def _record_conflicts(
+        conn: sqlite3.Connection, conflicts: list[tuple[ConflictRecord, tuple[Any, ...]]]
+    ) -> list[ConflictRecord]:
+        """Store the conflicts not recorded before (the same pair may arrive again through another region)."""
+        recorded: list[ConflictRecord] = []
+        for record, row in conflicts:
+            cursor = conn.execute(
+                f"INSERT OR IGNORE INTO conflicts ({_CONFLICT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if cursor.rowcount == 1:
+                recorded.append(record)
+        if recorded:
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('conflicts', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                (len(recorded),),
+            )
+        return recorded
+
+    # -- checkpoints and acknowledgements ------------------------------------------------------------
+
+    def checkpoint(self, source: str) -> int | None:
+        """The position reached in `source`'s log (None before the first batch or backfill from it)."""
+        row = self._read_one("SELECT seq FROM checkpoints WHERE source = ?", (source,))
+        return None if row is None else int(row[0])
+
+    def checkpoints(self) -> dict[str, int]:
+        return dict(self._read_all("SELECT source, seq FROM checkpoints ORDER BY source", ()))
+
+    def record_ack(self, peer: str, seq: int) -> None:
+        """Remember that `peer` holds everything of our log up to `seq` (it asked to read after it)."""
+        if type(seq) is not int or seq < 0:
+            raise ValidationError(f"an acknowledged seq is a non-negative integer, got {seq!r}")
+        with self.db._transaction(f"recording {peer}'s acknowledgement") as conn:
+            conn.execute(
+                "INSERT INTO acks (peer, seq) VALUES (?, ?) "
+                "ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq",
+                (peer, seq),
+            )
+
+    def acks(self) -> dict[str, int]:
+        return dict(self._read_all("SELECT peer, seq FROM acks ORDER BY peer", ()))
+
+    # -- snapshots and anti-entropy ------------------------------------------------------------------
+
+    def snapshot(self, after: str | None, limit: int, tables: Collection[str] | None = None) -> SnapshotPage:
+        """A page of every item and tombstone of the open tables (or of `tables`), by table then key.
+
+        Each page is one consistent read, but pages are read at different times: a caller applies every
+        page, then follows the log from the FIRST page's `head_seq`. Whatever changed while it paged is
+        in the log after that seq, and applying keeps the newest version, so the copy converges.
+        """
+        check_limit(limit)
+        open_tables = self.db.tables
+        names = sorted(open_tables if tables is None else set(tables) & set(open_tables))
+        position: list[Any] | None = None
+        if after is not None:
+            position = decode_cursor(after)
+            if (
+                not isinstance(position, list)
+                or len(position) != 3
+                or position[0] not in names
+                or not all(is_key_value(v) or v == NO_SORT for v in position[1:])
+            ):
+                raise ValidationError(f"malformed snapshot cursor {after!r}")
+            names = names[names.index(position[0]) :]
+        entries: list[LogEntry] = []
+        cursor: str | None = None
+        try:
+            with self.db._read() as conn:
+                head = self.db._head_seq(conn)
+                for name in names:
+                    table = open_tables[name]
+                    sql = f"SELECT {_ROW_SELECT} FROM {table.sql_table} "
+                    params: tuple[Any, ...] = ()
+                    if position is not None and position[0] == name:
+                        sql += "WHERE (pk, sk) > (?, ?) "
+                        params = (position[1], position[2])
+                    room = limit - len(entries)
+                    rows = conn.execute(sql + "ORDER BY pk, sk LIMIT ?", (*params, room + 1)).fetchall()
+                    entries += [_row_entry(table, row) for row in rows[:room]]
+                    if len(rows) > room:
+                        last = rows[room - 1]
+                        cursor = encode_cursor([name, last[0], last[1]])
+                        break
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading a snapshot of {self.db.path} failed: {exc}") from exc
+        return SnapshotPage(entries=entries, cursor=cursor, head_seq=head)
+
+    def digest(self, table: str, buckets: int = 64) -> list[str]:
+        """Per bucket of key hashes, a digest of the sorted (key, version) of its items and tombstones.
+
+        Equal digests mean equal versions, hence equal contents, in every region.
+        """
+        _bucket_range(0, buckets)
+        sql_table = self._table(table).sql_table
+        hashers = [hashlib.blake2b(digest_size=16) for _ in range(buckets)]
+        rows = self._read_all(
+            f"SELECT khash, pk, sk, hlc, region FROM {sql_table} ORDER BY khash, pk, sk", ()
+        )
+        for khash, pk, sk, hlc, region in rows:
+            line = orjson.dumps([canonical_key_value(pk), canonical_key_value(sk), hlc, region])
+            hashers[(khash * buckets) >> KEY_HASH_BITS].update(line + b"\n")
+        return [h.hexdigest() for h in hashers]
+
+    def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]:
+        """The items and tombstones of one digest bucket, as entries that recreate them elsewhere."""
+        low, high = _bucket_range(bucket, buckets)
+        sqlite_table = self._table(table)
+        rows = self._read_all(
+            f"SELECT {_ROW_SELECT} FROM {sqlite_table.sql_table} WHERE khash >= ? AND khash < ? "
+            "ORDER BY khash, pk, sk",
+            (low, high),
+        )
+        return [_row_entry(sqlite_table, row) for row in rows]
+
+    def state_digest(self, tables: Collection[str]) -> str:
+        """One digest of every live item (key, version and image) of `tables`: equal iff the states are."""
+        hasher = hashlib.blake2b(digest_size=20)
+        try:
+            with self.db._read() as conn:
+                for name in sorted(tables):
+                    sql_table = self._table(name).sql_table
+                    rows = conn.execute(
+                        f"SELECT pk, sk, doc, hlc, region FROM {sql_table} "
+                        "WHERE doc IS NOT NULL ORDER BY pk, sk"
+                    ).fetchall()
+                    for pk, sk, doc, hlc, region in rows:
+                        item = orjson.loads(doc)
+                        key = [name, canonical_key_value(pk), canonical_key_value(sk), hlc, region]
+                        hasher.update(orjson.dumps([*key, item], option=orjson.OPT_SORT_KEYS) + b"\n")
+        except sqlite3.Error as exc:
+            raise StorageError(f"digesting {self.db.path} failed: {exc}") from exc
+        return hasher.hexdigest()
+
+    # -- trimming ------------------------------------------------------------------------------------
+
+    def trim(self, peers: Collection[str], retention_ms: int, now_ms: int) -> int:
+        """Remove log records and tombstones every peer has and that are older than the retention.
+
+        A log record goes once its seq <= every peer's acknowledged seq (a peer that never acknowledged
+        blocks everything) and it was logged more than `retention_ms` before `now_ms`; the log is cut
+        as a prefix, so `trimmed_through` is exact. A tombstone goes once the record that wrote it is
+        trimmed and its version is older than the retention. Returns log records + tombstones removed.
+        """
+        if type(retention_ms) is not int or retention_ms < 0:
+            raise ValidationError(f"retention_ms must be a non-negative integer, got {retention_ms!r}")
+        db = self.db
+        cutoff_ms = now_ms - retention_ms
+        removed = 0
+        with db._transaction("trimming the change log") as conn:
+            acked = dict(conn.execute("SELECT peer, seq FROM acks").fetchall())
+            if any(peer not in acked for peer in peers):
+                return 0
+            head = db._head_seq(conn)
+            reach = min([head, *(acked[peer] for peer in peers)])
+            trimmed = db._trimmed_through(conn)
+            (young,) = conn.execute(
+                "SELECT min(seq) FROM changes WHERE seq > ? AND seq <= ? AND logged_ms >= ?",
+                (trimmed, reach, cutoff_ms),
+            ).fetchone()
+            through = reach if young is None else young - 1
+            if through > trimmed:
+                removed += conn.execute("DELETE FROM changes WHERE seq <= ?", (through,)).rowcount
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('trimmed_through', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (through,),
+                )
+                trimmed = through
+            oldest_kept = HybridLogicalClock.pack(max(cutoff_ms, 0))
+            for table in db.tables.values():
+                removed += conn.execute(
+                    f"DELETE FROM {table.sql_table} WHERE doc IS NULL AND seq <= ? AND hlc < ?",
+                    (trimmed, oldest_kept),
+                ).rowcount
+            conn.execute(
+                "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?", (MAX_CONFLICTS,)
+            )
+        return removed
+
+    # -- conflicts -----------------------------------------------------------------------------------
+
+    def conflicts(self, limit: int = 100) -> list[ConflictRecord]:
+        """The newest conflicts recorded here, newest first."""
+        check_limit(limit)
+        rows = self._read_all(f"SELECT {_CONFLICT_COLUMNS} FROM conflicts ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            ConflictRecord(
+                table=tbl,
+                key=orjson.loads(key),
+                winner_version=(w_hlc, w_region),
+                winner_image=None if w_doc is None else orjson.loads(w_doc),
+                loser_version=(l_hlc, l_region),
+                loser_image=None if l_doc is None else orjson.loads(l_doc),
+                detected_ms=detected_ms,
+                source=source,
+            )
+            for tbl, key, w_hlc, w_region, w_doc, l_hlc, l_region, l_doc, detected_ms, source in rows
+        ]
+
+    def conflict_count(self) -> int:
+        """How many conflicts were ever detected here (the conflict log keeps only the newest)."""
+        row = self._read_one("SELECT value FROM meta WHERE name = 'conflicts'", ())
+        return 0 if row is None else int(row[0])
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> SqliteTable:
+        table = self.db.tables.get(name)
+        if table is None:
+            raise ValidationError(f"table {name!r} is not replicated here")
+        return table
+
+    def _read_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self.db._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading replication state of {self.db.path} failed: {exc}") from exc
+
+    def _read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        rows = self._read_all(sql, params)
+        return rows[0] if rows else None
