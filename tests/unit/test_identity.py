@@ -736,3 +736,15 @@ def test_corrupt_key_file_is_a_storage_error(tmp_path: Path) -> None:
     r = make_region(tmp_path, key_dir=key_dir)
     with pytest.raises(StorageError, match=r"eu-west-1-1\.pem"):
         r.identity.ensure_signing_key()
+
+
+def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
+    clock = ManualClock()
+    region = make_region(tmp_path, clock=clock)
+    email = signed_up(region)
+    token = region.identity.signin(email, PASSWORD)["accessToken"]
+    assert region.identity.verify(token).email == email
+    assert region.identity.verify(token).email == email  # served from the verified-token cache
+    clock.advance(901)
+    with pytest.raises(Unauthorized, match="expired"):
+        region.identity.verify(token)

@@ -13,6 +13,7 @@ import secrets
 import tempfile
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ INVALID_REFRESH: Final = "invalid refresh token; sign in again"
 
 # Longer strings are refused before any parsing: no token this service issues comes near these sizes.
 _MAX_ACCESS_TOKEN: Final = 4096
+# Verified tokens remembered (least recently verified forgotten first).
+_VERIFIED_TOKENS = 10_000
 _MAX_REFRESH_TOKEN: Final = 256
 # A cached public key is re-read from the keys table at most this often after a signature fails with it,
 # so a region that had to replace its key (same kid) is picked up without a restart, and forged tokens
@@ -145,6 +148,10 @@ class Identity:
         self._lock = threading.Lock()
         self._signer: _SigningKey | None = None
         self._key_cache: dict[str, _CachedKey] = {}
+        # Tokens already verified, with their principal and expiry: a shopper sends the same token with
+        # every request, and a signature check costs far more than the request's own work.
+        # Each entry names the key it was checked with, so a replaced key voids what it vouched for.
+        self._verified: OrderedDict[str, tuple[Principal, int, str, str]] = OrderedDict()
 
     @property
     def kid(self) -> str:
@@ -354,6 +361,29 @@ class Identity:
             raise Unauthorized("an access token is required")
         if len(access_token) > _MAX_ACCESS_TOKEN:
             raise Unauthorized("malformed access token (too long)")
+        known = self._verified.get(access_token)
+        if known is not None:
+            principal, expires_s, kid, x = known
+            key = self._key_cache.get(kid)
+            if key is not None and key.x == x and self._clock.now_ms() < expires_s * 1000:
+                return principal
+            self._verified.pop(access_token, None)
+        principal = self._verify_signed(access_token)
+        self._remember(access_token, principal)
+        return principal
+
+    def _remember(self, access_token: str, principal: Principal) -> None:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+        kid = jwt.get_unverified_header(access_token)["kid"]
+        key = self._key_cache.get(kid)
+        if key is None:
+            return
+        with self._lock:
+            self._verified[access_token] = (principal, int(claims["exp"]), kid, key.x)
+            while len(self._verified) > _VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+
+    def _verify_signed(self, access_token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(access_token)
         except jwt.PyJWTError:
