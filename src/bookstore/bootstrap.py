@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bookstore import tables
 from bookstore.config import Region, Topology
+from bookstore.objectstore.port import ObjectStore
 from bookstore.ports import Clock, Ranking, SearchIndex, Table
 from bookstore.replication.clock import SystemClock
 from bookstore.replication.tables import ReplicaStore
@@ -40,6 +41,7 @@ class RegionServices:
     identity: Identity
     # Our replicator's store on the embedded default; None where the engine replicates natively (DynamoDB).
     replica: ReplicaStore | None = None
+    objects: ObjectStore | None = None
     _resources: ExitStack = field(default_factory=ExitStack)
 
     @property
@@ -66,6 +68,7 @@ def build_region(
     stack = ExitStack()
     try:
         table_map, replica = _tables(topology, region, home, clock, stack)
+        objects = _objects(topology, region, home, clock, stack)
         ranking = _ranking(topology, region, home, stack)
         index = _search_index(home, stack)
         catalog = Catalog(table_map["books"])
@@ -93,6 +96,7 @@ def build_region(
             search=BookSearch(table_map["books"], index, region.id, clock=clock),
             identity=identity,
             replica=replica,
+            objects=objects,
             _resources=stack,
         )
     except BaseException:
@@ -131,6 +135,24 @@ def _tables(
     stack.callback(db.close)
     table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
     return table_map, SqliteReplica(db)
+
+
+def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack) -> ObjectStore:
+    if topology.storage.objects == "s3":
+        import boto3
+
+        from bookstore.storage.s3.objects import S3ObjectStore
+
+        client = boto3.session.Session(region_name=region.id).client(
+            "s3", endpoint_url=topology.storage.s3_endpoint
+        )
+        return S3ObjectStore(client)
+
+    from bookstore.storage.local.objects import LocalObjectStore
+
+    store = LocalObjectStore(home / "objects", region.id, clock)
+    stack.callback(store.close)
+    return store
 
 
 def _ranking(topology: Topology, region: Region, home: Path, stack: ExitStack) -> Ranking:

@@ -225,6 +225,30 @@ def conflicts(
     Console().print(table)
 
 
+@app.command("aws-env")
+def aws_env(
+    region: Annotated[
+        str | None, typer.Argument(help="Region whose S3 API to use; default: the home region.")
+    ] = None,
+    topology: TopologyFile = None,
+) -> None:
+    """Print `export` lines that point the `aws` CLI and boto3 at a region's S3 API."""
+    import shlex
+
+    topo = _topology(topology)
+    try:
+        target = topo.region(region or topo.home_region)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="REGION") from None
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", topo.s3.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", topo.s3.secret_access_key),
+        ("AWS_DEFAULT_REGION", target.id),
+        ("AWS_ENDPOINT_URL", target.s3_url),
+    ):
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
 @users_app.command("add")
 def users_add(
     email: str,

@@ -30,6 +30,10 @@ class Region(BaseModel):
     def api_url(self) -> str:
         return f"http://{self.address}:{self.api_port}"
 
+    @property
+    def s3_url(self) -> str:
+        return f"http://{self.address}:{self.s3_port}"
+
 
 class Storage(BaseModel):
     """Which engine backs each port; the defaults are the embedded ones."""
@@ -42,6 +46,18 @@ class Storage(BaseModel):
     # For the dynamodb backend: endpoint (None = AWS itself) and the table name prefix.
     dynamodb_endpoint: str | None = None
     table_prefix: str = "bookstore-"
+    # Objects: "local" (files + SQLite in the region's data dir) or "s3" (boto3, S3 replicates natively).
+    objects: Literal["local", "s3"] = "local"
+    s3_endpoint: str | None = None
+
+
+class ObjectStoreAccess(BaseModel):
+    """The credentials every region's S3 API accepts (SigV4), as `bookstore aws-env` prints them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    access_key_id: str = "AKIABOOKSTORELOCAL01"
+    secret_access_key: str = "bookstore-local-secret-key-for-the-s3-api"
 
 
 class Replication(BaseModel):
@@ -66,6 +82,7 @@ class Topology(BaseModel):
     home_region: str = "eu-west-1"
     storage: Storage = Field(default_factory=Storage)
     replication: Replication = Field(default_factory=Replication)
+    s3: ObjectStoreAccess = Field(default_factory=ObjectStoreAccess)
     # The supervisor's control API (regions and links), on loopback.
     control_address: str = "127.0.0.1"
     control_port: int = 7070

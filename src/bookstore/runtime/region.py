@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,13 +12,14 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore import tables
 from bookstore.api.app import create_app
 from bookstore.api.responses import JSON
 from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
+from bookstore.objectstore.app import create_s3_app
 from bookstore.replication.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.replication.http import ChangeFeed, HttpPeer, replication_routes
 from bookstore.replication.tables import ReplicationMetrics, Replicator
@@ -110,21 +112,56 @@ def region_app(services: RegionServices, secret: str | None = None) -> ASGIApp:
     return PeerAuthMiddleware(app, secret, services.clock, protected_prefix="/replication/")
 
 
+class PortRouter:
+    """One server, two sockets: the S3 API on the region's S3 port, everything else on the API port."""
+
+    def __init__(self, api: ASGIApp, s3: ASGIApp | None, s3_port: int) -> None:
+        self.api = api
+        self.s3 = s3
+        self.s3_port = s3_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if (
+            self.s3 is not None
+            and scope["type"] == "http"
+            and server is not None
+            and server[1] == self.s3_port
+        ):
+            await self.s3(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it small responses wait ~40 ms for delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
-    """Serve one region until SIGINT/SIGTERM."""
+    """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
     logs.configure(region_id)
     services = build_region(topology, region_id, data_dir)
     region = services.region
     try:
+        s3 = None
+        if services.objects is not None:
+            access = topology.s3
+            credentials = {access.access_key_id: access.secret_access_key}
+            s3 = create_s3_app(services.objects, credentials, region.id, clock=services.clock)
+        app = PortRouter(region_app(services, deployment_secret(data_dir)), s3, region.s3_port)
+        sockets = [listening_socket(region.address, region.api_port)]
+        if s3 is not None:
+            sockets.append(listening_socket(region.address, region.s3_port))
         config = uvicorn.Config(
-            region_app(services, deployment_secret(data_dir)),
-            host=region.address,
-            port=region.api_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=3,
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3
         )
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         services.close()

@@ -1,0 +1,871 @@
+"""The S3-compatible REST API of one region (path-style), over an ObjectStore, with SigV4 checked.
+
+`create_s3_app(store, credentials, region)` returns the ASGI app. Every request must be signed with
+AWS Signature Version 4 by a known access key (headers or a presigned URL); errors are S3 XML.
+Request bodies are read whole before the store sees them (the aws CLI sends at most 8 MiB per part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from bookstore.domain.errors import (
+    BookstoreError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StorageError,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+from bookstore.objectstore import documents
+from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.errors import (
+    EntityTooLarge,
+    IllegalLocationConstraintException,
+    InvalidArgument,
+    InvalidRange,
+    InvalidRequest,
+    InvalidURI,
+    KeyTooLongError,
+    MalformedXML,
+    MethodNotAllowed,
+    NotImplementedS3,
+    NotSupported,
+    PreconditionFailed,
+    S3Error,
+)
+from bookstore.objectstore.port import (
+    STORED_HEADERS,
+    ByteRange,
+    ObjectContent,
+    ObjectStore,
+    ObjectVersion,
+    check_key,
+)
+from bookstore.objectstore.sigv4 import Authorized, SigV4, check_checksums
+from bookstore.ports import Clock
+
+log = logging.getLogger("bookstore.objectstore")
+
+T = TypeVar("T")
+MAX_PUT = 5 * 1024**3
+# Bodies above this go to the store in a worker thread: they are written to files and fsynced.
+_INLINE_BODY = 64 * 1024
+# Query keys that name an S3 sub-resource this API does not serve (answered 501, never misrouted).
+_UNSERVED = frozenset(
+    [
+        "accelerate",
+        "analytics",
+        "attributes",
+        "cors",
+        "encryption",
+        "intelligent-tiering",
+        "inventory",
+        "legal-hold",
+        "lifecycle",
+        "logging",
+        "metrics",
+        "notification",
+        "object-lock",
+        "ownershipControls",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "requestPayment",
+        "restore",
+        "retention",
+        "select",
+        "session",
+        "torrent",
+    ]
+)
+_LOWER_STORED = {name.lower(): name for name in STORED_HEADERS}
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+OWNER_ID = hashlib.sha256(b"bookstore").hexdigest()
+
+
+class _Call:
+    """One request, parsed: what the handlers need."""
+
+    __slots__ = ("auth", "body", "bucket", "headers", "key", "method", "query", "request", "trailers")
+
+    def __init__(
+        self,
+        request: Request,
+        method: str,
+        headers: dict[str, str],
+        query: dict[str, str],
+        bucket: str,
+        key: str | None,
+        auth: Authorized,
+    ) -> None:
+        self.request = request
+        self.method = method
+        self.headers = headers
+        self.query = query
+        self.bucket = bucket
+        self.key = key
+        self.auth = auth
+        self.body = b""
+        self.trailers: dict[str, str] = {}
+
+
+def create_s3_app(
+    store: ObjectStore, credentials: Mapping[str, str], region: str, *, clock: Clock | None = None
+) -> Starlette:
+    """The S3 API of `region` over `store`; `credentials` maps access key ids to secret keys.
+
+    `clock` (epoch ms) decides signature expiry and skew; the wall clock when None.
+    """
+    api = S3Api(store, credentials, region, clock)
+    return Starlette(
+        routes=[Route("/{path:path}", api.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])]
+    )
+
+
+class S3Api:
+    """Routes S3 requests to the store; one instance per region."""
+
+    def __init__(
+        self, store: ObjectStore, credentials: Mapping[str, str], region: str, clock: Clock | None = None
+    ) -> None:
+        self.store = store
+        self.region = region
+        now: Callable[[], float] = time.time if clock is None else (lambda: clock.now_ms() / 1000)
+        self.signer = SigV4(credentials, now)
+
+    async def handle(self, request: Request) -> Response:
+        # Request ids only need to be unique enough to find a request in logs, not unguessable.
+        request_id = f"{random.getrandbits(64):016X}"
+        method = request.method
+        try:
+            call = await self._parse(request, method)
+            response = await self._dispatch(call)
+        except BookstoreError as exc:
+            response = self._error(exc, method, request_id, request)
+            await _drain(request)
+        except Exception:
+            log.exception("s3 %s: %s %s failed", self.region, method, request.url.path)
+            internal = StorageError("We encountered an internal error. Please try again.")
+            response = self._error(internal, method, request_id, request)
+            await _drain(request)
+        response.headers["x-amz-request-id"] = request_id
+        response.headers["x-amz-id-2"] = request_id
+        return response
+
+    # Parsing and dispatch.
+
+    async def _parse(self, request: Request, method: str) -> _Call:
+        scope = request.scope
+        try:
+            raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidURI("Couldn't parse the specified URI.") from exc
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        headers: dict[str, str] = {}
+        for name_bytes, value_bytes in scope["headers"]:
+            name, value = name_bytes.decode("latin-1").lower(), value_bytes.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        auth = self.signer.authorize(method, raw_path, raw_query, headers)
+        query: dict[str, str] = {}
+        for part in raw_query.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                query[unquote(name)] = unquote(value)
+        _, _, rest = raw_path.partition("/")
+        bucket_part, slash, key_part = rest.partition("/")
+        try:
+            bucket = unquote(bucket_part, errors="strict")
+            key = unquote(key_part, errors="strict") if slash and key_part else None
+        except UnicodeDecodeError as exc:
+            raise InvalidURI("Couldn't parse the specified URI: keys are UTF-8") from exc
+        call = _Call(request, method, headers, query, bucket, key, auth)
+        if method in ("PUT", "POST"):
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > MAX_PUT + 1024 * 1024:
+                raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size (5 GiB)")
+            body = await request.body()
+            call.body, call.trailers = self.signer.payload(auth, body, headers)
+        return call
+
+    async def _dispatch(self, call: _Call) -> Response:
+        method, query = call.method, call.query
+        unserved = _UNSERVED.intersection(query)
+        if unserved:
+            raise NotImplementedS3(
+                "A header or query you provided implies functionality that is not implemented: "
+                + ", ".join(sorted(unserved))
+            )
+        if not call.bucket:
+            if method == "GET":
+                return self._xml(documents.list_buckets(await self._run(self.store.list_buckets), OWNER_ID))
+            raise MethodNotAllowed("The specified method is not allowed against this resource.")
+        if call.key is None:
+            return await self._bucket(call)
+        check_key(call.key)
+        return await self._object(call)
+
+    async def _bucket(self, call: _Call) -> Response:
+        method, query, name = call.method, call.query, call.bucket
+        store = self.store
+        if method == "PUT":
+            if "versioning" in query:
+                doc = documents.parse(call.body, "VersioningConfiguration")
+                status = doc.get("Status")
+                if status not in ("Enabled", "Suspended"):
+                    raise MalformedXML("VersioningConfiguration needs Status Enabled or Suspended")
+                await self._run(store.set_versioning, name, status)
+                return Response(status_code=200)
+            if "replication" in query:
+                config = ReplicationConfiguration.from_json(
+                    documents.parse(call.body, "ReplicationConfiguration")
+                )
+                await self._run(store.put_replication, name, config)
+                return Response(status_code=200)
+            if "website" in query:
+                website = WebsiteConfiguration.from_json(documents.parse(call.body, "WebsiteConfiguration"))
+                await self._run(store.put_website, name, website)
+                return Response(status_code=200)
+            if "tagging" in query or "acl" in query:
+                raise NotImplementedS3("Bucket tagging and ACLs are not implemented")
+            return await self._create_bucket(call)
+        if method == "GET":
+            if "versioning" in query:
+                bucket = await self._run(store.get_bucket, name)
+                return self._xml(documents.versioning(bucket.versioning))
+            if "replication" in query:
+                return self._xml(documents.replication(await self._run(store.get_replication, name)))
+            if "website" in query:
+                return self._xml(documents.website(await self._run(store.get_website, name)))
+            if "location" in query:
+                bucket = await self._run(store.get_bucket, name)
+                return self._xml(documents.location(bucket.region))
+            if "versions" in query:
+                return await self._list_versions(call)
+            if "uploads" in query or "tagging" in query or "acl" in query:
+                raise NotImplementedS3("ListMultipartUploads, bucket tagging and ACLs are not implemented")
+            return await self._list_objects(call)
+        if method == "HEAD":
+            bucket = await self._run(store.get_bucket, name)
+            return Response(status_code=200, headers={"x-amz-bucket-region": bucket.region})
+        if method == "DELETE":
+            if "replication" in query:
+                await self._run(store.delete_replication, name)
+            elif "website" in query:
+                await self._run(store.delete_website, name)
+            elif "tagging" in query:
+                raise NotImplementedS3("Bucket tagging is not implemented")
+            else:
+                await self._run(store.delete_bucket, name)
+            return Response(status_code=204)
+        if method == "POST" and "delete" in query:
+            return await self._delete_objects(call)
+        raise MethodNotAllowed("The specified method is not allowed against this resource.")
+
+    async def _object(self, call: _Call) -> Response:
+        method, query = call.method, call.query
+        if method == "GET":
+            if "uploadId" in query:
+                return await self._list_parts(call)
+            if "tagging" in query:
+                version = await self._run(
+                    self.store.head_object, call.bucket, self._key(call), version_id=query.get("versionId")
+                )
+                response = self._xml(documents.tagging(version.tags))
+                response.headers["x-amz-version-id"] = version.version_id
+                return response
+            return await self._get(call, head=False)
+        if method == "HEAD":
+            return await self._get(call, head=True)
+        if method == "PUT":
+            if "partNumber" in query and "uploadId" in query:
+                return await self._upload_part(call)
+            if "tagging" in query:
+                return await self._put_tagging(call)
+            if "acl" in query:
+                raise NotImplementedS3("Object ACLs are not implemented")
+            if "x-amz-copy-source" in call.headers:
+                return await self._copy(call)
+            return await self._put(call)
+        if method == "DELETE":
+            if "uploadId" in query:
+                await self._run(self.store.abort_upload, call.bucket, self._key(call), query["uploadId"])
+                return Response(status_code=204)
+            if "tagging" in query:
+                version_id = await self._run(
+                    self.store.put_tags, call.bucket, self._key(call), {}, version_id=query.get("versionId")
+                )
+                return Response(status_code=204, headers={"x-amz-version-id": version_id})
+            return await self._delete(call)
+        if method == "POST":
+            if "uploads" in query:
+                return await self._create_upload(call)
+            if "uploadId" in query:
+                return await self._complete_upload(call)
+        raise MethodNotAllowed("The specified method is not allowed against this resource.")
+
+    # Buckets.
+
+    async def _create_bucket(self, call: _Call) -> Response:
+        constraint = ""
+        if call.body.strip():
+            doc = documents.parse(call.body, "CreateBucketConfiguration")
+            constraint = str(doc.get("LocationConstraint") or "")
+        constraint = {"EU": "eu-west-1"}.get(constraint, constraint)
+        if constraint and constraint != self.region:
+            raise IllegalLocationConstraintException(
+                f"The {constraint} location constraint is incompatible for the region specific endpoint "
+                f"this request was sent to ({self.region})."
+            )
+        await self._run(self.store.create_bucket, call.bucket)
+        return Response(status_code=200, headers={"Location": f"/{call.bucket}"})
+
+    async def _list_objects(self, call: _Call) -> Response:
+        query = call.query
+        v2 = query.get("list-type") == "2"
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        max_keys = self._int(query.get("max-keys"), 1000, "max-keys", 0, 2**31)
+        encoding = query.get("encoding-type")
+        if encoding not in (None, "url"):
+            raise InvalidArgument("Invalid Encoding Method specified in Request")
+        token = query.get("continuation-token") if v2 else None
+        start_after = query.get("start-after", "") if v2 else query.get("marker", "")
+        page = await self._run(
+            self.store.list_objects,
+            call.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            start_after=start_after,
+            token=token or None,
+            max_keys=min(max_keys, 1000),
+        )
+        listing = documents.Listing(encode=encoding == "url")
+        owner = OWNER_ID if (not v2 or query.get("fetch-owner") == "true") else None
+        entries = listing.contents(page.objects, owner) + listing.prefixes(page.common_prefixes)
+        if v2:
+            head = listing.header(
+                Name=documents.text(call.bucket),
+                Prefix=listing.name(prefix),
+                Delimiter=listing.name(delimiter) if delimiter else None,
+                MaxKeys=max_keys,
+                EncodingType=encoding,
+                KeyCount=len(page.objects) + len(page.common_prefixes),
+                IsTruncated=page.is_truncated,
+                ContinuationToken=documents.text(token) if token is not None else None,
+                NextContinuationToken=documents.text(page.next_token) if page.next_token else None,
+                StartAfter=listing.name(start_after) if start_after else None,
+            )
+        else:
+            last = max([o.key for o in page.objects[-1:]] + page.common_prefixes[-1:], default=None)
+            head = listing.header(
+                Name=documents.text(call.bucket),
+                Prefix=listing.name(prefix),
+                Marker=listing.name(start_after),
+                NextMarker=listing.name(last) if page.is_truncated and last is not None else None,
+                MaxKeys=max_keys,
+                Delimiter=listing.name(delimiter) if delimiter else None,
+                EncodingType=encoding,
+                IsTruncated=page.is_truncated,
+            )
+        return self._xml(documents.document("ListBucketResult", head + entries))
+
+    async def _list_versions(self, call: _Call) -> Response:
+        query = call.query
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        key_marker, version_marker = query.get("key-marker", ""), query.get("version-id-marker", "")
+        max_keys = self._int(query.get("max-keys"), 1000, "max-keys", 0, 2**31)
+        encoding = query.get("encoding-type")
+        if encoding not in (None, "url"):
+            raise InvalidArgument("Invalid Encoding Method specified in Request")
+        page = await self._run(
+            self.store.list_versions,
+            call.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            version_id_marker=version_marker,
+            max_keys=min(max_keys, 1000),
+        )
+        listing = documents.Listing(encode=encoding == "url")
+        head = listing.header(
+            Name=documents.text(call.bucket),
+            Prefix=listing.name(prefix),
+            KeyMarker=listing.name(key_marker),
+            VersionIdMarker=documents.text(version_marker),
+            NextKeyMarker=listing.name(page.next_key_marker) if page.next_key_marker is not None else None,
+            NextVersionIdMarker=documents.text(page.next_version_id_marker)
+            if page.next_version_id_marker
+            else None,
+            MaxKeys=max_keys,
+            Delimiter=listing.name(delimiter) if delimiter else None,
+            EncodingType=encoding,
+            IsTruncated=page.is_truncated,
+        )
+        body = head + listing.versions(page.versions, OWNER_ID) + listing.prefixes(page.common_prefixes)
+        return self._xml(documents.document("ListVersionsResult", body))
+
+    async def _delete_objects(self, call: _Call) -> Response:
+        check_checksums(call.body, {**call.headers, **call.trailers})
+        doc = documents.parse(call.body, "Delete")
+        objects = doc.get("Objects", [])
+        if not objects or len(objects) > 1000:
+            raise MalformedXML("A Delete document holds 1 to 1000 Object elements")
+        quiet = str(doc.get("Quiet", "false")).lower() == "true"
+        deleted: list[dict[str, str]] = []
+        errors: list[dict[str, str]] = []
+        for entry in objects:
+            if not isinstance(entry, dict) or not entry.get("Key"):
+                raise MalformedXML("Each Object needs a Key")
+            key, version_id = str(entry["Key"]), entry.get("VersionId")
+            try:
+                check_key(key)
+                result = await self._run(
+                    self.store.delete_object, call.bucket, key, version_id=version_id or None
+                )
+            except S3Error as exc:
+                errors.append(
+                    {
+                        "Key": key,
+                        **({"VersionId": version_id} if version_id else {}),
+                        "Code": exc.code,
+                        "Message": exc.message,
+                    }
+                )
+                continue
+            if quiet:
+                continue
+            item = {"Key": key}
+            if version_id:
+                item["VersionId"] = version_id
+            if result.delete_marker:
+                item["DeleteMarker"] = "true"
+                if result.version_id:
+                    item["DeleteMarkerVersionId"] = result.version_id
+            deleted.append(item)
+        return self._xml(documents.delete_result(deleted, errors))
+
+    # Objects.
+
+    async def _get(self, call: _Call, *, head: bool) -> Response:
+        query, headers = call.query, call.headers
+        version_id = query.get("versionId") or None
+        byte_range = None if head else _byte_range(headers.get("range"))
+        if "partNumber" in query:
+            raise NotImplementedS3("GET and HEAD by partNumber are not implemented")
+        if head:
+            version = await self._run(
+                self.store.head_object, call.bucket, self._key(call), version_id=version_id
+            )
+            content = None
+        else:
+            content = await self._run(
+                self.store.get_object,
+                call.bucket,
+                self._key(call),
+                version_id=version_id,
+                byte_range=byte_range,
+            )
+            version = content.version
+        answer = _preconditions(version, headers)
+        if answer is not None:
+            return answer
+        out = _object_headers(version)
+        for name, header in _RESPONSE_OVERRIDES.items():
+            if name in query:
+                out[header] = query[name]
+        if content is None:
+            out["Content-Length"] = str(version.size)
+            return Response(status_code=200, headers=out)
+        status = 200
+        if content.partial:
+            status = 206
+            out["Content-Range"] = f"bytes {content.first}-{content.last}/{version.size}"
+        out["Content-Length"] = str(max(0, content.last - content.first + 1))
+        # Content-Type goes in as a header: as media_type, Starlette would add a charset to text types.
+        if isinstance(content.body, list | tuple):
+            return Response(b"".join(content.body), status_code=status, headers=out)
+        return StreamingResponse(content.body, status_code=status, headers=out)
+
+    def _write_fields(self, call: _Call) -> dict[str, Any]:
+        headers = call.headers
+        metadata = {name[11:]: value for name, value in headers.items() if name.startswith("x-amz-meta-")}
+        stored = {canonical: headers[lower] for lower, canonical in _LOWER_STORED.items() if lower in headers}
+        encoding = stored.get("Content-Encoding")
+        if encoding is not None:
+            # aws-chunked is how this request was sent, not how the object is stored.
+            kept = [t.strip() for t in encoding.split(",") if t.strip() and t.strip() != "aws-chunked"]
+            if kept:
+                stored["Content-Encoding"] = ", ".join(kept)
+            else:
+                del stored["Content-Encoding"]
+        tags = (
+            dict(parse_qsl(headers["x-amz-tagging"], keep_blank_values=True))
+            if "x-amz-tagging" in headers
+            else None
+        )
+        return {
+            "content_type": headers.get("content-type") or None,
+            "metadata": metadata,
+            "headers": stored,
+            "tags": tags,
+        }
+
+    async def _put(self, call: _Call) -> Response:
+        if len(call.body) > MAX_PUT:
+            raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size (5 GiB)")
+        verified = check_checksums(call.body, {**call.headers, **call.trailers})
+        version = await self._run(
+            self.store.put_object,
+            call.bucket,
+            self._key(call),
+            call.body,
+            big=len(call.body) > _INLINE_BODY,
+            **self._write_fields(call),
+        )
+        out = {"ETag": f'"{version.etag}"', **verified}
+        if version.version_id != "null":
+            out["x-amz-version-id"] = version.version_id
+        return Response(status_code=200, headers=out)
+
+    async def _copy(self, call: _Call) -> Response:
+        source_bucket, source_key, source_version = _copy_source(call.headers["x-amz-copy-source"])
+        key = self._key(call)
+        directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
+        tag_directive = call.headers.get("x-amz-tagging-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE") or tag_directive not in ("COPY", "REPLACE"):
+            raise InvalidArgument("x-amz-metadata-directive and x-amz-tagging-directive are COPY or REPLACE")
+        if (
+            (source_bucket, source_key) == (call.bucket, key)
+            and source_version is None
+            and directive == "COPY"
+        ):
+            raise InvalidRequest(
+                "This copy request is illegal because it is trying to copy an object to itself without "
+                "changing the object's metadata, storage class, website redirect location or encryption "
+                "attributes."
+            )
+        fields = self._write_fields(call)
+
+        def copy() -> tuple[ObjectVersion, ObjectVersion]:
+            content = self.store.get_object(source_bucket, source_key, version_id=source_version)
+            source = content.version
+            _copy_preconditions(source, call.headers)
+            write = dict(fields)
+            if directive == "COPY":
+                write.update(
+                    content_type=source.content_type, metadata=source.metadata, headers=source.headers
+                )
+            if tag_directive == "COPY":
+                write["tags"] = source.tags
+            return source, self.store.put_object(call.bucket, key, content.body, **write)
+
+        source, version = await run_in_threadpool(copy)
+        out = {"x-amz-copy-source-version-id": source.version_id}
+        if version.version_id != "null":
+            out["x-amz-version-id"] = version.version_id
+        return self._xml(
+            documents.copy_result("CopyObjectResult", version.etag, version.last_modified_ms), out
+        )
+
+    async def _delete(self, call: _Call) -> Response:
+        version_id = call.query.get("versionId") or None
+        result = await self._run(
+            self.store.delete_object, call.bucket, self._key(call), version_id=version_id
+        )
+        out = {}
+        if result.version_id:
+            out["x-amz-version-id"] = result.version_id
+        if result.delete_marker:
+            out["x-amz-delete-marker"] = "true"
+        return Response(status_code=204, headers=out)
+
+    async def _put_tagging(self, call: _Call) -> Response:
+        doc = documents.parse(call.body, "Tagging")
+        tag_set = doc.get("TagSet", [])
+        if not isinstance(tag_set, list) or not all(isinstance(t, dict) and "Key" in t for t in tag_set):
+            raise MalformedXML("Tagging holds a TagSet of Tag elements with Key and Value")
+        tags = {str(t["Key"]): str(t.get("Value", "")) for t in tag_set}
+        if len(tags) > 10:
+            raise InvalidArgument("Object tags cannot be greater than 10")
+        version_id = await self._run(
+            self.store.put_tags,
+            call.bucket,
+            self._key(call),
+            tags,
+            version_id=call.query.get("versionId") or None,
+        )
+        return Response(status_code=200, headers={"x-amz-version-id": version_id})
+
+    # Multipart uploads.
+
+    async def _create_upload(self, call: _Call) -> Response:
+        key = self._key(call)
+        upload_id = await self._run(self.store.create_upload, call.bucket, key, **self._write_fields(call))
+        return self._xml(documents.initiate_upload(call.bucket, key, upload_id))
+
+    async def _upload_part(self, call: _Call) -> Response:
+        number = self._int(call.query.get("partNumber"), 0, "partNumber", 1, 10_000)
+        upload_id = call.query["uploadId"]
+        key = self._key(call)
+        if "x-amz-copy-source" in call.headers:
+            source_bucket, source_key, source_version = _copy_source(call.headers["x-amz-copy-source"])
+            wanted = call.headers.get("x-amz-copy-source-range")
+            byte_range = _byte_range(wanted) if wanted else None
+            if wanted and byte_range is None:
+                raise InvalidArgument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last"
+                )
+
+            def copy_part() -> tuple[ObjectContent, Any]:
+                content = self.store.get_object(
+                    source_bucket, source_key, version_id=source_version, byte_range=byte_range
+                )
+                _copy_preconditions(content.version, call.headers)
+                return content, self.store.upload_part(call.bucket, key, upload_id, number, content.body)
+
+            content, part = await run_in_threadpool(copy_part)
+            return self._xml(
+                documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
+                {"x-amz-copy-source-version-id": content.version.version_id},
+            )
+        verified = check_checksums(call.body, {**call.headers, **call.trailers})
+        part = await self._run(
+            self.store.upload_part, call.bucket, key, upload_id, number, call.body, big=True
+        )
+        return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **verified})
+
+    async def _list_parts(self, call: _Call) -> Response:
+        key = self._key(call)
+        upload_id = call.query["uploadId"]
+        marker = self._int(call.query.get("part-number-marker"), 0, "part-number-marker", 0, 10_000)
+        max_parts = self._int(call.query.get("max-parts"), 1000, "max-parts", 0, 2**31)
+        parts = [
+            p
+            for p in await self._run(self.store.list_parts, call.bucket, key, upload_id)
+            if p.number > marker
+        ]
+        page = parts[: min(max_parts, 1000)]
+        body = documents.list_parts(
+            call.bucket,
+            key,
+            upload_id,
+            page,
+            marker=marker,
+            max_parts=max_parts,
+            truncated=len(parts) > len(page),
+            owner_id=OWNER_ID,
+        )
+        return self._xml(body)
+
+    async def _complete_upload(self, call: _Call) -> Response:
+        key = self._key(call)
+        doc = documents.parse(call.body, "CompleteMultipartUpload")
+        parts = []
+        for part in doc.get("Parts", []):
+            if not isinstance(part, dict) or "PartNumber" not in part or "ETag" not in part:
+                raise MalformedXML("Each Part needs a PartNumber and an ETag")
+            parts.append((self._int(str(part["PartNumber"]), 0, "PartNumber", 1, 10_000), str(part["ETag"])))
+        version = await self._run(
+            self.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
+        )
+        out = {}
+        if version.version_id != "null":
+            out["x-amz-version-id"] = version.version_id
+        location = f"/{quote(call.bucket)}/{quote(key)}"
+        return self._xml(documents.complete_upload(location, call.bucket, key, version.etag), out)
+
+    # Helpers.
+
+    async def _run(self, function: Callable[..., T], *args: Any, big: bool = False, **kwargs: Any) -> T:
+        """Call the store: on the event loop when it is quick (local, small), else in a worker thread."""
+        if self.store.runs_inline and not big:
+            return function(*args, **kwargs)
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    @staticmethod
+    def _key(call: _Call) -> str:
+        assert call.key is not None
+        return call.key
+
+    @staticmethod
+    def _int(value: str | None, default: int, name: str, low: int, high: int) -> int:
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"{name} must be an integer, not {value!r}") from exc
+        if not low <= number <= high:
+            raise InvalidArgument(f"{name} must be between {low} and {high}")
+        return number
+
+    @staticmethod
+    def _xml(body: bytes, headers: Mapping[str, str] | None = None) -> Response:
+        return Response(body, status_code=200, headers=dict(headers or {}), media_type="application/xml")
+
+    def _error(self, exc: BookstoreError, method: str, request_id: str, request: Request) -> Response:
+        code, status = _code_and_status(exc)
+        if status >= 500:
+            log.warning(
+                "s3 %s: %s %s -> %s %s: %s", self.region, method, request.url.path, status, code, exc.message
+            )
+        headers: dict[str, str] = {}
+        extra: dict[str, str] = {"Resource": request.url.path}
+        marker = getattr(exc, "delete_marker", False)
+        if marker:
+            headers["x-amz-delete-marker"] = "true"
+            version_id = getattr(exc, "version_id", None)
+            if version_id:
+                headers["x-amz-version-id"] = version_id
+        if isinstance(exc, MethodNotAllowed) and marker:
+            headers["Allow"] = "DELETE"
+        if isinstance(exc, InvalidRange):
+            headers["Content-Range"] = f"bytes */{exc.size}"
+            extra["ActualObjectSize"] = str(exc.size)
+        if method == "HEAD":
+            return Response(status_code=status, headers=headers)
+        body = documents.error(code, exc.message, request_id, extra)
+        return Response(body, status_code=status, headers=headers, media_type="application/xml")
+
+
+async def _drain(request: Request) -> None:
+    """Read what is left of a refused request's body, so the connection's next request parses cleanly."""
+    try:
+        async for _ in request.stream():
+            pass
+    except Exception:
+        # Already consumed, or the client went away: nothing is left to drain.
+        return
+
+
+def _code_and_status(exc: BookstoreError) -> tuple[str, int]:
+    if isinstance(exc, S3Error):
+        return exc.code, exc.status
+    if isinstance(exc, NotSupported):
+        return "NotImplemented", 501
+    if isinstance(exc, ValidationError):
+        return "InvalidArgument", 400
+    if isinstance(exc, NotFound):
+        return "NoSuchKey", 404
+    if isinstance(exc, Forbidden | Unauthorized):
+        return "AccessDenied", 403
+    if isinstance(exc, Conflict):
+        return "OperationAborted", 409
+    if isinstance(exc, Unavailable):
+        return "ServiceUnavailable", 503
+    return "InternalError", 500
+
+
+def _object_headers(version: ObjectVersion) -> dict[str, str]:
+    out = {
+        "ETag": f'"{version.etag}"',
+        "Last-Modified": documents.http_date(version.last_modified_ms),
+        "Content-Type": version.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    if version.version_id != "null":
+        out["x-amz-version-id"] = version.version_id
+    out.update(version.headers)
+    for name, value in version.metadata.items():
+        out[f"x-amz-meta-{name}"] = value
+    if version.replication_status:
+        out["x-amz-replication-status"] = version.replication_status
+    if version.tags:
+        out["x-amz-tagging-count"] = str(len(version.tags))
+    return out
+
+
+def _byte_range(header: str | None) -> ByteRange | None:
+    """The one range of a `bytes=` header; None (the whole object, as S3 does) when absent or unusable."""
+    if not header or not header.startswith("bytes="):
+        return None
+    spec = header[6:].strip()
+    if "," in spec:
+        return None
+    first, dash, last = spec.partition("-")
+    if not dash:
+        return None
+    try:
+        if not first.strip():
+            return (None, int(last)) if last.strip() else None
+        start = int(first)
+        end = int(last) if last.strip() else None
+    except ValueError:
+        return None
+    if start < 0 or (end is not None and end < start):
+        return None
+    return start, end
+
+
+def _http_ms(value: str) -> int | None:
+    try:
+        return int(parsedate_to_datetime(value).timestamp() * 1000)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    return any(t.strip() in ("*", f'"{etag}"', etag) for t in header.split(","))
+
+
+def _preconditions(version: ObjectVersion, headers: Mapping[str, str]) -> Response | None:
+    """The 304 or 412 answer that conditional headers call for, else None."""
+    if_match, if_none_match = headers.get("if-match"), headers.get("if-none-match")
+    modified_s = version.last_modified_ms // 1000 * 1000
+    if if_match is not None and not _etag_matches(if_match, version.etag):
+        raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
+    if if_match is None and "if-unmodified-since" in headers:
+        since = _http_ms(headers["if-unmodified-since"])
+        if since is not None and modified_s > since:
+            raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
+    if if_none_match is not None and _etag_matches(if_none_match, version.etag):
+        return Response(status_code=304, headers={"ETag": f'"{version.etag}"'})
+    if if_none_match is None and "if-modified-since" in headers:
+        since = _http_ms(headers["if-modified-since"])
+        if since is not None and modified_s <= since:
+            return Response(status_code=304, headers={"ETag": f'"{version.etag}"'})
+    return None
+
+
+def _copy_preconditions(source: ObjectVersion, headers: Mapping[str, str]) -> None:
+    match = headers.get("x-amz-copy-source-if-match")
+    none_match = headers.get("x-amz-copy-source-if-none-match")
+    if (match is not None and not _etag_matches(match, source.etag)) or (
+        none_match is not None and _etag_matches(none_match, source.etag)
+    ):
+        raise PreconditionFailed("At least one of the pre-conditions you specified did not hold")
+
+
+def _copy_source(header: str) -> tuple[str, str, str | None]:
+    """(bucket, key, version id) of an x-amz-copy-source header: URL-encoded "bucket/key[?versionId=v]"."""
+    path, _, version = header.partition("?versionId=")
+    bucket, slash, key = unquote(path).lstrip("/").partition("/")
+    if not bucket or not slash or not key:
+        raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+    try:
+        check_key(key)
+    except KeyTooLongError as exc:
+        raise InvalidArgument(f"Copy Source key is invalid: {exc.message}") from exc
+    return bucket, key, unquote(version) or None

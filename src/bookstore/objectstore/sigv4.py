@@ -1,0 +1,410 @@
+"""AWS Signature Version 4 for S3: Authorization headers, presigned URLs and aws-chunked bodies.
+
+Any region in the credential scope is accepted (the request is then checked with that region), so
+one endpoint can take requests signed for another region, as forwarding between regions needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import hmac
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from bookstore.objectstore.errors import (
+    AccessDenied,
+    AuthorizationHeaderMalformed,
+    AuthorizationQueryParametersError,
+    BadDigest,
+    IncompleteBody,
+    InvalidAccessKeyId,
+    InvalidDigest,
+    InvalidRequest,
+    RequestTimeTooSkewed,
+    SignatureDoesNotMatch,
+    XAmzContentSHA256Mismatch,
+)
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+MAX_SKEW_S = 15 * 60
+MAX_EXPIRES_S = 7 * 24 * 3600
+_STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
+_QUERY_SAFE = "-_.~"
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """A request whose signature checked out: who signed it, and what its payload must match."""
+
+    access_key: str
+    # The x-amz-content-sha256 the signature covers: a hex digest, UNSIGNED-PAYLOAD or a STREAMING-* mode.
+    content_sha256: str
+    signature: str
+    signing_key: bytes
+    amz_date: str
+    scope: str
+    presigned: bool
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+
+def _timestamp(amz_date: str) -> float:
+    """Epoch seconds of a YYYYMMDDTHHMMSSZ time, or -1; parsed by hand, as strptime is slow."""
+    d = amz_date
+    if len(d) != 16 or d[8] != "T" or d[15] != "Z" or not (d[:8] + d[9:15]).isdigit():
+        return -1.0
+    try:
+        return float(
+            calendar.timegm(
+                (int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]))
+            )
+        )
+    except ValueError:
+        return -1.0
+
+
+def canonical_query(raw_query: str, skip: str | None = None) -> str:
+    """The canonical query string: every pair URI-encoded the AWS way, sorted; `skip` left out."""
+    if not raw_query:
+        return ""
+    pairs = []
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = quote(unquote(name), safe=_QUERY_SAFE)
+        if name == skip:
+            continue
+        pairs.append((name, quote(unquote(value), safe=_QUERY_SAFE)))
+    pairs.sort()
+    return "&".join(f"{n}={v}" for n, v in pairs)
+
+
+class SigV4:
+    """Checks S3 requests signed with AWS Signature Version 4 against known access keys."""
+
+    def __init__(self, credentials: Mapping[str, str], now: Callable[[], float]) -> None:
+        self._credentials = dict(credentials)
+        self._now = now
+        self._keys: dict[tuple[str, str, str, str], bytes] = {}
+
+    def authorize(self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> Authorized:
+        """Check the request's signature; `headers` has lower-case names (repeated ones joined by ",")."""
+        if "authorization" in headers:
+            return self._header_auth(method, raw_path, raw_query, headers)
+        if "X-Amz-Signature=" in raw_query or "x-amz-signature=" in raw_query.lower():
+            return self._query_auth(method, raw_path, raw_query, headers)
+        if "AWSAccessKeyId=" in raw_query:
+            raise InvalidRequest(
+                "Signature Version 2 is not supported: presign with AWS4-HMAC-SHA256 "
+                "(boto3: Config(signature_version='s3v4'))"
+            )
+        raise AccessDenied(
+            "Access Denied: anonymous requests are refused; sign them with AWS Signature Version 4"
+        )
+
+    def payload(
+        self, auth: Authorized, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, dict[str, str]]:
+        """The request's content (checked against its signed hash, or decoded from aws-chunked), trailers."""
+        mode = auth.content_sha256
+        if mode == UNSIGNED_PAYLOAD:
+            return body, {}
+        if mode in _STREAMING:
+            return self._dechunk(auth, body, headers)
+        if hashlib.sha256(body).hexdigest() != mode.lower():
+            raise XAmzContentSHA256Mismatch(
+                "The provided 'x-amz-content-sha256' header does not match what was computed"
+            )
+        return body, {}
+
+    def signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
+        cached = self._keys.get((secret, date, region, service))
+        if cached is None:
+            key = _hmac(f"AWS4{secret}".encode(), date)
+            key = _hmac(key, region)
+            key = _hmac(key, service)
+            cached = _hmac(key, "aws4_request")
+            if len(self._keys) > 256:
+                self._keys.clear()
+            self._keys[(secret, date, region, service)] = cached
+        return cached
+
+    # Internals.
+
+    def _header_auth(
+        self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str]
+    ) -> Authorized:
+        value = headers["authorization"]
+        if not value.startswith(ALGORITHM + " "):
+            raise InvalidRequest(
+                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+            )
+        fields: dict[str, str] = {}
+        for part in value[len(ALGORITHM) + 1 :].split(","):
+            name, _, field = part.strip().partition("=")
+            fields[name] = field
+        try:
+            credential, signed_headers, signature = (
+                fields["Credential"],
+                fields["SignedHeaders"],
+                fields["Signature"],
+            )
+        except KeyError as exc:
+            raise AuthorizationHeaderMalformed(
+                "The authorization header is malformed: it needs Credential, SignedHeaders and Signature"
+            ) from exc
+        amz_date = headers.get("x-amz-date", "")
+        content_sha256 = headers.get("x-amz-content-sha256")
+        if content_sha256 is None:
+            raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
+        access_key, secret, date, region, service = self._credential(
+            credential, amz_date, AuthorizationHeaderMalformed
+        )
+        when = _timestamp(amz_date)
+        if when < 0:
+            raise AccessDenied("AWS authentication requires a valid x-amz-date header (YYYYMMDDTHHMMSSZ)")
+        if abs(self._now() - when) > MAX_SKEW_S:
+            raise RequestTimeTooSkewed(
+                "The difference between the request time and the server's time is too large."
+            )
+        names = signed_headers.split(";")
+        if "host" not in names:
+            raise AuthorizationHeaderMalformed("The host header must be signed")
+        unsigned = [n for n in headers if n.startswith("x-amz-") and n not in names]
+        if unsigned:
+            raise AccessDenied(
+                "There were headers present in the request which were not signed: "
+                + ", ".join(sorted(unsigned))
+            )
+        scope = f"{date}/{region}/{service}/aws4_request"
+        key = self.signing_key(secret, date, region, service)
+        self._check(
+            key,
+            signature,
+            amz_date,
+            scope,
+            method,
+            raw_path,
+            canonical_query(raw_query),
+            names,
+            headers,
+            content_sha256,
+        )
+        return Authorized(access_key, content_sha256, signature, key, amz_date, scope, presigned=False)
+
+    def _query_auth(
+        self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str]
+    ) -> Authorized:
+        params: dict[str, str] = {}
+        for part in raw_query.split("&"):
+            name, _, value = part.partition("=")
+            if name.startswith(("X-Amz-", "x-amz-")):
+                params[unquote(name)] = unquote(value)
+        try:
+            algorithm, credential = params["X-Amz-Algorithm"], params["X-Amz-Credential"]
+            amz_date, expires = params["X-Amz-Date"], params["X-Amz-Expires"]
+            signed_headers, signature = params["X-Amz-SignedHeaders"], params["X-Amz-Signature"]
+        except KeyError as exc:
+            raise AuthorizationQueryParametersError(
+                "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+                "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+            ) from exc
+        if algorithm != ALGORITHM:
+            raise AuthorizationQueryParametersError("X-Amz-Algorithm only supports 'AWS4-HMAC-SHA256'")
+        if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES_S:
+            raise AuthorizationQueryParametersError("X-Amz-Expires must be between 1 and 604800 seconds")
+        access_key, secret, date, region, service = self._credential(
+            credential, amz_date, AuthorizationQueryParametersError
+        )
+        when = _timestamp(amz_date)
+        if when < 0:
+            raise AuthorizationQueryParametersError(
+                "X-Amz-Date must be in the ISO8601 basic format YYYYMMDDTHHMMSSZ"
+            )
+        now = self._now()
+        if now < when - MAX_SKEW_S:
+            raise AccessDenied("Request is not valid yet")
+        if now > when + int(expires):
+            raise AccessDenied("Request has expired")
+        names = signed_headers.split(";")
+        if "host" not in names:
+            raise AuthorizationQueryParametersError("The host header must be signed")
+        content_sha256 = UNSIGNED_PAYLOAD
+        if "x-amz-content-sha256" in names:
+            content_sha256 = headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
+        if content_sha256 in _STREAMING:
+            raise InvalidRequest("A presigned URL cannot carry an aws-chunked body")
+        scope = f"{date}/{region}/{service}/aws4_request"
+        key = self.signing_key(secret, date, region, service)
+        self._check(
+            key,
+            signature,
+            amz_date,
+            scope,
+            method,
+            raw_path,
+            canonical_query(raw_query, skip="X-Amz-Signature"),
+            names,
+            headers,
+            UNSIGNED_PAYLOAD,
+        )
+        return Authorized(access_key, content_sha256, signature, key, amz_date, scope, presigned=True)
+
+    def _credential(
+        self, credential: str, amz_date: str, malformed: Callable[[str], Exception]
+    ) -> tuple[str, str, str, str, str]:
+        parts = credential.split("/")
+        if len(parts) != 5 or parts[4] != "aws4_request":
+            raise malformed(
+                f"The credential is malformed: expected KEY/DATE/REGION/s3/aws4_request, got {credential!r}"
+            )
+        access_key, date, region, service, _ = parts
+        if service != "s3":
+            raise malformed(f"The credential names service {service!r}; this endpoint is s3")
+        secret = self._credentials.get(access_key)
+        if secret is None:
+            raise InvalidAccessKeyId("The AWS Access Key Id you provided does not exist in our records.")
+        if not amz_date.startswith(date):
+            raise malformed("The credential's date does not match the request's X-Amz-Date")
+        return access_key, secret, date, region, service
+
+    def _check(
+        self,
+        key: bytes,
+        signature: str,
+        amz_date: str,
+        scope: str,
+        method: str,
+        raw_path: str,
+        query: str,
+        names: list[str],
+        headers: Mapping[str, str],
+        payload: str,
+    ) -> None:
+        header_lines = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
+        signed = ";".join(names)
+        # S3 signs the path as the client sent it; clients that encoded it differently still sign the
+        # standard encoding of the decoded path, which is tried second.
+        candidates = [raw_path]
+        standard = quote(unquote(raw_path), safe="/~")
+        if standard != raw_path:
+            candidates.append(standard)
+        for path in candidates:
+            canonical = f"{method}\n{path}\n{query}\n{header_lines}\n{signed}\n{payload}"
+            to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+            expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+            if hmac.compare_digest(expected, signature):
+                return
+        raise SignatureDoesNotMatch(
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your key and signing method."
+        )
+
+    def _dechunk(
+        self, auth: Authorized, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, dict[str, str]]:
+        signed = auth.content_sha256 in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER)
+        if signed and auth.presigned:
+            raise InvalidRequest("A presigned URL cannot carry signed chunks")
+        out = bytearray()
+        previous = auth.signature
+        pos = 0
+        while True:
+            eol = body.find(b"\r\n", pos)
+            if eol < 0:
+                raise IncompleteBody("The aws-chunked body ended inside a chunk header")
+            size_text, _, extension = body[pos:eol].decode("latin-1").partition(";")
+            try:
+                size = int(size_text.strip(), 16)
+            except ValueError as exc:
+                raise IncompleteBody(f"Bad aws-chunked chunk size {size_text!r}") from exc
+            start, end = eol + 2, eol + 2 + size
+            chunk = body[start:end]
+            if len(chunk) != size:
+                raise IncompleteBody("The aws-chunked body ended inside a chunk")
+            if signed:
+                given = extension.partition("chunk-signature=")[2].strip()
+                to_sign = (
+                    f"AWS4-HMAC-SHA256-PAYLOAD\n{auth.amz_date}\n{auth.scope}\n{previous}\n{EMPTY_SHA256}\n"
+                    f"{hashlib.sha256(chunk).hexdigest()}"
+                )
+                expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(expected, given):
+                    raise SignatureDoesNotMatch("A chunk signature of the aws-chunked body does not match")
+                previous = given
+            if size == 0:
+                pos = start
+                break
+            if body[end : end + 2] != b"\r\n":
+                raise IncompleteBody("An aws-chunked chunk is not followed by CRLF")
+            out += chunk
+            pos = end + 2
+        trailers: dict[str, str] = {}
+        lines: list[tuple[str, str]] = []
+        while pos < len(body):
+            eol = body.find(b"\r\n", pos)
+            line = body[pos : len(body) if eol < 0 else eol].decode("latin-1")
+            pos = len(body) if eol < 0 else eol + 2
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            lines.append((name.strip().lower(), value.strip()))
+        if auth.content_sha256 == STREAMING_SIGNED_TRAILER:
+            given = dict(lines).get("x-amz-trailer-signature", "")
+            canonical = "".join(f"{n}:{v}\n" for n, v in lines if n != "x-amz-trailer-signature")
+            to_sign = (
+                f"AWS4-HMAC-SHA256-TRAILER\n{auth.amz_date}\n{auth.scope}\n{previous}\n"
+                f"{hashlib.sha256(canonical.encode()).hexdigest()}"
+            )
+            expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, given):
+                raise SignatureDoesNotMatch("The trailer signature of the aws-chunked body does not match")
+        trailers = {n: v for n, v in lines if n != "x-amz-trailer-signature"}
+        declared = headers.get("x-amz-decoded-content-length")
+        if declared is not None and declared.strip() != str(len(out)):
+            raise IncompleteBody(
+                f"The aws-chunked body holds {len(out)} bytes; x-amz-decoded-content-length says {declared}"
+            )
+        return bytes(out), trailers
+
+
+def check_checksums(body: bytes, fields: Mapping[str, str]) -> dict[str, str]:
+    """Verify Content-MD5 and x-amz-checksum-{crc32,sha1,sha256} found in `fields` (headers or trailers).
+
+    Returns the checksums that were verified, to echo back. CRC32C and CRC64NVME are not verified.
+    """
+    verified: dict[str, str] = {}
+    md5 = fields.get("content-md5")
+    if md5 is not None:
+        try:
+            expected = base64.b64decode(md5, validate=True)
+        except ValueError as exc:
+            raise InvalidDigest("The Content-MD5 you specified is not valid") from exc
+        if expected != hashlib.md5(body, usedforsecurity=False).digest():
+            raise BadDigest("The Content-MD5 you specified did not match what we received.")
+    computed: dict[str, Callable[[], bytes]] = {
+        "x-amz-checksum-crc32": lambda: zlib.crc32(body).to_bytes(4, "big"),
+        "x-amz-checksum-sha1": lambda: hashlib.sha1(body, usedforsecurity=False).digest(),
+        "x-amz-checksum-sha256": lambda: hashlib.sha256(body).digest(),
+    }
+    for name, compute in computed.items():
+        given = fields.get(name)
+        if given is None:
+            continue
+        if base64.b64encode(compute()).decode() != given.strip():
+            algorithm = name.rpartition("-")[2].upper()
+            raise BadDigest(f"The {algorithm} you specified did not match the calculated checksum.")
+        verified[name] = given.strip()
+    return verified
