@@ -9,6 +9,8 @@ from pathlib import Path
 
 from bookstore import tables
 from bookstore.config import Region, Topology
+from bookstore.blog.repository import BlogRepository
+from bookstore.blog.service import BlogService
 from bookstore.objectstore.port import ObjectStore
 from bookstore.ports import Clock, Ranking, SearchIndex, Table
 from bookstore.replication.clock import SystemClock
@@ -42,6 +44,7 @@ class RegionServices:
     # Our replicator's store on the embedded default; None where the engine replicates natively (DynamoDB).
     replica: ReplicaStore | None = None
     objects: ObjectStore | None = None
+    blog: BlogService | None = None
     _resources: ExitStack = field(default_factory=ExitStack)
 
     @property
@@ -69,9 +72,10 @@ def build_region(
     try:
         table_map, replica = _tables(topology, region, home, clock, stack)
         objects = _objects(topology, region, home, clock, stack)
+        catalog = Catalog(table_map["books"])
+        blog = _blog(topology, region, home, clock, stack, catalog)
         ranking = _ranking(topology, region, home, stack)
         index = _search_index(home, stack)
-        catalog = Catalog(table_map["books"])
         identity = Identity(
             table_map["users"],
             table_map["keys"],
@@ -97,6 +101,7 @@ def build_region(
             identity=identity,
             replica=replica,
             objects=objects,
+            blog=blog,
             _resources=stack,
         )
     except BaseException:
@@ -153,6 +158,19 @@ def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack
     store = LocalObjectStore(home / "objects", region.id, clock)
     stack.callback(store.close)
     return store
+
+
+def _blog(
+    topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack, catalog: Catalog
+) -> BlogService:
+    from bookstore.storage.sqlite.sql import SqliteSql
+
+    db = SqliteSql(home / "blog.db")
+    stack.callback(db.close)
+    repository = BlogRepository.open(db, region=region.id, primary_region=topology.home_region, clock=clock)
+    blog = BlogService(repository, clock=clock, book_name=lambda book_id: str(catalog.get(book_id)["name"]))
+    blog.seed()
+    return blog
 
 
 def _ranking(topology: Topology, region: Region, home: Path, stack: ExitStack) -> Ranking:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from bookstore.api.middleware import BodyLimit, RegionHeader, RequestMetrics
 from bookstore.api.responses import JSON, install_error_handlers
+from bookstore.blog.web import create_blog_router
 from bookstore.bootstrap import RegionServices
 from bookstore.domain.books import public_view
 from bookstore.domain.errors import Unauthorized
@@ -179,6 +180,9 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
         lines = [OrderLine(b.bookId, b.quantity) for b in body.books]
         order, created = services.checkout.place(user.user_id, lines, idempotency_key)
         return JSON(order, status_code=201 if created else 200)
+
+    if services.blog is not None:
+        app.include_router(create_blog_router(services.blog, services.identity))
 
     app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(RegionHeader, region_id=region.id)

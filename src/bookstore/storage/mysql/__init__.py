@@ -1,0 +1,1 @@
+"""The MySQL/MariaDB adapter: the blog's SqlDatabase port through PyMySQL."""

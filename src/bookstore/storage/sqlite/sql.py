@@ -1,0 +1,169 @@
+"""SqliteSql: the SqlDatabase port on one SQLite file (WAL), the blog's embedded default."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Literal, cast
+
+from bookstore.blog.port import Executed, Param, Row
+from bookstore.domain.errors import Conflict, StorageError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _failure(path: Path, what: str, exc: sqlite3.Error | OverflowError) -> Exception:
+    """The storage error an engine error becomes: Conflict for unique violations, else StorageError."""
+    if isinstance(exc, sqlite3.IntegrityError) and (
+        "UNIQUE constraint failed" in str(exc) or "PRIMARY KEY" in str(exc)
+    ):
+        return Conflict(f"{what}: a row with this key already exists ({exc})")
+    return StorageError(f"SQLite {path}: {what} failed: {exc}")
+
+
+def _executed(sql: str, cursor: sqlite3.Cursor) -> Executed:
+    rowcount = max(cursor.rowcount, 0)
+    # lastrowid belongs to the connection: after any other statement it still names the last insert.
+    inserted = rowcount == 1 and sql.lstrip()[:7].upper() in ("INSERT ", "REPLACE")
+    return Executed(rowcount=rowcount, last_id=cursor.lastrowid if inserted and cursor.lastrowid else None)
+
+
+class _Session:
+    """Statements on the writer connection inside the transaction that opened it."""
+
+    def __init__(self, owner: SqliteSql, conn: sqlite3.Connection) -> None:
+        self._owner = owner
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> Executed:
+        try:
+            return _executed(sql, self._conn.execute(sql, tuple(params)))
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _failure(self._owner.path, "execute", exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Param]]) -> int:
+        try:
+            cursor = self._conn.executemany(sql, [tuple(r) for r in rows])
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _failure(self._owner.path, "executemany", exc) from exc
+        return max(cursor.rowcount, 0)
+
+    def query(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        try:
+            return cast(list[Row], self._conn.execute(sql, tuple(params)).fetchall())
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _failure(self._owner.path, "query", exc) from exc
+
+
+class SqliteSql:
+    """The SqlDatabase port on a SQLite file: one writer connection behind a lock, a reader per thread.
+
+    WAL with synchronous=NORMAL: a committed transaction survives a kill -9 of the process (only an
+    operating-system crash could lose the last ones). Write transactions are BEGIN IMMEDIATE, so they are
+    serialised from their first statement, also against other processes using the same file.
+    """
+
+    dialect: Literal["sqlite"] = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL").fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"SQLite database {self.path} is closed")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Session]:
+        if getattr(self._local, "in_transaction", False):
+            raise StorageError(f"SQLite {self.path}: a transaction is already open on this thread")
+        with self._write_lock:
+            self._check_open()
+            conn = self._writer
+            self._local.in_transaction = True
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise _failure(self.path, "begin", exc) from exc
+                try:
+                    yield _Session(self, conn)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise _failure(self.path, "commit", exc) from exc
+            finally:
+                self._local.in_transaction = False
+
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> Executed:
+        with self.transaction() as tx:
+            return tx.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Param]]) -> int:
+        with self.transaction() as tx:
+            return tx.executemany(sql, rows)
+
+    def query(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        if getattr(self._local, "in_transaction", False):
+            raise StorageError(
+                f"SQLite {self.path}: inside a transaction, query through it, not the database"
+            )
+        conn = self._reader()
+        try:
+            return cast(list[Row], conn.execute(sql, tuple(params)).fetchall())
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _failure(self.path, "query", exc) from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        self._check_open()
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = self._connect()
+            # A reader never writes: a statement that tries fails instead of taking the write lock.
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        with self._readers_lock:
+            self._readers.append(conn)
+        self._local.reader = conn
+        return conn
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for conn in [*readers, self._writer]:
+                with suppress(sqlite3.Error):
+                    conn.close()
