@@ -670,3 +670,34 @@ def test_a_file_written_before_replication_is_brought_up_to_date(tmp_path: Path)
         before.record_ack(SINGAPORE, 1)
         # The old record counts as logged when it was written, so it is old enough to trim.
         assert before.trim([SINGAPORE], 1_000, clock.now) == 1
+
+
+def test_a_trimmed_tombstone_is_not_brought_back_by_repairs(open_region: Any) -> None:
+    a, b = open_region("eu-west-1"), open_region("ap-southeast-1")
+    a.books.put(book(1))
+    a.books.delete({"id": "b001"})
+    exchange(a, b)
+    for region, peer in ((a, b), (b, a)):
+        region.replica.record_ack(peer.name, peer.replica.head_seq())
+        region.clock.now += 10_000
+    assert a.replica.trim([b.name], retention_ms=0, now_ms=a.clock.now) > 0
+    assert a.books.version({"id": "b001"}) is None
+
+    def repair(dst: Region, src: Region) -> int:
+        applied = 0
+        for bucket, (mine, theirs) in enumerate(
+            zip(dst.replica.digest("books"), src.replica.digest("books"), strict=True)
+        ):
+            if mine != theirs:
+                applied += dst.replica.apply(
+                    src.name, src.replica.bucket_entries("books", bucket), None
+                ).applied
+        return applied
+
+    head = a.replica.head_seq()
+    assert repair(a, b) == 0  # b still holds the tombstone; a does not take it back
+    assert a.books.version({"id": "b001"}) is None and a.replica.head_seq() == head
+    assert b.replica.trim([a.name], retention_ms=0, now_ms=b.clock.now) > 0
+    assert repair(b, a) == 0 and repair(a, b) == 0
+    assert a.replica.digest("books") == b.replica.digest("books")
+    assert b.books.version({"id": "b001"}) is None

@@ -135,6 +135,10 @@ class SqliteReplica:
         with db._transaction("creating the replication tables") as conn:
             for statement in _REPLICA_SQL:
                 conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE name = 'tombstone_horizon'").fetchone()
+        # Tombstones older than this were trimmed (here, and soon everywhere): they are left out of
+        # digests and repairs, and one arriving late is not stored again, so trimming can finish.
+        self._horizon: int = 0 if row is None else int(row[0])
 
     @property
     def region(self) -> str:
@@ -254,6 +258,8 @@ class SqliteReplica:
                     else (row[0], (row[1], row[2]), None if row[3] is None else (row[3], row[4]))
                 )
             local_doc, local_version, local_previous = local
+            if local_version is None and change.doc is None and entry.version[0] < self._horizon:
+                continue  # a tombstone already trimmed here, brought back by a late repair
             if local_version is not None and concurrent(
                 entry.version, entry.previous, local_version, local_previous
             ):
@@ -457,7 +463,9 @@ class SqliteReplica:
         sql_table = self._table(table).sql_table
         hashers = [hashlib.blake2b(digest_size=16) for _ in range(buckets)]
         rows = self._read_all(
-            f"SELECT khash, pk, sk, hlc, region FROM {sql_table} ORDER BY khash, pk, sk", ()
+            f"SELECT khash, pk, sk, hlc, region FROM {sql_table} "
+            "WHERE doc IS NOT NULL OR hlc >= ? ORDER BY khash, pk, sk",
+            (self._horizon,),
         )
         for khash, pk, sk, hlc, region in rows:
             line = orjson.dumps([canonical_key_value(pk), canonical_key_value(sk), hlc, region])
@@ -470,8 +478,8 @@ class SqliteReplica:
         sqlite_table = self._table(table)
         rows = self._read_all(
             f"SELECT {_ROW_SELECT} FROM {sqlite_table.sql_table} WHERE khash >= ? AND khash < ? "
-            "ORDER BY khash, pk, sk",
-            (low, high),
+            "AND (doc IS NOT NULL OR hlc >= ?) ORDER BY khash, pk, sk",
+            (low, high, self._horizon),
         )
         return [_row_entry(sqlite_table, row) for row in rows]
 
@@ -535,6 +543,23 @@ class SqliteReplica:
                     f"DELETE FROM {table.sql_table} WHERE doc IS NULL AND seq <= ? AND hlc < ?",
                     (trimmed, oldest_kept),
                 ).rowcount
+            # Only tombstones every peer has (their record trimmed) fall under the horizon.
+            (oldest_live_tombstone,) = conn.execute(
+                "SELECT min(hlc) FROM ("
+                + " UNION ALL ".join(
+                    f"SELECT hlc FROM {t.sql_table} WHERE doc IS NULL AND seq > ?" for t in db.tables.values()
+                )
+                + ")",
+                (trimmed,) * len(db.tables),
+            ).fetchone()
+            horizon = oldest_kept if oldest_live_tombstone is None else min(oldest_kept, oldest_live_tombstone)
+            if horizon > self._horizon:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('tombstone_horizon', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (horizon,),
+                )
+                self._horizon = horizon
             conn.execute(
                 "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?", (MAX_CONFLICTS,)
             )
