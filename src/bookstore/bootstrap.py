@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bookstore import tables
-from bookstore.config import Region, Topology
 from bookstore.blog.repository import BlogRepository
 from bookstore.blog.service import BlogService
+from bookstore.config import Region, Topology
 from bookstore.objectstore.port import ObjectStore
 from bookstore.ports import Clock, Ranking, SearchIndex, Table
 from bookstore.replication.clock import SystemClock

@@ -205,10 +205,13 @@ def status(
 def conflicts(
     region: RegionOpt = None,
     limit: Annotated[int, typer.Option("--limit")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     data_dir: DataDir = Path("data"),
     topology: TopologyFile = None,
 ) -> None:
     """Recent conflicts (concurrent writes to one item) seen by a region: winner and loser."""
+    import dataclasses
+
     from rich.console import Console
     from rich.table import Table
 
@@ -217,6 +220,9 @@ def conflicts(
             typer.echo("this backend replicates natively and reports no conflicts")
             return
         records = services.replica.conflicts(limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(c) for c in records], indent=2))
+        return
     table = Table("detected", "table", "key", "winner", "loser")
     for c in records:
         table.add_row(
@@ -249,6 +255,30 @@ def aws_env(
         typer.echo(f"export {name}={shlex.quote(value)}")
 
 
+@app.command()
+def publish(
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--source", exists=True, file_okay=False, help="A directory of storefront files to upload too."
+        ),
+    ] = None,
+    topology: TopologyFile = None,
+) -> None:
+    """Upload the storefront's static files (covers, index.html) to the home region's bucket."""
+    from bookstore.objectstore.setup import publish as publish_files
+
+    try:
+        report = publish_files(_topology(topology), source)
+    except BookstoreError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"published to s3://{report.bucket}: {len(report.uploaded)} uploaded, "
+        f"{len(report.unchanged)} unchanged"
+    )
+
+
 @users_app.command("add")
 def users_add(
     email: str,
@@ -271,6 +301,194 @@ def users_confirm_code(
     """Print the confirmation code of a user who signed up (there is no mail server)."""
     with _region(topology, region, data_dir) as services:
         typer.echo(services.identity.confirmation_code(email))
+
+
+aws_app = typer.Typer(
+    help="DynamoDB Global Tables for the dynamodb backend (where DynamoDB replicates, not us).",
+    no_args_is_help=True,
+)
+app.add_typer(aws_app, name="aws")
+
+EndpointUrl = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="DynamoDB endpoint; default: the topology's, else AWS itself."),
+]
+TableArg = Annotated[
+    str,
+    typer.Argument(
+        help="A Bookstore table (books, carts...; the topology's prefix is added) or a full name."
+    ),
+]
+
+
+def _dynamodb(topo: Topology, endpoint_url: str | None) -> Any:
+    """A factory of DynamoDB clients per region, configured as bootstrap configures the backend's."""
+    import boto3
+    import botocore.config
+
+    endpoint = endpoint_url or topo.storage.dynamodb_endpoint
+    config = botocore.config.Config(account_id_endpoint_mode="disabled")
+
+    def client_for(region: str) -> Any:
+        return boto3.session.Session(region_name=region).client(
+            "dynamodb", endpoint_url=endpoint, config=config
+        )
+
+    return client_for
+
+
+def _dynamodb_table(topo: Topology, table: str) -> str:
+    from bookstore import tables
+
+    known = {schema.name for schema in tables.ALL}
+    return topo.storage.table_prefix + table if table in known else table
+
+
+def _show_global(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for replica in report["replicas"]:
+        detail = f" ({replica['detail']})" if "detail" in replica else ""
+        typer.echo(f"{report['table']}  {replica['region']}  {replica['status']}{detail}")
+
+
+@aws_app.command("make-global")
+def aws_make_global(
+    table: TableArg,
+    regions: Annotated[
+        str, typer.Option("--regions", help="Comma-separated regions, e.g. eu-west-1,ap-southeast-1.")
+    ],
+    region: RegionOpt = None,
+    endpoint_url: EndpointUrl = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for replicas to be ACTIVE.")
+    ] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    topology: TopologyFile = None,
+) -> None:
+    """Make a table global (UpdateTable ReplicaUpdates), a replica at a time; existing ones are skipped."""
+    from bookstore.storage.dynamodb.global_tables import make_global
+
+    topo = _topology(topology)
+    client_for = _dynamodb(topo, endpoint_url)
+    name = _dynamodb_table(topo, table)
+    try:
+        report = make_global(
+            client_for(region or topo.home_region),
+            name,
+            regions.split(","),
+            client_for=client_for,
+            timeout_s=timeout,
+        )
+    except BookstoreError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    if not as_json:
+        added = ", ".join(report["created"]) or "none"
+        typer.echo(
+            f"{name}: replicas created: {added}; already there: {', '.join(report['skipped']) or 'none'}"
+        )
+    _show_global(report, as_json)
+
+
+@aws_app.command("describe-global")
+def aws_describe_global(
+    table: TableArg,
+    region: RegionOpt = None,
+    endpoint_url: EndpointUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    topology: TopologyFile = None,
+) -> None:
+    """The regions of a table (its own first) and each one's status."""
+    from bookstore.storage.dynamodb.global_tables import describe_global
+
+    topo = _topology(topology)
+    name = _dynamodb_table(topo, table)
+    try:
+        replicas = describe_global(_dynamodb(topo, endpoint_url)(region or topo.home_region), name)
+    except BookstoreError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    _show_global({"table": name, "replicas": replicas}, as_json)
+
+
+blog_app = typer.Typer(
+    help="The blog's SQL database: promote a replica, rejoin a former primary, switch over, diverged writes.",
+    no_args_is_help=True,
+)
+app.add_typer(blog_app, name="blog")
+
+
+@contextmanager
+def _blog_operator(topology: Path | None, data_dir: Path) -> Iterator[Any]:
+    """Requests to the running regions signed as the operator; a refusal ends the command with its message."""
+    from bookstore.blog.replication import Operator, operator_secret
+    from bookstore.replication.clock import SystemClock
+
+    urls = {r.id: r.api_url for r in _topology(topology).regions}
+    try:
+        with Operator(urls, operator_secret(data_dir), SystemClock()) as operator:
+            yield operator
+    except BookstoreError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@blog_app.command("promote")
+def blog_promote(region: str, data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
+    """Unplanned: make REGION the blog's primary at a new epoch; it takes writes at once."""
+    with _blog_operator(topology, data_dir) as op:
+        state = op.promote(region)
+    typer.echo(f"{region}: primary of the blog at epoch {state['epoch']} (from lsn {state['headLsn']})")
+
+
+@blog_app.command("rejoin")
+def blog_rejoin(region: str, data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
+    """Re-sync a former primary as a replica of the current primary; its diverged writes are kept aside."""
+    with _blog_operator(topology, data_dir) as op:
+        state = op.rejoin(region)
+    typer.echo(
+        f"{region}: replica of {state['primaryRegion']} at epoch {state['epoch']}, "
+        f"from lsn {state['appliedLsn']}; "
+        f"{state['diverged']} diverged write(s) kept aside ({state['divergedTotal']} in all)"
+    )
+
+
+@blog_app.command("switchover")
+def blog_switchover(region: str, data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
+    """Planned: the primary turns read-only, REGION applies everything, then takes writes. Loses nothing."""
+    with _blog_operator(topology, data_dir) as op:
+        done = op.switchover(region)
+    typer.echo(
+        f"switched over from {done['from']} to {done['to']} at lsn {done.get('lsn')}, epoch {done['epoch']}"
+    )
+
+
+@blog_app.command("diverged")
+def blog_diverged(
+    region: RegionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Writes a former primary accepted after the fork: kept aside, never dropped (default: every region)."""
+    from bookstore.blog.replication import render_diverged
+
+    regions = [region] if region else [r.id for r in _topology(topology).regions]
+    reports: dict[str, Any] = {}
+    with _blog_operator(topology, data_dir) as op:
+        for r in regions:
+            try:
+                reports[r] = op.diverged(r)
+            except BookstoreError as exc:
+                if region:
+                    raise
+                reports[r] = {"region": r, "error": exc.message}
+    if as_json:
+        typer.echo(json.dumps(reports, indent=2, ensure_ascii=False))
+    else:
+        render_diverged(reports)
 
 
 def main() -> None:

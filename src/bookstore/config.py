@@ -65,7 +65,7 @@ class Replication(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    tables: tuple[str, ...] = ("books", "orders", "carts", "users", "keys", "sessions")
+    tables: tuple[str, ...] = ("books", "orders", "carts", "users", "keys", "sessions", "buckets")
     anti_entropy_s: float = 30.0
     # Log entries every peer has received are kept this long before trimming.
     retention_s: float = 3600.0

@@ -11,5 +11,7 @@ CARTS = TableSchema("carts", "customerId", "bookId")
 USERS = TableSchema("users", "email")
 KEYS = TableSchema("keys", "kid")
 SESSIONS = TableSchema("sessions", "sessionId")
+# The object store's bucket directory: bucket names are one namespace, each bucket lives in one region.
+BUCKETS = TableSchema("buckets", "name")
 
-ALL: tuple[TableSchema, ...] = (BOOKS, ORDERS, CARTS, USERS, KEYS, SESSIONS)
+ALL: tuple[TableSchema, ...] = (BOOKS, ORDERS, CARTS, USERS, KEYS, SESSIONS, BUCKETS)

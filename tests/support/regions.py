@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from bookstore.config import Region, Topology
+from bookstore.runtime.supervisor import die_with_parent
 
 # Each test process gets its own /16 of loopback addresses, so parallel workers never collide.
 _counter = itertools.count(1)
@@ -94,7 +95,7 @@ def start_region(region: Region, data_dir: Path, topology_file: Path) -> subproc
     cmd = [sys.executable, "-m", "bookstore", "region", "serve", "--region", region.id]
     cmd += ["--data-dir", str(data_dir), "--topology", str(topology_file)]
     log = (data_dir / f"{region.id}.log").open("ab")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -143,16 +144,16 @@ def system_up(
     data = tmp_path / "data"
     log = (tmp_path / "up.log").open("ab")
     cmd = [sys.executable, "-m", "bookstore", "up", "--data-dir", str(data), "--topology", str(topo_file)]
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     system = System(topology, topo_file, data, process)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
                 raise RuntimeError("bookstore up exited: " + (tmp_path / "up.log").read_text()[-3000:])
             try:
-                urls = [topology.region(r).api_url + "/health" for r in (active or regions)]
-                if all(httpx.get(u, timeout=1).status_code == 200 for u in urls):
+                # The banner comes once every region is healthy and the storefront buckets are made.
+                if "The Bookstore is up" in (tmp_path / "up.log").read_text(errors="replace"):
                     httpx.get(topology.control_url + "/regions", timeout=1).raise_for_status()
                     break
             except (httpx.HTTPError, KeyError, ValueError):

@@ -251,6 +251,11 @@ class BlogRepository:
         self.db = db
         self.region = region
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # Set by the region's replication (bookstore.blog.replication): a gate every write passes before
+        # its transaction (a primary that restarted waits there until its peers confirmed its epoch), and
+        # callbacks run after each write commits (they wake the streams to the replicas at once).
+        self.write_gate: Callable[[], None] | None = None
+        self.listeners: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -355,13 +360,27 @@ class BlogRepository:
 
         Nothing is written (rows or log) when `operations` raises.
         """
-        with self.db.transaction() as tx:
-            meta = self._parse_meta(tx.query(self._meta_sql()))
-            if meta is None:
-                raise StorageError("the blog has no replication state yet; open it with BlogRepository.open")
-            if meta.read_only:
-                raise self.refusal(meta)
-            return operations(RowWriter(tx, meta.epoch, self.region, self.clock.now_ms()))
+        if self.write_gate is not None:
+            self.write_gate()
+        try:
+            with self.db.transaction() as tx:
+                meta = self._parse_meta(tx.query(self._meta_sql()))
+                if meta is None:
+                    raise StorageError(
+                        "the blog has no replication state yet; open it with BlogRepository.open"
+                    )
+                if meta.read_only:
+                    raise self.refusal(meta)
+                result = operations(RowWriter(tx, meta.epoch, self.region, self.clock.now_ms()))
+        except Unavailable:
+            # A read-only MySQL server refuses even the locking read: name the primary when we know it.
+            known = self._parse_meta(self.db.query("SELECT name, value FROM blog_meta"))
+            if known is not None and known.read_only:
+                raise self.refusal(known) from None
+            raise
+        for listener in self.listeners:
+            listener()
+        return result
 
     def insert_post(self, post: Post, *, explicit_slug: bool) -> Post:
         """Stores a new post (its `id` is ignored and generated). A derived slug gets a -N suffix when
@@ -470,14 +489,17 @@ class BlogRepository:
         rows = self.db.query("SELECT MAX(lsn) FROM blog_changelog")
         return int(rows[0][0] or 0) if rows else 0
 
-    def apply(self, changes: Sequence[RowChange]) -> int:
+    def apply(
+        self, changes: Sequence[RowChange], *, epoch: int | None = None, primary: str | None = None
+    ) -> int:
         """Replays another region's change records on this read-only replica; returns how many applied.
 
         In one transaction: each record with an lsn past this replica's position sets its row (INSERT and
         UPDATE store the whole image, DELETE removes the key), is appended to the local log with its own
         lsn, epoch, region and time, and moves the position. Records at or before the position are skipped,
         so applying a batch twice changes nothing. A writable region refuses (Conflict): a primary never
-        takes another's log.
+        takes another's log. With `epoch` (and `primary`), a replica whose state moved on meanwhile (another
+        epoch or primary) refuses too (Conflict), checked in the same transaction.
         """
         applied = 0
         with self.db.transaction() as tx:
@@ -485,6 +507,11 @@ class BlogRepository:
             if meta is None or not meta.read_only:
                 raise Conflict(
                     f"the blog in {self.region} takes writes; only a read-only replica applies a log"
+                )
+            if epoch is not None and (meta.epoch != epoch or meta.primary_region != primary):
+                raise Conflict(
+                    f"the blog in {self.region} follows {meta.primary_region} at epoch {meta.epoch}, "
+                    f"not {primary} at epoch {epoch}"
                 )
             position = meta.applied_lsn
             for change in sorted(changes, key=lambda c: c.lsn):

@@ -117,6 +117,54 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ),
         },
     ),
+    Migration(
+        2,
+        "the epoch history (who was primary from which lsn) and the diverged-writes store",
+        {
+            "sqlite": (
+                """CREATE TABLE IF NOT EXISTS blog_epochs (
+                    epoch INTEGER PRIMARY KEY,
+                    primary_region TEXT NOT NULL,
+                    fork_lsn INTEGER NOT NULL,
+                    started_ms INTEGER NOT NULL)""",
+                """CREATE TABLE IF NOT EXISTS blog_diverged (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    lsn INTEGER NOT NULL,
+                    epoch INTEGER NOT NULL,
+                    region TEXT NOT NULL,
+                    tbl TEXT NOT NULL,
+                    pk TEXT NOT NULL,
+                    op TEXT NOT NULL,
+                    row_image TEXT,
+                    written_ms INTEGER NOT NULL,
+                    detected_ms INTEGER NOT NULL,
+                    new_epoch INTEGER NOT NULL,
+                    new_primary TEXT NOT NULL,
+                    UNIQUE (lsn, epoch, region))""",
+            ),
+            "mysql": (
+                f"""CREATE TABLE IF NOT EXISTS blog_epochs (
+                    epoch BIGINT NOT NULL PRIMARY KEY,
+                    primary_region VARCHAR(64) NOT NULL,
+                    fork_lsn BIGINT NOT NULL,
+                    started_ms BIGINT NOT NULL) {_MYSQL_TABLE}""",
+                f"""CREATE TABLE IF NOT EXISTS blog_diverged (
+                    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                    lsn BIGINT NOT NULL,
+                    epoch BIGINT NOT NULL,
+                    region VARCHAR(64) NOT NULL,
+                    tbl VARCHAR(64) NOT NULL,
+                    pk TEXT NOT NULL,
+                    op VARCHAR(8) NOT NULL,
+                    row_image LONGTEXT,
+                    written_ms BIGINT NOT NULL,
+                    detected_ms BIGINT NOT NULL,
+                    new_epoch BIGINT NOT NULL,
+                    new_primary VARCHAR(64) NOT NULL,
+                    UNIQUE KEY blog_diverged_record (lsn, epoch, region)) {_MYSQL_TABLE}""",
+            ),
+        },
+    ),
 )
 LATEST: Final = MIGRATIONS[-1].version
 

@@ -3,6 +3,14 @@
 `create_s3_app(store, credentials, region)` returns the ASGI app. Every request must be signed with
 AWS Signature Version 4 by a known access key (headers or a presigned URL); errors are S3 XML.
 Request bodies are read whole before the store sees them (the aws CLI sends at most 8 MiB per part).
+
+With a `cluster` (namespace.Cluster) the app serves every region's buckets: a request for a bucket
+that lives in another region is checked here, then forwarded through the link to that region's
+internal endpoint (peers.FORWARD_PATH), which trusts it on the strength of the shared-secret HMAC.
+CreateBucket goes to the region its LocationConstraint names; ListBuckets lists the whole namespace;
+CopyObject and UploadPartCopy read a source in another region from that region. The internal
+endpoints under peers.INTERNAL_PREFIX (forwarded requests, replica writes, version reads, bucket
+lookups) answer only requests signed with the deployment's shared secret.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from bookstore.domain.errors import (
     BookstoreError,
@@ -35,6 +45,8 @@ from bookstore.domain.errors import (
 from bookstore.objectstore import documents
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.errors import (
+    AccessDenied,
+    BucketAlreadyExists,
     EntityTooLarge,
     IllegalLocationConstraintException,
     InvalidArgument,
@@ -49,16 +61,37 @@ from bookstore.objectstore.errors import (
     PreconditionFailed,
     S3Error,
 )
+from bookstore.objectstore.namespace import Cluster
+from bookstore.objectstore.peers import (
+    BUCKETS_PATH,
+    FORWARD_PATH,
+    FORWARDED_HEADERS,
+    INTERNAL_PREFIX,
+    OBJECTS_PATH,
+    PING_PATH,
+    VERSION_HEADER,
+    Forwarded,
+    PeerUnavailable,
+    decode_fields,
+    digest,
+    encode_fields,
+    forwardable,
+    version_fields,
+    version_from_fields,
+)
 from bookstore.objectstore.port import (
     STORED_HEADERS,
     ByteRange,
     ObjectContent,
     ObjectStore,
     ObjectVersion,
+    check_bucket_name,
     check_key,
 )
-from bookstore.objectstore.sigv4 import Authorized, SigV4, check_checksums
+from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, SigV4, check_checksums
 from bookstore.ports import Clock
+from bookstore.replication.auth import PeerAuthMiddleware
+from bookstore.replication.clock import SystemClock
 
 log = logging.getLogger("bookstore.objectstore")
 
@@ -109,7 +142,19 @@ OWNER_ID = hashlib.sha256(b"bookstore").hexdigest()
 class _Call:
     """One request, parsed: what the handlers need."""
 
-    __slots__ = ("auth", "body", "bucket", "headers", "key", "method", "query", "request", "trailers")
+    __slots__ = (
+        "auth",
+        "body",
+        "bucket",
+        "forwarded",
+        "headers",
+        "key",
+        "method",
+        "query",
+        "request",
+        "target",
+        "trailers",
+    )
 
     def __init__(
         self,
@@ -120,6 +165,8 @@ class _Call:
         bucket: str,
         key: str | None,
         auth: Authorized,
+        target: str,
+        forwarded: bool,
     ) -> None:
         self.request = request
         self.method = method
@@ -130,18 +177,40 @@ class _Call:
         self.auth = auth
         self.body = b""
         self.trailers: dict[str, str] = {}
+        # The request target (raw path and query) as the client sent it; a forwarded request's, as sent there.
+        self.target = target
+        # Checked by the region that forwarded it, not here.
+        self.forwarded = forwarded
 
 
 def create_s3_app(
-    store: ObjectStore, credentials: Mapping[str, str], region: str, *, clock: Clock | None = None
-) -> Starlette:
+    store: ObjectStore,
+    credentials: Mapping[str, str],
+    region: str,
+    *,
+    clock: Clock | None = None,
+    cluster: Cluster | None = None,
+    secret: str | None = None,
+) -> ASGIApp:
     """The S3 API of `region` over `store`; `credentials` maps access key ids to secret keys.
 
-    `clock` (epoch ms) decides signature expiry and skew; the wall clock when None.
+    `clock` (epoch ms) decides signature expiry and skew; the wall clock when None. With `cluster`
+    (which needs the deployment's `secret`) the API serves every region's buckets, see the module.
     """
-    api = S3Api(store, credentials, region, clock)
-    return Starlette(
+    api = S3Api(store, credentials, region, clock, cluster)
+    app = Starlette(
         routes=[Route("/{path:path}", api.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])]
+    )
+    if cluster is None:
+        return app
+    if not secret:
+        raise ValueError("an S3 API that serves a cluster needs the deployment's shared secret")
+    return PeerAuthMiddleware(
+        app,
+        secret,
+        clock or SystemClock(),
+        protected_prefix=INTERNAL_PREFIX,
+        max_body_bytes=MAX_PUT + 1024 * 1024,
     )
 
 
@@ -149,10 +218,19 @@ class S3Api:
     """Routes S3 requests to the store; one instance per region."""
 
     def __init__(
-        self, store: ObjectStore, credentials: Mapping[str, str], region: str, clock: Clock | None = None
+        self,
+        store: ObjectStore,
+        credentials: Mapping[str, str],
+        region: str,
+        clock: Clock | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
         self.region = region
+        self.cluster = cluster
+        self.now_ms: Callable[[], int] = (
+            (lambda: time.time_ns() // 1_000_000) if clock is None else clock.now_ms
+        )
         now: Callable[[], float] = time.time if clock is None else (lambda: clock.now_ms() / 1000)
         self.signer = SigV4(credentials, now)
 
@@ -161,8 +239,10 @@ class S3Api:
         request_id = f"{random.getrandbits(64):016X}"
         method = request.method
         try:
-            call = await self._parse(request, method)
-            response = await self._dispatch(call)
+            if request.scope["path"].startswith(INTERNAL_PREFIX):
+                response = await self._internal(request, method)
+            else:
+                response = await self._dispatch(await self._parse(request, method))
         except BookstoreError as exc:
             response = self._error(exc, method, request_id, request)
             await _drain(request)
@@ -189,6 +269,19 @@ class S3Api:
             name, value = name_bytes.decode("latin-1").lower(), value_bytes.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         auth = self.signer.authorize(method, raw_path, raw_query, headers)
+        return await self._call(request, method, raw_path, raw_query, headers, auth, forwarded=False)
+
+    async def _call(
+        self,
+        request: Request,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: dict[str, str],
+        auth: Authorized,
+        *,
+        forwarded: bool,
+    ) -> _Call:
         query: dict[str, str] = {}
         for part in raw_query.split("&"):
             if part:
@@ -201,7 +294,8 @@ class S3Api:
             key = unquote(key_part, errors="strict") if slash and key_part else None
         except UnicodeDecodeError as exc:
             raise InvalidURI("Couldn't parse the specified URI: keys are UTF-8") from exc
-        call = _Call(request, method, headers, query, bucket, key, auth)
+        target = f"{raw_path}?{raw_query}" if raw_query else raw_path
+        call = _Call(request, method, headers, query, bucket, key, auth, target, forwarded)
         if method in ("PUT", "POST"):
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > MAX_PUT + 1024 * 1024:
@@ -220,8 +314,13 @@ class S3Api:
             )
         if not call.bucket:
             if method == "GET":
-                return self._xml(documents.list_buckets(await self._run(self.store.list_buckets), OWNER_ID))
+                listing = self.store.list_buckets if self.cluster is None else self.cluster.all_buckets
+                return self._xml(documents.list_buckets(await self._run(listing), OWNER_ID))
             raise MethodNotAllowed("The specified method is not allowed against this resource.")
+        if self.cluster is not None and not call.forwarded and not _creates_bucket(call):
+            owner = await self.cluster.owner(call.bucket)
+            if owner is not None and owner.region != self.region:
+                return await self._forward(call, owner.region)
         if call.key is None:
             return await self._bucket(call)
         check_key(call.key)
@@ -279,6 +378,8 @@ class S3Api:
                 raise NotImplementedS3("Bucket tagging is not implemented")
             else:
                 await self._run(store.delete_bucket, name)
+                if self.cluster is not None:
+                    self.cluster.directory.release(name)
             return Response(status_code=204)
         if method == "POST" and "delete" in query:
             return await self._delete_objects(call)
@@ -334,12 +435,26 @@ class S3Api:
             doc = documents.parse(call.body, "CreateBucketConfiguration")
             constraint = str(doc.get("LocationConstraint") or "")
         constraint = {"EU": "eu-west-1"}.get(constraint, constraint)
+        cluster = self.cluster
         if constraint and constraint != self.region:
+            if cluster is not None and not call.forwarded and constraint in cluster.peers:
+                return await self._forward(call, constraint)
             raise IllegalLocationConstraintException(
                 f"The {constraint} location constraint is incompatible for the region specific endpoint "
                 f"this request was sent to ({self.region})."
             )
-        await self._run(self.store.create_bucket, call.bucket)
+        if cluster is None:
+            await self._run(self.store.create_bucket, call.bucket)
+        else:
+            check_bucket_name(call.bucket)
+            owner = await cluster.owner(call.bucket)
+            if owner is not None and owner.region != self.region:
+                raise BucketAlreadyExists(
+                    f"The requested bucket name {call.bucket!r} is not available: it exists in {owner.region}"
+                )
+            # Listed before it is created: a crash in between leaves an entry that a retry completes.
+            cluster.directory.claim(call.bucket, self.now_ms())
+            await self._run(self.store.create_bucket, call.bucket)
         return Response(status_code=200, headers={"Location": f"/{call.bucket}"})
 
     async def _list_objects(self, call: _Call) -> Response:
@@ -567,21 +682,15 @@ class S3Api:
                 "attributes."
             )
         fields = self._write_fields(call)
-
-        def copy() -> tuple[ObjectVersion, ObjectVersion]:
-            content = self.store.get_object(source_bucket, source_key, version_id=source_version)
-            source = content.version
-            _copy_preconditions(source, call.headers)
-            write = dict(fields)
-            if directive == "COPY":
-                write.update(
-                    content_type=source.content_type, metadata=source.metadata, headers=source.headers
-                )
-            if tag_directive == "COPY":
-                write["tags"] = source.tags
-            return source, self.store.put_object(call.bucket, key, content.body, **write)
-
-        source, version = await run_in_threadpool(copy)
+        content = await self._source(source_bucket, source_key, source_version, None)
+        source = content.version
+        _copy_preconditions(source, call.headers)
+        write = dict(fields)
+        if directive == "COPY":
+            write.update(content_type=source.content_type, metadata=source.metadata, headers=source.headers)
+        if tag_directive == "COPY":
+            write["tags"] = source.tags
+        version = await run_in_threadpool(self.store.put_object, call.bucket, key, content.body, **write)
         out = {"x-amz-copy-source-version-id": source.version_id}
         if version.version_id != "null":
             out["x-amz-version-id"] = version.version_id
@@ -638,14 +747,13 @@ class S3Api:
                     "The x-amz-copy-source-range value must be of the form bytes=first-last"
                 )
 
-            def copy_part() -> tuple[ObjectContent, Any]:
-                content = self.store.get_object(
-                    source_bucket, source_key, version_id=source_version, byte_range=byte_range
-                )
-                _copy_preconditions(content.version, call.headers)
-                return content, self.store.upload_part(call.bucket, key, upload_id, number, content.body)
-
-            content, part = await run_in_threadpool(copy_part)
+            content = await self._source(
+                source_bucket, source_key, source_version, wanted if byte_range else None
+            )
+            _copy_preconditions(content.version, call.headers)
+            part = await run_in_threadpool(
+                self.store.upload_part, call.bucket, key, upload_id, number, content.body
+            )
             return self._xml(
                 documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
                 {"x-amz-copy-source-version-id": content.version.version_id},
@@ -695,6 +803,102 @@ class S3Api:
             out["x-amz-version-id"] = version.version_id
         location = f"/{quote(call.bucket)}/{quote(key)}"
         return self._xml(documents.complete_upload(location, call.bucket, key, version.etag), out)
+
+    # Between regions.
+
+    async def _forward(self, call: _Call, region: str) -> Response:
+        """Send a checked request to the region that owns its bucket, and relay that region's answer."""
+        assert self.cluster is not None
+        peer = self.cluster.peers.get(region)
+        if peer is None:
+            raise PeerUnavailable(f"bucket {call.bucket!r} lives in {region}, which this region cannot reach")
+        answer = await peer.forward(
+            call.method, call.target, forwardable(call.headers, call.trailers), call.body
+        )
+        return _relayed(answer)
+
+    async def _source(
+        self, bucket: str, key: str, version_id: str | None, byte_range: str | None
+    ) -> ObjectContent:
+        """A copy source and its bytes, read from this region's store or from the region that owns it."""
+        owner = None if self.cluster is None else await self.cluster.owner(bucket)
+        if self.cluster is None or owner is None or owner.region == self.region:
+            wanted = _byte_range(byte_range) if byte_range else None
+            return await run_in_threadpool(
+                self.store.get_object, bucket, key, version_id=version_id, byte_range=wanted
+            )
+        peer = self.cluster.peers.get(owner.region)
+        if peer is None:
+            raise PeerUnavailable(
+                f"bucket {bucket!r} lives in {owner.region}, which this region cannot reach"
+            )
+        version, data = await peer.get_version(bucket, key, version_id, byte_range)
+        first = _first_byte(byte_range, version.size)
+        return ObjectContent(version, (data,), first, first + len(data) - 1, byte_range is not None)
+
+    async def _internal(self, request: Request, method: str) -> Response:
+        """The endpoints between regions; PeerAuthMiddleware has checked the shared-secret signature."""
+        peer = request.scope.get("state", {}).get("peer_region")
+        if self.cluster is None or not peer:
+            raise AccessDenied("Access Denied: this endpoint serves other regions only")
+        path, query = request.scope["path"], request.query_params
+        if path == FORWARD_PATH:
+            return await self._dispatch(await self._forwarded_call(request, method, peer))
+        if path == OBJECTS_PATH and method == "PUT":
+            encoded = request.headers.get(VERSION_HEADER, "")
+            if digest(encoded) != query.get("version"):
+                raise InvalidRequest("the replica's version does not match the signed request")
+            try:
+                version = version_from_fields(decode_fields(encoded))
+            except ValueError as exc:
+                raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+            body = await request.body()
+            written = await self._run(self.store.put_replica, version, body, big=len(body) > _INLINE_BODY)
+            return Response(
+                orjson.dumps({"versionId": written.version_id, "status": written.replication_status}),
+                media_type="application/json",
+            )
+        if path == OBJECTS_PATH and method == "GET":
+            bucket, key = query.get("bucket", ""), check_key(query.get("key", ""))
+            wanted = query.get("range")
+            content = await run_in_threadpool(
+                self.store.get_object,
+                bucket,
+                key,
+                version_id=query.get("versionId") or None,
+                byte_range=_byte_range(wanted) if wanted else None,
+            )
+            data = await run_in_threadpool(content.read)
+            return Response(
+                data,
+                status_code=206 if content.partial else 200,
+                headers={VERSION_HEADER: encode_fields(version_fields(content.version))},
+            )
+        if path == BUCKETS_PATH and method == "GET":
+            held = await self._run(self.store.get_bucket, query.get("name", ""))
+            return Response(
+                orjson.dumps({"name": held.name, "region": held.region, "createdMs": held.created_ms}),
+                media_type="application/json",
+            )
+        if path == PING_PATH:
+            return Response(b"pong", media_type="text/plain")
+        raise MethodNotAllowed("The specified method is not allowed against this resource.")
+
+    async def _forwarded_call(self, request: Request, method: str, peer: str) -> _Call:
+        query = request.query_params
+        encoded = request.headers.get(FORWARDED_HEADERS, "")
+        if digest(encoded) != query.get("headers"):
+            raise InvalidRequest("the forwarded headers do not match the signed request")
+        try:
+            headers = {str(k).lower(): str(v) for k, v in decode_fields(encoded).items()}
+        except ValueError as exc:
+            raise InvalidRequest(f"the forwarded headers are malformed: {exc}") from exc
+        raw_path, _, raw_query = query.get("target", "").partition("?")
+        if not raw_path.startswith("/"):
+            raise InvalidRequest("a forwarded request needs its target")
+        # The region that forwarded this request checked its signature and decoded its payload.
+        auth = Authorized(f"region:{peer}", UNSIGNED_PAYLOAD, "", b"", "", "", False)
+        return await self._call(request, method, raw_path, raw_query, headers, auth, forwarded=True)
 
     # Helpers.
 
@@ -758,6 +962,37 @@ async def _drain(request: Request) -> None:
     except Exception:
         # Already consumed, or the client went away: nothing is left to drain.
         return
+
+
+def _creates_bucket(call: _Call) -> bool:
+    """True for CreateBucket: a PUT of a bucket that names no sub-resource."""
+    return (
+        call.method == "PUT"
+        and call.key is None
+        and not any(q in call.query for q in ("versioning", "replication", "website", "tagging", "acl"))
+    )
+
+
+def _relayed(answer: Forwarded) -> Response:
+    """The answer of the region a request was forwarded to, as this region's answer."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+    response: Response
+    if answer.stream is not None:
+        response = StreamingResponse(answer.stream, status_code=answer.status)
+    else:
+        response = Response(answer.body or b"", status_code=answer.status)
+    response.raw_headers = raw
+    return response
+
+
+def _first_byte(header: str | None, size: int) -> int:
+    wanted = _byte_range(header) if header else None
+    if wanted is None:
+        return 0
+    first, last = wanted
+    if first is None:
+        return max(0, size - (last or 0))
+    return first
 
 
 def _code_and_status(exc: BookstoreError) -> tuple[str, int]:

@@ -25,7 +25,9 @@ BATCH = 500
 HEARTBEAT_S = 1.0
 # Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll.
 POLL_S = 0.01
-STREAM_S = 30.0
+# A stream ends after this long and the follower opens the next one, which costs it a round trip
+# (changes written meanwhile wait for it) and refreshes the follower's acknowledgement (for trimming).
+STREAM_S = 300.0
 NDJSON = "application/x-ndjson"
 
 
@@ -42,7 +44,7 @@ class _FollowRequest(BaseModel):
     peer: StrictStr = Field(max_length=64)
     after: StrictInt = Field(ge=0)
     limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
-    streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=300_000)
+    streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=3_600_000)
 
 
 class _SnapshotRequest(BaseModel):
@@ -64,6 +66,12 @@ class ChangeFeed:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        """End every open stream (the region is shutting down): followers reconnect elsewhere or later."""
+        self.closed = True
+        self.notify()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -188,7 +196,7 @@ async def _stream(
     yield _line(first)  # at once, even when empty: the follower knows it is connected
     after = first.last_seq
     last_sent = loop.time()
-    while loop.time() < deadline:
+    while loop.time() < deadline and not feed.closed:
         wake = feed.current()
         read = await asyncio.to_thread(_read, store, body, after, tables)
         if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:

@@ -242,7 +242,14 @@ class _Pipe:
             if item is _End.EOF:
                 self.eof_delivered = True
                 if sink.can_write_eof():
-                    sink.write_eof()
+                    try:
+                        sink.write_eof()
+                    except OSError:
+                        # The receiver is gone (its process killed, the socket reset) before the
+                        # half-close reached it: nothing more can be delivered on this side.
+                        self.sink_gone()
+                        sink.abort()
+                        return
                 self.conn.eof_crossed()
             else:
                 self.sink_gone()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,9 +18,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bookstore import tables
 from bookstore.api.app import create_app
 from bookstore.api.responses import JSON
+from bookstore.blog.replication import build_blog_replication
 from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
 from bookstore.objectstore.app import create_s3_app
+from bookstore.objectstore.namespace import BucketDirectory, Cluster
+from bookstore.objectstore.peers import PeerS3
+from bookstore.objectstore.replication import ObjectReplicator
 from bookstore.replication.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.replication.http import ChangeFeed, HttpPeer, replication_routes
 from bookstore.replication.tables import ReplicationMetrics, Replicator
@@ -62,12 +67,56 @@ def build_replicator(services: RegionServices, secret: str, registry: CollectorR
     )
 
 
-def region_app(services: RegionServices, secret: str | None = None) -> ASGIApp:
-    """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints."""
+def build_object_replicator(services: RegionServices, secret: str) -> ObjectReplicator | None:
+    """The object namespace (directory, peers' S3 ports through the links) and the replicator over it.
+
+    None unless objects are on the local store: S3 itself has one namespace and replicates natively.
+    """
+    store, topology, me = services.objects, services.topology, services.region.id
+    if store is None or topology.storage.objects != "local":
+        return None
+    peers = {
+        r.id: PeerS3(
+            r.id, link_url(topology, me, r.id, r.s3_port), me=me, secret=secret, clock=services.clock
+        )
+        for r in topology.regions
+        if r.id != me
+    }
+    directory = BucketDirectory(services.tables[tables.BUCKETS.name], me)
+    cluster = Cluster(me, store, directory, peers, tuple(r.id for r in topology.regions))
+    return ObjectReplicator(cluster, services.clock, watch=[r for r in topology.active if r != me])
+
+
+def region_app(
+    services: RegionServices,
+    secret: str | None = None,
+    objects: ObjectReplicator | None = None,
+    feed: ChangeFeed | None = None,
+) -> ASGIApp:
+    """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
+
+    `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
+    """
     registry = CollectorRegistry()
     app = create_app(services, registry)
+    if objects is not None:
+        objects.metrics.register(registry)
     replicator = build_replicator(services, secret, registry) if secret else None
-    feed = ChangeFeed()
+    # The blog's single-primary replication (bookstore.blog.replication): its own endpoints and loop.
+    blog = None
+    if secret and services.blog is not None:
+        me, topology = services.region.id, services.topology
+        blog = build_blog_replication(
+            services.blog.repository,
+            region=me,
+            peer_urls={r.id: link_url(topology, me, r.id) for r in topology.regions if r.id != me},
+            secret=secret,
+            clock=services.clock,
+            registry=registry,
+            confirm_peers=[r for r in topology.active if r != me],
+        )
+        app.router.routes.extend(blog.routes())
+    feed = feed or ChangeFeed()
     if replicator is not None and services.replica is not None:
         schemas = {s.name: s for s in tables.ALL if s.name in replicator.tables}
         app.router.routes.extend(
@@ -83,6 +132,8 @@ def region_app(services: RegionServices, secret: str | None = None) -> ASGIApp:
             "regionId": services.region.id,
             "replication": replicator.status() if replicator else None,
             "consumers": {n: {"lagSeconds": c.lag_seconds(now)} for n, c in services.consumers.items()},
+            "objects": objects.status() if objects is not None else None,
+            "blog": blog.status() if blog is not None else None,
         }
         if digest and replicator is not None and services.replica is not None:
             body["stateDigest"] = await asyncio.to_thread(services.replica.state_digest, replicator.tables)
@@ -96,6 +147,11 @@ def region_app(services: RegionServices, secret: str | None = None) -> ASGIApp:
         jobs = {n: c.run(stop) for n, c in services.consumers.items()}
         if replicator is not None:
             jobs["replicator"] = replicator.run(stop)
+        if blog is not None:
+            jobs["blog"] = blog.run(stop)
+        if objects is not None and services.objects is not None:
+            await asyncio.to_thread(objects.cluster.directory.reconcile, services.objects)
+            jobs["objects"] = objects.run(stop)
         tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
         log.info("serving %s (%s) at %s", services.region.name, services.region.id, services.region.api_url)
         try:
@@ -150,18 +206,47 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     services = build_region(topology, region_id, data_dir)
     region = services.region
     try:
+        secret = deployment_secret(data_dir)
         s3 = None
+        objects = build_object_replicator(services, secret)
         if services.objects is not None:
             access = topology.s3
             credentials = {access.access_key_id: access.secret_access_key}
-            s3 = create_s3_app(services.objects, credentials, region.id, clock=services.clock)
-        app = PortRouter(region_app(services, deployment_secret(data_dir)), s3, region.s3_port)
+            s3 = create_s3_app(
+                services.objects,
+                credentials,
+                region.id,
+                clock=services.clock,
+                cluster=objects.cluster if objects is not None else None,
+                secret=secret,
+            )
+        feed = ChangeFeed()
+        app = PortRouter(region_app(services, secret, objects, feed), s3, region.s3_port)
         sockets = [listening_socket(region.address, region.api_port)]
         if s3 is not None:
             sockets.append(listening_socket(region.address, region.s3_port))
+        # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
+        # links where every new connection costs a round trip (objectstore.peers.KEEPALIVE_S is below).
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            timeout_keep_alive=65,
         )
-        uvicorn.Server(config).run(sockets=sockets)
+        _RegionServer(config, on_exit=feed.close).run(sockets=sockets)
     finally:
         services.close()
+
+
+class _RegionServer(uvicorn.Server):
+    """Ends the long-lived replication streams as soon as shutdown begins, so it need not wait for them."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from bookstore.blog.replication import overview as blog_overview
+from bookstore.blog.replication import render_overview as render_blog
 from bookstore.config import Topology
 
 
@@ -24,8 +26,11 @@ def collect(topology: Topology) -> dict[str, Any]:
         links = _get(client, f"{topology.control_url}/links")
         regions = []
         pairs = []
+        objects: list[dict[str, Any]] = []
+        blog: dict[str, Any] = {}
         for region in topology.regions:
             status = _get(client, f"{region.api_url}/status")
+            blog[region.id] = (status or {}).get("blog")
             replication = (status or {}).get("replication") or {}
             regions.append(
                 {
@@ -37,6 +42,7 @@ def collect(topology: Topology) -> dict[str, Any]:
                     "consumers": (status or {}).get("consumers"),
                 }
             )
+            objects.extend(_object_pairs(region.id, (status or {}).get("objects")))
             lags = replication.get("lag", {})
             for peer, state in replication.get("peers", {}).items():
                 lag = lags.get(peer, {})
@@ -57,8 +63,37 @@ def collect(topology: Topology) -> dict[str, Any]:
         "processes": (control or {}).get("regions"),
         "regions": regions,
         "replication": pairs,
+        "objects": objects,
+        "blog": blog_overview(blog),
         "links": (links or {}).get("links"),
     }
+
+
+def _object_pairs(source: str, objects: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Object replication from `source`, per destination; the pending figures are the source's."""
+    if not objects:
+        return []
+    pending = objects.get("pending") or {}
+    failures = objects.get("recentFailures") or []
+    out = []
+    for destination, state in (objects.get("destinations") or {}).items():
+        latency = state.get("latency") or {}
+        out.append(
+            {
+                "source": source,
+                "destination": destination,
+                "pendingOperations": pending.get("operations"),
+                "pendingBytes": pending.get("bytes"),
+                "reachable": state.get("reachable"),
+                "completed": state.get("completed"),
+                "failed": state.get("failed"),
+                "latencyP50Ms": latency.get("p50Ms"),
+                "latencyP99Ms": latency.get("p99Ms"),
+                "lastError": state.get("lastError"),
+                "recentFailures": [f for f in failures if destination in str(f.get("destination", ""))],
+            }
+        )
+    return out
 
 
 def render(report: dict[str, Any]) -> None:
@@ -91,6 +126,10 @@ def render(report: dict[str, Any]) -> None:
             _text(p["checkpoint"]),
         )
     console.print(pairs)
+    if report.get("objects"):
+        render_objects(report["objects"])
+    if report.get("blog"):
+        render_blog(report["blog"])
     if report["links"]:
         render_links(report["links"])
     elif not report["supervisor"]:
@@ -103,6 +142,44 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
     return str(value)
+
+
+def render_objects(pairs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(
+        "source -> destination",
+        "pending (source)",
+        "pending bytes",
+        "latency p50 ms",
+        "latency p99 ms",
+        "completed",
+        "failed",
+        "last error",
+        title="Object replication (latency: write to copy acknowledged, last minute)",
+    )
+    for p in pairs:
+        error = escape(p["lastError"] or "")
+        if p["reachable"] is False:
+            error = f"[red]{error or 'unreachable'}[/red]"
+        table.add_row(
+            f"{p['source']} -> {p['destination']}",
+            _text(p["pendingOperations"]),
+            _text(p["pendingBytes"]),
+            _text(p["latencyP50Ms"]),
+            _text(p["latencyP99Ms"]),
+            _text(p["completed"]),
+            _text(p["failed"]),
+            error,
+        )
+    console.print(table)
+    for p in pairs:
+        for f in p["recentFailures"]:
+            what = escape(f"{f['bucket']}/{f['key']} {f['versionId']} -> {f['destination']}: {f['reason']}")
+            console.print(f"[red]FAILED[/red] {what}")
 
 
 def render_links(links: list[dict[str, Any]]) -> None:

@@ -8,10 +8,14 @@ API (regions: kill, stop, start; links: cut, heal, delay) that the `bookstore` c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from bookstore.runtime.secret import ENV as SECRET_ENV
 
 log = logging.getLogger("bookstore.supervisor")
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -> list[str]:
@@ -48,7 +53,7 @@ def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -
     return cmd
 
 
-async def wait_healthy(region: Region, process: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+async def wait_healthy(region: Region, process: asyncio.subprocess.Process, timeout_s: float = 90.0) -> None:
     """Return once the region answers /health; raise if its process exits or time runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -86,7 +91,7 @@ class Supervisor:
         if current is not None and current.returncode is None:
             return self.region_state(region_id)
         cmd = region_command(region_id, self.data_dir, self.topology_file)
-        process = await asyncio.create_subprocess_exec(*cmd, env=self.env)
+        process = await asyncio.create_subprocess_exec(*cmd, env=self.env, preexec_fn=die_with_parent)
         self.processes[region_id] = process
         watcher = asyncio.create_task(self._watch(region_id, process))
         self._watchers.add(watcher)
@@ -165,7 +170,7 @@ class Supervisor:
 
     async def run(self) -> None:
         await self.links.start()
-        server = uvicorn.Server(
+        server = _QuietServer(
             uvicorn.Config(
                 self.control_app(),
                 host=self.topology.control_address,
@@ -176,9 +181,13 @@ class Supervisor:
             )
         )
         # Ctrl-C and SIGTERM end `serve()`; the finally below then stops every region.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
         serving = asyncio.create_task(server.serve())
         try:
             await asyncio.gather(*(self.start_region(r) for r in self.regions))
+            await self._prepare_objects()
             self._banner()
             await serving
         finally:
@@ -188,6 +197,17 @@ class Supervisor:
             if not serving.done():
                 await serving
 
+    async def _prepare_objects(self) -> None:
+        """The regions' storefront buckets and replication rule, as the seed makes them, and the files."""
+        from bookstore.domain.errors import BookstoreError
+        from bookstore.objectstore.setup import prepare_buckets, publish
+
+        try:
+            await asyncio.to_thread(prepare_buckets, self.topology, self.regions)
+            await asyncio.to_thread(publish, self.topology)
+        except BookstoreError as exc:
+            log.warning("storefront buckets not ready: %s; `bookstore publish` retries", exc.message)
+
     def _banner(self) -> None:
         print("\nThe Bookstore is up:", flush=True)
         for region_id in self.regions:
@@ -195,6 +215,24 @@ class Supervisor:
             print(f"  {region.flag}  {region.name:<12} {region.id:<15} {region.api_url}/books", flush=True)
         print(f"Control API {self.topology.control_url}. Data in {self.data_dir.resolve()}.", flush=True)
         print("Try `bookstore status`. Ctrl-C stops everything.\n", flush=True)
+
+
+class _QuietServer(uvicorn.Server):
+    """The control API's server; it leaves signals to the supervisor, which must stop the regions first.
+
+    (uvicorn's own handling re-raises the signal after serving, killing the supervisor before its
+    regions are stopped.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def die_with_parent() -> None:
+    """In a region process before exec: the kernel sends it SIGTERM when the supervisor dies, however."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _json(content: Any, status: int = 200) -> Response:

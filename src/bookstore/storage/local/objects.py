@@ -21,7 +21,7 @@ import secrets
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +245,9 @@ class LocalObjectStore:
         self._min_part_size = min_part_size
         self._ids = _VersionIds()
         self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
+        # Set by a write that queued a version for replication; listeners hear of it after the commit.
+        self._queued = False
         self._blobs = self.root / "blobs"
         self._tmp = self.root / "tmp"
         try:
@@ -266,6 +269,10 @@ class LocalObjectStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the writing thread) after every commit that made a version PENDING."""
+        self._listeners.append(callback)
 
     # Buckets.
 
@@ -735,6 +742,7 @@ class LocalObjectStore:
             )
             if cursor.rowcount == 0:
                 raise NoSuchVersion(f"The version {version_id!r} of {key!r} does not exist")
+            self._queued = status == "PENDING"
 
     def pending_replications(self, *, limit: int = 100) -> list[ObjectVersion]:
         with self._lock:
@@ -754,6 +762,7 @@ class LocalObjectStore:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError(f"object store: cannot begin a transaction: {exc}") from exc
+            self._queued = False
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -763,6 +772,10 @@ class LocalObjectStore:
             except BaseException:
                 self._rollback()
                 raise
+            queued, self._queued = self._queued, False
+        if queued:
+            for listener in self._listeners:
+                listener()
 
     @contextmanager
     def _version_rows(
@@ -956,6 +969,7 @@ class LocalObjectStore:
             replication = state.replication if bucket.versioning == "Enabled" else None
             if replication is not None and replication.rule_for(key, tags, delete_marker=marker) is not None:
                 status = "PENDING"
+                self._queued = True
             if version_id == NULL_VERSION:
                 old = db.execute(
                     _BY_VERSION_ID,

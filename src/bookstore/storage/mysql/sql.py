@@ -13,12 +13,14 @@ import pymysql
 from pymysql.constants import CLIENT, ER
 
 from bookstore.blog.port import Executed, Param, Row
-from bookstore.domain.errors import Conflict, StorageError, ValidationError
+from bookstore.domain.errors import Conflict, StorageError, Unavailable, ValidationError
 
 # 1586 is ER_DUP_ENTRY_WITH_KEY_NAME, which PyMySQL has no constant for.
 _UNIQUE_VIOLATIONS = frozenset({ER.DUP_ENTRY, ER.DUP_KEY, 1586})
 # Client-side codes of a connection that is gone; the next call on this thread opens a new one.
 _CONNECTION_LOST = frozenset({2003, 2006, 2013, 2055, 0})
+# ER_OPTION_PREVENTS_STATEMENT: the server runs with read_only (a replica) and refuses the write.
+_READ_ONLY = 1290
 _DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 LOCK_WAIT_TIMEOUT_S = 10
 SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO"
@@ -191,6 +193,10 @@ class MysqlSql:
                 raise Conflict(f"{what}: a row with this key already exists ({exc.args[-1]})") from exc
             raise StorageError(f"MySQL {self!r}: {what} failed: {exc}") from exc
         except pymysql.err.MySQLError as exc:
+            if _code(exc) == _READ_ONLY and "read-only" in str(exc):
+                raise Unavailable(
+                    f"MySQL {self!r} is read-only (a replica); write to the primary ({exc.args[-1]})"
+                ) from exc
             if isinstance(exc, pymysql.err.InterfaceError) or _code(exc) in _CONNECTION_LOST:
                 self._forget()
             raise StorageError(f"MySQL {self!r}: {what} failed: {exc}") from exc

@@ -552,7 +552,9 @@ class SqliteReplica:
                 + ")",
                 (trimmed,) * len(db.tables),
             ).fetchone()
-            horizon = oldest_kept if oldest_live_tombstone is None else min(oldest_kept, oldest_live_tombstone)
+            horizon = (
+                oldest_kept if oldest_live_tombstone is None else min(oldest_kept, oldest_live_tombstone)
+            )
             if horizon > self._horizon:
                 conn.execute(
                     "INSERT INTO meta (name, value) VALUES ('tombstone_horizon', ?) "

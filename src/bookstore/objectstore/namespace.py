@@ -1,0 +1,142 @@
+"""One bucket namespace across regions: the bucket -> region directory and the peers that own the rest.
+
+The directory is the replicated `buckets` table (tables.BUCKETS: name -> region, createdMs), so every
+region knows where every bucket lives once table replication has carried the entry. A region writes
+entries for its own buckets only: on CreateBucket (conditionally, so a name already listed for another
+region is refused with BucketAlreadyExists) and at start for buckets its store already holds. A name
+the directory does not list yet (created elsewhere moments ago) is asked of the peers, which answer
+from their own stores. Two regions creating the same name at the same moment, before either entry
+has crossed the link, both succeed locally; the directory's last writer then wins and the loser's
+bucket is only reachable at its own endpoint (S3 itself is strongly consistent here; we are not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from bookstore.domain.errors import ConditionFailed
+from bookstore.objectstore.errors import BucketAlreadyExists, InvalidBucketName, NoSuchBucket
+from bookstore.objectstore.peers import PeerRefused, PeerS3, PeerUnavailable
+from bookstore.objectstore.port import Bucket, ObjectStore, check_bucket_name
+from bookstore.ports import ItemAbsent, Table
+
+log = logging.getLogger("bookstore.objectstore")
+
+
+class BucketDirectory:
+    """The `buckets` table as a directory: which region owns which bucket."""
+
+    def __init__(self, table: Table, region: str) -> None:
+        self.table = table
+        self.region = region
+
+    def get(self, name: str) -> Bucket | None:
+        item = self.table.get({"name": name})
+        if item is None:
+            return None
+        return Bucket(name, str(item["region"]), int(item.get("createdMs", 0)))
+
+    def claim(self, name: str, created_ms: int) -> None:
+        """List `name` as this region's; BucketAlreadyExists when the directory gives it to another region."""
+        try:
+            self.table.put(
+                {"name": name, "region": self.region, "createdMs": created_ms}, condition=ItemAbsent()
+            )
+        except ConditionFailed:
+            current = self.get(name)
+            if current is not None and current.region != self.region:
+                raise BucketAlreadyExists(
+                    f"The requested bucket name {name!r} is not available: it exists in {current.region}"
+                ) from None
+
+    def release(self, name: str) -> None:
+        current = self.get(name)
+        if current is not None and current.region == self.region:
+            self.table.delete({"name": name})
+
+    def all(self) -> list[Bucket]:
+        out: list[Bucket] = []
+        cursor: str | None = None
+        while True:
+            page = self.table.scan(limit=1000, cursor=cursor)
+            out.extend(
+                Bucket(str(i["name"]), str(i["region"]), int(i.get("createdMs", 0))) for i in page.items
+            )
+            cursor = page.cursor
+            if cursor is None:
+                return out
+
+    def reconcile(self, store: ObjectStore) -> None:
+        """List every bucket of this region's store (entries lost or written before the directory existed)."""
+        for bucket in store.list_buckets():
+            current = self.get(bucket.name)
+            if current is None:
+                self.claim(bucket.name, bucket.created_ms)
+            elif current.region != self.region:
+                log.warning(
+                    "bucket %s is in this region's store, but the directory gives it to %s",
+                    bucket.name,
+                    current.region,
+                )
+
+
+class Cluster:
+    """What one region's S3 API needs to serve every bucket: its store, the directory and its peers."""
+
+    def __init__(
+        self,
+        region: str,
+        store: ObjectStore,
+        directory: BucketDirectory,
+        peers: Mapping[str, PeerS3],
+        regions: tuple[str, ...],
+    ) -> None:
+        self.region = region
+        self.store = store
+        self.directory = directory
+        self.peers = dict(peers)
+        # Every region of the topology, for LocationConstraint; only `peers` are reachable.
+        self.regions = regions
+
+    async def owner(self, name: str) -> Bucket | None:
+        """Where bucket `name` lives: the directory's answer, else the first peer that holds it, else None."""
+        try:
+            check_bucket_name(name)
+        except InvalidBucketName:
+            return None
+        listed = self.directory.get(name)
+        if listed is not None:
+            return listed
+        try:
+            return self.store.get_bucket(name)
+        except NoSuchBucket:
+            return await self.ask_peers(name)
+
+    async def ask_peers(self, name: str) -> Bucket | None:
+        if not self.peers:
+            return None
+
+        async def ask(peer: PeerS3) -> Bucket | None:
+            try:
+                return await peer.bucket(name)
+            except (PeerUnavailable, PeerRefused) as exc:
+                log.info("bucket lookup of %s at %s failed: %s", name, peer.region, exc.message)
+                return None
+
+        for found in await asyncio.gather(*(ask(p) for p in self.peers.values())):
+            if found is not None:
+                return found
+        return None
+
+    def all_buckets(self) -> list[Bucket]:
+        """Every bucket the directory lists, with this region's own (listed or not)."""
+        found = {b.name: b for b in self.directory.all()}
+        for bucket in self.store.list_buckets():
+            found.setdefault(bucket.name, bucket)
+        return sorted(found.values(), key=lambda b: b.name)
+
+    async def aclose(self) -> None:
+        for peer in self.peers.values():
+            await peer.aclose()

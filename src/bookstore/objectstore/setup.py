@@ -1,0 +1,231 @@
+"""The storefront's buckets, as the seed sets them up, and `bookstore publish` of its static files.
+
+`prepare_buckets` gives every running region a bucket of its own (bookstore-web-<region>) with
+versioning and website hosting, and the home region's bucket one replication rule per other region
+(empty filter, delete markers not replicated), as the seed's commands do. `publish` uploads the
+storefront's files into the home bucket, from where replication carries them to the other regions.
+Both go through the regions' S3 APIs with boto3 and the topology's credentials, and both are
+idempotent: what is already there is left alone (no new version, nothing to replicate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bookstore.config import Topology
+from bookstore.domain.errors import NotFound, Unavailable
+
+log = logging.getLogger("bookstore.objectstore.setup")
+
+ROLE = "arn:aws:iam::000000000000:role/bookstore-s3-replication"
+INDEX_DOCUMENT = "index.html"
+# Until the storefront is built, the home page says what is there.
+PLACEHOLDER_INDEX = b"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Bookstore</title></head>
+<body>
+<h1>Bookstore</h1>
+<p>The storefront is not published yet. The catalog's covers are under <code>covers/</code>.</p>
+</body>
+</html>
+"""
+
+
+def site_bucket(region_id: str) -> str:
+    """The name of a region's storefront bucket."""
+    return f"bookstore-web-{region_id}"
+
+
+def s3_client(topology: Topology, region_id: str) -> Any:
+    """A boto3 S3 client for a region's S3 API, path-style, with the topology's credentials."""
+    region = topology.region(region_id)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=region.s3_url,
+        region_name=region.id,
+        aws_access_key_id=topology.s3.access_key_id,
+        aws_secret_access_key=topology.s3.secret_access_key,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def replication_rules(topology: Topology, home: str, regions: Sequence[str]) -> dict[str, Any]:
+    """The home bucket's replication configuration: one rule per other region, as the seed's."""
+    others = [r for r in regions if r != home]
+    return {
+        "Role": ROLE,
+        "Rules": [
+            {
+                "ID": f"to-{region}",
+                "Status": "Enabled",
+                "Priority": priority,
+                "DeleteMarkerReplication": {"Status": "Disabled"},
+                "Filter": {},
+                "Destination": {"Bucket": f"arn:aws:s3:::{site_bucket(region)}"},
+            }
+            for priority, region in enumerate(others, start=1)
+        ],
+    }
+
+
+def prepare_buckets(topology: Topology, regions: Sequence[str]) -> list[str]:
+    """Create each region's bucket at its own endpoint (versioning, website) and the home bucket's rules.
+
+    Returns the bucket names. Raises Unavailable when a region's S3 API does not answer or refuses.
+    """
+    home = topology.home_region if topology.home_region in regions else regions[0]
+    names = []
+    for region_id in regions:
+        name = site_bucket(region_id)
+        client = s3_client(topology, region_id)
+        with _translated(f"preparing bucket {name} in {region_id}"):
+            try:
+                client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region_id})
+                log.info("created bucket %s in %s", name, region_id)
+            except ClientError as exc:
+                if _code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
+            if client.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
+                client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+            try:
+                website = client.get_bucket_website(Bucket=name).get("IndexDocument")
+            except ClientError as exc:
+                if _code(exc) != "NoSuchWebsiteConfiguration":
+                    raise
+                website = None
+            if website != {"Suffix": INDEX_DOCUMENT}:
+                client.put_bucket_website(
+                    Bucket=name, WebsiteConfiguration={"IndexDocument": {"Suffix": INDEX_DOCUMENT}}
+                )
+        names.append(name)
+    wanted = replication_rules(topology, home, regions)
+    if wanted["Rules"]:
+        client = s3_client(topology, home)
+        name = site_bucket(home)
+        with _translated(f"configuring replication of {name}"):
+            try:
+                current = client.get_bucket_replication(Bucket=name)["ReplicationConfiguration"]
+            except ClientError as exc:
+                if _code(exc) != "ReplicationConfigurationNotFoundError":
+                    raise
+                current = None
+            if current is None or _rules(current) != _rules(wanted):
+                client.put_bucket_replication(Bucket=name, ReplicationConfiguration=wanted)
+                log.info("bucket %s replicates to %s", name, ", ".join(r for r in regions if r != home))
+    return names
+
+
+@dataclass
+class Published:
+    """What `publish` did: the bucket, the keys it uploaded and the keys already up to date."""
+
+    bucket: str
+    uploaded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def site_files(source: Path | None = None) -> Iterator[tuple[str, bytes]]:
+    """(key, content) of the storefront's files: `source`'s files, the covers, and a placeholder index."""
+    keys: set[str] = set()
+    if source is not None:
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            key = path.relative_to(source).as_posix()
+            keys.add(key)
+            yield key, path.read_bytes()
+    covers = resources.files("bookstore.data").joinpath("covers")
+    for entry in sorted(covers.iterdir(), key=lambda e: e.name):
+        key = f"covers/{entry.name}"
+        if entry.name.endswith(".svg") and key not in keys:
+            keys.add(key)
+            yield key, entry.read_bytes()
+    if INDEX_DOCUMENT not in keys:
+        yield INDEX_DOCUMENT, PLACEHOLDER_INDEX
+
+
+def publish(topology: Topology, source: Path | None = None) -> Published:
+    """Upload the storefront's files (site_files) into the home region's bucket; unchanged ones are skipped.
+
+    Raises NotFound when the home bucket does not exist (`bookstore up` creates it), Unavailable when
+    the home region's S3 API does not answer.
+    """
+    name = site_bucket(topology.home_region)
+    client = s3_client(topology, topology.home_region)
+    report = Published(name)
+    with _translated(f"publishing to {name}"):
+        try:
+            client.head_bucket(Bucket=name)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchBucket"):
+                raise NotFound(
+                    f"bucket {name} does not exist in {topology.home_region}: start the system with "
+                    "`bookstore up`, which creates it"
+                ) from exc
+            raise
+        current: dict[str, str] = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", []):
+                current[item["Key"]] = item["ETag"].strip('"')
+        for key, content in site_files(source):
+            if current.get(key) == hashlib.md5(content, usedforsecurity=False).hexdigest():
+                report.unchanged.append(key)
+                continue
+            client.put_object(Bucket=name, Key=key, Body=content, ContentType=_content_type(key))
+            report.uploaded.append(key)
+    log.info("published %d file(s) to %s, %d unchanged", len(report.uploaded), name, len(report.unchanged))
+    return report
+
+
+def _content_type(key: str) -> str:
+    guessed, _ = mimetypes.guess_type(key)
+    if guessed is None:
+        return "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _rules(config: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What matters of rules for comparing configurations (the server may add or reorder fields)."""
+    return sorted(
+        (
+            r.get("ID"),
+            r.get("Status"),
+            r.get("Priority"),
+            (r.get("DeleteMarkerReplication") or {}).get("Status"),
+            repr(sorted((r.get("Filter") or {}).items())),
+            (r.get("Destination") or {}).get("Bucket"),
+        )
+        for r in config.get("Rules", [])
+    )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _translated(doing: str) -> Iterator[None]:
+    """Turns boto3's errors into the project's: what failed, and the S3 error or connection problem."""
+    try:
+        yield
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise Unavailable(f"{doing}: {_code(exc)}: {message}") from exc
+    except BotoCoreError as exc:
+        raise Unavailable(f"{doing}: {exc}") from exc

@@ -1,0 +1,211 @@
+"""The blog's single-primary replication across real region processes and links (issue 5's life cycle)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.regions import System, system_up
+
+pytestmark = pytest.mark.system
+
+EU, AP = "eu-west-1", "ap-southeast-1"
+AUTHOR = "author@blog.example"
+PASSWORD = "replicated-blog-password"
+POSTS = "/blog/wp-json/wp/v2/posts"
+# Generous bounds for a shared 2-core machine; every wait ends as soon as its condition holds.
+WAIT_S = 45.0
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = WAIT_S) -> T:
+    """Poll `probe` until `ok` holds for its value and return it; fail clearly after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = "<never probed>"
+    while True:
+        try:
+            value = probe()
+        except httpx.HTTPError as exc:  # a region restarting
+            last = exc
+        else:
+            if ok(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.3000}")
+        time.sleep(0.05)
+
+
+def cli(system: System, *args: str, data_dir: bool = True) -> str:
+    """Run `bookstore ...` against the running system as its operator (wide, so no cell wraps)."""
+    cmd = [sys.executable, "-m", "bookstore", *args, "--topology", str(system.topology_file)]
+    if data_dir:
+        cmd += ["--data-dir", str(system.data_dir)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"}, check=False
+    )
+    assert done.returncode == 0, f"bookstore {' '.join(args)} failed: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def signin(api: httpx.Client) -> dict[str, str]:
+    """Authorization headers of the author, signed in at `api` (waiting for the user to replicate there)."""
+    r = wait_for(
+        f"sign-in at {api.base_url}",
+        lambda: api.post("/auth/signin", json={"email": AUTHOR, "password": PASSWORD}),
+        lambda r: r.status_code == 200,
+    )
+    return {"Authorization": f"Bearer {r.json()['accessToken']}"}
+
+
+def publish(api: httpx.Client, title: str) -> httpx.Response:
+    body = {"title": title, "content": f"Written as *{title}*.", "tags": ["replication"]}
+    return api.post(POSTS, json=body, headers=signin(api), timeout=30)
+
+
+def titles(api: httpx.Client) -> list[str]:
+    """Every post's title, newest first (the seeded dozen and ours fit one page)."""
+    r = api.get(POSTS, params={"per_page": 100})
+    r.raise_for_status()
+    return [p["title"]["rendered"] for p in r.json()]
+
+
+def blog_status(api: httpx.Client) -> dict[str, Any]:
+    r = api.get("/status")
+    r.raise_for_status()
+    blog: dict[str, Any] = r.json()["blog"]
+    return blog
+
+
+def metric(api: httpx.Client, sample: str) -> float:
+    text = api.get("/metrics").text
+    return sum(
+        s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == sample
+    )
+
+
+def assert_refused(api: httpx.Client, primary: str) -> None:
+    """A write is refused with 503 JSON naming the primary (the first seconds of a restart may still be
+    confirming epochs with the peers, which is a refusal too)."""
+    r = wait_for(
+        f"a refusal naming {primary} at {api.base_url}",
+        lambda: publish(api, "Must be refused"),
+        lambda r: r.status_code != 503 or primary in r.json()["message"],
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "Unavailable"
+    assert "read-only replica" in r.json()["message"] and primary in r.json()["message"]
+
+
+def test_the_blog_life_cycle_promotion_fencing_diverged_writes_rejoin_and_switchover(tmp_path: Path) -> None:
+    with system_up(tmp_path) as system:
+        try:
+            life_cycle(system)
+        finally:
+            # Stopped through the control API: a SIGTERM to `bookstore up` alone can leave them running.
+            for region in (EU, AP):
+                with contextlib.suppress(AssertionError, httpx.HTTPError):
+                    system.control("POST", f"/regions/{region}/stop")
+
+
+def life_cycle(system: System) -> None:
+    eu, ap = system.api(EU), system.api(AP)
+    cli(system, "users", "add", AUTHOR, "--password", PASSWORD, "--role", "author", "--region", EU)
+
+    # 1. A post published in Ireland shows in Singapore; Singapore is a read-only replica.
+    first = publish(eu, "Published in Ireland")
+    assert first.status_code == 201, first.text
+    wait_for("the post in Singapore", lambda: titles(ap), lambda t: "Published in Ireland" in t)
+    assert_refused(ap, EU)
+    post_id = first.json()["id"]
+    auth = signin(ap)
+    for method, path, body in (
+        ("POST", "/blog/wp-json/wp/v2/comments", {"post": post_id, "content": "A comment"}),
+        ("PUT", f"{POSTS}/{post_id}", {"title": "Changed"}),
+        ("DELETE", f"{POSTS}/{post_id}", None),
+    ):
+        r = ap.request(method, path, json=body, headers=auth)
+        assert r.status_code == 503 and EU in r.json()["message"], (method, path, r.text)
+    # The operator's endpoints take only requests signed with the deployment's secret.
+    assert ap.post("/replication/blog/promote", json={}).status_code == 401
+    page = ap.get("/blog/")
+    assert page.status_code == 200 and "Read-only replica" in page.text and EU in page.text
+    assert "Read-only replica" not in eu.get("/blog/").text
+    status = wait_for("Singapore caught up", lambda: blog_status(ap), lambda s: s["lagEntries"] == 0)
+    assert status["role"] == "replica" and status["epoch"] == 1 and status["primaryRegion"] == EU
+    assert status["appliedLsn"] == blog_status(eu)["headLsn"]
+    assert metric(ap, "bookstore_blog_replication_applied_total") >= 1
+
+    # 2. During a cut of the link Ireland still takes a write, which Singapore never receives.
+    system.control("POST", f"/links/{EU}/{AP}", {"cut": True, "both": True})
+    lost = publish(eu, "Written in Ireland during the cut")
+    assert lost.status_code == 201, lost.text
+
+    # 3. Ireland dies; Singapore is promoted (a new epoch) and takes writes at once.
+    cli(system, "region", "kill", EU, data_dir=False)
+    out = cli(system, "blog", "promote", AP)
+    assert "epoch 2" in out
+    after = publish(ap, "Published in Singapore after the promotion")
+    assert after.status_code == 201, after.text
+    assert blog_status(ap)["role"] == "primary"
+
+    # 4. Ireland comes back: it learns epoch 2 from Singapore and refuses writes; the write it took
+    #    after the fork is kept aside and listed as diverged.
+    system.control("POST", f"/links/{EU}/{AP}", {"cut": False, "both": True})
+    cli(system, "region", "start", EU, data_dir=False)
+    assert_refused(eu, AP)
+    status = blog_status(eu)
+    assert status["epoch"] == 2 and status["primaryRegion"] == AP and status["needsRejoin"]
+    listed = cli(system, "blog", "diverged", "--region", EU)
+    assert "Written in Ireland during the cut" in listed
+    report = json.loads(cli(system, "blog", "diverged", "--json"))
+    kept = [d for d in report[EU]["diverged"] if d["table"] == "blog_posts"]
+    assert [d["row"]["title"] for d in kept] == ["Written in Ireland during the cut"]
+    assert kept[0]["epoch"] == 1 and kept[0]["newEpoch"] == 2 and kept[0]["newPrimary"] == AP
+    assert report[AP]["diverged"] == []
+
+    # 5. Ireland rejoins as a replica: it converges on Singapore's posts; the diverged write stays listed.
+    out = cli(system, "blog", "rejoin", EU)
+    assert f"replica of {AP}" in out
+    expected = titles(ap)
+    assert "Written in Ireland during the cut" not in expected
+    wait_for("Ireland converged on Singapore", lambda: titles(eu), lambda t: t == expected)
+    assert not blog_status(eu)["needsRejoin"]
+    assert "Written in Ireland during the cut" in cli(system, "blog", "diverged", "--region", EU)
+    assert_refused(eu, AP)
+    also = publish(ap, "Published in Singapore while Ireland follows")
+    assert also.status_code == 201, also.text
+    wait_for("the next post in Ireland", lambda: titles(eu), lambda t: t == titles(ap))
+
+    # 6. A planned switchover back to Ireland loses nothing.
+    last = publish(ap, "The last post before the switchover")
+    assert last.status_code == 201, last.text
+    before = titles(ap)
+    out = cli(system, "blog", "switchover", EU)
+    assert f"to {EU}" in out and "epoch 3" in out
+    assert titles(eu) == before
+    back = publish(eu, "Published in Ireland after the switchover")
+    assert back.status_code == 201, back.text
+    assert_refused(ap, EU)
+    wait_for("Singapore follows Ireland", lambda: titles(ap), lambda t: t == titles(eu))
+    assert set(before) < set(titles(ap))
+
+    # `bookstore status` shows the primary, the epoch and the replica with its lag.
+    report = json.loads(cli(system, "status", "--json", data_dir=False))["blog"]
+    assert report["primary"] == EU and report["epoch"] == 3
+    roles = {r["regionId"]: r for r in report["regions"]}
+    assert roles[EU]["role"] == "primary" and roles[AP]["role"] == "replica"
+    assert roles[AP]["lagEntries"] is not None and roles[AP]["diverged"] == 0
+    assert roles[EU]["diverged"] >= 1

@@ -1,0 +1,527 @@
+"""Object replication between real region processes across the link simulator (issue 4's "Done when").
+
+One `bookstore up` serves the whole module; each test makes buckets of its own. Clients use the
+Ireland endpoint for everything, as a user after `eval "$(bookstore aws-env eu-west-1)"` would:
+requests for Singapore's buckets are forwarded through the link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import httpx
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+from prometheus_client.parser import text_string_to_metric_families
+
+from bookstore.replication.auth import sign
+from tests.support.regions import System, system_up
+
+pytestmark = pytest.mark.system
+
+EU, AP = "eu-west-1", "ap-southeast-1"
+# Generous bounds for a loaded 2-core machine; every wait ends as soon as its condition holds.
+WAIT_S = 60.0
+ODD_KEYS = [
+    "..",
+    "../../outside.txt",
+    "a/../../../etc/passwd",
+    "%2F",
+    "dir%2Fnot-a-dir/%2e%2e",
+    "unicode/ключ/日本語/é😀",
+    "spaces and + plus & amp?query=1#frag;semi",
+    "x" * 1024,
+    "é" * 512,
+]
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = WAIT_S) -> T:
+    deadline = time.monotonic() + timeout
+    last: object = "<never probed>"
+    while True:
+        try:
+            value = probe()
+        except (ClientError, httpx.HTTPError) as exc:
+            last = exc
+        else:
+            if ok(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.3000}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with system_up(tmp_path_factory.mktemp("objects")) as running:
+        yield running
+
+
+def client(system: System, region: str = EU, **config: Any) -> Any:
+    topology = system.topology
+    return boto3.client(
+        "s3",
+        endpoint_url=topology.region(region).s3_url,
+        region_name=region,
+        aws_access_key_id=topology.s3.access_key_id,
+        aws_secret_access_key=topology.s3.secret_access_key,
+        config=Config(
+            **{
+                "signature_version": "s3v4",
+                "s3": {"addressing_style": "path"},
+                "retries": {"max_attempts": 2},
+                "read_timeout": 30,
+                **config,
+            }
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def s3(system: System) -> Any:
+    return client(system)
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def rule(destination: str, *, delete_markers: str = "Disabled", priority: int = 1) -> dict[str, Any]:
+    return {
+        "Status": "Enabled",
+        "Priority": priority,
+        "DeleteMarkerReplication": {"Status": delete_markers},
+        "Filter": {},
+        "Destination": {"Bucket": f"arn:aws:s3:::{destination}"},
+    }
+
+
+def replicate(s3: Any, source: str, destination: str, *, delete_markers: str = "Disabled") -> None:
+    s3.put_bucket_replication(
+        Bucket=source,
+        ReplicationConfiguration={
+            "Role": "arn:aws:iam::123456789012:role/bookstore-s3-replication",
+            "Rules": [rule(destination, delete_markers=delete_markers)],
+        },
+    )
+
+
+def pair(s3: Any, prefix: str, *, rule_now: bool = True, delete_markers: str = "Disabled") -> tuple[str, str]:
+    """An Ireland bucket and a Singapore bucket, both versioned, made through the Ireland endpoint."""
+    ireland, singapore = name(f"{prefix}-ie"), name(f"{prefix}-sg")
+    for bucket, region in ((ireland, EU), (singapore, AP)):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if rule_now:
+        replicate(s3, ireland, singapore, delete_markers=delete_markers)
+    return ireland, singapore
+
+
+def replicated(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any]:
+    """The head of the copy of `version_id` in `bucket`, once it is there."""
+    return wait_for(
+        f"{key} {version_id} in {bucket}",
+        lambda: s3.head_object(Bucket=bucket, Key=key, VersionId=version_id),
+        lambda head: head["VersionId"] == version_id,
+    )
+
+
+def source_status(s3: Any, bucket: str, key: str, version_id: str) -> str | None:
+    status: str | None = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("ReplicationStatus")
+    return status
+
+
+def objects_status(system: System, region: str = EU) -> dict[str, Any]:
+    status: dict[str, Any] = system.api(region).get("/status").json()["objects"]
+    return status
+
+
+def metric(system: System, region: str, sample: str, **labels: str) -> float:
+    text = system.api(region).get("/metrics").text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def versions(s3: Any, bucket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    page = s3.list_object_versions(Bucket=bucket)
+    return page.get("Versions", []), page.get("DeleteMarkers", [])
+
+
+# A PUT in Ireland appears in Singapore.
+
+
+def test_a_put_in_ireland_appears_in_singapore_as_a_replica(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "put")
+    put = s3.put_object(
+        Bucket=ireland,
+        Key="covers/lotr.svg",
+        Body=b"<svg>one ring</svg>",
+        ContentType="image/svg+xml",
+        Metadata={"author": "tolkien"},
+        CacheControl="max-age=60",
+        Tagging="shelf=fantasy",
+    )
+    version_id = put["VersionId"]
+    copy = replicated(s3, singapore, "covers/lotr.svg", version_id)
+    original = s3.head_object(Bucket=ireland, Key="covers/lotr.svg", VersionId=version_id)
+    assert copy["ReplicationStatus"] == "REPLICA"
+    assert wait_for(
+        "the source COMPLETED",
+        lambda: source_status(s3, ireland, "covers/lotr.svg", version_id),
+        lambda status: status == "COMPLETED",
+    )
+    for field in ("ETag", "LastModified", "ContentType", "Metadata", "CacheControl", "ContentLength"):
+        assert copy[field] == original[field], field
+    assert copy["TagCount"] == 1
+    # Singapore's own endpoint serves the same copy as the Ireland endpoint forwards.
+    local = client(system, AP).get_object(Bucket=singapore, Key="covers/lotr.svg")
+    assert local["Body"].read() == b"<svg>one ring</svg>"
+    assert local["VersionId"] == version_id and local["ReplicationStatus"] == "REPLICA"
+    # A replica is not replicated again: Singapore queues nothing.
+    assert objects_status(system, AP)["pending"]["operations"] == 0
+    assert metric(system, EU, "bookstore_object_replication_latency_seconds_count", destination=AP) >= 1
+    assert metric(system, EU, "bookstore_object_replication_completed_total", destination=AP) >= 1
+
+
+def test_a_large_multipart_object_replicates_with_its_etag(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "big")
+    data = os.urandom(6 * 1024 * 1024) + os.urandom(1000)
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="app.bin")["UploadId"]
+    parts = []
+    for number, chunk in enumerate((data[: 5 * 1024 * 1024], data[5 * 1024 * 1024 :]), start=1):
+        etag = s3.upload_part(Bucket=ireland, Key="app.bin", UploadId=upload, PartNumber=number, Body=chunk)
+        parts.append({"PartNumber": number, "ETag": etag["ETag"]})
+    done = s3.complete_multipart_upload(
+        Bucket=ireland, Key="app.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    copy = replicated(s3, singapore, "app.bin", done["VersionId"])
+    assert copy["ETag"] == done["ETag"] and done["ETag"].endswith('-2"')
+    assert s3.get_object(Bucket=singapore, Key="app.bin")["Body"].read() == data
+
+
+# Deletes.
+
+
+def test_delete_markers_replicate_only_where_the_rule_says_so(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "markers")
+    first = s3.put_object(Bucket=ireland, Key="page.html", Body=b"v1")["VersionId"]
+    replicated(s3, singapore, "page.html", first)
+
+    hidden = s3.delete_object(Bucket=ireland, Key="page.html")
+    assert hidden["DeleteMarker"] is True
+    # A later version proves the worker has moved past the marker: the marker itself was never queued.
+    sentinel = s3.put_object(Bucket=ireland, Key="sentinel", Body=b"after the marker")["VersionId"]
+    replicated(s3, singapore, "sentinel", sentinel)
+    assert s3.get_object(Bucket=singapore, Key="page.html")["Body"].read() == b"v1"
+    assert versions(s3, singapore)[1] == []
+
+    replicate(s3, ireland, singapore, delete_markers="Enabled")
+    marker = s3.delete_object(Bucket=ireland, Key="sentinel")["VersionId"]
+    markers = wait_for(
+        "the delete marker in Singapore",
+        lambda: versions(s3, singapore)[1],
+        lambda found: any(m["VersionId"] == marker for m in found),
+    )
+    assert [m["Key"] for m in markers] == ["sentinel"]
+    with pytest.raises(ClientError) as hidden_now:
+        s3.get_object(Bucket=singapore, Key="sentinel")
+    assert hidden_now.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_a_delete_by_version_id_never_replicates(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "vdelete", delete_markers="Enabled")
+    old = s3.put_object(Bucket=ireland, Key="doc", Body=b"old")["VersionId"]
+    new = s3.put_object(Bucket=ireland, Key="doc", Body=b"new")["VersionId"]
+    replicated(s3, singapore, "doc", old)
+    replicated(s3, singapore, "doc", new)
+
+    s3.delete_object(Bucket=ireland, Key="doc", VersionId=old)
+    sentinel = s3.put_object(Bucket=ireland, Key="sentinel", Body=b"later")["VersionId"]
+    replicated(s3, singapore, "sentinel", sentinel)
+    assert [v["VersionId"] for v in versions(s3, ireland)[0] if v["Key"] == "doc"] == [new]
+    assert sorted(v["VersionId"] for v in versions(s3, singapore)[0] if v["Key"] == "doc") == sorted(
+        [old, new]
+    )
+    assert s3.get_object(Bucket=singapore, Key="doc", VersionId=old)["Body"].read() == b"old"
+
+
+# What existed before the rule.
+
+
+def test_objects_from_before_the_rule_stay_unreplicated_until_sync(
+    system: System, s3: Any, tmp_path: Path
+) -> None:
+    ireland, singapore = pair(s3, "before", rule_now=False)
+    s3.put_object(Bucket=ireland, Key="old.txt", Body=b"from before the rule")
+    replicate(s3, ireland, singapore)
+    new = s3.put_object(Bucket=ireland, Key="new.txt", Body=b"after the rule")["VersionId"]
+    replicated(s3, singapore, "new.txt", new)
+    assert "ReplicationStatus" not in s3.head_object(Bucket=ireland, Key="old.txt")
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=singapore, Key="old.txt")
+    assert missing.value.response["Error"]["Code"] == "404"
+
+    aws(system, tmp_path, "s3", "sync", f"s3://{ireland}", f"s3://{singapore}")
+    assert s3.get_object(Bucket=singapore, Key="old.txt")["Body"].read() == b"from before the rule"
+
+
+# Faults: the link cut and healed, the destination killed and restarted.
+
+
+def put_many(s3: Any, bucket: str, count: int, prefix: str) -> dict[str, str]:
+    return {
+        f"{prefix}/{i}": s3.put_object(Bucket=bucket, Key=f"{prefix}/{i}", Body=os.urandom(3000 + i))[
+            "VersionId"
+        ]
+        for i in range(count)
+    }
+
+
+def all_completed(system: System, s3: Any, ireland: str, singapore: str, written: dict[str, str]) -> None:
+    """Every version COMPLETED at the source and REPLICA in Singapore (read at Singapore's endpoint)."""
+    local = client(system, AP)
+    wait_for(
+        "every version COMPLETED",
+        lambda: [source_status(s3, ireland, k, v) for k, v in written.items()],
+        lambda statuses: all(s == "COMPLETED" for s in statuses),
+    )
+    for key, version_id in written.items():
+        head = local.head_object(Bucket=singapore, Key=key, VersionId=version_id)
+        assert head["ReplicationStatus"] == "REPLICA"
+    wait_for(
+        "nothing PENDING in Ireland",
+        lambda: objects_status(system)["pending"]["operations"],
+        lambda pending: pending == 0,
+    )
+
+
+def test_replication_resumes_after_the_link_is_cut_and_healed(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "cut")
+    system.cli("link", "cut", EU, AP)
+    try:
+        written = put_many(s3, ireland, 12, "during-cut")
+        time.sleep(1.0)
+        assert {source_status(s3, ireland, k, v) for k, v in written.items()} == {"PENDING"}
+        status = objects_status(system)
+        assert status["pending"]["operations"] >= 12 and status["pending"]["bytes"] >= 12 * 3000
+        report = json.loads(system.cli("status", "--json").stdout)
+        assert any(
+            p["source"] == EU and p["destination"] == AP and p["pendingOperations"] >= 12
+            for p in report["objects"]
+        )
+    finally:
+        system.cli("link", "heal", EU, AP)
+    all_completed(system, s3, ireland, singapore, written)
+
+
+def test_replication_resumes_after_the_destination_is_killed_and_restarted(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "kill")
+    system.cli("region", "kill", AP)
+    try:
+        written = put_many(s3, ireland, 8, "while-down")
+        wait_for(
+            "Ireland sees Singapore down",
+            lambda: objects_status(system)["destinations"][AP],
+            lambda state: state["retrying"] and state["reachable"] is False and state["lastError"],
+        )
+        assert {source_status(s3, ireland, k, v) for k, v in written.items()} == {"PENDING"}
+        text = system.cli("status").stdout
+        assert "Object replication" in text
+    finally:
+        system.cli("region", "start", AP)
+    all_completed(system, s3, ireland, singapore, written)
+
+
+def test_a_refused_copy_is_failed_with_its_reason(system: System, s3: Any) -> None:
+    ireland = name("refused-ie")
+    unversioned = name("refused-sg")
+    s3.create_bucket(Bucket=ireland, CreateBucketConfiguration={"LocationConstraint": EU})
+    s3.put_bucket_versioning(Bucket=ireland, VersioningConfiguration={"Status": "Enabled"})
+    s3.create_bucket(Bucket=unversioned, CreateBucketConfiguration={"LocationConstraint": AP})
+    replicate(s3, ireland, unversioned)
+    version_id = s3.put_object(Bucket=ireland, Key="doomed", Body=b"x")["VersionId"]
+    wait_for(
+        "the version FAILED",
+        lambda: source_status(s3, ireland, "doomed", version_id),
+        lambda status: status == "FAILED",
+    )
+    failures = objects_status(system)["recentFailures"]
+    reason = next(f["reason"] for f in failures if f["versionId"] == version_id)
+    assert "InvalidRequest" in reason and "Versioning" in reason
+    assert metric(system, EU, "bookstore_object_replication_failed_total", destination=AP) >= 1
+
+
+# Refused requests change nothing, wherever the bucket lives.
+
+
+def signed(
+    system: System, method: str, url: str, *, key: str, secret: str, body: bytes = b""
+) -> httpx.Response:
+    request = AWSRequest(method=method, url=url, data=body)
+    S3SigV4Auth(Credentials(key, secret), "s3", EU).add_auth(request)
+    return httpx.request(method, url, content=body, headers=dict(request.headers.items()), timeout=30)
+
+
+def test_bad_signatures_unknown_keys_and_expired_urls_get_403_and_change_nothing(
+    system: System, s3: Any
+) -> None:
+    ireland, singapore = pair(s3, "auth")
+    access = system.topology.s3
+    endpoint = system.topology.region(EU).s3_url
+    for bucket in (ireland, singapore):  # Singapore's bucket: refused in Ireland, never forwarded
+        url = f"{endpoint}/{bucket}/intruder.txt"
+        wrong = signed(system, "PUT", url, key=access.access_key_id, secret="not-the-secret", body=b"x")
+        assert wrong.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in wrong.text
+        unknown = signed(system, "PUT", url, key="AKIAUNKNOWNKEY000000", secret="whatever", body=b"x")
+        assert unknown.status_code == 403 and "<Code>InvalidAccessKeyId</Code>" in unknown.text
+        expired_url = s3.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": "intruder.txt"}, ExpiresIn=1
+        )
+        time.sleep(1.5)
+        expired = httpx.put(expired_url, content=b"x", timeout=30)
+        assert expired.status_code == 403 and "<Code>AccessDenied</Code>" in expired.text
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    # The internal endpoints take requests signed with the deployment's secret, nothing else.
+    target = f"{system.topology.region(AP).s3_url}/_replication/objects?version=x"
+    assert httpx.put(target, content=b"x").status_code == 401
+    forged = sign(
+        "not-the-secret", "PUT", "/_replication/objects?version=x", b"x", EU, int(time.time() * 1000)
+    )
+    assert httpx.put(target, content=b"x", headers=forged).status_code == 403
+    assert "Contents" not in s3.list_objects_v2(Bucket=singapore)
+
+
+def test_a_malformed_replication_configuration_gets_malformed_xml(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "malformed", rule_now=False)
+    for bucket in (ireland, singapore):
+        with pytest.raises(ClientError) as bad_status:
+            s3.put_bucket_replication(
+                Bucket=bucket,
+                ReplicationConfiguration={
+                    "Role": "arn:aws:iam::123456789012:role/r",
+                    "Rules": [
+                        {"Status": "Maybe", "Priority": 1, "Destination": {"Bucket": "arn:aws:s3:::x"}}
+                    ],
+                },
+            )
+        assert bad_status.value.response["Error"]["Code"] == "MalformedXML"
+        access = system.topology.s3
+        url = f"{system.topology.region(EU).s3_url}/{bucket}?replication"
+        garbage = signed(
+            system,
+            "PUT",
+            url,
+            key=access.access_key_id,
+            secret=access.secret_access_key,
+            body=b"<Replication",
+        )
+        assert garbage.status_code == 400 and "<Code>MalformedXML</Code>" in garbage.text
+        with pytest.raises(ClientError) as none:
+            s3.get_bucket_replication(Bucket=bucket)
+        assert none.value.response["Error"]["Code"] == "ReplicationConfigurationNotFoundError"
+
+
+# Keys.
+
+
+def test_odd_keys_are_stored_and_returned_exactly_through_forwarding_and_replication(
+    system: System, s3: Any
+) -> None:
+    ireland, singapore = pair(s3, "keys")
+    singapore_only = name("keys-direct")
+    s3.create_bucket(Bucket=singapore_only, CreateBucketConfiguration={"LocationConstraint": AP})
+    written = {}
+    for i, key in enumerate(ODD_KEYS):
+        body = f"object {i}".encode()
+        # Written through the Ireland endpoint: into Ireland (then replicated) and forwarded to Singapore.
+        written[key] = s3.put_object(Bucket=ireland, Key=key, Body=body)["VersionId"]
+        s3.put_object(Bucket=singapore_only, Key=key, Body=body)
+    local = client(system, AP)
+    for i, key in enumerate(ODD_KEYS):
+        body = f"object {i}".encode()
+        assert s3.get_object(Bucket=singapore_only, Key=key)["Body"].read() == body
+        assert local.get_object(Bucket=singapore_only, Key=key)["Body"].read() == body
+        replicated(s3, singapore, key, written[key])
+        assert local.get_object(Bucket=singapore, Key=key)["Body"].read() == body
+    for bucket in (singapore_only, singapore):
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        assert sorted(listed) == sorted(ODD_KEYS)
+    # Nothing outside the stores' roots, nothing inside named after a key.
+    data = system.data_dir
+    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp"}
+    for region in (EU, AP):
+        assert {p.name for p in (data / region / "objects").iterdir()} <= allowed
+    names = {p.name for p in data.rglob("*")}
+    assert not names & {"outside.txt", "passwd", "%2F", "é😀"}
+
+
+# Buckets are one namespace.
+
+
+def test_bucket_names_are_one_namespace(system: System, s3: Any) -> None:
+    taken = name("taken")
+    s3.create_bucket(Bucket=taken, CreateBucketConfiguration={"LocationConstraint": AP})
+    singapore = client(system, AP)
+    with pytest.raises(ClientError) as elsewhere:
+        s3.create_bucket(Bucket=taken, CreateBucketConfiguration={"LocationConstraint": EU})
+    assert elsewhere.value.response["Error"]["Code"] == "BucketAlreadyExists"
+    with pytest.raises(ClientError) as again:
+        singapore.create_bucket(Bucket=taken, CreateBucketConfiguration={"LocationConstraint": AP})
+    assert again.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+    assert s3.get_bucket_location(Bucket=taken)["LocationConstraint"] == AP
+    assert s3.head_bucket(Bucket=taken)["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == AP
+    wait_for(
+        "the bucket listed in both regions",
+        lambda: [[b["Name"] for b in c.list_buckets()["Buckets"]] for c in (s3, singapore)],
+        lambda listings: all(taken in listing for listing in listings),
+    )
+    s3.delete_bucket(Bucket=taken)
+    with pytest.raises(ClientError) as gone:
+        singapore.head_bucket(Bucket=taken)
+    assert gone.value.response["Error"]["Code"] == "404"
+
+
+# The aws CLI.
+
+
+def aws(system: System, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real aws CLI with the environment `bookstore aws-env eu-west-1` prints."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AWS_PAGER": ""}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "none")
+    env["AWS_CONFIG_FILE"] = str(home / "none")
+    for line in system.cli("aws-env", EU).stdout.splitlines():
+        assignment = line.removeprefix("export ")
+        variable, _, value = assignment.partition("=")
+        env[variable] = shlex.split(value)[0]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "aws"), *args],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
