@@ -139,6 +139,56 @@ def region_start(region: str, topology: TopologyFile = None) -> None:
     _region_action("start", region, topology)
 
 
+edge_app = typer.Typer(
+    help="The edge: one address for the API, the blog and the storefront.", no_args_is_help=True
+)
+api_app = typer.Typer(
+    help="Break and repair a region's API (module 4's failover drill).", no_args_is_help=True
+)
+s3_app = typer.Typer(help="Make a region's S3 API unavailable (503) and back.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+app.add_typer(api_app, name="api")
+app.add_typer(s3_app, name="s3")
+
+
+@edge_app.command("serve")
+def edge_serve(topology: TopologyFile = None) -> None:
+    """Serve the edge (HTTP and DNS) at the topology's edge address until stopped (what `up` runs)."""
+    from bookstore.edge.server import serve
+
+    serve(_topology(topology))
+
+
+def _fault(kind: str, action: str, region: str, topology: Path | None) -> None:
+    state = _control(topology, "POST", f"/{kind}/{region}/{action}")
+    applied = "" if state.get("applied", True) else f" ({state.get('message')})"
+    typer.echo(f"{region}: api {state['api']}, s3 {state['s3']}{applied}")
+
+
+@api_app.command("break")
+def api_break(region: str, topology: TopologyFile = None) -> None:
+    """The region's API answers 403 to everything (its mapping is gone) while its process keeps running."""
+    _fault("api", "break", region, topology)
+
+
+@api_app.command("repair")
+def api_repair(region: str, topology: TopologyFile = None) -> None:
+    """The region's API answers again."""
+    _fault("api", "repair", region, topology)
+
+
+@s3_app.command("break")
+def s3_break(region: str, topology: TopologyFile = None) -> None:
+    """The region's S3 API answers 503 ServiceUnavailable (replication between regions keeps going)."""
+    _fault("s3", "break", region, topology)
+
+
+@s3_app.command("repair")
+def s3_repair(region: str, topology: TopologyFile = None) -> None:
+    """The region's S3 API answers again."""
+    _fault("s3", "repair", region, topology)
+
+
 OneWay = Annotated[bool, typer.Option("--one-way", help="Only the direction A -> B.")]
 
 

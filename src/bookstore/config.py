@@ -71,6 +71,64 @@ class Replication(BaseModel):
     retention_s: float = 3600.0
 
 
+class HealthCheck(BaseModel):
+    """A health check of one edge target (Route 53's): HTTP GET of `path`, its timing and thresholds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str = "/books"
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    # Consecutive failures that make a healthy target unhealthy, successes that make it healthy again.
+    failure_threshold: int = Field(default=1, ge=1)
+    success_threshold: int = Field(default=1, ge=1)
+    # When set, a 2xx/3xx answer counts only if this text is in the first 5,120 bytes of its body.
+    search_string: str | None = None
+
+
+# The workshop's Route 53 health checks: every 10 s ("fast"), unhealthy after one failure.
+HEALTH_PRESETS: dict[str, HealthCheck] = {
+    "default": HealthCheck(),
+    "workshop": HealthCheck(interval_s=10.0, timeout_s=4.0, failure_threshold=1, success_threshold=1),
+}
+
+
+class Edge(BaseModel):
+    """The edge (Route 53 + CloudFront): one address for the whole system, and a DNS server on loopback."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 8080
+    dns_address: str = "127.0.0.1"
+    dns_port: int = 5353
+    zone: str = "bookstore.test"
+    dns_ttl_s: int = Field(default=5, ge=0)
+    # Where a client is when it says nothing (X-Client-Region header or cookie); None: the home region.
+    default_client_region: str | None = None
+    health_preset: Literal["default", "workshop"] = "default"
+    # Overrides the preset when given.
+    health: HealthCheck | None = None
+    # Route 53's rule: a record whose targets are all unhealthy answers as if all were healthy.
+    all_unhealthy_answers_all: bool = True
+    # Idempotent API requests that meet a failure are retried once on the next healthy region.
+    retry: bool = True
+    # A request that meets a failure takes its target out of rotation until a health check passes.
+    breaker: bool = True
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    api_timeout_s: float = Field(default=10.0, gt=0)
+    origin_timeout_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    @property
+    def health_check(self) -> HealthCheck:
+        return self.health or HEALTH_PRESETS[self.health_preset]
+
+
 class Topology(BaseModel):
     """Everything that differs between deployments; the defaults need no file."""
 
@@ -86,6 +144,8 @@ class Topology(BaseModel):
     # The supervisor's control API (regions and links), on loopback.
     control_address: str = "127.0.0.1"
     control_port: int = 7070
+    # The edge process and its DNS server (bookstore.edge).
+    edge: Edge = Field(default_factory=Edge)
     # Lifetime of access tokens, seconds.
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600

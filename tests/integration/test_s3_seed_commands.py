@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bookstore.objectstore.setup import site_files
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -198,7 +199,7 @@ def test_the_seeds_commands_run_as_written_against_the_ireland_endpoint(tmp_path
             lambda: "bk-cook-001.svg" in aws("s3", "ls", f"s3://{other}/covers/").stdout,
         )
         again = system.cli("publish").stdout
-        assert "0 uploaded" in again and "57 unchanged" in again
+        assert "0 uploaded" in again and f"{len(list(site_files()))} unchanged" in again
 
 
 def _replicated(aws: Aws, key: str) -> dict[str, Any] | None:

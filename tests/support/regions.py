@@ -31,13 +31,26 @@ def free_port(host: str) -> int:
         return port
 
 
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def isolated_topology(
     path: Path,
     regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1"),
     active: tuple[str, ...] | None = None,
     extra: str = "",
+    edge: str | None = None,
 ) -> tuple[Topology, Path]:
-    """A topology like the default but on addresses and ports no other test uses; written to `path`."""
+    """A topology like the default but on addresses and ports no other test uses; written to `path`.
+
+    The edge (and its DNS server) listens on the control address, on ports of its own. It is disabled
+    (`bookstore up` starts no edge process) unless `edge` is given: "" for the defaults, or more lines
+    of the [edge] table (e.g. 'health_preset = "workshop"').
+    """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
     defaults = {r.id: r for r in Topology().regions}
     control = f"127.{100 + int(worker)}.0.{next(_counter) % 250 + 1}"
@@ -49,6 +62,13 @@ def isolated_topology(
         "",
         "[replication]",
         "anti_entropy_s = 2.0",
+        "",
+        "[edge]",
+        f'address = "{control}"',
+        f"port = {free_port(control)}",
+        f'dns_address = "{control}"',
+        f"dns_port = {free_udp_port(control)}",
+        "enabled = false" if edge is None else edge,
         "",
     ]
     for region_id in regions:
@@ -138,9 +158,10 @@ def system_up(
     regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1"),
     active: tuple[str, ...] | None = None,
     extra: str = "",
+    edge: str | None = None,
 ) -> Iterator[System]:
     """`bookstore up` on an isolated topology: every active region healthy on entry; stopped on exit."""
-    topology, topo_file = isolated_topology(tmp_path / "topology.toml", regions, active, extra)
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", regions, active, extra, edge)
     data = tmp_path / "data"
     log = (tmp_path / "up.log").open("ab")
     cmd = [sys.executable, "-m", "bookstore", "up", "--data-dir", str(data), "--topology", str(topo_file)]

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,21 @@ PLACEHOLDER_INDEX = b"""<!doctype html>
 </body>
 </html>
 """
+# The storefront's own folder in the package; its operator/ page is served by the edge, not the bucket.
+STOREFRONT_PACKAGE = "bookstore"
+STOREFRONT_DIR = "web"
+NOT_PUBLISHED = frozenset({"operator", "__pycache__"})
+IMAGE_FOLDERS = ("covers/", "flags/")
+# Browsers insist on these for module scripts and stylesheets; mimetypes varies with /etc/mime.types.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".webmanifest": "application/manifest+json",
+}
 
 
 def site_bucket(region_id: str) -> str:
@@ -143,13 +159,13 @@ class Published:
 
 
 def site_files(source: Path | None = None) -> Iterator[tuple[str, bytes]]:
-    """(key, content) of the storefront's files: `source`'s files, the covers, and a placeholder index."""
+    """(key, content) of the storefront's files: `source`'s files (by default the packaged storefront,
+    without its operator/ page), the covers, and a placeholder index when there is none."""
     keys: set[str] = set()
-    if source is not None:
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            key = path.relative_to(source).as_posix()
-            keys.add(key)
-            yield key, path.read_bytes()
+    root: Traversable = source if source is not None else storefront()
+    for key, entry in _files(root, ""):
+        keys.add(key)
+        yield key, entry.read_bytes()
     covers = resources.files("bookstore.data").joinpath("covers")
     for entry in sorted(covers.iterdir(), key=lambda e: e.name):
         key = f"covers/{entry.name}"
@@ -158,6 +174,23 @@ def site_files(source: Path | None = None) -> Iterator[tuple[str, bytes]]:
             yield key, entry.read_bytes()
     if INDEX_DOCUMENT not in keys:
         yield INDEX_DOCUMENT, PLACEHOLDER_INDEX
+
+
+def storefront() -> Traversable:
+    """The storefront's static files as packaged (src/bookstore/web)."""
+    return resources.files(STOREFRONT_PACKAGE).joinpath(STOREFRONT_DIR)
+
+
+def _files(folder: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]]:
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name in NOT_PUBLISHED:
+            continue
+        if entry.is_dir():
+            yield from _files(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield f"{prefix}{entry.name}", entry
 
 
 def publish(topology: Topology, source: Path | None = None) -> Published:
@@ -187,13 +220,24 @@ def publish(topology: Topology, source: Path | None = None) -> Published:
             if current.get(key) == hashlib.md5(content, usedforsecurity=False).hexdigest():
                 report.unchanged.append(key)
                 continue
-            client.put_object(Bucket=name, Key=key, Body=content, ContentType=_content_type(key))
+            client.put_object(
+                Bucket=name, Key=key, Body=content, ContentType=_content_type(key), CacheControl=_caching(key)
+            )
             report.uploaded.append(key)
     log.info("published %d file(s) to %s, %d unchanged", len(report.uploaded), name, len(report.unchanged))
     return report
 
 
+def _caching(key: str) -> str:
+    """Pages, scripts and styles are revalidated on every load, so a new publish never meets a browser
+    holding half of the old app; images may be kept an hour."""
+    return "max-age=3600" if key.startswith(IMAGE_FOLDERS) else "no-cache"
+
+
 def _content_type(key: str) -> str:
+    known = CONTENT_TYPES.get(Path(key).suffix.lower())
+    if known is not None:
+        return known
     guessed, _ = mimetypes.guess_type(key)
     if guessed is None:
         return "application/octet-stream"

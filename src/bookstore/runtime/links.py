@@ -318,7 +318,7 @@ class _Connection:
         try:
             await self.sim.loop.create_connection(lambda: _UpstreamSide(self), host, port)
         except OSError as exc:
-            log.info("link %s->%s: %s:%d refused: %s", self.link.src, self.link.dst, host, port, exc)
+            log.debug("link %s->%s: %s:%d refused: %s", self.link.src, self.link.dst, host, port, exc)
             # The refusal travels back to the caller like a reset.
             self.fwd.sink_gone()
             self.back.end(_End.ABORT)

@@ -21,6 +21,7 @@ from bookstore.api.responses import JSON
 from bookstore.blog.replication import build_blog_replication
 from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
+from bookstore.edge.faults import RegionFaults
 from bookstore.objectstore.app import create_s3_app
 from bookstore.objectstore.namespace import BucketDirectory, Cluster
 from bookstore.objectstore.peers import PeerS3
@@ -221,7 +222,9 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
                 secret=secret,
             )
         feed = ChangeFeed()
-        app = PortRouter(region_app(services, secret, objects, feed), s3, region.s3_port)
+        app: ASGIApp = PortRouter(region_app(services, secret, objects, feed), s3, region.s3_port)
+        # The API and S3 fault switches the edge's drills flip (`bookstore api break`), signed.
+        app = RegionFaults(app, region.id, secret, services.clock, region.s3_port if s3 else None)
         sockets = [listening_socket(region.address, region.api_port)]
         if s3 is not None:
             sockets.append(listening_socket(region.address, region.s3_port))

@@ -24,6 +24,7 @@ def collect(topology: Topology) -> dict[str, Any]:
     with httpx.Client(timeout=2.0) as client:
         control = _get(client, f"{topology.control_url}/regions")
         links = _get(client, f"{topology.control_url}/links")
+        edge = _get(client, f"{topology.edge.url}/edge/status") if topology.edge.enabled else None
         regions = []
         pairs = []
         objects: list[dict[str, Any]] = []
@@ -38,6 +39,8 @@ def collect(topology: Topology) -> dict[str, Any]:
                     "name": region.name,
                     "apiUrl": region.api_url,
                     "healthy": status is not None,
+                    # A region of the topology that `up` does not start (until `bookstore region start`).
+                    "active": region.id in topology.active,
                     "conflicts": replication.get("conflicts"),
                     "consumers": (status or {}).get("consumers"),
                 }
@@ -66,6 +69,7 @@ def collect(topology: Topology) -> dict[str, Any]:
         "objects": objects,
         "blog": blog_overview(blog),
         "links": (links or {}).get("links"),
+        "edge": edge,
     }
 
 
@@ -103,7 +107,13 @@ def render(report: dict[str, Any]) -> None:
     console = Console()
     regions = Table("region", "name", "health", "conflicts", "api", title="Regions")
     for r in report["regions"]:
-        health = "[green]healthy[/green]" if r["healthy"] else "[red]down[/red]"
+        health = (
+            "[green]healthy[/green]"
+            if r["healthy"]
+            else "[red]down[/red]"
+            if r.get("active", True)
+            else "[dim]not started[/dim]"
+        )
         regions.add_row(r["regionId"], r["name"], health, _text(r["conflicts"]), r["apiUrl"])
     console.print(regions)
     pairs = Table(
@@ -130,6 +140,10 @@ def render(report: dict[str, Any]) -> None:
         render_objects(report["objects"])
     if report.get("blog"):
         render_blog(report["blog"])
+    if report.get("edge"):
+        from bookstore.edge.status import render_edge
+
+        render_edge(report["edge"])
     if report["links"]:
         render_links(report["links"])
     elif not report["supervisor"]:

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from bookstore.config import Region, Topology
+from bookstore.edge.supervision import EdgeSupervision
 from bookstore.runtime.links import LinkSimulator, create_control_app
 from bookstore.runtime.secret import ENV as SECRET_ENV
 
@@ -83,6 +84,7 @@ class Supervisor:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: secret}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.links = LinkSimulator(topology)
+        self.edge = EdgeSupervision(topology, topology_file, self.env, secret)
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def start_region(self, region_id: str) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class Supervisor:
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
         await wait_healthy(region, process)
+        await self.edge.region_started(region_id)
         log.info("region %s started (pid %d)", region_id, process.pid)
         return self.region_state(region_id)
 
@@ -164,6 +167,7 @@ class Supervisor:
             routes=[
                 Route("/regions", all_regions, methods=["GET"]),
                 Route("/regions/{region}/{action}", act, methods=["POST"]),
+                *self.edge.routes(),
                 Mount("", app=create_control_app(self.links)),
             ]
         )
@@ -187,11 +191,15 @@ class Supervisor:
         serving = asyncio.create_task(server.serve())
         try:
             await asyncio.gather(*(self.start_region(r) for r in self.regions))
+            # The edge starts while the buckets are prepared; its first checks find the regions up.
+            await self.edge.start()
             await self._prepare_objects()
+            await self.edge.wait_ready(self.regions)
             self._banner()
             await serving
         finally:
             server.should_exit = True
+            await self.edge.stop()
             await self.stop_all()
             await self.links.stop()
             if not serving.done():
@@ -213,6 +221,7 @@ class Supervisor:
         for region_id in self.regions:
             region = self.topology.region(region_id)
             print(f"  {region.flag}  {region.name:<12} {region.id:<15} {region.api_url}/books", flush=True)
+        print(self.edge.banner(), flush=True)
         print(f"Control API {self.topology.control_url}. Data in {self.data_dir.resolve()}.", flush=True)
         print("Try `bookstore status`. Ctrl-C stops everything.\n", flush=True)
 

@@ -1,0 +1,456 @@
+"""The edge: its overhead beside requests straight to a region, and the RTO of module 4's break.
+
+Overhead: `bookstore up` with two regions and the edge; wrk drives GET /books/{id} straight at Ireland's
+API and GET /api/books/{id} through the edge (whose latency record sends a client without a location
+to the home region, Ireland), alternately, twice each, and the better run of each is kept. Static
+content likewise: a cover through the edge's origin group beside the same signed GET (the edge's own
+SigV4 request, replayed by wrk) sent straight to Ireland's S3 API. Ireland is pinned to one core;
+wrk, the edge, Singapore and the supervisor share the other, as a CloudFront edge sits on the
+client's side of the network. Ireland's core is the bottleneck either way: a ratio near 1 (above it
+within the runs' noise) says the edge's own work fits beside wrk's on the other core.
+
+RTO: a client sends GET /api/truth through the edge, one request after another; `bookstore api break
+eu-west-1` (the control API's POST /api/eu-west-1/break) makes Ireland's API answer 403. The RTO is the
+time from just before the break is asked for to the end of the first request after which every answer
+comes from Singapore. Measured with the edge's defaults (health checks every 1 s, retries of
+idempotent requests, breaker) and with the workshop's preset (10 s checks) without and with the
+retries and breaker, each on a fresh system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
+from bench.report import BenchError, Figure, Goal, PartialResult, Section
+from bookstore.config import Topology
+
+HOME = "eu-west-1"
+OTHER = "ap-southeast-1"
+BOOK = "bk-cook-001"
+COVER = f"covers/{BOOK}.svg"
+ROOT = Path(__file__).resolve().parent.parent
+BANNER = "The Bookstore is up"
+OVERHEAD_GOAL = 0.7
+RTO_GOAL_S = 2.0
+# After the switch, answers must come from Singapore this long before the run ends.
+SETTLED_S = 2.0
+RTO_TIMEOUT_S = 40.0
+
+
+@dataclass(frozen=True)
+class RtoConfig:
+    label: str
+    edge_lines: tuple[str, ...]
+    goal: float | None
+
+
+RTO_CONFIGS = (
+    RtoConfig("default (checks every 1 s, retries, breaker)", (), RTO_GOAL_S),
+    RtoConfig(
+        "workshop preset as the original (checks every 10 s, no retries, no breaker)",
+        ('health_preset = "workshop"', "retry = false", "breaker = false"),
+        None,
+    ),
+    RtoConfig(
+        "workshop preset with retries and breaker",
+        ('health_preset = "workshop"',),
+        None,
+    ),
+)
+
+
+def _free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _topology(path: Path, edge_lines: tuple[str, ...]) -> Topology:
+    """Two regions, the control API and the edge on loopback addresses of their own."""
+    defaults = {r.id: r for r in Topology().regions}
+    base = 1 + (os.getpid() % 60) * 4
+    control = f"127.202.{base}.250"
+    lines = [
+        f'home_region = "{HOME}"',
+        f'active = ["{HOME}", "{OTHER}"]',
+        f'control_address = "{control}"',
+        f"control_port = {_free_port(control)}",
+        "",
+        "[edge]",
+        f'address = "{control}"',
+        f"port = {_free_port(control)}",
+        f'dns_address = "{control}"',
+        f"dns_port = {_free_port(control, socket.SOCK_DGRAM)}",
+        *edge_lines,
+        "",
+    ]
+    for offset, region_id in enumerate((HOME, OTHER), start=1):
+        region = defaults[region_id]
+        address = f"127.202.{base + offset}.1"
+        lines += [
+            "[[regions]]",
+            f'id = "{region.id}"',
+            f'name = "{region.name}"',
+            f'flag = "{region.flag}"',
+            f'address = "{address}"',
+            f"api_port = {_free_port(address)}",
+            f"s3_port = {_free_port(address)}",
+            "",
+        ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return Topology.load(path)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _taskset(pid: int, core: int | None) -> None:
+    if core is None or shutil.which("taskset") is None:
+        return
+    done = subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"taskset -p {pid} exited {done.returncode}: {done.stderr.strip()}")
+
+
+@dataclass
+class System:
+    """A running `bookstore up` with the edge."""
+
+    topology: Topology
+    data: Path
+    pids: set[int] = field(default_factory=set)
+
+    def control(self, method: str, path: str) -> Any:
+        answer = httpx.request(method, self.topology.control_url + path, timeout=30)
+        if answer.status_code != 200:
+            raise BenchError(
+                f"control API {method} {path} answered {answer.status_code}: {answer.text[:300]}"
+            )
+        return answer.json()
+
+    def pin(self, server_core: int | None, other_core: int | None) -> None:
+        """Ireland on the server's core; Singapore and the edge with wrk."""
+        for region in self.control("GET", "/regions")["regions"]:
+            if region["running"]:
+                self.pids.add(region["pid"])
+                _taskset(region["pid"], server_core if region["regionId"] == HOME else other_core)
+        edge = self.control("GET", "/edge")
+        if not edge["running"]:
+            raise BenchError("the edge process is not running")
+        self.pids.add(edge["pid"])
+        _taskset(edge["pid"], other_core)
+
+
+def _end(pid: int, work: Path) -> None:
+    """SIGTERM, then SIGKILL, a process of this bench's system (its command line names `work`)."""
+    try:
+        # A pid is reused once its process is gone: end only a process started for this work directory.
+        if str(work).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+    except OSError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def system_up(work: Path, edge_lines: tuple[str, ...], core: int | None) -> Iterator[System]:
+    """`bookstore up` on an isolated topology with the edge; the supervisor pinned to `core`."""
+    work.mkdir(parents=True, exist_ok=True)
+    topology = _topology(work / "topology.toml", edge_lines)
+    data = work / "data"
+    log = work / "up.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "bookstore",
+        "up",
+        "--data-dir",
+        str(data),
+        "--topology",
+        str(work / "topology.toml"),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    system = System(topology, data)
+    try:
+        deadline = time.monotonic() + 90
+        while BANNER not in log.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise BenchError(f"bookstore up exited {proc.returncode} at start:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"bookstore up did not come up within 90 s:\n{_tail(log)}")
+            time.sleep(0.2)
+        _taskset(proc.pid, core)
+        yield system
+    finally:
+        for region_id in (HOME, OTHER):
+            with contextlib.suppress(BenchError, httpx.HTTPError):
+                system.control("POST", f"/regions/{region_id}/stop")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in system.pids:
+            _end(pid, work)
+
+
+# -- overhead ------------------------------------------------------------------------------------------
+
+
+def _check(url: str, expect_region: str | None = None) -> None:
+    answer = httpx.get(url, timeout=10)
+    if answer.status_code != 200:
+        raise BenchError(f"GET {url} answered {answer.status_code}: {answer.text[:300]}")
+    if expect_region is not None and answer.headers.get("x-edge-origin") != expect_region:
+        raise BenchError(
+            f"GET {url} was served by {answer.headers.get('x-edge-origin')}, not {expect_region}"
+        )
+
+
+def _signed_s3(topology: Topology, work: Path) -> tuple[str, Path]:
+    """The URL of the cover in Ireland's bucket and a wrk script sending the request the edge sends.
+
+    The edge signs every request; wrk replays one signature, which S3 accepts for 15 minutes (SigV4
+    has no nonce), so the region does the same work per request either way.
+    """
+    from bookstore.edge.cdn import Signer, site_bucket
+
+    region = topology.region(HOME)
+    path = f"/{site_bucket(HOME)}/{COVER}"
+    signer = Signer(topology.s3.access_key_id, topology.s3.secret_access_key)
+    headers = signer.headers("GET", path, f"{region.address}:{region.s3_port}", HOME)
+    script = work / "get-signed.lua"
+    script.write_text(lua_script("GET", {k.decode(): v.decode() for k, v in headers}, None), encoding="utf-8")
+    return f"{region.s3_url}{path}", script
+
+
+@dataclass(frozen=True)
+class Pair:
+    direct: Result
+    edge: Result
+    direct_runs: tuple[float, ...]
+    edge_runs: tuple[float, ...]
+
+
+def _pair(
+    direct_url: str,
+    edge_url: str,
+    load: Load,
+    script: Path,
+    core: int | None,
+    direct_script: Path | None = None,
+) -> Pair:
+    """Direct and through the edge, alternately, twice each; the better of each is kept."""
+    direct: list[Result] = []
+    edge: list[Result] = []
+    for _ in range(2):
+        for url, into, lua in ((direct_url, direct, direct_script or script), (edge_url, edge, script)):
+            if load.warmup_s > 0:
+                run(url, load, duration_s=load.warmup_s, script=lua, core=core)
+            into.append(run(url, load, script=lua, core=core))
+    best_direct = max(direct, key=lambda r: r.requests_per_s)
+    best_edge = max(edge, key=lambda r: r.requests_per_s)
+    return Pair(
+        best_direct,
+        best_edge,
+        tuple(r.requests_per_s for r in direct),
+        tuple(r.requests_per_s for r in edge),
+    )
+
+
+def _pair_figures(label: str, pair: Pair) -> list[Figure]:
+    d, e = pair.direct, pair.edge
+    runs = (
+        f"runs (req/s): direct {', '.join(f'{x:,.0f}' for x in pair.direct_runs)}; "
+        f"through the edge {', '.join(f'{x:,.0f}' for x in pair.edge_runs)}; the better of each kept. "
+        f"`{d.command}` / `{e.command}`"
+    )
+    return [
+        Figure(f"{label} straight to Ireland: requests/s", d.requests_per_s, "req/s", note=runs),
+        Figure(f"{label} straight to Ireland: p99 latency", d.p99_ms, "ms"),
+        Figure(f"{label} through the edge: requests/s", e.requests_per_s, "req/s"),
+        Figure(f"{label} through the edge: p99 latency", e.p99_ms, "ms"),
+        Figure(
+            f"{label}: edge / direct requests/s",
+            e.requests_per_s / d.requests_per_s,
+            "x",
+            Goal.minimum(OVERHEAD_GOAL) if label.startswith("API") else None,
+        ),
+        Figure(f"{label}: edge / direct p99 latency", e.p99_ms / d.p99_ms, "x"),
+    ]
+
+
+def measure_overhead(work: Path, load: Load) -> list[Figure]:
+    server_core, wrk_core = cores()
+    with system_up(work / "overhead", (), wrk_core) as system:
+        system.pin(server_core, wrk_core)
+        topology = system.topology
+        direct = f"{topology.region(HOME).api_url}/books/{BOOK}"
+        through = f"{topology.edge.url}/api/books/{BOOK}"
+        _check(direct)
+        _check(through, HOME)
+        script = work / "get.lua"
+        script.write_text(lua_script("GET", {}, None), encoding="utf-8")
+        figures = _pair_figures("API GET /books/{id}", _pair(direct, through, load, script, wrk_core))
+        s3_direct, signed = _signed_s3(topology, work)
+        s3_edge = f"{topology.edge.url}/{COVER}"
+        _check(s3_edge, HOME)
+        figures += _pair_figures("Static cover", _pair(s3_direct, s3_edge, load, script, wrk_core, signed))
+        return figures
+
+
+# -- RTO -----------------------------------------------------------------------------------------------
+
+
+def _client(url: str, stop: threading.Event, out: list[tuple[float, int, str | None]]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                answer = client.get(url)
+                region = answer.json().get("regionId") if answer.status_code == 200 else None
+                out.append((time.monotonic(), answer.status_code, region))
+            except (httpx.HTTPError, ValueError):
+                out.append((time.monotonic(), 0, None))
+
+
+@dataclass(frozen=True)
+class Rto:
+    rto_s: float
+    failed: int
+    requests: int
+    first_healthy_check_note: str
+
+
+def measure_rto(work: Path, config: RtoConfig) -> Rto:
+    _, other_core = cores()
+    with system_up(work, config.edge_lines, other_core) as system:
+        url = f"{system.topology.edge.url}/api/truth"
+        _check(url, HOME)
+        seen: list[tuple[float, int, str | None]] = []
+        stop = threading.Event()
+        client = threading.Thread(target=_client, args=(url, stop, seen), daemon=True)
+        client.start()
+        time.sleep(1.0)
+        start = time.monotonic()
+        system.control("POST", f"/api/{HOME}/break")
+        try:
+            deadline = start + RTO_TIMEOUT_S
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+                after = [(t, s, r) for t, s, r in list(seen) if t >= start]
+                bad = [t for t, s, r in after if s != 200 or r != OTHER]
+                last_bad = max(bad, default=start)
+                if after and after[-1][0] - last_bad >= SETTLED_S and any(t > last_bad for t, _, _ in after):
+                    break
+            else:
+                raise BenchError(
+                    f"{config.label}: answers did not settle on {OTHER} within {RTO_TIMEOUT_S:.0f} s"
+                )
+        finally:
+            stop.set()
+            client.join(timeout=35)
+            with contextlib.suppress(BenchError, httpx.HTTPError):
+                system.control("POST", f"/api/{HOME}/repair")
+        after = [(t, s, r) for t, s, r in seen if t >= start]
+        bad = [(t, s, r) for t, s, r in after if s != 200 or r != OTHER]
+        recovered = next(t for t, s, r in after if t > max((b[0] for b in bad), default=start) and s == 200)
+        status = httpx.get(f"{system.topology.edge.url}/edge/status", timeout=10).json()
+        target = next(t for t in status["targets"] if t["id"] == f"api:{HOME}")
+        changes = [c for c in target["changes"] if not c["healthy"]]
+        note = (
+            f"health check saw it unhealthy: {changes[-1]['reason']}" if changes else "no health change seen"
+        )
+        return Rto(recovered - start, sum(1 for _, s, _ in bad if s != 200), len(after), note)
+
+
+def run_bench() -> Section:
+    load = Load.from_env()
+    figures: list[Figure] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-") as tmp:
+        work = Path(tmp)
+        try:
+            figures += measure_overhead(work, load)
+        except BenchError as exc:
+            failures.append(str(exc))
+        for i, config in enumerate(RTO_CONFIGS):
+            try:
+                rto = measure_rto(work / f"rto-{i}", config)
+            except BenchError as exc:
+                failures.append(str(exc))
+                continue
+            goal = Goal.maximum(config.goal) if config.goal is not None else None
+            figures.append(
+                Figure(
+                    f"RTO of the API break, {config.label}",
+                    rto.rto_s,
+                    "s",
+                    goal,
+                    note=f"{rto.failed} of {rto.requests} client requests failed during the switch; "
+                    f"{rto.first_healthy_check_note}",
+                )
+            )
+            figures.append(
+                Figure(f"Failed idempotent requests during the break, {config.label}", rto.failed, "")
+            )
+    server_core, wrk_core = cores()
+    pinned = (
+        f"Ireland on core {server_core}; wrk, the edge, Singapore and the supervisor on core {wrk_core} "
+        "(taskset)"
+        if server_core is not None
+        else "not pinned (fewer than two cores available)"
+    )
+    section = Section(
+        module="edge",
+        title="The edge: overhead and RTO",
+        figures=figures,
+        method=" ".join((__doc__ or "").split("\n\n", 1)[1].split()),
+        context={
+            "Load generator": (
+                f"wrk {wrk_version()}; -t{load.threads} -c{load.connections} "
+                f"-d{load.duration_s}s --latency, {load.warmup_s} s warm-up per run"
+            ),
+            "Pinning": pinned,
+            "RTO client": "one httpx client, sequential GET /api/truth through the edge, no pause",
+        },
+    )
+    if failures:
+        raise PartialResult(section, failures)
+    return section

@@ -1,0 +1,1 @@
+"""The edge (Route 53 + CloudFront): health checks, routing records, origin failover, DNS, one address."""

@@ -1,0 +1,641 @@
+"""The edge's HTTP surface: /api/... and /blog/... to the regions, static content, /edge/... for operators.
+
+One address for the whole system, like CloudFront in front of API Gateway and an S3 website:
+- /api/<path> goes to <path> of a region's API, chosen by the latency record for the client's
+  location (X-Client-Region header, else the `client_region` cookie, else the edge's default);
+- /blog and /blog/<path> go to the same path of a region, chosen by the blog's failover record;
+- everything else is static content from the origin group over the regions' buckets (cdn.py);
+- /edge/... is the edge's own: status, metrics, overview, the operator page and control actions.
+
+An idempotent request (GET, HEAD, OPTIONS, or any with an Idempotency-Key header) that meets a
+connection failure, a timeout, a 5xx, or the 403 of an API whose mapping is gone (a 403 that no
+Bookstore app answered: it lacks X-Bookstore-Region) is retried once on the record's next region, and
+the failed target's breaker opens. Other requests are sent once, whatever happens: a POST without an
+Idempotency-Key is never failed over. Every answer names its origin in X-Edge-Origin.
+
+The edge checks what it forwards: only its own host names, bounded URLs, headers and bodies, paths
+without dot segments or control characters, no hop-by-hop or inter-region signing headers. It builds
+every upstream address from the topology, never from the request, so it cannot be steered elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from bookstore.config import Topology
+from bookstore.edge import cdn
+from bookstore.edge.cdn import Bucket, Signer
+from bookstore.edge.dns import start_dns
+from bookstore.edge.health import KINDS, HealthChecker, Kind, Probe, Target, judge
+from bookstore.edge.metrics import EdgeCollector, EdgeCounters
+from bookstore.edge.routing import Routing
+from bookstore.edge.upstream import Answer, Origin, UpstreamError
+
+log = logging.getLogger("bookstore.edge")
+
+MAX_URL_BYTES = 8192
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 100
+MAX_BODY_BYTES = 1 << 20
+MAX_HOST_BYTES = 255
+REGION_HEADER = b"x-bookstore-region"
+ORIGIN_HEADER = b"x-edge-origin"
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PROXY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+# Request headers the edge never forwards: hop-by-hop ones, those it sets itself, and the signing
+# headers regions use between themselves (a client has no business sending them).
+_DROPPED = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"content-length",
+        b"expect",
+        b"x-client-region",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-bookstore-region",
+        b"x-bookstore-timestamp",
+        b"x-bookstore-signature",
+    }
+)
+_DROPPED_ANSWER = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"upgrade", b"trailer"}
+)
+_VIA = (b"via", b"1.1 bookstore-edge")
+_ALLOW_STATIC = b"GET, HEAD, OPTIONS"
+_ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+
+
+class Refusal(Exception):
+    """A request the edge answers itself with a 4xx."""
+
+    def __init__(self, status: int, code: str, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.reason = reason
+
+
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": code, "message": message})
+
+
+async def respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head: bool = False
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode("ascii"))],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def respond_error(
+    send: Send, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", b"application/json"), _VIA, *(extra or [])]
+    await respond(send, status, headers, error_body(code, message))
+
+
+async def head_response(send: Send, answer: Answer, headers: list[tuple[bytes, bytes]]) -> None:
+    """A HEAD answer: the origin's headers with its Content-Length, no body."""
+    length = answer.header(b"content-length") or b"0"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [*headers, (b"content-length", length)],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+class _Request:
+    """What the edge needs of a request's headers, gathered in one pass."""
+
+    __slots__ = ("chunked", "client_header", "content_length", "cookie", "forward", "host", "idempotency_key")
+
+    def __init__(self) -> None:
+        self.host: bytes | None = None
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.client_header: bytes | None = None
+        self.cookie: bytes | None = None
+        self.idempotency_key = False
+        self.forward: list[tuple[bytes, bytes]] = []
+
+
+def _refuse(status: int, code: str, message: str, reason: str) -> Refusal:
+    return Refusal(status, code, message, reason)
+
+
+class EdgeApp:
+    """The edge as an ASGI app (its lifespan starts the health checks and the DNS server)."""
+
+    def __init__(self, topology: Topology, *, dns: bool = True) -> None:
+        edge = topology.edge
+        self.topology = topology
+        self.settings = edge
+        self.health = edge.health_check
+        self.regions = [r.id for r in topology.regions]
+        connect = edge.connect_timeout_s
+        self.api_origins = {
+            r.id: Origin(r.address, r.api_port, connect_timeout_s=connect) for r in topology.regions
+        }
+        self.buckets = {
+            r.id: Bucket(r.id, cdn.site_bucket(r.id), Origin(r.address, r.s3_port, connect_timeout_s=connect))
+            for r in topology.regions
+        }
+        # Health checks open a connection each, as Route 53's checkers do.
+        self.probe_api = {
+            r.id: Origin(r.address, r.api_port, connect_timeout_s=connect, keep_alive=False)
+            for r in topology.regions
+        }
+        self.probe_s3 = {
+            r.id: Bucket(
+                r.id,
+                cdn.site_bucket(r.id),
+                Origin(r.address, r.s3_port, connect_timeout_s=connect, keep_alive=False),
+            )
+            for r in topology.regions
+        }
+        self.signer = Signer(topology.s3.access_key_id, topology.s3.secret_access_key)
+        targets = [Target(kind, r) for r in self.regions for kind in KINDS]
+        self.routing = Routing(topology, {t.id: t for t in targets})
+        self.checker = HealthChecker(
+            targets,
+            {"api": self._probe_api, "blog": self._probe_blog, "s3": self._probe_s3},
+            self.health,
+            on_change=self.routing.refresh,
+            breaker=edge.breaker,
+        )
+        self.counters = EdgeCounters()
+        self.collector = EdgeCollector(self.counters, self.checker, self.routing)
+        self.allowed_hosts = self._hosts()
+        self.dns_enabled = dns
+        self.dns_state: dict[str, Any] = {"listening": False, "error": None}
+        self.started_ms: int | None = None
+        self.ready = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dns_transport: asyncio.DatagramTransport | None = None
+        # /edge/...: operations (status, metrics, overview, control, the operator page); set by server.py.
+        self.operations: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+
+    # lifecycle --------------------------------------------------------------------------------------
+
+    def _hosts(self) -> frozenset[bytes]:
+        edge = self.settings
+        zone = edge.zone.lower().rstrip(".")
+        names = {
+            edge.address,
+            "localhost",
+            zone,
+            f"www.{zone}",
+            f"api.{zone}",
+            f"blog.{zone}",
+            f"edge.{zone}",
+        }
+        allowed = set()
+        for name in names:
+            allowed.add(name.encode())
+            allowed.add(f"{name}:{edge.port}".encode())
+        return frozenset(allowed)
+
+    async def start(self) -> None:
+        """Probe every target once (so the first answers are informed), then keep checking; start DNS."""
+        self.started_ms = int(time.time() * 1000)
+        try:
+            await asyncio.wait_for(self.checker.check_all(), self.health.timeout_s + 1.0)
+        except TimeoutError:
+            log.warning("event=first_checks_slow the first health checks took longer than their timeout")
+        # The answers before the first checks were guesses: changing them is no failover.
+        self.routing.baseline()
+        self._tasks.append(asyncio.create_task(self.checker.run(self._stop), name="health"))
+        if self.dns_enabled:
+            await self._start_dns()
+        self.ready = True
+        log.info("event=edge_ready url=%s answers=%s", self.settings.url, self.routing.answers)
+
+    async def _start_dns(self) -> None:
+        edge = self.settings
+        zone = edge.zone.lower().rstrip(".")
+        names = frozenset({zone, f"www.{zone}", f"api.{zone}", f"blog.{zone}", f"edge.{zone}"})
+        try:
+            self._dns_transport = await start_dns(
+                edge.dns_address,
+                edge.dns_port,
+                zone,
+                edge.dns_ttl_s,
+                self.resolve,
+                names,
+                lambda name, rcode: self.counters.dns.update([(name, rcode)]),
+            )
+            self.dns_state = {
+                "listening": True,
+                "address": f"{edge.dns_address}:{edge.dns_port}",
+                "error": None,
+            }
+        except OSError as exc:
+            log.error("event=dns_unavailable address=%s:%d error=%s", edge.dns_address, edge.dns_port, exc)
+            self.dns_state = {
+                "listening": False,
+                "address": f"{edge.dns_address}:{edge.dns_port}",
+                "error": str(exc),
+            }
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._dns_transport is not None:
+            self._dns_transport.close()
+        for origin in (*self.api_origins.values(), *(b.origin for b in self.buckets.values())):
+            origin.close()
+
+    def resolve(self, name: str, source: str) -> str | None:
+        """The address a DNS name resolves to now, for a client at `source` (dns.py)."""
+        zone = self.settings.zone.lower().rstrip(".")
+        if name == f"edge.{zone}":
+            return self.settings.address
+        if name == f"api.{zone}":
+            client = self.routing.region_of_address(source) or self.routing.default_client
+            order = self.routing.api_order(client)
+        elif name == f"blog.{zone}":
+            order = self.routing.blog_order()
+        else:
+            order = self.routing.static_order()
+        return self.topology.region(order[0]).address if order else None
+
+    # probes -----------------------------------------------------------------------------------------
+
+    async def _probe_api(self, target: Target) -> Probe:
+        started = time.perf_counter()
+        try:
+            answer = await self.probe_api[target.region].request(
+                "GET",
+                self.health.path.encode(),
+                [(b"user-agent", b"bookstore-edge-health")],
+                timeout_s=self.health.timeout_s,
+            )
+        except UpstreamError as exc:
+            return Probe(False, None, str(exc), (time.perf_counter() - started) * 1000)
+        return judge(answer.status, answer.body, self.health, (time.perf_counter() - started) * 1000)
+
+    async def _probe_blog(self, target: Target) -> Probe:
+        started = time.perf_counter()
+        try:
+            answer = await self.probe_api[target.region].request(
+                "GET",
+                b"/status",
+                [(b"user-agent", b"bookstore-edge-health")],
+                timeout_s=self.health.timeout_s,
+            )
+        except UpstreamError as exc:
+            return Probe(False, None, str(exc), (time.perf_counter() - started) * 1000)
+        latency = (time.perf_counter() - started) * 1000
+        if answer.status != 200:
+            return Probe(False, answer.status, f"/status answered {answer.status}", latency)
+        try:
+            blog = orjson.loads(answer.body).get("blog")
+        except (orjson.JSONDecodeError, AttributeError):
+            return Probe(False, answer.status, "/status answered something not JSON", latency)
+        if not isinstance(blog, dict):
+            return Probe(False, answer.status, "the region serves no blog", latency)
+        info = {k: blog.get(k) for k in ("role", "epoch", "primaryRegion")}
+        return Probe(True, 200, f"blog {info['role']} at epoch {info['epoch']}", latency, info)
+
+    async def _probe_s3(self, target: Target) -> Probe:
+        started = time.perf_counter()
+        try:
+            answer = await self.probe_s3[target.region].fetch(
+                self.signer, "HEAD", "", [], self.health.timeout_s
+            )
+        except UpstreamError as exc:
+            return Probe(False, None, str(exc), (time.perf_counter() - started) * 1000)
+        latency = (time.perf_counter() - started) * 1000
+        if answer.status == 200:
+            return Probe(True, 200, "bucket answered 200", latency)
+        return Probe(False, answer.status, f"bucket answered {answer.status}", latency)
+
+    # ASGI -------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("edge failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        try:
+            request = self._inspect(scope)
+            if path.startswith("/api/") or path == "/api":
+                await self._proxy(scope, receive, send, request, "api", started)
+            elif path.startswith("/blog/") or path == "/blog":
+                await self._proxy(scope, receive, send, request, "blog", started)
+            elif path.startswith("/edge/") or path == "/edge":
+                if self.operations is None:
+                    raise _refuse(404, "NotFound", "no operations here", "path")
+                await self.operations(scope, receive, send)
+            else:
+                await self._static(scope, send, request, started)
+        except Refusal as exc:
+            self.counters.refused[exc.reason] += 1
+            extra = []
+            if exc.status == 405:
+                proxied = path.startswith(("/api/", "/blog/")) or path in ("/api", "/blog")
+                extra.append((b"allow", _ALLOW_PROXY if proxied else _ALLOW_STATIC))
+            await respond_error(send, exc.status, exc.code, exc.message, extra)
+        except Exception:
+            # A fault of the edge itself: logged, and answered as JSON like every error.
+            log.exception("event=edge_error path=%s", path[:200])
+            await respond_error(send, 500, "InternalError", "the edge failed on this request; try again")
+
+    def _inspect(self, scope: Scope) -> _Request:
+        """Check the request's target and headers; gather what routing needs and the headers to forward."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+        query: bytes = scope.get("query_string", b"")
+        if len(raw) + len(query) > MAX_URL_BYTES:
+            raise _refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes", "url")
+        path: str = scope["path"]
+        if not path.startswith("/"):
+            raise _refuse(400, "BadRequest", "the request target must be a path starting with '/'", "path")
+        for c in path:
+            if c < " " or c == "\x7f" or c == "\\":
+                raise _refuse(400, "BadRequest", "the path holds control characters or backslashes", "path")
+        if "/." in path:
+            for segment in path.split("/"):
+                if segment in (".", ".."):
+                    raise _refuse(400, "BadRequest", "the path holds '.' or '..' segments", "path")
+        request = _Request()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(headers) > MAX_HEADERS:
+            raise _refuse(431, "RequestHeaderFieldsTooLarge", f"more than {MAX_HEADERS} headers", "headers")
+        size = 0
+        forward = request.forward
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name in _DROPPED:
+                if name == b"host":
+                    if request.host is not None:
+                        raise _refuse(400, "BadRequest", "more than one Host header", "host")
+                    request.host = value
+                elif name == b"content-length":
+                    if request.content_length is not None and request.content_length != value:
+                        raise _refuse(400, "BadRequest", "conflicting Content-Length headers", "framing")
+                    request.content_length = value
+                elif name == b"transfer-encoding":
+                    request.chunked = True
+                elif name == b"x-client-region":
+                    request.client_header = value
+                continue
+            if name == b"cookie":
+                request.cookie = value
+            elif name == b"idempotency-key":
+                request.idempotency_key = True
+            forward.append((name, value))
+        if size > MAX_HEADER_BYTES:
+            raise _refuse(
+                431, "RequestHeaderFieldsTooLarge", f"headers over {MAX_HEADER_BYTES} bytes", "headers"
+            )
+        host = request.host
+        if host is None:
+            raise _refuse(400, "BadRequest", "a Host header is required", "host")
+        if host.lower() not in self.allowed_hosts:
+            shown = host[:MAX_HOST_BYTES].decode("latin-1")
+            raise _refuse(
+                400, "BadRequest", f"this edge does not serve host {shown!r}; use {self.settings.url}", "host"
+            )
+        if request.chunked and request.content_length is not None:
+            raise _refuse(400, "BadRequest", "Content-Length and Transfer-Encoding together", "framing")
+        if request.content_length is not None:
+            if not request.content_length.isdigit() or len(request.content_length) > 12:
+                raise _refuse(400, "BadRequest", "Content-Length is not a number", "framing")
+            if int(request.content_length) > MAX_BODY_BYTES:
+                raise _refuse(
+                    413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body"
+                )
+        return request
+
+    async def _body(self, receive: Receive, request: _Request) -> bytes:
+        if request.content_length is None and not request.chunked:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _refuse(400, "BadRequest", "the client went away", "disconnect")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _refuse(
+                    413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body"
+                )
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    # API and blog -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _failure(answer: Answer) -> str | None:
+        """Why an answer counts as the target failing (5xx; a 403 no Bookstore app gave), or None."""
+        status = answer.status
+        if status >= 500:
+            return f"answered {status}"
+        if status == 403 and answer.header(REGION_HEADER) is None:
+            return "answered 403 without X-Bookstore-Region (API not mapped)"
+        return None
+
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, request: _Request, record: Kind, started: float
+    ) -> None:
+        method: str = scope["method"]
+        if method not in PROXY_METHODS:
+            raise _refuse(405, "MethodNotAllowed", f"{method} is not served", "method")
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        if record == "api":
+            target = raw[4:] or b"/"
+            if target.startswith(b"/replication") or target.startswith(b"/_replication"):
+                raise _refuse(
+                    404, "NotFound", "the regions' internal endpoints are not served here", "internal"
+                )
+            order = self.routing.api_order(self.routing.client_region(request.client_header, request.cookie))
+        else:
+            target = raw
+            order = self.routing.blog_order()
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            target = target + b"?" + query
+        if not order:
+            self.counters.failed[(record, "no healthy region")] += 1
+            await respond_error(
+                send, 503, "Unavailable", f"no region serves the {record} now; try again shortly"
+            )
+            return
+        body = await self._body(receive, request)
+        forward = request.forward
+        client = scope.get("client")
+        forward.append((b"x-forwarded-for", (client[0] if client else "unknown").encode()))
+        forward.append((b"x-forwarded-host", request.host or b""))
+        forward.append((b"x-forwarded-proto", b"http"))
+        idempotent = method in IDEMPOTENT_METHODS or request.idempotency_key
+        attempts = order[:2] if idempotent and self.settings.retry else order[:1]
+        timeout = self.settings.api_timeout_s
+        problem = ""
+        timed_out = False
+        answer: Answer | None = None
+        served_by = ""
+        for i, region in enumerate(attempts):
+            if i:
+                self.counters.retries[(record, attempts[0], region)] += 1
+                log.info(
+                    "event=retry record=%s from=%s to=%s reason=%s", record, attempts[0], region, problem
+                )
+            try:
+                answer = await self.api_origins[region].request(method, target, forward, body, timeout)
+            except UpstreamError as exc:
+                problem, timed_out = str(exc), exc.timeout
+                answer = None
+                self.checker.report_failure(self.checker.target(record, region), problem)
+                continue
+            served_by = region
+            failure = self._failure(answer)
+            if failure is None:
+                break
+            problem = failure
+            self.checker.report_failure(self.checker.target(record, region), failure)
+        if answer is None:
+            status = 504 if timed_out else 502
+            self.counters.failed[(record, "timeout" if timed_out else "no answer")] += 1
+            self.counters.served(record, None, status, time.perf_counter() - started)
+            await respond_error(
+                send,
+                status,
+                "GatewayTimeout" if timed_out else "BadGateway",
+                f"{' and '.join(attempts)} did not answer ({problem}); "
+                + ("try again" if idempotent else "the request was not retried: it is not idempotent"),
+                [(ORIGIN_HEADER, attempts[-1].encode())],
+            )
+            return
+        if served_by != attempts[0]:
+            self.counters.failovers[(record, attempts[0], served_by)] += 1
+        headers = [(k, v) for k, v in answer.headers if k not in _DROPPED_ANSWER]
+        headers.append((ORIGIN_HEADER, served_by.encode()))
+        headers.append(_VIA)
+        self.counters.served(record, served_by, answer.status, time.perf_counter() - started)
+        if method == "HEAD":
+            await head_response(send, answer, headers)
+            return
+        await respond(send, answer.status, headers, answer.body)
+
+    # static -----------------------------------------------------------------------------------------
+
+    async def _static(self, scope: Scope, send: Send, request: _Request, started: float) -> None:
+        method: str = scope["method"]
+        if method not in cdn.FAILOVER_METHODS:
+            raise _refuse(
+                405, "MethodNotAllowed", f"static content takes GET, HEAD or OPTIONS, not {method}", "method"
+            )
+        try:
+            key = cdn.object_key(scope["path"])
+        except cdn.BadPath as exc:
+            raise _refuse(400, "BadRequest", str(exc), "path") from None
+        if method == "OPTIONS":
+            # The buckets answer no OPTIONS (no CORS configuration): the edge says what it allows.
+            await respond(send, 204, [(b"allow", _ALLOW_STATIC), _VIA], b"")
+            return
+        extra = [(k, v) for k, v in request.forward if k in cdn.FORWARDED_HEADERS]
+        order = self.routing.static_order()
+        if not order:
+            self.counters.failed[("static", "no healthy origin")] += 1
+            await respond_error(
+                send, 503, "Unavailable", "no origin serves static content now; try again shortly"
+            )
+            return
+        origins = [self.buckets[r] for r in order]
+        timeout = self.settings.origin_timeout_s
+        fetched = await cdn.fetch_from_group(
+            origins, self.signer, method, key, extra, timeout, self._origin_failed
+        )
+        answer = fetched.answer
+        if (answer is None or answer.status >= 400) and fetched.missing and cdn.spa_fallback(key):
+            page = await cdn.fetch_from_group(
+                origins, self.signer, method, cdn.INDEX_DOCUMENT, [], timeout, self._origin_failed
+            )
+            if page.answer is not None and page.answer.status == 200:
+                fetched, answer = page, page.answer
+        if answer is None or fetched.region is None:
+            timed_out = fetched.timed_out
+            self.counters.failed[("static", "no answer")] += 1
+            self.counters.served("static", None, 504 if timed_out else 502, time.perf_counter() - started)
+            await respond_error(
+                send,
+                504 if timed_out else 502,
+                "GatewayTimeout" if timed_out else "BadGateway",
+                f"no origin answered for /{key}: {fetched.error}",
+            )
+            return
+        if fetched.region != order[0] and answer.status < 400:
+            self.counters.failovers[("static", order[0], fetched.region)] += 1
+        tags = [(ORIGIN_HEADER, fetched.region.encode()), _VIA]
+        if fetched.failed:
+            tags.append((b"x-edge-failover", "; ".join(f"{r}: {why}" for r, why in fetched.failed).encode()))
+        self.counters.served("static", fetched.region, answer.status, time.perf_counter() - started)
+        if answer.status >= 400:
+            code = {403: "Forbidden", 404: "NotFound"}.get(answer.status, "BadGateway")
+            message = f"no file at /{key}" if answer.status == 404 else f"the origin answered {answer.status}"
+            headers = [(b"content-type", b"application/json"), *tags]
+            await respond(send, answer.status, headers, error_body(code, message), head=method == "HEAD")
+            return
+        headers = [(k, v) for k, v in answer.headers if k in cdn.PASSED_HEADERS and k != b"content-length"]
+        if method == "HEAD":
+            await head_response(send, answer, [*headers, *tags])
+            return
+        await respond(send, answer.status, [*headers, *tags], answer.body)
+
+    def _origin_failed(self, region: str, reason: str) -> None:
+        self.checker.report_failure(self.checker.target("s3", region), reason)

@@ -1,0 +1,180 @@
+"""Faults a region's front doors can be switched into, for the edge's drills: a broken API, an unavailable S3.
+
+Module 4 of the workshop breaks Ireland by removing its API Gateway base-path mapping: the API answers
+403 while the functions behind it keep running. `RegionFaults` wraps a region's server (both ports)
+and, while the API is broken, answers every request of the Bookstore API with that 403, before the
+app (so without the app's X-Bookstore-Region header: nothing of the Bookstore answered). What is not
+behind the mapping keeps working: /status and /metrics (the operator's), /replication/... (between
+regions, and this switch itself) and /blog (the book blog is a separate site in the original). The
+health checks target /books, so they see the 403 too. While S3 is switched unavailable, the S3 port
+answers 503 ServiceUnavailable to everything but the regions' internal object endpoints.
+
+The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok"}, signed
+with the deployment's shared secret as the operator (bookstore.replication.auth), so only whoever runs
+the deployment (the supervisor's control API, `bookstore api break|repair`) can flip it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import httpx
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bookstore.domain.errors import Forbidden, Unauthorized
+from bookstore.ports import Clock
+from bookstore.replication.auth import PeerAuth, request_target, verify
+
+log = logging.getLogger("bookstore.edge.faults")
+
+FAULTS_PATH: Final = "/replication/faults"
+OPERATOR: Final = "operator"
+MAX_SWITCH_BODY = 4096
+# Paths of the API port that are not behind the (removed) API mapping.
+_UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
+_S3_INTERNAL = "/_replication/"
+
+
+def _json(status: int, content: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = orjson.dumps(content)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return status, headers, body
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RegionFaults:
+    """ASGI middleware around a region's server (API and S3 ports) holding its fault switches."""
+
+    def __init__(self, app: ASGIApp, region: str, secret: str, clock: Clock, s3_port: int | None) -> None:
+        self.app = app
+        self.region = region
+        self.secret = secret
+        self.clock = clock
+        self.s3_port = s3_port
+        self.api_broken = False
+        self.s3_unavailable = False
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "regionId": self.region,
+            "api": "broken" if self.api_broken else "ok",
+            "s3": "unavailable" if self.s3_unavailable else "ok",
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        server = scope.get("server")
+        on_s3 = self.s3_port is not None and server is not None and server[1] == self.s3_port
+        path: str = scope["path"]
+        if on_s3:
+            if self.s3_unavailable and not path.startswith(_S3_INTERNAL):
+                body = (
+                    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
+                    b"<Message>Please reduce your request rate.</Message></Error>"
+                )
+                headers = [
+                    (b"content-type", b"application/xml"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await _answer(send, 503, headers, body)
+                return
+        elif path == FAULTS_PATH:
+            await _answer(send, *await self._switch(scope, receive))
+            return
+        elif self.api_broken and not path.startswith(_UNMAPPED):
+            await _answer(
+                send,
+                *_json(
+                    403,
+                    {
+                        "error": "Forbidden",
+                        "message": f"the API of {self.region} is not mapped (broken on purpose: "
+                        f"`bookstore api repair {self.region}` restores it)",
+                    },
+                ),
+            )
+            return
+        await self.app(scope, receive, send)
+
+    async def _switch(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _json(400, {"error": "BadRequest", "message": "the client went away"})
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_SWITCH_BODY:
+                return _json(
+                    413, {"error": "PayloadTooLarge", "message": "the switch takes a small JSON body"}
+                )
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            signer = verify(
+                self.secret, scope["method"], request_target(scope), headers, body, self.clock.now_ms()
+            )
+        except Unauthorized as exc:
+            return _json(401, {"error": exc.code, "message": exc.message})
+        except Forbidden as exc:
+            return _json(403, {"error": exc.code, "message": exc.message})
+        if signer != OPERATOR:
+            return _json(403, {"error": "Forbidden", "message": "only the operator switches faults"})
+        if scope["method"] == "GET":
+            return _json(200, self.state())
+        if scope["method"] != "POST":
+            return _json(405, {"error": "MethodNotAllowed", "message": "GET or POST"})
+        try:
+            wanted = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError:
+            return _json(400, {"error": "BadRequest", "message": "the body is not JSON"})
+        if not isinstance(wanted, dict) or not set(wanted) <= {"api", "s3"}:
+            return _json(
+                400,
+                {"error": "BadRequest", "message": 'send {"api": "broken"|"ok", "s3": "unavailable"|"ok"}'},
+            )
+        api, s3 = wanted.get("api"), wanted.get("s3")
+        if api not in (None, "broken", "ok") or s3 not in (None, "unavailable", "ok"):
+            return _json(
+                400, {"error": "BadRequest", "message": 'api is "broken" or "ok", s3 "unavailable" or "ok"'}
+            )
+        if api is not None:
+            self.api_broken = api == "broken"
+        if s3 is not None:
+            self.s3_unavailable = s3 == "unavailable"
+        log.warning("event=faults_switched api=%s s3=%s", self.state()["api"], self.state()["s3"])
+        return _json(200, self.state())
+
+
+async def switch_faults(
+    api_url: str, secret: str, clock: Clock, *, api: str | None = None, s3: str | None = None
+) -> dict[str, Any]:
+    """Ask a region (at its API base URL) to switch its faults, signed as the operator.
+
+    Raises httpx.HTTPError when it does not answer, RuntimeError when it refuses.
+    """
+    body: dict[str, str] = {}
+    if api is not None:
+        body["api"] = api
+    if s3 is not None:
+        body["s3"] = s3
+    async with httpx.AsyncClient(auth=PeerAuth(secret, OPERATOR, clock), timeout=5.0) as client:
+        response = await client.post(api_url + FAULTS_PATH, content=orjson.dumps(body))
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"{api_url} refused to switch faults: {response.status_code} {response.text[:300]}"
+        )
+    state: dict[str, Any] = response.json()
+    return state

@@ -1,0 +1,226 @@
+"""The supervisor's side of the edge: the edge process, and the control API's fault and blog routes.
+
+`bookstore up` runs the edge as a process of its own (`bookstore edge serve`), started after the
+regions, started again if it dies, and stopped with them. The control API gains:
+- POST /api/{region}/{break|repair}: the region's API answers 403 (module 4's removed mapping) or not;
+- POST /s3/{region}/{break|repair}: the region's S3 API answers 503 or not;
+- GET /faults: every region's switches as the supervisor set them;
+- POST /blog/promote/{region}: make a region the blog's primary (as `bookstore blog promote`);
+- GET /edge: the edge process.
+The supervisor keeps the switches it set and sets them again when a region (re)starts, so a broken
+API stays broken across a restart until it is repaired, as a removed mapping would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bookstore.config import Topology
+from bookstore.domain.errors import BookstoreError
+from bookstore.edge.faults import switch_faults
+from bookstore.replication.clock import SystemClock
+
+log = logging.getLogger("bookstore.supervisor.edge")
+STOP_GRACE_S = 10.0
+RESTART_DELAY_S = 1.0
+SWITCHES = {"api": ("broken", "ok"), "s3": ("unavailable", "ok")}
+
+
+def edge_command(topology_file: Path | None) -> list[str]:
+    cmd = [sys.executable, "-m", "bookstore", "edge", "serve"]
+    if topology_file is not None:
+        cmd += ["--topology", str(topology_file)]
+    return cmd
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+class EdgeSupervision:
+    """Owns the edge process and the regions' fault switches; runs on the supervisor's event loop."""
+
+    def __init__(
+        self, topology: Topology, topology_file: Path | None, env: dict[str, str], secret: str
+    ) -> None:
+        self.topology = topology
+        self.topology_file = topology_file
+        self.env = env
+        self.secret = secret
+        self.process: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        self.restarts = 0
+        self._watcher: asyncio.Task[None] | None = None
+        self.faults: dict[str, dict[str, str]] = {r.id: {"api": "ok", "s3": "ok"} for r in topology.regions}
+
+    # the edge process -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.topology.edge.enabled:
+            return
+        from bookstore.runtime.supervisor import die_with_parent
+
+        self.process = await asyncio.create_subprocess_exec(
+            *edge_command(self.topology_file), env=self.env, preexec_fn=die_with_parent
+        )
+        log.info("edge started (pid %d) at %s", self.process.pid, self.topology.edge.url)
+        self._watcher = asyncio.create_task(self._watch(self.process))
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """An edge that dies (not stopped by the supervisor) is started again after a second."""
+        code = await process.wait()
+        if self.stopping:
+            return
+        log.warning("the edge exited with code %s; starting it again", code)
+        await asyncio.sleep(RESTART_DELAY_S)
+        if not self.stopping:
+            self.restarts += 1
+            await self.start()
+
+    async def wait_ready(self, regions: list[str], timeout_s: float = 30.0) -> None:
+        """Return once the edge answers and sees every running region's API healthy (or time is up)."""
+        if self.process is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        url = f"{self.topology.edge.url}/edge/status"
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while loop.time() < deadline:
+                if self.process.returncode is not None:
+                    log.error("the edge exited with code %s", self.process.returncode)
+                    return
+                try:
+                    answer = await client.get(url)
+                    if answer.status_code == 200:
+                        status = answer.json()
+                        healthy = {
+                            t["regionId"] for t in status["targets"] if t["kind"] == "api" and t["healthy"]
+                        }
+                        if status["edge"]["ready"] and set(regions) <= healthy:
+                            return
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                await asyncio.sleep(0.1)
+        log.warning("the edge did not see every region healthy within %.0f s", timeout_s)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    def state(self) -> dict[str, Any]:
+        process = self.process
+        running = process is not None and process.returncode is None
+        edge = self.topology.edge
+        return {
+            "enabled": edge.enabled,
+            "url": edge.url,
+            "dns": f"{edge.dns_address}:{edge.dns_port}",
+            "running": running,
+            "pid": process.pid if process is not None and running else None,
+            "exitCode": None if process is None or running else process.returncode,
+            "restarts": self.restarts,
+        }
+
+    def banner(self) -> str:
+        edge = self.topology.edge
+        if not edge.enabled:
+            return "The edge is disabled in the topology."
+        return (
+            f"Edge {edge.url} (/api/..., /blog/..., the storefront; status at /edge/status), "
+            f"DNS {edge.dns_address}:{edge.dns_port} for {edge.zone}."
+        )
+
+    # fault switches ---------------------------------------------------------------------------------
+
+    async def switch(self, region_id: str, kind: str, action: str) -> dict[str, Any]:
+        """Set a region's API (kind "api") or S3 ("s3") switch; remembered for its next start."""
+        broken, ok = SWITCHES[kind]
+        self.faults[region_id][kind] = broken if action == "break" else ok
+        return await self._apply(region_id)
+
+    async def _apply(self, region_id: str) -> dict[str, Any]:
+        wanted = self.faults[region_id]
+        region = self.topology.region(region_id)
+        try:
+            state = await switch_faults(region.api_url, self.secret, SystemClock(), **wanted)
+        except httpx.HTTPError:
+            return {
+                "regionId": region_id,
+                **wanted,
+                "applied": False,
+                "message": "not running: applies when it starts",
+            }
+        log.warning("region %s switched: api %s, s3 %s", region_id, state["api"], state["s3"])
+        return {**state, "applied": True}
+
+    async def region_started(self, region_id: str) -> None:
+        if self.faults[region_id] != {"api": "ok", "s3": "ok"}:
+            await self._apply(region_id)
+
+    async def promote_blog(self, region_id: str) -> dict[str, Any]:
+        from bookstore.blog.replication import Operator
+
+        urls = {r.id: r.api_url for r in self.topology.regions}
+
+        def promote() -> dict[str, Any]:
+            with Operator(urls, self.secret, SystemClock()) as operator:
+                return operator.promote(region_id)
+
+        return await asyncio.to_thread(promote)
+
+    def routes(self) -> list[Route]:
+        async def fault(request: Request) -> Response:
+            kind = request.url.path.split("/")[1]
+            region_id, action = request.path_params["region"], request.path_params["action"]
+            if action not in ("break", "repair"):
+                return _json(
+                    {"error": "NotFound", "message": f"no action {action!r}; use break or repair"}, 404
+                )
+            if region_id not in self.faults:
+                known = ", ".join(self.faults)
+                return _json(
+                    {"error": "NotFound", "message": f"unknown region {region_id!r}; known: {known}"}, 404
+                )
+            return _json(await self.switch(region_id, kind, action))
+
+        async def faults(_: Request) -> Response:
+            return _json({"faults": self.faults})
+
+        async def promote(request: Request) -> Response:
+            region_id = request.path_params["region"]
+            if region_id not in self.faults:
+                return _json({"error": "NotFound", "message": f"unknown region {region_id!r}"}, 404)
+            try:
+                return _json(await self.promote_blog(region_id))
+            except BookstoreError as exc:
+                return _json({"error": exc.code, "message": exc.message}, 503)
+
+        async def edge(_: Request) -> Response:
+            return _json(self.state())
+
+        return [
+            Route("/api/{region}/{action}", fault, methods=["POST"]),
+            Route("/s3/{region}/{action}", fault, methods=["POST"]),
+            Route("/faults", faults, methods=["GET"]),
+            Route("/blog/promote/{region}", promote, methods=["POST"]),
+            Route("/edge", edge, methods=["GET"]),
+        ]
