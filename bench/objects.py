@@ -356,6 +356,8 @@ def _up_topology(path: Path) -> dict[str, str]:
             f"s3_port = {free_port(address)}",
             "",
         ]
+    # No edge: these figures are about regions and links, and the edge's default port may be taken.
+    lines += ["[edge]", "enabled = false", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return {"control": f"http://{control}"}
 

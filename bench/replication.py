@@ -182,6 +182,8 @@ def _topology(path: Path) -> dict[str, str]:
             "",
         ]
         urls[region_id] = f"http://{address}:{port}"
+    # No edge: these figures are about regions and links, and the edge's default port may be taken.
+    lines += ["[edge]", "enabled = false", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return urls
 
