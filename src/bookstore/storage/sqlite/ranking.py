@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from bookstore.domain.errors import StorageError
+from bookstore.storage.sqlite.single_file import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (member TEXT PRIMARY KEY, score INTEGER NOT NULL) WITHOUT ROWID;
@@ -18,36 +17,11 @@ CREATE INDEX IF NOT EXISTS scores_by_rank ON scores (score DESC, member ASC);
 """
 
 
-class SqliteRanking:
+class SqliteRanking(SqliteFile):
     """Scores of members, each event counted once; `add` is one transaction (scores, event id, cursor)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        # The stream consumer and API handlers may call from different threads; one lock serialises them.
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL survives a crash of the process; only an OS crash could lose the tail.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open ranking database {path}: {exc}") from exc
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StorageError(f"ranking {self.path}: {what} failed: {exc}") from exc
+        super().__init__(path, _SCHEMA, "ranking database")
 
     def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool:
         with self._transaction("add") as db:
@@ -86,10 +60,6 @@ class SqliteRanking:
     def set_cursor(self, cursor: str) -> None:
         with self._transaction("set_cursor") as db:
             _store_cursor(db, cursor)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _store_cursor(db: sqlite3.Connection, cursor: str) -> None:

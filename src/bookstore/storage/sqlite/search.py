@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import unicodedata
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from bookstore.domain.errors import StorageError
+from bookstore.storage.sqlite.single_file import SqliteFile
 
 FIELDS = ("name", "author", "category")
 # bm25 column weights, in FIELDS order: a word of the title says more than one of the category.
@@ -54,34 +53,11 @@ def match_expression(text: str) -> str | None:
     return " ".join(quoted)
 
 
-class SqliteSearchIndex:
+class SqliteSearchIndex(SqliteFile):
     """Full-text index of documents' fields in one SQLite file, with the feeding consumer's cursor."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open search index {path}: {exc}") from exc
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StorageError(f"search index {self.path}: {what} failed: {exc}") from exc
+        super().__init__(path, _SCHEMA, "search index")
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
         values = tuple(str(fields.get(name) or "") for name in FIELDS)
@@ -126,10 +102,6 @@ class SqliteSearchIndex:
             except sqlite3.Error as exc:
                 raise StorageError(f"search index {self.path}: reading the cursor failed: {exc}") from exc
         return None if row is None else str(row[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _rid(db: sqlite3.Connection, doc_id: str) -> int | None:
