@@ -12,7 +12,7 @@ from bookstore.blog.repository import BlogRepository
 from bookstore.blog.service import BlogService
 from bookstore.config import Region, Topology
 from bookstore.objectstore.port import ObjectStore
-from bookstore.ports import Clock, Ranking, SearchIndex, Table
+from bookstore.ports import Clock, GroupRunner, Ranking, SearchIndex, Table
 from bookstore.replication.clock import SystemClock
 from bookstore.replication.tables import ReplicaStore
 from bookstore.services.bestsellers import BestSellers
@@ -22,6 +22,7 @@ from bookstore.services.checkout import Checkout
 from bookstore.services.identity import Identity
 from bookstore.services.search import BookSearch
 from bookstore.services.streams import StreamConsumer
+from bookstore.services.writes import GroupCommit
 
 log = logging.getLogger("bookstore.bootstrap")
 
@@ -45,11 +46,17 @@ class RegionServices:
     replica: ReplicaStore | None = None
     objects: ObjectStore | None = None
     blog: BlogService | None = None
+    # Cart and checkout writes of concurrent requests, committed in shared transactions where possible.
+    writes: GroupCommit = field(default_factory=GroupCommit)
     _resources: ExitStack = field(default_factory=ExitStack)
 
     @property
     def consumers(self) -> dict[str, StreamConsumer]:
-        return {"bestsellers": self.bestsellers.consumer, "search": self.search.consumer}
+        return {
+            "bestsellers": self.bestsellers.consumer,
+            "search": self.search.consumer,
+            "catalog": self.catalog.consumer,
+        }
 
     def close(self) -> None:
         self._resources.close()
@@ -70,9 +77,9 @@ def build_region(
     clock = clock or SystemClock()
     stack = ExitStack()
     try:
-        table_map, replica = _tables(topology, region, home, clock, stack)
+        table_map, replica, run_group = _tables(topology, region, home, clock, stack)
         objects = _objects(topology, region, home, clock, stack)
-        catalog = Catalog(table_map["books"])
+        catalog = Catalog(table_map["books"], region=region.id, clock=clock)
         blog = _blog(topology, region, home, clock, stack, catalog)
         ranking = _ranking(topology, region, home, stack)
         index = _search_index(home, stack)
@@ -102,6 +109,7 @@ def build_region(
             replica=replica,
             objects=objects,
             blog=blog,
+            writes=GroupCommit(run_group),
             _resources=stack,
         )
     except BaseException:
@@ -111,7 +119,8 @@ def build_region(
 
 def _tables(
     topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack
-) -> tuple[dict[str, Table], ReplicaStore | None]:
+) -> tuple[dict[str, Table], ReplicaStore | None, GroupRunner | None]:
+    """The region's tables, our replicator's store over them, and their group commit (DynamoDB: None)."""
     if topology.storage.tables == "dynamodb":
         import boto3
         import botocore.config
@@ -131,7 +140,7 @@ def _tables(
             )
             table.ensure_table()
             result[schema.name] = table
-        return result, None
+        return result, None, None
 
     from bookstore.storage.sqlite.replica import SqliteReplica
     from bookstore.storage.sqlite.tables import SqliteDatabase
@@ -139,7 +148,7 @@ def _tables(
     db = SqliteDatabase(home / "tables.db", region.id, clock)
     stack.callback(db.close)
     table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
-    return table_map, SqliteReplica(db)
+    return table_map, SqliteReplica(db), db.run_group
 
 
 def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack) -> ObjectStore:

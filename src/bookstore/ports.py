@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -111,6 +111,19 @@ class ChangeBatch:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one unit of a group of writes came to: its value, or the exception that rolled it back."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
+# Runs units of writes in one transaction, each all-or-nothing, committed together before it returns
+# (SqliteDatabase.run_group): group commit, where the engine has transactions to share.
+GroupRunner = Callable[[Sequence[Callable[[], Any]]], list[Outcome]]
+
+
 class Table(Protocol):
     """A key-value table with conditions, queries, scans and an ordered change stream.
 
@@ -165,10 +178,15 @@ class Ranking(Protocol):
     - `add(event_id, scores, cursor)` adds every score of the event atomically and records `event_id`;
       the same event id again changes nothing and returns False. When `cursor` is given it is stored in
       the same atomic step, so a consumer that restarts from `cursor()` never counts an event twice.
+    - `add_all(events, cursor)` adds each (event_id, scores) as `add` does and then stores `cursor`,
+      returning how many events were new; the cursor is stored only once every event is counted, so a
+      consumer restarting from `cursor()` never skips one. Adapters make it cheaper than one `add` each.
     - `top(n)` returns at most n (member, score) pairs, highest score first, ties by member ascending.
     """
 
     def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool: ...
+
+    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int: ...
 
     def top(self, n: int = 20) -> list[tuple[str, int]]: ...
 

@@ -85,6 +85,20 @@ def test_cursor_is_stored_with_the_event(ranking: Ranking) -> None:
     assert ranking.top() == [("b1", 3)]
 
 
+def test_add_all_counts_new_events_once_then_stores_the_cursor(ranking: Ranking) -> None:
+    assert ranking.add("e1", {"b1": 1}) is True
+    added = ranking.add_all([("e1", {"b1": 1}), ("e2", {"b1": 2, "b2": 1}), ("e3", {"b2": 4})], "c-3")
+    assert added == 2
+    assert ranking.top() == [("b2", 5), ("b1", 3)]
+    assert ranking.cursor() == "c-3"
+    # Events already counted, or none at all, still move the cursor on.
+    assert ranking.add_all([("e3", {"b2": 4})], "c-4") == 0
+    assert ranking.cursor() == "c-4"
+    assert ranking.add_all([], "c-5") == 0
+    assert ranking.cursor() == "c-5"
+    assert ranking.top() == [("b2", 5), ("b1", 3)]
+
+
 def test_cursor_round_trips_opaque_text(ranking: Ranking) -> None:
     odd = '{"seq": 42, "peer": "ap-southeast-1", "note": "é/ü \\u0000"}'
     ranking.add("e1", {"b": 1}, cursor=odd)
@@ -223,3 +237,18 @@ def test_random_events_with_duplicates_match_a_model(
     assert ranking.top(n) == expected[:n]
     assert ranking.top(100) == expected
     assert ranking.cursor() == stored_cursor
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=events, cut=st.integers(min_value=1, max_value=8))
+def test_batches_of_random_events_with_duplicates_match_one_at_a_time(
+    make_ranking: MakeRanking, events: list[tuple[str, dict[str, int]]], cut: int
+) -> None:
+    one_by_one, batched = make_ranking(), make_ranking()
+    for i, (event_id, scores) in enumerate(events):
+        one_by_one.add(event_id, scores, cursor=str(i))
+    added = 0
+    for start in range(0, len(events), cut):
+        added += batched.add_all(events[start : start + cut], cursor=f"batch-{start}")
+    assert added == len({event_id for event_id, _ in events})
+    assert batched.top(100) == one_by_one.top(100)

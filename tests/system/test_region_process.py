@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -54,3 +56,51 @@ def test_seed_is_idempotent_and_the_region_serves_it(tmp_path: Path) -> None:
         assert r.headers["x-bookstore-region"] == "eu-west-1"
         log = (tmp_path / "data" / "eu-west-1.log").read_text()
         assert "region=eu-west-1" in log
+
+
+def test_concurrent_orders_acknowledged_before_kill_9_survive_restart(tmp_path: Path) -> None:
+    """Concurrent checkouts share group commits (services/writes.py): each 201 still follows its commit."""
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", ("eu-west-1",))
+    region = topology.home
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--topology", str(topo_file)]
+    bookstore("seed", *common)
+    bookstore("users", "add", "group@example.com", "--password", "group-password", *common)
+    credentials = {"email": "group@example.com", "password": "group-password"}
+    acknowledged: list[str] = []
+
+    async def place_until_killed(process: subprocess.Popen[bytes]) -> None:
+        async with httpx.AsyncClient(base_url=region.api_url, timeout=10) as api:
+            token = (await api.post("/auth/signin", json=credentials)).json()["accessToken"]
+            auth = {"Authorization": f"Bearer {token}"}
+            order = {"books": [{"bookId": "bk-cook-001", "quantity": 1}]}
+
+            async def customer() -> None:
+                while process.poll() is None:
+                    try:
+                        placed = await api.post("/orders", json=order, headers=auth)
+                    except httpx.TransportError:
+                        return  # the process is gone: this order was never acknowledged
+                    assert placed.status_code == 201, placed.text
+                    acknowledged.append(placed.json()["orderId"])
+                    if len(acknowledged) >= 300 and process.poll() is None:
+                        process.send_signal(signal.SIGKILL)
+
+            await asyncio.gather(*(customer() for _ in range(24)))
+
+    process = start_region(region, data, topo_file)
+    try:
+        asyncio.run(place_until_killed(process))
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    with region_process(region, data, topo_file):
+        api = httpx.Client(base_url=region.api_url, timeout=10)
+        token = api.post("/auth/signin", json=credentials).json()["accessToken"]
+        stored = {
+            o["orderId"] for o in api.get("/orders", headers={"Authorization": f"Bearer {token}"}).json()
+        }
+    assert len(acknowledged) >= 300
+    assert set(acknowledged) <= stored

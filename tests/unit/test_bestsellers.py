@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,12 @@ class FlakyRanking:
         if self.adds == self.fail_on:
             raise StorageError("disk I/O error")
         return self.inner.add(event_id, scores, cursor)
+
+    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int:
+        # Event by event, so a failure leaves the events before it counted, as a crash mid-batch would.
+        added = sum(self.add(event_id, scores) for event_id, scores in events)
+        self.inner.set_cursor(cursor)
+        return added
 
     def top(self, n: int = 20) -> list[tuple[str, int]]:
         return self.inner.top(n)

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.api.middleware import BodyLimit, RegionHeader, RequestMetrics
+from bookstore.api.auth import bearer_principal
+from bookstore.api.hotpaths import HotPaths
+from bookstore.api.middleware import ApiMiddleware
 from bookstore.api.responses import JSON, install_error_handlers
 from bookstore.blog.web import create_blog_router
 from bookstore.bootstrap import RegionServices
@@ -55,8 +57,14 @@ class OrderRequest(Body):
     books: list[CartLine] = Field(max_length=200)
 
 
-def create_app(services: RegionServices, registry: CollectorRegistry | None = None) -> FastAPI:
-    """The API app of one region, over its wired services."""
+def create_app(
+    services: RegionServices, registry: CollectorRegistry | None = None, *, hot_paths: bool = True
+) -> FastAPI:
+    """The API app of one region, over its wired services.
+
+    The routes below declare the API (and /openapi.json); with `hot_paths` (the default) the busiest of
+    them are answered by api/hotpaths.py in front of FastAPI, with the same behaviour.
+    """
     region = services.region
     registry = registry or CollectorRegistry()
     app = FastAPI(
@@ -64,19 +72,14 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
         version="1",
         docs_url="/docs",
         redoc_url=None,
+        # No OpenTelemetry here (Prometheus at /metrics is ours): off, FastAPI skips its per-request check.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     _consumer_gauges(services, registry)
 
     async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        if not authorization:
-            raise Unauthorized(
-                "sign in first: send 'Authorization: Bearer <accessToken>' (POST /auth/signin)"
-            )
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <accessToken>'")
-        return services.identity.verify(token.strip())
+        return bearer_principal(services.identity, authorization)
 
     User = Annotated[Principal, Depends(principal)]
     truth = {"regionId": region.id, "regionName": region.name, "flag": region.flag}
@@ -99,7 +102,7 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
 
     @app.get("/books/{book_id}", tags=["catalog"])
     async def get_book(book_id: str) -> Response:
-        return JSON(public_view(services.catalog.get(book_id)))
+        return JSON(services.catalog.get(book_id))
 
     @app.get("/search", tags=["catalog"])
     async def search(q: Annotated[str, Query(max_length=SHORT)] = "") -> Response:
@@ -151,7 +154,8 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
 
     @app.post("/cart", tags=["cart"], status_code=201)
     async def add_to_cart(body: CartLine, user: User) -> Response:
-        return JSON(services.cart.put(user.user_id, body.bookId, body.quantity), status_code=201)
+        row = await services.writes.run(lambda: services.cart.put(user.user_id, body.bookId, body.quantity))
+        return JSON(row, status_code=201)
 
     @app.put("/cart", tags=["cart"])
     async def set_cart_quantity(body: CartLine, user: User) -> Response:
@@ -178,15 +182,17 @@ def create_app(services: RegionServices, registry: CollectorRegistry | None = No
         idempotency_key: Annotated[str | None, Header(max_length=SHORT)] = None,
     ) -> Response:
         lines = [OrderLine(b.bookId, b.quantity) for b in body.books]
-        order, created = services.checkout.place(user.user_id, lines, idempotency_key)
+        order, created = await services.writes.run(
+            lambda: services.checkout.place(user.user_id, lines, idempotency_key)
+        )
         return JSON(order, status_code=201 if created else 200)
 
     if services.blog is not None:
         app.include_router(create_blog_router(services.blog, services.identity))
 
-    app.add_middleware(RequestMetrics, registry=registry)
-    app.add_middleware(RegionHeader, region_id=region.id)
-    app.add_middleware(BodyLimit)
+    if hot_paths:
+        app.add_middleware(HotPaths, services=services, routes=app.routes)
+    app.add_middleware(ApiMiddleware, region_id=region.id, registry=registry)
     return app
 
 
@@ -199,6 +205,18 @@ def _consumer_gauges(services: RegionServices, registry: CollectorRegistry) -> N
     )
     for name, consumer in services.consumers.items():
         lag.labels(name).set_function(partial(_lag, consumer, services.clock))
+    # Units per commit of the cart and checkout writes: how much group commit shares under load.
+    writes = services.writes
+    Gauge(
+        "bookstore_group_commit_transactions",
+        "Transactions committed for groups of writes",
+        registry=registry,
+    ).set_function(lambda: writes.groups)
+    Gauge(
+        "bookstore_group_commit_units",
+        "Units of writes (requests) those transactions held",
+        registry=registry,
+    ).set_function(lambda: writes.units)
 
 
 def _lag(consumer: StreamConsumer, clock: Clock) -> float:

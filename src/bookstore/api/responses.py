@@ -39,6 +39,16 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     return JSON({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+def error_for(exc: errors.BookstoreError) -> JSON:
+    """The response for a domain error: its status from STATUS, 500 (logged, not explained) otherwise."""
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    if status == 500:
+        log.error("internal error: %s: %s", type(exc).__name__, exc.message)
+        return error(500, "InternalError", "the server failed; try again")
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error(status, exc.code, exc.message, headers)
+
+
 def _describe(exc: RequestValidationError) -> str:
     """One readable sentence from pydantic's errors: where, and what was wrong."""
     parts = []
@@ -53,12 +63,7 @@ def _describe(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def bookstore_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.BookstoreError)
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
-        if status == 500:
-            log.error("internal error: %s: %s", type(exc).__name__, exc.message)
-            return error(500, "InternalError", "the server failed; try again")
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error(status, exc.code, exc.message, headers)
+        return error_for(exc)
 
     async def validation_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

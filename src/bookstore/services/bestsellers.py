@@ -65,19 +65,13 @@ class BestSellers:
         )
 
     def handle(self, batch: ChangeBatch) -> None:
-        """Count the batch's new orders; the batch cursor is stored with the last one, or on its own."""
-        cursor_stored = False
-        for i, record in enumerate(batch.records):
-            event = self._event(record)
-            if event is None:
-                continue
-            last = i == len(batch.records) - 1
-            # Only the last record may carry the cursor: after a crash mid-batch the consumer replays
-            # the batch from the previous cursor, and the orders already counted are skipped by id.
-            added = self.ranking.add(*event, batch.cursor if last else None)
-            cursor_stored = added and last
-        if not cursor_stored:
-            self.ranking.set_cursor(batch.cursor)
+        """Count the batch's new orders, then store the batch cursor (Ranking.add_all).
+
+        After a crash mid-batch the consumer replays the batch from the previous cursor, and the orders
+        already counted are skipped by id.
+        """
+        events = [event for record in batch.records if (event := self._event(record)) is not None]
+        self.ranking.add_all(events, batch.cursor)
 
     def _event(self, record: ChangeRecord) -> tuple[str, dict[str, int]] | None:
         # A MODIFY counts too: it is how an order written in another region, or written twice, may

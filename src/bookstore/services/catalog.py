@@ -1,4 +1,4 @@
-"""The catalog: books by id and by category, and loading the seed catalog."""
+"""The catalog: books by id and by category, cached in memory and kept fresh by the Books stream."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Any
 
 from bookstore.domain.books import check_book_id, check_category, public_view
 from bookstore.domain.errors import NotFound
-from bookstore.ports import Item, Table
+from bookstore.ports import ChangeBatch, Clock, Item, Table
+from bookstore.services.streams import StreamConsumer
 
 CATEGORY_INDEX = "category-index"
+# Entries kept in memory at most (books, and lists by category): past it, reads go to the table.
+MAX_CACHED = 10_000
 
 
 def all_pages(fetch: Any) -> Iterator[Item]:
@@ -33,24 +36,61 @@ def seed_books() -> list[dict[str, Any]]:
 
 
 class Catalog:
-    """Reads the books table; books are public."""
+    """Reads the books table; books are public.
 
-    def __init__(self, books: Table) -> None:
+    Books and lists are answered from memory once read. The cache follows the Books stream with a
+    consumer of its own (`consumer`, run by the region like the others): any change to the table, local,
+    replicated from another region or written by another process (`bookstore seed`), empties it, so a
+    stale answer lasts at most one poll of that consumer (StreamConsumer.run: 50 ms) after the change
+    is in the table. `load` empties it at once. Answers are shared: callers must not change them.
+    """
+
+    def __init__(self, books: Table, *, region: str = "", clock: Clock | None = None) -> None:
         self.books = books
+        self._books: dict[str, dict[str, Any]] = {}
+        self._lists: dict[str | None, list[dict[str, Any]]] = {}
+        # No stored cursor: after a restart the consumer replays the stream, which only empties the cache.
+        self.consumer = StreamConsumer(
+            books, self._changed, cursor=None, region=region, name="catalog", batch_size=500, clock=clock
+        )
 
     def get(self, book_id: str) -> dict[str, Any]:
-        item = self.books.get({"id": check_book_id(book_id)})
-        if item is None:
-            raise NotFound(f"no book with id {book_id}")
-        return item
+        """The book as the API shows it (domain.books.public_view); NotFound when there is none."""
+        # The cache this read may fill: a change meanwhile replaces it, dropping what the read brings.
+        cache = self._books
+        book = cache.get(book_id)
+        if book is None:
+            item = self.books.get({"id": check_book_id(book_id)})
+            if item is None:
+                raise NotFound(f"no book with id {book_id}")
+            book = public_view(item)
+            if len(cache) < MAX_CACHED:
+                cache[book_id] = book
+        return book
 
     def list(self, category: str | None = None) -> list[dict[str, Any]]:
-        if category is None:
-            items = all_pages(lambda c: self.books.scan(limit=500, cursor=c))
-        else:
-            cat = check_category(category)
-            items = all_pages(lambda c: self.books.query(cat, index=CATEGORY_INDEX, limit=500, cursor=c))
-        return [public_view(b) for b in items]
+        """Every book, or those of `category`, as the API shows them."""
+        cache = self._lists
+        books = cache.get(category)
+        if books is None:
+            if category is None:
+                items = all_pages(lambda c: self.books.scan(limit=500, cursor=c))
+            else:
+                cat = check_category(category)
+                items = all_pages(lambda c: self.books.query(cat, index=CATEGORY_INDEX, limit=500, cursor=c))
+            books = [public_view(b) for b in items]
+            if len(cache) < MAX_CACHED:
+                cache[category] = books
+        return books
+
+    def forget(self) -> None:
+        """Empty the cache: the next reads go to the table (reads under way fill the old, dropped dicts)."""
+        self._books = {}
+        self._lists = {}
+
+    def _changed(self, batch: ChangeBatch) -> None:
+        if batch.records:
+            self.forget()
 
     def load(self, books: Iterable[dict[str, Any]]) -> int:
         """Put each book that is missing or differs; returns how many were written (0 on a re-run)."""
@@ -60,4 +100,6 @@ class Catalog:
             if self.books.get({"id": item["id"]}) != item:
                 self.books.put(item)
                 written += 1
+        if written:
+            self.forget()
         return written

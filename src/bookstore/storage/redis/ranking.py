@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -61,18 +61,28 @@ class RedisRanking:
         self.scores_key = f"{namespace}TopBooks:AllTime"
         self.events_key = f"{namespace}TopBooks:Events"
         self.cursor_key = f"{namespace}TopBooks:Cursor"
+        self._keys = [self.scores_key, self.events_key, self.cursor_key]
         self._add = client.register_script(_ADD)
         self._top = client.register_script(_TOP)
 
     def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool:
-        args: list[str | int] = [event_id, "0" if cursor is None else "1", cursor or ""]
-        for member, score in scores.items():
-            args += [member, int(score)]
         try:
-            added = self._add(keys=[self.scores_key, self.events_key, self.cursor_key], args=args)
+            added = self._add(keys=self._keys, args=_add_args(event_id, scores, cursor))
         except redis.RedisError as exc:
             raise StorageError(f"redis ranking: add of event {event_id!r} failed: {exc}") from exc
         return bool(added)
+
+    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int:
+        # One round trip for the events; the cursor after them, and only when every one of them counted.
+        pipe = self.client.pipeline(transaction=False)
+        for event_id, scores in events:
+            self._add(keys=self._keys, args=_add_args(event_id, scores, None), client=pipe)
+        try:
+            added = pipe.execute() if events else []
+        except redis.RedisError as exc:
+            raise StorageError(f"redis ranking: add of {len(events)} events failed: {exc}") from exc
+        self.set_cursor(cursor)
+        return sum(1 for a in added if a)
 
     def top(self, n: int = 20) -> list[tuple[str, int]]:
         if n <= 0:
@@ -101,6 +111,14 @@ class RedisRanking:
             self.client.set(self.cursor_key, cursor)
         except redis.RedisError as exc:
             raise StorageError(f"redis ranking: storing the cursor failed: {exc}") from exc
+
+
+def _add_args(event_id: str, scores: Mapping[str, int], cursor: str | None) -> list[str | int]:
+    """ARGV of the _ADD script."""
+    args: list[str | int] = [event_id, "0" if cursor is None else "1", cursor or ""]
+    for member, score in scores.items():
+        args += [member, int(score)]
+    return args
 
 
 def _text(value: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bookstore.domain.errors import StorageError
@@ -25,17 +25,17 @@ class SqliteRanking(SqliteFile):
 
     def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool:
         with self._transaction("add") as db:
-            inserted = db.execute("INSERT OR IGNORE INTO events (event_id) VALUES (?)", (event_id,))
-            if inserted.rowcount == 0:
-                return False
-            db.executemany(
-                "INSERT INTO scores (member, score) VALUES (?, ?)"
-                " ON CONFLICT (member) DO UPDATE SET score = score + excluded.score",
-                [(member, int(score)) for member, score in scores.items()],
-            )
-            if cursor is not None:
+            added = _add(db, event_id, scores)
+            if added and cursor is not None:
                 _store_cursor(db, cursor)
-            return True
+            return added
+
+    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int:
+        # One transaction for them all: a commit costs more than the events' own statements.
+        with self._transaction("add_all") as db:
+            added = sum(_add(db, event_id, scores) for event_id, scores in events)
+            _store_cursor(db, cursor)
+            return added
 
     def top(self, n: int = 20) -> list[tuple[str, int]]:
         if n <= 0:
@@ -60,6 +60,19 @@ class SqliteRanking(SqliteFile):
     def set_cursor(self, cursor: str) -> None:
         with self._transaction("set_cursor") as db:
             _store_cursor(db, cursor)
+
+
+def _add(db: sqlite3.Connection, event_id: str, scores: Mapping[str, int]) -> bool:
+    """Count the event unless it was counted before; whether it was new."""
+    inserted = db.execute("INSERT OR IGNORE INTO events (event_id) VALUES (?)", (event_id,))
+    if inserted.rowcount == 0:
+        return False
+    db.executemany(
+        "INSERT INTO scores (member, score) VALUES (?, ?)"
+        " ON CONFLICT (member) DO UPDATE SET score = score + excluded.score",
+        [(member, int(score)) for member, score in scores.items()],
+    )
+    return True
 
 
 def _store_cursor(db: sqlite3.Connection, cursor: str) -> None:

@@ -7,7 +7,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +24,7 @@ from bookstore.ports import (
     Index,
     Item,
     Key,
+    Outcome,
     Page,
     SortRange,
     TableSchema,
@@ -50,6 +51,9 @@ BUSY_TIMEOUT_MS = 10_000
 # Keys hash to this many bits; anti-entropy buckets are ranges of the hash space, so an index serves them.
 KEY_HASH_BITS = 32
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# (begin, end, undo) of a write on its own, and of a write inside a group's transaction.
+_TRANSACTION = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+_SAVEPOINT = ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write")
 _LOG_COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region"
 
 log = logging.getLogger("bookstore.storage.sqlite")
@@ -164,6 +168,11 @@ class SqliteDatabase:
         self._readers_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._closed = False
+        # The thread running `run_group` while it runs (its writes are savepoints of the group's transaction).
+        self._group_thread: int | None = None
+        self._group_logged = False
+        # The newest version the running group issued (written to the hlc row when the group ends).
+        self._group_version: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
@@ -198,24 +207,81 @@ class SqliteDatabase:
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back."""
+        """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back.
+
+        Inside `run_group` (on its thread) the block is a savepoint of the group's transaction instead.
+        """
         with self._write_lock:
             if self._closed:
                 raise StorageError(f"SQLite database {self.path} is closed")
             conn = self._writer
+            grouped = self._group_thread == threading.get_ident()
+            begin, end, undo = _SAVEPOINT if grouped else _TRANSACTION
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(begin)
                 try:
                     yield conn
-                    conn.execute("COMMIT")
+                    conn.execute(end)
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        conn.execute(undo)
+                        if grouped:
+                            conn.execute(end)
                     raise
             except sqlite3.Error as exc:
                 raise StorageError(f"{self.path}: {what} failed: {exc}") from exc
 
+    def _next_version(self, conn: sqlite3.Connection, candidate: int) -> int:
+        """A version at least `candidate` and above every version issued on this file, by any process."""
+        if self._group_thread != threading.get_ident():
+            # Another process writing to the same file shares this row, so versions stay unique and ordered.
+            (version,) = conn.execute(
+                "UPDATE hlc SET version = max(version + 1, ?) WHERE id = 0 RETURNING version", (candidate,)
+            ).fetchone()
+            return int(version)
+        # A group's transaction holds the file's write lock throughout, so no other process can issue a
+        # version meanwhile: the row is read at the group's first write and written once, at its end.
+        if self._group_version is None:
+            (self._group_version,) = conn.execute("SELECT version FROM hlc WHERE id = 0").fetchone()
+        self._group_version = max(self._group_version + 1, candidate)
+        return self._group_version
+
+    def run_group(self, units: Sequence[Callable[[], Any]]) -> list[Outcome]:
+        """Run `units` (callables writing through this database's tables) in one transaction: group commit.
+
+        Each unit is all-or-nothing: one that raises is rolled back alone and its exception is its
+        outcome; the others commit together, once, before this returns. Their writes are durable only
+        then (not when each write returns, as outside a group), so a caller acknowledges a unit only after
+        this returned. A failed commit raises StorageError and keeps nothing. Listeners hear of the
+        group's changes once, after the commit.
+        """
+        outcomes: list[Outcome] = []
+        with self._transaction("a group of writes") as conn:
+            self._group_thread = threading.get_ident()
+            self._group_logged = False
+            self._group_version = None
+            try:
+                for unit in units:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        outcomes.append(Outcome(value=unit()))
+                    except Exception as exc:
+                        # Versions the unit took stay taken: issued versions need only be unique and rising.
+                        conn.execute("ROLLBACK TO unit")
+                        outcomes.append(Outcome(error=exc))
+                    conn.execute("RELEASE unit")
+                if self._group_version is not None:
+                    conn.execute("UPDATE hlc SET version = ? WHERE id = 0", (self._group_version,))
+            finally:
+                self._group_thread = None
+        if self._group_logged:
+            self._notify()
+        return outcomes
+
     def _reader(self) -> sqlite3.Connection:
+        if self._group_thread == threading.get_ident():
+            # Reads of a group's units see the group's writes, committed or not yet.
+            return self._writer
         try:
             return cast(sqlite3.Connection, self._local.conn)
         except AttributeError:
@@ -232,6 +298,10 @@ class SqliteDatabase:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """This thread's reader inside one read transaction, so several statements see one state."""
         conn = self._reader()
+        if conn is self._writer:
+            # Inside a group: its transaction is the one to read in.
+            yield conn
+            return
         conn.execute("BEGIN")
         try:
             yield conn
@@ -345,6 +415,10 @@ class SqliteDatabase:
                 self._listeners.remove(callback)
 
     def _notify(self) -> None:
+        if self._group_thread == threading.get_ident():
+            # A write of a group: its listeners hear of it once the group has committed.
+            self._group_logged = True
+            return
         with self._readers_lock:
             listeners = list(self._listeners)
         for callback in listeners:
@@ -666,10 +740,7 @@ class SqliteTable:
         kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old is None else "MODIFY"
         db = self._db
         candidate = db.hlc.now()
-        # Another process writing to the same file shares this row, so versions stay unique and ordered.
-        (version,) = conn.execute(
-            "UPDATE hlc SET version = max(version + 1, ?) WHERE id = 0 RETURNING version", (candidate,)
-        ).fetchone()
+        version = db._next_version(conn, candidate)
         if version != candidate:
             db.hlc.advance(version)
         prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])

@@ -1,0 +1,213 @@
+"""The API's busiest requests answered straight from ASGI, without FastAPI's per-request machinery.
+
+FastAPI still declares these routes, so /openapi.json documents them, and still answers every request
+this layer does not take whole: a body that is not a JSON object of exactly the declared shape, another
+content type, other query parameters, an over-long header. Those go to FastAPI unchanged (the body
+replayed), so malformed input gets its answer from one place. What this layer takes is validated as
+FastAPI's declarations would (strict types, the same length limits), authorised by the same bearer
+check, handled by the same services and answered with the same JSON; domain errors go through the
+same mapping (responses.error_for). tests/integration/test_api_hotpaths.py holds the two to agreeing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bookstore.api.auth import bearer_principal
+from bookstore.api.responses import error_for
+from bookstore.bootstrap import RegionServices
+from bookstore.domain.errors import BookstoreError
+from bookstore.domain.orders import OrderLine
+from bookstore.domain.users import Principal
+
+# The length limits the FastAPI declarations of these routes put on strings and lists (api/app.py).
+SHORT = 256
+MAX_ORDER_LINES = 200
+BOOK_PREFIX = "/books/"
+
+# What a handler answers: (status, JSON content), or None to leave the request to FastAPI.
+Answer = tuple[int, Any] | None
+Handler = Callable[[Scope, bytes], Awaitable[Answer]]
+
+
+class HotPaths:
+    """ASGI middleware in front of the FastAPI app that serves its hot paths itself."""
+
+    def __init__(self, app: ASGIApp, services: RegionServices, routes: Iterable[BaseRoute]) -> None:
+        self.app = app
+        self.services = services
+        declared = {
+            (method, route.path): route
+            for route in routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        }
+        handlers: dict[tuple[str, str], Handler] = {
+            ("GET", "/books/{book_id}"): self._get_book,
+            ("GET", "/books"): self._list_books,
+            ("GET", "/cart"): self._get_cart,
+            ("POST", "/cart"): self._add_to_cart,
+            ("POST", "/orders"): self._place_order,
+        }
+        # The FastAPI route stays the one that names the request (metrics label it by route.path).
+        self._routes = {key: (handler, declared[key]) for key, handler in handlers.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "GET" and path.startswith(BOOK_PREFIX):
+            taken = self._routes.get((method, "/books/{book_id}")) if _one_segment(path) else None
+        else:
+            taken = self._routes.get((method, path))
+        if taken is None:
+            await self.app(scope, receive, send)
+            return
+        handler, route = taken
+        body = await _read_body(receive) if method == "POST" else b""
+        try:
+            answer = await handler(scope, body)
+        except BookstoreError as exc:
+            scope["route"] = route
+            await error_for(exc)(scope, receive, send)
+            return
+        if answer is None:
+            await self.app(scope, _replay(body, receive) if method == "POST" else receive, send)
+            return
+        scope["route"] = route
+        status, content = answer
+        data = orjson.dumps(content)
+        headers = [(b"content-length", str(len(data)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    # -- handlers: each does what its FastAPI endpoint in api/app.py does --------------------------------
+
+    async def _get_book(self, scope: Scope, _: bytes) -> Answer:
+        return 200, self.services.catalog.get(scope["path"][len(BOOK_PREFIX) :])
+
+    async def _list_books(self, scope: Scope, _: bytes) -> Answer:
+        query: bytes = scope["query_string"]
+        if not query:
+            return 200, self.services.catalog.list(None)
+        # Parsed as Starlette parses it; anything but one `category` of the allowed length is FastAPI's.
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        if len(pairs) != 1 or pairs[0][0] != "category" or len(pairs[0][1]) > SHORT:
+            return None
+        return 200, self.services.catalog.list(pairs[0][1])
+
+    async def _get_cart(self, scope: Scope, _: bytes) -> Answer:
+        return 200, self.services.cart.rows(self._principal(scope).user_id)
+
+    async def _add_to_cart(self, scope: Scope, body: bytes) -> Answer:
+        # FastAPI parses the body before it checks the token (a malformed body is a 400 even without one).
+        request = _json_body(scope, body)
+        if request is NOT_TAKEN:
+            return None
+        user = self._principal(scope)
+        line = _cart_line(request)
+        if line is None:
+            return None
+        cart = self.services.cart
+        row = await self.services.writes.run(lambda: cart.put(user.user_id, *line))
+        return 201, row
+
+    async def _place_order(self, scope: Scope, body: bytes) -> Answer:
+        request = _json_body(scope, body)
+        if request is NOT_TAKEN:
+            return None
+        user = self._principal(scope)
+        key = _header(scope, b"idempotency-key")
+        if key is not None and len(key) > SHORT:
+            return None
+        books = request.get("books") if type(request) is dict else None
+        if type(books) is not list or len(books) > MAX_ORDER_LINES:
+            return None
+        lines = [_cart_line(b) for b in books]
+        if None in lines:
+            return None
+        order_lines = [OrderLine(*line) for line in lines if line is not None]
+        checkout = self.services.checkout
+        order, created = await self.services.writes.run(
+            lambda: checkout.place(user.user_id, order_lines, key)
+        )
+        return 201 if created else 200, order
+
+    def _principal(self, scope: Scope) -> Principal:
+        return bearer_principal(self.services.identity, _header(scope, b"authorization"))
+
+
+def _one_segment(path: str) -> bool:
+    """Whether `path` is /books/<id> as FastAPI's `/books/{book_id}` matches it: one non-empty segment."""
+    return len(path) > len(BOOK_PREFIX) and "/" not in path[len(BOOK_PREFIX) :]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first header called `name`, decoded as Starlette decodes headers."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class _NotTaken:
+    """A body this layer leaves to FastAPI."""
+
+
+NOT_TAKEN = _NotTaken()
+
+
+def _json_body(scope: Scope, body: bytes) -> Any:
+    """The parsed body when FastAPI would parse it as JSON the same way, else NOT_TAKEN."""
+    content_type = _header(scope, b"content-type")
+    if content_type is not None and content_type.partition(";")[0].strip().lower() != "application/json":
+        return NOT_TAKEN
+    try:
+        return orjson.loads(body) if body else NOT_TAKEN
+    except orjson.JSONDecodeError:
+        return NOT_TAKEN
+
+
+def _cart_line(value: Any) -> tuple[str, int] | None:
+    """(bookId, quantity) of a CartLine body exactly as its model accepts one (strict str and int)."""
+    if type(value) is not dict:
+        return None
+    book_id, quantity = value.get("bookId"), value.get("quantity")
+    if type(book_id) is not str or len(book_id) > SHORT or type(quantity) is not int:
+        return None
+    return book_id, quantity
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then whatever the client sends next."""
+    replayed = False
+
+    async def replaying() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replaying

@@ -1,0 +1,52 @@
+"""The catalog's in-memory cache follows the Books stream: changes from anywhere replace what it answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from bookstore.bootstrap import RegionServices
+from bookstore.domain.errors import NotFound
+from bookstore.storage.sqlite.tables import SqliteDatabase
+from bookstore.tables import BOOKS
+
+BOOK = "bk-cook-001"
+
+
+def repriced(services: RegionServices, price: float) -> dict[str, object]:
+    return {**services.catalog.get(BOOK), "price": price}
+
+
+def test_a_change_to_the_table_is_answered_after_the_consumer_polls(services: RegionServices) -> None:
+    catalog = services.catalog
+    cookbooks = catalog.list("Cookbooks")
+    assert catalog.get(BOOK)["price"] != 1.25
+
+    # As a change replicated from another region arrives: straight into the table.
+    services.tables["books"].put(repriced(services, 1.25))
+    catalog.consumer.poll_once()
+
+    assert catalog.get(BOOK)["price"] == 1.25
+    assert next(b for b in catalog.list("Cookbooks") if b["id"] == BOOK)["price"] == 1.25
+    assert len(catalog.list("Cookbooks")) == len(cookbooks)
+
+
+def test_a_write_by_another_process_is_seen_too(services: RegionServices) -> None:
+    catalog = services.catalog
+    catalog.get(BOOK)
+    catalog.consumer.poll_once()
+
+    # `bookstore seed` or any other process writes the region's file through a handle of its own.
+    with SqliteDatabase(services.data_dir / "tables.db", services.region.id) as other:
+        other.table(BOOKS).delete({"id": BOOK})
+    catalog.consumer.poll_once()
+
+    assert BOOK not in {b["id"] for b in catalog.list()}
+    with pytest.raises(NotFound):
+        catalog.get(BOOK)
+
+
+def test_loading_the_catalog_replaces_the_cache_at_once(services: RegionServices) -> None:
+    catalog = services.catalog
+    old = catalog.get(BOOK)
+    assert catalog.load([{**old, "name": "A New Title"}]) == 1
+    assert catalog.get(BOOK)["name"] == "A New Title"
