@@ -17,8 +17,9 @@ import httpx
 from bench import ceiling
 from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
-from bench.servers import free_port, running
+from bench.servers import running
 from bookstore.config import Topology
+from bookstore.runtime.launch import free_port
 
 REGION_ID = "eu-west-1"
 CATEGORY = "Cookbooks"

@@ -12,6 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
+from bookstore.runtime.region import listening_socket
+
 PATH = "/ceiling"
 
 
@@ -27,31 +30,27 @@ class ServerFlags:
     """The uvicorn settings the ceiling shares with the region process, so only the app differs."""
 
     loop: str = "auto"
-    http: str = "auto"
     workers: int = 1
     access_log: bool = False
 
-    def resolved(self) -> tuple[str, str]:
-        """The implementations uvicorn's "auto" picks here: uvloop/httptools when installed."""
-        loop = self.loop
-        if loop == "auto":
-            loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-        http = self.http
-        if http == "auto":
-            http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-        return loop, http
+    def resolved_loop(self) -> str:
+        """The event loop uvicorn's "auto" picks here: uvloop when installed."""
+        if self.loop == "auto":
+            return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        return self.loop
 
     def describe(self) -> str:
-        loop, http = self.resolved()
         access = "on" if self.access_log else "off"
         return (
-            f"uvicorn {uvicorn.__version__}, {self.workers} worker, loop {loop}, http {http}, "
-            f"access log {access}"
+            f"uvicorn {uvicorn.__version__}, {self.workers} worker, loop {self.resolved_loop()}, http "
+            f"httptools writing each response in one send (runtime/coalescing.py), a TCP listening "
+            f"socket as the region's (TCP_NODELAY), access log {access}"
         )
 
 
-# Mirrors the uvicorn.Config of bookstore.runtime.region.serve (loop and http left at "auto", one
-# worker, no access log); change both together or the ratios stop comparing like with like.
+# Mirrors the uvicorn.Config and the sockets of bookstore.runtime.region.serve (loop at "auto", the
+# same http protocol, one worker, no access log); change both together or the ratios stop comparing
+# like with like.
 FLAGS = ServerFlags()
 
 
@@ -62,17 +61,15 @@ def main() -> None:
     args = parser.parse_args()
     config = uvicorn.Config(
         app,
-        host=args.host,
-        port=args.port,
         loop=FLAGS.loop,
-        http=FLAGS.http,
+        http=CoalescingHttpToolsProtocol,
         workers=FLAGS.workers,
         log_config=None,
         access_log=FLAGS.access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
 
 
 if __name__ == "__main__":

@@ -21,11 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,14 +33,15 @@ import httpx
 
 from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
+from bench.servers import end_process, pin_threads
 from bookstore.config import Topology
+from bookstore.runtime.launch import LaunchError, launched, loopback_topology
 
 HOME = "eu-west-1"
 OTHER = "ap-southeast-1"
 BOOK = "bk-cook-001"
 COVER = f"covers/{BOOK}.svg"
 ROOT = Path(__file__).resolve().parent.parent
-BANNER = "The Bookstore is up"
 OVERHEAD_GOAL = 0.7
 RTO_GOAL_S = 2.0
 # After the switch, answers must come from Singapore this long before the run ends.
@@ -75,64 +71,11 @@ RTO_CONFIGS = (
 )
 
 
-def _free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _topology(path: Path, edge_lines: tuple[str, ...]) -> Topology:
     """Two regions, the control API and the edge on loopback addresses of their own."""
-    defaults = {r.id: r for r in Topology().regions}
     base = 1 + (os.getpid() % 60) * 4
-    control = f"127.202.{base}.250"
-    lines = [
-        f'home_region = "{HOME}"',
-        f'active = ["{HOME}", "{OTHER}"]',
-        f'control_address = "{control}"',
-        f"control_port = {_free_port(control)}",
-        "",
-        "[edge]",
-        f'address = "{control}"',
-        f"port = {_free_port(control)}",
-        f'dns_address = "{control}"',
-        f"dns_port = {_free_port(control, socket.SOCK_DGRAM)}",
-        *edge_lines,
-        "",
-    ]
-    for offset, region_id in enumerate((HOME, OTHER), start=1):
-        region = defaults[region_id]
-        address = f"127.202.{base + offset}.1"
-        lines += [
-            "[[regions]]",
-            f'id = "{region.id}"',
-            f'name = "{region.name}"',
-            f'flag = "{region.flag}"',
-            f'address = "{address}"',
-            f"api_port = {_free_port(address)}",
-            f"s3_port = {_free_port(address)}",
-            "",
-        ]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return Topology.load(path)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _taskset(pid: int, core: int | None) -> None:
-    if core is None or shutil.which("taskset") is None:
-        return
-    done = subprocess.run(
-        ["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"taskset -p {pid} exited {done.returncode}: {done.stderr.strip()}")
+    addresses = {HOME: f"127.202.{base + 1}.1", OTHER: f"127.202.{base + 2}.1"}
+    return loopback_topology(path, f"127.202.{base}.250", addresses, edge="\n".join(edge_lines))
 
 
 @dataclass
@@ -156,34 +99,12 @@ class System:
         for region in self.control("GET", "/regions")["regions"]:
             if region["running"]:
                 self.pids.add(region["pid"])
-                _taskset(region["pid"], server_core if region["regionId"] == HOME else other_core)
+                pin_threads(region["pid"], server_core if region["regionId"] == HOME else other_core)
         edge = self.control("GET", "/edge")
         if not edge["running"]:
             raise BenchError("the edge process is not running")
         self.pids.add(edge["pid"])
-        _taskset(edge["pid"], other_core)
-
-
-def _end(pid: int, work: Path) -> None:
-    """SIGTERM, then SIGKILL, a process of this bench's system (its command line names `work`)."""
-    try:
-        # A pid is reused once its process is gone: end only a process started for this work directory.
-        if str(work).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return
-    except OSError:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        pin_threads(edge["pid"], other_core)
 
 
 @contextlib.contextmanager
@@ -191,44 +112,17 @@ def system_up(work: Path, edge_lines: tuple[str, ...], core: int | None) -> Iter
     """`bookstore up` on an isolated topology with the edge; the supervisor pinned to `core`."""
     work.mkdir(parents=True, exist_ok=True)
     topology = _topology(work / "topology.toml", edge_lines)
-    data = work / "data"
-    log = work / "up.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "bookstore",
-        "up",
-        "--data-dir",
-        str(data),
-        "--topology",
-        str(work / "topology.toml"),
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    system = System(topology, data)
+    system = System(topology, work / "data")
     try:
-        deadline = time.monotonic() + 90
-        while BANNER not in log.read_text(errors="replace"):
-            if proc.poll() is not None:
-                raise BenchError(f"bookstore up exited {proc.returncode} at start:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"bookstore up did not come up within 90 s:\n{_tail(log)}")
-            time.sleep(0.2)
-        _taskset(proc.pid, core)
-        yield system
+        with launched(system.data, work / "up.log", work / "topology.toml") as proc:
+            pin_threads(proc.pid, core)
+            yield system
+    except LaunchError as exc:
+        raise BenchError(str(exc)) from None
     finally:
-        for region_id in (HOME, OTHER):
-            with contextlib.suppress(BenchError, httpx.HTTPError):
-                system.control("POST", f"/regions/{region_id}/stop")
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # Regions and the edge die with the supervisor; one that did not must not outlive the bench.
         for pid in system.pids:
-            _end(pid, work)
+            end_process(pid, work)
 
 
 # -- overhead ------------------------------------------------------------------------------------------
@@ -375,8 +269,7 @@ def measure_rto(work: Path, config: RtoConfig) -> Rto:
             while time.monotonic() < deadline:
                 time.sleep(0.1)
                 after = [(t, s, r) for t, s, r in list(seen) if t >= start]
-                bad = [t for t, s, r in after if s != 200 or r != OTHER]
-                last_bad = max(bad, default=start)
+                last_bad = max((t for t, s, r in after if s != 200 or r != OTHER), default=start)
                 if after and after[-1][0] - last_bad >= SETTLED_S and any(t > last_bad for t, _, _ in after):
                     break
             else:
@@ -388,16 +281,17 @@ def measure_rto(work: Path, config: RtoConfig) -> Rto:
             client.join(timeout=35)
             with contextlib.suppress(BenchError, httpx.HTTPError):
                 system.control("POST", f"/api/{HOME}/repair")
-        after = [(t, s, r) for t, s, r in seen if t >= start]
-        bad = [(t, s, r) for t, s, r in after if s != 200 or r != OTHER]
-        recovered = next(t for t, s, r in after if t > max((b[0] for b in bad), default=start) and s == 200)
+        answers = [(t, s, r) for t, s, r in seen if t >= start]
+        failed = [(t, s, r) for t, s, r in answers if s != 200 or r != OTHER]
+        last_failed = max((t for t, _, _ in failed), default=start)
+        recovered = next(t for t, s, _ in answers if t > last_failed and s == 200)
         status = httpx.get(f"{system.topology.edge.url}/edge/status", timeout=10).json()
         target = next(t for t in status["targets"] if t["id"] == f"api:{HOME}")
         changes = [c for c in target["changes"] if not c["healthy"]]
         note = (
             f"health check saw it unhealthy: {changes[-1]['reason']}" if changes else "no health change seen"
         )
-        return Rto(recovered - start, sum(1 for _, s, _ in bad if s != 200), len(after), note)
+        return Rto(recovered - start, sum(1 for _, s, _ in failed if s != 200), len(answers), note)
 
 
 def run_bench() -> Section:

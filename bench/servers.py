@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -14,13 +15,7 @@ import httpx
 
 from bench.loadgen import pin
 from bench.report import BenchError
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+from bookstore.runtime.launch import stop
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -52,10 +47,36 @@ def running(
             time.sleep(0.2)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        stop(proc, grace_s=15)
+
+
+def pin_threads(pid: int, core: int | None) -> None:
+    """Pin every thread of a running process (taskset -a), e.g. a region the supervisor started."""
+    if core is None or shutil.which("taskset") is None:
+        return
+    argv = ["taskset", "-a", "-p", "-c", str(core), str(pid)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+
+
+def end_process(pid: int, marker: Path) -> None:
+    """SIGTERM, then SIGKILL, a process this bench started whose command line names `marker`."""
+    try:
+        # A pid is reused once its process is gone: end only a process started for this bench.
+        if str(marker).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+    except OSError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from bookstore.domain.errors import ValidationError
-from bookstore.ports import Item
+from bookstore.ports import Item, TableSchema
 from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import ApplyResult, LogEntry, LogTrimmed
 from bookstore.storage.sqlite.replica import SqliteReplica
@@ -701,3 +701,19 @@ def test_a_trimmed_tombstone_is_not_brought_back_by_repairs(open_region: Any) ->
     assert repair(b, a) == 0 and repair(a, b) == 0
     assert a.replica.digest("books") == b.replica.digest("books")
     assert b.books.version({"id": "b001"}) is None
+
+
+def test_digests_spell_a_whole_real_key_as_the_integer_it_equals(open_region: Any) -> None:
+    # One key written as 2.0 in one region and as 2 in the other: SQLite keeps each spelling where it
+    # was first written, and the regions hold one item (the same version) under it.
+    schema = TableSchema("ranked", "list", "rank")
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    a_ranked, b_ranked = a.db.table(schema), b.db.table(schema)
+    a_ranked.put({"list": "top", "rank": 2.0, "title": "two, as a real"})
+    b_ranked.put({"list": "top", "rank": 2, "title": "two, as an integer"})
+    a_ranked.put({"list": "it's", "rank": 2.5, "title": "quoted"})
+    exchange(a, b)
+    assert a_ranked.get({"list": "top", "rank": 2}) == b_ranked.get({"list": "top", "rank": 2.0})
+    assert a.replica.digest("ranked", 8) == b.replica.digest("ranked", 8)
+    b_ranked.update({"list": "top", "rank": 2}, {"title": "changed"})
+    assert a.replica.digest("ranked", 8) != b.replica.digest("ranked", 8)

@@ -20,8 +20,8 @@ from starlette.routing import Route
 
 from bookstore.config import Region, Topology
 from bookstore.domain.errors import NotFound, ValidationError
+from bookstore.runtime.launch import free_port
 from bookstore.runtime.links import LinkSimulator, create_control_app, link_address, link_url, serve
-from tests.support.regions import free_port
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 # Each test process takes its own 127.(50+worker).0.0/16, and each region a /24 of it.

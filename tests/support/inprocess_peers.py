@@ -126,5 +126,8 @@ class InProcessPeer:
         source, parsed = parse_batch(raw, self.schemas, self.regions)
         store.apply(source, parsed, None)
 
+    async def ack(self, seq: int) -> None:
+        self._store().record_ack(self.me, seq)
+
     async def aclose(self) -> None:
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +17,11 @@ from typing import Any
 import httpx
 
 from bookstore.config import Region, Topology
+from bookstore.runtime.launch import launched, loopback_topology
 from bookstore.runtime.supervisor import die_with_parent
 
 # Each test process gets its own /16 of loopback addresses, so parallel workers never collide.
 _counter = itertools.count(1)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def isolated_topology(
@@ -49,43 +35,21 @@ def isolated_topology(
 
     The edge (and its DNS server) listens on the control address, on ports of its own. It is disabled
     (`bookstore up` starts no edge process) unless `edge` is given: "" for the defaults, or more lines
-    of the [edge] table (e.g. 'health_preset = "workshop"').
+    of the [edge] table (e.g. 'health_preset = "workshop"'). Anti-entropy runs every 2 s.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    defaults = {r.id: r for r in Topology().regions}
-    control = f"127.{100 + int(worker)}.0.{next(_counter) % 250 + 1}"
-    lines = [
-        f'home_region = "{regions[0]}"',
-        f"active = {list(active or regions)!r}".replace("'", '"'),
-        f'control_address = "{control}"',
-        f"control_port = {free_port(control)}",
-        "",
-        "[replication]",
-        "anti_entropy_s = 2.0",
-        "",
-        "[edge]",
-        f'address = "{control}"',
-        f"port = {free_port(control)}",
-        f'dns_address = "{control}"',
-        f"dns_port = {free_udp_port(control)}",
-        "enabled = false" if edge is None else edge,
-        "",
-    ]
-    for region_id in regions:
-        base = defaults[region_id]
-        address = f"127.{100 + int(worker)}.{next(_counter) % 250 + 1}.1"
-        lines += [
-            "[[regions]]",
-            f'id = "{base.id}"',
-            f'name = "{base.name}"',
-            f'flag = "{base.flag}"',
-            f'address = "{address}"',
-            f"api_port = {free_port(address)}",
-            f"s3_port = {free_port(address)}",
-            "",
-        ]
-    path.write_text("\n".join(lines) + extra, encoding="utf-8")
-    return Topology.load(path), path
+    network = 100 + int(worker)
+    control = f"127.{network}.0.{next(_counter) % 250 + 1}"
+    addresses = {r: f"127.{network}.{next(_counter) % 250 + 1}.1" for r in regions}
+    topology = loopback_topology(
+        path,
+        control,
+        addresses,
+        active=active,
+        edge=edge,
+        extra="\n[replication]\nanti_entropy_s = 2.0\n" + extra,
+    )
+    return topology, path
 
 
 def bookstore(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -163,32 +127,5 @@ def system_up(
     """`bookstore up` on an isolated topology: every active region healthy on entry; stopped on exit."""
     topology, topo_file = isolated_topology(tmp_path / "topology.toml", regions, active, extra, edge)
     data = tmp_path / "data"
-    log = (tmp_path / "up.log").open("ab")
-    cmd = [sys.executable, "-m", "bookstore", "up", "--data-dir", str(data), "--topology", str(topo_file)]
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    system = System(topology, topo_file, data, process)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("bookstore up exited: " + (tmp_path / "up.log").read_text()[-3000:])
-            try:
-                # The banner comes once every region is healthy and the storefront buckets are made.
-                if "The Bookstore is up" in (tmp_path / "up.log").read_text(errors="replace"):
-                    httpx.get(topology.control_url + "/regions", timeout=1).raise_for_status()
-                    break
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            assert time.monotonic() < deadline, (
-                "system did not come up: " + (tmp_path / "up.log").read_text()[-3000:]
-            )
-            time.sleep(0.2)
-        yield system
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with launched(data, tmp_path / "up.log", topo_file) as process:
+        yield System(topology, topo_file, data, process)

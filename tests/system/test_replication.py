@@ -640,3 +640,15 @@ def test_replication_endpoints_refuse_unsigned_tampered_and_malformed_requests(t
         assert r.status_code == 200 and r.json()["applied"] == 1, r.text
         assert ap.get("/books/bk-forged-1").json()["name"] == "Forged"
         assert state_digest(ap) != digest
+
+        # Acknowledgements (what lets a region trim its log) are signed as the follower itself and
+        # never beyond the log's head.
+        ack = orjson.dumps({"peer": EU, "seq": 1})
+        assert post("/replication/ack", ack, {}).status_code == 401
+        r = post("/replication/ack", ack, signed("/replication/ack", ack, region=AP))
+        assert r.status_code == 403, r.text
+        beyond = orjson.dumps({"peer": EU, "seq": 10**9})
+        r = post("/replication/ack", beyond, signed("/replication/ack", beyond))
+        assert r.status_code == 400 and "beyond" in r.json()["message"], r.text
+        r = post("/replication/ack", ack, signed("/replication/ack", ack))
+        assert r.status_code == 200 and r.json() == {"peer": EU, "seq": 1}, r.text

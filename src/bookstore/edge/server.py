@@ -16,12 +16,12 @@ import contextlib
 import logging
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bookstore.config import Topology
 from bookstore.edge.app import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES, EdgeApp, error_body
 from bookstore.edge.operations import operations_app
 from bookstore.runtime import logs
+from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
 from bookstore.runtime.region import listening_socket
 
 log = logging.getLogger("bookstore.edge")
@@ -33,8 +33,8 @@ class _TooMuch(Exception):
     pass
 
 
-class EdgeProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with bounds on the request line and the headers."""
+class EdgeProtocol(CoalescingHttpToolsProtocol):
+    """uvicorn's httptools protocol with bounds on the request line and the headers, one write per answer."""
 
     _url_bytes = 0
     _header_bytes = 0

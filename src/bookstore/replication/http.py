@@ -23,11 +23,13 @@ from bookstore.replication.wire import entry_json, parse_batch, parse_entries
 
 BATCH = 500
 HEARTBEAT_S = 1.0
-# Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll.
-POLL_S = 0.01
+# Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll,
+# which only reads the log's head: cheap enough to do often, so such writes wait little.
+POLL_S = 0.002
 # A stream ends after this long and the follower opens the next one, which costs it a round trip
-# (changes written meanwhile wait for it) and refreshes the follower's acknowledgement (for trimming).
-STREAM_S = 300.0
+# (changes written meanwhile wait for it); followers acknowledge their progress (for trimming) on a
+# request of its own every ACK_EVERY_MS, so streams may last long and the round trip stays rare.
+STREAM_S = 3600.0
 NDJSON = "application/x-ndjson"
 
 
@@ -45,6 +47,12 @@ class _FollowRequest(BaseModel):
     after: StrictInt = Field(ge=0)
     limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
     streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=3_600_000)
+
+
+class _AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peer: StrictStr = Field(max_length=64)
+    seq: StrictInt = Field(ge=0)
 
 
 class _SnapshotRequest(BaseModel):
@@ -105,12 +113,16 @@ def replication_routes(
         except (orjson.JSONDecodeError, PydanticError) as exc:
             raise errors.ValidationError(f"malformed request: {str(exc)[:300]}") from None
 
+    def as_itself(request: Request, peer: str, what: str) -> None:
+        """The request names a known region as its sender, the one that signed it."""
+        if peer not in regions:
+            raise errors.ValidationError(f"unknown peer region {peer!r}")
+        if peer != _signer(request):
+            raise errors.Forbidden(f"a region may only {what} as itself")
+
     async def follow(request: Request) -> Response:
         body: _FollowRequest = await parsed(request, _FollowRequest)
-        if body.peer not in regions:
-            return _error(400, "ValidationError", f"unknown peer region {body.peer!r}")
-        if body.peer != _signer(request):
-            raise errors.Forbidden("a region may only follow the log as itself")
+        as_itself(request, body.peer, "follow the log")
         try:
             first = await asyncio.to_thread(_read, store, body, body.after, tables)
         except LogTrimmed as exc:
@@ -121,6 +133,15 @@ def replication_routes(
             media_type=NDJSON,
             headers={"Cache-Control": "no-store"},
         )
+
+    async def ack(request: Request) -> Response:
+        body: _AckRequest = await parsed(request, _AckRequest)
+        as_itself(request, body.peer, "acknowledge")
+        if body.seq > await asyncio.to_thread(store.head_seq):
+            # An acknowledgement beyond the head would let this region trim what nobody has read.
+            return _error(400, "ValidationError", f"seq {body.seq} is beyond this log's head")
+        await asyncio.to_thread(store.record_ack, body.peer, body.seq)
+        return _json({"peer": body.peer, "seq": body.seq})
 
     async def snapshot(request: Request) -> Response:
         body: _SnapshotRequest = await parsed(request, _SnapshotRequest)
@@ -177,6 +198,7 @@ def replication_routes(
 
     return [
         Route("/replication/follow", guarded(follow), methods=["POST"]),
+        Route("/replication/ack", guarded(ack), methods=["POST"]),
         Route("/replication/snapshot", guarded(snapshot), methods=["POST"]),
         Route("/replication/digest", guarded(digest), methods=["POST"]),
         Route("/replication/push", guarded(push), methods=["POST"]),
@@ -200,10 +222,13 @@ async def _stream(
         wake = feed.current()
         read = await asyncio.to_thread(_read, store, body, after, tables)
         if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
-            # Nothing new: wait for a commit here or the next poll; a heartbeat every HEARTBEAT_S
-            # tells the follower this region lives.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=POLL_S)
+            # Nothing new: wait for a commit here, or another process's (the head moves), or the time
+            # of a heartbeat, which tells the follower this region lives.
+            while not wake.is_set() and loop.time() - last_sent < HEARTBEAT_S:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=POLL_S)
+                if store.head_seq() != read.head_seq:
+                    break
             continue
         yield _line(read)
         after = read.last_seq
@@ -284,6 +309,9 @@ class HttpPeer:
             await self._post(
                 "/replication/push", {"source": self.me, "entries": [entry_json(e) for e in entries]}
             )
+
+    async def ack(self, seq: int) -> None:
+        await self._post("/replication/ack", {"peer": self.me, "seq": seq})
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         response = await self.client.post(path, content=orjson.dumps(body))

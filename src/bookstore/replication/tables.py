@@ -34,6 +34,9 @@ log = logging.getLogger("bookstore.replication")
 
 LAG_WINDOW_MS = 60_000
 CHECKPOINT_EVERY_MS = 1_000
+# How often a follower tells the peer how far it holds the peer's log (the peer trims only below every
+# follower's acknowledgement); streams stay open for long, so this cannot wait for the next one.
+ACK_EVERY_MS = 10_000
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -54,6 +57,8 @@ class ReplicaStore(Protocol):
         exclude_origin: str | None = None,
         old_images: bool = True,
     ) -> LogRead: ...
+
+    def head_seq(self) -> int: ...
 
     def apply(self, source: str, entries: Sequence[LogEntry], checkpoint: int | None) -> ApplyResult: ...
 
@@ -98,6 +103,10 @@ class Peer(Protocol):
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
 
     async def push(self, entries: list[LogEntry]) -> None: ...
+
+    async def ack(self, seq: int) -> None:
+        """Tell the peer this region holds its log up to `seq`, so it may trim before it."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -238,6 +247,8 @@ class Replicator:
         checkpoint = self.store.checkpoint(peer.region)
         if checkpoint is None:
             checkpoint = await self.backfill(peer)
+        acks: set[asyncio.Task[None]] = set()
+        acked, acked_at = checkpoint, self.clock.now_ms()
         try:
             stored = checkpoint
             stored_at = self.clock.now_ms()
@@ -253,11 +264,23 @@ class Replicator:
                 ):
                     await self._apply(peer.region, read.entries, checkpoint)
                     stored, stored_at = checkpoint, self.clock.now_ms()
+                if stored != acked and stored_at - acked_at > ACK_EVERY_MS:
+                    # Off the stream's path: a slow acknowledgement must not hold up the next batch.
+                    acked, acked_at = stored, stored_at
+                    task = asyncio.create_task(self._ack(peer, stored))
+                    acks.add(task)
+                    task.add_done_callback(acks.discard)
                 self.pending[peer.region] = max(0, read.head_seq - read.last_seq)
                 self.metrics.pending.labels(peer.region, self.region).set(self.pending[peer.region])
         except LogTrimmed:
             log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
             await self.backfill(peer)
+
+    async def _ack(self, peer: Peer, seq: int) -> None:
+        try:
+            await peer.ack(seq)
+        except Exception as exc:  # the next acknowledgement (or stream) carries it: only trimming waits
+            log.info("could not acknowledge seq %d to %s: %s: %s", seq, peer.region, type(exc).__name__, exc)
 
     async def _apply(
         self, source: str, entries: Sequence[LogEntry], checkpoint: int | None, *, live: bool = True
@@ -357,6 +380,8 @@ class Replicator:
         now = self.clock.now_ms()
         return {
             "region": self.region,
+            # This region's log position: a peer whose checkpoint reached it holds all of it.
+            "headSeq": self.store.head_seq(),
             "peers": {
                 p.region: {
                     "connected": self.connected.get(p.region, False),

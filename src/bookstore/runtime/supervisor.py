@@ -35,6 +35,8 @@ from bookstore.runtime.secret import ENV as SECRET_ENV
 log = logging.getLogger("bookstore.supervisor")
 STOP_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Printed once every region is healthy and what `up` prepares is ready: launchers wait for it.
+BANNER = "The Bookstore is up"
 
 
 def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -> list[str]:
@@ -217,7 +219,7 @@ class Supervisor:
             log.warning("storefront buckets not ready: %s; `bookstore publish` retries", exc.message)
 
     def _banner(self) -> None:
-        print("\nThe Bookstore is up:", flush=True)
+        print(f"\n{BANNER}:", flush=True)
         for region_id in self.regions:
             region = self.topology.region(region_id)
             print(f"  {region.flag}  {region.name:<12} {region.id:<15} {region.api_url}/books", flush=True)
