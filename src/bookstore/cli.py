@@ -252,6 +252,62 @@ def status(
 
 
 @app.command()
+def drill(
+    scenario: Annotated[
+        str,
+        typer.Argument(help="region-outage, api-break, partition, slow-link, clock-skew or blog-failover."),
+    ],
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Requests per second of the workload.")] = 40.0,
+    duration: Annotated[float, typer.Option("--duration", min=5, help="Seconds of workload.")] = 30.0,
+    write_rate: Annotated[
+        float,
+        typer.Option(
+            "--write-rate",
+            min=0,
+            help="Orders per second written straight to the home region's API besides the shoppers "
+            "(a backend's writes, not failed over): they count in RPO, loss, duplicates, best sellers.",
+        ),
+    ] = 0.0,
+    attach: Annotated[
+        bool, typer.Option("--attach", help="Drill the running system instead of starting a fresh one.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the workload's random choices.")] = 1,
+    settle: Annotated[
+        float, typer.Option("--settle", min=1, help="Most seconds to wait for convergence after the fault.")
+    ] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Run a failover drill through the edge and check RTO, RPO, loss, duplicates and convergence."""
+    from bookstore.drills.runner import Options, run
+    from bookstore.drills.scenarios import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        typer.echo(f"error: unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", err=True)
+        raise typer.Exit(2)
+    options = Options(scenario, rate, duration, attach, data_dir, topology, seed, settle, write_rate)
+    try:
+        record = run(options)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        _drill_summary(record)
+    raise typer.Exit(0 if record["passed"] else 1)
+
+
+def _drill_summary(record: Any) -> None:
+    from rich.console import Console
+
+    from bookstore.drills.report import print_summary
+
+    print_summary(record, Console())
+
+
+@app.command()
 def conflicts(
     region: RegionOpt = None,
     limit: Annotated[int, typer.Option("--limit")] = 20,

@@ -11,7 +11,8 @@ An idempotent request (GET, HEAD, OPTIONS, or any with an Idempotency-Key header
 connection failure, a timeout, a 5xx, or the 403 of an API whose mapping is gone (a 403 that no
 Bookstore app answered: it lacks X-Bookstore-Region) is retried once on the record's next region, and
 the failed target's breaker opens. Other requests are sent once, whatever happens: a POST without an
-Idempotency-Key is never failed over. Every answer names its origin in X-Edge-Origin.
+Idempotency-Key is never failed over. Every answer names its origin in X-Edge-Origin, and one that was
+retried says from where and why in X-Edge-Failover.
 
 The edge checks what it forwards: only its own host names, bounded URLs, headers and bodies, paths
 without dot segments or control characters, no hop-by-hop or inter-region signing headers. It builds
@@ -47,6 +48,7 @@ MAX_BODY_BYTES = 1 << 20
 MAX_HOST_BYTES = 255
 REGION_HEADER = b"x-bookstore-region"
 ORIGIN_HEADER = b"x-edge-origin"
+FAILOVER_HEADER = b"x-edge-failover"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROXY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
 # Request headers the edge never forwards: hop-by-hop ones, those it sets itself, and the signing
@@ -565,6 +567,9 @@ class EdgeApp:
             self.counters.failovers[(record, attempts[0], served_by)] += 1
         headers = [(k, v) for k, v in answer.headers if k not in _DROPPED_ANSWER]
         headers.append((ORIGIN_HEADER, served_by.encode()))
+        if served_by != attempts[0]:
+            # As the origin group says it for static content: the client (a drill) sees the retry.
+            headers.append((FAILOVER_HEADER, f"{attempts[0]}: {problem}"[:300].encode("latin-1", "replace")))
         headers.append(_VIA)
         self.counters.served(record, served_by, answer.status, time.perf_counter() - started)
         if method == "HEAD":

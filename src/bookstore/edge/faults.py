@@ -9,15 +9,22 @@ regions, and this switch itself) and /blog (the book blog is a separate site in 
 health checks target /books, so they see the 403 too. While S3 is switched unavailable, the S3 port
 answers 503 ServiceUnavailable to everything but the regions' internal object endpoints.
 
-The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok"}, signed
-with the deployment's shared secret as the operator (bookstore.replication.auth), so only whoever runs
-the deployment (the supervisor's control API, `bookstore api break|repair`) can flip it.
+The drills add two more: {"clockSkewMs": N} shifts the region's clock (the SkewedClock every part of
+the region reads, the HLC included) by N ms, and the test-only {"replication": "paused"|"ok"} stops the
+region applying the changes it receives, to prove that a drill catches broken replication; the latter
+is refused with 403 unless the region was started with BOOKSTORE_TEST_FAULTS=1.
+
+The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok",
+"clockSkewMs": N, "replication": "paused"|"ok"}, signed with the deployment's shared secret as the
+operator (bookstore.replication.auth), so only whoever runs the deployment (the supervisor's control
+API, `bookstore api break|repair`) can flip it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+import os
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import orjson
@@ -26,12 +33,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bookstore.domain.errors import Forbidden, Unauthorized
 from bookstore.ports import Clock
 from bookstore.replication.auth import PeerAuth, request_target, verify
+from bookstore.replication.clock import SkewedClock
+
+if TYPE_CHECKING:
+    from bookstore.replication.tables import Replicator
 
 log = logging.getLogger("bookstore.edge.faults")
 
 FAULTS_PATH: Final = "/replication/faults"
 OPERATOR: Final = "operator"
 MAX_SWITCH_BODY = 4096
+TEST_FAULTS_ENV: Final = "BOOKSTORE_TEST_FAULTS"
+# A skew beyond a minute would also put the region outside the signed requests' time window.
+MAX_SKEW_MS = 60_000
+SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication"})
 # Paths of the API port that are not behind the (removed) API mapping.
 _UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
 _S3_INTERNAL = "/_replication/"
@@ -51,12 +66,24 @@ async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], b
 class RegionFaults:
     """ASGI middleware around a region's server (API and S3 ports) holding its fault switches."""
 
-    def __init__(self, app: ASGIApp, region: str, secret: str, clock: Clock, s3_port: int | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        region: str,
+        secret: str,
+        clock: Clock,
+        s3_port: int | None,
+        *,
+        replicator: Replicator | None = None,
+        test_faults: bool | None = None,
+    ) -> None:
         self.app = app
         self.region = region
         self.secret = secret
         self.clock = clock
         self.s3_port = s3_port
+        self.replicator = replicator
+        self.test_faults = os.environ.get(TEST_FAULTS_ENV) == "1" if test_faults is None else test_faults
         self.api_broken = False
         self.s3_unavailable = False
 
@@ -65,6 +92,8 @@ class RegionFaults:
             "regionId": self.region,
             "api": "broken" if self.api_broken else "ok",
             "s3": "unavailable" if self.s3_unavailable else "ok",
+            "clockSkewMs": self.clock.offset_ms if isinstance(self.clock, SkewedClock) else 0,
+            "replication": "paused" if self.replicator is not None and self.replicator.apply_paused else "ok",
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,36 +169,84 @@ class RegionFaults:
             wanted = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
             return _json(400, {"error": "BadRequest", "message": "the body is not JSON"})
-        if not isinstance(wanted, dict) or not set(wanted) <= {"api", "s3"}:
+        if not isinstance(wanted, dict) or not set(wanted) <= SWITCH_NAMES:
             return _json(
                 400,
-                {"error": "BadRequest", "message": 'send {"api": "broken"|"ok", "s3": "unavailable"|"ok"}'},
+                {
+                    "error": "BadRequest",
+                    "message": 'send {"api": "broken"|"ok", "s3": "unavailable"|"ok", "clockSkewMs": N, '
+                    '"replication": "paused"|"ok"}',
+                },
             )
-        api, s3 = wanted.get("api"), wanted.get("s3")
-        if api not in (None, "broken", "ok") or s3 not in (None, "unavailable", "ok"):
-            return _json(
-                400, {"error": "BadRequest", "message": 'api is "broken" or "ok", s3 "unavailable" or "ok"'}
-            )
+        refused = self._refusal(wanted)
+        if refused is not None:
+            return refused
+        api, s3, skew, replication = (wanted.get(k) for k in ("api", "s3", "clockSkewMs", "replication"))
         if api is not None:
             self.api_broken = api == "broken"
         if s3 is not None:
             self.s3_unavailable = s3 == "unavailable"
-        log.warning("event=faults_switched api=%s s3=%s", self.state()["api"], self.state()["s3"])
-        return _json(200, self.state())
+        if skew is not None and isinstance(self.clock, SkewedClock):
+            self.clock.offset_ms = skew
+        if replication is not None and self.replicator is not None:
+            self.replicator.apply_paused = replication == "paused"
+        state = self.state()
+        log.warning(
+            "event=faults_switched api=%s s3=%s clock_skew_ms=%s replication=%s",
+            state["api"],
+            state["s3"],
+            state["clockSkewMs"],
+            state["replication"],
+        )
+        return _json(200, state)
+
+    def _refusal(self, wanted: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 4xx answer to switches that are malformed or not available here, else None."""
+        api, s3, skew, replication = (wanted.get(k) for k in ("api", "s3", "clockSkewMs", "replication"))
+        if api not in (None, "broken", "ok") or s3 not in (None, "unavailable", "ok"):
+            return _json(
+                400, {"error": "BadRequest", "message": 'api is "broken" or "ok", s3 "unavailable" or "ok"'}
+            )
+        if skew is not None:
+            if isinstance(skew, bool) or not isinstance(skew, int) or abs(skew) > MAX_SKEW_MS:
+                return _json(
+                    400,
+                    {
+                        "error": "BadRequest",
+                        "message": f"clockSkewMs is a whole number of ms within +-{MAX_SKEW_MS}",
+                    },
+                )
+            if not isinstance(self.clock, SkewedClock):
+                return _json(
+                    409, {"error": "Conflict", "message": f"the clock of {self.region} cannot be skewed"}
+                )
+        if replication is not None:
+            # "ok" is accepted everywhere: the supervisor sends every switch when a region (re)starts.
+            if replication not in ("paused", "ok"):
+                return _json(400, {"error": "BadRequest", "message": 'replication is "paused" or "ok"'})
+            if replication == "paused" and not self.test_faults:
+                return _json(
+                    403,
+                    {
+                        "error": "Forbidden",
+                        "message": "pausing replication is a test-only fault: start the region with "
+                        f"{TEST_FAULTS_ENV}=1 to allow it",
+                    },
+                )
+            if replication == "paused" and self.replicator is None:
+                return _json(409, {"error": "Conflict", "message": f"{self.region} runs no replicator"})
+        return None
 
 
 async def switch_faults(
-    api_url: str, secret: str, clock: Clock, *, api: str | None = None, s3: str | None = None
+    api_url: str, secret: str, clock: Clock, **switches: str | int | None
 ) -> dict[str, Any]:
-    """Ask a region (at its API base URL) to switch its faults, signed as the operator.
+    """Ask a region (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=).
 
-    Raises httpx.HTTPError when it does not answer, RuntimeError when it refuses.
+    Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the
+    region does not answer, RuntimeError when it refuses.
     """
-    body: dict[str, str] = {}
-    if api is not None:
-        body["api"] = api
-    if s3 is not None:
-        body["s3"] = s3
+    body = {name: value for name, value in switches.items() if value is not None}
     async with httpx.AsyncClient(auth=PeerAuth(secret, OPERATOR, clock), timeout=5.0) as client:
         response = await client.post(api_url + FAULTS_PATH, content=orjson.dumps(body))
     if response.status_code != 200:

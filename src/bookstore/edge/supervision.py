@@ -4,6 +4,9 @@
 regions, started again if it dies, and stopped with them. The control API gains:
 - POST /api/{region}/{break|repair}: the region's API answers 403 (module 4's removed mapping) or not;
 - POST /s3/{region}/{break|repair}: the region's S3 API answers 503 or not;
+- POST /clock/{region} with {"skewMs": N}: the region's clock runs N ms off (0 sets it right);
+- POST /replication/{region}/{pause|resume}: TEST-ONLY, the region stops (or goes on) applying the
+  changes it receives; regions refuse it unless started with BOOKSTORE_TEST_FAULTS=1;
 - GET /faults: every region's switches as the supervisor set them;
 - POST /blog/promote/{region}: make a region the blog's primary (as `bookstore blog promote`);
 - GET /edge: the edge process.
@@ -28,13 +31,18 @@ from starlette.routing import Route
 
 from bookstore.config import Topology
 from bookstore.domain.errors import BookstoreError
-from bookstore.edge.faults import switch_faults
+from bookstore.edge.faults import MAX_SKEW_MS, switch_faults
 from bookstore.replication.clock import SystemClock
 
 log = logging.getLogger("bookstore.supervisor.edge")
 STOP_GRACE_S = 10.0
 RESTART_DELAY_S = 1.0
-SWITCHES = {"api": ("broken", "ok"), "s3": ("unavailable", "ok")}
+SWITCHES = {"api": ("broken", "ok"), "s3": ("unavailable", "ok"), "replication": ("paused", "ok")}
+NO_FAULTS: dict[str, Any] = {"api": "ok", "s3": "ok", "replication": "ok", "clockSkewMs": 0}
+
+
+class SwitchRefused(Exception):
+    """A region refused a fault switch (its message says why)."""
 
 
 def edge_command(topology_file: Path | None) -> list[str]:
@@ -62,7 +70,7 @@ class EdgeSupervision:
         self.stopping = False
         self.restarts = 0
         self._watcher: asyncio.Task[None] | None = None
-        self.faults: dict[str, dict[str, str]] = {r.id: {"api": "ok", "s3": "ok"} for r in topology.regions}
+        self.faults: dict[str, dict[str, Any]] = {r.id: dict(NO_FAULTS) for r in topology.regions}
 
     # the edge process -------------------------------------------------------------------------------
 
@@ -152,10 +160,23 @@ class EdgeSupervision:
     # fault switches ---------------------------------------------------------------------------------
 
     async def switch(self, region_id: str, kind: str, action: str) -> dict[str, Any]:
-        """Set a region's API (kind "api") or S3 ("s3") switch; remembered for its next start."""
+        """Set a region's API ("api"), S3 ("s3") or replication switch; remembered for its next start."""
         broken, ok = SWITCHES[kind]
-        self.faults[region_id][kind] = broken if action == "break" else ok
-        return await self._apply(region_id)
+        return await self._set(region_id, kind, broken if action in ("break", "pause") else ok)
+
+    async def skew_clock(self, region_id: str, skew_ms: int) -> dict[str, Any]:
+        """Run a region's clock `skew_ms` off; remembered for its next start."""
+        return await self._set(region_id, "clockSkewMs", skew_ms)
+
+    async def _set(self, region_id: str, name: str, value: str | int) -> dict[str, Any]:
+        """Set one switch and apply it; a switch the region refuses is not kept (raises SwitchRefused)."""
+        before = self.faults[region_id][name]
+        self.faults[region_id][name] = value
+        try:
+            return await self._apply(region_id)
+        except SwitchRefused:
+            self.faults[region_id][name] = before
+            raise
 
     async def _apply(self, region_id: str) -> dict[str, Any]:
         wanted = self.faults[region_id]
@@ -169,12 +190,24 @@ class EdgeSupervision:
                 "applied": False,
                 "message": "not running: applies when it starts",
             }
-        log.warning("region %s switched: api %s, s3 %s", region_id, state["api"], state["s3"])
+        except RuntimeError as exc:  # the region refused (e.g. a test-only fault without the opt-in)
+            raise SwitchRefused(str(exc)) from None
+        log.warning(
+            "region %s switched: api %s, s3 %s, clock skew %s ms, replication %s",
+            region_id,
+            state["api"],
+            state["s3"],
+            state.get("clockSkewMs"),
+            state.get("replication"),
+        )
         return {**state, "applied": True}
 
     async def region_started(self, region_id: str) -> None:
-        if self.faults[region_id] != {"api": "ok", "s3": "ok"}:
-            await self._apply(region_id)
+        if self.faults[region_id] != NO_FAULTS:
+            try:
+                await self._apply(region_id)
+            except SwitchRefused as exc:
+                log.error("region %s refused its switches: %s", region_id, exc)
 
     async def promote_blog(self, region_id: str) -> dict[str, Any]:
         from bookstore.blog.replication import Operator
@@ -200,7 +233,42 @@ class EdgeSupervision:
                 return _json(
                     {"error": "NotFound", "message": f"unknown region {region_id!r}; known: {known}"}, 404
                 )
-            return _json(await self.switch(region_id, kind, action))
+            try:
+                return _json(await self.switch(region_id, kind, action))
+            except SwitchRefused as exc:
+                return _json({"error": "Forbidden", "message": str(exc)}, 403)
+
+        async def replication(request: Request) -> Response:
+            region_id, action = request.path_params["region"], request.path_params["action"]
+            if action not in ("pause", "resume"):
+                return _json(
+                    {"error": "NotFound", "message": f"no action {action!r}; use pause or resume"}, 404
+                )
+            if region_id not in self.faults:
+                return _json({"error": "NotFound", "message": f"unknown region {region_id!r}"}, 404)
+            try:
+                return _json(await self.switch(region_id, "replication", action))
+            except SwitchRefused as exc:
+                return _json({"error": "Forbidden", "message": str(exc)}, 403)
+
+        async def clock(request: Request) -> Response:
+            region_id = request.path_params["region"]
+            if region_id not in self.faults:
+                return _json({"error": "NotFound", "message": f"unknown region {region_id!r}"}, 404)
+            try:
+                body = orjson.loads(await request.body() or b"{}")
+            except orjson.JSONDecodeError:
+                return _json({"error": "BadRequest", "message": "the body is not JSON"}, 400)
+            skew = body.get("skewMs") if isinstance(body, dict) else None
+            if isinstance(skew, bool) or not isinstance(skew, int) or abs(skew) > MAX_SKEW_MS:
+                return _json(
+                    {"error": "BadRequest", "message": f'send {{"skewMs": N}}, N ms within +-{MAX_SKEW_MS}'},
+                    400,
+                )
+            try:
+                return _json(await self.skew_clock(region_id, skew))
+            except SwitchRefused as exc:
+                return _json({"error": "Conflict", "message": str(exc)}, 409)
 
         async def faults(_: Request) -> Response:
             return _json({"faults": self.faults})
@@ -220,6 +288,8 @@ class EdgeSupervision:
         return [
             Route("/api/{region}/{action}", fault, methods=["POST"]),
             Route("/s3/{region}/{action}", fault, methods=["POST"]),
+            Route("/replication/{region}/{action}", replication, methods=["POST"]),
+            Route("/clock/{region}", clock, methods=["POST"]),
             Route("/faults", faults, methods=["GET"]),
             Route("/blog/promote/{region}", promote, methods=["POST"]),
             Route("/edge", edge, methods=["GET"]),

@@ -27,9 +27,11 @@ from bookstore.objectstore.namespace import BucketDirectory, Cluster
 from bookstore.objectstore.peers import PeerS3
 from bookstore.objectstore.replication import ObjectReplicator
 from bookstore.replication.auth import PeerAuth, PeerAuthMiddleware
+from bookstore.replication.clock import SkewedClock, SystemClock
 from bookstore.replication.http import ChangeFeed, HttpPeer, replication_routes
 from bookstore.replication.tables import ReplicationMetrics, Replicator
 from bookstore.runtime import logs
+from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
 from bookstore.runtime.links import link_url
 from bookstore.runtime.secret import deployment_secret
 
@@ -93,16 +95,20 @@ def region_app(
     secret: str | None = None,
     objects: ObjectReplicator | None = None,
     feed: ChangeFeed | None = None,
+    on_replicator: Callable[[Replicator], None] | None = None,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
+    `on_replicator` is handed the table replicator once built (the fault switches hold it).
     """
     registry = CollectorRegistry()
     app = create_app(services, registry)
     if objects is not None:
         objects.metrics.register(registry)
     replicator = build_replicator(services, secret, registry) if secret else None
+    if replicator is not None and on_replicator is not None:
+        on_replicator(replicator)
     # The blog's single-primary replication (bookstore.blog.replication): its own endpoints and loop.
     blog = None
     if secret and services.blog is not None:
@@ -204,7 +210,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
     logs.configure(region_id)
-    services = build_region(topology, region_id, data_dir)
+    # Skewed by 0 until a drill moves it (the clockSkewMs fault switch): every part reads this clock.
+    clock = SkewedClock(SystemClock())
+    services = build_region(topology, region_id, data_dir, clock)
     region = services.region
     try:
         secret = deployment_secret(data_dir)
@@ -222,9 +230,18 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
                 secret=secret,
             )
         feed = ChangeFeed()
-        app: ASGIApp = PortRouter(region_app(services, secret, objects, feed), s3, region.s3_port)
-        # The API and S3 fault switches the edge's drills flip (`bookstore api break`), signed.
-        app = RegionFaults(app, region.id, secret, services.clock, region.s3_port if s3 else None)
+        replicators: list[Replicator] = []
+        api = region_app(services, secret, objects, feed, on_replicator=replicators.append)
+        app: ASGIApp = PortRouter(api, s3, region.s3_port)
+        # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
+        app = RegionFaults(
+            app,
+            region.id,
+            secret,
+            clock,
+            region.s3_port if s3 else None,
+            replicator=replicators[0] if replicators else None,
+        )
         sockets = [listening_socket(region.address, region.api_port)]
         if s3 is not None:
             sockets.append(listening_socket(region.address, region.s3_port))
@@ -232,6 +249,7 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
         # links where every new connection costs a round trip (objectstore.peers.KEEPALIVE_S is below).
         config = uvicorn.Config(
             app,
+            http=CoalescingHttpToolsProtocol,
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -1,0 +1,224 @@
+"""The drills' scenarios: a fault injected through the supervisor's control API, then lifted."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bookstore.blog.replication import overview as blog_overview
+from bookstore.drills.checks import blog_failover_check
+from bookstore.drills.observe import status
+from bookstore.drills.record import Check, Event, Fault
+
+CONTROL_TIMEOUT_S = 90.0
+BLOG_CATCH_UP_S = 10.0
+
+
+@dataclass
+class Control:
+    """The supervisor's control API and what a scenario needs to act: the regions, the clock, the log."""
+
+    control_url: str
+    home: str
+    other: str
+    now_s: Callable[[], float]
+    data_dir: Path
+    topology_file: Path | None
+    events: list[Event] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as client:
+            answer = await client.request(method, self.control_url + path, json=body)
+        if answer.status_code != 200:
+            raise RuntimeError(f"control API {method} {path}: {answer.status_code} {answer.text[:300]}")
+        return answer.json()
+
+    def note(self, kind: str, message: str) -> None:
+        self.events.append(Event(atS=round(self.now_s(), 3), kind=kind, message=message))
+
+    def fault_started(self, name: str, target: str) -> Fault:
+        fault = Fault(name=name, target=target, startS=round(self.now_s(), 3), endS=None)
+        self.faults.append(fault)
+        self.note("fault", f"{name} {target}")
+        return fault
+
+    def fault_ended(self, fault: Fault, message: str) -> None:
+        fault["endS"] = round(self.now_s(), 3)
+        self.note("recovery", message)
+
+    async def cli(self, *args: str) -> str:
+        """Run a `bookstore` command against this system; raises RuntimeError when it fails."""
+        cmd = [sys.executable, "-m", "bookstore", *args, "--data-dir", str(self.data_dir)]
+        if self.topology_file is not None:
+            cmd += ["--topology", str(self.topology_file)]
+        process = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"bookstore {' '.join(args)}: {out.decode(errors='replace')[-500:]}")
+        return out.decode(errors="replace").strip()
+
+
+class Scenario:
+    """One drill: `begin` injects the fault, `end` lifts it; the runner times both and checks the rest."""
+
+    name = ""
+    description = ""
+    # The failed region was down: check RPO (acknowledged writes missing in the survivor).
+    measures_rpo = False
+    # Shoppers on both sides (writes in both regions), else all at the home region.
+    both_sides = False
+    recovery_word = "recovery"
+
+    def __init__(self) -> None:
+        self.fault: Fault | None = None
+
+    async def begin(self, c: Control) -> None:
+        raise NotImplementedError
+
+    async def end(self, c: Control) -> None:
+        raise NotImplementedError
+
+    async def checks(self, c: Control, regions: Mapping[str, str]) -> list[Check]:
+        """What this scenario checks besides every drill's checks (regions: id -> API URL)."""
+        return []
+
+
+class RegionOutage(Scenario):
+    name = "region-outage"
+    description = "kill -9 the home region's process, then start it again"
+    measures_rpo = True
+    recovery_word = "restart"
+
+    async def begin(self, c: Control) -> None:
+        self.fault = c.fault_started("kill -9", c.home)
+        await c.call("POST", f"/regions/{c.home}/kill")
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        c.note("note", f"starting {c.home} again")
+        await c.call("POST", f"/regions/{c.home}/start")
+        c.fault_ended(self.fault, f"{c.home} restarted and healthy")
+
+
+class ApiBreak(Scenario):
+    name = "api-break"
+    description = "module 4: the home region's API answers 403 (its mapping removed), then is repaired"
+
+    async def begin(self, c: Control) -> None:
+        self.fault = c.fault_started("API mapping removed", c.home)
+        await c.call("POST", f"/api/{c.home}/break")
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        await c.call("POST", f"/api/{c.home}/repair")
+        c.fault_ended(self.fault, f"{c.home}'s API repaired")
+
+
+class Partition(Scenario):
+    name = "partition"
+    description = "cut the link between two regions while shoppers write on both sides, then heal it"
+    both_sides = True
+    recovery_word = "heal"
+
+    async def begin(self, c: Control) -> None:
+        self.fault = c.fault_started("link cut", f"{c.home} <-> {c.other}")
+        await c.call("POST", f"/links/{c.home}/{c.other}", {"cut": True, "both": True})
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        await c.call("POST", f"/links/{c.home}/{c.other}", {"cut": False, "both": True})
+        c.fault_ended(self.fault, "link healed")
+
+
+class SlowLink(Scenario):
+    name = "slow-link"
+    description = "multiply one link's delay by 10 (both directions), then set it back"
+    both_sides = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: dict[tuple[str, str], float] = {}
+
+    async def begin(self, c: Control) -> None:
+        links = (await c.call("GET", "/links"))["links"]
+        for pair in ((c.home, c.other), (c.other, c.home)):
+            link = next(item for item in links if (item["src"], item["dst"]) == pair)
+            self.delays[pair] = float(link["delayMs"])
+        slow = {pair: delay * 10 for pair, delay in self.delays.items()}
+        self.fault = c.fault_started(
+            f"link delay x10 ({', '.join(f'{d:g} ms' for d in slow.values())})", f"{c.home} <-> {c.other}"
+        )
+        for (a, b), delay in slow.items():
+            await c.call("POST", f"/links/{a}/{b}", {"delayMs": delay})
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        for (a, b), delay in self.delays.items():
+            await c.call("POST", f"/links/{a}/{b}", {"delayMs": delay})
+        c.fault_ended(self.fault, "link delay set back")
+
+
+class ClockSkew(Scenario):
+    name = "clock-skew"
+    description = "run one region's clock 2 s ahead while shoppers write on both sides, then set it right"
+    both_sides = True
+    skew_ms = 2000
+
+    async def begin(self, c: Control) -> None:
+        self.fault = c.fault_started(f"clock +{self.skew_ms} ms", c.other)
+        await c.call("POST", f"/clock/{c.other}", {"skewMs": self.skew_ms})
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        await c.call("POST", f"/clock/{c.other}", {"skewMs": 0})
+        c.fault_ended(self.fault, f"{c.other}'s clock set right")
+
+
+class BlogFailover(Scenario):
+    name = "blog-failover"
+    description = "kill the blog's primary region, promote the other, restart the old primary and rejoin it"
+    measures_rpo = True
+    recovery_word = "rejoin"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged: int | None = None
+
+    async def begin(self, c: Control) -> None:
+        self.fault = c.fault_started("kill -9 (blog primary)", c.home)
+        await c.call("POST", f"/regions/{c.home}/kill")
+        promoted = await c.call("POST", f"/blog/promote/{c.other}")
+        c.note("failover", f"blog primary promoted: {c.other} at epoch {promoted.get('epoch')}")
+
+    async def end(self, c: Control) -> None:
+        assert self.fault is not None
+        await c.call("POST", f"/regions/{c.home}/start")
+        c.note("recovery", f"{c.home} restarted")
+        said = await c.cli("blog", "rejoin", c.home)
+        c.fault_ended(self.fault, f"blog: {said}")
+
+    async def checks(self, c: Control, regions: Mapping[str, str]) -> list[Check]:
+        # The rejoined replica catches up by following the new primary: give it a few seconds.
+        deadline = c.now_s() + BLOG_CATCH_UP_S
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            while True:
+                answers = await asyncio.gather(*(status(client, url) for url in regions.values()))
+                seen = {r: (body or {}).get("blog") for r, body in zip(regions, answers, strict=True)}
+                check = blog_failover_check(blog_overview(seen), c.home, c.other)
+                if check["held"] or c.now_s() > deadline:
+                    return [check]
+                await asyncio.sleep(0.25)
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    s.name: s for s in (RegionOutage, ApiBreak, Partition, SlowLink, ClockSkew, BlogFailover)
+}

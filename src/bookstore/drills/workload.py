@@ -1,0 +1,160 @@
+"""Simulated shoppers through the edge: open-loop arrivals, every request recorded with its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+# Share of each kind of request in the mix; writes carry an Idempotency-Key so the edge may retry them.
+MIX: dict[str, float] = {"browse": 0.35, "cart": 0.2, "checkout": 0.2, "blog": 0.1, "static": 0.15}
+API_KINDS = ("browse", "cart", "checkout")
+WRITE_KINDS = ("cart", "checkout")
+# Orders written straight to the home region's API (a backend's writes): not through the edge, so
+# never failed over; they load the replication the RPO is measured on.
+WRITER = "writer"
+ORDER_KINDS = ("checkout", WRITER)
+STATIC_PATHS = ("/", "/app.css")
+REQUEST_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Shopper:
+    """A signed-in customer at a location (the region the edge's latency record sends it to)."""
+
+    email: str
+    customer_id: str
+    token: str
+    location: str
+
+
+@dataclass
+class Sample:
+    """One request as the client saw it; times in seconds since the drill's start."""
+
+    kind: str
+    method: str
+    path: str
+    start_s: float
+    end_s: float
+    status: int  # 0: no answer at all
+    region: str | None = None  # X-Bookstore-Region
+    origin: str | None = None  # X-Edge-Origin
+    retried: bool = False  # the edge failed over to another region (X-Edge-Failover)
+    customer_id: str | None = None
+    idempotency_key: str | None = None
+    order_id: str | None = None  # acknowledged order id of a checkout
+    books: tuple[tuple[str, int], ...] = ()
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def serving_region(self) -> str:
+        return self.region or self.origin or "none"
+
+
+@dataclass
+class Workload:
+    """Open-loop arrivals at `rate` requests/s (Poisson, seeded), each a random shopper's random request.
+
+    Open loop: a stalled system does not slow the arrivals down, so an outage shows as failed
+    requests rather than as fewer requests.
+    """
+
+    edge_url: str
+    shoppers: list[Shopper]
+    books: list[str]
+    rate: float
+    seed: int
+    now_s: Callable[[], float]
+    samples: list[Sample] = field(default_factory=list)
+    # The home region's API and the orders/s written straight to it (0: none).
+    writer_url: str | None = None
+    write_rate: float = 0.0
+
+    async def run(self, duration_s: float) -> None:
+        rng = random.Random(self.seed)
+        kinds, weights = list(MIX), list(MIX.values())
+        streams = [
+            self._arrivals(self.edge_url, self.rate, duration_s, lambda: rng.choices(kinds, weights)[0], rng)
+        ]
+        if self.writer_url is not None and self.write_rate > 0:
+            writer_rng = random.Random(self.seed + 1)
+            streams.append(
+                self._arrivals(self.writer_url, self.write_rate, duration_s, lambda: WRITER, writer_rng)
+            )
+        await asyncio.gather(*streams)
+
+    async def _arrivals(
+        self, base_url: str, rate: float, duration_s: float, kind: Callable[[], str], rng: random.Random
+    ) -> None:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=3.0)
+        tasks: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
+            began = self.now_s()
+            at = began
+            while True:
+                at += rng.expovariate(rate)
+                if at >= began + duration_s:
+                    break
+                await asyncio.sleep(max(0.0, at - self.now_s()))
+                task = asyncio.create_task(self._one(client, kind(), rng.choice(self.shoppers), rng))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+
+    async def _one(self, client: httpx.AsyncClient, kind: str, shopper: Shopper, rng: random.Random) -> None:
+        headers = {"X-Client-Region": shopper.location}
+        body: Any = None
+        method, key = "GET", None
+        books: tuple[tuple[str, int], ...] = ()
+        if kind == "browse":
+            path = f"/api/books/{rng.choice(self.books)}"
+        elif kind == "blog":
+            path = "/blog"
+        elif kind == "static":
+            path = rng.choice(STATIC_PATHS)
+        else:
+            method, key = "POST", uuid.uuid4().hex
+            headers |= {"Authorization": f"Bearer {shopper.token}", "Idempotency-Key": key}
+            if kind == "cart":
+                path, body = "/api/cart", {"bookId": rng.choice(self.books), "quantity": 1}
+            else:
+                chosen = rng.sample(self.books, k=rng.randint(1, min(2, len(self.books))))
+                books = tuple((b, rng.randint(1, 3)) for b in chosen)
+                path = "/orders" if kind == WRITER else "/api/orders"
+                body = {"books": [{"bookId": b, "quantity": q} for b, q in books]}
+        sample = Sample(kind, method, path, self.now_s(), 0.0, 0, customer_id=shopper.customer_id)
+        sample.idempotency_key, sample.books = key, books
+        try:
+            answer = await client.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            sample.error = f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            sample.status = answer.status_code
+            sample.region = answer.headers.get("x-bookstore-region")
+            sample.origin = answer.headers.get("x-edge-origin")
+            sample.retried = "x-edge-failover" in answer.headers
+            if kind in ORDER_KINDS and sample.ok:
+                sample.order_id = str(answer.json().get("orderId"))
+            elif not sample.ok:
+                sample.error = answer.text[:200]
+        sample.end_s = self.now_s()
+        self.samples.append(sample)
+
+
+def drill_clock() -> Callable[[], float]:
+    """Seconds since now, on the monotonic clock."""
+    t0 = time.monotonic()
+    return lambda: time.monotonic() - t0

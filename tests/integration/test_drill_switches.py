@@ -1,0 +1,103 @@
+"""The region switches the drills flip: a skewed clock at run time, and the test-only replication pause."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from bookstore.bootstrap import RegionServices, build_region
+from bookstore.config import Topology
+from bookstore.domain.orders import OrderLine
+from bookstore.edge.faults import FAULTS_PATH, OPERATOR, RegionFaults
+from bookstore.replication.auth import sign
+from bookstore.replication.clock import HybridLogicalClock, SkewedClock, SystemClock
+from bookstore.replication.tables import Replicator
+from bookstore.runtime.region import region_app
+from bookstore.services.catalog import seed_books
+
+EU = "eu-west-1"
+SECRET = "the deployment's secret"
+
+
+@pytest.fixture
+def skewable(tmp_path: Path) -> Iterator[tuple[RegionServices, SkewedClock]]:
+    clock = SkewedClock(SystemClock())
+    services = build_region(Topology(), EU, tmp_path, clock)
+    services.catalog.load(seed_books())
+    yield services, clock
+    services.close()
+
+
+def switch(client: TestClient, body: bytes) -> tuple[int, dict[str, object]]:
+    headers = sign(SECRET, "POST", FAULTS_PATH, body, OPERATOR, SystemClock().now_ms())
+    answer = client.post(FAULTS_PATH, content=body, headers=headers)
+    return answer.status_code, answer.json()
+
+
+def test_a_skewed_clock_moves_the_region_s_writes_and_versions_at_run_time(
+    skewable: tuple[RegionServices, SkewedClock],
+) -> None:
+    services, clock = skewable
+    app = RegionFaults(region_app(services), EU, SECRET, clock, s3_port=None)
+    with TestClient(app) as client:
+        status, state = switch(client, b'{"clockSkewMs": 2000}')
+        assert (status, state["clockSkewMs"]) == (200, 2000)
+        order, _ = services.checkout.place("c1", [OrderLine("bk-cook-001", 1)], "drill-key")
+        wall_ms = time.time() * 1000
+        assert order["orderDate"] - wall_ms > 1500
+        # The hybrid logical clock of the tables reads the same clock: the write's version is ahead too.
+        assert services.replica is not None
+        entries = services.replica.read_log(0, limit=100, tables=["orders"]).entries
+        assert [e.key["orderId"] for e in entries] == [order["orderId"]]
+        assert HybridLogicalClock.physical_ms(entries[0].version[0]) - wall_ms > 1500
+        status, state = switch(client, b'{"clockSkewMs": 0}')
+        assert (status, state["clockSkewMs"]) == (200, 0)
+        assert abs(services.clock.now_ms() - time.time() * 1000) < 500
+
+
+def test_bad_or_impossible_skews_are_refused_with_4xx(
+    services: RegionServices, skewable: tuple[RegionServices, SkewedClock]
+) -> None:
+    skewed, clock = skewable
+    with TestClient(RegionFaults(region_app(skewed), EU, SECRET, clock, s3_port=None)) as client:
+        for body in (b'{"clockSkewMs": "2s"}', b'{"clockSkewMs": true}', b'{"clockSkewMs": 100000000}'):
+            status, answer = switch(client, body)
+            assert (status, answer["error"]) == (400, "BadRequest"), body
+    fixed = RegionFaults(region_app(services), EU, SECRET, SystemClock(), s3_port=None)
+    with TestClient(fixed) as client:
+        status, answer = switch(client, b'{"clockSkewMs": 5}')
+        assert (status, answer["error"]) == (409, "Conflict")
+
+
+def replicated_app(services: RegionServices, test_faults: bool) -> tuple[RegionFaults, Replicator]:
+    held: list[Replicator] = []
+    api = region_app(services, SECRET, on_replicator=held.append)
+    app = RegionFaults(
+        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults
+    )
+    return app, held[0]
+
+
+def test_pausing_replication_is_refused_without_the_test_opt_in(services: RegionServices) -> None:
+    app, replicator = replicated_app(services, test_faults=False)
+    with TestClient(app) as client:
+        status, answer = switch(client, b'{"replication": "paused"}')
+        assert status == 403 and "BOOKSTORE_TEST_FAULTS=1" in str(answer["message"])
+        assert not replicator.apply_paused
+        # Lifting it is harmless everywhere: the supervisor re-sends every switch when a region starts.
+        assert switch(client, b'{"replication": "ok"}')[0] == 200
+
+
+def test_with_the_opt_in_replication_pauses_and_resumes(services: RegionServices) -> None:
+    app, replicator = replicated_app(services, test_faults=True)
+    with TestClient(app) as client:
+        status, state = switch(client, b'{"replication": "paused"}')
+        assert (status, state["replication"], replicator.apply_paused) == (200, "paused", True)
+        assert client.get("/status").json()["replication"]["applyPaused"] is True
+        assert switch(client, b'{"replication": "sideways"}')[0] == 400
+        status, state = switch(client, b'{"replication": "ok"}')
+        assert (status, state["replication"], replicator.apply_paused) == (200, "ok", False)
