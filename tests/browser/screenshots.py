@@ -8,6 +8,7 @@ docs/screenshots/<page>-desktop.png (1280x800) and <page>-phone.png (390x844).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tempfile
 import time
@@ -134,6 +135,23 @@ def operator(browser: Browser, system: System, out: Path) -> None:
     context.close()
 
 
+def drill_report(browser: Browser, system: System, out: Path) -> None:
+    """A short region-outage drill against the running system, and the top of its HTML report."""
+    done = system.cli(
+        "drill", "region-outage", "--attach", "--duration", "20", "--rate", "30",
+        "--data-dir", str(system.data_dir), "--json", check=False,
+    )  # fmt: skip
+    record = json.loads(done.stdout)
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(Path(record["files"]["report"]).as_uri())
+    expect(page.locator("svg").first).to_be_visible()
+    path = out / "drill-report-desktop.png"
+    page.screenshot(path=str(path), full_page=True)  # the checks and the whole timeline
+    print(f"wrote {path}", flush=True)
+    context.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -151,6 +169,7 @@ def main() -> None:
         for size in SIZES:
             storefront(browser, system, email, size, args.out)
         operator(browser, system, args.out)
+        drill_report(browser, system, args.out)
         browser.close()
 
 

@@ -717,3 +717,14 @@ def test_digests_spell_a_whole_real_key_as_the_integer_it_equals(open_region: An
     assert a.replica.digest("ranked", 8) == b.replica.digest("ranked", 8)
     b_ranked.update({"list": "top", "rank": 2}, {"title": "changed"})
     assert a.replica.digest("ranked", 8) != b.replica.digest("ranked", 8)
+
+
+def test_a_digest_bounded_by_a_version_leaves_younger_versions_out(open_region: Any) -> None:
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    a.books.put(book(1))
+    exchange(a, b)
+    a.books.put(book(2))  # not yet in b: as if still on its way
+    (young,) = [e.version[0] for e in a.replica.read_log(0, limit=10).entries if e.key == {"id": "b002"}]
+    assert a.replica.digest("books", 8) != b.replica.digest("books", 8)
+    assert a.replica.digest("books", 8, before=young) == b.replica.digest("books", 8, before=young)
+    assert a.replica.digest("books", 8, before=young + 1) != b.replica.digest("books", 8, before=young + 1)

@@ -110,8 +110,8 @@ class InProcessPeer:
         entries = parse_entries(raw["entries"], self.schemas, self.regions)
         return SnapshotPage(entries=entries, cursor=raw["cursor"], head_seq=page.head_seq)
 
-    async def digest(self, table: str, buckets: int) -> list[str]:
-        digest: list[str] = _wire(self._store().digest(table, buckets))
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        digest: list[str] = _wire(self._store().digest(table, buckets, before))
         return digest
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:

@@ -47,7 +47,7 @@ def isolated_topology(
         addresses,
         active=active,
         edge=edge,
-        extra="\n[replication]\nanti_entropy_s = 2.0\n" + extra,
+        extra="\n[replication]\nanti_entropy_s = 2.0\nanti_entropy_settle_s = 1.0\n" + extra,
     )
     return topology, path
 

@@ -133,9 +133,19 @@ def test_timeline_buckets_by_second_outcome_and_serving_region() -> None:
 
 
 def test_kind_summaries() -> None:
-    summary = checks.kind_summaries([read(0.0, took=0.010), read(1.0, took=0.030), read(2.0, 502, None)])
+    summary = checks.kind_summaries(
+        [read(0.0, took=0.010), read(1.0, took=0.030), read(2.0, 502, None), read(3.0, 0, None)]
+    )
     assert summary == [
-        {"kind": "browse", "requests": 3, "failed": 1, "rtoS": 0.01, "p50Ms": 10.0, "p99Ms": 30.0}
+        {
+            "kind": "browse",
+            "requests": 4,
+            "failed": 2,
+            "rtoS": 1.01,  # never recovered: from the first failure to the end of the recording
+            "p50Ms": 10.0,
+            "p99Ms": 30.0,
+            "failures": {"502": 1, "no answer": 1},
+        }
     ]
 
 

@@ -55,6 +55,9 @@ def kind_summaries(samples: Sequence[Sample]) -> list[KindSummary]:
                 rtoS=None if took is None else round(took, 3),
                 p50Ms=round(_percentile(latencies, 0.50), 1),
                 p99Ms=round(_percentile(latencies, 0.99), 1),
+                failures=dict(
+                    sorted(Counter(str(s.status or "no answer") for s in mine if not s.ok).items())
+                ),
             )
         )
     return out

@@ -49,7 +49,9 @@ class Observer:
                 if source == destination:
                     continue
                 figure = lags.get(source)
-                value = None if body is None else float(figure["p50Ms"]) if figure else 0.0
+                value = (
+                    None if body is None else float(figure.get("lastMs", figure["p50Ms"])) if figure else 0.0
+                )
                 self.lag.append(LagPoint(atS=at, source=source, destination=destination, lagMs=value))
             if "conflicts" in replication:
                 self.conflicts[destination] = int(replication["conflicts"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class Fault(TypedDict):
@@ -49,6 +49,8 @@ class KindSummary(TypedDict):
     rtoS: float | None
     p50Ms: float
     p99Ms: float
+    # Failed requests by what the client got: an HTTP status, or "no answer".
+    failures: NotRequired[dict[str, int]]
 
 
 class Check(TypedDict):

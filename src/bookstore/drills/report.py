@@ -407,7 +407,12 @@ def _kind_cells(kind: KindSummary) -> list[str]:
     return [
         kind["kind"],
         str(kind["requests"]),
-        str(kind["failed"]),
+        str(kind["failed"])
+        + (
+            f" ({', '.join(f'{k}: {n}' for k, n in failures.items())})"
+            if (failures := kind.get("failures"))
+            else ""
+        ),
         number(kind["rtoS"], "s"),
         number(kind["p50Ms"], "ms"),
         number(kind["p99Ms"], "ms"),

@@ -66,6 +66,8 @@ class _DigestRequest(BaseModel):
     table: StrictStr = Field(max_length=64)
     buckets: StrictInt = Field(default=64, ge=1, le=4096)
     bucket: StrictInt | None = Field(default=None, ge=0)
+    # Only versions below this HLC count in a digest (anti-entropy leaves out what may be in flight).
+    before: StrictInt | None = Field(default=None, ge=0, lt=1 << 63)
 
 
 class ChangeFeed:
@@ -159,7 +161,8 @@ def replication_routes(
         if body.table not in schemas:
             return _error(400, "ValidationError", f"table {body.table!r} is not replicated")
         if body.bucket is None:
-            return _json({"digest": await asyncio.to_thread(store.digest, body.table, body.buckets)})
+            digest = await asyncio.to_thread(store.digest, body.table, body.buckets, body.before)
+            return _json({"digest": digest})
         if body.bucket >= body.buckets:
             return _error(400, "ValidationError", "bucket must be below buckets")
         entries = await asyncio.to_thread(store.bucket_entries, body.table, body.bucket, body.buckets)
@@ -295,8 +298,8 @@ class HttpPeer:
         entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
         return SnapshotPage(entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]))
 
-    async def digest(self, table: str, buckets: int) -> list[str]:
-        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets})
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "before": before})
         digest: list[str] = raw["digest"]
         return digest
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookstore.ports import Clock
+from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import (
     ApplyResult,
     ConflictRecord,
@@ -70,7 +71,7 @@ class ReplicaStore(Protocol):
         self, after: str | None, limit: int, tables: Collection[str] | None = None
     ) -> SnapshotPage: ...
 
-    def digest(self, table: str, buckets: int = 64) -> list[str]: ...
+    def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]: ...
 
     def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]: ...
 
@@ -98,7 +99,9 @@ class Peer(Protocol):
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage: ...
 
-    async def digest(self, table: str, buckets: int) -> list[str]: ...
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        """Bucket digests of the peer's items and tombstones (only versions below `before` when given)."""
+        ...
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
 
@@ -133,6 +136,8 @@ class LagWindow:
                     "p50Ms": float(_percentile(lags, 0.50)),
                     "p99Ms": float(_percentile(lags, 0.99)),
                     "count": float(len(lags)),
+                    # The newest change's lag: what a timeline shows (the percentiles trail a minute).
+                    "lastMs": float(q[-1][1]),
                 }
         return out
 
@@ -189,6 +194,7 @@ class Replicator:
         metrics: ReplicationMetrics,
         snapshot_page: int = 500,
         anti_entropy_s: float = 30.0,
+        anti_entropy_settle_ms: int = 0,
         digest_buckets: int = 64,
         trim_every_s: float = 60.0,
         retention_ms: int = 3_600_000,
@@ -202,6 +208,7 @@ class Replicator:
         self.metrics = metrics
         self.snapshot_page = snapshot_page
         self.anti_entropy_s = anti_entropy_s
+        self.anti_entropy_settle_ms = anti_entropy_settle_ms
         self.digest_buckets = digest_buckets
         self.trim_every_s = trim_every_s
         self.retention_ms = retention_ms
@@ -329,9 +336,15 @@ class Replicator:
     async def anti_entropy(self, peer: Peer) -> int:
         """Compare bucket digests with `peer` and exchange the entries of buckets that differ."""
         repaired = 0
+        # Versions younger than the settle time may still be in flight: both sides leave them out.
+        before = (
+            HybridLogicalClock.pack(self.clock.now_ms() - self.anti_entropy_settle_ms)
+            if self.anti_entropy_settle_ms
+            else None
+        )
         for table in self.tables:
-            theirs = await peer.digest(table, self.digest_buckets)
-            ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets)
+            theirs = await peer.digest(table, self.digest_buckets, before)
+            ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets, before)
             for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
                 if a == b:
                     continue

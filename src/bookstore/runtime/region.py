@@ -64,6 +64,7 @@ def build_replicator(services: RegionServices, secret: str, registry: CollectorR
         clock=services.clock,
         metrics=ReplicationMetrics(registry, me),
         anti_entropy_s=topology.replication.anti_entropy_s,
+        anti_entropy_settle_ms=int(topology.replication.anti_entropy_settle_s * 1000),
         retention_ms=int(topology.replication.retention_s * 1000),
         tables=tuple(schemas),
         active_peers=[r for r in topology.active if r != me],

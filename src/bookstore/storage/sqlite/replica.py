@@ -133,6 +133,9 @@ _DIGEST_LINE = " || ',' || ".join(
 )
 
 
+_NO_BOUND = (1 << 63) - 1  # the largest SQLite integer: no version is above it
+
+
 class SqliteReplica:
     """The storage side of multi-master replication over one SqliteDatabase (ReplicaStore).
 
@@ -468,10 +471,11 @@ class SqliteReplica:
             raise StorageError(f"reading a snapshot of {self.db.path} failed: {exc}") from exc
         return SnapshotPage(entries=entries, cursor=cursor, head_seq=head)
 
-    def digest(self, table: str, buckets: int = 64) -> list[str]:
+    def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]:
         """Per bucket of key hashes, a digest of the sorted (key, version) of its items and tombstones.
 
-        Equal digests mean equal versions, hence equal contents, in every region.
+        Equal digests mean equal versions, hence equal contents, in every region. With `before`, only
+        versions below it count (both sides of a comparison pass the same bound).
         """
         _bucket_range(0, buckets)
         sql_table = self._table(table).sql_table
@@ -480,8 +484,8 @@ class SqliteReplica:
         # whole tables every few seconds in both regions, so this must stay cheap as tables grow.
         rows = self._read_all(
             f"SELECT khash, CAST({_DIGEST_LINE} AS BLOB) FROM {sql_table} "
-            "WHERE doc IS NOT NULL OR hlc >= ? ORDER BY khash, pk, sk",
-            (self._horizon,),
+            "WHERE (doc IS NOT NULL OR hlc >= ?) AND hlc < ? ORDER BY khash, pk, sk",
+            (self._horizon, _NO_BOUND if before is None else before),
         )
         for khash, line in rows:
             hashers[(khash * buckets) >> KEY_HASH_BITS].update(line)
