@@ -34,7 +34,7 @@ def checks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in record["checks"]}
 
 
-def run_fresh(tmp_path: Path, scenario: str) -> tuple[int, dict[str, Any], str]:
+def run_fresh(tmp_path: Path, scenario: str, *more: str) -> tuple[int, dict[str, Any], str]:
     _, topology_file = isolated_topology(tmp_path / "topology.toml", edge="")
     data = tmp_path / "data"
     return drill(
@@ -47,12 +47,18 @@ def run_fresh(tmp_path: Path, scenario: str) -> tuple[int, dict[str, Any], str]:
         str(data),
         "--topology",
         str(topology_file),
+        *more,
     )
 
 
 def test_a_short_region_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    code, record, stderr = run_fresh(tmp_path, "region-outage")
+    # Besides the shoppers, a writer posts orders straight to Ireland: they count in RPO and loss.
+    code, record, stderr = run_fresh(tmp_path, "region-outage", "--write-rate", "100")
     found = checks_of(record)
+    assert record["params"]["writesSent"] > 500 and record["params"]["writesAcknowledgedPerS"] > 0
+    writer = next(k for k in record["kinds"] if k["kind"] == "writer")
+    assert writer["failed"] > 0 and set(writer["failures"]) == {"no answer"}  # Ireland was down
+    assert int(found["RPO"]["detail"].split(" of ")[1].split()[0]) > 100  # the writer's orders were looked up
     assert found["lost for good"]["value"] == 0, found["lost for good"]
     assert found["duplicate orders"]["value"] == 0, found["duplicate orders"]
     assert record["faults"][0]["name"] == "kill -9" and record["faults"][0]["endS"] is not None

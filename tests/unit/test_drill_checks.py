@@ -200,3 +200,11 @@ def test_caught_up_means_every_checkpoint_reached_the_heads_taken_at_the_recover
 def test_regions_equal_after_the_workload_or_not() -> None:
     assert checks.equal_check(40.0, 40.25) == {**checks.equal_check(40.0, 40.25), "held": True, "value": 0.25}
     assert not checks.equal_check(40.0, None)["held"]
+
+
+def test_the_acknowledged_rate_counts_the_seconds_that_had_acknowledgements() -> None:
+    acked = [checkout(t / 10, f"k{t}", status=201) for t in range(20)]  # 20 in seconds 0 and 1
+    down = [checkout(5.0 + t / 10, f"d{t}", status=0) for t in range(30)]  # an outage in between
+    writes = [Sample(**{**vars(s), "kind": "writer"}) for s in acked + down]
+    assert checks.acknowledged_rate(writes, "writer") == 10.0
+    assert checks.acknowledged_rate(writes, "checkout") == 0.0

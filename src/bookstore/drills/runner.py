@@ -197,6 +197,7 @@ async def _drill(
             "rate": options.rate,
             "writeRate": options.write_rate,
             "writesAcknowledgedPerS": round(checks.acknowledged_rate(samples, WRITER), 1),
+            "writesSent": sum(s.kind == WRITER for s in samples),
             "seed": options.seed,
             "shoppers": len(shoppers),
             "attach": options.attach,
