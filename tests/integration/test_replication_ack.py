@@ -63,3 +63,14 @@ def test_a_follower_acknowledges_while_its_stream_lasts(tmp_path: Path) -> None:
     assert 0 < acked <= head
     for db in dbs.values():
         db.close()
+
+
+def test_the_lag_summary_names_the_newest_lag_only_while_it_is_recent() -> None:
+    from bookstore.replication.tables import RECENT_LAG_MS, LagWindow
+
+    window = LagWindow()
+    window.add(EU, 1_000_000, 95)
+    window.add(EU, 1_000_500, 120)
+    assert window.summary(1_000_600)[EU]["lastMs"] == 120.0
+    later = window.summary(1_000_500 + RECENT_LAG_MS + 1)[EU]
+    assert "lastMs" not in later and later["p50Ms"] == 95.0

@@ -208,3 +208,13 @@ def test_the_acknowledged_rate_counts_the_seconds_that_had_acknowledgements() ->
     writes = [Sample(**{**vars(s), "kind": "writer"}) for s in acked + down]
     assert checks.acknowledged_rate(writes, "writer") == 10.0
     assert checks.acknowledged_rate(writes, "checkout") == 0.0
+
+
+def test_the_charted_lag_is_the_newest_changes_or_zero_when_caught_up_or_unknown() -> None:
+    from bookstore.drills.observe import _lag
+
+    body = {"replication": {}}
+    assert _lag(body, {"p50Ms": 90.0, "lastMs": 120.0}, {"connected": True}) == 120.0
+    assert _lag(body, {"p50Ms": 3700.0}, {"connected": True}) == 0.0  # nothing new applied lately
+    assert _lag(body, {"p50Ms": 90.0, "lastMs": 120.0}, {"connected": False}) is None
+    assert _lag(None, None, None) is None

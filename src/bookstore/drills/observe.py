@@ -48,10 +48,7 @@ class Observer:
             for source in self.regions:
                 if source == destination:
                     continue
-                figure = lags.get(source)
-                value = (
-                    None if body is None else float(figure.get("lastMs", figure["p50Ms"])) if figure else 0.0
-                )
+                value = _lag(body, lags.get(source), (replication.get("peers") or {}).get(source))
                 self.lag.append(LagPoint(atS=at, source=source, destination=destination, lagMs=value))
             if "conflicts" in replication:
                 self.conflicts[destination] = int(replication["conflicts"])
@@ -77,6 +74,16 @@ class Observer:
                             message=f"edge: {target['id']} {state} ({change.get('reason') or 'check'})",
                         )
                     )
+
+
+def _lag(body: Any, figure: Mapping[str, Any] | None, peer: Mapping[str, Any] | None) -> float | None:
+    """The lag to chart for one pair: the newest applied change's, 0 when connected with nothing new to
+    apply, None when unknown (the region did not answer, or does not reach the source)."""
+    if body is None or not (peer or {}).get("connected"):
+        return None
+    if figure and "lastMs" in figure:
+        return float(figure["lastMs"])
+    return 0.0
 
 
 async def status(client: httpx.AsyncClient, api_url: str, digest: bool = False) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from bookstore.replication.model import (
 log = logging.getLogger("bookstore.replication")
 
 LAG_WINDOW_MS = 60_000
+RECENT_LAG_MS = 2_000
 CHECKPOINT_EVERY_MS = 1_000
 # How often a follower tells the peer how far it holds the peer's log (the peer trims only below every
 # follower's acknowledgement); streams stay open for long, so this cannot wait for the next one.
@@ -136,9 +137,11 @@ class LagWindow:
                     "p50Ms": float(_percentile(lags, 0.50)),
                     "p99Ms": float(_percentile(lags, 0.99)),
                     "count": float(len(lags)),
-                    # The newest change's lag: what a timeline shows (the percentiles trail a minute).
-                    "lastMs": float(q[-1][1]),
                 }
+                if q[-1][0] >= now_ms - RECENT_LAG_MS:
+                    # The newest change's lag, while it is news: what a timeline shows (the
+                    # percentiles trail a minute behind).
+                    out[origin]["lastMs"] = float(q[-1][1])
         return out
 
 
