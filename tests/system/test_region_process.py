@@ -10,18 +10,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bookstore.config import Region
 from tests.support.regions import bookstore, isolated_topology, region_process, start_region
 
 pytestmark = pytest.mark.system
 
 
-def test_order_acknowledged_before_kill_9_survives_restart(tmp_path: Path) -> None:
+def seeded_region(tmp_path: Path, email: str, password: str) -> tuple[Region, Path, Path]:
+    """One region's topology and data dir, the catalog seeded and a confirmed user added (no process yet)."""
     topology, topo_file = isolated_topology(tmp_path / "topology.toml", ("eu-west-1",))
-    region = topology.home
     data = tmp_path / "data"
     common = ["--data-dir", str(data), "--topology", str(topo_file)]
     bookstore("seed", *common)
-    bookstore("users", "add", "kill@example.com", "--password", "kill-9-password", *common)
+    bookstore("users", "add", email, "--password", password, *common)
+    return topology.home, data, topo_file
+
+
+def test_order_acknowledged_before_kill_9_survives_restart(tmp_path: Path) -> None:
+    region, data, topo_file = seeded_region(tmp_path, "kill@example.com", "kill-9-password")
 
     process = start_region(region, data, topo_file)
     try:
@@ -60,12 +66,7 @@ def test_seed_is_idempotent_and_the_region_serves_it(tmp_path: Path) -> None:
 
 def test_concurrent_orders_acknowledged_before_kill_9_survive_restart(tmp_path: Path) -> None:
     """Concurrent checkouts share group commits (services/writes.py): each 201 still follows its commit."""
-    topology, topo_file = isolated_topology(tmp_path / "topology.toml", ("eu-west-1",))
-    region = topology.home
-    data = tmp_path / "data"
-    common = ["--data-dir", str(data), "--topology", str(topo_file)]
-    bookstore("seed", *common)
-    bookstore("users", "add", "group@example.com", "--password", "group-password", *common)
+    region, data, topo_file = seeded_region(tmp_path, "group@example.com", "group-password")
     credentials = {"email": "group@example.com", "password": "group-password"}
     acknowledged: list[str] = []
 
