@@ -33,7 +33,7 @@ import httpx
 
 from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
-from bench.servers import end_process, pin_threads
+from bench.servers import control, end_process, pin_threads
 from bookstore.config import Topology
 from bookstore.runtime.launch import LaunchError, launched, loopback_topology
 
@@ -87,12 +87,7 @@ class System:
     pids: set[int] = field(default_factory=set)
 
     def control(self, method: str, path: str) -> Any:
-        answer = httpx.request(method, self.topology.control_url + path, timeout=30)
-        if answer.status_code != 200:
-            raise BenchError(
-                f"control API {method} {path} answered {answer.status_code}: {answer.text[:300]}"
-            )
-        return answer.json()
+        return control(self.topology.control_url, method, path)
 
     def pin(self, server_core: int | None, other_core: int | None) -> None:
         """Ireland on the server's core; Singapore and the edge with wrk."""

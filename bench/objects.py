@@ -29,7 +29,7 @@ import httpx
 from bench import loadgen
 from bench.loadgen import cores
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
-from bench.servers import running
+from bench.servers import running, set_link_delay
 from bookstore.config import Topology
 from bookstore.runtime.launch import LaunchError, free_port, launched, loopback_topology
 
@@ -420,12 +420,7 @@ def replication_latency(work: Path, samples: int) -> dict[int, list[float]]:
     """Milliseconds from sending a PUT at the source to the version being readable at the destination."""
     latencies: dict[int, list[float]] = {size: [] for size in REPLICATION_SIZES}
     with system_up(work) as topology:
-        body = {"delayMs": DELAY_MS, "jitterMs": 0, "loss": 0, "cut": False, "both": True}
-        httpx.post(f"{topology.control_url}/links/{SOURCE}/{DEST}", json=body, timeout=30).raise_for_status()
-        for src, dst in ((SOURCE, DEST), (DEST, SOURCE)):
-            state = httpx.get(f"{topology.control_url}/links/{src}/{dst}", timeout=30).json()
-            if (state["delayMs"], state["jitterMs"], state["cut"]) != (DELAY_MS, 0, False):
-                raise BenchError(f"the link {src} -> {dst} is not at {DELAY_MS} ms: {state}")
+        set_link_delay(topology.control_url, SOURCE, DEST, DELAY_MS)
         access = topology.s3
         source = s3_client(
             Target(

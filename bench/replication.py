@@ -23,7 +23,7 @@ import httpx
 
 from bench.loadgen import cores, pin
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
-from bench.servers import end_process, pin_threads
+from bench.servers import control, end_process, pin_threads, set_link_delay
 from bookstore.replication.http import POLL_S
 from bookstore.runtime.launch import LaunchError, launched, loopback_topology
 from bookstore.storage.sqlite.tables import SqliteDatabase
@@ -156,23 +156,13 @@ class System:
     pids: set[int] = field(default_factory=set)
 
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        answer = httpx.request(method, self.urls["control"] + path, json=body, timeout=30)
-        if answer.status_code != 200:
-            raise BenchError(
-                f"control API {method} {path} answered {answer.status_code}: {answer.text[:300]}"
-            )
-        return answer.json()
+        return control(self.urls["control"], method, path, body)
 
     def db(self, region_id: str) -> Path:
         return self.data / region_id / "tables.db"
 
     def set_delay(self, delay_ms: float) -> None:
-        body = {"delayMs": delay_ms, "jitterMs": 0, "loss": 0, "both": True}
-        self.control("POST", f"/links/{SOURCE}/{DEST}", body)
-        for src, dst in ((SOURCE, DEST), (DEST, SOURCE)):
-            state = self.control("GET", f"/links/{src}/{dst}")
-            if (state["delayMs"], state["jitterMs"], state["loss"], state["cut"]) != (delay_ms, 0, 0, False):
-                raise BenchError(f"the link {src} -> {dst} is not at {delay_ms} ms without loss: {state}")
+        set_link_delay(self.urls["control"], SOURCE, DEST, delay_ms)
 
     def pin_regions(self) -> None:
         for region in self.control("GET", "/regions")["regions"]:

@@ -32,6 +32,7 @@ from bookstore.storage.dynamodb.tables import DynamoTable
 from bookstore.storage.memory import MemoryTable
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, ORDERS
+from tests.support.aws import fake_credentials
 
 # A table with a numeric sort key, to prove that numbers sort as numbers.
 SCORES = TableSchema("scores", "player", "points")
@@ -55,16 +56,7 @@ def make_table(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         yield db.table
         db.close()
     else:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        fake_credentials(tmp_path, monkeypatch, AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="eu-west-1")
         with mock_aws():
             client = boto3.client("dynamodb", region_name="eu-west-1")
             # botocore's account-based stream endpoints are unknown to moto; the regional one is standard.

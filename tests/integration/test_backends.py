@@ -14,6 +14,7 @@ from bookstore.bootstrap import build_region
 from bookstore.config import Storage, Topology
 from bookstore.runtime.region import region_app
 from bookstore.services.catalog import seed_books
+from tests.support.aws import fake_credentials
 from tests.support.redis_server import redis_server
 
 PASSWORD = "backend-password"
@@ -21,14 +22,7 @@ PASSWORD = "backend-password"
 
 @pytest.fixture
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_credentials(tmp_path, monkeypatch)
     with mock_aws():
         yield
 

@@ -33,6 +33,7 @@ from bookstore.storage.mysql.replication import (
 )
 from bookstore.storage.mysql.replication import create_accounts as create_accounts_on
 from bookstore.storage.mysql.sql import MysqlSql
+from tests.support import waiting
 from tests.support.mariadb_server import MariaDBServer, mariadb_server
 
 pytestmark = pytest.mark.xdist_group("mariadb")
@@ -47,20 +48,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = "<never probed>"
-    while True:
-        try:
-            value = probe()
-        except StorageError as exc:  # a connection lost to a restarted server is replaced on the next call
-            last = exc
-        else:
-            if ok(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.2000}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, probe, ok, timeout, (StorageError,))
 
 
 class Links:

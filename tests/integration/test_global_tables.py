@@ -29,6 +29,7 @@ from bookstore.cli import app
 from bookstore.config import Storage, Topology
 from bookstore.domain.errors import StorageError, ValidationError
 from bookstore.storage.dynamodb.global_tables import describe_global, make_global
+from tests.support.aws import fake_credentials
 
 IRELAND, SINGAPORE = "eu-west-1", "ap-southeast-1"
 TOPOLOGY = Topology(storage=Storage(tables="dynamodb"))
@@ -37,15 +38,7 @@ NOT_GLOBAL_HERE = "does not implement DynamoDB global tables"
 
 @pytest.fixture
 def aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
-        monkeypatch.delenv(name, raising=False)
+    fake_credentials(tmp_path, monkeypatch)
     with mock_aws():
         yield
 
@@ -234,13 +227,7 @@ def test_cli_make_global_and_describe_global(tmp_path: Path, aws: None) -> None:
 @pytest.fixture
 def moto_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto as a real HTTP endpoint on loopback, for `--endpoint-url` (no in-process interception)."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_credentials(tmp_path, monkeypatch)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import waiting
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -31,21 +31,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = WAIT_S) -> T:
-    """Poll `probe` until `ok` holds for its value and return it; fail clearly after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: object = "<never probed>"
-    while True:
-        try:
-            value = probe()
-        except httpx.HTTPError as exc:  # a region restarting
-            last = exc
-        else:
-            if ok(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.3000}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, probe, ok, timeout)
 
 
 def cli(system: System, *args: str, data_dir: bool = True) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from bookstore.objectstore.setup import s3_client, site_bucket
+from tests.support import waiting
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -27,20 +28,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = "<never probed>"
-    while True:
-        try:
-            value = probe()
-        except httpx.HTTPError as exc:
-            last = exc
-        else:
-            if ok(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.2000}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, probe, ok, timeout)
 
 
 def edge_client(system: System, **headers: str) -> httpx.Client:

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from bookstore.replication.auth import sign
+from tests.support import waiting
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -52,20 +53,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = "<never probed>"
-    while True:
-        try:
-            value = probe()
-        except (ClientError, httpx.HTTPError) as exc:
-            last = exc
-        else:
-            if ok(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.3000}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, probe, ok, timeout, (ClientError, httpx.HTTPError))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bookstore.replication.auth import sign
 from bookstore.replication.clock import HybridLogicalClock
+from tests.support import waiting
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -37,21 +38,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = CONVERGE_S) -> T:
-    """Poll `probe` until `ok` holds for its value, and return that value; fail clearly after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: object = "<never probed>"
-    while True:
-        try:
-            value = probe()
-        except httpx.HTTPError as exc:  # a region restarting or a request crossing a cut link
-            last = exc
-        else:
-            if ok(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not reached within {timeout:.0f} s; last seen: {last!r:.3000}")
-        time.sleep(0.05)
+    return waiting.wait_for(what, probe, ok, timeout)
 
 
 # -- the system as a user and an operator see it ---------------------------------------------------
