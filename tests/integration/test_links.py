@@ -24,15 +24,17 @@ from bookstore.runtime.launch import free_port
 from bookstore.runtime.links import LinkSimulator, create_control_app, link_address, link_url, serve
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
-# Each test process takes its own 127.(50+worker).0.0/16, and each region a /24 of it.
+# Each test process takes its own /16 (127.(50+worker) by default), and each region a /24 of it.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0")
+# 50 below the run's region networks (tests/support/regions.py), so two runs on one machine never meet.
+_NETWORK = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) - 50 + _WORKER
 _subnets = itertools.count(1)
 
 
 def loopback_topology(ids: tuple[str, ...] = (EU, AP, US)) -> Topology:
     regions = []
     for region_id in ids:
-        address = f"127.{50 + _WORKER}.{next(_subnets) % 250 + 1}.1"
+        address = f"127.{_NETWORK}.{next(_subnets) % 250 + 1}.1"
         regions.append(
             Region(
                 id=region_id,
@@ -472,7 +474,7 @@ def test_the_control_api_reads_and_changes_links_and_refuses_bad_requests() -> N
 
 def test_serve_runs_the_links_and_the_control_api_on_real_sockets() -> None:
     topology = loopback_topology((EU, AP))
-    control_host = f"127.{50 + _WORKER}.250.1"
+    control_host = f"127.{_NETWORK}.250.1"
     control_port = free_port(control_host)
     links = LinkSimulator(topology, delays={(EU, AP): 0, (AP, EU): 0})
 

@@ -20,7 +20,8 @@ from bookstore.config import Region, Topology
 from bookstore.runtime.launch import launched, loopback_topology
 from bookstore.runtime.supervisor import die_with_parent
 
-# Each test process gets its own /16 of loopback addresses, so parallel workers never collide.
+# Each test process gets its own /16 of loopback addresses, so parallel workers never collide;
+# BOOKSTORE_TEST_NETWORK moves the whole run to other /16s, so two runs on one machine do not either.
 _counter = itertools.count(1)
 
 
@@ -38,7 +39,7 @@ def isolated_topology(
     of the [edge] table (e.g. 'health_preset = "workshop"'). Anti-entropy runs every 2 s.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    network = 100 + int(worker)
+    network = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) + int(worker)
     control = f"127.{network}.0.{next(_counter) % 250 + 1}"
     addresses = {r: f"127.{network}.{next(_counter) % 250 + 1}.1" for r in regions}
     topology = loopback_topology(
