@@ -8,6 +8,7 @@ refused (its processes hold the old values, and regions must agree on the secret
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import boto3
@@ -46,6 +47,13 @@ def test_a_rotation_voids_every_old_credential_and_the_system_runs_on_the_new_on
     with launched(data, tmp_path / "up.log", topology_file) as process:
         system = System(topology, topology_file, data, process)
         old_access, old_token, old_secret = system.s3_access, system.token, (data / FILE).read_text()
+        # The banner's one-time sign-in link works, once.
+        banner = re.search(r"one-time sign-in link.*?: (\S+)", (tmp_path / "up.log").read_text())
+        assert banner is not None
+        login = topology.edge.url + "/edge/login"
+        code = banner.group(1).split("#login=", 1)[1]
+        assert httpx.post(login, json={"code": code}).status_code == 200
+        assert httpx.post(login, json={"code": code}).status_code == 401
         old_link = system.cli("operator-link").stdout.strip()
         refused = system.cli("secrets", "rotate", check=False)
         assert refused.returncode == 1 and "stop it" in refused.stderr

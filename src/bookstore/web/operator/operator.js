@@ -549,7 +549,8 @@ async function start() {
   try {
     await redeemLink();
   } catch (err) {
-    signedOut(err instanceof SignedOut ? `This sign-in link did not work: ${err.message}` : `Signing in failed: ${err.message}`);
+    const why = err instanceof SignedOut ? err.message : `signing in failed (${err.message})`;
+    signedOut(why.charAt(0).toUpperCase() + why.slice(1));
     return;
   }
   if (!session()) {
