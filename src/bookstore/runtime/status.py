@@ -20,14 +20,17 @@ def _get(client: httpx.Client, url: str, headers: dict[str, str] | None = None) 
         return None
 
 
-def collect(topology: Topology, token: str) -> dict[str, Any]:
+def collect(topology: Topology, token: str | None) -> dict[str, Any]:
     """Health and replication of every region, read directly from each (not through the links);
-    the supervisor's and the edge's parts with the operator token."""
-    operator = operator_headers(token)
+    the supervisor's and the edge's parts with the operator token (none without it)."""
+    operator = operator_headers(token) if token else None
     with httpx.Client(timeout=2.0) as client:
-        control = _get(client, f"{topology.control_url}/regions", operator)
-        links = _get(client, f"{topology.control_url}/links", operator)
-        edge = _get(client, f"{topology.edge.url}/edge/status", operator) if topology.edge.enabled else None
+        control = links = edge = None
+        if operator is not None:
+            control = _get(client, f"{topology.control_url}/regions", operator)
+            links = _get(client, f"{topology.control_url}/links", operator)
+            if topology.edge.enabled:
+                edge = _get(client, f"{topology.edge.url}/edge/status", operator)
         regions = []
         pairs = []
         objects: list[dict[str, Any]] = []
@@ -223,7 +226,10 @@ def render_credentials(info: dict[str, Any]) -> None:
 
     console = Console()
     console.print("[bold]Credentials[/bold] (this deployment's own)")
-    console.print(f"  S3 access key id {escape(info['s3AccessKeyId'])} ({escape(info['s3Credentials'])})")
+    if info.get("s3AccessKeyId"):
+        console.print(f"  S3 access key id {escape(info['s3AccessKeyId'])} ({escape(info['s3Credentials'])})")
+    else:
+        console.print(f"  no S3 credentials at {escape(info['s3Credentials'])}: not this system's data dir?")
     console.print('  eval "$(bookstore aws-env)" points the aws CLI at it with the secret key')
     console.print(
         f"  operator token in {escape(info['operatorToken'])}; rotate with `bookstore secrets rotate`"
