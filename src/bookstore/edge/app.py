@@ -89,9 +89,9 @@ _DROPPED_ANSWER = frozenset(
 )
 _VIA = (b"via", b"1.1 bookstore-edge")
 _ALLOW_STATIC = b"GET, HEAD, OPTIONS"
+_ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 # The first segments of the API paths shoppers use (the storefront, the drills' shoppers, `curl`).
 SHOPPER_API = frozenset({"truth", "books", "search", "bestsellers", "auth", ".well-known", "cart", "orders"})
-_ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 
 
 class Refusal(Exception):

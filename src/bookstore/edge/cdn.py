@@ -195,7 +195,7 @@ class Fetched:
 
 
 def failed_over(answer: Answer) -> bool:
-    return answer.status in FAILOVER_STATUSES and not deleted(answer)
+    return answer.status in FAILOVER_STATUSES
 
 
 def deleted(answer: Answer) -> bool:
