@@ -35,7 +35,9 @@ from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import control, end_process, pin_threads
 from bookstore.config import Topology
+from bookstore.runtime.control import operator_headers
 from bookstore.runtime.launch import LaunchError, launched, loopback_topology
+from bookstore.runtime.secret import operator_token, s3_credentials
 
 HOME = "eu-west-1"
 OTHER = "ap-southeast-1"
@@ -87,7 +89,7 @@ class System:
     pids: set[int] = field(default_factory=set)
 
     def control(self, method: str, path: str) -> Any:
-        return control(self.topology.control_url, method, path)
+        return control(self.topology.control_url, operator_token(self.data), method, path)
 
     def pin(self, server_core: int | None, other_core: int | None) -> None:
         """Ireland on the server's core; Singapore and the edge with wrk."""
@@ -133,7 +135,7 @@ def _check(url: str, expect_region: str | None = None) -> None:
         )
 
 
-def _signed_s3(topology: Topology, work: Path) -> tuple[str, Path]:
+def _signed_s3(topology: Topology, data: Path, work: Path) -> tuple[str, Path]:
     """The URL of the cover in Ireland's bucket and a wrk script sending the request the edge sends.
 
     The edge signs every request; wrk replays one signature, which S3 accepts for 15 minutes (SigV4
@@ -143,7 +145,8 @@ def _signed_s3(topology: Topology, work: Path) -> tuple[str, Path]:
 
     region = topology.region(HOME)
     path = f"/{site_bucket(HOME)}/{COVER}"
-    signer = Signer(topology.s3.access_key_id, topology.s3.secret_access_key)
+    access = s3_credentials(data, create=False)
+    signer = Signer(access.access_key_id, access.secret_access_key)
     headers = signer.headers("GET", path, f"{region.address}:{region.s3_port}", HOME)
     script = work / "get-signed.lua"
     script.write_text(lua_script("GET", {k.decode(): v.decode() for k, v in headers}, None), encoding="utf-8")
@@ -218,7 +221,7 @@ def measure_overhead(work: Path, load: Load) -> list[Figure]:
         script = work / "get.lua"
         script.write_text(lua_script("GET", {}, None), encoding="utf-8")
         figures = _pair_figures("API GET /books/{id}", _pair(direct, through, load, script, wrk_core))
-        s3_direct, signed = _signed_s3(topology, work)
+        s3_direct, signed = _signed_s3(topology, system.data, work)
         s3_edge = f"{topology.edge.url}/{COVER}"
         _check(s3_edge, HOME)
         figures += _pair_figures("Static cover", _pair(s3_direct, s3_edge, load, script, wrk_core, signed))
@@ -280,7 +283,11 @@ def measure_rto(work: Path, config: RtoConfig) -> Rto:
         failed = [(t, s, r) for t, s, r in answers if s != 200 or r != OTHER]
         last_failed = max((t for t, _, _ in failed), default=start)
         recovered = next(t for t, s, _ in answers if t > last_failed and s == 200)
-        status = httpx.get(f"{system.topology.edge.url}/edge/status", timeout=10).json()
+        status = httpx.get(
+            f"{system.topology.edge.url}/edge/status",
+            headers=operator_headers(operator_token(system.data)),
+            timeout=10,
+        ).json()
         target = next(t for t in status["targets"] if t["id"] == f"api:{HOME}")
         changes = [c for c in target["changes"] if not c["healthy"]]
         note = (

@@ -32,6 +32,7 @@ from bench.report import BenchError, Figure, Goal, PartialResult, Section, forma
 from bench.servers import running, set_link_delay
 from bookstore.config import Topology
 from bookstore.runtime.launch import LaunchError, free_port, launched, loopback_topology
+from bookstore.runtime.secret import operator_token, s3_credentials
 
 SOURCE, DEST = "eu-west-1", "ap-southeast-1"
 KIB, MIB = 1024, 1024 * 1024
@@ -420,8 +421,9 @@ def replication_latency(work: Path, samples: int) -> dict[int, list[float]]:
     """Milliseconds from sending a PUT at the source to the version being readable at the destination."""
     latencies: dict[int, list[float]] = {size: [] for size in REPLICATION_SIZES}
     with system_up(work) as topology:
-        set_link_delay(topology.control_url, SOURCE, DEST, DELAY_MS)
-        access = topology.s3
+        up_data = work / "up-data"
+        set_link_delay(topology.control_url, operator_token(up_data), SOURCE, DEST, DELAY_MS)
+        access = s3_credentials(up_data, create=False)
         source = s3_client(
             Target(
                 "source",

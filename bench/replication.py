@@ -26,6 +26,7 @@ from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import control, end_process, pin_threads, set_link_delay
 from bookstore.replication.http import POLL_S
 from bookstore.runtime.launch import LaunchError, launched, loopback_topology
+from bookstore.runtime.secret import operator_token
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS
 
@@ -156,13 +157,13 @@ class System:
     pids: set[int] = field(default_factory=set)
 
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return control(self.urls["control"], method, path, body)
+        return control(self.urls["control"], operator_token(self.data), method, path, body)
 
     def db(self, region_id: str) -> Path:
         return self.data / region_id / "tables.db"
 
     def set_delay(self, delay_ms: float) -> None:
-        set_link_delay(self.urls["control"], SOURCE, DEST, delay_ms)
+        set_link_delay(self.urls["control"], operator_token(self.data), SOURCE, DEST, delay_ms)
 
     def pin_regions(self) -> None:
         for region in self.control("GET", "/regions")["regions"]:

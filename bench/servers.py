@@ -16,6 +16,7 @@ import httpx
 
 from bench.loadgen import pin
 from bench.report import BenchError
+from bookstore.runtime.control import control_call
 from bookstore.runtime.launch import stop
 
 
@@ -83,19 +84,19 @@ def end_process(pid: int, marker: Path) -> None:
             time.sleep(0.05)
 
 
-def control(control_url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One call to `bookstore up`'s control API; BenchError unless it answers 200."""
-    answer = httpx.request(method, control_url + path, json=body, timeout=30)
+def control(control_url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to `bookstore up`'s control API with its operator token; BenchError unless it answers 200."""
+    answer = control_call(control_url, token, method, path, body)
     if answer.status_code != 200:
         raise BenchError(f"control API {method} {path} answered {answer.status_code}: {answer.text[:300]}")
     return answer.json()
 
 
-def set_link_delay(control_url: str, a: str, b: str, delay_ms: float) -> None:
+def set_link_delay(control_url: str, token: str, a: str, b: str, delay_ms: float) -> None:
     """The link a <-> b at `delay_ms` one way both ways, without jitter, loss or cut; checked after."""
     body = {"delayMs": delay_ms, "jitterMs": 0, "loss": 0, "cut": False, "both": True}
-    control(control_url, "POST", f"/links/{a}/{b}", body)
+    control(control_url, token, "POST", f"/links/{a}/{b}", body)
     for src, dst in ((a, b), (b, a)):
-        state = control(control_url, "GET", f"/links/{src}/{dst}")
+        state = control(control_url, token, "GET", f"/links/{src}/{dst}")
         if (state["delayMs"], state["jitterMs"], state["loss"], state["cut"]) != (delay_ms, 0, 0, False):
             raise BenchError(f"the link {src} -> {dst} is not at {delay_ms} ms without loss: {state}")

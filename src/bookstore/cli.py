@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -63,13 +63,15 @@ def _region(topology: Path | None, region: str | None, data_dir: Path) -> Iterat
 def up(data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
     """Start the system (seeding the catalog on first use) and keep it running until Ctrl-C."""
     from bookstore.runtime import logs, supervisor
-    from bookstore.runtime.secret import deployment_secret
+    from bookstore.runtime.secret import deployment_credentials
 
     topo = _topology(topology)
     logs.configure("supervisor")
+    # The deployment's own credentials, made on the first start in this data directory.
+    credentials = deployment_credentials(data_dir)
     # As in the original, the catalog is loaded in one region and reaches the others by replication.
     seed(data_dir=data_dir, topology=topology, region=None)
-    supervisor.up(topo, data_dir, topology, list(topo.active), deployment_secret(data_dir))
+    supervisor.up(topo, data_dir, topology, list(topo.active), credentials)
 
 
 @app.command()
@@ -99,13 +101,32 @@ def region_serve(
     serve(topo, region, data_dir)
 
 
-def _control(topology: Path | None, method: str, path: str, body: dict[str, object] | None = None) -> Any:
-    """Call the running system's control API; a clear message when it is not running."""
+def _operator_token(data_dir: Path) -> str:
+    from bookstore.runtime.secret import MissingCredential, operator_token
+
+    try:
+        return operator_token(data_dir)
+    except MissingCredential as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _control(
+    topology: Path | None,
+    data_dir: Path,
+    method: str,
+    path: str,
+    body: Mapping[str, object] | None = None,
+) -> Any:
+    """Call the running system's control API with the operator token; a clear message when not running."""
     import httpx
 
+    from bookstore.runtime.control import control_call
+
     url = _topology(topology).control_url
+    token = _operator_token(data_dir)
     try:
-        response = httpx.request(method, url + path, json=body, timeout=30)
+        response = control_call(url, token, method, path, body)
     except httpx.HTTPError:
         typer.echo(f"error: nothing answers at {url}; start the system with `make up` first", err=True)
         raise typer.Exit(2) from None
@@ -116,27 +137,27 @@ def _control(topology: Path | None, method: str, path: str, body: dict[str, obje
     return data
 
 
-def _region_action(action: str, region: str, topology: Path | None) -> None:
-    state = _control(topology, "POST", f"/regions/{region}/{action}")
+def _region_action(action: str, region: str, topology: Path | None, data_dir: Path) -> None:
+    state = _control(topology, data_dir, "POST", f"/regions/{region}/{action}")
     typer.echo(f"{region}: {'running, pid ' + str(state['pid']) if state['running'] else 'not running'}")
 
 
 @region_app.command("kill")
-def region_kill(region: str, topology: TopologyFile = None) -> None:
+def region_kill(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """kill -9 a region's process (a crash: nothing flushed)."""
-    _region_action("kill", region, topology)
+    _region_action("kill", region, topology, data_dir)
 
 
 @region_app.command("stop")
-def region_stop(region: str, topology: TopologyFile = None) -> None:
+def region_stop(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """Stop a region cleanly (SIGTERM)."""
-    _region_action("stop", region, topology)
+    _region_action("stop", region, topology, data_dir)
 
 
 @region_app.command("start")
-def region_start(region: str, topology: TopologyFile = None) -> None:
+def region_start(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """Start a stopped or killed region; it catches up by replication."""
-    _region_action("start", region, topology)
+    _region_action("start", region, topology, data_dir)
 
 
 edge_app = typer.Typer(
@@ -152,56 +173,64 @@ app.add_typer(s3_app, name="s3")
 
 
 @edge_app.command("serve")
-def edge_serve(topology: TopologyFile = None) -> None:
+def edge_serve(topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """Serve the edge (HTTP and DNS) at the topology's edge address until stopped (what `up` runs)."""
     from bookstore.edge.server import serve
+    from bookstore.runtime.secret import deployment_credentials
 
-    serve(_topology(topology))
+    # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
+    serve(_topology(topology), deployment_credentials(data_dir))
 
 
-def _fault(kind: str, action: str, region: str, topology: Path | None) -> None:
-    state = _control(topology, "POST", f"/{kind}/{region}/{action}")
+def _fault(kind: str, action: str, region: str, topology: Path | None, data_dir: Path) -> None:
+    state = _control(topology, data_dir, "POST", f"/{kind}/{region}/{action}")
     applied = "" if state.get("applied", True) else f" ({state.get('message')})"
     typer.echo(f"{region}: api {state['api']}, s3 {state['s3']}{applied}")
 
 
 @api_app.command("break")
-def api_break(region: str, topology: TopologyFile = None) -> None:
+def api_break(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """The region's API answers 403 to everything (its mapping is gone) while its process keeps running."""
-    _fault("api", "break", region, topology)
+    _fault("api", "break", region, topology, data_dir)
 
 
 @api_app.command("repair")
-def api_repair(region: str, topology: TopologyFile = None) -> None:
+def api_repair(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """The region's API answers again."""
-    _fault("api", "repair", region, topology)
+    _fault("api", "repair", region, topology, data_dir)
 
 
 @s3_app.command("break")
-def s3_break(region: str, topology: TopologyFile = None) -> None:
+def s3_break(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """The region's S3 API answers 503 ServiceUnavailable (replication between regions keeps going)."""
-    _fault("s3", "break", region, topology)
+    _fault("s3", "break", region, topology, data_dir)
 
 
 @s3_app.command("repair")
-def s3_repair(region: str, topology: TopologyFile = None) -> None:
+def s3_repair(region: str, topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """The region's S3 API answers again."""
-    _fault("s3", "repair", region, topology)
+    _fault("s3", "repair", region, topology, data_dir)
 
 
 OneWay = Annotated[bool, typer.Option("--one-way", help="Only the direction A -> B.")]
 
 
 @link_app.command("cut")
-def link_cut(a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None) -> None:
+def link_cut(
+    a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None, data_dir: DataDir = Path("data")
+) -> None:
     """Cut the link between two regions (both directions unless --one-way): nothing crosses it."""
-    _show_links(_control(topology, "POST", f"/links/{a}/{b}", {"cut": True, "both": not one_way})["links"])
+    body = {"cut": True, "both": not one_way}
+    _show_links(_control(topology, data_dir, "POST", f"/links/{a}/{b}", body)["links"])
 
 
 @link_app.command("heal")
-def link_heal(a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None) -> None:
+def link_heal(
+    a: str, b: str, one_way: OneWay = False, topology: TopologyFile = None, data_dir: DataDir = Path("data")
+) -> None:
     """Heal a cut link; held traffic flows again."""
-    _show_links(_control(topology, "POST", f"/links/{a}/{b}", {"cut": False, "both": not one_way})["links"])
+    body = {"cut": False, "both": not one_way}
+    _show_links(_control(topology, data_dir, "POST", f"/links/{a}/{b}", body)["links"])
 
 
 @link_app.command("set")
@@ -215,19 +244,20 @@ def link_set(
     ] = None,
     one_way: OneWay = False,
     topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
 ) -> None:
     """Change a link's one-way delay, jitter or loss."""
     body: dict[str, object] = {"both": not one_way}
     for name, value in (("delayMs", delay_ms), ("jitterMs", jitter_ms), ("loss", loss)):
         if value is not None:
             body[name] = value
-    _show_links(_control(topology, "POST", f"/links/{a}/{b}", body)["links"])
+    _show_links(_control(topology, data_dir, "POST", f"/links/{a}/{b}", body)["links"])
 
 
 @link_app.command("show")
-def link_show(topology: TopologyFile = None) -> None:
+def link_show(topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
     """Every link's state."""
-    _show_links(_control(topology, "GET", "/links")["links"])
+    _show_links(_control(topology, data_dir, "GET", "/links")["links"])
 
 
 def _show_links(links: list[dict[str, Any]]) -> None:
@@ -240,15 +270,44 @@ def _show_links(links: list[dict[str, Any]]) -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
 ) -> None:
-    """Health of every region, replication lag and pending changes per pair, conflicts, links."""
-    from bookstore.runtime.status import collect, render
+    """Health of every region, replication lag and pending changes per pair, conflicts, links, credentials."""
+    from bookstore.runtime.secret import MissingCredential, operator_token
+    from bookstore.runtime.status import collect, render, render_credentials
 
-    report = collect(_topology(topology))
+    topo = _topology(topology)
+    token: str | None = None
+    try:
+        token = operator_token(data_dir)
+    except MissingCredential as exc:
+        # The regions answer anyone; the supervisor and the edge only the operator.
+        typer.echo(f"warning: {exc}; processes, links and the edge are not shown", err=True)
+    report = collect(topo, token)
+    report["credentials"] = _credentials_report(topo, data_dir, token)
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         render(report)
+        render_credentials(report["credentials"])
+
+
+def _credentials_report(topo: Topology, data_dir: Path, token: str | None) -> dict[str, Any]:
+    """Where the deployment's credentials are and how to use them (the S3 secret key itself: `aws-env`)."""
+    from bookstore.runtime.control import login_link
+    from bookstore.runtime.secret import S3_FILE, TOKEN_FILE, MissingCredential, s3_access
+
+    try:
+        key_id: str | None = s3_access(topo, data_dir, create=False).access_key_id
+    except MissingCredential:
+        key_id = None
+    return {
+        "dataDir": str(data_dir.resolve()),
+        "s3AccessKeyId": key_id,
+        "s3Credentials": "topology" if topo.s3 is not None else str((data_dir / S3_FILE).resolve()),
+        "operatorToken": str((data_dir / TOKEN_FILE).resolve()),
+        "operatorLink": login_link(topo.edge.url, token) if token and topo.edge.enabled else None,
+    }
 
 
 @app.command()
@@ -343,8 +402,9 @@ def aws_env(
         str | None, typer.Argument(help="Region whose S3 API to use; default: the home region.")
     ] = None,
     topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
 ) -> None:
-    """Print `export` lines that point the `aws` CLI and boto3 at a region's S3 API."""
+    """Print `export` lines pointing the `aws` CLI and boto3 at a region's S3 API (the deployment's keys)."""
     import shlex
 
     topo = _topology(topology)
@@ -352,9 +412,10 @@ def aws_env(
         target = topo.region(region or topo.home_region)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="REGION") from None
+    access = _s3_access(topo, data_dir)
     for name, value in (
-        ("AWS_ACCESS_KEY_ID", topo.s3.access_key_id),
-        ("AWS_SECRET_ACCESS_KEY", topo.s3.secret_access_key),
+        ("AWS_ACCESS_KEY_ID", access.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", access.secret_access_key),
         ("AWS_DEFAULT_REGION", target.id),
         ("AWS_ENDPOINT_URL", target.s3_url),
     ):
@@ -370,12 +431,14 @@ def publish(
         ),
     ] = None,
     topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
 ) -> None:
     """Upload the storefront's static files (covers, index.html) to the home region's bucket."""
     from bookstore.objectstore.setup import publish as publish_files
 
+    topo = _topology(topology)
     try:
-        report = publish_files(_topology(topology), source)
+        report = publish_files(topo, _s3_access(topo, data_dir), source)
     except BookstoreError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
@@ -383,6 +446,72 @@ def publish(
         f"published to s3://{report.bucket}: {len(report.uploaded)} uploaded, "
         f"{len(report.unchanged)} unchanged"
     )
+
+
+def _s3_access(topo: Topology, data_dir: Path) -> Any:
+    """The S3 key pair of the deployment in `data_dir` (or the topology's); exits when there is none."""
+    from bookstore.runtime.secret import MissingCredential, s3_access
+
+    try:
+        return s3_access(topo, data_dir, create=False)
+    except MissingCredential as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+secrets_app = typer.Typer(
+    help="The deployment's own credentials (S3 keys, inter-region secret, operator token)."
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="s3, secret or operator-token (repeatable); default: all three."),
+    ] = None,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Replace the deployment's credentials with new ones; the system must be stopped and started again."""
+    import httpx
+
+    from bookstore.runtime.secret import KINDS, overridden, rotate
+
+    kinds = only or list(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        typer.echo(f"error: unknown credential(s) {', '.join(unknown)}; known: {', '.join(KINDS)}", err=True)
+        raise typer.Exit(2)
+    url = _topology(topology).control_url
+    try:
+        httpx.get(url + "/regions", timeout=2)
+    except httpx.HTTPError:
+        pass
+    else:
+        # The running processes hold the old values: regions would stop trusting each other mid-flight.
+        typer.echo(
+            f"error: the system answers at {url}: stop it (Ctrl-C), rotate, then start it again", err=True
+        )
+        raise typer.Exit(1)
+    for name in rotate(data_dir, kinds):
+        typer.echo(f"new {name} in {data_dir.resolve()}")
+    for name in overridden(kinds):
+        typer.echo(f"warning: {name} is set in this environment and overrides the file", err=True)
+    typer.echo("start the system again (`bookstore up`) to use them; old sign-in links and sessions are void")
+
+
+@app.command("operator-link")
+def operator_link(data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
+    """Print a one-time sign-in link to the operator page (valid for an hour, good for one browser tab)."""
+    from bookstore.runtime.control import login_link
+
+    topo = _topology(topology)
+    if not topo.edge.enabled:
+        typer.echo("error: the edge is disabled in this topology: there is no operator page", err=True)
+        raise typer.Exit(2)
+    typer.echo(login_link(topo.edge.url, _operator_token(data_dir)))
 
 
 @users_app.command("add")

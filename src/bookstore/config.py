@@ -52,12 +52,16 @@ class Storage(BaseModel):
 
 
 class ObjectStoreAccess(BaseModel):
-    """The credentials every region's S3 API accepts (SigV4), as `bookstore aws-env` prints them."""
+    """The credentials every region's S3 API accepts (SigV4), as `bookstore aws-env` prints them.
+
+    Each deployment makes its own at first start (bookstore.runtime.secret); a topology gives some only
+    to pin them (a benchmark's server alone, say).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    access_key_id: str = "AKIABOOKSTORELOCAL01"
-    secret_access_key: str = "bookstore-local-secret-key-for-the-s3-api"
+    access_key_id: str = Field(min_length=1)
+    secret_access_key: str = Field(min_length=1)
 
 
 class Replication(BaseModel):
@@ -143,7 +147,8 @@ class Topology(BaseModel):
     home_region: str = "eu-west-1"
     storage: Storage = Field(default_factory=Storage)
     replication: Replication = Field(default_factory=Replication)
-    s3: ObjectStoreAccess = Field(default_factory=ObjectStoreAccess)
+    # None: the deployment's own S3 key pair, made at first start in the data directory.
+    s3: ObjectStoreAccess | None = None
     # The supervisor's control API (regions and links), on loopback.
     control_address: str = "127.0.0.1"
     control_port: int = 7070

@@ -16,13 +16,24 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from tests.browser.storefront import DESKTOP, PHONE, add_from_grid, add_user, launch, sign_in, unique_email
+from tests.browser.storefront import (
+    DESKTOP,
+    PHONE,
+    add_from_grid,
+    add_user,
+    launch,
+    operator_link,
+    sign_in,
+    unique_email,
+)
 from tests.support.regions import System, system_up
 
 OUT = Path("docs/screenshots")
 SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": PHONE}
-# Toasts come and go; a still picture shows the page without them, and without a hovered link.
-STILL = ".toasts { display: none !important; }"
+# Toasts come and go; a still picture shows the page without them, and without a hovered link. Set
+# through the CSSOM: the pages' Content-Security-Policy refuses an injected <style>.
+STILL = """() => document.querySelectorAll(".toasts").forEach(
+    (el) => el.style.setProperty("display", "none", "important"))"""
 
 
 def settle(page: Page) -> None:
@@ -34,7 +45,7 @@ def settle(page: Page) -> None:
     )
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
-    page.add_style_tag(content=STILL)
+    page.evaluate(STILL)
 
 
 def shoot(page: Page, name: str, size: str, out: Path) -> None:
@@ -116,14 +127,14 @@ def operator(browser: Browser, system: System, out: Path) -> None:
     for size, viewport in SIZES.items():
         context = browser.new_context(viewport=viewport)
         page = context.new_page()
-        page.goto(f"{base}/edge/ui/")
+        page.goto(operator_link(system))  # the operator's deliberate sign-in step
         expect(page.locator("[data-region='eu-west-1']")).to_contain_text("API healthy")
         shoot(page, "operator", size, out)
         context.close()
     # The failover drill: Ireland's API broken, the edge sends the shoppers to Singapore.
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
-    page.goto(f"{base}/edge/ui/")
+    page.goto(operator_link(system))
     page.get_by_role("button", name="Break Ireland's API").click()
     expect(page.locator("[data-region='ap-southeast-1']")).to_contain_text("answers API calls")
     shoot(page, "operator-failover", "desktop", out)

@@ -24,10 +24,10 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 PASSWORD = "a long enough password"
 
 
-def launch(playwright: Playwright) -> Browser:
-    """Debian's Chromium (never a browser Playwright downloads)."""
+def launch(playwright: Playwright, args: list[str] | None = None) -> Browser:
+    """Debian's Chromium (never a browser Playwright downloads), with LAUNCH_ARGS unless `args` are given."""
     assert CHROMIUM is not None, "chromium is not installed: apt-get install -y chromium"
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS if args is None else args)
 
 
 @dataclass
@@ -59,6 +59,11 @@ def confirmation_code(system: System, email: str) -> str:
     """What `bookstore users confirm-code` prints: there is no mail server."""
     done = system.cli("users", "confirm-code", email, "--data-dir", str(system.data_dir))
     return done.stdout.strip()
+
+
+def operator_link(system: System) -> str:
+    """A one-time sign-in link to the operator page, as `bookstore operator-link` prints it."""
+    return system.cli("operator-link").stdout.strip()
 
 
 def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:

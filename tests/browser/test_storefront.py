@@ -18,6 +18,7 @@ from tests.browser.storefront import (
     confirmation_code,
     grid_titles,
     no_visible_error,
+    operator_link,
     sign_in,
     sold,
     unique_email,
@@ -77,6 +78,9 @@ def test_the_first_page_is_light_lazy_and_served_from_the_bucket(
             answer = client.get(path)
             assert answer.status_code == 200, path
             assert answer.headers["content-type"].startswith(wanted), path
+            # The storefront's own files, under a policy that runs no inline script.
+            policy = answer.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy, path
         # The operator page is the edge's, not the bucket's.
         assert client.get("/operator/index.html").status_code == 404
 
@@ -278,7 +282,15 @@ def test_breaking_irelands_api_from_the_operator_page_keeps_the_store_working(
             time.sleep(0.2)
 
     operator = console.watch(context.new_page())
+    # Without signing in, the page shows how to, and nothing of the system.
     operator.goto(f"{edge(system)}/edge/ui/")
+    expect(operator.get_by_role("heading", name="Sign in as the operator")).to_be_visible()
+    expect(operator.get_by_role("button", name="Break Ireland's API")).to_have_count(0)
+    # The deliberate step: the one-time link the operator's command prints.
+    link = operator_link(system)
+    operator.goto(link)
+    expect(operator.get_by_role("heading", name="Sign in as the operator")).to_be_hidden()
+    assert "#login=" not in operator.url  # the code leaves the address bar (and the history)
     ireland = operator.locator("[data-region='eu-west-1']")
     singapore_card = operator.locator("[data-region='ap-southeast-1']")
     expect(ireland).to_contain_text("API healthy")
@@ -309,4 +321,11 @@ def test_breaking_irelands_api_from_the_operator_page_keeps_the_store_working(
         operator.get_by_role("button", name="Repair Ireland's API").click()
     expect(ireland).to_contain_text("API healthy")
     expect(ireland).to_contain_text("answers API calls", timeout=20_000)
-    assert console.errors == []
+    # The link was good for one sign-in: opened again, in another tab, it is refused.
+    again = console.watch(context.new_page())
+    again.goto(link)
+    expect(again.get_by_role("heading", name="Sign in as the operator")).to_be_visible()
+    expect(again.locator("#signin-reason")).to_contain_text("expired or was used already")
+    # The browser reports the refused sign-in (401) itself; nothing else may go wrong.
+    assert [e for e in console.errors if "Failed to load resource" not in e] == []
+    assert len(console.errors) == 1 and "401" in console.errors[0]

@@ -19,7 +19,9 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.edge.server import build, server_config
+from bookstore.runtime.control import login_link, operator_headers
 from bookstore.runtime.region import listening_socket
+from bookstore.runtime.secret import Credentials
 from tests.support.regions import isolated_topology
 
 # The tests share one edge (a module fixture): one worker runs them all.
@@ -32,6 +34,11 @@ class Edge:
     host: str
     port: int
     topology: Topology
+    token: str
+
+    @property
+    def operator(self) -> dict[str, str]:
+        return operator_headers(self.token)
 
     def raw(self, request: bytes, timeout_s: float = 10.0) -> bytes:
         """Send bytes as they are; return what came back until the edge closed or went quiet."""
@@ -88,7 +95,8 @@ class Canary:
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     topology, _ = isolated_topology(tmp_path_factory.mktemp("edge") / "topology.toml", edge="")
-    app = build(topology, dns=False)
+    credentials = Credentials.generate()
+    app = build(topology, dns=False, credentials=credentials)
     sock = listening_socket(topology.edge.address, topology.edge.port)
     server = uvicorn.Server(server_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -98,7 +106,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         assert time.monotonic() < deadline, "the edge did not start"
         time.sleep(0.02)
     edge = topology.edge
-    yield Edge(edge.url, edge.address, edge.port, topology)
+    yield Edge(edge.url, edge.address, edge.port, topology, credentials.operator_token)
     server.should_exit = True
     thread.join(10)
     sock.close()
@@ -224,20 +232,58 @@ def test_a_region_that_does_not_answer_gives_a_json_502_naming_it(edge: Edge) ->
     assert static.status_code == 502
 
 
-def test_control_actions_refuse_cross_site_requests(edge: Edge) -> None:
+def test_control_actions_refuse_cross_site_requests_and_callers_without_the_token(edge: Edge) -> None:
     url = edge.url + "/edge/control/regions/eu-west-1/kill"
-    assert httpx.post(url).status_code == 415  # a form post or a bare fetch: no JSON content type
-    evil = httpx.post(url, json={}, headers={"Origin": "http://evil.example"})
+    assert httpx.post(url, json={}).status_code == 401  # no token, no session
+    assert httpx.post(url, json={}, headers={"Authorization": "Bearer a-guess"}).status_code == 401
+    # A form post or a bare fetch: no JSON content type.
+    assert httpx.post(url, headers=edge.operator).status_code == 415
+    evil = httpx.post(url, json={}, headers={**edge.operator, "Origin": "http://evil.example"})
     assert evil.status_code == 403
+    sibling = httpx.post(url, json={}, headers={**edge.operator, "Sec-Fetch-Site": "same-site"})
+    assert sibling.status_code == 403
     assert httpx.post(edge.url + "/edge/control/regions/mars-1/kill", json={}).status_code == 404
     assert httpx.post(edge.url + "/edge/control/regions/eu-west-1/explode", json={}).status_code == 404
     # No supervisor runs here: a well-formed action says so.
-    assert httpx.post(url, json={}, headers={"Origin": edge.url}).status_code == 503
+    assert httpx.post(url, json={}, headers={**edge.operator, "Origin": edge.url}).status_code == 503
     assert httpx.get(edge.url + "/edge/nothing").json()["error"] == "NotFound"
+    # What the edge serves of the regions' APIs is the shop's part: the rest is refused here.
+    for path in (
+        "/api/status?digest=true",
+        "/api/metrics",
+        "/api/docs",
+        "/api/openapi.json",
+        "/api/%73tatus",
+    ):
+        assert httpx.get(edge.url + path).status_code == 404, path
+
+
+def test_the_operator_page_signs_in_once_per_link_and_its_session_opens_the_operator_endpoints(
+    edge: Edge,
+) -> None:
+    page = httpx.get(edge.url + "/edge/ui/")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    for path in ("/edge/status", "/edge/metrics", "/edge/overview"):
+        assert httpx.get(edge.url + path).status_code == 401, path
+    code = login_link(edge.url, edge.token).split("#login=", 1)[1]
+    assert httpx.post(edge.url + "/edge/login", content=f'{{"code": "{code}"}}').status_code == 415
+    foreign = httpx.post(
+        edge.url + "/edge/login", json={"code": code}, headers={"Origin": "http://evil.example"}
+    )
+    assert foreign.status_code == 403
+    signed_in = httpx.post(edge.url + "/edge/login", json={"code": code}, headers={"Origin": edge.url})
+    assert signed_in.status_code == 200, signed_in.text
+    session = signed_in.json()["session"]
+    assert httpx.post(edge.url + "/edge/login", json={"code": code}).status_code == 401  # once
+    assert httpx.post(edge.url + "/edge/login", json={"code": "login.1.2.3"}).status_code == 401
+    assert httpx.post(edge.url + "/edge/login", json=["not", "an", "object"]).status_code == 400
+    status = httpx.get(edge.url + "/edge/status", headers={"Authorization": f"Bearer {session}"})
+    assert status.status_code == 200 and status.json()["targets"]
 
 
 def test_status_and_metrics_describe_targets_records_and_refusals(edge: Edge) -> None:
-    status = httpx.get(edge.url + "/edge/status").json()
+    status = httpx.get(edge.url + "/edge/status", headers=edge.operator).json()
     ids = {t["id"] for t in status["targets"]}
     assert {"api:eu-west-1", "blog:eu-west-1", "s3:ap-southeast-1"} <= ids
     for t in status["targets"]:
@@ -245,6 +291,6 @@ def test_status_and_metrics_describe_targets_records_and_refusals(edge: Edge) ->
     # Every target is down: the records answer as if all were healthy (Route 53's rule).
     assert status["routing"]["answers"]["static"] == "eu-west-1"
     assert status["counters"]["refused"] > 0
-    metrics = httpx.get(edge.url + "/edge/metrics").text
+    metrics = httpx.get(edge.url + "/edge/metrics", headers=edge.operator).text
     assert 'bookstore_edge_target_healthy{region="eu-west-1",target="api:eu-west-1"} 0.0' in metrics
     assert "bookstore_edge_refused_total" in metrics

@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 
-from bookstore.config import Region, Topology
+from bookstore.config import ObjectStoreAccess, Region, Topology
+from bookstore.runtime.control import control_call
 from bookstore.runtime.launch import launched, loopback_topology
+from bookstore.runtime.secret import operator_token, s3_credentials
 from bookstore.runtime.supervisor import die_with_parent
 
 # Each test process gets its own /16 of loopback addresses, so parallel workers never collide;
@@ -53,10 +55,17 @@ def isolated_topology(
     return topology, path
 
 
-def bookstore(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the `bookstore` command as a user would."""
+def bookstore(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `bookstore` command as a user would (`env`: variables added to this process's)."""
     return subprocess.run(
-        [sys.executable, "-m", "bookstore", *args], capture_output=True, text=True, check=check, timeout=120
+        [sys.executable, "-m", "bookstore", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -106,10 +115,22 @@ class System:
     process: subprocess.Popen[bytes]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return bookstore(*args, "--topology", str(self.topology_file), check=check)
+        """`bookstore ARGS` against this system (its topology; its data dir unless ARGS name one)."""
+        env = {"BOOKSTORE_DATA_DIR": str(self.data_dir)}
+        return bookstore(*args, "--topology", str(self.topology_file), check=check, env=env)
+
+    @property
+    def token(self) -> str:
+        """The operator token `bookstore up` made in the data dir."""
+        return operator_token(self.data_dir)
+
+    @property
+    def s3_access(self) -> ObjectStoreAccess:
+        """The S3 key pair `bookstore up` made in the data dir."""
+        return s3_credentials(self.data_dir, create=False)
 
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
-        r = httpx.request(method, self.topology.control_url + path, json=body, timeout=30)
+        r = control_call(self.topology.control_url, self.token, method, path, body)
         assert r.status_code == 200, r.text
         return r.json()
 

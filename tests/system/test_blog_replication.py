@@ -140,7 +140,7 @@ def life_cycle(system: System) -> None:
     assert lost.status_code == 201, lost.text
 
     # 3. Ireland dies; Singapore is promoted (a new epoch) and takes writes at once.
-    cli(system, "region", "kill", EU, data_dir=False)
+    cli(system, "region", "kill", EU)
     out = cli(system, "blog", "promote", AP)
     assert "epoch 2" in out
     after = publish(ap, "Published in Singapore after the promotion")
@@ -150,7 +150,7 @@ def life_cycle(system: System) -> None:
     # 4. Ireland comes back: it learns epoch 2 from Singapore and refuses writes; the write it took
     #    after the fork is kept aside and listed as diverged.
     system.control("POST", f"/links/{EU}/{AP}", {"cut": False, "both": True})
-    cli(system, "region", "start", EU, data_dir=False)
+    cli(system, "region", "start", EU)
     assert_refused(eu, AP)
     status = blog_status(eu)
     assert status["epoch"] == 2 and status["primaryRegion"] == AP and status["needsRejoin"]
@@ -189,7 +189,7 @@ def life_cycle(system: System) -> None:
     assert set(before) < set(titles(ap))
 
     # `bookstore status` shows the primary, the epoch and the replica with its lag.
-    report = json.loads(cli(system, "status", "--json", data_dir=False))["blog"]
+    report = json.loads(cli(system, "status", "--json"))["blog"]
     assert report["primary"] == EU and report["epoch"] == 3
     roles = {r["regionId"]: r for r in report["regions"]}
     assert roles[EU]["role"] == "primary" and roles[AP]["role"] == "replica"

@@ -63,13 +63,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def client(system: System, region: str = EU, **config: Any) -> Any:
-    topology = system.topology
+    topology, access = system.topology, system.s3_access
     return boto3.client(
         "s3",
         endpoint_url=topology.region(region).s3_url,
         region_name=region,
-        aws_access_key_id=topology.s3.access_key_id,
-        aws_secret_access_key=topology.s3.secret_access_key,
+        aws_access_key_id=access.access_key_id,
+        aws_secret_access_key=access.secret_access_key,
         config=Config(
             **{
                 "signature_version": "s3v4",
@@ -375,7 +375,7 @@ def test_bad_signatures_unknown_keys_and_expired_urls_get_403_and_change_nothing
     system: System, s3: Any
 ) -> None:
     ireland, singapore = pair(s3, "auth")
-    access = system.topology.s3
+    access = system.s3_access
     endpoint = system.topology.region(EU).s3_url
     for bucket in (ireland, singapore):  # Singapore's bucket: refused in Ireland, never forwarded
         url = f"{endpoint}/{bucket}/intruder.txt"
@@ -414,7 +414,7 @@ def test_a_malformed_replication_configuration_gets_malformed_xml(system: System
                 },
             )
         assert bad_status.value.response["Error"]["Code"] == "MalformedXML"
-        access = system.topology.s3
+        access = system.s3_access
         url = f"{system.topology.region(EU).s3_url}/{bucket}?replication"
         garbage = signed(
             system,

@@ -15,15 +15,18 @@ from starlette.testclient import TestClient
 from bookstore.bootstrap import RegionServices
 from bookstore.config import HealthCheck, Topology
 from bookstore.edge import cdn
+from bookstore.edge.app import shopper_api
 from bookstore.edge.dns import DnsServer
 from bookstore.edge.faults import FAULTS_PATH, OPERATOR, RegionFaults
 from bookstore.edge.health import KINDS, HealthChecker, Probe, Target, judge
 from bookstore.edge.routing import Routing, latency_ms
+from bookstore.edge.upstream import Answer
 from bookstore.objectstore.errors import SignatureDoesNotMatch
 from bookstore.objectstore.sigv4 import SigV4
 from bookstore.replication.auth import sign
 from bookstore.replication.clock import SystemClock
 from bookstore.runtime.region import region_app
+from bookstore.runtime.secret import Credentials
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 
@@ -261,16 +264,100 @@ def test_only_paths_without_an_extension_fall_back_to_the_app() -> None:
     assert not cdn.spa_fallback("index.html")
 
 
+class FakeBucket:
+    """An origin of the group that answers what it is told, counting requests."""
+
+    def __init__(self, region: str, answer: Answer) -> None:
+        self.region = region
+        self.answer = answer
+        self.asked = 0
+
+    async def fetch(self, *_: object) -> Answer:
+        self.asked += 1
+        return self.answer
+
+
+def test_a_deleted_object_is_an_answer_of_the_group_not_a_failure() -> None:
+    signer = cdn.Signer("AKIAEXAMPLE", "secret")
+    deleted = Answer(404, [(b"x-amz-delete-marker", b"true"), (b"x-amz-version-id", b"v2")], b"")
+    stale = Answer(200, [(b"content-type", b"text/plain")], b"the copy a replica still holds")
+    ireland, singapore = FakeBucket(EU, deleted), FakeBucket(AP, stale)
+    fetched = asyncio.run(cdn.fetch_from_group([ireland, singapore], signer, "GET", "gone.txt", [], 1.0))  # type: ignore[list-item]
+    assert fetched.answer is deleted and fetched.region == EU and fetched.missing
+    assert singapore.asked == 0 and fetched.failed == []
+    # A 404 that names no delete marker (the object never reached that bucket) still fails over.
+    ireland.answer = Answer(404, [], b"")
+    fetched = asyncio.run(cdn.fetch_from_group([ireland, singapore], signer, "GET", "gone.txt", [], 1.0))  # type: ignore[list-item]
+    assert fetched.answer is stale and fetched.region == AP
+    assert fetched.failed == [(EU, "answered 404")]
+
+
+def test_only_the_storefronts_own_files_are_served_as_active_content() -> None:
+    page = [(b"content-type", b"text/html; charset=utf-8"), (b"etag", b'"1"')]
+    own = dict(cdn.guarded(page, own=True))
+    assert own[b"content-type"] == b"text/html; charset=utf-8" and own[b"etag"] == b'"1"'
+    assert b"script-src 'self'" in own[b"content-security-policy"]
+    assert b"unsafe-inline" not in own[b"content-security-policy"]
+    assert own[b"x-content-type-options"] == b"nosniff"
+    for active in (
+        b"text/html",
+        b"application/javascript",
+        b"text/javascript",
+        b"application/xml",
+        b"text/css",
+        b"",
+    ):
+        other = dict(cdn.guarded([(b"content-type", active)] if active else [], own=False))
+        assert other[b"content-type"] == b"application/octet-stream", active
+        assert other[b"content-disposition"] == b"attachment", active
+        assert other[b"content-security-policy"].startswith(b"sandbox;"), active
+    for inert in (b"image/svg+xml", b"image/png", b"text/plain; charset=utf-8", b"application/json"):
+        other = dict(cdn.guarded([(b"content-type", inert)], own=False))
+        assert other[b"content-type"] == inert and b"content-disposition" not in other
+        assert other[b"content-security-policy"].startswith(b"sandbox;")
+        assert other[b"x-content-type-options"] == b"nosniff"
+
+
+def test_the_edge_forwards_only_the_shops_part_of_the_api() -> None:
+    for path in (
+        "/api/books",
+        "/api/books/bk-cook-001",
+        "/api/truth",
+        "/api/search",
+        "/api/bestsellers",
+        "/api/auth/signin",
+        "/api/.well-known/jwks.json",
+        "/api/cart",
+        "/api/cart/bk-cook-001",
+        "/api/orders",
+    ):
+        assert shopper_api(path), path
+    for path in (
+        "/api",
+        "/api/",
+        "/api/status",
+        "/api/metrics",
+        "/api/docs",
+        "/api/openapi.json",
+        "/api/health",
+        "/api/replication/follow",
+        "/api/_replication/objects",
+        "/api/booksx",
+        "/api//books",
+    ):
+        assert not shopper_api(path), path
+
+
 def test_the_edge_signs_requests_the_object_stores_sigv4_accepts() -> None:
-    topology = Topology()
-    signer = cdn.Signer(topology.s3.access_key_id, topology.s3.secret_access_key)
+    access = Credentials.generate().s3
+    signer = cdn.Signer(access.access_key_id, access.secret_access_key)
     now = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
-    verifier = SigV4({topology.s3.access_key_id: topology.s3.secret_access_key}, lambda: now.timestamp())
+    verifier = SigV4({access.access_key_id: access.secret_access_key}, lambda: now.timestamp())
     path = "/bookstore-web-eu-west-1/" + cdn.quote("covers/a b+é.svg", safe="/~")
     headers = {k.decode(): v.decode() for k, v in signer.headers("GET", path, "127.0.1.1:9000", EU, now)}
     headers["host"] = "127.0.1.1:9000"
     granted = verifier.authorize("GET", path, "", headers)
-    assert granted.access_key == topology.s3.access_key_id
+    assert granted.access_key == access.access_key_id
     with pytest.raises(SignatureDoesNotMatch):
         verifier.authorize("GET", path.replace("covers", "secret"), "", headers)
 

@@ -12,6 +12,7 @@ import httpx
 
 from bookstore.drills.record import Event, LagPoint
 from bookstore.drills.workload import Shopper
+from bookstore.runtime.control import operator_headers
 
 SAMPLE_EVERY_S = 1.0
 DIGEST_EVERY_S = 0.1
@@ -26,6 +27,7 @@ class Observer:
     edge_url: str
     now_s: Callable[[], float]
     wall_t0: float  # time.time() at the drill's start, to place the edge's timestamps
+    token: str  # the operator token: the edge's /edge/status is the operator's
     lag: list[LagPoint] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     conflicts: dict[str, int] = field(default_factory=dict)
@@ -55,7 +57,7 @@ class Observer:
 
     async def _edge(self, client: httpx.AsyncClient, announce: bool) -> None:
         try:
-            answer = await client.get(f"{self.edge_url}/edge/status")
+            answer = await client.get(f"{self.edge_url}/edge/status", headers=operator_headers(self.token))
             targets = answer.json()["targets"]
         except (httpx.HTTPError, ValueError, KeyError):
             return

@@ -29,7 +29,9 @@ from bookstore.drills.observe import (
 from bookstore.drills.record import Check, Record
 from bookstore.drills.scenarios import SCENARIOS, Control, Scenario
 from bookstore.drills.workload import API_KINDS, WRITER, Shopper, Workload, drill_clock
+from bookstore.runtime.control import operator_headers
 from bookstore.runtime.launch import LaunchError, launched
+from bookstore.runtime.secret import MissingCredential, operator_token
 
 FAULT_AT = 0.3  # of the duration
 RECOVER_AT = 0.6
@@ -72,7 +74,7 @@ def run(options: Options) -> Record:
 def _system(topology: Topology, options: Options, data_dir: Path, folder: Path) -> Iterator[None]:
     """The system under drill: attached to, or `bookstore up` on a fresh data dir, stopped afterwards."""
     if options.attach:
-        _require(topology)
+        _require(topology, data_dir)
         yield
         return
     try:
@@ -90,10 +92,15 @@ def _system(topology: Topology, options: Options, data_dir: Path, folder: Path) 
         raise RuntimeError(f"`bookstore up` did not come up (log {folder / 'up.log'}): {exc}") from None
 
 
-def _require(topology: Topology) -> None:
+def _require(topology: Topology, data_dir: Path) -> None:
+    try:
+        operator = operator_headers(operator_token(data_dir))
+    except MissingCredential as exc:
+        raise RuntimeError(f"--attach: {exc}") from None
     for name, url in (("control API", topology.control_url + "/regions"), ("edge", topology.edge.url)):
         try:
-            httpx.get(url + ("/edge/status" if name == "edge" else ""), timeout=3).raise_for_status()
+            path = "/edge/status" if name == "edge" else ""
+            httpx.get(url + path, headers=operator, timeout=3).raise_for_status()
         except httpx.HTTPError as exc:
             raise RuntimeError(f"--attach: the {name} does not answer at {url} ({exc})") from None
 
@@ -122,7 +129,7 @@ async def _drill(
 
     workload = Workload(edge, shoppers, books, options.rate, options.seed, now_s)
     workload.writer_url, workload.write_rate = regions[home], options.write_rate
-    observer = Observer(regions, edge, now_s, wall_t0)
+    observer = Observer(regions, edge, now_s, wall_t0, operator_token(data_dir))
     stop = asyncio.Event()
     watching = asyncio.create_task(observer.run(stop))
     traffic = asyncio.create_task(workload.run(options.duration_s))

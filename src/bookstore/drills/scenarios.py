@@ -15,6 +15,8 @@ from bookstore.blog.replication import overview as blog_overview
 from bookstore.drills.checks import blog_failover_check
 from bookstore.drills.observe import status
 from bookstore.drills.record import Check, Event, Fault
+from bookstore.runtime.control import control_call_async
+from bookstore.runtime.secret import operator_token
 
 CONTROL_TIMEOUT_S = 90.0
 BLOG_CATCH_UP_S = 10.0
@@ -34,8 +36,10 @@ class Control:
     faults: list[Fault] = field(default_factory=list)
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as client:
-            answer = await client.request(method, self.control_url + path, json=body)
+        token = operator_token(self.data_dir)
+        answer = await control_call_async(
+            self.control_url, token, method, path, body, timeout_s=CONTROL_TIMEOUT_S
+        )
         if answer.status_code != 200:
             raise RuntimeError(f"control API {method} {path}: {answer.status_code} {answer.text[:300]}")
         return answer.json()

@@ -5,7 +5,12 @@ One address for the whole system, like CloudFront in front of API Gateway and an
   location (X-Client-Region header, else the `client_region` cookie, else the edge's default);
 - /blog and /blog/<path> go to the same path of a region, chosen by the blog's failover record;
 - everything else is static content from the origin group over the regions' buckets (cdn.py);
-- /edge/... is the edge's own: status, metrics, overview, the operator page and control actions.
+- /edge/... is the edge's own: status, metrics, overview, the operator page and control actions
+  (all but the page itself behind the operator token: operations.py).
+
+Through /api/ the edge serves only what shoppers need of a region's API (SHOPPER_API: the catalog,
+sign-in, cart and orders); operations (/status with its digests, /metrics, /docs, /openapi.json,
+/health) and the regions' internal endpoints are served only on the regions' own addresses.
 
 An idempotent request (GET, HEAD, OPTIONS, or any with an Idempotency-Key header) that meets a
 connection failure, a timeout, a 5xx, or the 403 of an API whose mapping is gone (a 403 that no
@@ -38,6 +43,8 @@ from bookstore.edge.health import KINDS, HealthChecker, Kind, Probe, Target, jud
 from bookstore.edge.metrics import EdgeCollector, EdgeCounters
 from bookstore.edge.routing import Routing
 from bookstore.edge.upstream import Answer, Origin, UpstreamError
+from bookstore.runtime.control import OperatorAccess
+from bookstore.runtime.secret import Credentials
 
 log = logging.getLogger("bookstore.edge")
 
@@ -83,6 +90,8 @@ _DROPPED_ANSWER = frozenset(
 _VIA = (b"via", b"1.1 bookstore-edge")
 _ALLOW_STATIC = b"GET, HEAD, OPTIONS"
 _ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+# The first segments of the API paths shoppers use (the storefront, the drills' shoppers, `curl`).
+SHOPPER_API = frozenset({"truth", "books", "search", "bestsellers", "auth", ".well-known", "cart", "orders"})
 
 
 class Refusal(Exception):
@@ -152,11 +161,22 @@ def _refuse(status: int, code: str, message: str, reason: str) -> Refusal:
     return Refusal(status, code, message, reason)
 
 
+def shopper_api(path: str) -> bool:
+    """Whether a decoded /api/... path is one of the shop's (its first segment after /api/ names it)."""
+    return path.startswith("/api/") and path[5:].split("/", 1)[0] in SHOPPER_API
+
+
 class EdgeApp:
     """The edge as an ASGI app (its lifespan starts the health checks and the DNS server)."""
 
-    def __init__(self, topology: Topology, *, dns: bool = True) -> None:
+    def __init__(
+        self, topology: Topology, *, dns: bool = True, credentials: Credentials | None = None
+    ) -> None:
+        """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds."""
+        from bookstore.objectstore.setup import site_keys
+
         edge = topology.edge
+        credentials = credentials or Credentials.generate()
         self.topology = topology
         self.settings = edge
         self.health = edge.health_check
@@ -182,7 +202,13 @@ class EdgeApp:
             )
             for r in topology.regions
         }
-        self.signer = Signer(topology.s3.access_key_id, topology.s3.secret_access_key)
+        access = topology.s3 or credentials.s3
+        self.signer = Signer(access.access_key_id, access.secret_access_key)
+        # Operator endpoints take the operator token or a session; control actions pass the token on.
+        self.operator_token = credentials.operator_token
+        self.access = OperatorAccess(credentials.operator_token)
+        # Only these objects are served as active content (pages, scripts); any other is inert (cdn.guarded).
+        self.storefront_keys = site_keys()
         targets = [Target(kind, r) for r in self.regions for kind in KINDS]
         self.routing = Routing(topology, {t.id: t for t in targets})
         self.checker = HealthChecker(
@@ -373,6 +399,13 @@ class EdgeApp:
         try:
             request = self._inspect(scope)
             if path.startswith("/api/") or path == "/api":
+                if not shopper_api(path):
+                    raise _refuse(
+                        404,
+                        "NotFound",
+                        "the edge serves the shop's API only; operations are on each region's own address",
+                        "internal",
+                    )
                 await self._proxy(scope, receive, send, request, "api", started)
             elif path.startswith("/blog/") or path == "/blog":
                 await self._proxy(scope, receive, send, request, "blog", started)
@@ -612,7 +645,7 @@ class EdgeApp:
                 origins, self.signer, method, cdn.INDEX_DOCUMENT, [], timeout, self._origin_failed
             )
             if page.answer is not None and page.answer.status == 200:
-                fetched, answer = page, page.answer
+                fetched, answer, key = page, page.answer, cdn.INDEX_DOCUMENT
         if answer is None or fetched.region is None:
             timed_out = fetched.timed_out
             self.counters.failed[("static", "no answer")] += 1
@@ -637,6 +670,7 @@ class EdgeApp:
             await respond(send, answer.status, headers, error_body(code, message), head=method == "HEAD")
             return
         headers = [(k, v) for k, v in answer.headers if k in cdn.PASSED_HEADERS and k != b"content-length"]
+        headers = cdn.guarded(headers, own=key in self.storefront_keys)
         if method == "HEAD":
             await head_response(send, answer, [*headers, *tags])
             return

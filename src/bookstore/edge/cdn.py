@@ -10,7 +10,15 @@ client's side, so its requests do not cross the link simulator.
 The group tries the primary (the home bucket) first and fails over to the next origin, once, when the
 primary answers 403, 404, 500, 502, 503 or 504, or fails to answer (connection failure or timeout),
 for GET, HEAD and OPTIONS only. An origin that failed to answer is passed over until its health check
-sees it answer again (the circuit breaker in bookstore.edge.health).
+sees it answer again (the circuit breaker in bookstore.edge.health). A 404 that says the object was
+deleted (`x-amz-delete-marker: true`: its latest version is a delete marker) is an answer, not a
+failure: a file deleted from the storefront is not served on from a replica that has not heard yet.
+
+What reaches the browser is guarded (`guarded`): the storefront's own files come with a strict
+Content-Security-Policy (scripts, styles and connections from the shop's origin only, no inline
+script); any other object in a bucket is served inert, under a sandboxing policy that runs no script,
+and one of a type a browser would run (HTML, XML, JavaScript...) as a download. So an object that
+reaches a bucket by any way cannot put a script on the shop's origin, where the operator page lives.
 """
 
 from __future__ import annotations
@@ -47,6 +55,25 @@ PASSED_HEADERS = frozenset(
 )
 # Conditional and range headers of the client's request that the origin answers itself.
 FORWARDED_HEADERS = (b"range", b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since")
+DELETE_MARKER_HEADER = b"x-amz-delete-marker"
+# The storefront's own pages: everything from the shop's origin, nothing inline, never framed.
+STOREFRONT_CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    b"frame-ancestors 'none'"
+)
+# Anything else: a sandbox (an opaque origin, no script), loading nothing.
+INERT_CSP = b"sandbox; default-src 'none'; frame-ancestors 'none'"
+# Types a browser shows without running anything; other objects not the storefront's are downloads.
+INERT_TYPES = (
+    b"image/",
+    b"audio/",
+    b"video/",
+    b"font/",
+    b"text/plain",
+    b"application/json",
+    b"application/octet-stream",
+)
 
 
 def site_bucket(region_id: str) -> str:
@@ -171,6 +198,29 @@ def failed_over(answer: Answer) -> bool:
     return answer.status in FAILOVER_STATUSES
 
 
+def deleted(answer: Answer) -> bool:
+    """Whether the origin says the object was deleted (S3: a 404 with x-amz-delete-marker: true)."""
+    return answer.status == 404 and answer.header(DELETE_MARKER_HEADER) == b"true"
+
+
+def guarded(headers: list[tuple[bytes, bytes]], own: bool) -> list[tuple[bytes, bytes]]:
+    """The headers of a static answer: the storefront's own file (`own`) under the strict policy, any other
+    object inert (sandboxed; a type a browser would run becomes a download); no sniffing either way."""
+    out = [(b"x-content-type-options", b"nosniff")]
+    if own:
+        return [*headers, *out, (b"content-security-policy", STOREFRONT_CSP)]
+    content_type = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
+    # An SVG is an image/ type: shown in an <img>, inert; opened as a document, the sandbox runs no script.
+    active = not content_type.startswith(INERT_TYPES)
+    for name, value in headers:
+        if active and name in (b"content-type", b"content-disposition"):
+            continue
+        out.append((name, value))
+    if active:
+        out += [(b"content-type", b"application/octet-stream"), (b"content-disposition", b"attachment")]
+    return [*out, (b"content-security-policy", INERT_CSP)]
+
+
 async def fetch_from_group(
     origins: list[Bucket],
     signer: Signer,
@@ -198,6 +248,9 @@ async def fetch_from_group(
             last = Fetched(None, None, failed, str(exc), timed_out=exc.timeout)
             continue
         last = Fetched(answer, bucket.region, failed)
+        if deleted(answer):
+            last.missing = True
+            return last
         if not failed_over(answer):
             return last
         failed.append((bucket.region, f"answered {answer.status}"))

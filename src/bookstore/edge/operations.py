@@ -1,12 +1,17 @@
 """The edge's own pages under /edge/: status, metrics, the system's overview, control actions, operator UI.
 
-Control actions are passed to the supervisor's control API (the edge holds no secret and no process):
-POST /edge/control/regions/{id}/{kill|stop|start}, /edge/control/api/{id}/{break|repair},
+Control actions are passed to the supervisor's control API with the operator token (the edge holds no
+process): POST /edge/control/regions/{id}/{kill|stop|start}, /edge/control/api/{id}/{break|repair},
 /edge/control/s3/{id}/{break|repair}, /edge/control/links/{a}/{b} (the JSON body passed on) and
-/edge/control/blog/promote/{id}. A page of another site must not be able to press these buttons: the
-actions take only `Content-Type: application/json` (which a cross-site form cannot send and a
-cross-site script cannot send without a preflight the edge never grants), refuse an Origin that is
-not the edge's own, and accept only region ids of the topology.
+/edge/control/blog/promote/{id}.
+
+Everything here but the operator page's files (/edge/ui/) and its sign-in (POST /edge/login, which
+redeems a one-time login code for a session: bookstore.runtime.control) takes only a caller presenting
+the operator token or a session as `Authorization: Bearer ...`, which no other page can read or send
+without a preflight the edge never grants. A request from a page of another origin (its Origin, or a
+Sec-Fetch-Site other than same-origin) is refused, actions take only `Content-Type: application/json`
+(which a cross-site form cannot send), and only region ids of the topology are accepted. The operator
+page is served under a strict Content-Security-Policy and may not be framed (no clickjacking).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.edge.metrics import prometheus_text
 from bookstore.edge.status import edge_status
+from bookstore.runtime.control import bearer, control_call_async
 
 if TYPE_CHECKING:
     from bookstore.edge.app import EdgeApp
@@ -33,6 +40,19 @@ OPERATOR_DIR = Path(__file__).resolve().parent.parent / "web" / "operator"
 MAX_CONTROL_BODY = 4096
 REGION_ACTIONS = frozenset({"kill", "stop", "start"})
 FAULT_ACTIONS = frozenset({"break", "repair"})
+OPERATOR_PAGE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+SIGN_IN = (
+    "sign in as the operator: open the one-time link `bookstore up` printed, or make one with "
+    "`bookstore operator-link`; tools send 'Authorization: Bearer <DATA_DIR/operator-token>'"
+)
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -53,35 +73,74 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
     regions = set(edge.regions)
     own_origins = {f"http://{h.decode()}" for h in edge.allowed_hosts if b":" in h}
 
-    async def status(_: Request) -> Response:
-        return _json(edge_status(edge))
+    def foreign(request: Request) -> Response | None:
+        """A refusal for a request a page of another origin sent, else None."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in own_origins:
+            return _error(403, "Forbidden", f"operator requests are not taken from pages of {origin[:100]!r}")
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return _error(403, "Forbidden", f"operator requests are not taken from {site[:20]} pages")
+        return None
 
-    async def metrics(_: Request) -> Response:
-        return Response(
+    def refused(request: Request) -> Response | None:
+        """A refusal unless the request comes from no other page and presents the token or a session."""
+        return foreign(request) or (
+            None if edge.access.allows(bearer(request.headers)) else _error(401, "Unauthorized", SIGN_IN)
+        )
+
+    def json_body(request: Request) -> Response | None:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _error(415, "UnsupportedMediaType", "this takes Content-Type: application/json")
+        return None
+
+    async def status(request: Request) -> Response:
+        return refused(request) or _json(edge_status(edge))
+
+    async def metrics(request: Request) -> Response:
+        return refused(request) or Response(
             prometheus_text(edge.collector), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    async def overview(_: Request) -> Response:
+    async def overview(request: Request) -> Response:
         from bookstore.runtime.status import collect
 
-        report = await asyncio.to_thread(collect, topology)
+        if (refusal := refused(request)) is not None:
+            return refusal
+        report = await asyncio.to_thread(collect, topology, edge.operator_token)
         report["edge"] = edge_status(edge)
         return _json(report)
 
-    async def forward(request: Request, path: str, body: bytes | None = None) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            return _error(415, "UnsupportedMediaType", "control actions take Content-Type: application/json")
-        origin = request.headers.get("origin")
-        if origin is not None and origin not in own_origins:
-            return _error(403, "Forbidden", f"control actions are not taken from pages of {origin[:100]!r}")
+    async def login(request: Request) -> Response:
+        """Redeem a one-time login code ({"code": ...}) for a session ({"session", "expiresAtMs"})."""
+        if (refusal := foreign(request) or json_body(request)) is not None:
+            return refusal
+        body = await request.body()
         try:
-            async with httpx.AsyncClient(timeout=60.0) as client:
-                answer = await client.post(
-                    topology.control_url + path,
-                    content=body or b"{}",
-                    headers={"content-type": "application/json"},
-                )
+            code = orjson.loads(body).get("code") if len(body) <= MAX_CONTROL_BODY else None
+        except (orjson.JSONDecodeError, AttributeError):
+            code = None
+        if not isinstance(code, str):
+            return _error(400, "BadRequest", 'send {"code": "<the code of a login link>"}')
+        redeemed = edge.access.redeem(code)
+        if redeemed is None:
+            return _error(
+                401,
+                "Unauthorized",
+                "this sign-in link has expired or was used already: "
+                "make a new one with `bookstore operator-link`",
+            )
+        session, expires = redeemed
+        return _json({"session": session, "expiresAtMs": expires * 1000})
+
+    async def forward(request: Request, path: str, body: dict[str, Any] | None = None) -> Response:
+        if (refusal := refused(request) or json_body(request)) is not None:
+            return refusal
+        try:
+            answer = await control_call_async(
+                topology.control_url, edge.operator_token, "POST", path, body, timeout_s=60.0
+            )
         except httpx.HTTPError:
             return _error(503, "Unavailable", f"the supervisor does not answer at {topology.control_url}")
         return Response(answer.content, status_code=answer.status_code, media_type="application/json")
@@ -112,9 +171,11 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
 
     async def link_action(request: Request) -> Response:
         a, b = request.path_params["a"], request.path_params["b"]
-        refused = known(a, b)
-        if refused is not None:
-            return refused
+        unknown = known(a, b)
+        if unknown is not None:
+            return unknown
+        if (refusal := refused(request) or json_body(request)) is not None:
+            return refusal
         body = await request.body()
         if len(body) > MAX_CONTROL_BODY:
             return _error(413, "PayloadTooLarge", "a link setting is a small JSON object")
@@ -124,7 +185,7 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             return _error(400, "BadRequest", "the body is not JSON")
         if not isinstance(parsed, dict):
             return _error(400, "BadRequest", "the body must be a JSON object")
-        return await forward(request, f"/links/{a}/{b}", orjson.dumps(parsed))
+        return await forward(request, f"/links/{a}/{b}", parsed)
 
     async def blog_promote(request: Request) -> Response:
         rid = request.path_params["region"]
@@ -146,11 +207,31 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             Route("/edge/status", status, methods=["GET"]),
             Route("/edge/metrics", metrics, methods=["GET"]),
             Route("/edge/overview", overview, methods=["GET"]),
+            Route("/edge/login", login, methods=["POST"]),
             Route("/edge/control/regions/{region}/{action}", region_action, methods=["POST"]),
             Route("/edge/control/blog/promote/{region}", blog_promote, methods=["POST"]),
             Route("/edge/control/links/{a}/{b}", link_action, methods=["POST"]),
             Route("/edge/control/{kind}/{region}/{action}", fault_action, methods=["POST"]),
-            Mount("/edge/ui", app=StaticFiles(directory=operator_dir, html=True, check_dir=False)),
+            Mount(
+                "/edge/ui",
+                app=_with_headers(
+                    StaticFiles(directory=operator_dir, html=True, check_dir=False), OPERATOR_PAGE_HEADERS
+                ),
+            ),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
     )
+
+
+def _with_headers(app: ASGIApp, extra: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """`app` with `extra` headers on every answer it starts."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return wrapped

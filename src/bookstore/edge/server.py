@@ -23,6 +23,7 @@ from bookstore.edge.operations import operations_app
 from bookstore.runtime import logs
 from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
 from bookstore.runtime.region import listening_socket
+from bookstore.runtime.secret import Credentials
 
 log = logging.getLogger("bookstore.edge")
 
@@ -88,9 +89,9 @@ class EdgeProtocol(CoalescingHttpToolsProtocol):
             self.transport.close()
 
 
-def build(topology: Topology, *, dns: bool = True) -> EdgeApp:
-    """The edge app with its /edge/ operations."""
-    app = EdgeApp(topology, dns=dns)
+def build(topology: Topology, *, dns: bool = True, credentials: Credentials | None = None) -> EdgeApp:
+    """The edge app with its /edge/ operations (`credentials`: see EdgeApp)."""
+    app = EdgeApp(topology, dns=dns, credentials=credentials)
     app.operations = operations_app(app)
     return app
 
@@ -112,9 +113,9 @@ def server_config(app: EdgeApp) -> uvicorn.Config:
     )
 
 
-def serve(topology: Topology) -> None:
+def serve(topology: Topology, credentials: Credentials) -> None:
     """Serve the edge at the topology's edge address until SIGINT/SIGTERM."""
     logs.configure("edge")
     edge = topology.edge
-    config = server_config(build(topology))
+    config = server_config(build(topology, credentials=credentials))
     uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])

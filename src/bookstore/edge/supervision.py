@@ -33,6 +33,7 @@ from bookstore.config import Topology
 from bookstore.domain.errors import BookstoreError
 from bookstore.edge.faults import MAX_SKEW_MS, switch_faults
 from bookstore.replication.clock import SystemClock
+from bookstore.runtime.control import operator_headers
 
 log = logging.getLogger("bookstore.supervisor.edge")
 STOP_GRACE_S = 10.0
@@ -60,12 +61,13 @@ class EdgeSupervision:
     """Owns the edge process and the regions' fault switches; runs on the supervisor's event loop."""
 
     def __init__(
-        self, topology: Topology, topology_file: Path | None, env: dict[str, str], secret: str
+        self, topology: Topology, topology_file: Path | None, env: dict[str, str], secret: str, token: str
     ) -> None:
         self.topology = topology
         self.topology_file = topology_file
         self.env = env
         self.secret = secret
+        self.token = token
         self.process: asyncio.subprocess.Process | None = None
         self.stopping = False
         self.restarts = 0
@@ -103,7 +105,7 @@ class EdgeSupervision:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         url = f"{self.topology.edge.url}/edge/status"
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        async with httpx.AsyncClient(timeout=1.0, headers=operator_headers(self.token)) as client:
             while loop.time() < deadline:
                 if self.process.returncode is not None:
                     log.error("the edge exited with code %s", self.process.returncode)

@@ -2,9 +2,10 @@
 
 `prepare_buckets` gives every running region a bucket of its own (bookstore-web-<region>) with
 versioning and website hosting, and the home region's bucket one replication rule per other region
-(empty filter, delete markers not replicated), as the seed's commands do. `publish` uploads the
+(empty filter), as the seed's commands do, except that delete markers replicate: a file deleted from
+the storefront is gone from every region's bucket, not served on from a replica. `publish` uploads the
 storefront's files into the home bucket, from where replication carries them to the other regions.
-Both go through the regions' S3 APIs with boto3 and the topology's credentials, and both are
+Both go through the regions' S3 APIs with boto3 and the deployment's credentials, and both are
 idempotent: what is already there is left alone (no new version, nothing to replicate).
 """
 
@@ -25,7 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bookstore.config import Topology
+from bookstore.config import ObjectStoreAccess, Topology
 from bookstore.domain.errors import NotFound, Unavailable
 
 log = logging.getLogger("bookstore.objectstore.setup")
@@ -64,15 +65,15 @@ def site_bucket(region_id: str) -> str:
     return f"bookstore-web-{region_id}"
 
 
-def s3_client(topology: Topology, region_id: str) -> Any:
-    """A boto3 S3 client for a region's S3 API, path-style, with the topology's credentials."""
+def s3_client(topology: Topology, region_id: str, access: ObjectStoreAccess) -> Any:
+    """A boto3 S3 client for a region's S3 API, path-style, with the deployment's credentials."""
     region = topology.region(region_id)
     return boto3.session.Session().client(
         "s3",
         endpoint_url=region.s3_url,
         region_name=region.id,
-        aws_access_key_id=topology.s3.access_key_id,
-        aws_secret_access_key=topology.s3.secret_access_key,
+        aws_access_key_id=access.access_key_id,
+        aws_secret_access_key=access.secret_access_key,
         config=Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
@@ -84,7 +85,7 @@ def s3_client(topology: Topology, region_id: str) -> Any:
 
 
 def replication_rules(topology: Topology, home: str, regions: Sequence[str]) -> dict[str, Any]:
-    """The home bucket's replication configuration: one rule per other region, as the seed's."""
+    """The home bucket's replication configuration: one rule per other region, delete markers too."""
     others = [r for r in regions if r != home]
     return {
         "Role": ROLE,
@@ -93,7 +94,7 @@ def replication_rules(topology: Topology, home: str, regions: Sequence[str]) -> 
                 "ID": f"to-{region}",
                 "Status": "Enabled",
                 "Priority": priority,
-                "DeleteMarkerReplication": {"Status": "Disabled"},
+                "DeleteMarkerReplication": {"Status": "Enabled"},
                 "Filter": {},
                 "Destination": {"Bucket": f"arn:aws:s3:::{site_bucket(region)}"},
             }
@@ -102,7 +103,7 @@ def replication_rules(topology: Topology, home: str, regions: Sequence[str]) -> 
     }
 
 
-def prepare_buckets(topology: Topology, regions: Sequence[str]) -> list[str]:
+def prepare_buckets(topology: Topology, regions: Sequence[str], access: ObjectStoreAccess) -> list[str]:
     """Create each region's bucket at its own endpoint (versioning, website) and the home bucket's rules.
 
     Returns the bucket names. Raises Unavailable when a region's S3 API does not answer or refuses.
@@ -111,7 +112,7 @@ def prepare_buckets(topology: Topology, regions: Sequence[str]) -> list[str]:
     names = []
     for region_id in regions:
         name = site_bucket(region_id)
-        client = s3_client(topology, region_id)
+        client = s3_client(topology, region_id, access)
         with _translated(f"preparing bucket {name} in {region_id}"):
             try:
                 client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region_id})
@@ -134,7 +135,7 @@ def prepare_buckets(topology: Topology, regions: Sequence[str]) -> list[str]:
         names.append(name)
     wanted = replication_rules(topology, home, regions)
     if wanted["Rules"]:
-        client = s3_client(topology, home)
+        client = s3_client(topology, home, access)
         name = site_bucket(home)
         with _translated(f"configuring replication of {name}"):
             try:
@@ -176,6 +177,11 @@ def site_files(source: Path | None = None) -> Iterator[tuple[str, bytes]]:
         yield INDEX_DOCUMENT, PLACEHOLDER_INDEX
 
 
+def site_keys() -> frozenset[str]:
+    """The keys of the packaged storefront's own files (what `publish` uploads without --source)."""
+    return frozenset(key for key, _ in site_files())
+
+
 def storefront() -> Traversable:
     """The storefront's static files as packaged (src/bookstore/web)."""
     return resources.files(STOREFRONT_PACKAGE).joinpath(STOREFRONT_DIR)
@@ -193,14 +199,14 @@ def _files(folder: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]
             yield f"{prefix}{entry.name}", entry
 
 
-def publish(topology: Topology, source: Path | None = None) -> Published:
+def publish(topology: Topology, access: ObjectStoreAccess, source: Path | None = None) -> Published:
     """Upload the storefront's files (site_files) into the home region's bucket; unchanged ones are skipped.
 
     Raises NotFound when the home bucket does not exist (`bookstore up` creates it), Unavailable when
     the home region's S3 API does not answer.
     """
     name = site_bucket(topology.home_region)
-    client = s3_client(topology, topology.home_region)
+    client = s3_client(topology, topology.home_region, access)
     report = Published(name)
     with _translated(f"publishing to {name}"):
         try:

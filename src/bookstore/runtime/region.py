@@ -33,7 +33,7 @@ from bookstore.replication.tables import ReplicationMetrics, Replicator
 from bookstore.runtime import logs
 from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
 from bookstore.runtime.links import link_url
-from bookstore.runtime.secret import deployment_secret
+from bookstore.runtime.secret import deployment_secret, s3_access
 
 log = logging.getLogger("bookstore.region")
 
@@ -220,7 +220,7 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
         s3 = None
         objects = build_object_replicator(services, secret)
         if services.objects is not None:
-            access = topology.s3
+            access = s3_access(topology, data_dir)
             credentials = {access.access_key_id: access.secret_access_key}
             s3 = create_s3_app(
                 services.objects,

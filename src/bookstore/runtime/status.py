@@ -9,22 +9,28 @@ import httpx
 from bookstore.blog.replication import overview as blog_overview
 from bookstore.blog.replication import render_overview as render_blog
 from bookstore.config import Topology
+from bookstore.runtime.control import operator_headers
 
 
-def _get(client: httpx.Client, url: str) -> Any:
+def _get(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> Any:
     try:
-        response = client.get(url)
+        response = client.get(url, headers=headers)
         return response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
 
 
-def collect(topology: Topology) -> dict[str, Any]:
-    """Health and replication of every region, read directly from each (not through the links)."""
+def collect(topology: Topology, token: str | None) -> dict[str, Any]:
+    """Health and replication of every region, read directly from each (not through the links);
+    the supervisor's and the edge's parts with the operator token (none without it)."""
+    operator = operator_headers(token) if token else None
     with httpx.Client(timeout=2.0) as client:
-        control = _get(client, f"{topology.control_url}/regions")
-        links = _get(client, f"{topology.control_url}/links")
-        edge = _get(client, f"{topology.edge.url}/edge/status") if topology.edge.enabled else None
+        control = links = edge = None
+        if operator is not None:
+            control = _get(client, f"{topology.control_url}/regions", operator)
+            links = _get(client, f"{topology.control_url}/links", operator)
+            if topology.edge.enabled:
+                edge = _get(client, f"{topology.edge.url}/edge/status", operator)
         regions = []
         pairs = []
         objects: list[dict[str, Any]] = []
@@ -211,3 +217,22 @@ def render_links(links: list[dict[str, Any]]) -> None:
             state,
         )
     Console().print(table)
+
+
+def render_credentials(info: dict[str, Any]) -> None:
+    """Where the deployment's credentials are, and the commands that use them (no secret is printed)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    console.print("[bold]Credentials[/bold] (this deployment's own)")
+    if info.get("s3AccessKeyId"):
+        console.print(f"  S3 access key id {escape(info['s3AccessKeyId'])} ({escape(info['s3Credentials'])})")
+    else:
+        console.print(f"  no S3 credentials at {escape(info['s3Credentials'])}: not this system's data dir?")
+    console.print('  eval "$(bookstore aws-env)" points the aws CLI at it with the secret key')
+    console.print(
+        f"  operator token in {escape(info['operatorToken'])}; rotate with `bookstore secrets rotate`"
+    )
+    if info.get("operatorLink"):
+        console.print(f"  operator page, one-time sign-in: {escape(info['operatorLink'])}", soft_wrap=True)

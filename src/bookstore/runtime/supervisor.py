@@ -2,7 +2,8 @@
 
 The supervisor is the operator's hand on the system: it starts each region with its own data directory
 and address, carries all traffic between regions through the link simulator, and serves the control
-API (regions: kill, stop, start; links: cut, heal, delay) that the `bookstore` commands call.
+API (regions: kill, stop, start; links: cut, heal, delay) that the `bookstore` commands call. The
+control API answers only to the operator token, never to a browser (bookstore.runtime.control).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from starlette.routing import Mount, Route
 
 from bookstore.config import Region, Topology
 from bookstore.edge.supervision import EdgeSupervision
+from bookstore.runtime.control import LOGIN_TTL_S, ControlGuard, control_hosts, login_link
 from bookstore.runtime.links import LinkSimulator, create_control_app
-from bookstore.runtime.secret import ENV as SECRET_ENV
+from bookstore.runtime.secret import TOKEN_FILE, Credentials
 
 log = logging.getLogger("bookstore.supervisor")
 STOP_GRACE_S = 10.0
@@ -77,16 +79,25 @@ class Supervisor:
     """Owns the region processes and the links; every method runs on the supervisor's event loop."""
 
     def __init__(
-        self, topology: Topology, data_dir: Path, topology_file: Path | None, regions: list[str], secret: str
+        self,
+        topology: Topology,
+        data_dir: Path,
+        topology_file: Path | None,
+        regions: list[str],
+        credentials: Credentials,
     ) -> None:
         self.topology = topology
         self.data_dir = data_dir
         self.topology_file = topology_file
         self.regions = regions
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: secret}
+        self.credentials = credentials
+        # The children get the credentials this supervisor loaded, whatever their files say meanwhile.
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **credentials.env()}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.links = LinkSimulator(topology)
-        self.edge = EdgeSupervision(topology, topology_file, self.env, secret)
+        self.edge = EdgeSupervision(
+            topology, topology_file, self.env, credentials.secret, credentials.operator_token
+        )
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def start_region(self, region_id: str) -> dict[str, Any]:
@@ -140,7 +151,8 @@ class Supervisor:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.kill_region(r, signal.SIGTERM) for r in list(self.processes)))
 
-    def control_app(self) -> Starlette:
+    def control_app(self) -> ControlGuard:
+        """The control API, behind its guard (the operator token; no browser; its own Host; JSON only)."""
         actions = {
             "kill": lambda r: self.kill_region(r, signal.SIGKILL),
             "stop": lambda r: self.kill_region(r, signal.SIGTERM),
@@ -165,7 +177,7 @@ class Supervisor:
             except RuntimeError as exc:
                 return _json({"error": "Unavailable", "message": str(exc)}, 503)
 
-        return Starlette(
+        app = Starlette(
             routes=[
                 Route("/regions", all_regions, methods=["GET"]),
                 Route("/regions/{region}/{action}", act, methods=["POST"]),
@@ -173,6 +185,8 @@ class Supervisor:
                 Mount("", app=create_control_app(self.links)),
             ]
         )
+        hosts = control_hosts(self.topology.control_address, self.topology.control_port)
+        return ControlGuard(app, self.credentials.operator_token, hosts)
 
     async def run(self) -> None:
         await self.links.start()
@@ -212,9 +226,10 @@ class Supervisor:
         from bookstore.domain.errors import BookstoreError
         from bookstore.objectstore.setup import prepare_buckets, publish
 
+        access = self.topology.s3 or self.credentials.s3
         try:
-            await asyncio.to_thread(prepare_buckets, self.topology, self.regions)
-            await asyncio.to_thread(publish, self.topology)
+            await asyncio.to_thread(prepare_buckets, self.topology, self.regions, access)
+            await asyncio.to_thread(publish, self.topology, access)
         except BookstoreError as exc:
             log.warning("storefront buckets not ready: %s; `bookstore publish` retries", exc.message)
 
@@ -224,7 +239,14 @@ class Supervisor:
             region = self.topology.region(region_id)
             print(f"  {region.flag}  {region.name:<12} {region.id:<15} {region.api_url}/books", flush=True)
         print(self.edge.banner(), flush=True)
-        print(f"Control API {self.topology.control_url}. Data in {self.data_dir.resolve()}.", flush=True)
+        if self.topology.edge.enabled:
+            link = login_link(self.topology.edge.url, self.credentials.operator_token)
+            print(f"Operator page (a one-time sign-in link, for {LOGIN_TTL_S // 60} min): {link}", flush=True)
+        print(
+            f"Control API {self.topology.control_url} (operator token in "
+            f"{(self.data_dir / TOKEN_FILE).resolve()}). Data in {self.data_dir.resolve()}.",
+            flush=True,
+        )
         print("Try `bookstore status`. Ctrl-C stops everything.\n", flush=True)
 
 
@@ -251,7 +273,11 @@ def _json(content: Any, status: int = 200) -> Response:
 
 
 def up(
-    topology: Topology, data_dir: Path, topology_file: Path | None, regions: list[str], secret: str
+    topology: Topology,
+    data_dir: Path,
+    topology_file: Path | None,
+    regions: list[str],
+    credentials: Credentials,
 ) -> None:
     """Run the given regions, their links and the control API until Ctrl-C or SIGTERM."""
-    asyncio.run(Supervisor(topology, data_dir, topology_file, regions, secret).run())
+    asyncio.run(Supervisor(topology, data_dir, topology_file, regions, credentials).run())

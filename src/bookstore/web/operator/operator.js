@@ -1,8 +1,12 @@
 // The operator page: polls the edge's overview, draws regions, links, lag and conflicts, and sends the
 // edge's control calls (break/repair an API, kill/stop/start a region, cut/heal a link, promote the blog).
+// It signs in by a deliberate step: a one-time link (#login=CODE) whose code the edge redeems for a
+// session, kept in this tab's sessionStorage and sent as a bearer token; no other tab or page has it.
 
 const OVERVIEW = "/edge/overview";
 const CONTROL = "/edge/control";
+const LOGIN = "/edge/login";
+const SESSION_KEY = "bookstore.operator.session";
 const POLL_MS = 1000;
 const MAX_EVENTS = 60;
 // Where to draw a region when the overview gives no location: (latitude, longitude).
@@ -385,6 +389,52 @@ function noteChanges(m) {
   previous = m;
 }
 
+// ----- signing in -----
+
+/** The session of this tab, or null when there is none (or it expired). */
+function session() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY));
+    if (s && typeof s.token === "string" && s.expiresAtMs > Date.now()) return s.token;
+  } catch {
+    // nothing usable stored
+  }
+  return null;
+}
+
+function authorized(headers = {}) {
+  return { ...headers, authorization: `Bearer ${session()}` };
+}
+
+class SignedOut extends Error {}
+
+/** Show the sign-in panel instead of the dashboard, saying why. */
+function signedOut(reason) {
+  sessionStorage.removeItem(SESSION_KEY);
+  document.body.classList.add("signed-out");
+  $("signin").hidden = false;
+  fill($("signin-reason"), reason);
+  $("live").className = "live off";
+  fill($("live-text"), "signed out");
+  $("banner").hidden = true;
+}
+
+/** Redeem the one-time code of the link this page was opened with, if any; the code leaves the address. */
+async function redeemLink() {
+  const found = /(?:^#|&)login=([^&]+)/.exec(location.hash);
+  if (!found) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  const response = await fetch(LOGIN, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json" },
+    body: JSON.stringify({ code: decodeURIComponent(found[1]) }),
+    cache: "no-store",
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new SignedOut(answer.message || `the edge answered HTTP ${response.status}`);
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ token: answer.session, expiresAtMs: answer.expiresAtMs }));
+}
+
 // ----- talking to the edge -----
 
 function toast(text, kind = "ok") {
@@ -398,10 +448,11 @@ async function control(path, body, label) {
   try {
     const response = await fetch(`${CONTROL}/${path}`, {
       method: "POST",
-      // The edge takes control actions only as JSON (a cross-site form cannot send it).
-      headers: { "content-type": "application/json", accept: "application/json" },
+      // The edge takes control actions only as JSON, with the session (no other page can send either).
+      headers: authorized({ "content-type": "application/json", accept: "application/json" }),
       body: JSON.stringify(body || {}),
     });
+    if (response.status === 401) throw new SignedOut("Your session has ended: sign in again.");
     if (!response.ok) {
       let message = `HTTP ${response.status}`;
       try {
@@ -415,6 +466,10 @@ async function control(path, body, label) {
     logEvent(Date.now(), `You: ${label}`, "action");
     toast(`${label}: done`);
   } catch (err) {
+    if (err instanceof SignedOut) {
+      signedOut(err.message);
+      return;
+    }
     const text = `${label}: failed (${err.message === "Failed to fetch" ? "the edge does not answer" : err.message})`;
     logEvent(Date.now(), text, "down");
     toast(text, "error");
@@ -444,8 +499,16 @@ let timer = null;
 
 async function refresh() {
   clearTimeout(timer);
+  if (!session()) {
+    signedOut("Your session has ended: sign in again.");
+    return;
+  }
   try {
-    const response = await fetch(OVERVIEW, { headers: { accept: "application/json" }, cache: "no-store" });
+    const response = await fetch(OVERVIEW, { headers: authorized({ accept: "application/json" }), cache: "no-store" });
+    if (response.status === 401) {
+      signedOut("Your session has ended (it lasts twelve hours, and rotating the operator token ends it).");
+      return;
+    }
     if (!response.ok) throw new Error(`the edge answered HTTP ${response.status}`);
     const m = model(await response.json());
     failures = 0;
@@ -482,4 +545,25 @@ window.addEventListener("resize", () => {
   }
 });
 
-refresh();
+async function start() {
+  try {
+    await redeemLink();
+  } catch (err) {
+    const why = err instanceof SignedOut ? err.message : `signing in failed (${err.message})`;
+    signedOut(why.charAt(0).toUpperCase() + why.slice(1));
+    return;
+  }
+  if (!session()) {
+    signedOut("This page acts on the running system, so it needs the operator's sign-in.");
+    return;
+  }
+  document.body.classList.remove("signed-out");
+  $("signin").hidden = true;
+  refresh();
+}
+
+// A sign-in link opened in a tab that already shows this page changes only the fragment.
+window.addEventListener("hashchange", () => {
+  if (/(?:^#|&)login=/.test(location.hash)) start();
+});
+start();

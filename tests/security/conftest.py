@@ -1,0 +1,63 @@
+"""Fixtures of the attack tests: Chromium (required in CI), and a hostile web server on loopback."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.browser.storefront import CHROMIUM
+
+
+def require_chromium() -> None:
+    """Skip without Chromium, with the reason; in CI (CI=true) a missing Chromium is a failure."""
+    if CHROMIUM is not None:
+        return
+    reason = "chromium is not installed (apt-get install -y chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@dataclass
+class HostileSite:
+    """A web server of an attacker, on its own origin: serves the pages it is given, by path."""
+
+    url: str
+    pages: dict[str, str] = field(default_factory=dict)
+
+    def serve(self, path: str, html: str) -> str:
+        self.pages[path] = html
+        return self.url + path
+
+
+@pytest.fixture
+def hostile_site() -> Iterator[HostileSite]:
+    """A hostile site on 127.0.0.1 (a port of its own, so an origin of its own)."""
+    pages: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path.split("?")[0])
+            data = (body or "not here").encode()
+            self.send_response(200 if body is not None else 404)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    site = HostileSite(f"http://127.0.0.1:{server.server_address[1]}", pages)
+    yield site
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
