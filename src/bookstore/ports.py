@@ -20,14 +20,30 @@ class Index:
     sort_key: str | None = None
 
 
+# How regions settle two versions of one item written without seeing each other (see TableSchema).
+ConflictRule = Literal["last-writer-wins", "first-writer-wins"]
+LAST_WRITER_WINS: ConflictRule = "last-writer-wins"
+FIRST_WRITER_WINS: ConflictRule = "first-writer-wins"
+
+
 @dataclass(frozen=True)
 class TableSchema:
-    """Name and key attributes of a table, and its secondary indexes."""
+    """Name and key attributes of a table, its secondary indexes, and its conflict rule.
+
+    The conflict rule is how replication merges versions (hlc, region) of one item, the same on every
+    path (the follow stream, anti-entropy, backfill), so regions converge whatever the order of arrival:
+    - last-writer-wins (the default, as DynamoDB Global Tables): the highest version wins.
+    - first-writer-wins (immutable items, e.g. orders): the LOWEST version wins, so the first accepted
+      write of a key is the one every region keeps. Items are written once (put with ItemAbsent): an
+      adapter that merges by this rule (SQLite) refuses a second local write of a key with
+      ConditionFailed, since replication would undo it everywhere else.
+    """
 
     name: str
     partition_key: str
     sort_key: str | None = None
     indexes: tuple[Index, ...] = ()
+    conflict_rule: ConflictRule = LAST_WRITER_WINS
 
     def key_of(self, item: Mapping[str, Any]) -> Key:
         """The key attributes of `item`; raises ValidationError when one is missing."""
@@ -138,6 +154,8 @@ class Table(Protocol):
       order; a delete of an absent item appends nothing. `changes(cursor)` returns records strictly after
       `cursor` (None = from the oldest record kept); reading is idempotent and resumable.
     - Once a write has returned, it survives a kill -9 of the process.
+    - `changes` after a cursor the stream no longer leads on from (trimmed past it) raises StaleCursor:
+      the reader rebuilds from a scan, then follows from `stream_head()` read before that scan.
     - Engine errors surface as StorageError, never as the driver's own exception.
     """
 
@@ -170,37 +188,57 @@ class Table(Protocol):
 
     def changes(self, cursor: str | None = None, *, limit: int = 100) -> ChangeBatch: ...
 
+    def stream_head(self) -> str:
+        """A cursor at the newest record of the stream: `changes` after it returns only later records.
+
+        A consumer rebuilding from a scan reads it BEFORE scanning, then follows the stream from it.
+        """
+        ...
+
+
+# An event counted into a Ranking: its id and its scores (empty: the event no longer counts).
+Event = tuple[str, Mapping[str, int]]
+
 
 class Ranking(Protocol):
-    """Scores of members (book ids), fed by events (orders) that each count exactly once.
+    """Scores of members (book ids): the sum, over events (orders), of each event's scores as last set.
+
+    An event is (event_id, scores). Setting an event to the scores it holds changes nothing; setting it
+    to others un-counts the old ones and counts the new (an order replaced by the version every region
+    keeps); empty scores un-count it. So a consumer that hands over each record of a stream in order
+    ends exact, however often it replays a part of the stream.
 
     Contract (tests/contract/test_ranking.py):
-    - `add(event_id, scores, cursor)` adds every score of the event atomically and records `event_id`;
-      the same event id again changes nothing and returns False. When `cursor` is given it is stored in
-      the same atomic step, so a consumer that restarts from `cursor()` never counts an event twice.
-    - `add_all(events, cursor)` adds each (event_id, scores) as `add` does and then stores `cursor`,
-      returning how many events were new; the cursor is stored only once every event is counted, so a
-      consumer restarting from `cursor()` never skips one. Adapters make it cheaper than one `add` each.
-    - `top(n)` returns at most n (member, score) pairs, highest score first, ties by member ascending.
+    - `put_all(events, cursor)` sets the events' scores in order and stores `cursor`, in ONE atomic step;
+      returns how many events changed the ranking. A ranking holding no cursor (new, emptied, or of an
+      older format) refuses with StaleCursor and changes nothing: it must be rebuilt first.
+    - `rebuild(events, cursor)` replaces every event and score by `events` (each event id once) and
+      stores `cursor`, atomically: a reader sees the whole old ranking or the whole new one.
+    - `cursor()` is the stored cursor; None when the ranking must be rebuilt.
+    - `top(n)` returns at most n (member, score) pairs, highest score first, ties by member ascending;
+      members whose score fell to 0 are left out.
     """
 
-    def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool: ...
+    def put_all(self, events: Sequence[Event], cursor: str) -> int: ...
 
-    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int: ...
+    def rebuild(self, events: Sequence[Event], cursor: str) -> None: ...
 
     def top(self, n: int = 20) -> list[tuple[str, int]]: ...
 
     def cursor(self) -> str | None: ...
 
-    def set_cursor(self, cursor: str) -> None: ...
-
 
 class SearchIndex(Protocol):
-    """Full-text index over documents' fields; `search` returns ids, best match first."""
+    """Full-text index over documents' fields; `search` returns ids, best match first.
+
+    `rebuild(docs, cursor)` replaces every document by `docs` and stores `cursor` in one transaction.
+    """
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None: ...
 
     def remove(self, doc_id: str, cursor: str | None = None) -> None: ...
+
+    def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None: ...
 
     def search(self, query: str, limit: int = 50) -> list[str]: ...
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bookstore.ports import Index, TableSchema
+from bookstore.ports import FIRST_WRITER_WINS, Index, TableSchema
 
 BOOKS = TableSchema("books", "id", indexes=(Index("category-index", "category", "id"),))
-ORDERS = TableSchema("orders", "customerId", "orderId")
+# Orders are immutable: a key written in two regions before either saw the other keeps its first version.
+ORDERS = TableSchema("orders", "customerId", "orderId", conflict_rule=FIRST_WRITER_WINS)
 CARTS = TableSchema("carts", "customerId", "bookId")
 # Identity: users by normalised email; public signing keys by key id; refresh sessions by token id.
 USERS = TableSchema("users", "email")

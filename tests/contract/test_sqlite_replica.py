@@ -312,6 +312,56 @@ def test_a_change_meeting_a_local_write_based_on_it_is_not_a_conflict(open_regio
     assert a.books.get({"id": "b001"}) == book(1, price=3)
 
 
+def order(customer: str, order_id: str, *lines: tuple[str, int], region: str = IRELAND) -> Item:
+    books = [{"bookId": b, "quantity": q, "price": 10.0} for b, q in lines]
+    return {"customerId": customer, "orderId": order_id, "books": books, "region": region}
+
+
+def test_an_order_written_in_two_regions_keeps_its_first_version_on_every_path(open_region: Any) -> None:
+    """Orders are first-writer-wins: the follow stream, backfill and anti-entropy all keep the lowest."""
+    a, b, c = open_region(IRELAND), open_region(SINGAPORE), open_region(VIRGINIA)
+    key = {"customerId": "c", "orderId": "k-retried"}
+    first, later = order("c", "k-retried", ("b1", 2)), order("c", "k-retried", ("b2", 5), region=SINGAPORE)
+    a.orders.put(first)
+    b.clock.now += 5  # Singapore accepts the same key with other lines, later, before Ireland's arrives
+    b.orders.put(later)
+    c.clock.now += 10
+    c.orders.put(order("c", "k-retried", ("b3", 1), region=VIRGINIA))
+    kept = a.orders.version(key)
+    replaced = b.orders.version(key)
+    assert kept is not None and replaced is not None and kept < replaced
+
+    # The follow stream, both ways: each side meets the other's version as a conflict, the first wins.
+    assert [len(r.conflicts) for r in pull(a, b) + pull(b, a)] == [1, 1]
+    for region in (a, b):
+        assert region.orders.get(key) == first and region.orders.version(key) == kept
+        (conflict,) = region.replica.conflicts()
+        assert conflict.table == "orders" and conflict.key == key
+        assert (conflict.winner_version, conflict.winner_image) == (kept, first)
+        assert (conflict.loser_version, conflict.loser_image) == (replaced, later)
+    # Singapore's stream shows its own version replaced by the kept one (best sellers follow it).
+    (modify,) = [r for r in b.orders.changes().records if r.kind == "MODIFY"]
+    assert (modify.old, modify.new) == (later, first)
+    assert [r.kind for r in a.orders.changes().records] == ["INSERT"]
+
+    # Backfill: Virginia copies Singapore's snapshot, and keeps the first version over its own.
+    page = b.replica.snapshot(None, 100)
+    c.replica.apply(SINGAPORE, page.entries, page.head_seq)
+    assert c.orders.get(key) == first and c.orders.version(key) == kept
+
+    # Anti-entropy, pull and push: a region still holding a later version is repaired, never the reverse.
+    d = open_region("eu-central-1")
+    d.clock.now += 20
+    d.orders.put(order("c", "k-retried", ("b4", 9), region="eu-central-1"))
+    for bucket in range(4):
+        a.replica.apply("eu-central-1", d.replica.bucket_entries("orders", bucket, 4), None)
+        d.replica.apply(IRELAND, a.replica.bucket_entries("orders", bucket, 4), None)
+    assert a.orders.get(key) == d.orders.get(key) == first
+    assert a.replica.digest("orders", 4) == d.replica.digest("orders", 4) == b.replica.digest("orders", 4)
+    exchange(a, b, c)
+    assert state(a) == state(b) == state(c)
+
+
 # -- checkpoints and atomic batches -------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from bookstore.domain.errors import ConditionFailed, ValidationError
+from bookstore.domain.errors import ConditionFailed, StaleCursor, ValidationError
 from bookstore.ports import (
     AttributeEquals,
     ChangeRecord,
@@ -29,6 +29,7 @@ from bookstore.ports import (
 )
 from bookstore.replication.clock import HybridLogicalClock, SkewedClock, SystemClock
 from bookstore.storage.dynamodb.tables import DynamoTable
+from bookstore.storage.items import decode_cursor, encode_cursor
 from bookstore.storage.memory import MemoryTable
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, ORDERS
@@ -81,7 +82,9 @@ def books(make_table: MakeTable) -> Table:
 
 @pytest.fixture
 def orders(make_table: MakeTable) -> Table:
-    return make_table(ORDERS)
+    # The contract's table with a sort key, written again and again: the Bookstore's own orders are
+    # written once (first writer wins), so this one keys as they do and merges by the default rule.
+    return make_table(TableSchema(ORDERS.name, ORDERS.partition_key, ORDERS.sort_key))
 
 
 def all_changes(table: Table, cursor: str | None = None, limit: int = 100) -> list[ChangeRecord]:
@@ -486,6 +489,19 @@ def test_changes_resume_after_the_cursor_and_respect_the_limit(books: Table) -> 
     assert [r.key["id"] for r in books.changes(start.cursor, limit=1).records] == ["b000"]
 
 
+def test_changes_after_the_stream_head_hold_only_later_records(books: Table) -> None:
+    for i in range(3):
+        books.put(book(i))
+    head = books.stream_head()
+    assert books.changes(head).records == []
+    books.put(book(7))
+    books.delete({"id": "b000"})
+    assert [(r.kind, r.key) for r in all_changes(books, head)] == [
+        ("INSERT", {"id": "b007"}),
+        ("REMOVE", {"id": "b000"}),
+    ]
+
+
 def test_changes_of_one_table_hold_only_that_table(make_table: MakeTable) -> None:
     books, orders = make_table(BOOKS), make_table(ORDERS)
     books.put(book(1))
@@ -704,3 +720,46 @@ def test_sqlite_reopening_a_table_with_another_schema_is_refused(db: SqliteDatab
     assert isinstance(table, SqliteTable)
     with pytest.raises(ValidationError):
         db.table(TableSchema("books", "isbn"))
+
+
+def test_sqlite_items_of_a_first_writer_wins_table_are_written_once(db: SqliteDatabase) -> None:
+    # Replication keeps an order's lowest version: a second local write would be undone in every other
+    # region, so the adapter refuses it whatever the condition, and changes nothing.
+    orders = db.table(ORDERS)
+    placed = {"customerId": "c", "orderId": "k-1", "books": [{"bookId": "b1", "quantity": 2}]}
+    orders.put(placed, condition=ItemAbsent())
+    version = orders.version({"customerId": "c", "orderId": "k-1"})
+    key = {"customerId": "c", "orderId": "k-1"}
+    for write in (
+        lambda: orders.put({**placed, "books": []}),
+        lambda: orders.put(placed, condition=ItemAbsent()),
+        lambda: orders.update(key, {"total": 1}),
+        lambda: orders.delete(key),
+    ):
+        with pytest.raises(ConditionFailed, match="written once"):
+            write()
+    assert orders.get(key) == placed and orders.version(key) == version
+    assert [r.kind for r in orders.changes().records] == ["INSERT"]
+
+
+def test_dynamodb_a_cursor_into_a_shard_gone_from_the_stream_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_credentials(tmp_path, monkeypatch, AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="eu-west-1")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        streams = boto3.client(
+            "dynamodbstreams", region_name="eu-west-1", config=Config(account_id_endpoint_mode="disabled")
+        )
+        books = DynamoTable(BOOKS, client=client, streams_client=streams)
+        books.ensure_table()
+        books.put(book(1))
+        cursor = books.changes().cursor
+        assert books.changes(cursor).records == []
+        # A shard this cursor read only part-way is no longer in the stream (DynamoDB keeps 24 h).
+        gone = encode_cursor({**decode_cursor(cursor), "shardId-00000000000000000000-gone": "42"})
+        with pytest.raises(StaleCursor):
+            books.changes(gone)
+        # One read to its end ("") may age out harmlessly.
+        done = encode_cursor({**decode_cursor(cursor), "shardId-00000000000000000000-done": ""})
+        assert books.changes(done).records == []

@@ -3,7 +3,8 @@
 The regions talk through an in-process transport (tests/support/inprocess_peers.py) that carries every
 entry through the wire format, and replication runs in bounded rounds chosen by hypothesis, so each
 example is deterministic. At the end every link is healed and the regions exchange until nothing moves:
-they must hold equal states, and every key the highest version ever written for it.
+they must hold equal states, and every key the version its table's conflict rule keeps: the highest ever
+written (last writer wins), or for orders the lowest (first writer wins: an order is written once).
 """
 
 from __future__ import annotations
@@ -24,19 +25,20 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from prometheus_client import CollectorRegistry
 
-from bookstore.ports import Item, Key
+from bookstore.domain.errors import ConditionFailed
+from bookstore.ports import FIRST_WRITER_WINS, Item, ItemAbsent, Key
 from bookstore.replication.clock import SkewedClock, SystemClock
 from bookstore.replication.model import Version
 from bookstore.replication.tables import ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
-from bookstore.tables import BOOKS, CARTS
+from bookstore.tables import BOOKS, CARTS, ORDERS
 from tests.support.inprocess_peers import InProcessPeer, LinkCut, Network
 
 T = TypeVar("T")
 
 REGIONS = ("eu-west-1", "ap-southeast-1", "us-east-1")
-SCHEMAS = {"books": BOOKS, "carts": CARTS}
+SCHEMAS = {"books": BOOKS, "carts": CARTS, "orders": ORDERS}
 # Few keys, so that regions often write the same item concurrently.
 KEYS: tuple[tuple[str, Key], ...] = (
     ("carts", {"customerId": "c1", "bookId": "b1"}),
@@ -44,6 +46,8 @@ KEYS: tuple[tuple[str, Key], ...] = (
     ("carts", {"customerId": "c2", "bookId": "b1"}),
     ("books", {"id": "k1"}),
     ("books", {"id": "k2"}),
+    ("orders", {"customerId": "c1", "orderId": "k-retried"}),
+    ("orders", {"customerId": "c2", "orderId": "k-retried"}),
 )
 PAIRS = tuple((a, b) for a in REGIONS for b in REGIONS if a != b)
 LINKS = tuple(combinations(REGIONS, 2))
@@ -148,7 +152,16 @@ class ReplicationMachine(RuleBasedStateMachine):
         table_name, key = KEYS[index]
         table = self.nodes[region].tables[table_name]
         before = table.version(key)
-        if op == "delete":
+        if table_name == "orders":
+            # Checkout: an order is created once, where its id is not known yet (any op creates it).
+            try:
+                table.put(
+                    {**key, "books": [{"bookId": f"b{value}", "quantity": value}]}, condition=ItemAbsent()
+                )
+            except ConditionFailed:
+                assert before is not None
+                return
+        elif op == "delete":
             table.delete(key)
         elif table_name == "carts" and op == "put":
             table.put({**key, "quantity": value})
@@ -240,7 +253,11 @@ class ReplicationMachine(RuleBasedStateMachine):
                 written = {w.version: w for w in self.writes[key_id]}
                 assert version in written, f"{region} holds {key_id} at {version}, never written"
                 assert node.tables[table_name].get(key) == written[version].image
-                assert own is None or version >= own, f"{region} went back from {own} to {version}"
+                if SCHEMAS[table_name].conflict_rule == FIRST_WRITER_WINS:
+                    # An earlier creation elsewhere may replace this region's own; nothing later may.
+                    assert own is None or version <= own, f"{region} went up from {own} to {version}"
+                else:
+                    assert own is None or version >= own, f"{region} went back from {own} to {version}"
 
     def teardown(self) -> None:
         try:
@@ -261,7 +278,8 @@ class ReplicationMachine(RuleBasedStateMachine):
             key_id = _key_id(table_name, key)
             if not self.writes[key_id]:
                 continue
-            newest = max(self.writes[key_id], key=lambda w: w.version)
+            keep = min if SCHEMAS[table_name].conflict_rule == FIRST_WRITER_WINS else max
+            newest = keep(self.writes[key_id], key=lambda w: w.version)
             for region, node in self.nodes.items():
                 table = node.tables[table_name]
                 version = table.version(key)

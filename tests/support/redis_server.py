@@ -57,7 +57,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(port: int | None = None) -> Iterator[str]:
     """Start redis-server (no persistence, its own temporary dir); yields `redis://127.0.0.1:PORT/0`.
 
     Skips the calling test when the binary is not installed.
@@ -68,8 +68,9 @@ def redis_server() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bookstore-redis-") as tmp:
         # Another process may take the port between our probe and redis binding it: try a few ports.
         for _attempt in range(5):
-            port = free_port()
-            url = f"redis://{HOST}:{port}/0"
+            # A given port lets a test restart "the same" Redis, empty, under its clients.
+            chosen = port or free_port()
+            url = f"redis://{HOST}:{chosen}/0"
             proc = subprocess.Popen(
                 [
                     binary,
@@ -78,7 +79,7 @@ def redis_server() -> Iterator[str]:
                     "--appendonly",
                     "no",
                     "--port",
-                    str(port),
+                    str(chosen),
                     "--bind",
                     HOST,
                     "--dir",

@@ -372,6 +372,79 @@ def test_partition_with_writes_on_both_sides_converges_and_loses_nothing(tmp_pat
         assert orders_of(ap, auth[AP]) == acknowledged
 
 
+# -- 3b. one Idempotency-Key checked out in both sides of a partition: the first order is the one kept ----
+
+
+def conflicts_of(system: System, region: str, table: str) -> list[dict[str, Any]]:
+    """The conflicts `bookstore conflicts --json` lists for a region, of one table."""
+    out = system.cli("conflicts", "--region", region, "--json", "--data-dir", str(system.data_dir)).stdout
+    return [c for c in orjson.loads(out) if c["table"] == table]
+
+
+def test_one_key_checked_out_in_two_regions_keeps_the_first_order_everywhere(tmp_path: Path) -> None:
+    with system_up(tmp_path) as system:
+        eu, ap = system.api(EU), system.api(AP)
+        add_user(system, "twice@example.com", EU)
+        auth = {EU: signin(eu, "twice@example.com"), AP: signin(ap, "twice@example.com")}
+        books = book_ids(system)
+        # An order both regions hold before the partition, so best sellers hold more than the conflict.
+        before = place_order(ap, auth[AP], "before-the-cut", [{"bookId": books[3], "quantity": 1}])
+        assert before.status_code == 201, before.text
+        converge(system, (EU, AP))
+
+        system.cli("link", "cut", EU, AP)
+        first_lines = [{"bookId": books[0], "quantity": 2}]
+        later_lines = [{"bookId": books[1], "quantity": 5}, {"bookId": books[0], "quantity": 1}]
+        first = place_order(eu, auth[EU], "pay-once", first_lines)
+        assert first.status_code == 201, first.text
+        time.sleep(0.05)  # Singapore's checkout is later by the clock as well
+        later = place_order(ap, auth[AP], "pay-once", later_lines)
+        # Singapore cannot know Ireland's order: it accepts the key with its own lines, as the same id.
+        assert later.status_code == 201, later.text
+        order_id = first.json()["orderId"]
+        assert later.json()["orderId"] == order_id and later.json() != first.json()
+        wait_for(
+            "Singapore's best sellers counting its own version",
+            lambda: bestsellers(ap),
+            lambda top: top == sold([lines_of(later_lines), [(books[3], 1)]]),
+        )
+
+        system.cli("link", "heal", EU, AP)
+        converge(system, (EU, AP))
+        kept = {order_id: lines_of(first_lines), before.json()["orderId"]: [(books[3], 1)]}
+        for region in (EU, AP):
+            api = system.api(region)
+            # Every region holds the first accepted version: lines, date and total the shopper was shown.
+            assert orders_of(api, auth[region]) == kept
+            (shown,) = [
+                o for o in api.get("/orders", headers=auth[region]).json() if o["orderId"] == order_id
+            ]
+            assert shown == first.json()
+            # The replaced version is un-counted, the kept one counted once.
+            wait_for(
+                f"best sellers of the kept orders in {region}",
+                lambda api=api: bestsellers(api),
+                lambda top: top == sold(kept.values()),
+            )
+            # A replay of the kept checkout answers the kept order; one with the replaced lines is refused.
+            replay = place_order(api, auth[region], "pay-once", first_lines)
+            assert replay.status_code == 200 and replay.json() == first.json(), replay.text
+            refused = place_order(api, auth[region], "pay-once", later_lines)
+            assert refused.status_code == 409 and refused.json()["error"] == "Conflict", refused.text
+            # Each region met the other's version as a conflict: listed, the first one the winner.
+            wait_for(
+                f"the order's conflict listed in {region}",
+                lambda region=region: conflicts_of(system, region, "orders"),
+                lambda listed: len(listed) == 1,
+            )
+            (conflict,) = conflicts_of(system, region, "orders")
+            assert conflict["key"]["orderId"] == order_id
+            assert conflict["winner_version"][1] == EU and conflict["loser_version"][1] == AP
+            assert conflict["winner_version"] < conflict["loser_version"]
+            assert conflict["loser_image"]["books"] == later.json()["books"]
+        assert state_digest(eu) == state_digest(ap)
+
+
 # -- 4. kill -9 during a stream of writes, then restart ------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Last-writer-wins merge: the conflict rule; regions converging under writes, cuts, relays and restarts."""
+"""The merge: conflict detection, last- and first-writer-wins; regions converging under writes, cuts, relays
+and restarts."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bookstore.ports import Item, TableSchema
+from bookstore.domain.errors import ConditionFailed
+from bookstore.ports import FIRST_WRITER_WINS, LAST_WRITER_WINS, Item, ItemAbsent, TableSchema
 from bookstore.replication.clock import HybridLogicalClock, SkewedClock
-from bookstore.replication.model import LogEntry, Version, concurrent
+from bookstore.replication.model import LogEntry, Version, concurrent, supersedes
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 
 KV = TableSchema("kv", "k")
+# Immutable items, as orders: the first version written of a key is the one every region keeps.
+ONCE = TableSchema("once", "k", conflict_rule=FIRST_WRITER_WINS)
 REGIONS = ("eu-west-1", "ap-southeast-1", "us-east-1")
 # A number among the keys: 1 and 1.0 are one key to SQLite, and must hash and digest alike.
 KEYS: tuple[Any, ...] = ("a", "b", "c", 1)
@@ -56,6 +60,16 @@ def test_the_conflict_rule_on_the_cases_that_matter() -> None:
     assert not concurrent(v3, v2, v1, None)  # a gap (v2 not seen yet) but built on a newer base
 
 
+@given(versions, versions)
+def test_each_rule_keeps_one_version_of_any_two_whatever_their_order(a: Version, b: Version) -> None:
+    for rule, keep in ((LAST_WRITER_WINS, max), (FIRST_WRITER_WINS, min)):
+        # Applying b over a, or a over b, leaves the same version: the rule's choice.
+        after_b = b if supersedes(rule, b, a) else a
+        after_a = a if supersedes(rule, a, b) else b
+        assert after_b == after_a == keep(a, b)
+        assert not supersedes(rule, a, a)
+
+
 # -- regions converging ------------------------------------------------------------------------------
 
 
@@ -69,15 +83,19 @@ class Cluster:
     dbs: list[SqliteDatabase] = field(default_factory=list)
     replicas: list[SqliteReplica] = field(default_factory=list)
     tables: list[SqliteTable] = field(default_factory=list)
+    once: list[SqliteTable] = field(default_factory=list)
     cut: frozenset[int] | None = None
     # Every version written locally, with the image written (None for a delete).
     written: dict[Any, list[tuple[Version, Item | None]]] = field(default_factory=dict)
+    # Every version of the first-writer-wins table created locally, with its image.
+    created: dict[Any, list[tuple[Version, Item]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clocks = [SkewedClock(self.base, self.skew_ms if i == 0 else 0) for i in range(len(REGIONS))]
         for i in range(len(REGIONS)):
             self.dbs.append(self._open(i))
             self.tables.append(self.dbs[i].table(KV))
+            self.once.append(self.dbs[i].table(ONCE))
             self.replicas.append(SqliteReplica(self.dbs[i]))
 
     def _open(self, i: int) -> SqliteDatabase:
@@ -87,6 +105,7 @@ class Cluster:
         self.dbs[i].close()
         self.dbs[i] = self._open(i)
         self.tables[i] = self.dbs[i].table(KV)
+        self.once[i] = self.dbs[i].table(ONCE)
         self.replicas[i] = SqliteReplica(self.dbs[i])
 
     def put(self, i: int, key: Any, value: int) -> None:
@@ -94,6 +113,17 @@ class Cluster:
         item = {"k": key, "v": value, "by": REGIONS[i]}
         self.tables[i].put(item)
         self._written(i, key, item, before)
+
+    def create(self, i: int, key: Any, value: int) -> None:
+        """Write an immutable item, as checkout writes an order: only where the key is absent."""
+        item = {"k": key, "v": value, "by": REGIONS[i]}
+        try:
+            self.once[i].put(item, condition=ItemAbsent())
+        except ConditionFailed:
+            return
+        version = self.once[i].version({"k": key})
+        assert version is not None
+        self.created.setdefault(key, []).append((version, item))
 
     def delete(self, i: int, key: Any) -> None:
         before = self.tables[i].version({"k": key})
@@ -144,11 +174,13 @@ region = st.integers(0, len(REGIONS) - 1)
 directed_pair = st.sampled_from([(d, s) for d in range(len(REGIONS)) for s in range(len(REGIONS)) if d != s])
 link = st.sampled_from([(0, 1), (0, 2), (1, 2)])
 put = st.tuples(st.just("put"), region, st.sampled_from(KEYS), st.integers(0, 99))
+create = st.tuples(st.just("create"), region, st.sampled_from(KEYS), st.integers(0, 99))
 pull = st.tuples(st.just("pull"), directed_pair, st.integers(1, 4))
 operations = st.lists(
     st.one_of(
         put,
         put,
+        create,
         pull,
         pull,
         st.tuples(st.just("delete"), region, st.sampled_from(KEYS)),
@@ -167,7 +199,10 @@ operations = st.lists(
 # must still be newer. Without the link to the third region nothing relays the newer version back.
 @example([("put", 1, "a", 1), ("pull", (0, 1), 4), ("put", 0, "a", 2)], -300, (0, 2))
 @example([("put", 2, "a", 0), ("pull", (0, 2), 1), ("put", 0, "a", 0)], 0, None)
-def test_regions_converge_on_the_highest_version_of_every_key(
+# The same immutable item created in two regions before either saw the other: the first one stays,
+# also where the later one arrived first, and when it reaches the first region only through the third.
+@example([("create", 0, "a", 1), ("tick", 5), ("create", 1, "a", 2), ("pull", (2, 1), 4)], 0, (0, 1))
+def test_regions_converge_on_the_highest_version_or_the_first_created_of_every_key(
     ops: list[tuple[Any, ...]], skew_ms: int, cut_at_the_end: tuple[int, int] | None
 ) -> None:
     with tempfile.TemporaryDirectory() as home:
@@ -177,6 +212,8 @@ def test_regions_converge_on_the_highest_version_of_every_key(
                 match op:
                     case ("put", i, key, value):
                         cluster.put(i, key, value)
+                    case ("create", i, key, value):
+                        cluster.create(i, key, value)
                     case ("delete", i, key):
                         cluster.delete(i, key)
                     case ("pull", (dst, src), limit) if cluster.linked(dst, src):
@@ -193,8 +230,16 @@ def test_regions_converge_on_the_highest_version_of_every_key(
             cluster.cut = None if cut_at_the_end is None else frozenset(cut_at_the_end)
             cluster.quiesce()
 
-            digests = {replica.state_digest(["kv"]) for replica in cluster.replicas}
+            digests = {replica.state_digest(["kv", "once"]) for replica in cluster.replicas}
             assert len(digests) == 1
+            for table in ("kv", "once"):
+                assert len({tuple(replica.digest(table, 8)) for replica in cluster.replicas}) == 1
+            for key in KEYS:
+                kept = min(cluster.created.get(key, []), default=None, key=lambda created: created[0])
+                for once in cluster.once:
+                    # The first version created anywhere, whichever region learnt of which first.
+                    assert once.version({"k": key}) == (None if kept is None else kept[0])
+                    assert once.get({"k": key}) == (None if kept is None else kept[1])
             for key in KEYS:
                 history = cluster.written.get(key)
                 for table in cluster.tables:
@@ -214,20 +259,27 @@ def test_applying_the_same_changes_in_any_order_and_any_number_of_times_gives_on
     data: st.DataObject,
 ) -> None:
     entries: list[LogEntry] = []
-    for n, (key, region_name, ms, deleted) in enumerate(
+    for n, (table, key, region_name, ms, deleted) in enumerate(
         data.draw(
             st.lists(
-                st.tuples(st.sampled_from(KEYS), st.sampled_from(REGIONS), st.integers(0, 20), st.booleans()),
+                st.tuples(
+                    st.sampled_from(["kv", "once"]),
+                    st.sampled_from(KEYS),
+                    st.sampled_from(REGIONS),
+                    st.integers(0, 20),
+                    st.booleans(),
+                ),
                 min_size=1,
                 max_size=12,
             )
         )
     ):
         version = (HybridLogicalClock.pack(START_MS + ms, n), region_name)
+        deleted = deleted and table == "kv"  # immutable items are never deleted
         entries.append(
             LogEntry(
                 seq=n + 1,
-                table="kv",
+                table=table,
                 kind="REMOVE" if deleted else "INSERT",
                 key={"k": key},
                 old=None,
@@ -238,7 +290,9 @@ def test_applying_the_same_changes_in_any_order_and_any_number_of_times_gives_on
                 previous=None,
             )
         )
-    # Each region receives the changes in its own order, some of them twice, split into two batches.
+    # Each region receives the changes in its own order, some of them twice, split into two batches:
+    # whichever way they arrive (the follow stream, a backfill, anti-entropy's pull or push), each goes
+    # through the same merge.
     orders = [
         data.draw(st.permutations(entries + data.draw(st.lists(st.sampled_from(entries), max_size=6))))
         for _ in range(2)
@@ -247,10 +301,23 @@ def test_applying_the_same_changes_in_any_order_and_any_number_of_times_gives_on
     with tempfile.TemporaryDirectory() as home:
         for i, order in enumerate(orders):
             with SqliteDatabase(Path(home) / f"{i}.db", REGIONS[0], ManualClock()) as db:
-                db.table(KV)
+                kv, once = db.table(KV), db.table(ONCE)
                 replica = SqliteReplica(db)
                 cut = data.draw(st.integers(0, len(order)))
                 replica.apply("peer", order[:cut], None)
                 replica.apply("peer", order[cut:], None)
-                states.append((replica.state_digest(["kv"]), replica.digest("kv", 8)))
+                states.append(
+                    (
+                        replica.state_digest(["kv", "once"]),
+                        replica.digest("kv", 8),
+                        replica.digest("once", 8),
+                    )
+                )
+                for table, keep in ((kv, max), (once, min)):
+                    for key in KEYS:
+                        written = [e for e in entries if e.table == table.schema.name and e.key == {"k": key}]
+                        if written:
+                            winner = keep(written, key=lambda e: e.version)
+                            assert table.version({"k": key}) == winner.version
+                            assert table.get({"k": key}) == winner.new
     assert states[0] == states[1]

@@ -183,6 +183,7 @@ def search(books: MemoryTable, tmp_path: Path) -> BookSearch:
 
 
 def test_search_follows_inserts_modifies_and_removes(books: MemoryTable, search: BookSearch) -> None:
+    assert search.consumer.poll_once() == 0  # a new index is built from the (empty) table first
     books.put(book("b1", "Sourdough Basics", author="Hana Miller"))
     books.put(book("b2", "Engines Explained", category="Cars"))
     assert search.consumer.poll_once() == 2

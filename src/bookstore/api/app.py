@@ -1,10 +1,13 @@
 """The Bookstore HTTP API of one region: catalog, cart, orders, best sellers, search, identity, /truth."""
 
+from collections.abc import Iterator, Mapping
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -205,6 +208,7 @@ def _consumer_gauges(services: RegionServices, registry: CollectorRegistry) -> N
     )
     for name, consumer in services.consumers.items():
         lag.labels(name).set_function(partial(_lag, consumer, services.clock))
+    registry.register(_ConsumerRebuilds(services.consumers))
     # Units per commit of the cart and checkout writes: how much group commit shares under load.
     writes = services.writes
     Gauge(
@@ -221,3 +225,21 @@ def _consumer_gauges(services: RegionServices, registry: CollectorRegistry) -> N
 
 def _lag(consumer: StreamConsumer, clock: Clock) -> float:
     return consumer.lag_seconds(clock.now_ms())
+
+
+class _ConsumerRebuilds(Collector):
+    """How often each stream consumer rebuilt its state from a scan: an operator sees that it happened."""
+
+    def __init__(self, consumers: Mapping[str, StreamConsumer]) -> None:
+        self.consumers = consumers
+
+    def collect(self) -> Iterator[Any]:
+        rebuilds = CounterMetricFamily(
+            "bookstore_stream_consumer_rebuilds",
+            "Rebuilds of a stream consumer's state from a scan of its table (no cursor, trimmed stream, "
+            "emptied store)",
+            labels=["consumer"],
+        )
+        for name, consumer in self.consumers.items():
+            rebuilds.add_metric([name], consumer.rebuilds)
+        yield rebuilds

@@ -59,3 +59,10 @@ class StorageError(BookstoreError):
     """The storage engine failed; the adapter chains the engine's own exception."""
 
     code = "StorageError"
+
+
+class StaleCursor(StorageError):
+    """A stream cursor no longer leads on exactly: the stream was trimmed past it, or the store that kept
+    it (and what it counted) was emptied. Its holder rebuilds from a scan of the table, then follows."""
+
+    code = "StaleCursor"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bookstore.domain.errors import StorageError
-from bookstore.ports import ChangeKind, Item, Key
+from bookstore.domain.errors import StaleCursor
+from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, ConflictRule, Item, Key
 
 # (hlc, region): compared as a tuple, so the region breaks ties between equal clocks deterministically.
 Version = tuple[int, str]
@@ -76,7 +76,7 @@ class SnapshotPage:
     head_seq: int
 
 
-class LogTrimmed(StorageError):
+class LogTrimmed(StaleCursor):
     """The log no longer holds records right after the position asked for: re-sync from a snapshot."""
 
     code = "LogTrimmed"
@@ -103,3 +103,15 @@ def concurrent(
     incoming_blind = incoming_previous is None or incoming_previous < local
     local_blind = local_previous is None or local_previous < incoming
     return incoming_blind and local_blind
+
+
+def supersedes(rule: ConflictRule, incoming: Version, local: Version) -> bool:
+    """Whether `incoming` replaces the `local` version of an item under the table's conflict rule.
+
+    Either rule is a total order on versions, so applying any set of versions in any order, any number
+    of times, leaves every region with the same one: the highest (last writer wins) or the lowest
+    (first writer wins). An equal version is the same write: it replaces nothing.
+    """
+    if rule == FIRST_WRITER_WINS:
+        return incoming < local
+    return incoming > local

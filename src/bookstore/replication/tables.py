@@ -46,8 +46,9 @@ class ReplicaStore(Protocol):
     """The storage side of replication (storage/sqlite implements it).
 
     - `read_log` returns entries after a sequence number; `last_seq` passes filtered rows too.
-    - `apply` keeps only versions newer than the local ones, records conflicts, re-logs what it applied
-      with its origin, and stores the source's checkpoint in the same transaction.
+    - `apply` keeps only versions that supersede the local ones (by the table's conflict rule), records
+      conflicts, re-logs what it applied with its origin, and stores the source's checkpoint in the same
+      transaction.
     """
 
     def read_log(

@@ -139,7 +139,7 @@ def region_app(
         body: dict[str, object] = {
             "regionId": services.region.id,
             "replication": replicator.status() if replicator else None,
-            "consumers": {n: {"lagSeconds": c.lag_seconds(now)} for n, c in services.consumers.items()},
+            "consumers": {n: c.status(now) for n, c in services.consumers.items()},
             "objects": objects.status() if objects is not None else None,
             "blog": blog.status() if blog is not None else None,
         }

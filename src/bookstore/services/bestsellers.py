@@ -1,4 +1,4 @@
-"""Best sellers: the Orders stream counted into a Ranking, each order exactly once, and the top books."""
+"""Best sellers: the Orders stream counted into a Ranking, each order as the table holds it; the top books."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bookstore.domain.errors import ValidationError
-from bookstore.ports import ChangeBatch, ChangeRecord, Clock, Ranking, Table
+from bookstore.ports import ChangeBatch, ChangeRecord, Clock, Event, Ranking, Table
+from bookstore.services.catalog import all_pages
 from bookstore.services.streams import StreamConsumer
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,14 @@ def order_scores(order: Mapping[str, Any]) -> dict[str, int]:
 
 
 class BestSellers:
-    """Counts every order of the Orders stream once into `ranking`; `top` is the best-sellers list."""
+    """Counts every order of the Orders table into `ranking`, as the table holds it; `top` lists the best.
+
+    Each record of the Orders stream sets its order's quantities in the ranking (Ranking.put_all): a
+    replay counts nothing twice, an order replaced by another version (replication keeps an order's
+    first version in every region) is un-counted and the kept one counted, and a removed order no longer
+    counts. A ranking with no cursor (new, emptied, another backend) or behind the trimmed stream is
+    rebuilt from a scan of the table (Ranking.rebuild), so the ranking always equals the table's orders.
+    """
 
     def __init__(
         self,
@@ -62,33 +70,38 @@ class BestSellers:
             name="bestsellers",
             batch_size=batch_size,
             clock=clock,
+            rebuild=self.rebuild,
         )
 
     def handle(self, batch: ChangeBatch) -> None:
-        """Count the batch's new orders, then store the batch cursor (Ranking.add_all).
+        """Set each record's order to its quantities and store the batch cursor, in one atomic step.
 
-        After a crash mid-batch the consumer replays the batch from the previous cursor, and the orders
-        already counted are skipped by id.
+        After a crash mid-batch the consumer replays the batch from the previous cursor; setting an order
+        to the quantities it already holds changes nothing.
         """
         events = [event for record in batch.records if (event := self._event(record)) is not None]
-        self.ranking.add_all(events, batch.cursor)
+        self.ranking.put_all(events, batch.cursor)
 
-    def _event(self, record: ChangeRecord) -> tuple[str, dict[str, int]] | None:
-        # A MODIFY counts too: it is how an order written in another region, or written twice, may
-        # arrive; the event id makes it count only the first time.
-        if record.kind == "REMOVE" or record.new is None:
-            return None
+    def rebuild(self, cursor: str) -> None:
+        """Count every order the table holds now, replacing what the ranking held, and store `cursor`."""
+        events: list[Event] = []
+        for item in all_pages(lambda c: self.orders.scan(limit=500, cursor=c)):
+            event = self._order_event(item, item)
+            if event is not None:
+                events.append(event)
+        self.ranking.rebuild(events, cursor)
+
+    def _event(self, record: ChangeRecord) -> Event | None:
+        # A REMOVE un-counts the order: the ranking holds what the table holds.
+        return self._order_event(record.key, record.new)
+
+    def _order_event(self, key: Mapping[str, Any], order: Mapping[str, Any] | None) -> Event | None:
         try:
-            event_id = order_event_id(record.key)
+            event_id = order_event_id(key)
         except KeyError:
-            log.warning(
-                "bestsellers region=%s skipped a record without an order key: %r", self.region, record.key
-            )
+            log.warning("bestsellers region=%s skipped a record without an order key: %r", self.region, key)
             return None
-        scores = order_scores(record.new)
-        if not scores:
-            return None
-        return event_id, scores
+        return event_id, {} if order is None else order_scores(order)
 
     def top(self, n: int = 20) -> list[dict[str, Any]]:
         """The n best-selling books, most sold first: [{"bookId": ..., "quantity": ...}]."""

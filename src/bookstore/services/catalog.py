@@ -49,9 +49,17 @@ class Catalog:
         self.books = books
         self._books: dict[str, dict[str, Any]] = {}
         self._lists: dict[str | None, list[dict[str, Any]]] = {}
-        # No stored cursor: after a restart the consumer replays the stream, which only empties the cache.
+        # No stored cursor: the cache starts empty, so the consumer "rebuilds" it by emptying it and
+        # follows the stream from its head (as it does when the stream was trimmed past its cursor).
         self.consumer = StreamConsumer(
-            books, self._changed, cursor=None, region=region, name="catalog", batch_size=500, clock=clock
+            books,
+            self._changed,
+            cursor=None,
+            region=region,
+            name="catalog",
+            batch_size=500,
+            clock=clock,
+            rebuild=lambda _head: self.forget(),
         )
 
     def get(self, book_id: str) -> dict[str, Any]:

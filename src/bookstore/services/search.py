@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bookstore.domain.books import public_view
 from bookstore.domain.errors import ValidationError
 from bookstore.ports import ChangeBatch, Clock, SearchIndex, Table
+from bookstore.services.catalog import all_pages
 from bookstore.services.streams import StreamConsumer
 
 MAX_QUERY = 200
@@ -37,6 +39,7 @@ class BookSearch:
             name="search",
             batch_size=batch_size,
             clock=clock,
+            rebuild=self.rebuild,
         )
 
     def handle(self, batch: ChangeBatch) -> None:
@@ -48,8 +51,12 @@ class BookSearch:
             if record.kind == "REMOVE" or record.new is None:
                 self.index.remove(doc_id, cursor)
             else:
-                fields = {name: _text(record.new.get(name)) for name in INDEXED}
-                self.index.upsert(doc_id, fields, cursor)
+                self.index.upsert(doc_id, _fields(record.new), cursor)
+
+    def rebuild(self, cursor: str) -> None:
+        """Index every book the table holds now, replacing the whole index, and store `cursor`."""
+        books = all_pages(lambda c: self.books.scan(limit=500, cursor=c))
+        self.index.rebuild([(str(book["id"]), _fields(book)) for book in books], cursor)
 
     def search(self, q: str, limit: int = 50) -> list[dict[str, Any]]:
         """Books matching the words of `q` (the last word as a prefix), best match first."""
@@ -69,6 +76,10 @@ class BookSearch:
             if item is not None:
                 found.append(public_view(item))
         return found
+
+
+def _fields(book: Mapping[str, Any]) -> dict[str, str]:
+    return {name: _text(book.get(name)) for name in INDEXED}
 
 
 def _text(value: object) -> str:

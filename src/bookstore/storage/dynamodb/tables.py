@@ -11,7 +11,7 @@ from typing import Any, cast
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bookstore.domain.errors import ConditionFailed, StorageError, ValidationError
+from bookstore.domain.errors import ConditionFailed, StaleCursor, StorageError, ValidationError
 from bookstore.ports import (
     AttributeEquals,
     ChangeBatch,
@@ -332,7 +332,13 @@ class DynamoTable:
         arn = self._stream()
         shards = list(self._shards(arn))
         known = {shard["ShardId"] for shard in shards}
-        # Shards trimmed from the stream are gone for good: forget their positions.
+        # A shard read to its end may age out of the stream harmlessly; one read only part-way took
+        # records this cursor never saw with it (DynamoDB Streams keeps 24 h): the reader must rebuild.
+        lost = [
+            shard_id for shard_id, seq in positions.items() if shard_id not in known and seq != SHARD_DONE
+        ]
+        if lost:
+            raise StaleCursor(f"stream of {self.table_name}: shards {lost} were trimmed before being read")
         positions = {shard_id: seq for shard_id, seq in positions.items() if shard_id in known}
         records: list[ChangeRecord] = []
         for shard in shards:
@@ -347,6 +353,13 @@ class DynamoTable:
             closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
             self._read_shard(arn, shard_id, closed, positions, records, limit)
         return ChangeBatch(records=records, cursor=encode_cursor(positions))
+
+    def stream_head(self) -> str:
+        """DynamoDB Streams names no newest position without reading to it: this reads the stream through."""
+        batch = self.changes(None, limit=MAX_RECORDS_PER_READ)
+        while len(batch.records) == MAX_RECORDS_PER_READ:
+            batch = self.changes(batch.cursor, limit=MAX_RECORDS_PER_READ)
+        return batch.cursor
 
     def _read_shard(
         self,
@@ -483,7 +496,9 @@ class DynamoTable:
         try:
             return cast(dict[str, Any], getattr(self._streams, operation)(**request))
         except ClientError as exc:
-            raise StorageError(
+            # A position older than the stream's retention: what came after it is gone.
+            error = StaleCursor if _code(exc) == "TrimmedDataAccessException" else StorageError
+            raise error(
                 f"stream of {self.table_name}: {operation} failed: {_code(exc)}: {_message(exc)}"
             ) from exc
         except BotoCoreError as exc:

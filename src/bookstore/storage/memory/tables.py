@@ -161,6 +161,10 @@ class MemoryTable:
         ]
         return ChangeBatch(records=records, cursor=str(start + len(records)))
 
+    def stream_head(self) -> str:
+        with self._lock:
+            return str(len(self._log))
+
     def _position(self, cursor: str | None) -> int:
         if cursor is None:
             return 0

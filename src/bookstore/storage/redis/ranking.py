@@ -1,4 +1,4 @@
-"""The Redis Ranking adapter: the original's sorted set `TopBooks:AllTime`, events counted once, a cursor."""
+"""The Redis Ranking adapter: the original's sorted set `TopBooks:AllTime`, each event's scores, a cursor."""
 
 from __future__ import annotations
 
@@ -7,34 +7,93 @@ from typing import Any
 
 import redis
 
-from bookstore.domain.errors import StorageError
+from bookstore.domain.errors import StaleCursor, StorageError
+from bookstore.ports import Event
+from bookstore.storage.scores import encode_scores
 
-# KEYS: scores (sorted set), counted event ids (set), cursor (string).
-# ARGV: event id, "1" when a cursor is given else "0", the cursor, then member/increment pairs.
-# One script so the dedup check, the increments and the cursor commit together or not at all. Redis does
-# not roll a script back when a command fails half-way, so everything that could fail is checked first.
-_ADD = """
+# Events handed to Redis per script call or pipeline while rebuilding.
+REBUILD_CHUNK = 500
+
+# Shared by the scripts: the ranking's keys hold the types it writes, or nothing.
+_CHECK_TYPES = """
 local function kind(key)
   return redis.call('TYPE', key)['ok']
 end
-local zt, st = kind(KEYS[1]), kind(KEYS[2])
-if (zt ~= 'zset' and zt ~= 'none') or (st ~= 'set' and st ~= 'none') then
+local zt, ht = kind(KEYS[1]), kind(KEYS[2])
+if (zt ~= 'zset' and zt ~= 'none') or (ht ~= 'hash' and ht ~= 'none') then
   return redis.error_reply('WRONGTYPE ranking keys ' .. KEYS[1] .. ' / ' .. KEYS[2] .. ' hold other data')
 end
-for i = 5, #ARGV, 2 do
-  if tonumber(ARGV[i]) == nil then
-    return redis.error_reply('ERR increment of ' .. ARGV[i - 1] .. ' is not a number')
+"""
+
+# KEYS: scores (sorted set), each event's scores (hash: event id -> encode_scores text), cursor (string).
+# ARGV: the cursor, then event id / scores text pairs ("" un-counts the event).
+# One script, so the events and the cursor commit together or not at all. Redis does not roll a script
+# back when a command fails half-way, so everything that could fail is checked before the first write.
+# No cursor means the ranking was emptied (Redis restarted without persistence) or never built: it
+# refuses, and its consumer rebuilds it from the orders table.
+_PUT_ALL = (
+    _CHECK_TYPES
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('STALE ranking ' .. KEYS[3] .. ' holds no cursor: rebuild it')
+end
+local decoded = {}
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] ~= '' then
+    local ok, pairs = pcall(cjson.decode, ARGV[i + 1])
+    if not ok or type(pairs) ~= 'table' then
+      return redis.error_reply('ERR scores of ' .. ARGV[i] .. ' are not a list of pairs')
+    end
+    for _, pair in ipairs(pairs) do
+      if type(pair) ~= 'table' or type(pair[1]) ~= 'string' or type(pair[2]) ~= 'number' then
+        return redis.error_reply('ERR scores of ' .. ARGV[i] .. ' are not a list of pairs')
+      end
+    end
+    decoded[i] = pairs
   end
 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  return 0
+local changed = 0
+for i = 2, #ARGV, 2 do
+  local id, new = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[2], id) or ''
+  if old ~= new then
+    if old ~= '' then
+      for _, pair in ipairs(cjson.decode(old)) do
+        if tonumber(redis.call('ZINCRBY', KEYS[1], -pair[2], pair[1])) <= 0 then
+          redis.call('ZREM', KEYS[1], pair[1])
+        end
+      end
+    end
+    if new == '' then
+      redis.call('HDEL', KEYS[2], id)
+    else
+      for _, pair in ipairs(decoded[i]) do
+        redis.call('ZINCRBY', KEYS[1], pair[2], pair[1])
+      end
+      redis.call('HSET', KEYS[2], id, new)
+    end
+    changed = changed + 1
+  end
 end
-redis.call('SADD', KEYS[2], ARGV[1])
-for i = 4, #ARGV, 2 do
-  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+redis.call('SET', KEYS[3], ARGV[1])
+return changed
+"""
+)
+
+# KEYS: the staging scores and event hash of a rebuild, then the live scores, event hash and cursor,
+# then keys of older formats to drop. ARGV: the cursor. The staged ranking replaces the live one and the
+# cursor is set in one atomic step: readers see the whole old ranking or the whole new one.
+_SWAP = """
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('RENAME', KEYS[i], KEYS[i + 2])
+  else
+    redis.call('DEL', KEYS[i + 2])
+  end
 end
-if ARGV[2] == '1' then
-  redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[1])
+for i = 6, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 return 1
 """
@@ -59,30 +118,55 @@ class RedisRanking:
         self.client = client
         self.namespace = namespace
         self.scores_key = f"{namespace}TopBooks:AllTime"
-        self.events_key = f"{namespace}TopBooks:Events"
-        self.cursor_key = f"{namespace}TopBooks:Cursor"
-        self._keys = [self.scores_key, self.events_key, self.cursor_key]
-        self._add = client.register_script(_ADD)
+        self.counted_key = f"{namespace}TopBooks:Counted"
+        # A new name: a ranking of the first format (events kept as a set, no scores) has no cursor
+        # under it, so it is rebuilt rather than un-counting what it cannot.
+        self.cursor_key = f"{namespace}TopBooks:Position"
+        self._legacy_keys = [f"{namespace}TopBooks:Events", f"{namespace}TopBooks:Cursor"]
+        self._staging = [f"{namespace}TopBooks:Rebuild:AllTime", f"{namespace}TopBooks:Rebuild:Counted"]
+        self._keys = [self.scores_key, self.counted_key, self.cursor_key]
+        self._put_all = client.register_script(_PUT_ALL)
+        self._swap = client.register_script(_SWAP)
         self._top = client.register_script(_TOP)
 
-    def add(self, event_id: str, scores: Mapping[str, int], cursor: str | None = None) -> bool:
-        try:
-            added = self._add(keys=self._keys, args=_add_args(event_id, scores, cursor))
-        except redis.RedisError as exc:
-            raise StorageError(f"redis ranking: add of event {event_id!r} failed: {exc}") from exc
-        return bool(added)
-
-    def add_all(self, events: Sequence[tuple[str, Mapping[str, int]]], cursor: str) -> int:
-        # One round trip for the events; the cursor after them, and only when every one of them counted.
-        pipe = self.client.pipeline(transaction=False)
+    def put_all(self, events: Sequence[Event], cursor: str) -> int:
+        args: list[str] = [cursor]
         for event_id, scores in events:
-            self._add(keys=self._keys, args=_add_args(event_id, scores, None), client=pipe)
+            args += [event_id, encode_scores(event_id, scores)]
         try:
-            added = pipe.execute() if events else []
+            changed = self._put_all(keys=self._keys, args=args)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise StaleCursor(f"redis ranking: {exc}") from exc
+            raise StorageError(f"redis ranking: put of {len(events)} events failed: {exc}") from exc
         except redis.RedisError as exc:
-            raise StorageError(f"redis ranking: add of {len(events)} events failed: {exc}") from exc
-        self.set_cursor(cursor)
-        return sum(1 for a in added if a)
+            raise StorageError(f"redis ranking: put of {len(events)} events failed: {exc}") from exc
+        return int(changed)
+
+    def rebuild(self, events: Sequence[Event], cursor: str) -> None:
+        # Staged under keys of their own, out of readers' sight, then swapped in with the cursor at once.
+        latest: dict[str, Mapping[str, int]] = {}
+        for event_id, scores in events:
+            latest[event_id] = scores  # an event given twice counts as its last, as put_all would
+        counted = [
+            (event_id, text)
+            for event_id, scores in latest.items()
+            if (text := encode_scores(event_id, scores))
+        ]
+        totals: dict[str, int] = {}
+        for scores in latest.values():
+            for member, score in scores.items():
+                totals[member] = totals.get(member, 0) + score
+        try:
+            self.client.delete(*self._staging)
+            for start in range(0, len(counted), REBUILD_CHUNK):
+                self.client.hset(self._staging[1], mapping=dict(counted[start : start + REBUILD_CHUNK]))
+            members = list(totals.items())
+            for start in range(0, len(members), REBUILD_CHUNK):
+                self.client.zadd(self._staging[0], dict(members[start : start + REBUILD_CHUNK]))
+            self._swap(keys=[*self._staging, *self._keys, *self._legacy_keys], args=[cursor])
+        except redis.RedisError as exc:
+            raise StorageError(f"redis ranking: rebuild of {len(events)} events failed: {exc}") from exc
 
     def top(self, n: int = 20) -> list[tuple[str, int]]:
         if n <= 0:
@@ -105,20 +189,6 @@ class RedisRanking:
         except redis.RedisError as exc:
             raise StorageError(f"redis ranking: reading the cursor failed: {exc}") from exc
         return None if value is None else _text(value)
-
-    def set_cursor(self, cursor: str) -> None:
-        try:
-            self.client.set(self.cursor_key, cursor)
-        except redis.RedisError as exc:
-            raise StorageError(f"redis ranking: storing the cursor failed: {exc}") from exc
-
-
-def _add_args(event_id: str, scores: Mapping[str, int], cursor: str | None) -> list[str | int]:
-    """ARGV of the _ADD script."""
-    args: list[str | int] = [event_id, "0" if cursor is None else "1", cursor or ""]
-    for member, score in scores.items():
-        args += [member, int(score)]
-    return args
 
 
 def _text(value: Any) -> str:

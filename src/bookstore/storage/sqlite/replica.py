@@ -21,6 +21,7 @@ from bookstore.replication.model import (
     SnapshotPage,
     Version,
     concurrent,
+    supersedes,
 )
 from bookstore.storage.items import (
     KeyValue,
@@ -139,9 +140,11 @@ _NO_BOUND = (1 << 63) - 1  # the largest SQLite integer: no version is above it
 class SqliteReplica:
     """The storage side of multi-master replication over one SqliteDatabase (ReplicaStore).
 
-    - `apply` writes, in ONE transaction, every entry newer than the local version of its key, re-logs
-      it with its origin, version and previous version, records conflicts, advances the HLC and stores
-      the source's checkpoint: a crash at any instant leaves the whole batch or none of it.
+    - `apply` writes, in ONE transaction, every entry that supersedes the local version of its key under
+      its table's conflict rule (model.supersedes: the higher version, or the lower on a first-writer-wins
+      table), re-logs it with its origin, version and previous version, records conflicts, advances the
+      HLC and stores the source's checkpoint: a crash at any instant leaves the whole batch or none of it.
+      The follow stream, backfill and anti-entropy (pull and push) all merge here, by that one rule.
     - Versions compare as (hlc, region) tuples; an equal version is the same write, skipped.
     - Only tables opened on the database (`db.table(schema)`) take part; an entry of another table
       refuses its whole batch with ValidationError.
@@ -277,11 +280,12 @@ class SqliteReplica:
             local_doc, local_version, local_previous = local
             if local_version is None and change.doc is None and entry.version[0] < self._horizon:
                 continue  # a tombstone already trimmed here, brought back by a late repair
+            rule = change.table.schema.conflict_rule
             if local_version is not None and concurrent(
                 entry.version, entry.previous, local_version, local_previous
             ):
                 conflicts.append(self._conflict(change, local_doc, local_version, now, source))
-            if local_version is not None and entry.version <= local_version:
+            if local_version is not None and not supersedes(rule, entry.version, local_version):
                 continue
             seq += 1
             kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
@@ -354,7 +358,8 @@ class SqliteReplica:
         local_image = None if local_doc is None else cast(Item, orjson.loads(local_doc))
         ours = (local_version, local_image, local_doc)
         theirs = (entry.version, entry.new, change.doc)
-        winner, loser = (theirs, ours) if entry.version > local_version else (ours, theirs)
+        rule = change.table.schema.conflict_rule
+        winner, loser = (theirs, ours) if supersedes(rule, entry.version, local_version) else (ours, theirs)
         record = ConflictRecord(
             table=entry.table,
             key=orjson.loads(change.key_json),

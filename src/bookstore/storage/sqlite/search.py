@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bookstore.domain.errors import StorageError
@@ -60,14 +60,8 @@ class SqliteSearchIndex(SqliteFile):
         super().__init__(path, _SCHEMA, "search index")
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
-        values = tuple(str(fields.get(name) or "") for name in FIELDS)
         with self._transaction("upsert") as db:
-            rid = _rid(db, doc_id)
-            if rid is None:
-                rid = db.execute("INSERT INTO documents (doc_id) VALUES (?)", (doc_id,)).lastrowid
-            else:
-                db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-            db.execute("INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)", (rid, *values))
+            _upsert(db, doc_id, fields)
             if cursor is not None:
                 _store_cursor(db, cursor)
 
@@ -79,6 +73,14 @@ class SqliteSearchIndex(SqliteFile):
                 db.execute("DELETE FROM documents WHERE rid = ?", (rid,))
             if cursor is not None:
                 _store_cursor(db, cursor)
+
+    def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None:
+        with self._transaction("rebuild") as db:
+            db.execute("DELETE FROM fts")
+            db.execute("DELETE FROM documents")
+            for doc_id, fields in docs:
+                _upsert(db, doc_id, fields)
+            _store_cursor(db, cursor)
 
     def search(self, query: str, limit: int = 50) -> list[str]:
         expression = match_expression(query)
@@ -102,6 +104,16 @@ class SqliteSearchIndex(SqliteFile):
             except sqlite3.Error as exc:
                 raise StorageError(f"search index {self.path}: reading the cursor failed: {exc}") from exc
         return None if row is None else str(row[0])
+
+
+def _upsert(db: sqlite3.Connection, doc_id: str, fields: Mapping[str, str]) -> None:
+    values = tuple(str(fields.get(name) or "") for name in FIELDS)
+    rid = _rid(db, doc_id)
+    if rid is None:
+        rid = db.execute("INSERT INTO documents (doc_id) VALUES (?)", (doc_id,)).lastrowid
+    else:
+        db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+    db.execute("INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)", (rid, *values))
 
 
 def _rid(db: sqlite3.Connection, doc_id: str) -> int | None:

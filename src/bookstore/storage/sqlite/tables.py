@@ -16,6 +16,7 @@ import orjson
 
 from bookstore.domain.errors import ConditionFailed, StorageError, ValidationError
 from bookstore.ports import (
+    FIRST_WRITER_WINS,
     ChangeBatch,
     ChangeKind,
     ChangeRecord,
@@ -621,6 +622,9 @@ class SqliteTable:
         position = rows[-1][0] if len(rows) == limit else max(after, head)
         return ChangeBatch(records=records, cursor=str(position))
 
+    def stream_head(self) -> str:
+        return str(self._db.head_seq())
+
     def _query_sql(
         self,
         partition: Any,
@@ -730,6 +734,11 @@ class SqliteTable:
         new_doc: Any,
     ) -> tuple[Item | None, bool]:
         row = conn.execute(self.sql_current, (pk, sk)).fetchone()
+        if row is not None and self.schema.conflict_rule == FIRST_WRITER_WINS:
+            # Replication keeps a key's lowest version: a later local write would be undone everywhere.
+            raise ConditionFailed(
+                f"table {self.schema.name}: {key} was written before, and its items are written once"
+            )
         old_doc: str | None = None if row is None else row[0]
         old = _loads(old_doc)
         if not holds(condition, old):
