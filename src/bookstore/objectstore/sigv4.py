@@ -182,12 +182,7 @@ class SigV4:
         names = signed_headers.split(";")
         if "host" not in names:
             raise AuthorizationHeaderMalformed("The host header must be signed")
-        unsigned = [n for n in headers if n.startswith("x-amz-") and n not in names]
-        if unsigned:
-            raise AccessDenied(
-                "There were headers present in the request which were not signed: "
-                + ", ".join(sorted(unsigned))
-            )
+        _refuse_unsigned(headers, names)
         scope = f"{date}/{region}/{service}/aws4_request"
         key = self.signing_key(secret, date, region, service)
         self._check(
@@ -241,6 +236,9 @@ class SigV4:
         names = signed_headers.split(";")
         if "host" not in names:
             raise AuthorizationQueryParametersError("The host header must be signed")
+        # A presigned URL authorizes one request: an x-amz-* header it did not sign (a copy source,
+        # metadata, tags) would make it another.
+        _refuse_unsigned(headers, names)
         content_sha256 = UNSIGNED_PAYLOAD
         if "x-amz-content-sha256" in names:
             content_sha256 = headers.get("x-amz-content-sha256", UNSIGNED_PAYLOAD)
@@ -378,6 +376,15 @@ class SigV4:
                 f"The aws-chunked body holds {len(out)} bytes; x-amz-decoded-content-length says {declared}"
             )
         return bytes(out), trailers
+
+
+def _refuse_unsigned(headers: Mapping[str, str], signed: list[str]) -> None:
+    """AccessDenied, as S3 answers, when an x-amz-* header of the request is not among the signed ones."""
+    unsigned = [n for n in headers if n.startswith("x-amz-") and n not in signed]
+    if unsigned:
+        raise AccessDenied(
+            "There were headers present in the request which were not signed: " + ", ".join(sorted(unsigned))
+        )
 
 
 def check_checksums(body: bytes, fields: Mapping[str, str]) -> dict[str, str]:
