@@ -1,4 +1,4 @@
-"""Attacks on the S3 API with well-signed requests: unsigned headers on presigned URLs, hostile XML."""
+"""Issue 13 items 5 and 8: attacks on the S3 API: unsigned headers, hostile XML, signatures, metadata."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from bookstore.objectstore.errors import NoSuchKey
 from tests.support.s3_server import S3Server, error_code, s3_server
@@ -46,3 +47,101 @@ def test_a_presigned_put_refuses_an_unsigned_copy_source(server: S3Server, s3: A
     # The URL as issued still works.
     assert httpx.put(url, content=b"uploaded").status_code == 200
     assert server.store.get_object("shop", "public/upload.txt").read() == b"uploaded"
+
+
+# -- issue 13 item 8: XML -------------------------------------------------------------------------------
+
+
+def test_deeply_nested_xml_is_refused_as_malformed(server: S3Server, s3: Any) -> None:
+    deep = b"<Delete>" + b"<a>" * 2000 + b"</a>" * 2000 + b"</Delete>"
+    for path in ("/shop?delete", "/shop?versioning", "/shop?replication", "/shop?website", "/shop/k?tagging"):
+        method = "POST" if path.endswith("delete") else "PUT"
+        answer = server.signed(method, path, deep)
+        assert (answer.status_code, error_code(answer)) == (400, "MalformedXML"), (path, answer.text)
+    assert server.store.get_object("shop", "private/secret.txt").read() == b"the secret"
+
+
+def test_a_utf16_document_cannot_declare_entities(server: S3Server, s3: Any) -> None:
+    document = (
+        '<?xml version="1.0" encoding="UTF-16"?>\n'
+        '<!DOCTYPE Delete [<!ENTITY k "private/secret.txt">]>\n'
+        "<Delete><Object><Key>&k;</Key></Object></Delete>"
+    )
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-8"):
+        body = document.replace("UTF-16", encoding.upper()).encode(encoding)
+        answer = server.signed("POST", "/shop?delete", body)
+        assert (answer.status_code, error_code(answer)) == (400, "MalformedXML"), (encoding, answer.text)
+        if encoding in ("utf-16", "utf-8"):  # expat refuses the BOM-less ones before it sees the DTD
+            assert "DTD" in answer.text
+    assert server.store.get_object("shop", "private/secret.txt").read() == b"the secret"
+    # A plain UTF-16 document (no DTD) is still read.
+    plain = '<?xml version="1.0" encoding="UTF-16"?><Delete><Object><Key>gone</Key></Object></Delete>'
+    answer = server.signed("POST", "/shop?delete", plain.encode("utf-16"))
+    assert answer.status_code == 200, answer.text
+
+
+# -- issue 13 item 8: signatures with characters that are not hex ---------------------------------------
+
+
+def test_non_ascii_signatures_are_refused_with_403(server: S3Server, s3: Any) -> None:
+    url = server.endpoint + "/shop/private/secret.txt"
+    headers = server.signed_headers("GET", url)
+    authorization = headers["Authorization"]
+    forged = authorization.rpartition("Signature=")[0] + "Signature=" + "é" * 64
+    answer = httpx.get(url, headers={**headers, "Authorization": forged.encode("latin-1")})
+    assert (answer.status_code, error_code(answer)) == (403, "SignatureDoesNotMatch"), answer.text
+
+    presigned = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "shop", "Key": "private/secret.txt"}, ExpiresIn=60
+    )
+    base, _, _ = presigned.partition("X-Amz-Signature=")
+    for signature in ("%C3%A9" * 32, "%F0%9F%98%80", "%FF%FE", "%00" * 64):
+        answer = httpx.get(base + "X-Amz-Signature=" + signature)
+        assert (answer.status_code, error_code(answer)) == (403, "SignatureDoesNotMatch"), signature
+
+    # A chunk signature of an aws-chunked body, in a request whose own signature is right.
+    put_url = server.endpoint + "/shop/chunked.txt"
+    signed = server.signed_headers(
+        "PUT",
+        put_url,
+        {
+            "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "content-encoding": "aws-chunked",
+            "x-amz-decoded-content-length": "1",
+        },
+    )
+    body = "1;chunk-signature=é\r\nA\r\n0;chunk-signature=é\r\n\r\n".encode("latin-1")
+    answer = httpx.put(put_url, content=body, headers=signed)
+    assert (answer.status_code, error_code(answer)) == (403, "SignatureDoesNotMatch"), answer.text
+    with pytest.raises(NoSuchKey):
+        server.store.head_object("shop", "chunked.txt")
+
+
+# -- issue 13 item 8: user metadata ---------------------------------------------------------------------
+
+
+def test_user_metadata_is_limited_to_2_kb(server: S3Server, s3: Any) -> None:
+    s3.put_object(Bucket="shop", Key="fits", Body=b"x", Metadata={"m": "v" * (2048 - 1)})
+    assert server.store.head_object("shop", "fits").metadata == {"m": "v" * 2047}
+    many = {f"h{i:04d}": "x" for i in range(1000)}
+    for metadata in ({"m": "v" * 2048}, {"m": "v" * (1024 * 1024)}, many):
+        url = server.endpoint + "/shop/too-much"
+        headers = server.signed_headers("PUT", url, {f"x-amz-meta-{k}": v for k, v in metadata.items()})
+        answer = httpx.put(url, content=b"x", headers=headers)
+        assert (answer.status_code, error_code(answer)) == (400, "MetadataTooLarge"), answer.text[:200]
+        with pytest.raises(NoSuchKey):
+            server.store.head_object("shop", "too-much")
+    # The same limit holds for multipart uploads and for copies that replace the metadata.
+    big = {"m": "v" * 3000}
+    with pytest.raises(ClientError) as refused:
+        s3.create_multipart_upload(Bucket="shop", Key="too-much", Metadata=big)
+    assert refused.value.response["Error"]["Code"] == "MetadataTooLarge"
+    with pytest.raises(ClientError) as refused:
+        s3.copy_object(
+            Bucket="shop",
+            Key="too-much",
+            CopySource="shop/fits",
+            Metadata=big,
+            MetadataDirective="REPLACE",
+        )
+    assert refused.value.response["Error"]["Code"] == "MetadataTooLarge"

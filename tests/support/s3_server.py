@@ -52,17 +52,31 @@ class S3Server:
         )
 
     def signed_headers(self, method: str, url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
-        """The headers of a request signed by botocore's S3 SigV4 signer (payload unsigned)."""
-        request = AWSRequest(method=method, url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
-        for name, value in (headers or {}).items():
-            request.headers[name] = value
-        S3SigV4Auth(Credentials(KEY, SECRET), "s3", REGION).add_auth(request)
+        """The headers of a request signed by botocore's S3 SigV4 signer.
+
+        The payload is UNSIGNED-PAYLOAD unless `headers` give another x-amz-content-sha256.
+        """
+        given = dict(headers or {})
+        payload = given.pop("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        request = AWSRequest(method=method, url=url, headers=given)
+        _GivenPayload(Credentials(KEY, SECRET), "s3", REGION, payload).add_auth(request)
         return dict(request.headers.items())
 
     def signed(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
         """Send a signed request for `path` (already URL-encoded) with httpx."""
         url = self.endpoint + path
         return httpx.request(method, url, content=body, headers=self.signed_headers(method, url, headers))
+
+
+class _GivenPayload(S3SigV4Auth):
+    """botocore's S3 signer, signing the x-amz-content-sha256 it is given instead of hashing the body."""
+
+    def __init__(self, credentials: Credentials, service: str, region: str, payload: str) -> None:
+        super().__init__(credentials, service, region)
+        self._payload = payload
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload
 
 
 @contextmanager

@@ -534,7 +534,8 @@ class EdgeApp:
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         if record == "api":
             target = raw[4:] or b"/"
-            if target.startswith(b"/replication") or target.startswith(b"/_replication"):
+            # Checked on the decoded path, as the region routes it: /api/%72eplication is /replication.
+            if scope["path"][4:].startswith(("/replication", "/_replication")):
                 raise _refuse(
                     404, "NotFound", "the regions' internal endpoints are not served here", "internal"
                 )

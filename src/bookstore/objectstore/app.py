@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -42,7 +43,7 @@ from bookstore.domain.errors import (
     Unavailable,
     ValidationError,
 )
-from bookstore.objectstore import documents
+from bookstore.objectstore import documents, inputs
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.errors import (
     AccessDenied,
@@ -128,14 +129,6 @@ _UNSERVED = frozenset(
     ]
 )
 _LOWER_STORED = {name.lower(): name for name in STORED_HEADERS}
-_RESPONSE_OVERRIDES = {
-    "response-content-type": "Content-Type",
-    "response-content-language": "Content-Language",
-    "response-expires": "Expires",
-    "response-cache-control": "Cache-Control",
-    "response-content-disposition": "Content-Disposition",
-    "response-content-encoding": "Content-Encoding",
-}
 OWNER_ID = hashlib.sha256(b"bookstore").hexdigest()
 
 
@@ -198,9 +191,10 @@ def create_s3_app(
     (which needs the deployment's `secret`) the API serves every region's buckets, see the module.
     """
     api = S3Api(store, credentials, region, clock, cluster)
-    app = Starlette(
-        routes=[Route("/{path:path}", api.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])]
-    )
+    route = Route("/{path:path}", api.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])
+    # Every path is the API's, newlines included ("." stops at one): the API answers a bad name in S3 XML.
+    route.path_regex = re.compile(r"^/(?P<path>.*)$", re.DOTALL)
+    app = Starlette(routes=[route])
     if cluster is None:
         return app
     if not secret:
@@ -287,6 +281,7 @@ class S3Api:
             if part:
                 name, _, value = part.partition("=")
                 query[unquote(name)] = unquote(value)
+        inputs.check_query(query)
         _, _, rest = raw_path.partition("/")
         bucket_part, slash, key_part = rest.partition("/")
         try:
@@ -607,9 +602,7 @@ class S3Api:
         if answer is not None:
             return answer
         out = _object_headers(version)
-        for name, header in _RESPONSE_OVERRIDES.items():
-            if name in query:
-                out[header] = query[name]
+        out.update(inputs.response_overrides(query))
         if content is None:
             out["Content-Length"] = str(version.size)
             return Response(status_code=200, headers=out)
@@ -625,7 +618,7 @@ class S3Api:
 
     def _write_fields(self, call: _Call) -> dict[str, Any]:
         headers = call.headers
-        metadata = {name[11:]: value for name, value in headers.items() if name.startswith("x-amz-meta-")}
+        metadata = inputs.user_metadata(headers)
         stored = {canonical: headers[lower] for lower, canonical in _LOWER_STORED.items() if lower in headers}
         encoding = stored.get("Content-Encoding")
         if encoding is not None:

@@ -1,4 +1,4 @@
-"""S3 XML documents: parsing request bodies (no DTDs, no entities) and rendering responses."""
+"""S3 XML documents: parsing request bodies (defusedxml: no DTDs, no entities; bounded depth), rendering."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+import defusedxml.ElementTree as defused
+from defusedxml import DefusedXmlException
+
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.errors import MalformedXML
 from bookstore.objectstore.port import Bucket, ObjectVersion, Part
@@ -16,6 +19,8 @@ from bookstore.objectstore.port import Bucket, ObjectVersion, Part
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 MAX_DOCUMENT = 1024 * 1024
+# The deepest S3 request document (a replication rule's filter) nests 6 levels; recursion needs a bound.
+MAX_DEPTH = 32
 
 # JSON names of elements that repeat inside their parent: (parent, child) -> list name.
 _REPEATED = {
@@ -41,21 +46,34 @@ def parse(body: bytes, root: str) -> dict[str, Any]:
         raise MalformedXML(f"The XML you provided was empty: a {root} document is required")
     if len(body) > MAX_DOCUMENT:
         raise MalformedXML("The XML you provided is too large")
-    # A DTD is the only way to declare entities; without one, expat knows only the five predefined ones.
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+    # defusedxml refuses DTDs (so entity declarations) as the parser meets them, in any encoding: a
+    # check of the raw bytes misses a UTF-16 document.
+    try:
+        element = defused.fromstring(body, forbid_dtd=True)
+    except DefusedXmlException as exc:
         raise MalformedXML(
             "The XML you provided was not well-formed: DTDs and entity declarations are refused"
-        )
-    try:
-        element = ET.fromstring(body)
-    except ET.ParseError as exc:
+        ) from exc
+    except (ET.ParseError, ValueError) as exc:
+        # ValueError: expat's refusal of some declared encodings ("multi-byte encodings").
         raise MalformedXML(f"The XML you provided was not well-formed or did not validate: {exc}") from exc
+    _check_depth(element)
     if _local(element.tag) != root:
         raise MalformedXML(f"The XML you provided is a {_local(element.tag)} document, not {root}")
     tree = _tree(element)
     if not isinstance(tree, dict):
         return {}
     return tree
+
+
+def _check_depth(root: ET.Element) -> None:
+    """MalformedXML when elements nest deeper than any S3 document does (the tree is walked recursively)."""
+    level = [root]
+    for _ in range(MAX_DEPTH):
+        level = [child for element in level for child in element]
+        if not level:
+            return
+    raise MalformedXML(f"The XML you provided nests elements more than {MAX_DEPTH} deep")
 
 
 def _local(tag: str) -> str:

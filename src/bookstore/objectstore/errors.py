@@ -138,6 +138,10 @@ class EntityTooLarge(ValidationError, S3Error):
     code = "EntityTooLarge"
 
 
+class MetadataTooLarge(ValidationError, S3Error):
+    code = "MetadataTooLarge"
+
+
 class BadDigest(ValidationError, S3Error):
     code = "BadDigest"
 

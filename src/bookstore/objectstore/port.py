@@ -22,13 +22,19 @@ MAX_KEY_BYTES = 1024
 # The standard headers S3 stores with an object and returns on GET and HEAD, by their canonical names.
 STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires")
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# Matched whole (fullmatch): "$" alone would let a name end in a newline.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 
 def check_bucket_name(name: str) -> str:
     """`name` when it is a valid S3 bucket name (3-63 of a-z 0-9 . -), else InvalidBucketName."""
-    if not _BUCKET_NAME.match(name) or ".." in name or _IP_ADDRESS.match(name) or name.startswith("xn--"):
+    if (
+        not _BUCKET_NAME.fullmatch(name)
+        or ".." in name
+        or _IP_ADDRESS.fullmatch(name)
+        or name.startswith("xn--")
+    ):
         raise InvalidBucketName(f"The specified bucket is not valid: {name!r}")
     return name
 

@@ -303,7 +303,7 @@ class SigV4:
             canonical = f"{method}\n{path}\n{query}\n{header_lines}\n{signed}\n{payload}"
             to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
             expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-            if hmac.compare_digest(expected, signature):
+            if _same(expected, signature):
                 return
         raise SignatureDoesNotMatch(
             "The request signature we calculated does not match the signature you provided. "
@@ -339,7 +339,7 @@ class SigV4:
                     f"{hashlib.sha256(chunk).hexdigest()}"
                 )
                 expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(expected, given):
+                if not _same(expected, given):
                     raise SignatureDoesNotMatch("A chunk signature of the aws-chunked body does not match")
                 previous = given
             if size == 0:
@@ -367,7 +367,7 @@ class SigV4:
                 f"{hashlib.sha256(canonical.encode()).hexdigest()}"
             )
             expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, given):
+            if not _same(expected, given):
                 raise SignatureDoesNotMatch("The trailer signature of the aws-chunked body does not match")
         trailers = {n: v for n, v in lines if n != "x-amz-trailer-signature"}
         declared = headers.get("x-amz-decoded-content-length")
@@ -376,6 +376,14 @@ class SigV4:
                 f"The aws-chunked body holds {len(out)} bytes; x-amz-decoded-content-length says {declared}"
             )
         return bytes(out), trailers
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of a computed hex signature with one a client sent, as bytes.
+
+    compare_digest refuses str holding non-ASCII characters (TypeError); a client's can hold anything.
+    """
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def _refuse_unsigned(headers: Mapping[str, str], signed: list[str]) -> None:
