@@ -2,7 +2,8 @@
 
 `create_s3_app(store, credentials, region)` returns the ASGI app. Every request must be signed with
 AWS Signature Version 4 by a known access key (headers or a presigned URL); errors are S3 XML.
-Request bodies are read whole before the store sees them (the aws CLI sends at most 8 MiB per part).
+Request bodies are read from the stream as they arrive, checked, and spooled (objectstore.bodies): an
+object's content is never held whole in memory, and the store sees it only once it has all arrived.
 
 With a `cluster` (namespace.Cluster) the app serves every region's buckets: a request for a bucket
 that lives in another region is checked here, then forwarded through the link to that region's
@@ -22,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -43,12 +45,12 @@ from bookstore.domain.errors import (
     Unavailable,
     ValidationError,
 )
-from bookstore.objectstore import documents, inputs
+from bookstore.objectstore import bodies, documents, inputs
+from bookstore.objectstore.bodies import Payload
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.errors import (
     AccessDenied,
     BucketAlreadyExists,
-    EntityTooLarge,
     IllegalLocationConstraintException,
     InvalidArgument,
     InvalidRange,
@@ -82,6 +84,7 @@ from bookstore.objectstore.peers import (
 )
 from bookstore.objectstore.port import (
     STORED_HEADERS,
+    Body,
     ByteRange,
     ObjectContent,
     ObjectStore,
@@ -89,7 +92,7 @@ from bookstore.objectstore.port import (
     check_bucket_name,
     check_key,
 )
-from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, SigV4, check_checksums
+from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, PayloadReader, SigV4
 from bookstore.ports import Clock
 from bookstore.replication.auth import PeerAuthMiddleware
 from bookstore.replication.clock import SystemClock
@@ -143,10 +146,12 @@ class _Call:
         "headers",
         "key",
         "method",
+        "payload",
         "query",
         "request",
         "target",
         "trailers",
+        "verified",
     )
 
     def __init__(
@@ -168,12 +173,20 @@ class _Call:
         self.bucket = bucket
         self.key = key
         self.auth = auth
+        # A document's body (XML), read whole; an object's content is in `payload`, spooled.
         self.body = b""
+        self.payload: Payload | None = None
         self.trailers: dict[str, str] = {}
+        # The checksums of the body that were verified, echoed in the answer.
+        self.verified: dict[str, str] = {}
         # The request target (raw path and query) as the client sent it; a forwarded request's, as sent there.
         self.target = target
         # Checked by the region that forwarded it, not here.
         self.forwarded = forwarded
+
+    def close(self) -> None:
+        if self.payload is not None:
+            self.payload.close()
 
 
 def create_s3_app(
@@ -184,13 +197,16 @@ def create_s3_app(
     clock: Clock | None = None,
     cluster: Cluster | None = None,
     secret: str | None = None,
+    staging: Path | None = None,
 ) -> ASGIApp:
     """The S3 API of `region` over `store`; `credentials` maps access key ids to secret keys.
 
     `clock` (epoch ms) decides signature expiry and skew; the wall clock when None. With `cluster`
     (which needs the deployment's `secret`) the API serves every region's buckets, see the module.
+    Request bodies beyond a MiB are spooled to unnamed files in `staging` (the system's temporary
+    directory when None).
     """
-    api = S3Api(store, credentials, region, clock, cluster)
+    api = S3Api(store, credentials, region, clock, cluster, staging)
     route = Route("/{path:path}", api.handle, methods=["GET", "HEAD", "PUT", "POST", "DELETE"])
     # Every path is the API's, newlines included ("." stops at one): the API answers a bad name in S3 XML.
     route.path_regex = re.compile(r"^/(?P<path>.*)$", re.DOTALL)
@@ -218,10 +234,12 @@ class S3Api:
         region: str,
         clock: Clock | None = None,
         cluster: Cluster | None = None,
+        staging: Path | None = None,
     ) -> None:
         self.store = store
         self.region = region
         self.cluster = cluster
+        self.staging = staging
         self.now_ms: Callable[[], int] = (
             (lambda: time.time_ns() // 1_000_000) if clock is None else clock.now_ms
         )
@@ -232,11 +250,13 @@ class S3Api:
         # Request ids only need to be unique enough to find a request in logs, not unguessable.
         request_id = f"{random.getrandbits(64):016X}"
         method = request.method
+        call: _Call | None = None
         try:
             if request.scope["path"].startswith(INTERNAL_PREFIX):
                 response = await self._internal(request, method)
             else:
-                response = await self._dispatch(await self._parse(request, method))
+                call = await self._parse(request, method)
+                response = await self._dispatch(call)
         except BookstoreError as exc:
             response = self._error(exc, method, request_id, request)
             await _drain(request)
@@ -245,6 +265,9 @@ class S3Api:
             internal = StorageError("We encountered an internal error. Please try again.")
             response = self._error(internal, method, request_id, request)
             await _drain(request)
+        finally:
+            if call is not None:
+                call.close()
         response.headers["x-amz-request-id"] = request_id
         response.headers["x-amz-id-2"] = request_id
         return response
@@ -292,12 +315,23 @@ class S3Api:
         target = f"{raw_path}?{raw_query}" if raw_query else raw_path
         call = _Call(request, method, headers, query, bucket, key, auth, target, forwarded)
         if method in ("PUT", "POST"):
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > MAX_PUT + 1024 * 1024:
-                raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size (5 GiB)")
-            body = await request.body()
-            call.body, call.trailers = self.signer.payload(auth, body, headers)
+            reader = PayloadReader() if forwarded else self.signer.payload(auth, headers)
+            if _carries_content(call):
+                call.payload = await self._receive(request, reader, headers, MAX_PUT)
+                call.trailers, call.verified = call.payload.trailers, call.payload.verified
+            else:
+                payload = await self._receive(request, reader, headers, documents.MAX_DOCUMENT)
+                try:
+                    call.body = payload.read(documents.MAX_DOCUMENT)
+                    call.trailers, call.verified = payload.trailers, payload.verified
+                finally:
+                    payload.close()
         return call
+
+    async def _receive(
+        self, request: Request, reader: PayloadReader, headers: Mapping[str, str], limit: int
+    ) -> Payload:
+        return await bodies.receive(request.stream(), reader, headers, limit=limit, staging=self.staging)
 
     async def _dispatch(self, call: _Call) -> Response:
         method, query = call.method, call.query
@@ -537,7 +571,6 @@ class S3Api:
         return self._xml(documents.document("ListVersionsResult", body))
 
     async def _delete_objects(self, call: _Call) -> Response:
-        check_checksums(call.body, {**call.headers, **call.trailers})
         doc = documents.parse(call.body, "Delete")
         objects = doc.get("Objects", [])
         if not objects or len(objects) > 1000:
@@ -641,18 +674,12 @@ class S3Api:
         }
 
     async def _put(self, call: _Call) -> Response:
-        if len(call.body) > MAX_PUT:
-            raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size (5 GiB)")
-        verified = check_checksums(call.body, {**call.headers, **call.trailers})
+        fields = self._write_fields(call)
+        body, big = _content(call)
         version = await self._run(
-            self.store.put_object,
-            call.bucket,
-            self._key(call),
-            call.body,
-            big=len(call.body) > _INLINE_BODY,
-            **self._write_fields(call),
+            self.store.put_object, call.bucket, self._key(call), body, big=big, **fields
         )
-        out = {"ETag": f'"{version.etag}"', **verified}
+        out = {"ETag": f'"{version.etag}"', **call.verified}
         if version.version_id != "null":
             out["x-amz-version-id"] = version.version_id
         return Response(status_code=200, headers=out)
@@ -751,11 +778,9 @@ class S3Api:
                 documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
                 {"x-amz-copy-source-version-id": content.version.version_id},
             )
-        verified = check_checksums(call.body, {**call.headers, **call.trailers})
-        part = await self._run(
-            self.store.upload_part, call.bucket, key, upload_id, number, call.body, big=True
-        )
-        return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **verified})
+        body, _ = _content(call)
+        part = await self._run(self.store.upload_part, call.bucket, key, upload_id, number, body, big=True)
+        return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **call.verified})
 
     async def _list_parts(self, call: _Call) -> Response:
         key = self._key(call)
@@ -805,9 +830,9 @@ class S3Api:
         peer = self.cluster.peers.get(region)
         if peer is None:
             raise PeerUnavailable(f"bucket {call.bucket!r} lives in {region}, which this region cannot reach")
-        answer = await peer.forward(
-            call.method, call.target, forwardable(call.headers, call.trailers), call.body
-        )
+        # The peer client signs the whole body: an object's content is read into memory to be forwarded.
+        body = call.body if call.payload is None else b"".join(call.payload.chunks())
+        answer = await peer.forward(call.method, call.target, forwardable(call.headers, call.trailers), body)
         return _relayed(answer)
 
     async def _source(
@@ -845,8 +870,17 @@ class S3Api:
                 version = version_from_fields(decode_fields(encoded))
             except ValueError as exc:
                 raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
-            body = await request.body()
-            written = await self._run(self.store.put_replica, version, body, big=len(body) > _INLINE_BODY)
+            payload = await self._receive(request, PayloadReader(), request.headers, MAX_PUT)
+            try:
+                if payload.size != version.size:
+                    raise InvalidRequest(
+                        f"the replica's body holds {payload.size} bytes; its version says {version.size}"
+                    )
+                small = payload.size <= _INLINE_BODY
+                replica: Body = payload.read(payload.size) if small else payload.chunks()
+                written = await self._run(self.store.put_replica, version, replica, big=not small)
+            finally:
+                payload.close()
             return Response(
                 orjson.dumps({"versionId": written.version_id, "status": written.replication_status}),
                 media_type="application/json",
@@ -955,6 +989,23 @@ async def _drain(request: Request) -> None:
     except Exception:
         # Already consumed, or the client went away: nothing is left to drain.
         return
+
+
+def _carries_content(call: _Call) -> bool:
+    """True for PutObject and UploadPart (not copies): their body is an object's content, not a document."""
+    if call.method != "PUT" or call.key is None or "x-amz-copy-source" in call.headers:
+        return False
+    return not any(q in call.query for q in ("tagging", "acl"))
+
+
+def _content(call: _Call) -> tuple[Body, bool]:
+    """An object's content for the store: in memory when small, else read from its spool; and whether big."""
+    payload = call.payload
+    if payload is None:
+        return call.body, len(call.body) > _INLINE_BODY
+    if payload.size <= _INLINE_BODY:
+        return payload.read(_INLINE_BODY), False
+    return payload.chunks(), True
 
 
 def _creates_bucket(call: _Call) -> bool:

@@ -13,6 +13,7 @@ import hmac
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote
 
 from bookstore.objectstore.errors import (
@@ -39,6 +40,9 @@ MAX_SKEW_S = 15 * 60
 MAX_EXPIRES_S = 7 * 24 * 3600
 _STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
 _QUERY_SAFE = "-_.~"
+# What an aws-chunked body may hold whole: a chunk header line, and the trailers after the last chunk.
+MAX_CHUNK_LINE = 4096
+MAX_TRAILERS = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,20 +118,16 @@ class SigV4:
             "Access Denied: anonymous requests are refused; sign them with AWS Signature Version 4"
         )
 
-    def payload(
-        self, auth: Authorized, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[bytes, dict[str, str]]:
-        """The request's content (checked against its signed hash, or decoded from aws-chunked), trailers."""
+    def payload(self, auth: Authorized, headers: Mapping[str, str]) -> PayloadReader:
+        """A reader of the request's body: checks its signed hash, or decodes aws-chunked, as it arrives."""
         mode = auth.content_sha256
-        if mode == UNSIGNED_PAYLOAD:
-            return body, {}
         if mode in _STREAMING:
-            return self._dechunk(auth, body, headers)
-        if hashlib.sha256(body).hexdigest() != mode.lower():
-            raise XAmzContentSHA256Mismatch(
-                "The provided 'x-amz-content-sha256' header does not match what was computed"
-            )
-        return body, {}
+            if mode != STREAMING_UNSIGNED_TRAILER and auth.presigned:
+                raise InvalidRequest("A presigned URL cannot carry signed chunks")
+            return _Dechunker(auth, headers.get("x-amz-decoded-content-length"))
+        if mode == UNSIGNED_PAYLOAD:
+            return PayloadReader()
+        return _HashedPayload(mode.lower())
 
     def signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
         cached = self._keys.get((secret, date, region, service))
@@ -310,72 +310,161 @@ class SigV4:
             "Check your key and signing method."
         )
 
-    def _dechunk(
-        self, auth: Authorized, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[bytes, dict[str, str]]:
-        signed = auth.content_sha256 in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER)
-        if signed and auth.presigned:
-            raise InvalidRequest("A presigned URL cannot carry signed chunks")
+
+class PayloadReader:
+    """The payload of a request, fed as it arrives: `feed` returns the content, `finish` its trailers.
+
+    This one passes an unsigned payload through. A payload that does not check out raises an S3 error
+    from `feed` or `finish`; nothing fed before may be committed until `finish` has returned.
+    """
+
+    # True when the content is decoded from another framing (aws-chunked): Content-Length is not its size.
+    decodes = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> dict[str, str]:
+        return {}
+
+
+class _HashedPayload(PayloadReader):
+    """A payload whose SHA-256 the signature covers (x-amz-content-sha256 holds it)."""
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        self.hash = hashlib.sha256()
+
+    def feed(self, data: bytes) -> bytes:
+        self.hash.update(data)
+        return data
+
+    def finish(self) -> dict[str, str]:
+        if self.hash.hexdigest() != self.expected:
+            raise XAmzContentSHA256Mismatch(
+                "The provided 'x-amz-content-sha256' header does not match what was computed"
+            )
+        return {}
+
+
+class _Dechunker(PayloadReader):
+    """An aws-chunked body decoded as it arrives: chunk signatures, then trailers and their signature.
+
+    Memory stays bounded whatever the chunk sizes: a chunk's data passes through as it comes; only a
+    chunk header line (MAX_CHUNK_LINE) and the trailers (MAX_TRAILERS) are held whole.
+    """
+
+    decodes = True
+
+    def __init__(self, auth: Authorized, declared: str | None) -> None:
+        self.auth = auth
+        self.signed = auth.content_sha256 in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER)
+        self.declared = declared.strip() if declared is not None else None
+        self.previous = auth.signature
+        self.buffer = bytearray()
+        self.state = "size"
+        self.remaining = 0
+        self.given = ""
+        self.chunk_hash = hashlib.sha256()
+        self.decoded = 0
+
+    def feed(self, data: bytes) -> bytes:
+        self.buffer += data
         out = bytearray()
-        previous = auth.signature
-        pos = 0
-        while True:
-            eol = body.find(b"\r\n", pos)
-            if eol < 0:
-                raise IncompleteBody("The aws-chunked body ended inside a chunk header")
-            size_text, _, extension = body[pos:eol].decode("latin-1").partition(";")
-            try:
-                size = int(size_text.strip(), 16)
-            except ValueError as exc:
-                raise IncompleteBody(f"Bad aws-chunked chunk size {size_text!r}") from exc
-            start, end = eol + 2, eol + 2 + size
-            chunk = body[start:end]
-            if len(chunk) != size:
-                raise IncompleteBody("The aws-chunked body ended inside a chunk")
-            if signed:
-                given = extension.partition("chunk-signature=")[2].strip()
-                to_sign = (
-                    f"AWS4-HMAC-SHA256-PAYLOAD\n{auth.amz_date}\n{auth.scope}\n{previous}\n{EMPTY_SHA256}\n"
-                    f"{hashlib.sha256(chunk).hexdigest()}"
-                )
-                expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-                if not _same(expected, given):
-                    raise SignatureDoesNotMatch("A chunk signature of the aws-chunked body does not match")
-                previous = given
-            if size == 0:
-                pos = start
+        while self.buffer:
+            if self.state == "size":
+                eol = self.buffer.find(b"\r\n")
+                if eol < 0:
+                    if len(self.buffer) > MAX_CHUNK_LINE:
+                        raise IncompleteBody("An aws-chunked chunk header is too long")
+                    break
+                self._start_chunk(bytes(self.buffer[:eol]).decode("latin-1"))
+                del self.buffer[: eol + 2]
+            elif self.state == "data":
+                piece = bytes(self.buffer[: self.remaining])
+                del self.buffer[: len(piece)]
+                self.chunk_hash.update(piece)
+                out += piece
+                self.remaining -= len(piece)
+                self.decoded += len(piece)
+                if self.remaining == 0:
+                    self._end_chunk()
+                    self.state = "crlf"
+            elif self.state == "crlf":
+                if len(self.buffer) < 2:
+                    break
+                if self.buffer[:2] != b"\r\n":
+                    raise IncompleteBody("An aws-chunked chunk is not followed by CRLF")
+                del self.buffer[:2]
+                self.state = "size"
+            else:  # trailers: held until the end
+                if len(self.buffer) > MAX_TRAILERS:
+                    raise IncompleteBody("The trailers of the aws-chunked body are too long")
                 break
-            if body[end : end + 2] != b"\r\n":
-                raise IncompleteBody("An aws-chunked chunk is not followed by CRLF")
-            out += chunk
-            pos = end + 2
-        trailers: dict[str, str] = {}
+        return bytes(out)
+
+    def _start_chunk(self, line: str) -> None:
+        size_text, _, extension = line.partition(";")
+        try:
+            size = int(size_text.strip(), 16)
+        except ValueError as exc:
+            raise IncompleteBody(f"Bad aws-chunked chunk size {size_text[:20]!r}") from exc
+        if size < 0:
+            raise IncompleteBody(f"Bad aws-chunked chunk size {size_text[:20]!r}")
+        if self.declared is not None and self.declared.isdigit() and self.decoded + size > int(self.declared):
+            raise IncompleteBody(
+                f"The aws-chunked body holds more than x-amz-decoded-content-length ({self.declared}) bytes"
+            )
+        self.given = extension.partition("chunk-signature=")[2].strip()
+        self.chunk_hash = hashlib.sha256()
+        self.remaining = size
+        if size == 0:
+            self._end_chunk()
+            self.state = "trailers"
+        else:
+            self.state = "data"
+
+    def _end_chunk(self) -> None:
+        if not self.signed:
+            return
+        auth = self.auth
+        to_sign = (
+            f"AWS4-HMAC-SHA256-PAYLOAD\n{auth.amz_date}\n{auth.scope}\n{self.previous}\n{EMPTY_SHA256}\n"
+            f"{self.chunk_hash.hexdigest()}"
+        )
+        expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not _same(expected, self.given):
+            raise SignatureDoesNotMatch("A chunk signature of the aws-chunked body does not match")
+        self.previous = self.given
+
+    def finish(self) -> dict[str, str]:
+        if self.state == "size":
+            raise IncompleteBody("The aws-chunked body ended inside a chunk header")
+        if self.state != "trailers":
+            raise IncompleteBody("The aws-chunked body ended inside a chunk")
         lines: list[tuple[str, str]] = []
-        while pos < len(body):
-            eol = body.find(b"\r\n", pos)
-            line = body[pos : len(body) if eol < 0 else eol].decode("latin-1")
-            pos = len(body) if eol < 0 else eol + 2
-            if not line:
+        for raw in bytes(self.buffer).decode("latin-1").split("\r\n"):
+            if not raw:
                 break
-            name, _, value = line.partition(":")
+            name, _, value = raw.partition(":")
             lines.append((name.strip().lower(), value.strip()))
+        auth = self.auth
         if auth.content_sha256 == STREAMING_SIGNED_TRAILER:
             given = dict(lines).get("x-amz-trailer-signature", "")
             canonical = "".join(f"{n}:{v}\n" for n, v in lines if n != "x-amz-trailer-signature")
             to_sign = (
-                f"AWS4-HMAC-SHA256-TRAILER\n{auth.amz_date}\n{auth.scope}\n{previous}\n"
+                f"AWS4-HMAC-SHA256-TRAILER\n{auth.amz_date}\n{auth.scope}\n{self.previous}\n"
                 f"{hashlib.sha256(canonical.encode()).hexdigest()}"
             )
             expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
             if not _same(expected, given):
                 raise SignatureDoesNotMatch("The trailer signature of the aws-chunked body does not match")
-        trailers = {n: v for n, v in lines if n != "x-amz-trailer-signature"}
-        declared = headers.get("x-amz-decoded-content-length")
-        if declared is not None and declared.strip() != str(len(out)):
+        if self.declared is not None and self.declared != str(self.decoded):
             raise IncompleteBody(
-                f"The aws-chunked body holds {len(out)} bytes; x-amz-decoded-content-length says {declared}"
+                f"The aws-chunked body holds {self.decoded} bytes; "
+                f"x-amz-decoded-content-length says {self.declared[:20]}"
             )
-        return bytes(out), trailers
+        return {n: v for n, v in lines if n != "x-amz-trailer-signature"}
 
 
 def _same(expected: str, given: str) -> bool:
@@ -395,31 +484,65 @@ def _refuse_unsigned(headers: Mapping[str, str], signed: list[str]) -> None:
         )
 
 
-def check_checksums(body: bytes, fields: Mapping[str, str]) -> dict[str, str]:
-    """Verify Content-MD5 and x-amz-checksum-{crc32,sha1,sha256} found in `fields` (headers or trailers).
+class Checksums:
+    """Content-MD5 and x-amz-checksum-{crc32,sha1,sha256} of a body, computed as it arrives.
 
-    Returns the checksums that were verified, to echo back. CRC32C and CRC64NVME are not verified.
+    Only what the request names is computed: the checksum headers it carries and the trailers its
+    x-amz-trailer header announces. CRC32C and CRC64NVME are not verified.
     """
-    verified: dict[str, str] = {}
-    md5 = fields.get("content-md5")
-    if md5 is not None:
-        try:
-            expected = base64.b64decode(md5, validate=True)
-        except ValueError as exc:
-            raise InvalidDigest("The Content-MD5 you specified is not valid") from exc
-        if expected != hashlib.md5(body, usedforsecurity=False).digest():
-            raise BadDigest("The Content-MD5 you specified did not match what we received.")
-    computed: dict[str, Callable[[], bytes]] = {
-        "x-amz-checksum-crc32": lambda: zlib.crc32(body).to_bytes(4, "big"),
-        "x-amz-checksum-sha1": lambda: hashlib.sha1(body, usedforsecurity=False).digest(),
-        "x-amz-checksum-sha256": lambda: hashlib.sha256(body).digest(),
-    }
-    for name, compute in computed.items():
-        given = fields.get(name)
-        if given is None:
-            continue
-        if base64.b64encode(compute()).decode() != given.strip():
-            algorithm = name.rpartition("-")[2].upper()
-            raise BadDigest(f"The {algorithm} you specified did not match the calculated checksum.")
-        verified[name] = given.strip()
-    return verified
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        announced = {t.strip().lower() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()}
+        wanted = announced | {name for name in _CHECKSUMS if name in headers}
+        self.md5 = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
+        self.crc32 = 0 if "x-amz-checksum-crc32" in wanted else None
+        self.hashes = {name: factory() for name, factory in _HASHES.items() if name in wanted}
+
+    def update(self, data: bytes) -> None:
+        if self.md5 is not None:
+            self.md5.update(data)
+        if self.crc32 is not None:
+            self.crc32 = zlib.crc32(data, self.crc32)
+        for digest in self.hashes.values():
+            digest.update(data)
+
+    def verify(self, fields: Mapping[str, str]) -> dict[str, str]:
+        """Check the values `fields` (headers and trailers) give; returns the verified ones, to echo."""
+        md5 = fields.get("content-md5")
+        if md5 is not None and self.md5 is not None:
+            try:
+                expected = base64.b64decode(md5, validate=True)
+            except ValueError as exc:
+                raise InvalidDigest("The Content-MD5 you specified is not valid") from exc
+            if expected != self.md5.digest():
+                raise BadDigest("The Content-MD5 you specified did not match what we received.")
+        computed = {name: digest.digest() for name, digest in self.hashes.items()}
+        if self.crc32 is not None:
+            computed["x-amz-checksum-crc32"] = self.crc32.to_bytes(4, "big")
+        verified: dict[str, str] = {}
+        for name in _CHECKSUMS:
+            given = fields.get(name)
+            if given is None:
+                continue
+            value = computed.get(name)
+            if value is None:
+                raise InvalidRequest(f"The trailer {name} was not announced in the x-amz-trailer header")
+            if base64.b64encode(value).decode() != given.strip():
+                algorithm = name.rpartition("-")[2].upper()
+                raise BadDigest(f"The {algorithm} you specified did not match the calculated checksum.")
+            verified[name] = given.strip()
+        return verified
+
+
+_CHECKSUMS = ("x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256")
+_HASHES: dict[str, Callable[[], Any]] = {
+    "x-amz-checksum-sha1": lambda: hashlib.sha1(usedforsecurity=False),
+    "x-amz-checksum-sha256": hashlib.sha256,
+}
+
+
+def check_checksums(body: bytes, fields: Mapping[str, str]) -> dict[str, str]:
+    """Verify the checksums `fields` (headers and trailers) give for a body held whole; see Checksums."""
+    checksums = Checksums({**fields, "x-amz-trailer": ",".join(n for n in _CHECKSUMS if n in fields)})
+    checksums.update(body)
+    return checksums.verify(fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -197,6 +198,15 @@ class PortRouter:
             await self.api(scope, receive, send)
 
 
+def s3_staging(data_dir: Path) -> Path:
+    """The directory where the S3 API spools request bodies: on the data's disk, emptied at each start."""
+    staging = data_dir / "s3-staging"
+    # Spools are unnamed files; a named one is left only by a crash on a filesystem without O_TMPFILE.
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
     # and without it small responses wait ~40 ms for delayed ACKs.
@@ -229,6 +239,7 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
                 clock=services.clock,
                 cluster=objects.cluster if objects is not None else None,
                 secret=secret,
+                staging=s3_staging(data_dir),
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []

@@ -1,0 +1,109 @@
+"""Request bodies of the S3 API: read from the ASGI stream, decoded and checked as they arrive, spooled.
+
+A body is never held whole in memory: up to SPOOL_BYTES it stays in memory, beyond that it goes to an
+unnamed temporary file in the staging directory (gone with the process, whatever its end). It is
+bounded while it arrives, by the route's limit and by the length the request declares. The store sees
+it only after the whole body has arrived and its signature and checksums have checked out.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import IO
+
+from bookstore.objectstore.errors import EntityTooLarge, IncompleteBody, MalformedXML
+from bookstore.objectstore.sigv4 import Checksums, PayloadReader
+
+SPOOL_BYTES = 1024 * 1024
+READ_BYTES = 1024 * 1024
+
+
+class Payload:
+    """The content of a request that has arrived whole and checked out; `close` frees its spool."""
+
+    def __init__(
+        self, spool: IO[bytes], size: int, trailers: dict[str, str], verified: dict[str, str]
+    ) -> None:
+        self._spool = spool
+        self.size = size
+        # Trailing headers of an aws-chunked body, and the checksums verified (echoed in the answer).
+        self.trailers = trailers
+        self.verified = verified
+
+    def chunks(self) -> Iterator[bytes]:
+        """The content from its start, in pieces of at most READ_BYTES."""
+        self._spool.seek(0)
+        while piece := self._spool.read(READ_BYTES):
+            yield piece
+
+    def read(self, limit: int) -> bytes:
+        """The content whole, when it is at most `limit` bytes (a document); else MalformedXML."""
+        if self.size > limit:
+            raise MalformedXML(f"The document you provided is too large: at most {limit} bytes")
+        self._spool.seek(0)
+        return self._spool.read()
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+async def receive(
+    stream: AsyncIterator[bytes],
+    reader: PayloadReader,
+    headers: Mapping[str, str],
+    *,
+    limit: int,
+    staging: Path | None,
+) -> Payload:
+    """Read a request body from `stream` through `reader` (signature, aws-chunked) into a spool.
+
+    Raises EntityTooLarge as soon as the content exceeds `limit` or what Content-Length (or, for
+    aws-chunked, x-amz-decoded-content-length) declares, IncompleteBody when it falls short, and the
+    reader's and the checksums' errors once the body has ended.
+    """
+    declared = _declared_length(
+        headers, "x-amz-decoded-content-length" if reader.decodes else "content-length"
+    )
+    if declared is not None and declared > limit:
+        raise EntityTooLarge(f"Your proposed upload exceeds the maximum allowed size ({limit} bytes)")
+    bound = limit if declared is None else declared
+    checksums = Checksums(headers)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (the Payload owns and closes it)
+        max_size=SPOOL_BYTES, dir=None if staging is None else str(staging)
+    )
+    size = 0
+    try:
+        async for data in stream:
+            content = reader.feed(data)
+            if not content:
+                continue
+            size += len(content)
+            if size > bound:
+                if declared is None or size > limit:
+                    raise EntityTooLarge(
+                        f"Your proposed upload exceeds the maximum allowed size ({limit} bytes)"
+                    )
+                raise IncompleteBody(f"The body holds more than the {declared} bytes its request declares")
+            checksums.update(content)
+            spool.write(content)
+        trailers = reader.finish()
+        if declared is not None and size != declared:
+            raise IncompleteBody(f"The body holds {size} bytes; its request declares {declared}")
+        verified = checksums.verify({**headers, **trailers})
+    except BaseException:
+        spool.close()
+        raise
+    return Payload(spool, size, trailers, verified)
+
+
+def _declared_length(headers: Mapping[str, str], name: str) -> int | None:
+    """The content length the request declares in header `name`, if it does."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii():
+        raise IncompleteBody(f"{name} must be a number of bytes, not {value[:20]!r}")
+    return int(value)
