@@ -80,6 +80,33 @@ def test_a_utf16_document_cannot_declare_entities(server: S3Server, s3: Any) -> 
     assert answer.status_code == 200, answer.text
 
 
+def test_elements_where_text_belongs_are_malformed_xml(server: S3Server, s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket="shop", Key="parts")["UploadId"]
+    for method, path, body in (
+        (
+            "POST",
+            "/shop?delete",
+            b"<Delete><Object><Key>a</Key><VersionId><x/></VersionId></Object></Delete>",
+        ),
+        ("POST", "/shop?delete", b"<Delete><Object><Key><x/></Key></Object></Delete>"),
+        ("POST", "/shop?delete", b"<Delete><Quiet><x/></Quiet><Object><Key>a</Key></Object></Delete>"),
+        (
+            "PUT",
+            "/shop/private/secret.txt?tagging",
+            b"<Tagging><TagSet><Tag><Key><x/></Key></Tag></TagSet></Tagging>",
+        ),
+        (
+            "POST",
+            f"/shop/parts?uploadId={upload}",
+            b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag><x/></ETag></Part>"
+            b"</CompleteMultipartUpload>",
+        ),
+    ):
+        answer = server.signed(method, path, body)
+        assert (answer.status_code, error_code(answer)) == (400, "MalformedXML"), (path, body, answer.text)
+    assert server.store.get_object("shop", "private/secret.txt").read() == b"the secret"
+
+
 # -- issue 13 item 8: signatures with characters that are not hex ---------------------------------------
 
 

@@ -575,13 +575,14 @@ class S3Api:
         objects = doc.get("Objects", [])
         if not objects or len(objects) > 1000:
             raise MalformedXML("A Delete document holds 1 to 1000 Object elements")
-        quiet = str(doc.get("Quiet", "false")).lower() == "true"
+        quiet = documents.scalar(doc.get("Quiet", "false"), "Quiet").lower() == "true"
         deleted: list[dict[str, str]] = []
         errors: list[dict[str, str]] = []
         for entry in objects:
             if not isinstance(entry, dict) or not entry.get("Key"):
                 raise MalformedXML("Each Object needs a Key")
-            key, version_id = str(entry["Key"]), entry.get("VersionId")
+            key = documents.scalar(entry["Key"], "Key")
+            version_id = documents.scalar(entry.get("VersionId", ""), "VersionId")
             try:
                 check_key(key)
                 result = await self._run(
@@ -735,7 +736,9 @@ class S3Api:
         tag_set = doc.get("TagSet", [])
         if not isinstance(tag_set, list) or not all(isinstance(t, dict) and "Key" in t for t in tag_set):
             raise MalformedXML("Tagging holds a TagSet of Tag elements with Key and Value")
-        tags = {str(t["Key"]): str(t.get("Value", "")) for t in tag_set}
+        tags = {
+            documents.scalar(t["Key"], "Key"): documents.scalar(t.get("Value", ""), "Value") for t in tag_set
+        }
         if len(tags) > 10:
             raise InvalidArgument("Object tags cannot be greater than 10")
         version_id = await self._run(
@@ -812,7 +815,8 @@ class S3Api:
         for part in doc.get("Parts", []):
             if not isinstance(part, dict) or "PartNumber" not in part or "ETag" not in part:
                 raise MalformedXML("Each Part needs a PartNumber and an ETag")
-            parts.append((self._int(str(part["PartNumber"]), 0, "PartNumber", 1, 10_000), str(part["ETag"])))
+            number = self._int(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
+            parts.append((number, documents.scalar(part["ETag"], "ETag")))
         version = await self._run(
             self.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
         )

@@ -66,6 +66,13 @@ def parse(body: bytes, root: str) -> dict[str, Any]:
     return tree
 
 
+def scalar(value: Any, name: str) -> str:
+    """The text of an element that must hold text, not other elements; else MalformedXML."""
+    if not isinstance(value, str):
+        raise MalformedXML(f"The XML you provided has elements inside {name}, which holds text only")
+    return value
+
+
 def _check_depth(root: ET.Element) -> None:
     """MalformedXML when elements nest deeper than any S3 document does (the tree is walked recursively)."""
     level = [root]
