@@ -37,6 +37,8 @@ from bookstore.runtime.secret import operator_token, s3_credentials
 SOURCE, DEST = "eu-west-1", "ap-southeast-1"
 KIB, MIB = 1024, 1024 * 1024
 SMALL, LARGE = 4 * KIB, 8 * MIB
+# The upload whose memory cost is measured: a region spools it to disk, so it holds a few MiB of it.
+HUGE = 256 * MIB
 BIN = Path(sys.executable).parent
 ACCESS_KEY, SECRET_KEY = "AKIABOOKSTOREBENCH01", "bookstore-bench-secret-key"
 DELAY_MS = 85.0
@@ -388,6 +390,51 @@ def moto(work: Path, core: int | None) -> Iterator[Target]:
         yield Target("moto", f"http://127.0.0.1:{port}", SOURCE, "testing", "testing", proc.pid)
 
 
+# -- memory held by a large upload ---------------------------------------------------------------------
+
+
+def upload_memory(target: Target, work: Path) -> tuple[float, float]:
+    """(MiB the server's peak resident memory grew by during a HUGE PUT, seconds the PUT took).
+
+    The peak (VmHWM) is reset to the current resident size just before the PUT (/proc/PID/clear_refs).
+    """
+    if target.pid is None:
+        raise BenchError(f"{target.label}: no process to read the memory of")
+    source = work / "huge.bin"
+    if not source.exists():
+        with source.open("wb") as f:
+            for index in range(HUGE // MIB):
+                f.write(random.Random(index).randbytes(MIB))
+    client = s3_client(target, 1)
+    bucket = f"memory-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": target.region})
+    client.put_object(Bucket=bucket, Key="warm", Body=b"w" * 4 * MIB)
+    status = Path(f"/proc/{target.pid}/status")
+    Path(f"/proc/{target.pid}/clear_refs").write_text("5")
+    before = _kib(status, "VmHWM")
+    started = time.perf_counter()
+    with source.open("rb") as body:
+        client.put_object(Bucket=bucket, Key="huge", Body=body)
+    seconds = time.perf_counter() - started
+    return (_kib(status, "VmHWM") - before) / 1024, seconds
+
+
+def _kib(status: Path, field: str) -> int:
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"no {field} in {status}")
+
+
+def _memory_figures(ours: tuple[float, float], theirs: tuple[float, float]) -> list[Figure]:
+    label = f"S3 PUT {_size(HUGE)}: server's peak memory growth"
+    return [
+        Figure(f"{label}, one region", ours[0], "MiB", note=f"the PUT took {ours[1]:.1f} s"),
+        Figure(f"{label}, moto_server", theirs[0], "MiB", note=f"the PUT took {theirs[1]:.1f} s"),
+        Figure(f"{label}: region / moto", ours[0] / max(theirs[0], 1.0), "x", Goal.maximum(0.1)),
+    ]
+
+
 # -- replication latency ------------------------------------------------------------------------------
 
 
@@ -562,6 +609,7 @@ def run_bench() -> Section:
     figures: list[Figure] = []
     rates: dict[str, dict[str, Rate]] = {}
     capacities: dict[str, dict[str, loadgen.Result]] = {}
+    memory: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bookstore-bench-objects-") as tmp:
         work = Path(tmp)
         for label, server in (("region", region_server), ("moto", moto)):
@@ -569,8 +617,11 @@ def run_bench() -> Section:
                 with server(work, server_core) as target:
                     capacities[label] = capacity(target, work, client_core)
                     rates[label] = throughput(target, client_core)
+                    memory[label] = upload_memory(target, work)
             except BenchError as exc:
                 failures.append(f"{label}: {exc}")
+        if "region" in memory and "moto" in memory:
+            figures += _memory_figures(memory["region"], memory["moto"])
         if "region" in capacities and "moto" in capacities:
             for op in ("PUT", "GET"):
                 figures += _capacity_figures(op, capacities["region"][op], capacities["moto"][op])
@@ -627,6 +678,8 @@ def run_bench() -> Section:
                 "capacity figures (the goal's) have the same boto3 client presign PUT and GET requests",
                 f"of 4 KiB over {REPLAYED_KEYS} keys (SigV4 query signatures) and wrk, pinned to the",
                 "client core, replay them as fast as each server answers.",
+                f"Memory: one PUT of {_size(HUGE)} (a file, boto3) to each server; the growth of the",
+                "server process's peak resident memory (VmHWM, reset just before the PUT).",
                 "Replication latency: `bookstore up` of two regions with the link",
                 f"{SOURCE} <-> {DEST} set to {DELAY_MS:.0f} ms one way, no jitter; a",
                 "bucket pair with one replication rule; one PUT at a time at the source (sizes shuffled,",
