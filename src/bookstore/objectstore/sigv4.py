@@ -539,10 +539,3 @@ _HASHES: dict[str, Callable[[], Any]] = {
     "x-amz-checksum-sha1": lambda: hashlib.sha1(usedforsecurity=False),
     "x-amz-checksum-sha256": hashlib.sha256,
 }
-
-
-def check_checksums(body: bytes, fields: Mapping[str, str]) -> dict[str, str]:
-    """Verify the checksums `fields` (headers and trailers) give for a body held whole; see Checksums."""
-    checksums = Checksums({**fields, "x-amz-trailer": ",".join(n for n in _CHECKSUMS if n in fields)})
-    checksums.update(body)
-    return checksums.verify(fields)
