@@ -23,6 +23,7 @@ from bookstore.services.identity import Identity
 from bookstore.services.search import BookSearch
 from bookstore.services.streams import StreamConsumer
 from bookstore.services.writes import GroupCommit
+from bookstore.storage.local.ownership import own
 
 log = logging.getLogger("bookstore.bootstrap")
 
@@ -70,12 +71,26 @@ def region_dir(data_dir: Path, region_id: str) -> Path:
 
 
 def build_region(
-    topology: Topology, region_id: str, data_dir: Path, clock: Clock | None = None
+    topology: Topology,
+    region_id: str,
+    data_dir: Path,
+    clock: Clock | None = None,
+    *,
+    holder: str | None = None,
+    wait_s: float = 0.0,
 ) -> RegionServices:
+    """The region's services on its data directory, which it owns until `close()`.
+
+    Ownership comes first (storage.local.ownership): start-up work such as the object store's sweep
+    must never run beside another owner. Raises DataDirInUse when another process holds it after
+    `wait_s` seconds; `holder` says who owns it, for that message.
+    """
     region = topology.region(region_id)
     home = region_dir(data_dir, region_id)
     clock = clock or SystemClock()
     stack = ExitStack()
+    ownership = own(home, holder or f"region {region_id}", wait_s=wait_s)
+    stack.callback(ownership.release)
     try:
         table_map, replica, run_group = _tables(topology, region, home, clock, stack)
         objects = _objects(topology, region, home, clock, stack)
