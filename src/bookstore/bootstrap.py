@@ -160,7 +160,7 @@ def _tables(
     from bookstore.storage.sqlite.replica import SqliteReplica
     from bookstore.storage.sqlite.tables import SqliteDatabase
 
-    db = SqliteDatabase(home / "tables.db", region.id, clock)
+    db = SqliteDatabase(home / "tables.db", region.id, clock, durability=topology.storage.durability)
     stack.callback(db.close)
     table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
     return table_map, SqliteReplica(db), db.run_group
@@ -179,7 +179,7 @@ def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack
 
     from bookstore.storage.local.objects import LocalObjectStore
 
-    store = LocalObjectStore(home / "objects", region.id, clock)
+    store = LocalObjectStore(home / "objects", region.id, clock, durability=topology.storage.durability)
     stack.callback(store.close)
     return store
 
@@ -189,7 +189,7 @@ def _blog(
 ) -> BlogService:
     from bookstore.storage.sqlite.sql import SqliteSql
 
-    db = SqliteSql(home / "blog.db")
+    db = SqliteSql(home / "blog.db", topology.storage.durability)
     stack.callback(db.close)
     repository = BlogRepository.open(db, region=region.id, primary_region=topology.home_region, clock=clock)
     blog = BlogService(repository, clock=clock, book_name=lambda book_id: str(catalog.get(book_id)["name"]))
