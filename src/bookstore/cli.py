@@ -141,13 +141,19 @@ def region_serve(
 ) -> None:
     """Serve one region's API on its loopback address until stopped."""
     from bookstore.runtime.region import serve
+    from bookstore.storage.local.ownership import DataDirInUse
 
     topo = _topology(topology)
     try:
         topo.region(region)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
-    serve(topo, region, data_dir)
+    try:
+        serve(topo, region, data_dir)
+    except DataDirInUse as exc:
+        # Two processes serving one region's directory would undo each other's start-up work.
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _operator_token(data_dir: Path) -> str:

@@ -187,3 +187,27 @@ def test_a_command_says_who_owns_the_directory_when_its_owner_does_not_answer(tm
     assert f"eu-west-1 does not answer at {topology.home.api_url}" in done.stderr
     assert f"{data / EU} is in use by region eu-west-1 (pid {os.getpid()})" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_region_process_on_an_owned_directory_refuses_clearly(tmp_path: Path) -> None:
+    topology, topo_file = isolated_topology(tmp_path / "topology.toml", (EU,))
+    data = tmp_path / "data"
+    owner = own(data / EU, "region eu-west-1")
+    try:
+        # It waits OWNERSHIP_WAIT_S for a command to finish, then gives up with the owner's name.
+        done = bookstore(
+            "region",
+            "serve",
+            "--region",
+            EU,
+            "--data-dir",
+            str(data),
+            "--topology",
+            str(topo_file),
+            check=False,
+        )
+    finally:
+        owner.release()
+    assert done.returncode == 1
+    assert f"{data / EU} is in use by region eu-west-1 (pid {os.getpid()})" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
