@@ -190,7 +190,7 @@ def test_a_command_says_who_owns_the_directory_when_its_owner_does_not_answer(tm
 
 
 def test_a_second_region_process_on_an_owned_directory_refuses_clearly(tmp_path: Path) -> None:
-    topology, topo_file = isolated_topology(tmp_path / "topology.toml", (EU,))
+    _, topo_file = isolated_topology(tmp_path / "topology.toml", (EU,))
     data = tmp_path / "data"
     owner = own(data / EU, "region eu-west-1")
     try:
