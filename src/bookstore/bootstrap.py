@@ -23,6 +23,7 @@ from bookstore.services.identity import Identity
 from bookstore.services.search import BookSearch
 from bookstore.services.streams import StreamConsumer
 from bookstore.services.writes import GroupCommit
+from bookstore.storage.local.ownership import own
 
 log = logging.getLogger("bookstore.bootstrap")
 
@@ -70,12 +71,26 @@ def region_dir(data_dir: Path, region_id: str) -> Path:
 
 
 def build_region(
-    topology: Topology, region_id: str, data_dir: Path, clock: Clock | None = None
+    topology: Topology,
+    region_id: str,
+    data_dir: Path,
+    clock: Clock | None = None,
+    *,
+    holder: str | None = None,
+    wait_s: float = 0.0,
 ) -> RegionServices:
+    """The region's services on its data directory, which it owns until `close()`.
+
+    Ownership comes first (storage.local.ownership): start-up work such as the object store's sweep
+    must never run beside another owner. Raises DataDirInUse when another process holds it after
+    `wait_s` seconds; `holder` says who owns it, for that message.
+    """
     region = topology.region(region_id)
     home = region_dir(data_dir, region_id)
     clock = clock or SystemClock()
     stack = ExitStack()
+    ownership = own(home, holder or f"region {region_id}", wait_s=wait_s)
+    stack.callback(ownership.release)
     try:
         table_map, replica, run_group = _tables(topology, region, home, clock, stack)
         objects = _objects(topology, region, home, clock, stack)
@@ -145,7 +160,7 @@ def _tables(
     from bookstore.storage.sqlite.replica import SqliteReplica
     from bookstore.storage.sqlite.tables import SqliteDatabase
 
-    db = SqliteDatabase(home / "tables.db", region.id, clock)
+    db = SqliteDatabase(home / "tables.db", region.id, clock, durability=topology.storage.durability)
     stack.callback(db.close)
     table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
     return table_map, SqliteReplica(db), db.run_group
@@ -164,7 +179,7 @@ def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack
 
     from bookstore.storage.local.objects import LocalObjectStore
 
-    store = LocalObjectStore(home / "objects", region.id, clock)
+    store = LocalObjectStore(home / "objects", region.id, clock, durability=topology.storage.durability)
     stack.callback(store.close)
     return store
 
@@ -174,7 +189,7 @@ def _blog(
 ) -> BlogService:
     from bookstore.storage.sqlite.sql import SqliteSql
 
-    db = SqliteSql(home / "blog.db")
+    db = SqliteSql(home / "blog.db", topology.storage.durability)
     stack.callback(db.close)
     repository = BlogRepository.open(db, region=region.id, primary_region=topology.home_region, clock=clock)
     blog = BlogService(repository, clock=clock, book_name=lambda book_id: str(catalog.get(book_id)["name"]))

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from bookstore.config import Topology
-from bookstore.domain.errors import BookstoreError
+from bookstore.domain.errors import BookstoreError, Unavailable
 
 if TYPE_CHECKING:
     from bookstore.bootstrap import RegionServices
+    from bookstore.runtime.commands import RegionCommands
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="A multi-region Bookstore you can run, break and measure on one machine.", no_args_is_help=True
@@ -44,12 +47,17 @@ def _topology(path: Path | None) -> Topology:
 
 
 @contextmanager
-def _region(topology: Path | None, region: str | None, data_dir: Path) -> Iterator[RegionServices]:
-    """A region's services for one command; a refused request ends the command with its message."""
+def _region(
+    topology: Path | None, region: str | None, data_dir: Path, command: str
+) -> Iterator[RegionServices]:
+    """A region's services for one command, owning its data directory; a refusal ends it with its message.
+
+    Raises DataDirInUse (before any start-up work) when a running region owns the directory.
+    """
     from bookstore.bootstrap import build_region
 
     topo = _topology(topology)
-    services = build_region(topo, region or topo.home_region, data_dir)
+    services = build_region(topo, region or topo.home_region, data_dir, holder=f"`bookstore {command}`")
     try:
         yield services
     except BookstoreError as exc:
@@ -57,6 +65,40 @@ def _region(topology: Path | None, region: str | None, data_dir: Path) -> Iterat
         raise typer.Exit(1) from None
     finally:
         services.close()
+
+
+def _command(
+    topology: Path | None,
+    region: str | None,
+    data_dir: Path,
+    command: str,
+    local: Callable[[RegionServices], T],
+    remote: Callable[[RegionCommands], T],
+) -> T:
+    """Run a command on the region's data directory when nothing owns it, else through the running region.
+
+    Never both: a region that owns its directory is asked over its signed operator endpoint, so the
+    command runs none of the owner's start-up work (the object store's sweep) beside it.
+    """
+    from bookstore.blog.replication import operator_secret
+    from bookstore.replication.clock import SystemClock
+    from bookstore.runtime.commands import RegionCommands
+    from bookstore.storage.local.ownership import DataDirInUse
+
+    try:
+        with _region(topology, region, data_dir, command) as services:
+            return local(services)
+    except DataDirInUse as busy:
+        owner = busy
+    target = _topology(topology).region(region or _topology(topology).home_region)
+    try:
+        with RegionCommands(target.id, target.api_url, operator_secret(data_dir), SystemClock()) as client:
+            return remote(client)
+    except BookstoreError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        if isinstance(exc, Unavailable):
+            typer.echo(f"({owner.message})", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -79,9 +121,16 @@ def seed(data_dir: DataDir = Path("data"), topology: TopologyFile = None, region
     """Load the seed catalog into a region (the home region by default); running it again changes nothing."""
     from bookstore.services.catalog import seed_books
 
-    with _region(topology, region, data_dir) as services:
-        written = services.catalog.load(seed_books())
-    typer.echo(f"seeded {services.region.id}: {written} book(s) written")
+    target = region or _topology(topology).home_region
+    written = _command(
+        topology,
+        target,
+        data_dir,
+        "seed",
+        lambda services: services.catalog.load(seed_books()),
+        lambda running: running.seed(),
+    )
+    typer.echo(f"seeded {target}: {written} book(s) written")
 
 
 @region_app.command("serve")
@@ -92,13 +141,19 @@ def region_serve(
 ) -> None:
     """Serve one region's API on its loopback address until stopped."""
     from bookstore.runtime.region import serve
+    from bookstore.storage.local.ownership import DataDirInUse
 
     topo = _topology(topology)
     try:
         topo.region(region)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
-    serve(topo, region, data_dir)
+    try:
+        serve(topo, region, data_dir)
+    except DataDirInUse as exc:
+        # Two processes serving one region's directory would undo each other's start-up work.
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _operator_token(data_dir: Path) -> str:
@@ -375,23 +430,35 @@ def conflicts(
     topology: TopologyFile = None,
 ) -> None:
     """Recent conflicts (concurrent writes to one item) seen by a region: winner and loser."""
-    import dataclasses
-
     from rich.console import Console
     from rich.table import Table
 
-    with _region(topology, region, data_dir) as services:
+    from bookstore.api.commands import conflict_json
+
+    def local(services: RegionServices) -> list[dict[str, Any]] | None:
         if services.replica is None:
-            typer.echo("this backend replicates natively and reports no conflicts")
-            return
-        records = services.replica.conflicts(limit)
+            return None
+        return [conflict_json(c) for c in services.replica.conflicts(limit)]
+
+    def remote(running: RegionCommands) -> list[dict[str, Any]] | None:
+        answer = running.conflicts(limit)
+        return None if answer["native"] else list(answer["conflicts"])
+
+    records = _command(topology, region, data_dir, "conflicts", local, remote)
+    if records is None:
+        typer.echo("this backend replicates natively and reports no conflicts")
+        return
     if as_json:
-        typer.echo(json.dumps([dataclasses.asdict(c) for c in records], indent=2))
+        typer.echo(json.dumps(records, indent=2))
         return
     table = Table("detected", "table", "key", "winner", "loser")
     for c in records:
         table.add_row(
-            str(c.detected_ms), c.table, json.dumps(c.key), str(c.winner_version), str(c.loser_version)
+            str(c["detected_ms"]),
+            c["table"],
+            json.dumps(c["key"]),
+            str(tuple(c["winner_version"])),
+            str(tuple(c["loser_version"])),
         )
     Console().print(table)
 
@@ -524,9 +591,20 @@ def users_add(
     region: RegionOpt = None,
 ) -> None:
     """Create a confirmed user."""
-    with _region(topology, region, data_dir) as services:
+
+    def local(services: RegionServices) -> dict[str, Any]:
         user = services.identity.add_user(email, password, role=role)
-    typer.echo(f"added {user.email} ({user.role}), user id {user.user_id}")
+        return {"email": user.email, "role": user.role, "userId": user.user_id}
+
+    user = _command(
+        topology,
+        region,
+        data_dir,
+        "users add",
+        local,
+        lambda running: running.add_user(email, password, role),
+    )
+    typer.echo(f"added {user['email']} ({user['role']}), user id {user['userId']}")
 
 
 @users_app.command("confirm-code")
@@ -534,8 +612,15 @@ def users_confirm_code(
     email: str, data_dir: DataDir = Path("data"), topology: TopologyFile = None, region: RegionOpt = None
 ) -> None:
     """Print the confirmation code of a user who signed up (there is no mail server)."""
-    with _region(topology, region, data_dir) as services:
-        typer.echo(services.identity.confirmation_code(email))
+    code = _command(
+        topology,
+        region,
+        data_dir,
+        "users confirm-code",
+        lambda services: services.identity.confirmation_code(email),
+        lambda running: running.confirmation_code(email),
+    )
+    typer.echo(code)
 
 
 aws_app = typer.Typer(

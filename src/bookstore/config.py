@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bookstore.storage.durability import Durability
+
 Backend = Literal["sqlite", "dynamodb"]
 RankingBackend = Literal["sqlite", "redis"]
 
@@ -49,6 +51,9 @@ class Storage(BaseModel):
     # Objects: "local" (files + SQLite in the region's data dir) or "s3" (boto3, S3 replicates natively).
     objects: Literal["local", "s3"] = "local"
     s3_endpoint: str | None = None
+    # What an acknowledged write survives (storage.durability): "process" = kill -9 of the process,
+    # "power" = a power loss too (synchronous=FULL, fsync of object blobs and their directories).
+    durability: Durability = "process"
 
 
 class ObjectStoreAccess(BaseModel):

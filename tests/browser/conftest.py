@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
-from tests.browser.storefront import CHROMIUM, DESKTOP, ConsoleWatch, launch
+from tests.browser.storefront import DESKTOP, ConsoleWatch, launch
+from tests.support.prerequisites import require_binary
 from tests.support.regions import System, system_up
 
 
@@ -16,14 +16,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: headless Chromium driving the storefront through the edge")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Outside CI a missing Chromium skips with the reason; in CI (CI=true) the tests run and fail.
-    if os.environ.get("CI") == "true":
-        return
-    skip = pytest.mark.skip(reason="chromium is not installed (apt-get install -y chromium)")
-    for item in items:
-        if item.get_closest_marker("browser") and CHROMIUM is None:
-            item.add_marker(skip)
+@pytest.fixture(scope="session", autouse=True)
+def chromium_installed() -> None:
+    """Before any system starts: without Chromium skip with the reason, or fail in CI (CI=true)."""
+    require_binary("chromium")
 
 
 @pytest.fixture(scope="module")

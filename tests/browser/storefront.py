@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from dataclasses import dataclass, field
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, ViewportSize, expect
 
+from tests.support.prerequisites import require_binary
 from tests.support.regions import System
 
-CHROMIUM = shutil.which("chromium")
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -26,8 +25,8 @@ PASSWORD = "a long enough password"
 
 def launch(playwright: Playwright, args: list[str] | None = None) -> Browser:
     """Debian's Chromium (never a browser Playwright downloads), with LAUNCH_ARGS unless `args` are given."""
-    assert CHROMIUM is not None, "chromium is not installed: apt-get install -y chromium"
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS if args is None else args)
+    chromium = require_binary("chromium")
+    return playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS if args is None else args)
 
 
 @dataclass

@@ -26,7 +26,8 @@ SECRET = "the deployment's secret"
 @pytest.fixture
 def skewable(tmp_path: Path) -> Iterator[tuple[RegionServices, SkewedClock]]:
     clock = SkewedClock(SystemClock())
-    services = build_region(Topology(), EU, tmp_path, clock)
+    # A data directory of its own: the `services` fixture may own tmp_path/eu-west-1 in the same test.
+    services = build_region(Topology(), EU, tmp_path / "skewed", clock)
     services.catalog.load(seed_books())
     yield services, clock
     services.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,17 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.browser.storefront import CHROMIUM
+from tests.support.prerequisites import require_binary
 
 
 def require_chromium() -> None:
     """Skip without Chromium, with the reason; in CI (CI=true) a missing Chromium is a failure."""
-    if CHROMIUM is not None:
-        return
-    reason = "chromium is not installed (apt-get install -y chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require_binary("chromium")
 
 
 @dataclass

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import pymysql
 import pytest
 
+from tests.support.prerequisites import find_binary, require_binary
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -41,17 +43,7 @@ _template: Path | None = None
 
 
 def mariadbd_binary() -> str | None:
-    found = shutil.which("mariadbd") or shutil.which("mysqld")
-    if found:
-        return found
-    for path in ("/usr/sbin/mariadbd", "/usr/sbin/mysqld"):
-        if os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def install_db_binary() -> str | None:
-    return shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+    return find_binary("mariadbd", "mysqld")
 
 
 def free_port() -> int:
@@ -72,9 +64,7 @@ def _template_datadir() -> Path:
     with _template_lock:
         if _template is not None:
             return _template
-        installer = install_db_binary()
-        if installer is None:
-            pytest.skip("mariadb-install-db is not installed (apt-get install mariadb-server)")
+        installer = require_binary("mariadb-install-db", "mysql_install_db")
         root = Path(tempfile.mkdtemp(prefix="mdb-template-"))
         atexit.register(shutil.rmtree, root, True)
         datadir = root / "data"
@@ -222,10 +212,9 @@ def mariadb_server(
 
     `log_bin` adds `--log-bin` (binary log named after the server id), `gtid_strict_mode` adds
     `--gtid-strict-mode=1`; anything else goes in `extra_args` (e.g. `--read-only=1`). Root has no password
-    and may connect over TCP from 127.0.0.1. Skips the calling test when mariadbd is not installed.
+    and may connect over TCP from 127.0.0.1. Without mariadbd: skips the calling test, fails it in CI.
     """
-    if mariadbd_binary() is None:
-        pytest.skip("mariadbd is not installed (apt-get install mariadb-server); MariaDB tests skipped")
+    require_binary("mariadbd", "mysqld")
     template = _template_datadir()
     args = list(extra_args)
     if log_bin:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -14,12 +13,14 @@ from typing import Any, Literal
 import pytest
 import redis
 
+from tests.support.prerequisites import find_binary, require_binary
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 
 
 def redis_binary() -> str | None:
-    return shutil.which("redis-server")
+    return find_binary("redis-server")
 
 
 def free_port() -> int:
@@ -60,11 +61,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def redis_server(port: int | None = None) -> Iterator[str]:
     """Start redis-server (no persistence, its own temporary dir); yields `redis://127.0.0.1:PORT/0`.
 
-    Skips the calling test when the binary is not installed.
+    Without the binary: skips the calling test, or fails it in CI (`CI=true`).
     """
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); Redis tests skipped")
+    binary = require_binary("redis-server")
     with tempfile.TemporaryDirectory(prefix="bookstore-redis-") as tmp:
         # Another process may take the port between our probe and redis binding it: try a few ports.
         for _attempt in range(5):

@@ -232,17 +232,18 @@ async def _prepare(
     topology: Topology, data_dir: Path, home: str, other: str, both_sides: bool, edge: str
 ) -> tuple[list[Shopper], list[str]]:
     """Drill shoppers (new confirmed users, signed in through the edge) and the books they buy."""
-    from bookstore.bootstrap import build_region
+    from bookstore.blog.replication import operator_secret
+    from bookstore.replication.clock import SystemClock
+    from bookstore.runtime.commands import RegionCommands
 
     run_id = os.urandom(4).hex()
     emails = [f"drill-{run_id}-{i}@example.com" for i in range(SHOPPERS)]
+    target = topology.region(home)
 
     def add_users() -> list[str]:
-        services = build_region(topology, home, data_dir)
-        try:
-            return [services.identity.add_user(e, PASSWORD).user_id for e in emails]
-        finally:
-            services.close()
+        # Through the running home region: its data directory is its own (storage.local.ownership).
+        with RegionCommands(home, target.api_url, operator_secret(data_dir), SystemClock()) as running:
+            return [str(running.add_user(e, PASSWORD)["userId"]) for e in emails]
 
     user_ids = await asyncio.to_thread(add_users)
     shoppers: list[Shopper] = []

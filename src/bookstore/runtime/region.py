@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore import tables
 from bookstore.api.app import create_app
+from bookstore.api.commands import create_commands_router
 from bookstore.api.responses import JSON
 from bookstore.blog.replication import build_blog_replication
 from bookstore.bootstrap import RegionServices, build_region
@@ -37,6 +38,7 @@ from bookstore.runtime.links import link_url
 from bookstore.runtime.secret import deployment_secret, s3_access
 
 log = logging.getLogger("bookstore.region")
+OWNERSHIP_WAIT_S = 15.0
 
 
 def build_replicator(services: RegionServices, secret: str, registry: CollectorRegistry) -> Replicator | None:
@@ -125,6 +127,9 @@ def region_app(
             confirm_peers=[r for r in topology.active if r != me],
         )
         app.router.routes.extend(blog.routes())
+    if secret:
+        # The operator's commands (`bookstore users add`...), signed: the CLI never opens this directory.
+        app.include_router(create_commands_router(services))
     feed = feed or ChangeFeed()
     if replicator is not None and services.replica is not None:
         schemas = {s.name: s for s in tables.ALL if s.name in replicator.tables}
@@ -223,7 +228,8 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     logs.configure(region_id)
     # Skewed by 0 until a drill moves it (the clockSkewMs fault switch): every part reads this clock.
     clock = SkewedClock(SystemClock())
-    services = build_region(topology, region_id, data_dir, clock)
+    # A command finishing its work on the directory has it for a moment: wait rather than fail.
+    services = build_region(topology, region_id, data_dir, clock, wait_s=OWNERSHIP_WAIT_S)
     region = services.region
     try:
         secret = deployment_secret(data_dir)

@@ -8,7 +8,8 @@ Layout under `root` (nothing below it is named after a bucket or key, so no key 
   in between leaves an unreferenced file that the next start removes, never a visible half-written
   object. A completed multipart upload keeps its part files as the object's segments (no copy).
 - Committed transactions survive kill -9 (WAL, synchronous=NORMAL); the last ones may be lost on power
-  failure. One process opens a root at a time.
+  failure, unless durability is "power" (synchronous=FULL, and the blob directory fsynced after each
+  rename). One process opens a root at a time (storage.local.ownership).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ from bookstore.objectstore.port import (
     check_key,
 )
 from bookstore.ports import Clock
+from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
+from bookstore.storage.durability import Durability, fsync_directory, synchronous
 
 INLINE_MAX = 64 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -238,8 +241,17 @@ class LocalObjectStore:
 
     runs_inline = True
 
-    def __init__(self, root: Path, region: str, clock: Clock, *, min_part_size: int = MIN_PART_SIZE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        region: str,
+        clock: Clock,
+        *,
+        min_part_size: int = MIN_PART_SIZE,
+        durability: Durability = DEFAULT_DURABILITY,
+    ) -> None:
         self.root = Path(root)
+        self.durability = durability
         self.region = region
         self._clock = clock
         self._min_part_size = min_part_size
@@ -258,7 +270,7 @@ class LocalObjectStore:
                 self.root / "objects.sqlite3", isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous(durability)}")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._buckets = self._load_buckets()
@@ -910,7 +922,12 @@ class LocalObjectStore:
                     size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(temp, self._blob_path(blob_id))
+            target = self._blob_path(blob_id)
+            os.replace(temp, target)
+            if self.durability == "power":
+                # The rename is durable only once its directory is: else a power loss could lose the
+                # file of a committed row.
+                fsync_directory(target.parent)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise StorageError(f"object store: cannot write content: {exc}") from exc

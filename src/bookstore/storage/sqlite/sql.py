@@ -11,6 +11,8 @@ from typing import Literal, cast
 
 from bookstore.blog.port import Executed, Param, Row
 from bookstore.domain.errors import Conflict, StorageError
+from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
+from bookstore.storage.durability import Durability, synchronous
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -62,14 +64,16 @@ class SqliteSql:
     """The SqlDatabase port on a SQLite file: one writer connection behind a lock, a reader per thread.
 
     WAL with synchronous=NORMAL: a committed transaction survives a kill -9 of the process (only an
-    operating-system crash could lose the last ones). Write transactions are BEGIN IMMEDIATE, so they are
+    operating-system crash could lose the last ones); with durability "power", synchronous=FULL, it
+    survives a power loss too. Write transactions are BEGIN IMMEDIATE, so they are
     serialised from their first statement, also against other processes using the same file.
     """
 
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, durability: Durability = DEFAULT_DURABILITY) -> None:
         self.path = Path(path)
+        self.durability = durability
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -87,7 +91,7 @@ class SqliteSql:
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
         return conn
 
     def _check_open(self) -> None:

@@ -32,6 +32,8 @@ from bookstore.ports import (
 )
 from bookstore.replication.clock import HybridLogicalClock, SystemClock
 from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, Version
+from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
+from bookstore.storage.durability import Durability, synchronous
 from bookstore.storage.items import (
     KeyValue,
     check_changes,
@@ -157,9 +159,11 @@ class SqliteDatabase:
         clock: Clock | None = None,
         *,
         hlc: HybridLogicalClock | None = None,
+        durability: Durability = DEFAULT_DURABILITY,
     ) -> None:
         self.path = Path(path)
         self.region = region
+        self.durability = durability
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.hlc = hlc if hlc is not None else HybridLogicalClock(self.clock)
         self._tables: dict[str, SqliteTable] = {}
@@ -195,7 +199,7 @@ class SqliteDatabase:
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
         return conn
 
     def _script(self, script: str) -> None:

@@ -1,0 +1,31 @@
+"""How durable an acknowledged write is, and what each choice asks of SQLite and of the file system.
+
+- "process" (the default): a write is acknowledged once committed to SQLite's WAL (synchronous=NORMAL);
+  it survives kill -9 of the process, but a power loss or OS crash may lose the last commits.
+- "power": the commit is on disk before the acknowledgement (synchronous=FULL: the WAL is fsynced at
+  every commit; object blobs and the directories they are renamed into are fsynced), so it survives a
+  power loss too. Group commit (SqliteDatabase.run_group) shares one fsync among concurrent writes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+Durability = Literal["process", "power"]
+DEFAULT: Durability = "process"
+
+
+def synchronous(durability: Durability) -> str:
+    """SQLite's `PRAGMA synchronous` value for the durability."""
+    return "FULL" if durability == "power" else "NORMAL"
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or creation in `path` durable (the directory entry itself, not the file's data)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
