@@ -98,10 +98,16 @@ def test_a_code_expires_after_24_hours(region: Region) -> None:
     assert confirm(region, region.code()) == (200, "")
 
 
-def test_an_unknown_email_is_answered_as_a_wrong_code(region: Region) -> None:
+def test_an_unknown_email_and_a_confirmed_account_are_answered_as_a_wrong_code(region: Region) -> None:
     region.client.post("/auth/signup", json={"email": EMAIL, "password": PASSWORD})
     code = region.code()
-    assert confirm(region, wrong(code, 0)) == confirm(region, wrong(code, 0), "nobody@example.com")
+    region.services.identity.add_user("confirmed@example.com", PASSWORD)
+    expected = confirm(region, wrong(code, 0))
+    assert expected[0] == 400
+    assert confirm(region, wrong(code, 0), "nobody@example.com") == expected
+    assert confirm(region, wrong(code, 0), "confirmed@example.com") == expected
+    # The right code sent twice (a retry) confirms, then answers alike.
+    assert confirm(region, code) == confirm(region, code) == (200, "")
 
 
 def test_signup_answers_alike_whether_or_not_the_email_has_an_account(region: Region) -> None:

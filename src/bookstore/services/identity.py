@@ -234,17 +234,16 @@ class Identity:
             self._on_code(email, code["confirmationCode"])
 
     def confirm(self, email: str, code: str) -> None:
-        """Confirms the account with the code sent at sign-up; confirming a confirmed account does nothing.
+        """Confirms the account with the code sent at sign-up; the same code again does nothing more.
 
         A code expires CODE_TTL_MS after it was issued and is void after CODE_TRIES.most wrong tries
         (counted in every region); then only a new code (`resend_code`) confirms. Raises ValidationError
-        for a wrong, malformed, expired or void code, and for an unknown email (as for a wrong code).
+        for a wrong, malformed, expired or void code, and alike for an unknown email or a confirmed
+        account, so that the answers tell nothing of which accounts exist.
         """
         email = normalise_email(email)
         code = check_confirmation_code(code)
         user = self._users.get({"email": email})
-        if user is not None and user.get("confirmed") is True:
-            return
         code_id = "none" if user is None else str(user.get("codeId", "first"))
         subject = f"confirm:{email}:{code_id}"
         if self._attempts.count(subject, CODE_TRIES) >= CODE_TRIES.most:
@@ -257,6 +256,8 @@ class Identity:
             self._attempts.record(subject, CODE_TRIES)
             raise ValidationError(WRONG_CODE)
         assert user is not None
+        if user.get("confirmed") is True:
+            return  # the right code sent again (a retry): confirmed already
         issued = user.get("codeIssuedMs", user.get("createdMs"))
         if not isinstance(issued, int) or self._clock.now_ms() >= issued + CODE_TTL_MS:
             raise ValidationError(
@@ -265,13 +266,8 @@ class Identity:
         try:
             self._users.update(
                 {"email": email},
-                {
-                    "confirmed": True,
-                    "confirmationCode": None,
-                    "codeId": None,
-                    "codeIssuedMs": None,
-                    "confirmedMs": self._clock.now_ms(),
-                },
+                # The code stays: sent again, it answers as it did (a retry), and no other code does.
+                {"confirmed": True, "confirmedMs": self._clock.now_ms()},
                 condition=AttributeEquals("userId", user["userId"]),
             )
         except ConditionFailed:
