@@ -102,6 +102,8 @@ def build_region(
             table_map["users"],
             table_map["keys"],
             table_map["sessions"],
+            revocations=table_map["revocations"],
+            attempts=table_map["attempts"],
             region=region.id,
             key_dir=home / "keys",
             clock=clock,

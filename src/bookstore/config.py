@@ -74,7 +74,17 @@ class Replication(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    tables: tuple[str, ...] = ("books", "orders", "carts", "users", "keys", "sessions", "buckets")
+    tables: tuple[str, ...] = (
+        "books",
+        "orders",
+        "carts",
+        "users",
+        "keys",
+        "sessions",
+        "revocations",
+        "attempts",
+        "buckets",
+    )
     anti_entropy_s: float = 30.0
     # Anti-entropy compares only versions older than this: younger ones may still be on their way,
     # and comparing them under a steady stream of writes would "repair" what the logs deliver anyway.

@@ -144,14 +144,19 @@ class Table(Protocol):
     """A key-value table with conditions, queries, scans and an ordered change stream.
 
     Contract, kept by every adapter (tests/contract/test_table.py proves it):
-    - `put` replaces the whole item; `delete` of an absent key is a no-op that returns None.
+    - `put` replaces the whole item; `delete` of an absent key returns None.
     - A failed `condition` raises ConditionFailed and changes nothing.
     - Missing key attributes raise ValidationError.
     - `query` returns the items of one partition (of the table or of `index`) in ascending sort-key
       order (descending when asked); `scan` returns every item once across its pages.
     - Page cursors are opaque strings; a page holds at most `limit` items.
     - Every successful put, update and delete appends exactly one ChangeRecord to the stream, in commit
-      order; a delete of an absent item appends nothing. `changes(cursor)` returns records strictly after
+      order. A delete of an absent item appends a REMOVE (old None) too: in the adapters that replicate
+      themselves (SQLite, memory) it is a versioned tombstone, so a write of that key made elsewhere
+      earlier and arriving later loses by last-writer-wins. DynamoDB appends nothing there (Global Tables
+      replicate no delete of an absent item), the one documented exception. An adapter that merges by
+      first-writer-wins (SQLite) refuses any delete on such a table with ConditionFailed.
+      `changes(cursor)` returns records strictly after
       `cursor` (None = from the oldest record kept); reading is idempotent and resumable.
     - Once a write has returned, it survives a kill -9 of the process.
     - `changes` after a cursor the stream no longer leads on from (trimmed past it) raises StaleCursor:

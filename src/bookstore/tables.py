@@ -12,7 +12,11 @@ CARTS = TableSchema("carts", "customerId", "bookId")
 USERS = TableSchema("users", "email")
 KEYS = TableSchema("keys", "kid")
 SESSIONS = TableSchema("sessions", "sessionId")
+# Sign-outs, by session id: written once and never undone (no write of the session can bring it back).
+REVOCATIONS = TableSchema("revocations", "sessionId", conflict_rule=FIRST_WRITER_WINS)
+# Failed attempts (sign-in, confirmation codes) per subject; each region writes only its own rows.
+ATTEMPTS = TableSchema("attempts", "subject", "slot")
 # The object store's bucket directory: bucket names are one namespace, each bucket lives in one region.
 BUCKETS = TableSchema("buckets", "name")
 
-ALL: tuple[TableSchema, ...] = (BOOKS, ORDERS, CARTS, USERS, KEYS, SESSIONS, BUCKETS)
+ALL: tuple[TableSchema, ...] = (BOOKS, ORDERS, CARTS, USERS, KEYS, SESSIONS, REVOCATIONS, ATTEMPTS, BUCKETS)

@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from bookstore.domain.errors import ValidationError
-from bookstore.ports import Item, TableSchema
+from bookstore.domain.errors import ConditionFailed, ValidationError
+from bookstore.ports import Item, ItemExists, TableSchema
 from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import ApplyResult, LogEntry, LogTrimmed
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
-from bookstore.tables import BOOKS, ORDERS
+from bookstore.tables import BOOKS, CARTS, ORDERS
 
 IRELAND, SINGAPORE, VIRGINIA = "eu-west-1", "ap-southeast-1", "us-east-1"
 START_MS = 1_700_000_000_000
@@ -207,6 +207,44 @@ def test_a_tombstone_for_an_unknown_key_is_stored_and_logged_to_relay_on(open_re
     assert [(e.kind, e.old, e.origin) for e in relayed] == [("REMOVE", None, IRELAND)]
     pull(c, b)  # through Singapore only
     assert c.books.get({"id": "b007"}) is None
+
+
+def test_a_delete_before_the_write_arrives_wins_in_both_regions(open_region: Any) -> None:
+    # Issue 12 item 1: a cart row written in Ireland, deleted (by a checkout) in Singapore before the
+    # row reached it. Singapore's delete must leave a tombstone that beats the earlier write everywhere.
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    carts = {r.name: r.db.table(CARTS) for r in (a, b)}
+    key = {"customerId": "c", "bookId": "b1"}
+    carts[IRELAND].put({**key, "quantity": 2})
+    b.clock.now += 5
+    assert carts[SINGAPORE].delete(key) is None  # absent here: a tombstone all the same
+    exchange(a, b)
+    for region in (a, b):
+        assert carts[region.name].get(key) is None
+        assert carts[region.name].version(key) == carts[SINGAPORE].version(key)
+    # The removal reached Ireland's stream as a removal of the row it held.
+    assert [(r.kind, r.old is None) for r in carts[IRELAND].changes().records] == [
+        ("INSERT", True),
+        ("REMOVE", False),
+    ]
+    # An older write arriving once more (a repair, a relay) does not bring the row back.
+    (write,) = a.replica.read_log(0, limit=10, tables=["carts"]).entries[:1]
+    assert b.replica.apply(IRELAND, [replace(write, seq=99)], None).applied == 0
+    assert carts[SINGAPORE].get(key) is None
+
+
+def test_an_order_is_never_removed_or_blocked_by_a_tombstone(open_region: Any) -> None:
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    key = {"customerId": "c", "orderId": "o1"}
+    a.orders.put({**key, "books": []})
+    (placed,) = a.replica.read_log(0, limit=10).entries
+    # A removal of the order (from a peer of another version, or forged) is skipped, before or after it.
+    removal = replace(placed, kind="REMOVE", new=None, version=(placed.version[0] - 1, SINGAPORE))
+    assert b.replica.apply(IRELAND, [removal], None).applied == 0 and b.orders.version(key) is None
+    assert b.replica.apply(IRELAND, [placed], None).applied == 1
+    later = replace(removal, version=(placed.version[0] + 1, SINGAPORE))
+    assert b.replica.apply(IRELAND, [later], None).applied == 0
+    assert b.orders.get(key) == {**key, "books": []}
 
 
 def test_relayed_entries_keep_their_origin_version_and_previous_version(open_region: Any) -> None:
@@ -540,6 +578,28 @@ def test_a_snapshot_pages_over_every_item_and_tombstone_once(open_region: Any) -
         a.replica.snapshot("not-a-cursor", 5)
 
 
+def test_a_snapshot_page_ending_exactly_with_a_table_goes_on_with_the_next(open_region: Any) -> None:
+    a, c = open_region(IRELAND), open_region(VIRGINIA)
+    for i in range(5):
+        a.books.put(book(i))
+    for i in range(4):
+        a.orders.put({"customerId": "c", "orderId": f"o{i}"})
+    for limit in (1, 5, 9, 10):  # 5: the first page is exactly the books; 9: every entry, then nothing
+        entries = []
+        cursor: str | None = None
+        while True:
+            page = a.replica.snapshot(cursor, limit)
+            entries += page.entries
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        keys = [(e.table, tuple(e.key.values())) for e in entries]
+        assert len(keys) == len(set(keys)) == 9, (limit, keys)
+    for entry in entries:
+        c.replica.apply(IRELAND, [entry], None)
+    assert state(c) == state(a)
+
+
 # -- digests and repair ---------------------------------------------------------------------------------
 
 
@@ -667,14 +727,17 @@ def test_listeners_wake_after_local_writes_and_applies_that_log(open_region: Any
     b.replica.add_listener(broken)
     b.books.put(book(1))
     assert calls == ["b"]
-    b.books.delete({"id": "nothing-here"})  # logs nothing
-    assert calls == ["b"]
+    b.books.delete({"id": "nothing-here"})  # a tombstone all the same: logged
+    assert calls == ["b", "b"]
+    with pytest.raises(ConditionFailed):
+        b.books.delete({"id": "nothing-here"}, condition=ItemExists())  # logs nothing
+    assert calls == ["b", "b"]
     a.books.put(book(2))
     entries = a.replica.read_log(0, limit=10).entries
     b.replica.apply(IRELAND, entries, 1)
-    assert calls == ["b", "b"]
+    assert calls == ["b", "b", "b"]
     b.replica.apply(IRELAND, entries, 1)  # skipped: nothing logged
-    assert calls == ["b", "b"]
+    assert calls == ["b", "b", "b"]
 
 
 # -- files from before replication ----------------------------------------------------------------------

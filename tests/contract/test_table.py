@@ -32,7 +32,7 @@ from bookstore.storage.dynamodb.tables import DynamoTable
 from bookstore.storage.items import decode_cursor, encode_cursor
 from bookstore.storage.memory import MemoryTable
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
-from bookstore.tables import BOOKS, ORDERS
+from bookstore.tables import BOOKS, CARTS, ORDERS
 from tests.support.aws import fake_credentials
 
 # A table with a numeric sort key, to prove that numbers sort as numbers.
@@ -440,7 +440,9 @@ def test_scan_returns_every_item_exactly_once(orders: Table) -> None:
 # -- change stream ------------------------------------------------------------------------------------
 
 
-def test_changes_record_inserts_modifications_and_removals_in_commit_order(orders: Table) -> None:
+def test_changes_record_inserts_modifications_and_removals_in_commit_order(
+    orders: Table, backend: str
+) -> None:
     key = {"customerId": "c1", "orderId": "o1"}
     first = {**key, "books": [{"bookId": "b1", "quantity": 1, "price": 15.98}]}
     orders.put(first)
@@ -449,17 +451,25 @@ def test_changes_record_inserts_modifications_and_removals_in_commit_order(order
     third = orders.update(key, {"orderDate": 6})
     orders.put({"customerId": "c2", "orderId": "o9"})
     orders.delete(key)
-    orders.delete(key)  # absent by now: appends nothing
-    orders.delete({"customerId": "nobody", "orderId": "x"})
+    assert orders.delete(key) is None  # absent by now
+    assert orders.delete({"customerId": "nobody", "orderId": "x"}) is None
 
     records = all_changes(orders)
+    # A delete of an absent key is a removal too (a tombstone), except on DynamoDB, which appends nothing.
+    absent = (
+        []
+        if backend == "dynamodb"
+        else [("REMOVE", key), ("REMOVE", {"customerId": "nobody", "orderId": "x"})]
+    )
     assert [(r.kind, r.key) for r in records] == [
         ("INSERT", key),
         ("MODIFY", key),
         ("MODIFY", key),
         ("INSERT", {"customerId": "c2", "orderId": "o9"}),
         ("REMOVE", key),
+        *absent,
     ]
+    assert all(r.old is None and r.new is None for r in records[5:])
     assert (records[0].old, records[0].new) == (None, first)
     assert (records[1].old, records[1].new) == (first, second)
     assert (records[2].old, records[2].new) == (second, third)
@@ -571,11 +581,9 @@ def test_random_writes_match_a_dict_model_and_the_stream_replays_it(
         elif operation == "update":
             model[k] = table.update({"k": k}, attributes)
             writes += 1
-        elif table.delete({"k": k}) is not None:
-            del model[k]
-            writes += 1
         else:
-            assert k not in model
+            assert table.delete({"k": k}) == model.pop(k, None)
+            writes += 1  # present or not, a delete is a removal in the stream
 
     scanned, _ = all_pages(lambda c: table.scan(limit=page, cursor=c))
     assert scanned == [model[k] for k in sorted(model, key=model_key)]
@@ -583,10 +591,10 @@ def test_random_writes_match_a_dict_model_and_the_stream_replays_it(
     replayed: dict[Any, Item] = {}
     records = all_changes(table, limit=page)
     for record in records:
-        assert (record.old is None) == (record.kind == "INSERT")
+        assert record.kind == "REMOVE" or (record.old is None) == (record.kind == "INSERT")
         assert replayed.get(record.key["k"]) == record.old
         if record.new is None:
-            del replayed[record.key["k"]]
+            replayed.pop(record.key["k"], None)
         else:
             replayed[record.key["k"]] = record.new
     assert len(records) == writes
@@ -662,6 +670,37 @@ def test_sqlite_deletes_leave_versioned_tombstones(db: SqliteDatabase) -> None:
     assert books.scan().items == [] and books.query("Cookbooks", index="category-index").items == []
     books.put(book(1))
     assert [r.kind for r in books.changes().records] == ["INSERT", "REMOVE", "INSERT"]
+
+
+def test_sqlite_a_delete_of_an_absent_key_leaves_a_tombstone_a_later_delete_renews(
+    db: SqliteDatabase,
+) -> None:
+    # Issue 12 item 1: the cart row a checkout deletes may not have arrived yet; its tombstone must
+    # exist anyway, with a version above that earlier write, so last-writer-wins removes it on arrival.
+    carts = db.table(CARTS)
+    key = {"customerId": "c", "bookId": "b1"}
+    assert carts.delete(key) is None
+    first = carts.version(key)
+    assert first is not None and first[1] == "eu-west-1" and carts.get(key) is None
+    assert carts.delete(key) is None
+    second = carts.version(key)
+    assert second is not None and second > first
+    log = db.read_log().entries
+    assert [(e.kind, e.key, e.old, e.new) for e in log] == [("REMOVE", key, None, None)] * 2
+    assert log[1].previous == first and log[1].version == second
+    with pytest.raises(ConditionFailed):  # a condition that fails writes no tombstone
+        carts.delete(key, condition=ItemExists())
+    assert carts.version(key) == second
+
+
+def test_sqlite_a_first_writer_wins_item_is_never_deleted_nor_blocked(db: SqliteDatabase) -> None:
+    orders = db.table(ORDERS)
+    key = {"customerId": "c", "orderId": "never-written"}
+    with pytest.raises(ConditionFailed, match="never deleted"):
+        orders.delete(key)
+    assert orders.version(key) is None and db.read_log().entries == []
+    orders.put({**key, "books": []}, condition=ItemAbsent())
+    assert orders.get(key) == {**key, "books": []}
 
 
 def test_sqlite_log_holds_every_table_with_versions_and_previous_versions(db: SqliteDatabase) -> None:

@@ -33,7 +33,12 @@ bodies = st.one_of(
     st.fixed_dictionaries({"refreshToken": json_values}),
 )
 WRITES = [("POST", "/cart"), ("PUT", "/cart"), ("DELETE", "/cart"), ("POST", "/orders")]
-PUBLIC_WRITES = [("POST", "/auth/signin"), ("POST", "/auth/confirm"), ("POST", "/auth/refresh")]
+PUBLIC_WRITES = [
+    ("POST", "/auth/signin"),
+    ("POST", "/auth/confirm"),
+    ("POST", "/auth/resend-code"),
+    ("POST", "/auth/refresh"),
+]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

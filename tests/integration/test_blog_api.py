@@ -22,7 +22,7 @@ from bookstore.replication.clock import SystemClock
 from bookstore.services.identity import Identity
 from bookstore.storage.memory.tables import MemoryTable
 from bookstore.storage.sqlite.sql import SqliteSql
-from bookstore.tables import KEYS, SESSIONS, USERS
+from bookstore.tables import ATTEMPTS, KEYS, REVOCATIONS, SESSIONS, USERS
 
 API = "/blog/wp-json/wp/v2"
 PASSWORD = "correct horse battery"
@@ -58,6 +58,8 @@ def make_blog(tmp_path: Path, region: str) -> Iterator[Blog]:
         MemoryTable(USERS),
         MemoryTable(KEYS),
         MemoryTable(SESSIONS),
+        revocations=MemoryTable(REVOCATIONS),
+        attempts=MemoryTable(ATTEMPTS),
         region=region,
         key_dir=home / "keys",
         clock=clock,

@@ -34,7 +34,7 @@ from bookstore.domain.users import (
 )
 from bookstore.services.identity import AUDIENCE, ISSUER, Identity
 from bookstore.storage.memory.tables import MemoryTable
-from bookstore.tables import KEYS, SESSIONS, USERS
+from bookstore.tables import ATTEMPTS, KEYS, REVOCATIONS, SESSIONS, USERS
 
 PASSWORD = "correct horse battery"
 START_MS = 1_750_000_000_000
@@ -62,6 +62,8 @@ class Region:
     clock: ManualClock
     key_dir: Path
     codes: dict[str, str] = field(default_factory=dict)
+    revocations: MemoryTable = field(default_factory=lambda: MemoryTable(REVOCATIONS))
+    attempts: MemoryTable = field(default_factory=lambda: MemoryTable(ATTEMPTS))
 
 
 def new_identity(
@@ -73,12 +75,16 @@ def new_identity(
     key_dir: Path,
     clock: ManualClock,
     on_code: Callable[[str, str], None] | None = None,
+    revocations: MemoryTable | None = None,
+    attempts: MemoryTable | None = None,
 ) -> Identity:
     # The cheapest argon2 parameters: these tests check behaviour, not hashing strength.
     return Identity(
         users,
         keys,
         sessions,
+        revocations=revocations if revocations is not None else MemoryTable(REVOCATIONS, clock=clock),
+        attempts=attempts if attempts is not None else MemoryTable(ATTEMPTS, clock=clock),
         region=region,
         key_dir=key_dir,
         clock=clock,
@@ -102,10 +108,19 @@ def make_region(
     users, sessions = MemoryTable(USERS, clock=clock), MemoryTable(SESSIONS, clock=clock)
     keys = keys if keys is not None else MemoryTable(KEYS, clock=clock)
     key_dir = key_dir or tmp_path / region / "keys"
+    revocations, attempts = MemoryTable(REVOCATIONS, clock=clock), MemoryTable(ATTEMPTS, clock=clock)
     identity = new_identity(
-        users, keys, sessions, region=region, key_dir=key_dir, clock=clock, on_code=codes.__setitem__
+        users,
+        keys,
+        sessions,
+        region=region,
+        key_dir=key_dir,
+        clock=clock,
+        on_code=codes.__setitem__,
+        revocations=revocations,
+        attempts=attempts,
     )
-    return Region(identity, users, keys, sessions, clock, key_dir, codes)
+    return Region(identity, users, keys, sessions, clock, key_dir, codes, revocations, attempts)
 
 
 @pytest.fixture
@@ -253,7 +268,8 @@ def test_signup_confirm_signin_verify(eu: Region) -> None:
     eu.identity.confirm("ADA@example.com", code)
     stored = eu.users.get({"email": "ada@example.com"})
     assert stored is not None and stored["confirmed"] is True
-    assert stored.get("confirmationCode") is None
+    # The code is kept, so that a retry of it answers alike (and no other code does).
+    assert stored["confirmationCode"] == code
 
     tokens = eu.identity.signin("ada@example.com", PASSWORD)
     assert set(tokens) == {"accessToken", "refreshToken", "expiresIn"}
@@ -289,12 +305,12 @@ def test_session_item_holds_only_a_hash_of_the_refresh_secret(eu: Region) -> Non
     assert user is not None and session["userId"] == user["userId"]
 
 
-def test_duplicate_signup_is_a_conflict_and_keeps_the_first_account(eu: Region) -> None:
+def test_duplicate_signup_answers_alike_keeps_the_first_account_and_sends_no_code(eu: Region) -> None:
     eu.identity.signup("ada@example.com", PASSWORD)
     first = eu.users.get({"email": "ada@example.com"})
-    with pytest.raises(Conflict, match="already exists"):
-        eu.identity.signup(" ADA@example.com", "another password")
-    assert eu.users.get({"email": "ada@example.com"}) == first
+    sent = dict(eu.codes)
+    eu.identity.signup(" ADA@example.com", "another password")  # no error: existence is not revealed
+    assert eu.users.get({"email": "ada@example.com"}) == first and eu.codes == sent
 
 
 def test_signup_validates_input(eu: Region) -> None:
@@ -314,7 +330,7 @@ def test_confirm_errors(eu: Region) -> None:
         eu.identity.confirm("ada@example.com", wrong)
     with pytest.raises(ValidationError, match="6 digits"):
         eu.identity.confirm("ada@example.com", "abc")
-    with pytest.raises(NotFound, match="sign up first"):
+    with pytest.raises(ValidationError, match="wrong confirmation code"):  # as for an existing account
         eu.identity.confirm("nobody@example.com", code)
     user = eu.users.get({"email": "ada@example.com"})
     assert user is not None and user["confirmed"] is False
@@ -387,6 +403,8 @@ def test_signin_upgrades_a_hash_made_with_older_parameters(tmp_path: Path) -> No
         old.users,
         old.keys,
         old.sessions,
+        revocations=old.revocations,
+        attempts=old.attempts,
         region="eu-west-1",
         key_dir=old.key_dir,
         clock=old.clock,
@@ -410,7 +428,8 @@ def test_refresh_issues_a_new_access_token_for_the_same_session(eu: Region) -> N
     with pytest.raises(Unauthorized, match="expired"):
         eu.identity.verify(tokens["accessToken"])
     refreshed = eu.identity.refresh(tokens["refreshToken"])
-    assert refreshed["refreshToken"] == tokens["refreshToken"]
+    assert refreshed["refreshToken"] != tokens["refreshToken"]  # rotated on every use
+    assert refreshed["refreshToken"].split(".")[0] == tokens["refreshToken"].split(".")[0]
     assert refreshed["expiresIn"] == 900
     principal = eu.identity.verify(refreshed["accessToken"])
     assert principal.session_id == tokens["refreshToken"].split(".")[0]
@@ -434,21 +453,57 @@ def test_signout_revokes_refresh_but_not_issued_access_tokens(eu: Region) -> Non
     assert eu.identity.verify(eu.identity.refresh(other["refreshToken"])["accessToken"]).email == email
 
 
-def test_signout_of_an_unknown_session_creates_nothing(eu: Region) -> None:
+def test_signout_of_a_session_not_here_yet_records_its_revocation(eu: Region) -> None:
     eu.identity.signout("f" * 32)
     assert eu.sessions.scan().items == []
+    assert [r["sessionId"] for r in eu.revocations.scan().items] == ["f" * 32]
     with pytest.raises(ValidationError):
         eu.identity.signout("")
+
+
+def test_a_spent_refresh_token_presented_again_revokes_the_whole_session(eu: Region) -> None:
+    email = signed_up(eu)
+    first = eu.identity.signin(email, PASSWORD)["refreshToken"]
+    second = eu.identity.refresh(first)["refreshToken"]
+    third = eu.identity.refresh(second)["refreshToken"]
+    # The first token, spent, comes back (stolen, or replayed): the session is revoked for its holders.
+    with pytest.raises(Unauthorized, match="used before"):
+        eu.identity.refresh(first)
+    with pytest.raises(Unauthorized, match="signed out"):
+        eu.identity.refresh(third)
+    (revocation,) = eu.revocations.scan().items
+    assert revocation["sessionId"] == first.split(".")[0] and revocation["reason"] == "reuse"
+
+
+def test_a_signout_made_before_the_session_arrived_sticks_in_both_regions(tmp_path: Path) -> None:
+    # Issue 12 item 3: the session is signed in in Ireland, signed out in Singapore before it arrived.
+    eu, ap = make_region(tmp_path, "eu-west-1"), make_region(tmp_path, "ap-southeast-1")
+    email = signed_up(eu)
+    tokens = eu.identity.signin(email, PASSWORD)
+    session_id = tokens["refreshToken"].split(".")[0]
+    ap.identity.signout(session_id)  # Singapore has no such session yet
+    # Replication delivers each table's items, in any order: here the session after the revocation.
+    for table in ("users", "sessions", "revocations"):
+        for source, target in ((eu, ap), (ap, eu)):
+            for item in getattr(source, table).scan().items:
+                getattr(target, table).put(item)
+    for region in (eu, ap):
+        with pytest.raises(Unauthorized, match="signed out"):
+            region.identity.refresh(tokens["refreshToken"])
+    # A later write of the session (a rotation elsewhere, a repair) cannot bring it back.
+    eu.sessions.update({"sessionId": session_id}, {"revoked": False})
+    with pytest.raises(Unauthorized, match="signed out"):
+        eu.identity.refresh(tokens["refreshToken"])
 
 
 def test_refresh_after_the_session_expired(eu: Region) -> None:
     email = signed_up(eu)
     tokens = eu.identity.signin(email, PASSWORD)
     eu.clock.advance(2_592_000 - 1)
-    eu.identity.refresh(tokens["refreshToken"])
+    rotated = eu.identity.refresh(tokens["refreshToken"])
     eu.clock.advance(1)
     with pytest.raises(Unauthorized, match="expired"):
-        eu.identity.refresh(tokens["refreshToken"])
+        eu.identity.refresh(rotated["refreshToken"])
 
 
 def test_refresh_rejects_bad_tokens(eu: Region) -> None:
@@ -472,7 +527,7 @@ def test_refresh_rejects_bad_tokens(eu: Region) -> None:
     for token in bad:
         with pytest.raises(Unauthorized):
             eu.identity.refresh(token)  # type: ignore[arg-type]
-    assert eu.identity.refresh(tokens["refreshToken"])["refreshToken"] == tokens["refreshToken"]
+    assert eu.identity.refresh(tokens["refreshToken"])["refreshToken"] != tokens["refreshToken"]
 
 
 def test_refresh_fails_once_the_account_is_gone(eu: Region) -> None:

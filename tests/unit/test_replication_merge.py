@@ -127,8 +127,8 @@ class Cluster:
 
     def delete(self, i: int, key: Any) -> None:
         before = self.tables[i].version({"k": key})
-        if self.tables[i].delete({"k": key}) is not None:
-            self._written(i, key, None, before)
+        self.tables[i].delete({"k": key})  # present or not: a tombstone, newer than what it saw
+        self._written(i, key, None, before)
 
     def _written(self, i: int, key: Any, image: Item | None, before: Version | None) -> None:
         version = self.tables[i].version({"k": key})

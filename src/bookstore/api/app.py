@@ -4,7 +4,7 @@ from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Header, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bookstore.api.auth import bearer_principal
+from bookstore.api.client_address import client_address
 from bookstore.api.hotpaths import HotPaths
 from bookstore.api.middleware import ApiMiddleware
 from bookstore.api.responses import JSON, install_error_handlers
@@ -43,6 +44,10 @@ class Confirmation(Body):
     code: StrictStr = Field(max_length=32)
 
 
+class CodeRequest(Body):
+    email: StrictStr = Field(max_length=SHORT)
+
+
 class RefreshRequest(Body):
     refreshToken: StrictStr = Field(max_length=4096)
 
@@ -61,12 +66,17 @@ class OrderRequest(Body):
 
 
 def create_app(
-    services: RegionServices, registry: CollectorRegistry | None = None, *, hot_paths: bool = True
+    services: RegionServices,
+    registry: CollectorRegistry | None = None,
+    *,
+    hot_paths: bool = True,
+    secret: str | None = None,
 ) -> FastAPI:
     """The API app of one region, over its wired services.
 
     The routes below declare the API (and /openapi.json); with `hot_paths` (the default) the busiest of
-    them are answered by api/hotpaths.py in front of FastAPI, with the same behaviour.
+    them are answered by api/hotpaths.py in front of FastAPI, with the same behaviour. `secret` (the
+    deployment's) lets the region believe the client address the edge vouches for (client_address).
     """
     region = services.region
     registry = registry or CollectorRegistry()
@@ -117,6 +127,7 @@ def create_app(
 
     @app.post("/auth/signup", tags=["identity"], status_code=201)
     async def signup(body: Credentials) -> Response:
+        # The same answer whether or not the email has an account (see README, Security model).
         await run_in_threadpool(services.identity.signup, body.email, body.password)
         return JSON(
             {"email": body.email, "confirmed": False, "message": "check the region's log for the code"},
@@ -125,12 +136,19 @@ def create_app(
 
     @app.post("/auth/confirm", tags=["identity"])
     async def confirm(body: Confirmation) -> Response:
-        services.identity.confirm(body.email, body.code)
+        await run_in_threadpool(services.identity.confirm, body.email, body.code)
         return JSON({"email": body.email, "confirmed": True})
 
+    @app.post("/auth/resend-code", tags=["identity"], status_code=202)
+    async def resend_code(body: CodeRequest) -> Response:
+        await run_in_threadpool(services.identity.resend_code, body.email)
+        message = "if this email has an unconfirmed account, a new code was sent (see the region's log)"
+        return JSON({"email": body.email, "message": message}, status_code=202)
+
     @app.post("/auth/signin", tags=["identity"])
-    async def signin(body: Credentials) -> Response:
-        return JSON(await run_in_threadpool(services.identity.signin, body.email, body.password))
+    async def signin(body: Credentials, request: Request) -> Response:
+        client = client_address(request.scope, secret)
+        return JSON(await run_in_threadpool(services.identity.signin, body.email, body.password, client))
 
     @app.post("/auth/refresh", tags=["identity"])
     async def refresh(body: RefreshRequest) -> Response:

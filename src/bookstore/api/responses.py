@@ -21,6 +21,7 @@ STATUS: dict[type[errors.BookstoreError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.TooManyRequests: 429,
     errors.Unavailable: 503,
 }
 HTTP_CODES = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
@@ -46,6 +47,8 @@ def error_for(exc: errors.BookstoreError) -> JSON:
         log.error("internal error: %s: %s", type(exc).__name__, exc.message)
         return error(500, "InternalError", "the server failed; try again")
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, errors.TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return error(status, exc.code, exc.message, headers)
 
 

@@ -43,6 +43,16 @@ class Forbidden(BookstoreError):
     code = "Forbidden"
 
 
+class TooManyRequests(BookstoreError):
+    """Too many attempts (sign-in, confirmation codes) for now: try again after `retry_after_s` (429)."""
+
+    code = "TooManyRequests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
 class Unavailable(BookstoreError):
     """This region cannot serve the request now, e.g. a read-only replica asked to write (503)."""
 

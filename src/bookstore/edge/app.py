@@ -35,6 +35,8 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from bookstore.api.client_address import HEADER as CLIENT_HEADER
+from bookstore.api.client_address import vouch
 from bookstore.config import Topology
 from bookstore.edge import cdn
 from bookstore.edge.cdn import Bucket, Signer
@@ -82,6 +84,7 @@ _DROPPED = frozenset(
         b"x-bookstore-region",
         b"x-bookstore-timestamp",
         b"x-bookstore-signature",
+        b"x-bookstore-client",
     }
 )
 _DROPPED_ANSWER = frozenset(
@@ -206,6 +209,8 @@ class EdgeApp:
         self.signer = Signer(access.access_key_id, access.secret_access_key)
         # Operator endpoints take the operator token or a session; control actions pass the token on.
         self.operator_token = credentials.operator_token
+        # Regions believe the client address the edge passes only with this secret's HMAC (client_address).
+        self.secret = credentials.secret
         self.access = OperatorAccess(credentials.operator_token)
         # Only these objects are served as active content (pages, scripts); any other is inert (cdn.guarded).
         self.storefront_keys = site_keys()
@@ -556,6 +561,7 @@ class EdgeApp:
         forward = request.forward
         client = scope.get("client")
         forward.append((b"x-forwarded-for", (client[0] if client else "unknown").encode()))
+        forward.append((CLIENT_HEADER, vouch(self.secret, client[0] if client else "unknown")))
         forward.append((b"x-forwarded-host", request.host or b""))
         forward.append((b"x-forwarded-proto", b"http"))
         idempotent = method in IDEMPOTENT_METHODS or request.idempotency_key

@@ -107,7 +107,7 @@ def region_app(
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
     """
     registry = CollectorRegistry()
-    app = create_app(services, registry)
+    app = create_app(services, registry, secret=secret)
     if objects is not None:
         objects.metrics.register(registry)
     replicator = build_replicator(services, secret, registry) if secret else None
@@ -273,6 +273,8 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
             lifespan="on",
             timeout_graceful_shutdown=3,
             timeout_keep_alive=65,
+            # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
+            proxy_headers=False,
         )
         _RegionServer(config, on_exit=feed.close).run(sockets=sockets)
     finally:

@@ -44,6 +44,7 @@ from bookstore.domain.users import (
     normalise_email,
 )
 from bookstore.ports import AttributeEquals, Clock, Item, ItemAbsent, ItemExists, Table
+from bookstore.services.attempts import FOREVER, Attempts, Limit
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,19 @@ REQUIRED_CLAIMS: Final = ("sub", "email", "role", "sid", "iat", "exp", "iss", "a
 
 WRONG_CREDENTIALS: Final = "wrong email or password"
 INVALID_REFRESH: Final = "invalid refresh token; sign in again"
+WRONG_CODE: Final = "wrong confirmation code; check the code you were sent"
+SIGNED_OUT: Final = "this session was signed out; sign in again"
+
+# A confirmation code lives this long and allows this many wrong tries (counted in every region);
+# then a new one is asked for with `resend_code` (POST /auth/resend-code).
+CODE_TTL_MS: Final = 24 * 3600 * 1000
+CODE_TRIES = Limit("wrong confirmation codes", 5, FOREVER)
+RESENDS = Limit("confirmation codes asked for", 5, 3600)
+# Failed sign-ins per account and per client address, in windows of 15 minutes, counted in every region.
+SIGNIN_PER_ACCOUNT = Limit("failed sign-ins for this account", 10, 900)
+SIGNIN_PER_CLIENT = Limit("failed sign-ins from this address", 30, 900)
+# Hashes of spent refresh secrets a session remembers, to recognise a replayed one (reuse detection).
+_SPENT_KEPT: Final = 32
 
 # Longer strings are refused before any parsing: no token this service issues comes near these sizes.
 _MAX_ACCESS_TOKEN: Final = 4096
@@ -101,10 +115,15 @@ def _public_jwk(kid: str, x: str) -> dict[str, str]:
 
 
 class Identity:
-    """User accounts, sign-in sessions and access tokens, stored in three (replicated) tables.
+    """User accounts, sign-in sessions and access tokens, stored in five (replicated) tables.
 
-    - USERS (key `email`): userId, argon2 passwordHash, role, confirmed, confirmationCode.
-    - SESSIONS (key `sessionId`): one per sign-in; holds the SHA-256 of the refresh secret, never the secret.
+    - USERS (key `email`): userId, argon2 passwordHash, role, confirmed, and while unconfirmed the
+      confirmationCode with its codeId and codeIssuedMs.
+    - SESSIONS (key `sessionId`): one per sign-in; holds the SHA-256 of the current refresh secret (never
+      the secret) and of the secrets it replaced. Refresh tokens rotate on every use.
+    - REVOCATIONS (key `sessionId`, written once): sign-outs and sessions revoked on reuse of a spent
+      refresh token. No write of the session can undo one, whatever the order in which they replicate.
+    - ATTEMPTS: failed sign-ins and confirmation codes, counted in every region (services.attempts).
     - KEYS (key `kid`): public signing keys as JWKs. Each region signs with its own Ed25519 key, kept in
       `key_dir` and never in a table; because verification needs only the public key named by the token's
       `kid`, a token issued in any region verifies in every region that has received the KEYS table.
@@ -118,6 +137,8 @@ class Identity:
         keys: Table,
         sessions: Table,
         *,
+        revocations: Table,
+        attempts: Table,
         region: str,
         key_dir: Path,
         clock: Clock,
@@ -135,6 +156,8 @@ class Identity:
         self._users = users
         self._keys = keys
         self._sessions = sessions
+        self._revocations = revocations
+        self._attempts = Attempts(attempts, region=region, clock=clock)
         self._region = region
         self._key_dir = Path(key_dir)
         self._clock = clock
@@ -163,47 +186,88 @@ class Identity:
     def signup(self, email: str, password: str) -> None:
         """Creates an unconfirmed customer account and hands its confirmation code to `on_code`.
 
-        Raises ValidationError for a malformed email or password, Conflict when the email is taken.
+        An email that already has an account gets the same answer, after the same work, and changes
+        nothing (no code is sent): the answer does not tell whether an account exists. Its owner asks for
+        a new code with `resend_code`, or signs in. Raises ValidationError for a malformed email or password.
         """
         email = normalise_email(email)
         check_password(password)
-        code = f"{secrets.randbelow(1_000_000):06d}"
+        code = self._new_code()
         item: Item = {
             "email": email,
             "userId": uuid.uuid4().hex,
             "passwordHash": self._hasher.hash(password),
             "role": "customer",
             "confirmed": False,
-            "confirmationCode": code,
+            **code,
             "createdMs": self._clock.now_ms(),
         }
         try:
             self._users.put(item, condition=ItemAbsent())
         except ConditionFailed:
-            raise Conflict("an account with this email already exists") from None
+            log.info("region=%s event=signup_of_existing_account email=%s", self._region, email)
+            return
         log.info("region=%s event=signup email=%s", self._region, email)
         if self._on_code is not None:
-            self._on_code(email, code)
+            self._on_code(email, code["confirmationCode"])
+
+    def resend_code(self, email: str) -> None:
+        """Replaces the confirmation code of an unconfirmed account and hands it to `on_code`.
+
+        Answers alike whether or not such an account exists (nothing happens when none does). Raises
+        TooManyRequests after RESENDS.most requests for one email within an hour.
+        """
+        email = normalise_email(email)
+        subject = f"resend:{email}"
+        self._attempts.check(subject, RESENDS)
+        self._attempts.record(subject, RESENDS)
+        user = self._users.get({"email": email})
+        if user is None or user.get("confirmed") is True:
+            return
+        code = self._new_code()
+        try:
+            self._users.update({"email": email}, code, condition=AttributeEquals("userId", user["userId"]))
+        except ConditionFailed:
+            return  # the account was replaced meanwhile: it has its own code
+        log.info("region=%s event=code_resent email=%s", self._region, email)
+        if self._on_code is not None:
+            self._on_code(email, code["confirmationCode"])
 
     def confirm(self, email: str, code: str) -> None:
-        """Confirms the account with the code sent at sign-up; confirming a confirmed account does nothing.
+        """Confirms the account with the code sent at sign-up; the same code again does nothing more.
 
-        Raises ValidationError for a wrong or malformed code, NotFound for an unknown email.
+        A code expires CODE_TTL_MS after it was issued and is void after CODE_TRIES.most wrong tries
+        (counted in every region); then only a new code (`resend_code`) confirms. Raises ValidationError
+        for a wrong, malformed, expired or void code, and alike for an unknown email or a confirmed
+        account, so that the answers tell nothing of which accounts exist.
         """
         email = normalise_email(email)
         code = check_confirmation_code(code)
         user = self._users.get({"email": email})
-        if user is None:
-            raise NotFound(f"no account with the email {email}; sign up first")
-        if user.get("confirmed") is True:
-            return
-        stored = user.get("confirmationCode")
+        code_id = "none" if user is None else str(user.get("codeId", "first"))
+        subject = f"confirm:{email}:{code_id}"
+        if self._attempts.count(subject, CODE_TRIES) >= CODE_TRIES.most:
+            raise ValidationError(
+                f"this confirmation code is void after {CODE_TRIES.most} wrong tries; "
+                "ask for a new one (POST /auth/resend-code)"
+            )
+        stored = None if user is None else user.get("confirmationCode")
         if not isinstance(stored, str) or not hmac.compare_digest(stored.encode(), code.encode()):
-            raise ValidationError("wrong confirmation code; check the code you were sent")
+            self._attempts.record(subject, CODE_TRIES)
+            raise ValidationError(WRONG_CODE)
+        assert user is not None
+        if user.get("confirmed") is True:
+            return  # the right code sent again (a retry): confirmed already
+        issued = user.get("codeIssuedMs", user.get("createdMs"))
+        if not isinstance(issued, int) or self._clock.now_ms() >= issued + CODE_TTL_MS:
+            raise ValidationError(
+                "this confirmation code has expired; ask for a new one (POST /auth/resend-code)"
+            )
         try:
             self._users.update(
                 {"email": email},
-                {"confirmed": True, "confirmationCode": None, "confirmedMs": self._clock.now_ms()},
+                # The code stays: sent again, it answers as it did (a retry), and no other code does.
+                {"confirmed": True, "confirmedMs": self._clock.now_ms()},
                 condition=AttributeEquals("userId", user["userId"]),
             )
         except ConditionFailed:
@@ -249,27 +313,30 @@ class Identity:
 
     # ----- sessions ---------------------------------------------------------------------------------------
 
-    def signin(self, email: str, password: str) -> dict[str, Any]:
+    def signin(self, email: str, password: str, client: str | None = None) -> dict[str, Any]:
         """Checks the password and opens a session: {accessToken, refreshToken, expiresIn (seconds)}.
 
         An unknown email and a wrong password give the same Unauthorized, after the same amount of argon2
         work, so neither the answer nor its timing tells whether an account exists. A right password on an
-        unconfirmed account gives Forbidden.
+        unconfirmed account gives Forbidden. Failed sign-ins are counted per email and per `client` (the
+        client's address), in every region: at SIGNIN_PER_ACCOUNT or SIGNIN_PER_CLIENT, TooManyRequests
+        answers before any password is hashed, until the window ends.
         """
         email = normalise_email(email)
-        if not isinstance(password, str) or len(password) > PASSWORD_MAX_LENGTH:
-            # No account can have such a password; refusing before hashing bounds the work per request.
-            raise Unauthorized(WRONG_CREDENTIALS)
-        user = self._users.get({"email": email})
-        if user is None:
-            self._password_matches(self._dummy(), password)
-            raise Unauthorized(WRONG_CREDENTIALS)
-        stored = user.get("passwordHash")
-        if not isinstance(stored, str) or not self._password_matches(stored, password):
-            raise Unauthorized(WRONG_CREDENTIALS)
+        throttled = [(f"signin:{email}", SIGNIN_PER_ACCOUNT)]
+        if client:
+            throttled.append((f"signin-from:{client}", SIGNIN_PER_CLIENT))
+        for subject, limit in throttled:
+            self._attempts.check(subject, limit)
+        try:
+            user = self._checked_password(email, password)
+        except Unauthorized:
+            for subject, limit in throttled:
+                self._attempts.record(subject, limit)
+            raise
         if user.get("confirmed") is not True:
             raise Forbidden("confirm your email with the code first")
-        self._rehash_if_needed(email, stored, password)
+        self._rehash_if_needed(email, user["passwordHash"], password)
 
         session_id = uuid.uuid4().hex
         secret = secrets.token_urlsafe(32)
@@ -295,58 +362,107 @@ class Identity:
         }
 
     def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """A new access token for a live session: {accessToken, refreshToken (the same), expiresIn}.
+        """A new access token and a new refresh token for a live session: {accessToken, refreshToken,
+        expiresIn}. The refresh token presented is spent: presenting it again revokes the whole session
+        (reuse detection: one of its two holders is not the user).
 
-        Raises Unauthorized when the refresh token is malformed or unknown, or its session was signed out,
-        has expired, or belongs to an account that no longer exists.
+        Raises Unauthorized when the refresh token is malformed, unknown or spent, or its session was
+        signed out (a revocation recorded in any region), has expired, or belongs to an account that no
+        longer exists.
         """
         if not isinstance(refresh_token, str) or len(refresh_token) > _MAX_REFRESH_TOKEN:
             raise Unauthorized(INVALID_REFRESH)
         session_id, dot, secret = refresh_token.partition(".")
         if not dot or not secret or not _SESSION_ID_RE.fullmatch(session_id):
             raise Unauthorized(INVALID_REFRESH)
-        session = self._sessions.get({"sessionId": session_id})
-        if session is None:
-            raise Unauthorized(INVALID_REFRESH)
-        stored = session.get("secretHash")
-        if not isinstance(stored, str) or not hmac.compare_digest(stored.encode(), _sha256(secret).encode()):
-            raise Unauthorized(INVALID_REFRESH)
+        if self._revocations.get({"sessionId": session_id}) is not None:
+            raise Unauthorized(SIGNED_OUT)
+        for _ in range(3):
+            session = self._sessions.get({"sessionId": session_id})
+            if session is None:
+                raise Unauthorized(INVALID_REFRESH)
+            stored = session.get("secretHash")
+            if not isinstance(stored, str):
+                raise Unauthorized(INVALID_REFRESH)
+            presented = _sha256(secret)
+            if not hmac.compare_digest(stored.encode(), presented.encode()):
+                spent = session.get("spent")
+                if isinstance(spent, list) and presented in spent:
+                    self._revoke(session_id, "reuse")
+                    log.warning("region=%s event=refresh_token_reuse session=%s", self._region, session_id)
+                    raise Unauthorized(
+                        "this refresh token was used before, so the session is signed out; sign in again"
+                    )
+                raise Unauthorized(INVALID_REFRESH)
+            self._live(session)
+            user = self._session_user(session)
+            fresh = secrets.token_urlsafe(32)
+            spent = session.get("spent")
+            kept = ([*spent] if isinstance(spent, list) else [])[-(_SPENT_KEPT - 1) :]
+            try:
+                self._sessions.update(
+                    {"sessionId": session_id},
+                    {
+                        "secretHash": _sha256(fresh),
+                        "spent": [*kept, presented],
+                        "rotatedMs": self._clock.now_ms(),
+                    },
+                    condition=AttributeEquals("secretHash", stored),
+                )
+            except ConditionFailed:
+                continue  # rotated meanwhile by a concurrent use of this token: that one is reuse
+            return {
+                "accessToken": self._access_token(user, user["email"], session_id),
+                "refreshToken": f"{session_id}.{fresh}",
+                "expiresIn": self._access_ttl,
+            }
+        raise Unauthorized(INVALID_REFRESH)
+
+    def _live(self, session: Item) -> None:
+        """Raise Unauthorized unless `session` is neither signed out nor expired."""
         if session.get("revoked") is not False:
-            raise Unauthorized("this session was signed out; sign in again")
+            raise Unauthorized(SIGNED_OUT)
         expires = session.get("expiresMs")
         if not isinstance(expires, int) or self._clock.now_ms() >= expires:
             raise Unauthorized("this session has expired; sign in again")
+
+    def _session_user(self, session: Item) -> Item:
+        """The account of `session` (with its normalised email); Unauthorized when it no longer exists."""
         email = session.get("email")
         if not isinstance(email, str):
             raise Unauthorized(INVALID_REFRESH)
         user = self._users.get({"email": email})
         if user is None or user.get("userId") != session.get("userId"):
             raise Unauthorized("the account of this session no longer exists")
-        return {
-            "accessToken": self._access_token(user, email, session_id),
-            "refreshToken": refresh_token,
-            "expiresIn": self._access_ttl,
-        }
+        return {**user, "email": email}
 
     def signout(self, session_id: str) -> None:
         """Ends the session `session_id` (an access token's `sid` claim, i.e. `Principal.session_id`).
 
-        Its refresh token stops working at once (in every region, once the sessions table has replicated).
-        Access tokens already issued for it stay valid until they expire (at most `access_ttl` seconds),
-        as with Cognito's sign-out: verifying them reads no table. Signing out twice, or out of an
-        unknown session, does nothing.
+        Its refresh token stops working at once here, and in every region once the revocation has
+        replicated: it is recorded in REVOCATIONS even when the session itself has not reached this region
+        yet, and no later write of the session undoes it. Access tokens already issued for it stay valid
+        until they expire (at most `access_ttl` seconds), as with Cognito's sign-out: verifying them reads
+        no table. Signing out twice does nothing more.
         """
         if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
             raise ValidationError("sign-out needs the session id of an access token")
-        try:
-            self._sessions.update(
-                {"sessionId": session_id},
-                {"revoked": True, "revokedMs": self._clock.now_ms()},
-                condition=ItemExists(),
-            )
-        except ConditionFailed:
-            return
+        self._revoke(session_id, "signout")
         log.info("region=%s event=signout session=%s", self._region, session_id)
+
+    def _revoke(self, session_id: str, reason: str) -> None:
+        """Record the session's revocation (sticky), and mark the session itself when it is here."""
+        now = self._clock.now_ms()
+        # ConditionFailed: revoked before (here, or in a region whose revocation has arrived).
+        with contextlib.suppress(ConditionFailed):
+            self._revocations.put(
+                {"sessionId": session_id, "reason": reason, "revokedMs": now, "region": self._region},
+                condition=ItemAbsent(),
+            )
+        with contextlib.suppress(ConditionFailed):
+            self._sessions.update(
+                {"sessionId": session_id}, {"revoked": True, "revokedMs": now}, condition=ItemExists()
+            )
 
     # ----- tokens -----------------------------------------------------------------------------------------
 
@@ -430,6 +546,28 @@ class Identity:
         return self._signing_key().kid
 
     # ----- internals ------------------------------------------------------------------------------------
+
+    def _checked_password(self, email: str, password: str) -> Item:
+        """The account of `email` when `password` is its password; Unauthorized (after equal work) if not."""
+        if not isinstance(password, str) or len(password) > PASSWORD_MAX_LENGTH:
+            # No account can have such a password; refusing before hashing bounds the work per request.
+            raise Unauthorized(WRONG_CREDENTIALS)
+        user = self._users.get({"email": email})
+        if user is None:
+            self._password_matches(self._dummy(), password)
+            raise Unauthorized(WRONG_CREDENTIALS)
+        stored = user.get("passwordHash")
+        if not isinstance(stored, str) or not self._password_matches(stored, password):
+            raise Unauthorized(WRONG_CREDENTIALS)
+        return user
+
+    def _new_code(self) -> Item:
+        """A new confirmation code with its id (its wrong tries are counted under it) and issue time."""
+        return {
+            "confirmationCode": f"{secrets.randbelow(1_000_000):06d}",
+            "codeId": uuid.uuid4().hex,
+            "codeIssuedMs": self._clock.now_ms(),
+        }
 
     def _dummy(self) -> str:
         if self._dummy_hash is None:

@@ -82,9 +82,8 @@ class MemoryTable:
         with self._lock:
             old = self._current(parts)
             self._check(condition, old)
-            if old is None:
-                return None
-            doc = self._items.pop(parts)
+            # Like SqliteTable: a delete of an absent key is still a removal in the stream.
+            doc = self._items.pop(parts, None)
             self._log.append(("REMOVE", orjson.dumps(key), doc, None, self._clock.now_ms()))
             return old
 

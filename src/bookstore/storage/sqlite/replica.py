@@ -11,7 +11,7 @@ from typing import Any, cast
 import orjson
 
 from bookstore.domain.errors import StorageError, ValidationError
-from bookstore.ports import ChangeKind, Item
+from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item
 from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import (
     ApplyResult,
@@ -281,6 +281,11 @@ class SqliteReplica:
             if local_version is None and change.doc is None and entry.version[0] < self._horizon:
                 continue  # a tombstone already trimmed here, brought back by a late repair
             rule = change.table.schema.conflict_rule
+            if rule == FIRST_WRITER_WINS:
+                if change.doc is None:
+                    continue  # an item written once is never deleted: no tombstone may remove or block it
+                if local_doc is None:
+                    local_version = None  # a tombstone (of an older file) blocks no first write
             if local_version is not None and concurrent(
                 entry.version, entry.previous, local_version, local_previous
             ):
@@ -459,6 +464,12 @@ class SqliteReplica:
             with self.db._read() as conn:
                 head = self.db._head_seq(conn)
                 for name in names:
+                    if entries and len(entries) == limit:
+                        # The page ended exactly with the previous table: go on after its last row.
+                        last_entry = entries[-1]
+                        previous = open_tables[last_entry.table]
+                        cursor = encode_cursor([last_entry.table, *previous.stored_key(last_entry.key)])
+                        break
                     table = open_tables[name]
                     sql = f"SELECT {_ROW_SELECT} FROM {table.sql_table} "
                     params: tuple[Any, ...] = ()

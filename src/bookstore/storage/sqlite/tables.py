@@ -738,7 +738,8 @@ class SqliteTable:
         new_doc: Any,
     ) -> tuple[Item | None, bool]:
         row = conn.execute(self.sql_current, (pk, sk)).fetchone()
-        if row is not None and self.schema.conflict_rule == FIRST_WRITER_WINS:
+        write_once = self.schema.conflict_rule == FIRST_WRITER_WINS
+        if write_once and row is not None and row[0] is not None:
             # Replication keeps a key's lowest version: a later local write would be undone everywhere.
             raise ConditionFailed(
                 f"table {self.schema.name}: {key} was written before, and its items are written once"
@@ -748,8 +749,11 @@ class SqliteTable:
         if not holds(condition, old):
             raise ConditionFailed(f"table {self.schema.name}: condition {condition} does not hold for {key}")
         doc: str | None = new_doc(old)
-        if doc is None and old is None:
-            return None, False
+        if doc is None and write_once:
+            # A tombstone would carry the lowest version of the key and block its first write everywhere.
+            raise ConditionFailed(f"table {self.schema.name}: items are written once and never deleted")
+        # A delete of an absent key still writes a versioned tombstone: a write of the key that has not
+        # arrived yet (made elsewhere, earlier) must lose to it by last-writer-wins, not come back.
         kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old is None else "MODIFY"
         db = self._db
         candidate = db.hlc.now()

@@ -211,6 +211,7 @@ export const bestsellers = () => request("/bestsellers");
 export const signup = (email, password) =>
   request("/auth/signup", { method: "POST", body: { email, password } });
 export const confirm = (email, code) => request("/auth/confirm", { method: "POST", body: { email, code } });
+export const resendCode = (email) => request("/auth/resend-code", { method: "POST", body: { email } });
 
 export async function signin(email, password) {
   const tokens = await request("/auth/signin", { method: "POST", body: { email, password } });

@@ -239,7 +239,7 @@ function signupForm() {
     await api.signup(email, String(data.get("signup-password")));
     go(`/confirm?email=${encodeURIComponent(email)}`, {
       kind: "ok",
-      text: `Account created for ${email}. Enter the confirmation code to finish.`,
+      text: `Signed up as ${email}. Enter the confirmation code to finish.`,
     });
   });
 }
@@ -329,6 +329,22 @@ export async function confirm(_params, query) {
     }),
     h("button", { type: "submit" }, "Confirm"),
   );
+  // A code lasts 24 hours and a few wrong tries; a new one goes to the region's log like the first.
+  const sent = h("p", { class: "notice ok", role: "status", hidden: true });
+  const resend = h("button", { type: "button", class: "secondary" }, "Send a new code");
+  resend.addEventListener("click", async () => {
+    error.hidden = true;
+    sent.hidden = true;
+    const address = String(new FormData(form).get("confirm-email")).trim();
+    try {
+      await api.resendCode(address);
+      sent.textContent = `A new code was sent for ${address} (see the region's log). Earlier codes no longer work.`;
+      sent.hidden = false;
+    } catch (err) {
+      showError(error, err.message || "Something went wrong. Please try again.");
+    }
+  });
+  form.append(resend, sent);
   onSubmit(form, error, async (data) => {
     const address = String(data.get("confirm-email")).trim();
     await api.confirm(address, String(data.get("confirm-code")).trim());
