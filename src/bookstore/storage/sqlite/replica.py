@@ -183,6 +183,9 @@ class SqliteReplica:
     def head_seq(self) -> int:
         return self.db.head_seq()
 
+    def clock_version(self) -> int:
+        return self.db.hlc.last
+
     def trimmed_through(self) -> int:
         return self.db.trimmed_through()
 
