@@ -97,7 +97,7 @@ def exchange(regions: dict[str, Region]) -> dict[tuple[str, str], bool]:
     return asyncio.run(run())
 
 
-def test_a_one_hour_skew_contaminates_no_other_region_and_following_resumes(
+def test_a_one_hour_skew_contaminates_no_other_region_and_no_later_write_loses_to_it(
     regions: dict[str, Region],
 ) -> None:
     eu, ap, us = regions[EU], regions[AP], regions[US]
@@ -105,34 +105,35 @@ def test_a_one_hour_skew_contaminates_no_other_region_and_following_resumes(
     assert all(exchange(regions).values())
     assert {r: regions[r].quantity() for r in REGIONS} == {EU: 1, AP: 1, US: 1}
 
-    # Singapore's clock runs an hour ahead; its write carries a version an hour in the future.
+    # Singapore's clock jumps an hour ahead. The others stop following it and say so, with the offset.
     ap.clock.offset_ms = HOUR_MS
-    ap.put(5)
     followed = exchange(regions)
     assert not followed[(EU, AP)] and not followed[(US, AP)]
-    # Not applied, and neither region's hybrid clock moved towards the future.
+    # Singapore still follows the others (their changes are behind its clock, not ahead) and so learns
+    # that its clock runs ahead of theirs: its hybrid clock keeps to theirs.
+    assert followed[(AP, EU)] and followed[(AP, US)]
+    ap.put(5)
+    assert ap.clock_ahead_ms() < BOUND_MS, "the fast region's versions keep to the others' clocks"
+    exchange(regions)
+    # Not applied elsewhere, and neither region's hybrid clock moved towards the future.
     assert (eu.quantity(), us.quantity()) == (1, 1)
     assert eu.clock_ahead_ms() < BOUND_MS and us.clock_ahead_ms() < BOUND_MS
-    # Said, with the offset: status, metrics.
     for region in (eu, us):
         peer = region.replicator.status()["peers"][AP]
         assert peer["followed"] is False
-        assert HOUR_MS - 5_000 < peer["notFollowed"]["offsetMs"] <= HOUR_MS + 1_000
         assert HOUR_MS - 5_000 < peer["clockOffsetMs"] <= HOUR_MS + 1_000
-        assert "ahead of this region's clock" in peer["notFollowed"]["reason"]
+        assert HOUR_MS - 5_000 < peer["notFollowed"]["offsetMs"] <= HOUR_MS + 1_000
+        assert "ap-southeast-1's clock is" in peer["notFollowed"]["reason"]
         assert region.metric("bookstore_replication_peer_followed", AP) == 0
         offset_s = region.metric("bookstore_replication_peer_clock_offset_seconds", AP)
         assert offset_s is not None and offset_s > 3_590
-    # Singapore itself still follows the others (their changes are behind its clock, not ahead).
-    assert followed[(AP, EU)] and followed[(AP, US)]
 
-    # A later write in Ireland is not beaten by the future one, in any region that kept its clock.
+    # A later write in Ireland; anti-entropy (whose settle bound is the hybrid clock's) carries nothing
+    # from the future either.
+    time.sleep(0.6)  # later by more than the bound: a write, not a concurrent one
     eu.put(2)
     exchange(regions)
-    assert (eu.quantity(), us.quantity()) == (2, 2)
 
-    # Anti-entropy does not carry the future version either (pull: filtered; the settle bound is the
-    # hybrid clock's, so every version is compared).
     async def repair() -> None:
         for region in (eu, us):
             region.replicator.anti_entropy_settle_ms = 1
@@ -143,13 +144,36 @@ def test_a_one_hour_skew_contaminates_no_other_region_and_following_resumes(
     assert (eu.quantity(), us.quantity()) == (2, 2)
     assert eu.clock_ahead_ms() < BOUND_MS and us.clock_ahead_ms() < BOUND_MS
 
-    # The skew removed: Singapore's clock is back within the bound. Its write of the skewed hour is still
-    # an hour ahead, so it stays held (never dropped, never applied early) ...
+    # The skew removed: following resumes by itself, and the later write wins in every region.
     ap.clock.offset_ms = 0
+    assert all(exchange(regions).values())
+    exchange(regions)
+    assert {r: regions[r].quantity() for r in REGIONS} == {EU: 2, AP: 2, US: 2}
+    for region in (eu, us):
+        assert region.replicator.status()["peers"][AP]["followed"] is True
+        assert region.metric("bookstore_replication_peer_followed", AP) == 1
+
+
+def test_a_change_stamped_before_the_region_knew_its_clock_was_fast_is_held_back_not_applied(
+    regions: dict[str, Region],
+) -> None:
+    eu, ap = regions[EU], regions[AP]
+    eu.put(1)
+    assert all(exchange(regions).values())
+    # The clock jumps and Singapore writes before it heard from anyone: its version is an hour ahead.
+    ap.clock.offset_ms = HOUR_MS
+    ap.put(5)
+    assert ap.clock_ahead_ms() > HOUR_MS - 5_000
+    ap.clock.offset_ms = 0  # even with its clock set right again ...
     followed = exchange(regions)
-    assert not followed[(EU, AP)]
-    assert eu.replicator.status()["peers"][AP]["notFollowed"]["offsetMs"] > HOUR_MS - 5_000
-    assert eu.quantity() == 2
+    # ... that change is not applied, and does not move the clock, until it is within the bound.
+    assert not followed[(EU, AP)] and not followed[(US, AP)]
+    assert eu.quantity() == 1 and eu.clock_ahead_ms() < BOUND_MS
+    held = eu.replicator.status()["peers"][AP]["notFollowed"]
+    assert held["offsetMs"] > HOUR_MS - 5_000 and "the change of carts" in held["reason"]
+    # Held, not dropped: the stream resumes at it (its checkpoint did not pass it).
+    assert eu.replicator.store.checkpoint(AP) is not None
+    assert SqliteReplica(ap.db).read_log(eu.replicator.store.checkpoint(AP) or 0, limit=10).entries
 
 
 def test_following_resumes_by_itself_when_the_peer_s_clock_is_back_within_bound(

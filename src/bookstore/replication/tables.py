@@ -50,6 +50,8 @@ ACK_EVERY_MS = 10_000
 MAX_CLOCK_OFFSET_MS = 500
 # How often a peer not followed for its clock is asked again whether its offset is back within bound.
 CLOCK_RECHECK_S = 1.0
+# A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
+OFFSET_FRESH_MS = 5_000
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -100,6 +102,10 @@ class ReplicaStore(Protocol):
 
     def clock_version(self) -> int:
         """The latest version this region's hybrid clock issued or saw."""
+        ...
+
+    def cap_clock(self, ceiling: Callable[[], int | None]) -> None:
+        """Makes the region's hybrid clock call `ceiling` for a time its physical part must not pass."""
         ...
 
     def add_listener(self, callback: Callable[[], None]) -> None: ...
@@ -270,6 +276,9 @@ class Replicator:
         self.clock_offsets: dict[str, int] = {}
         # Peers not followed now because of their clock: the offset and what was ahead, since when.
         self.held: dict[str, dict[str, Any]] = {}
+        # When each offset was measured (local wall clock), for the ceiling's fresh measurements only.
+        self._measured_at: dict[str, int] = {}
+        store.cap_clock(self.clock_ceiling)
         for p in self.peers:
             self.metrics.followed.labels(p.region).set(1)
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
@@ -364,6 +373,7 @@ class Replicator:
         if read.sent_ms is not None:
             offset = read.sent_ms - now
             self.clock_offsets[source] = offset
+            self._measured_at[source] = now
             self.metrics.clock_offset.labels(source).set(offset / 1000)
             if offset > bound:
                 return [], PeerClockAhead(source, offset, f"{source}'s clock")
@@ -374,6 +384,27 @@ class Replicator:
         self.metrics.clock_offset.labels(source).set(offset / 1000)
         what = f"the change of {ahead.table} {ahead.key} written in {ahead.origin}"
         return entries, PeerClockAhead(source, offset, what)
+
+    def clock_ceiling(self) -> int | None:
+        """The time this region's versions must not pass, when its clock runs ahead of the others'.
+
+        The reference is the lower median clock of the regions heard from in the last seconds, this one
+        included (of two regions the slower, of three the middle one), so one fast clock is pulled back to
+        the others and one slow clock drags nobody. Versions stay within half the bound of it: the other
+        regions apply them, and a later write elsewhere still wins. None when there is nothing to correct.
+        """
+        now = self.clock.now_ms()
+        offsets = sorted(
+            [0]
+            + [
+                offset
+                for peer, offset in self.clock_offsets.items()
+                if now - self._measured_at.get(peer, now - OFFSET_FRESH_MS) < OFFSET_FRESH_MS
+            ]
+        )
+        reference = offsets[(len(offsets) - 1) // 2]
+        half = self.max_clock_offset_ms // 2
+        return now + reference + half if reference < -half else None
 
     def _hold(self, exc: PeerClockAhead) -> None:
         """Stops following a peer whose clock is too far ahead, saying so once with the offset."""

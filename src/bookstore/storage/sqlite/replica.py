@@ -186,6 +186,9 @@ class SqliteReplica:
     def clock_version(self) -> int:
         return self.db.hlc.last
 
+    def cap_clock(self, ceiling: Callable[[], int | None]) -> None:
+        self.db.hlc.ceiling = ceiling
+
     def trimmed_through(self) -> int:
         return self.db.trimmed_through()
 
