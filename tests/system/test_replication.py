@@ -753,3 +753,42 @@ def test_a_fast_clock_is_not_followed_contaminates_nothing_and_following_resumes
         wait_for("Ireland following Singapore again", lambda: peer(eu, AP), lambda p: p["followed"])
         converge(system, (EU, AP))
         assert quantity(eu, eu_auth) == 2 and quantity(ap, ap_auth) == 2
+
+
+def test_a_one_hour_skew_through_the_switch_contaminates_no_other_region(tmp_path: Path) -> None:
+    # An hour is beyond the signed requests' window: the regions refuse each other's requests, and the
+    # refusals carry the refusing region's clock, so each still knows how far apart the clocks are.
+    hour_ms = 3_600_000
+    with system_up(tmp_path) as system:
+        eu, ap = system.api(EU), system.api(AP)
+        book = sorted(eu.get("/books").json(), key=lambda b: b["id"])[0]["id"]
+        add_user(system, "hour@example.com", EU)
+        eu_auth = signin(eu, "hour@example.com")
+        signin(ap, "hour@example.com")
+        assert eu.post("/cart", json={"bookId": book, "quantity": 1}, headers=eu_auth).status_code == 201
+        settle(system, (EU, AP))
+
+        def peer(api: httpx.Client, region: str) -> dict[str, Any]:
+            state: dict[str, Any] = api.get("/status").json()["replication"]["peers"][region]
+            return state
+
+        system.control("POST", f"/clock/{AP}", {"skewMs": hour_ms})
+        held = wait_for("Ireland not following Singapore", lambda: peer(eu, AP), lambda p: not p["followed"])
+        assert hour_ms - 5_000 < held["notFollowed"]["offsetMs"] <= hour_ms + 1_000, held
+        wait_for(
+            "Singapore's view of Ireland",
+            lambda: peer(ap, EU),
+            lambda p: (p["clockOffsetMs"] or 0) < -hour_ms + 5_000,
+        )
+        # Singapore takes a write (signing in writes a session; its versions keep to Ireland's clock).
+        ap_auth = signin(ap, "hour@example.com")
+        assert ap.put("/cart", json={"bookId": book, "quantity": 5}, headers=ap_auth).status_code == 200
+        time.sleep(0.6)
+        assert eu.put("/cart", json={"bookId": book, "quantity": 2}, headers=eu_auth).status_code == 200
+        assert int(eu.get(f"/cart/{book}", headers=eu_auth).json()["quantity"]) == 2
+
+        system.control("POST", f"/clock/{AP}", {"skewMs": 0})
+        wait_for("Ireland following Singapore again", lambda: peer(eu, AP), lambda p: p["followed"])
+        converge(system, (EU, AP))
+        assert int(eu.get(f"/cart/{book}", headers=eu_auth).json()["quantity"]) == 2
+        assert int(ap.get(f"/cart/{book}", headers=signin(ap, "hour@example.com")).json()["quantity"]) == 2

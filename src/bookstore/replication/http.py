@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from bookstore.domain import errors
 from bookstore.ports import Clock, TableSchema
+from bookstore.replication.auth import CLOCK_HEADER
 from bookstore.replication.clock import SystemClock
-from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, SnapshotPage, ahead_ms
+from bookstore.replication.model import ClockRefusal, LogEntry, LogRead, LogTrimmed, SnapshotPage, ahead_ms
 from bookstore.replication.tables import MAX_CLOCK_OFFSET_MS, ReplicaStore
 from bookstore.replication.wire import entry_json, parse_batch, parse_entries
 
@@ -303,6 +304,10 @@ class HttpPeer:
         async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
             if response.status_code == 410:
                 raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")
+            clock = response.headers.get(CLOCK_HEADER, "")
+            if response.status_code == 401 and clock.isdigit():
+                message = (await response.aread()).decode("utf-8", "replace")[:300]
+                raise ClockRefusal(self.region, int(clock), message)
             _raise_for(response.status_code, self.region, "follow")
             async for line in response.aiter_lines():
                 if line:

@@ -122,6 +122,15 @@ def supersedes(rule: ConflictRule, incoming: Version, local: Version) -> bool:
     return incoming > local
 
 
+class ClockRefusal(Exception):
+    """A peer refused a signed request for its timestamp and said what its clock read (epoch ms)."""
+
+    def __init__(self, peer: str, sent_ms: int, message: str) -> None:
+        super().__init__(f"{peer} refused the request: {message}")
+        self.peer = peer
+        self.sent_ms = sent_ms
+
+
 def ahead_ms(entry: LogEntry, now_ms: int) -> int:
     """How far the physical time of the entry's version is ahead of `now_ms` (negative when behind)."""
     return (entry.version[0] >> HLC_COUNTER_BITS) - now_ms

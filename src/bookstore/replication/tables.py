@@ -29,6 +29,7 @@ from bookstore.ports import Clock
 from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import (
     ApplyResult,
+    ClockRefusal,
     ConflictRecord,
     LogEntry,
     LogRead,
@@ -322,6 +323,14 @@ class Replicator:
         except PeerClockAhead as exc:
             self._hold(exc)
             return False
+        except ClockRefusal as exc:
+            # Refused for our request's timestamp: the clocks are further apart than the signed requests'
+            # window. The refusal says the peer's time, which is all the clock bound needs.
+            offset = self._measure(peer.region, exc.sent_ms)
+            if offset > self.max_clock_offset_ms:
+                self._hold(PeerClockAhead(peer.region, offset, f"{peer.region}'s clock"))
+                return False
+            raise
         return True
 
     async def follow(self, peer: Peer) -> None:
@@ -371,10 +380,7 @@ class Replicator:
         now = self.clock.now_ms()
         bound = self.max_clock_offset_ms
         if read.sent_ms is not None:
-            offset = read.sent_ms - now
-            self.clock_offsets[source] = offset
-            self._measured_at[source] = now
-            self.metrics.clock_offset.labels(source).set(offset / 1000)
+            offset = self._measure(source, read.sent_ms)
             if offset > bound:
                 return [], PeerClockAhead(source, offset, f"{source}'s clock")
         entries, ahead = within_bound(read.entries, now, bound)
@@ -384,6 +390,15 @@ class Replicator:
         self.metrics.clock_offset.labels(source).set(offset / 1000)
         what = f"the change of {ahead.table} {ahead.key} written in {ahead.origin}"
         return entries, PeerClockAhead(source, offset, what)
+
+    def _measure(self, peer: str, sent_ms: int) -> int:
+        """Records the peer's clock offset from a time it sent (a one-way delay low); returns it."""
+        now = self.clock.now_ms()
+        offset = sent_ms - now
+        self.clock_offsets[peer] = offset
+        self._measured_at[peer] = now
+        self.metrics.clock_offset.labels(peer).set(offset / 1000)
+        return offset
 
     def clock_ceiling(self) -> int | None:
         """The time this region's versions must not pass, when its clock runs ahead of the others'.
