@@ -413,7 +413,8 @@ class Replicator:
             [0]
             + [
                 offset
-                for peer, offset in self.clock_offsets.items()
+                # A copy (taken atomically): writers' threads call this while the loop measures.
+                for peer, offset in tuple(self.clock_offsets.items())
                 if now - self._measured_at.get(peer, now - OFFSET_FRESH_MS) < OFFSET_FRESH_MS
             ]
         )
