@@ -756,10 +756,24 @@ def _blog_operator(topology: Path | None, data_dir: Path) -> Iterator[Any]:
 
 
 @blog_app.command("promote")
-def blog_promote(region: str, data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
-    """Unplanned: make REGION the blog's primary at a new epoch; it takes writes at once."""
+def blog_promote(
+    region: str,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Promote even when REGION reaches no majority of the regions (they are down, not cut off).",
+        ),
+    ] = False,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Unplanned: make REGION the blog's primary at a new epoch; it takes writes at once.
+
+    Refused unless REGION reaches a majority of the regions named in the epoch history (or --force).
+    """
     with _blog_operator(topology, data_dir) as op:
-        state = op.promote(region)
+        state = op.promote(region, force=force)
     typer.echo(f"{region}: primary of the blog at epoch {state['epoch']} (from lsn {state['headLsn']})")
 
 

@@ -89,6 +89,10 @@ class Replication(BaseModel):
     # Anti-entropy compares only versions older than this: younger ones may still be on their way,
     # and comparing them under a steady stream of writes would "repair" what the logs deliver anyway.
     anti_entropy_settle_s: float = Field(default=10.0, ge=0)
+    # A change stamped further ahead of a region's wall clock than this (a peer's clock running fast)
+    # is not applied and does not move its hybrid clock: the region stops following that peer until
+    # the offset is back within the bound.
+    max_clock_offset_ms: int = Field(default=500, ge=1)
     # Log entries every peer has received are kept this long before trimming.
     retention_s: float = 3600.0
 

@@ -60,6 +60,18 @@ def test_a_skewed_clock_moves_the_region_s_writes_and_versions_at_run_time(
         assert abs(services.clock.now_ms() - time.time() * 1000) < 500
 
 
+def test_a_one_hour_skew_is_set_and_undone_through_the_switch(
+    skewable: tuple[RegionServices, SkewedClock],
+) -> None:
+    services, clock = skewable
+    with TestClient(RegionFaults(region_app(services), EU, SECRET, clock, s3_port=None)) as client:
+        assert switch(client, b'{"clockSkewMs": 3600000}')[0] == 200
+        assert services.clock.now_ms() - time.time() * 1000 > 3_590_000
+        # The switch checks its signature against the machine's clock, so the skew can be undone.
+        status, state = switch(client, b'{"clockSkewMs": 0}')
+        assert (status, state["clockSkewMs"]) == (200, 0)
+
+
 def test_bad_or_impossible_skews_are_refused_with_4xx(
     services: RegionServices, skewable: tuple[RegionServices, SkewedClock]
 ) -> None:

@@ -116,6 +116,9 @@ class ReplicationMachine(RuleBasedStateMachine):
             snapshot_page=4,
             digest_buckets=8,
             tables=tuple(SCHEMAS),
+            # The skews drawn here (+-500 ms a region, so up to 1 s between two) are within the bound:
+            # convergence under normal clock error. Beyond the bound is test_clock_bound's subject.
+            max_clock_offset_ms=2_000,
         )
         self.nodes[region] = Node(db, tables, replica, replicator)
 

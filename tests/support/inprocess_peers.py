@@ -88,7 +88,9 @@ class InProcessPeer:
         )
         raw = _wire({"entries": [entry_json(e) for e in read.entries]})
         entries = parse_entries(raw["entries"], self.schemas, self.regions)
-        return LogRead(entries=entries, last_seq=read.last_seq, head_seq=read.head_seq)
+        # The peer's clock, as the HTTP stream's nowMs carries it.
+        sent = self._store().db.clock.now_ms()
+        return LogRead(entries=entries, last_seq=read.last_seq, head_seq=read.head_seq, sent_ms=sent)
 
     async def follow(self, after: int) -> AsyncIterator[LogRead]:
         first = self._read(after)  # LogTrimmed from the store passes to the follower, as a 410 does

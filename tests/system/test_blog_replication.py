@@ -141,7 +141,28 @@ def life_cycle(system: System) -> None:
 
     # 3. Ireland dies; Singapore is promoted (a new epoch) and takes writes at once.
     cli(system, "region", "kill", EU)
-    out = cli(system, "blog", "promote", AP)
+    # With Ireland down Singapore reaches 1 of the 2 regions, no majority: refused unless forced.
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bookstore",
+            "blog",
+            "promote",
+            AP,
+            "--topology",
+            str(system.topology_file),
+            "--data-dir",
+            str(system.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1 and "not a majority" in refused.stderr and "--force" in refused.stderr
+    assert blog_status(ap)["role"] == "replica"
+    out = cli(system, "blog", "promote", AP, "--force")
     assert "epoch 2" in out
     after = publish(ap, "Published in Singapore after the promotion")
     assert after.status_code == 201, after.text

@@ -712,3 +712,83 @@ def test_replication_endpoints_refuse_unsigned_tampered_and_malformed_requests(t
         assert r.status_code == 400 and "beyond" in r.json()["message"], r.text
         r = post("/replication/ack", ack, signed("/replication/ack", ack))
         assert r.status_code == 200 and r.json() == {"peer": EU, "seq": 1}, r.text
+
+
+def test_a_fast_clock_is_not_followed_contaminates_nothing_and_following_resumes(tmp_path: Path) -> None:
+    # Within the signed requests' window (60 s ahead), so the regions still talk: the clock bound acts.
+    skew_ms = 30_000
+    with system_up(tmp_path) as system:
+        eu, ap = system.api(EU), system.api(AP)
+        book = sorted(eu.get("/books").json(), key=lambda b: b["id"])[0]["id"]
+        add_user(system, "clock@example.com", EU)
+        eu_auth, ap_auth = signin(eu, "clock@example.com"), signin(ap, "clock@example.com")
+        assert eu.post("/cart", json={"bookId": book, "quantity": 1}, headers=eu_auth).status_code == 201
+        settle(system, (EU, AP))
+
+        def peer(api: httpx.Client, region: str) -> dict[str, Any]:
+            state: dict[str, Any] = api.get("/status").json()["replication"]["peers"][region]
+            return state
+
+        def quantity(api: httpx.Client, auth: dict[str, str]) -> int:
+            return int(api.get(f"/cart/{book}", headers=auth).json()["quantity"])
+
+        # The clock-skew switch: Singapore's clock runs 30 s ahead. Ireland stops following it and says so.
+        system.control("POST", f"/clock/{AP}", {"skewMs": skew_ms})
+        held = wait_for("Ireland not following Singapore", lambda: peer(eu, AP), lambda p: not p["followed"])
+        assert skew_ms - 3_000 < held["notFollowed"]["offsetMs"] <= skew_ms + 500, held
+        assert metric(eu, "bookstore_replication_peer_followed", peer=AP) == 0
+        assert metric(eu, "bookstore_replication_peer_clock_offset_seconds", peer=AP) > 25
+        # Singapore learns its clock runs ahead of Ireland's; its writes keep to Ireland's clock.
+        wait_for(
+            "Singapore's view of Ireland", lambda: peer(ap, EU), lambda p: (p["clockOffsetMs"] or 0) < -25_000
+        )
+        assert ap.put("/cart", json={"bookId": book, "quantity": 5}, headers=ap_auth).status_code == 200
+        time.sleep(1.0)
+        assert quantity(eu, eu_auth) == 1, "a change from the fast region was applied"
+        time.sleep(0.6)
+        assert eu.put("/cart", json={"bookId": book, "quantity": 2}, headers=eu_auth).status_code == 200
+
+        # The skew removed: following resumes by itself and the later write wins in both regions.
+        system.control("POST", f"/clock/{AP}", {"skewMs": 0})
+        wait_for("Ireland following Singapore again", lambda: peer(eu, AP), lambda p: p["followed"])
+        converge(system, (EU, AP))
+        assert quantity(eu, eu_auth) == 2 and quantity(ap, ap_auth) == 2
+
+
+def test_a_one_hour_skew_through_the_switch_contaminates_no_other_region(tmp_path: Path) -> None:
+    # An hour is beyond the signed requests' window: the regions refuse each other's requests, and the
+    # refusals carry the refusing region's clock, so each still knows how far apart the clocks are.
+    hour_ms = 3_600_000
+    with system_up(tmp_path) as system:
+        eu, ap = system.api(EU), system.api(AP)
+        book = sorted(eu.get("/books").json(), key=lambda b: b["id"])[0]["id"]
+        add_user(system, "hour@example.com", EU)
+        eu_auth = signin(eu, "hour@example.com")
+        signin(ap, "hour@example.com")
+        assert eu.post("/cart", json={"bookId": book, "quantity": 1}, headers=eu_auth).status_code == 201
+        settle(system, (EU, AP))
+
+        def peer(api: httpx.Client, region: str) -> dict[str, Any]:
+            state: dict[str, Any] = api.get("/status").json()["replication"]["peers"][region]
+            return state
+
+        system.control("POST", f"/clock/{AP}", {"skewMs": hour_ms})
+        held = wait_for("Ireland not following Singapore", lambda: peer(eu, AP), lambda p: not p["followed"])
+        assert hour_ms - 5_000 < held["notFollowed"]["offsetMs"] <= hour_ms + 1_000, held
+        wait_for(
+            "Singapore's view of Ireland",
+            lambda: peer(ap, EU),
+            lambda p: (p["clockOffsetMs"] or 0) < -hour_ms + 5_000,
+        )
+        # Singapore takes a write (signing in writes a session; its versions keep to Ireland's clock).
+        ap_auth = signin(ap, "hour@example.com")
+        assert ap.put("/cart", json={"bookId": book, "quantity": 5}, headers=ap_auth).status_code == 200
+        time.sleep(0.6)
+        assert eu.put("/cart", json={"bookId": book, "quantity": 2}, headers=eu_auth).status_code == 200
+        assert int(eu.get(f"/cart/{book}", headers=eu_auth).json()["quantity"]) == 2
+
+        system.control("POST", f"/clock/{AP}", {"skewMs": 0})
+        wait_for("Ireland following Singapore again", lambda: peer(eu, AP), lambda p: p["followed"])
+        converge(system, (EU, AP))
+        assert int(eu.get(f"/cart/{book}", headers=eu_auth).json()["quantity"]) == 2
+        assert int(ap.get(f"/cart/{book}", headers=signin(ap, "hour@example.com")).json()["quantity"]) == 2

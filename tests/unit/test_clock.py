@@ -109,3 +109,15 @@ def test_system_and_skewed_clocks() -> None:
     assert skewed.now_ms() == 3500
     skewed.offset_ms = 250
     assert skewed.now_ms() == 5250
+
+
+def test_a_ceiling_holds_the_physical_part_back_and_versions_still_go_forward() -> None:
+    wall = SkewedClock(ScriptedClock([10_000] * 6))
+    hlc = HybridLogicalClock(wall)
+    hlc.ceiling = lambda: 4_000  # the others' clocks: this one runs 6 s ahead of them
+    first = hlc.now()
+    assert HybridLogicalClock.physical_ms(first) == 4_000
+    assert hlc.observe(HybridLogicalClock.pack(3_000)) > first
+    assert HybridLogicalClock.physical_ms(hlc.now()) == 4_000
+    hlc.ceiling = lambda: None  # nothing to correct: the wall clock again
+    assert HybridLogicalClock.physical_ms(hlc.now()) == 10_000

@@ -110,6 +110,16 @@ def test_the_blog_follows_the_primary_of_the_highest_epoch_and_fails_over_to_a_r
     assert r.blog_order()[0] == EU
 
 
+def test_two_primaries_of_one_epoch_number_resolve_to_the_one_every_region_keeps() -> None:
+    # Promoted on both sides of a partition: (2, us-east-1) outranks (2, eu-west-1), whatever the order.
+    r, ts = routing()
+    for region in (EU, US):
+        mark(ts, f"blog:{region}", True)
+        ts[f"blog:{region}"].info = {"role": "primary", "epoch": 2}
+    r.refresh()
+    assert r.blog_primary == US
+
+
 def test_answer_changes_are_counted_as_record_failovers() -> None:
     r, ts = routing()
     assert r.answers["static"] == EU

@@ -8,12 +8,17 @@ line of the answer the callee's, so a region that meets a higher epoch adopts it
 is on. A replica's stream to its primary also carries the primary's log after the replica's position; the
 replica applies it in lsn order (rows, log records and position in one transaction).
 
-Promotion raises the epoch (max known + 1) and records the fork lsn (the promoted replica's position). A
+Promotion raises the epoch (max known + 1) and records the fork lsn (the promoted replica's position).
+Epochs are totally ordered by `(epoch, primary region)`: two promotions that computed the same number (both
+sides of a partition, a retry sent to another region) are ordered by the region's id, so every region
+picks the same winner and the history keeps one lineage. A promotion must reach a majority of the
+electorate (the deployment's regions and every region the epoch history names) unless forced. A
 former primary that meets the higher epoch becomes read-only in the same transaction that copies its
 records past the fork into `blog_diverged` (kept and listed, never dropped); it rejoins by re-syncing from
-a snapshot of the new primary. A primary that (re)starts takes no write until every peer has answered
-with its epoch or failed to answer (it is down; a peer behind a cut link is given up on after
-CONFIRM_TIMEOUT_S), so a deposed primary coming back never accepts a write it could have known to refuse.
+a snapshot of the new primary. A primary that (re)starts takes no write until every region of the
+electorate has answered with its epoch, or CONFIRM_TIMEOUT_S has passed (a region down or behind a cut
+link never answers; a stream that fails is not an answer), so a deposed primary coming back never accepts
+a write it could have known to refuse.
 A planned switchover fences the primary (read-only), waits for the target to apply everything, then
 promotes it: nothing is lost.
 """
@@ -33,7 +38,7 @@ from typing import Any, Final, Literal, Protocol
 import httpx
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -59,12 +64,14 @@ POLL_S: Final = 0.01
 # A stream ends after this long (the follower asks again at once): rarely, as a reopening costs a round
 # trip during which new records wait at the primary.
 STREAM_S: Final = 300.0
-# A (re)started primary takes writes once every peer answered with its epoch or failed to (it is down);
-# a peer that neither answers nor fails (a cut link holds the request) is given up on after this long.
+# A (re)started primary takes writes once every region of the electorate answered with its epoch; the
+# regions that do not (down, or behind a cut link) are given up on after this long.
 CONFIRM_TIMEOUT_S: Final = 10.0
 # How long a write waits for that confirmation before it is refused with 503.
 GATE_WAIT_S: Final = 5.0
 SWITCHOVER_TIMEOUT_S: Final = 30.0
+# How long a promotion waits for each region's answer when it counts the majority it reaches.
+QUORUM_TIMEOUT_S: Final = 3.0
 NDJSON: Final = "application/x-ndjson"
 META_NEEDS_REJOIN: Final = "needs_rejoin"
 # Children before parents, so that a resync deletes in an order any foreign key would accept.
@@ -75,6 +82,11 @@ _DIVERGED_COLUMNS: Final = (
 )
 
 Role = Literal["primary", "fenced", "replica"]
+
+
+def epoch_rank(epoch: int, primary_region: str) -> tuple[int, str]:
+    """The total order of epochs: by number, then by the primary's region id (ties of equal numbers)."""
+    return (epoch, primary_region)
 
 
 # -- the state ----------------------------------------------------------------------------------------------
@@ -382,15 +394,25 @@ class BlogStore:
 
     @staticmethod
     def _merge_history(tx: SqlSession, history: Sequence[Epoch]) -> None:
-        known = {int(e) for (e,) in tx.query("SELECT epoch FROM blog_epochs")}
+        """Adds the epochs not known yet; an epoch number promoted by two regions keeps the higher ranked
+        one (the other's branch is not the lineage: its writes go to blog_diverged where it adopts)."""
+        known = {int(e): str(p) for e, p in tx.query("SELECT epoch, primary_region FROM blog_epochs")}
         for h in history:
-            if h.epoch not in known:
+            mine = known.get(h.epoch)
+            if mine is None:
                 tx.execute(
                     "INSERT INTO blog_epochs (epoch, primary_region, fork_lsn, started_ms)"
                     " VALUES (?, ?, ?, ?)",
                     (h.epoch, h.primary_region, h.fork_lsn, h.started_ms),
                 )
-                known.add(h.epoch)
+            elif h.primary_region > mine:
+                tx.execute(
+                    "UPDATE blog_epochs SET primary_region = ?, fork_lsn = ?, started_ms = ? WHERE epoch = ?",
+                    (h.primary_region, h.fork_lsn, h.started_ms, h.epoch),
+                )
+            else:
+                continue
+            known[h.epoch] = h.primary_region
 
     def _store(self, tx: SqlSession, meta: BlogMeta, needs_rejoin: bool) -> None:
         BlogRepository._store_meta(tx, meta)
@@ -434,7 +456,7 @@ class BlogStore:
         return added
 
     def observe(self, epoch: int, primary: str, history: Sequence[Epoch]) -> Adoption | None:
-        """Takes in a peer's epoch and history; adopts a higher epoch (None when it is not higher).
+        """Takes in a peer's epoch and history; adopts a higher ranked epoch (None when it is not higher).
 
         Adopting makes this region a read-only replica of `primary`. Its records past the lineage's fork
         (the least fork lsn of the epochs after its own) did not reach the new primary: they are copied into
@@ -443,9 +465,10 @@ class BlogStore:
         with self.db.transaction() as tx:
             self._merge_history(tx, history)
             meta, needs = self._meta(tx)
-            if epoch <= meta.epoch:
+            mine = epoch_rank(meta.epoch, meta.primary_region)
+            if epoch_rank(epoch, primary) <= mine:
                 return None
-            forks = [h.fork_lsn for h in self._history(tx) if h.epoch > meta.epoch]
+            forks = [h.fork_lsn for h in self._history(tx) if epoch_rank(h.epoch, h.primary_region) > mine]
             head = self._head(tx)
             diverged = 0
             if not forks:
@@ -816,9 +839,12 @@ class BlogReplication:
         self.feed.notify()
 
     async def adopt(self, epoch: int, primary: str, history: Sequence[Epoch], source: str) -> Adoption | None:
-        """A peer's epoch met: adopt it when higher (demoting this region if it was the primary)."""
-        known = {h.epoch for h in self.state.history}
-        if epoch <= self.state.epoch and all(h.epoch in known for h in history):
+        """A peer's epoch met: adopt it when ranked higher (demoting this region if it was the primary)."""
+        st = self.state
+        known = {h.epoch: h.primary_region for h in st.history}
+        if epoch_rank(epoch, primary) <= epoch_rank(st.epoch, st.primary_region) and all(
+            h.epoch in known and known[h.epoch] >= h.primary_region for h in history
+        ):
             return None
         async with self._lock:
             adoption = await asyncio.to_thread(self.store.observe, epoch, primary, history)
@@ -900,7 +926,7 @@ class BlogReplication:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=self.confirm_timeout_s)
         if not self.confirmed.is_set() and not stop.is_set():
-            silent = sorted(p for p in self.confirm_peers if not self.views[p].connected)
+            silent = sorted(p for p in self.views if self.views[p].heard_ms is None)
             log.warning(
                 "region=%s event=blog_confirm_timeout unreachable=%s epoch=%d: taking writes as the primary",
                 self.region,
@@ -909,13 +935,20 @@ class BlogReplication:
             )
             self.confirmed.set()
 
+    def electorate(self) -> set[str]:
+        """The regions a promotion needs a majority of: the deployment's and every one the history names."""
+        return self.regions | {h.primary_region for h in self.state.history}
+
     def _settled(self, peer: str) -> None:
-        """Confirms a (re)started primary once every peer answered with its epoch or failed to."""
-        if not self.confirmed.is_set() and all(
-            self.views[p].heard_ms is not None or self.views[p].failed
-            for p in self.confirm_peers
-            if p in self.views
-        ):
+        """Confirms a (re)started primary once every region of the electorate answered with its epoch.
+
+        A failed stream is no answer (the region may be up behind a cut link, or just restarting, and
+        hold a newer epoch): those are waited for until the confirmation timeout.
+        """
+        waited = (self.confirm_peers | ({h.primary_region for h in self.state.history} & set(self.views))) - {
+            self.region
+        }
+        if not self.confirmed.is_set() and all(self.views[p].heard_ms is not None for p in waited):
             log.info(
                 "region=%s event=blog_epoch_confirmed epoch=%d peer=%s", self.region, self.state.epoch, peer
             )
@@ -937,7 +970,6 @@ class BlogReplication:
                     )
                 view.connected, view.failed = False, True
                 view.error = f"{type(exc).__name__}: {exc}"[:300]
-                self._settled(peer.region)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -1078,10 +1110,59 @@ class BlogReplication:
     def known_epoch(self) -> int:
         return max([self.state.epoch, *(v.epoch for v in self.views.values() if v.epoch is not None)])
 
+    async def reachable(self) -> set[str]:
+        """The regions that answer now with their state (this one included); their epochs are adopted."""
+
+        async def ask(peer: BlogPeer) -> dict[str, Any] | None:
+            try:
+                return await peer.call("state", {}, timeout_s=QUORUM_TIMEOUT_S)
+            except Exception:
+                return None
+
+        peers = [p for r, p in self.peers.items() if r in self.electorate()]
+        answered = {self.region}
+        for peer, answer in zip(peers, await asyncio.gather(*(ask(p) for p in peers)), strict=True):
+            if answer is not None:
+                await self.adopt_json(answer, peer.region)
+                answered.add(peer.region)
+        return answered
+
+    async def _check_majority(self) -> None:
+        """Refuses (Conflict) a promotion that does not reach a majority of the electorate.
+
+        Without a majority this region may be on the small side of a partition, where the other side can
+        promote too: both would take writes until they meet, and one side's would end up diverged.
+        """
+        electorate = self.electorate()
+        reached = await self.reachable() & electorate
+        if len(reached) * 2 > len(electorate):
+            return
+        missing = sorted(electorate - reached)
+        raise errors.Conflict(
+            f"promotion of the blog in {self.region} refused: it reaches {len(reached)} of the "
+            f"{len(electorate)} regions named in the epoch history ({', '.join(sorted(electorate))}), "
+            f"not a majority; no answer from {', '.join(missing)}. If those regions are down (not just "
+            'cut off), promote with --force (CLI) or {"force": true}: a cut-off primary keeps taking '
+            "writes until it meets the new epoch, and those writes then go to the diverged list"
+        )
+
     async def promote(
-        self, *, min_epoch: int = 0, wait_for_lsn: int | None = None, timeout_s: float = SWITCHOVER_TIMEOUT_S
+        self,
+        *,
+        min_epoch: int = 0,
+        wait_for_lsn: int | None = None,
+        timeout_s: float = SWITCHOVER_TIMEOUT_S,
+        force: bool = False,
     ) -> BlogState:
-        """Makes this region the primary of a new epoch; with `wait_for_lsn`, once it applied that far."""
+        """Makes this region the primary of a new epoch; with `wait_for_lsn`, once it applied that far.
+
+        Unless `force`, it must reach a majority of the electorate first (Conflict otherwise). A region
+        that already is the writable primary stays as it is (a double click promotes once).
+        """
+        if self.state.writable:
+            return self.state
+        if not force:
+            await self._check_majority()
         if wait_for_lsn is not None:
             deadline = time.monotonic() + timeout_s
             while self.state.applied_lsn < wait_for_lsn:
@@ -1144,7 +1225,7 @@ class BlogReplication:
 
     async def primary_now(self) -> str:
         """The writable primary of the highest epoch any reachable region reports (ours when none answer)."""
-        best = (self.state.epoch, self.state.primary_region)
+        best = epoch_rank(self.state.epoch, self.state.primary_region)
 
         async def ask(peer: BlogPeer) -> dict[str, Any] | None:
             try:
@@ -1155,9 +1236,10 @@ class BlogReplication:
         for answer in await asyncio.gather(*(ask(p) for p in self.peers.values())):
             if answer is not None:
                 await self.adopt_json(answer, str(answer.get("region")))
-                if isinstance(answer.get("epoch"), int) and answer["epoch"] > best[0]:
-                    best = (answer["epoch"], str(answer.get("primaryRegion")))
-        return self.state.primary_region if self.state.epoch >= best[0] else best[1]
+                if isinstance(answer.get("epoch"), int):
+                    best = max(best, epoch_rank(answer["epoch"], str(answer.get("primaryRegion"))))
+        mine = epoch_rank(self.state.epoch, self.state.primary_region)
+        return self.state.primary_region if mine >= best else best[1]
 
     async def rejoin(self) -> dict[str, Any]:
         """Re-syncs this region from the primary's snapshot and follows it; keeps diverged writes aside."""
@@ -1269,6 +1351,7 @@ class _FollowRequest(BaseModel):
 
 class _PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    force: StrictBool = False
     minEpoch: StrictInt = Field(default=0, ge=0)
     waitForLsn: StrictInt | None = Field(default=None, ge=0)
     timeoutS: float = Field(default=SWITCHOVER_TIMEOUT_S, gt=0, le=600)
@@ -1339,7 +1422,7 @@ def blog_routes(replication: BlogReplication) -> list[Route]:
         body: _PromoteRequest = await parsed(request, _PromoteRequest)
         started = time.monotonic()
         state = await replication.promote(
-            min_epoch=body.minEpoch, wait_for_lsn=body.waitForLsn, timeout_s=body.timeoutS
+            min_epoch=body.minEpoch, wait_for_lsn=body.waitForLsn, timeout_s=body.timeoutS, force=body.force
         )
         return _json({**state.json(), "tookMs": round((time.monotonic() - started) * 1000, 1)})
 
@@ -1504,10 +1587,11 @@ class Operator:
             raise errors.Unavailable(
                 "no region answers as the blog's primary; promote one with `bookstore blog promote REGION`"
             )
-        return str(max(primaries, key=lambda s: int(s["epoch"]))["region"])
+        return str(max(primaries, key=lambda s: epoch_rank(int(s["epoch"]), str(s["region"])))["region"])
 
-    def promote(self, region: str) -> dict[str, Any]:
-        return self.request(region, "POST", "promote", {})
+    def promote(self, region: str, *, force: bool = False) -> dict[str, Any]:
+        """Promotes `region`; without `force` it must reach a majority of the regions (409 otherwise)."""
+        return self.request(region, "POST", "promote", {"force": True} if force else {})
 
     def rejoin(self, region: str) -> dict[str, Any]:
         return self.request(region, "POST", "rejoin", {})
@@ -1524,7 +1608,7 @@ def overview(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]
     """The blog across regions, from each region's /status "blog" section: primary, epoch, replicas."""
     known = {r: s for r, s in statuses.items() if s}
     primaries = [s for s in known.values() if s.get("role") == "primary"]
-    top = max(primaries, key=lambda s: int(s.get("epoch", 0)), default=None)
+    top = max(primaries, key=lambda s: epoch_rank(int(s.get("epoch", 0)), str(s.get("region"))), default=None)
     return {
         "primary": None if top is None else top.get("region"),
         "epoch": max((int(s.get("epoch", 0)) for s in known.values()), default=None),

@@ -169,27 +169,39 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             return _error(404, "NotFound", "use api or s3, then break or repair")
         return known(rid) or await forward(request, f"/{kind}/{rid}/{action}")
 
-    async def link_action(request: Request) -> Response:
-        a, b = request.path_params["a"], request.path_params["b"]
-        unknown = known(a, b)
-        if unknown is not None:
-            return unknown
+    async def small_object(request: Request) -> dict[str, Any] | Response:
+        """The request's body as a small JSON object, or the error answer."""
         if (refusal := refused(request) or json_body(request)) is not None:
             return refusal
         body = await request.body()
         if len(body) > MAX_CONTROL_BODY:
-            return _error(413, "PayloadTooLarge", "a link setting is a small JSON object")
+            return _error(413, "PayloadTooLarge", "a control request's body is a small JSON object")
         try:
             parsed = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
             return _error(400, "BadRequest", "the body is not JSON")
         if not isinstance(parsed, dict):
             return _error(400, "BadRequest", "the body must be a JSON object")
+        return parsed
+
+    async def link_action(request: Request) -> Response:
+        a, b = request.path_params["a"], request.path_params["b"]
+        unknown = known(a, b)
+        if unknown is not None:
+            return unknown
+        parsed = await small_object(request)
+        if isinstance(parsed, Response):
+            return parsed
         return await forward(request, f"/links/{a}/{b}", parsed)
 
     async def blog_promote(request: Request) -> Response:
         rid = request.path_params["region"]
-        return known(rid) or await forward(request, f"/blog/promote/{rid}")
+        if (unknown := known(rid)) is not None:
+            return unknown
+        parsed = await small_object(request)
+        if isinstance(parsed, Response):
+            return parsed
+        return await forward(request, f"/blog/promote/{rid}", parsed)
 
     async def not_found(request: Request, _: Exception) -> Response:
         return _error(404, "NotFound", f"nothing at {request.url.path[:200]} on the edge; see /edge/status")

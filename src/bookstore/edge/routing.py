@@ -138,7 +138,9 @@ class Routing:
             t = self.targets[f"blog:{r}"]
             if t.healthy and t.info.get("role") == "primary":
                 epoch = int(t.info.get("epoch") or 0)
-                if epoch >= self.blog_epoch and (best is None or epoch > best[0]):
+                # Two primaries of one epoch number (promoted on both sides of a partition): the higher
+                # region id is the one every region keeps (blog.replication.epoch_rank).
+                if epoch >= self.blog_epoch and (best is None or (epoch, r) > best):
                     best = (epoch, r)
         if best is not None and best[1] != self.blog_primary:
             log.info("event=blog_primary region=%s epoch=%d previous=%s", best[1], best[0], self.blog_primary)

@@ -8,7 +8,8 @@ regions, started again if it dies, and stopped with them. The control API gains:
 - POST /replication/{region}/{pause|resume}: TEST-ONLY, the region stops (or goes on) applying the
   changes it receives; regions refuse it unless started with BOOKSTORE_TEST_FAULTS=1;
 - GET /faults: every region's switches as the supervisor set them;
-- POST /blog/promote/{region}: make a region the blog's primary (as `bookstore blog promote`);
+- POST /blog/promote/{region}: make a region the blog's primary (as `bookstore blog promote`; body
+  `{"force": true}` to promote without reaching a majority of the regions, else 409 saying why);
 - GET /edge: the edge process.
 The supervisor keeps the switches it set and sets them again when a region (re)starts, so a broken
 API stays broken across a restart until it is repaired, as a removed mapping would.
@@ -211,14 +212,14 @@ class EdgeSupervision:
             except SwitchRefused as exc:
                 log.error("region %s refused its switches: %s", region_id, exc)
 
-    async def promote_blog(self, region_id: str) -> dict[str, Any]:
+    async def promote_blog(self, region_id: str, *, force: bool = False) -> dict[str, Any]:
         from bookstore.blog.replication import Operator
 
         urls = {r.id: r.api_url for r in self.topology.regions}
 
         def promote() -> dict[str, Any]:
             with Operator(urls, self.secret, SystemClock()) as operator:
-                return operator.promote(region_id)
+                return operator.promote(region_id, force=force)
 
         return await asyncio.to_thread(promote)
 
@@ -280,9 +281,20 @@ class EdgeSupervision:
             if region_id not in self.faults:
                 return _json({"error": "NotFound", "message": f"unknown region {region_id!r}"}, 404)
             try:
-                return _json(await self.promote_blog(region_id))
+                body = orjson.loads(await request.body() or b"{}")
+            except orjson.JSONDecodeError:
+                return _json({"error": "BadRequest", "message": "the body is not JSON"}, 400)
+            force = body.get("force", False) if isinstance(body, dict) else None
+            if not isinstance(force, bool):
+                return _json({"error": "BadRequest", "message": 'send {} or {"force": true}'}, 400)
+            try:
+                return _json(await self.promote_blog(region_id, force=force))
             except BookstoreError as exc:
-                return _json({"error": exc.code, "message": exc.message}, 503)
+                # A region's own refusal (PeerRefused; 409: no majority without force) keeps its status.
+                refused = getattr(exc, "status", None)
+                status = refused if isinstance(refused, int) and 400 <= refused < 500 else 503
+                code = "Conflict" if status == 409 else exc.code
+                return _json({"error": code, "message": exc.message}, status)
 
         async def edge(_: Request) -> Response:
             return _json(self.state())

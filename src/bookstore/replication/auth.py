@@ -28,6 +28,9 @@ from bookstore.ports import Clock
 REGION_HEADER = "X-Bookstore-Region"
 TIMESTAMP_HEADER = "X-Bookstore-Timestamp"
 SIGNATURE_HEADER = "X-Bookstore-Signature"
+# On a 401 refusal: the refusing region's clock (epoch ms), so a caller refused for its timestamp learns
+# how far apart the two clocks are (table replication's clock bound uses it).
+CLOCK_HEADER = "X-Bookstore-Clock"
 MAX_AGE_MS = 5 * 60 * 1000
 MAX_AHEAD_MS = 60 * 1000
 MAX_BODY_BYTES = 64 << 20
@@ -203,7 +206,7 @@ class PeerAuthMiddleware:
                 self.secret, scope["method"], request_target(scope), headers, body, self.clock.now_ms()
             )
         except Unauthorized as exc:
-            await _refuse(send, 401, exc.code, exc.message)
+            await _refuse(send, 401, exc.code, exc.message, clock_ms=self.clock.now_ms())
             return
         except Forbidden as exc:
             await _refuse(send, 403, exc.code, exc.message)
@@ -221,7 +224,7 @@ class PeerAuthMiddleware:
         await self.app({**scope, "state": state}, replay, send)
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+async def _refuse(send: Send, status: int, code: str, message: str, clock_ms: int | None = None) -> None:
     body = orjson.dumps({"error": code, "message": message})
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
@@ -229,5 +232,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", _SCHEME.encode("ascii")))
+    if clock_ms is not None:
+        headers.append((CLOCK_HEADER.lower().encode("ascii"), str(clock_ms).encode("ascii")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

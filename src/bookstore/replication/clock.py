@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from bookstore.ports import Clock
 
@@ -35,12 +36,24 @@ class HybridLogicalClock:
     `now()` issues a version for a local write; `observe(v)` issues one that is later than a version
     received from elsewhere. Both are strictly greater than every version this clock issued or saw,
     whatever the wall clock does; the physical part follows the wall clock when it moves forward.
+
+    `ceiling`, when set, may return a time (epoch ms) the physical part must not pass: replication sets it
+    when this region's wall clock runs ahead of the other regions' (see Replicator.clock_ceiling), so that
+    a fast clock does not stamp versions the others would hold back and that would beat later writes.
     """
 
     def __init__(self, clock: Clock | None = None, last: int = 0) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.ceiling: Callable[[], int | None] | None = None
         self._last = last
         self._lock = threading.Lock()
+
+    def _wall(self) -> int:
+        wall = self.clock.now_ms()
+        ceiling = self.ceiling() if self.ceiling is not None else None
+        if ceiling is not None and ceiling < wall:
+            wall = ceiling
+        return wall << COUNTER_BITS
 
     @property
     def last(self) -> int:
@@ -49,7 +62,7 @@ class HybridLogicalClock:
 
     def now(self) -> int:
         """A new version for a local write."""
-        wall = self.clock.now_ms() << COUNTER_BITS
+        wall = self._wall()
         with self._lock:
             # When the wall clock stalls or goes back, the counter (then the ms part) carries the order.
             version = max(self._last + 1, wall)
@@ -58,7 +71,7 @@ class HybridLogicalClock:
 
     def observe(self, remote: int) -> int:
         """A new version later than both `remote` and everything this clock issued."""
-        wall = self.clock.now_ms() << COUNTER_BITS
+        wall = self._wall()
         with self._lock:
             version = max(self._last + 1, remote + 1, wall)
             self._last = version

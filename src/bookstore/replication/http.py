@@ -16,9 +16,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bookstore.domain import errors
-from bookstore.ports import TableSchema
-from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, SnapshotPage
-from bookstore.replication.tables import ReplicaStore
+from bookstore.ports import Clock, TableSchema
+from bookstore.replication.auth import CLOCK_HEADER
+from bookstore.replication.clock import SystemClock
+from bookstore.replication.model import ClockRefusal, LogEntry, LogRead, LogTrimmed, SnapshotPage, ahead_ms
+from bookstore.replication.tables import MAX_CLOCK_OFFSET_MS, ReplicaStore
 from bookstore.replication.wire import entry_json, parse_batch, parse_entries
 
 BATCH = 500
@@ -105,9 +107,17 @@ def replication_routes(
     schemas: Mapping[str, TableSchema],
     regions: Collection[str],
     extra_status: Callable[[], dict[str, Any]] | None = None,
+    *,
+    clock: Clock | None = None,
+    max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
 ) -> list[Route]:
-    """Routes under /replication/ (the caller puts PeerAuthMiddleware in front of them)."""
+    """Routes under /replication/ (the caller puts PeerAuthMiddleware in front of them).
+
+    `clock` is the region's: every line of a follow stream carries its time, and a pushed change more
+    than `max_clock_offset_ms` ahead of it is not applied (anti-entropy pushes it again later).
+    """
     tables = tuple(schemas)
+    wall: Clock = clock if clock is not None else SystemClock()
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
         try:
@@ -131,7 +141,7 @@ def replication_routes(
             return _error(410, "LogTrimmed", str(exc))
         store.record_ack(body.peer, body.after)
         return StreamingResponse(
-            _stream(store, feed, body, tables, first),
+            _stream(store, feed, body, tables, first, wall),
             media_type=NDJSON,
             headers={"Cache-Control": "no-store"},
         )
@@ -176,9 +186,16 @@ def replication_routes(
         source, entries = parse_batch(raw, schemas, regions)
         if source != _signer(request):
             raise errors.Forbidden("a region may only push its own batches")
-        result = await asyncio.to_thread(store.apply, source, entries, None)
+        now = wall.now_ms()
+        kept = [e for e in entries if ahead_ms(e, now) <= max_clock_offset_ms]
+        result = await asyncio.to_thread(store.apply, source, kept, None)
         return _json(
-            {"applied": result.applied, "skipped": result.skipped, "conflicts": len(result.conflicts)}
+            {
+                "applied": result.applied,
+                "skipped": result.skipped,
+                "conflicts": len(result.conflicts),
+                "heldBack": len(entries) - len(kept),
+            }
         )
 
     async def status(_: Request) -> Response:
@@ -215,10 +232,11 @@ async def _stream(
     body: _FollowRequest,
     tables: tuple[str, ...],
     first: LogRead,
+    clock: Clock,
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.streamMs / 1000
-    yield _line(first)  # at once, even when empty: the follower knows it is connected
+    yield _line(first, clock)  # at once, even when empty: the follower knows it is connected
     after = first.last_seq
     last_sent = loop.time()
     while loop.time() < deadline and not feed.closed:
@@ -233,7 +251,7 @@ async def _stream(
                 if store.head_seq() != read.head_seq:
                     break
             continue
-        yield _line(read)
+        yield _line(read, clock)
         after = read.last_seq
         last_sent = loop.time()
 
@@ -248,11 +266,13 @@ def _signer(request: Request) -> str | None:
     return getattr(request.state, "peer_region", None)
 
 
-def _line(read: LogRead) -> bytes:
+def _line(read: LogRead, clock: Clock) -> bytes:
     payload = {
         "entries": [entry_json(e) for e in read.entries],
         "lastSeq": read.last_seq,
         "headSeq": read.head_seq,
+        # This region's clock: the follower measures its offset (and stops following past the bound).
+        "nowMs": clock.now_ms(),
     }
     return orjson.dumps(payload) + b"\n"
 
@@ -284,6 +304,10 @@ class HttpPeer:
         async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
             if response.status_code == 410:
                 raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")
+            clock = response.headers.get(CLOCK_HEADER, "")
+            if response.status_code == 401 and clock.isdigit():
+                message = (await response.aread()).decode("utf-8", "replace")[:300]
+                raise ClockRefusal(self.region, int(clock), message)
             _raise_for(response.status_code, self.region, "follow")
             async for line in response.aiter_lines():
                 if line:
@@ -291,7 +315,13 @@ class HttpPeer:
 
     def _read(self, raw: Any) -> LogRead:
         entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
-        return LogRead(entries=entries, last_seq=int(raw["lastSeq"]), head_seq=int(raw["headSeq"]))
+        sent = raw.get("nowMs")
+        return LogRead(
+            entries=entries,
+            last_seq=int(raw["lastSeq"]),
+            head_seq=int(raw["headSeq"]),
+            sent_ms=sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
+        )
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
         raw = await self._post("/replication/snapshot", {"after": after, "limit": limit})

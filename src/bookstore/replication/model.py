@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bookstore.domain.errors import StaleCursor
 from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, ConflictRule, Item, Key
+from bookstore.replication.clock import COUNTER_BITS as HLC_COUNTER_BITS
 
 # (hlc, region): compared as a tuple, so the region breaks ties between equal clocks deterministically.
 Version = tuple[int, str]
@@ -36,6 +38,9 @@ class LogRead:
     # Seq of the last row scanned, kept or filtered out; the `after` asked for when nothing was scanned.
     last_seq: int
     head_seq: int
+    # The source's wall clock when it sent this read (epoch ms; None when it did not say): the follower
+    # measures the source's clock offset from it, idle streams included (heartbeats carry it too).
+    sent_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,32 @@ def supersedes(rule: ConflictRule, incoming: Version, local: Version) -> bool:
     if rule == FIRST_WRITER_WINS:
         return incoming < local
     return incoming > local
+
+
+class ClockRefusal(Exception):
+    """A peer refused a signed request for its timestamp and said what its clock read (epoch ms)."""
+
+    def __init__(self, peer: str, sent_ms: int, message: str) -> None:
+        super().__init__(f"{peer} refused the request: {message}")
+        self.peer = peer
+        self.sent_ms = sent_ms
+
+
+def ahead_ms(entry: LogEntry, now_ms: int) -> int:
+    """How far the physical time of the entry's version is ahead of `now_ms` (negative when behind)."""
+    return (entry.version[0] >> HLC_COUNTER_BITS) - now_ms
+
+
+def within_bound(
+    entries: Sequence[LogEntry], now_ms: int, bound_ms: int
+) -> tuple[list[LogEntry], LogEntry | None]:
+    """The entries before the first one more than `bound_ms` ahead of `now_ms`, and that one (or None).
+
+    A change stamped that far in the future comes from a clock running fast: applied, it would win over
+    every later write until real time caught up, and move this region's hybrid clock (so its own writes)
+    as far ahead. Such a change is held back (never dropped) until it is within the bound.
+    """
+    for i, entry in enumerate(entries):
+        if ahead_ms(entry, now_ms) > bound_ms:
+            return list(entries[:i]), entry
+    return list(entries), None

@@ -6,6 +6,11 @@ the link once, one one-way delay after it was written, instead of waiting for th
 batch and storing the peer's checkpoint happen in one transaction, so a crash at any instant neither
 loses nor repeats a change. A region that never followed a peer, or fell behind its trimmed log,
 backfills from a snapshot first. Anti-entropy compares digests of key buckets and repairs both sides.
+
+A change stamped more than `max_clock_offset_ms` ahead of this region's wall clock (or any change from a
+peer whose clock runs that far ahead) is not applied and does not move the hybrid clock: the region stops
+following that peer, says so with the offset (status, metrics), and resumes by itself once the offset is
+back within the bound. Nothing is skipped: the stream resumes at the held change.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from bookstore.ports import Clock
 from bookstore.replication.clock import HybridLogicalClock
 from bookstore.replication.model import (
     ApplyResult,
+    ClockRefusal,
     ConflictRecord,
     LogEntry,
     LogRead,
     LogTrimmed,
     SnapshotPage,
+    ahead_ms,
+    within_bound,
 )
 
 log = logging.getLogger("bookstore.replication")
@@ -39,6 +47,12 @@ CHECKPOINT_EVERY_MS = 1_000
 # How often a follower tells the peer how far it holds the peer's log (the peer trims only below every
 # follower's acknowledgement); streams stay open for long, so this cannot wait for the next one.
 ACK_EVERY_MS = 10_000
+# The default bound on a peer's clock offset (the topology's replication.max_clock_offset_ms).
+MAX_CLOCK_OFFSET_MS = 500
+# How often a peer not followed for its clock is asked again whether its offset is back within bound.
+CLOCK_RECHECK_S = 1.0
+# A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
+OFFSET_FRESH_MS = 5_000
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -87,6 +101,14 @@ class ReplicaStore(Protocol):
 
     def state_digest(self, tables: Collection[str]) -> str: ...
 
+    def clock_version(self) -> int:
+        """The latest version this region's hybrid clock issued or saw."""
+        ...
+
+    def cap_clock(self, ceiling: Callable[[], int | None]) -> None:
+        """Makes the region's hybrid clock call `ceiling` for a time its physical part must not pass."""
+        ...
+
     def add_listener(self, callback: Callable[[], None]) -> None: ...
 
 
@@ -114,6 +136,16 @@ class Peer(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class PeerClockAhead(Exception):
+    """A peer's clock, or a change it sent, is further ahead of ours than the bound: not followed."""
+
+    def __init__(self, peer: str, offset_ms: int, what: str) -> None:
+        super().__init__(f"{what} is {offset_ms} ms ahead of this region's clock")
+        self.peer = peer
+        self.offset_ms = offset_ms
+        self.what = what
 
 
 @dataclass
@@ -183,6 +215,24 @@ class ReplicationMetrics:
         self.backfills = Counter(
             "bookstore_replication_backfills", "Snapshot backfills from a peer", ["source"], registry=registry
         )
+        self.followed = Gauge(
+            "bookstore_replication_peer_followed",
+            "1 while this region applies the peer's changes; 0 while it holds them (clock too far ahead)",
+            ["peer"],
+            registry=registry,
+        )
+        self.clock_offset = Gauge(
+            "bookstore_replication_peer_clock_offset_seconds",
+            "How far the peer's clock (or the change held back) is ahead of this region's, as last measured",
+            ["peer"],
+            registry=registry,
+        )
+        self.held_back = Counter(
+            "bookstore_replication_held_back",
+            "Changes not applied because their time was too far ahead of this region's clock",
+            ["source"],
+            registry=registry,
+        )
 
 
 class Replicator:
@@ -204,6 +254,7 @@ class Replicator:
         retention_ms: int = 3_600_000,
         tables: Collection[str] = (),
         active_peers: Collection[str] = (),
+        max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
     ) -> None:
         self.store = store
         self.region = region
@@ -221,6 +272,16 @@ class Replicator:
         self.lags = LagWindow()
         self.pending: dict[str, int] = {}
         self.connected: dict[str, bool] = {p.region: False for p in self.peers}
+        self.max_clock_offset_ms = max_clock_offset_ms
+        # Each peer's clock minus ours (ms), as last measured from its stream (a one-way delay low).
+        self.clock_offsets: dict[str, int] = {}
+        # Peers not followed now because of their clock: the offset and what was ahead, since when.
+        self.held: dict[str, dict[str, Any]] = {}
+        # When each offset was measured (local wall clock), for the ceiling's fresh measurements only.
+        self._measured_at: dict[str, int] = {}
+        store.cap_clock(self.clock_ceiling)
+        for p in self.peers:
+            self.metrics.followed.labels(p.region).set(1)
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
         self.apply_paused = False
 
@@ -241,7 +302,9 @@ class Replicator:
         backoff = 0.05
         while not stop.is_set():
             try:
-                await self.follow(peer)
+                if not await self.follow_once(peer):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=CLOCK_RECHECK_S)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -252,6 +315,23 @@ class Replicator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, 1.0)
+
+    async def follow_once(self, peer: Peer) -> bool:
+        """One stream from `peer`; False when it stopped at a clock too far ahead (the peer is held)."""
+        try:
+            await self.follow(peer)
+        except PeerClockAhead as exc:
+            self._hold(exc)
+            return False
+        except ClockRefusal as exc:
+            # Refused for our request's timestamp: the clocks are further apart than the signed requests'
+            # window. The refusal says the peer's time, which is all the clock bound needs.
+            offset = self._measure(peer.region, exc.sent_ms)
+            if offset > self.max_clock_offset_ms:
+                self._hold(PeerClockAhead(peer.region, offset, f"{peer.region}'s clock"))
+                return False
+            raise
+        return True
 
     async def follow(self, peer: Peer) -> None:
         """Follow one peer's log until its stream ends; backfill first when we have no checkpoint."""
@@ -267,6 +347,14 @@ class Replicator:
                 if not self.connected.get(peer.region):
                     log.info("following %s from seq %d", peer.region, checkpoint)
                     self.connected[peer.region] = True
+                held = self._check_clock(peer.region, read)
+                if held is not None:
+                    # Apply what comes before the held change, then stop: the next stream starts at it.
+                    entries, ahead = held
+                    if entries:
+                        await self._apply(peer.region, entries, entries[-1].seq)
+                    raise ahead
+                self._resume(peer.region)
                 checkpoint = read.last_seq
                 # A batch of only filtered rows (changes that came from here) moves the checkpoint but
                 # needs no transaction each time: re-reading such rows after a crash is harmless.
@@ -286,6 +374,78 @@ class Replicator:
         except LogTrimmed:
             log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
             await self.backfill(peer)
+
+    def _check_clock(self, source: str, read: LogRead) -> tuple[list[LogEntry], PeerClockAhead] | None:
+        """None when the read may be applied whole; else the entries before the held one and why."""
+        now = self.clock.now_ms()
+        bound = self.max_clock_offset_ms
+        if read.sent_ms is not None:
+            offset = self._measure(source, read.sent_ms)
+            if offset > bound:
+                return [], PeerClockAhead(source, offset, f"{source}'s clock")
+        entries, ahead = within_bound(read.entries, now, bound)
+        if ahead is None:
+            return None
+        offset = ahead_ms(ahead, now)
+        self.metrics.clock_offset.labels(source).set(offset / 1000)
+        what = f"the change of {ahead.table} {ahead.key} written in {ahead.origin}"
+        return entries, PeerClockAhead(source, offset, what)
+
+    def _measure(self, peer: str, sent_ms: int) -> int:
+        """Records the peer's clock offset from a time it sent (a one-way delay low); returns it."""
+        now = self.clock.now_ms()
+        offset = sent_ms - now
+        self.clock_offsets[peer] = offset
+        self._measured_at[peer] = now
+        self.metrics.clock_offset.labels(peer).set(offset / 1000)
+        return offset
+
+    def clock_ceiling(self) -> int | None:
+        """The time this region's versions must not pass, when its clock runs ahead of the others'.
+
+        The reference is the lower median clock of the regions heard from in the last seconds, this one
+        included (of two regions the slower, of three the middle one), so one fast clock is pulled back to
+        the others and one slow clock drags nobody. Versions stay within half the bound of it: the other
+        regions apply them, and a later write elsewhere still wins. None when there is nothing to correct.
+        """
+        now = self.clock.now_ms()
+        offsets = sorted(
+            [0]
+            + [
+                offset
+                # A copy (taken atomically): writers' threads call this while the loop measures.
+                for peer, offset in tuple(self.clock_offsets.items())
+                if now - self._measured_at.get(peer, now - OFFSET_FRESH_MS) < OFFSET_FRESH_MS
+            ]
+        )
+        reference = offsets[(len(offsets) - 1) // 2]
+        half = self.max_clock_offset_ms // 2
+        return now + reference + half if reference < -half else None
+
+    def _hold(self, exc: PeerClockAhead) -> None:
+        """Stops following a peer whose clock is too far ahead, saying so once with the offset."""
+        first = exc.peer not in self.held
+        self.held[exc.peer] = {
+            "offsetMs": exc.offset_ms,
+            "reason": f"{exc} (bound {self.max_clock_offset_ms} ms)",
+            "sinceMs": self.held.get(exc.peer, {}).get("sinceMs", self.clock.now_ms()),
+        }
+        self.metrics.followed.labels(exc.peer).set(0)
+        if first:
+            self.metrics.held_back.labels(exc.peer).inc()
+            log.warning(
+                "not following %s: %s (bound %d ms); its changes wait until the offset is back within it",
+                exc.peer,
+                exc,
+                self.max_clock_offset_ms,
+            )
+
+    def _resume(self, source: str) -> None:
+        if self.held.pop(source, None) is not None:
+            self.metrics.followed.labels(source).set(1)
+            log.warning(
+                "following %s again: its clock is within %d ms of ours", source, self.max_clock_offset_ms
+            )
 
     async def _ack(self, peer: Peer, seq: int) -> None:
         try:
@@ -327,6 +487,11 @@ class Replicator:
         while True:
             page = await peer.snapshot(cursor, self.snapshot_page)
             head = page.head_seq if head is None else head
+            _, ahead = within_bound(page.entries, self.clock.now_ms(), self.max_clock_offset_ms)
+            if ahead is not None:
+                # Begun again later: a backfill's checkpoint is the snapshot's, so it cannot skip one.
+                offset = ahead_ms(ahead, self.clock.now_ms())
+                raise PeerClockAhead(peer.region, offset, f"the snapshot's {ahead.table} {ahead.key}")
             last = page.cursor is None
             await self._apply(peer.region, page.entries, head if last else None, live=False)
             copied += len(page.entries)
@@ -340,9 +505,16 @@ class Replicator:
     async def anti_entropy(self, peer: Peer) -> int:
         """Compare bucket digests with `peer` and exchange the entries of buckets that differ."""
         repaired = 0
-        # Versions younger than the settle time may still be in flight: both sides leave them out.
+        # Versions younger than the settle time may still be in flight: both sides leave them out. The
+        # bound is taken from the hybrid clock, not the wall clock: versions issued ahead of the wall
+        # clock (a region whose clock ran fast) are compared too once they are older than that.
         before = (
-            HybridLogicalClock.pack(self.clock.now_ms() - self.anti_entropy_settle_ms)
+            HybridLogicalClock.pack(
+                max(
+                    0,
+                    HybridLogicalClock.physical_ms(self.store.clock_version()) - self.anti_entropy_settle_ms,
+                )
+            )
             if self.anti_entropy_settle_ms
             else None
         )
@@ -352,7 +524,12 @@ class Replicator:
             for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
                 if a == b:
                     continue
-                incoming = await peer.bucket(table, bucket, self.digest_buckets)
+                now = self.clock.now_ms()
+                incoming = [
+                    e
+                    for e in await peer.bucket(table, bucket, self.digest_buckets)
+                    if ahead_ms(e, now) <= self.max_clock_offset_ms
+                ]
                 result = await self._apply(peer.region, incoming, None, live=False)
                 outgoing = await asyncio.to_thread(
                     self.store.bucket_entries, table, bucket, self.digest_buckets
@@ -404,10 +581,15 @@ class Replicator:
                     "connected": self.connected.get(p.region, False),
                     "checkpoint": self.store.checkpoint(p.region),
                     "pending": self.pending.get(p.region),
+                    # False while its clock (or a change it sent) is too far ahead: see notFollowed.
+                    "followed": p.region not in self.held,
+                    "clockOffsetMs": self.clock_offsets.get(p.region),
+                    "notFollowed": self.held.get(p.region),
                 }
                 for p in self.peers
             },
             "lag": self.lags.summary(now),
             "conflicts": self.store.conflict_count(),
             "applyPaused": self.apply_paused,
+            "maxClockOffsetMs": self.max_clock_offset_ms,
         }

@@ -71,6 +71,7 @@ def build_replicator(services: RegionServices, secret: str, registry: CollectorR
         retention_ms=int(topology.replication.retention_s * 1000),
         tables=tuple(schemas),
         active_peers=[r for r in topology.active if r != me],
+        max_clock_offset_ms=topology.replication.max_clock_offset_ms,
     )
 
 
@@ -134,7 +135,14 @@ def region_app(
     if replicator is not None and services.replica is not None:
         schemas = {s.name: s for s in tables.ALL if s.name in replicator.tables}
         app.router.routes.extend(
-            replication_routes(services.replica, feed, schemas, [r.id for r in services.topology.regions])
+            replication_routes(
+                services.replica,
+                feed,
+                schemas,
+                [r.id for r in services.topology.regions],
+                clock=services.clock,
+                max_clock_offset_ms=services.topology.replication.max_clock_offset_ms,
+            )
         )
         services.replica.add_listener(feed.notify)
 

@@ -60,6 +60,10 @@ def collect(topology: Topology, token: str | None) -> dict[str, Any]:
                         "source": peer,
                         "destination": region.id,
                         "connected": state.get("connected"),
+                        # False while the source's clock (or a change it sent) runs too far ahead.
+                        "followed": state.get("followed", True),
+                        "clockOffsetMs": state.get("clockOffsetMs"),
+                        "notFollowed": state.get("notFollowed"),
                         "pending": state.get("pending"),
                         "checkpoint": state.get("checkpoint"),
                         "lagP50Ms": lag.get("p50Ms"),
@@ -133,6 +137,9 @@ def render(report: dict[str, Any]) -> None:
     )
     for p in report["replication"]:
         link = "[green]following[/green]" if p["connected"] else "[red]not following[/red]"
+        if p.get("followed") is False:
+            held = p.get("notFollowed") or {}
+            link = f"[red]not following: clock {_text(held.get('offsetMs'))} ms ahead[/red]"
         pairs.add_row(
             f"{p['source']} -> {p['destination']}",
             link,

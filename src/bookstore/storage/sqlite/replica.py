@@ -183,6 +183,12 @@ class SqliteReplica:
     def head_seq(self) -> int:
         return self.db.head_seq()
 
+    def clock_version(self) -> int:
+        return self.db.hlc.last
+
+    def cap_clock(self, ceiling: Callable[[], int | None]) -> None:
+        self.db.hlc.ceiling = ceiling
+
     def trimmed_through(self) -> int:
         return self.db.trimmed_through()
 

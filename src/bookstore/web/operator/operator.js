@@ -112,7 +112,7 @@ function model(o) {
   const pairs = new Map((o.replication || []).map((p) => [`${p.source}>${p.destination}`, p]));
   const links = (o.links || []).map((l) => {
     const lag = pairs.get(`${l.src}>${l.dst}`) || {};
-    return { ...l, lagP50: lag.lagP50Ms, lagP99: lag.lagP99Ms, pending: lag.pending, following: lag.connected };
+    return { ...l, lagP50: lag.lagP50Ms, lagP99: lag.lagP99Ms, pending: lag.pending, following: lag.connected, held: lag.followed === false ? (lag.notFollowed || {}) : null };
   });
   const routing = (o.edge && o.edge.routing) || o.routing || {};
   const answers = routing.answers || {};
@@ -278,7 +278,9 @@ function drawLinks(m) {
     const delay = h("input", { type: "number", min: 0, max: 10000, step: 5, value: Math.round(l.delayMs || 0), "aria-label": `Delay from ${l.src} to ${l.dst} in milliseconds`, class: "delay" });
     rows.push(h("tr", { "data-link": `${l.src}>${l.dst}` },
       h("th", { scope: "row" }, `${l.src} → ${l.dst}`),
-      h("td", {}, l.cut ? chip("down", "cut") : chip("ok", "up")),
+      h("td", {}, l.cut ? chip("down", "cut") : chip("ok", "up"),
+        // The destination stopped following the source: its clock (or a change it sent) is too far ahead.
+        l.held ? [" ", h("span", { class: "chip warn", title: l.held.reason || "" }, `not followed: clock ${((l.held.offsetMs || 0) / 1000).toFixed(1)} s ahead`)] : null),
       h("td", {}, delay, " ", button("Set", () => control(`links/${l.src}/${l.dst}`, { delayMs: Number(delay.value), both: false }, `Set the delay ${l.src} → ${l.dst} to ${delay.value} ms`), { class: "small", "aria-label": `Set the delay from ${l.src} to ${l.dst}` })),
       h("td", {}, ms(l.lagP50), " / ", ms(l.lagP99)),
       h("td", {}, num(l.pending)),

@@ -1,0 +1,238 @@
+"""One blog primary after any sequence of promotions (issue 12 item 4), regions in one process.
+
+Epochs are ordered by (epoch, region); a promotion needs a majority of the electorate unless forced; a
+restarted primary waits for every region's answer (or its timeout), not for the first failed stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bookstore.domain import errors
+from tests.support.blog_peers import BlogNetwork, Region, eventually, start_region
+
+EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
+THREE = (EU, AP, US)
+
+
+async def start_all(tmp_path: Path, regions: tuple[str, ...], network: BlogNetwork) -> dict[str, Region]:
+    nodes = {r: await start_region(tmp_path, r, regions, network, home=EU) for r in regions}
+    await eventually(
+        "every region confirmed", lambda: all(n.replication.confirmed.is_set() for n in nodes.values())
+    )
+    return nodes
+
+
+async def stop_all(nodes: dict[str, Region]) -> None:
+    for n in nodes.values():
+        if not n.task.done():
+            await n.halt()
+
+
+def writable(nodes: dict[str, Region]) -> list[str]:
+    return sorted(r for r, n in nodes.items() if n.replication.store.state().writable)
+
+
+def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, THREE, network)
+        try:
+            await nodes[EU].publish("Before the partition")
+            await eventually(
+                "the post everywhere",
+                lambda: all(nodes[r].replication.state.applied_lsn >= 1 for r in (AP, US)),
+            )
+            # Every link cut; the operator promotes on two sides: both compute epoch 2.
+            for r in THREE:
+                network.isolate(r, THREE)
+            ap = await nodes[AP].replication.promote(force=True)
+            us = await nodes[US].replication.promote(force=True)
+            assert (ap.epoch, us.epoch) == (2, 2)
+            await nodes[EU].publish("Ireland during the partition")
+            await nodes[AP].publish("Singapore during the partition")
+            await nodes[US].publish("Virginia during the partition")
+            assert writable(nodes) == [AP, EU, US]
+
+            network.heal_all()
+            # (2, us-east-1) outranks (2, ap-southeast-1) and (1, eu-west-1): one primary remains.
+            await eventually("one primary", lambda: writable(nodes) == [US])
+            for r in (EU, AP):
+                await eventually(
+                    f"{r} follows {US}", lambda r=r: nodes[r].replication.state.primary_region == US
+                )
+                state = nodes[r].replication.store.state()
+                assert state.role == "replica" and state.epoch == 2 and state.needs_rejoin
+            diverged = {
+                r: [
+                    d.row["title"]
+                    for d in nodes[r].replication.store.diverged()
+                    if d.table == "blog_posts" and d.row
+                ]
+                for r in THREE
+            }
+            assert diverged == {
+                EU: ["Ireland during the partition"],
+                AP: ["Singapore during the partition"],
+                US: [],
+            }
+            with pytest.raises(errors.Unavailable, match=US):
+                await nodes[AP].publish("Refused")
+            # Both rejoin as replicas of the one primary and converge on its posts.
+            for r in (EU, AP):
+                await nodes[r].replication.rejoin()
+            await nodes[US].publish("After the heal")
+            expected = await nodes[US].titles()
+            assert "Singapore during the partition" not in expected
+            for r in (EU, AP):
+                await eventually(f"{r} converged", lambda r=r: _same(nodes[r], expected))
+            assert writable(nodes) == [US]
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+async def _same(region: Region, expected: list[str]) -> bool:
+    return await region.titles() == expected
+
+
+def test_a_double_promotion_and_a_retry_to_another_region_leave_one_primary(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, THREE, network)
+        try:
+            # A double click: the second promotion of the same region changes nothing.
+            first = await nodes[AP].replication.promote()
+            again = await nodes[AP].replication.promote()
+            assert (first.epoch, again.epoch) == (2, 2)
+            await eventually("one primary", lambda: writable(nodes) == [AP])
+            await nodes[AP].publish("Singapore, epoch 2")
+            # The same request retried at another region: it learns epoch 2 from the majority it reaches
+            # and promotes past it; Singapore steps down.
+            retried = await nodes[US].replication.promote()
+            assert retried.epoch == 3
+            await eventually("one primary again", lambda: writable(nodes) == [US])
+            await eventually("Singapore at epoch 3", lambda: nodes[AP].replication.state.epoch == 3)
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_a_promotion_without_a_majority_is_refused_unless_forced(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, THREE, network)
+        try:
+            network.isolate(AP, THREE)
+            with pytest.raises(errors.Conflict) as refused:
+                await nodes[AP].replication.promote()
+            message = refused.value.message
+            assert "reaches 1 of the 3 regions" in message and "not a majority" in message
+            assert "--force" in message and EU in message and US in message
+            assert nodes[AP].replication.store.state().role == "replica"
+            forced = await nodes[AP].replication.promote(force=True)
+            assert forced.role == "primary" and forced.epoch == 2
+
+            # Ireland down, Virginia reaches itself and Singapore... once the cut heals: 2 of 3 suffice.
+            network.heal_all()
+            await nodes[EU].halt()
+            network.nodes.pop(EU)
+            promoted = await nodes[US].replication.promote()
+            assert promoted.role == "primary" and promoted.epoch == 3
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+class _AsOperator:
+    """Stands in for PeerAuthMiddleware: every request is signed by the operator."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["peer_region"] = "operator"
+        await self.app(scope, receive, send)
+
+
+def test_the_promote_endpoint_answers_409_without_a_majority_and_takes_force(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, (EU, AP), network)
+        try:
+            app = _AsOperator(Starlette(routes=nodes[AP].replication.routes()))
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ap"
+            ) as client:
+                network.cut(EU, AP)
+                refused = await client.post("/replication/blog/promote", json={})
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["error"] == "Conflict"
+                assert "not a majority" in refused.json()["message"]
+                bad = await client.post("/replication/blog/promote", json={"force": "yes"})
+                assert bad.status_code == 400, bad.text
+                forced = await client.post("/replication/blog/promote", json={"force": True})
+                assert forced.status_code == 200, forced.text
+                assert forced.json()["role"] == "primary" and forced.json()["epoch"] == 2
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_deposed_primary_waits_for_every_region_not_the_first_failed_stream(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, THREE, network)
+        try:
+            # Ireland (the primary) goes down; Singapore is promoted with Virginia's vote.
+            await nodes[EU].halt()
+            network.nodes.pop(EU)
+            await nodes[AP].replication.promote()
+            await eventually("Virginia learnt epoch 2", lambda: nodes[US].replication.state.epoch == 2)
+            # Ireland comes back cut off from Singapore; Virginia is down too (its stream fails at once).
+            network.cut(EU, AP)
+            await nodes[US].halt()
+            network.nodes.pop(US)
+            nodes[EU] = await start_region(tmp_path, EU, THREE, network, home=EU)
+            eu = nodes[EU].replication
+            await eventually("Ireland's streams failed", lambda: eu.views[US].failed and eu.views[AP].failed)
+            await asyncio.sleep(0.3)
+            assert not eu.confirmed.is_set(), "a failed stream is no confirmation"
+            # Virginia answers (at epoch 2 it learnt before going down): Ireland adopts it, never writes.
+            nodes[US] = await start_region(tmp_path, US, THREE, network, home=EU)
+            await eventually("Ireland learnt epoch 2", lambda: eu.state.epoch == 2)
+            assert eu.state.role == "replica" and eu.state.primary_region == AP
+            with pytest.raises(errors.Unavailable, match=AP):
+                await nodes[EU].publish("Must be refused")
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_primary_takes_writes_after_its_confirmation_timeout(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, (EU, AP), network)
+        try:
+            await nodes[EU].halt()
+            network.cut(EU, AP)
+            nodes[EU] = await start_region(tmp_path, EU, (EU, AP), network, home=EU, confirm_timeout_s=0.5)
+            await eventually("confirmed by the timeout", nodes[EU].replication.confirmed.is_set)
+            await nodes[EU].publish("After the timeout")
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
