@@ -362,3 +362,17 @@ def test_after_a_blog_failover_every_other_region_follows_the_new_primary() -> N
     regions.append({"regionId": "us-east-1", "role": "replica", "epoch": 1, "primaryRegion": "eu-west-1"})
     check = checks.blog_failover_check(overview, "eu-west-1", "ap-southeast-1")
     assert not check["held"] and "us-east-1 is 'replica' of 'eu-west-1'" in check["detail"]
+
+
+def test_the_blogs_writes_have_until_the_promotion_plus_the_goal() -> None:
+    samples = [post(1.0, 1), post(6.0, 2, status=503), post(8.5, 3, status=503), post(9.4, 4), post(12.0, 5)]
+    plain = checks.rto_check(BLOG_POST, samples, 2.0, 20.0)
+    assert plain["value"] == 3.4 and not plain["held"]
+    # The promotion answered 3.2 s after the fault: the edge then has the usual 2 s.
+    allowed = checks.rto_check(BLOG_POST, samples, 2.0, 20.0, (3.2, "until the promotion"))
+    assert (
+        allowed["value"] == 3.4
+        and allowed["held"]
+        and allowed["goal"] == "<= 5.2 s (until the promotion + 2 s)"
+    )
+    assert not checks.rto_check(BLOG_POST, samples, 2.0, 20.0, (1.0, "until the promotion"))["held"]

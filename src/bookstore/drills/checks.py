@@ -113,13 +113,24 @@ def timeline(samples: Iterable[Sample]) -> list[Bucket]:
 
 
 def rto_check(
-    kind: str, samples: Sequence[Sample], window_s: float = RTO_WINDOW_S, until_s: float | None = None
+    kind: str,
+    samples: Sequence[Sample],
+    window_s: float = RTO_WINDOW_S,
+    until_s: float | None = None,
+    allowance: tuple[float, str] | None = None,
 ) -> Check:
-    """The RTO of one kind of request, measured on that kind's requests alone."""
+    """The RTO of one kind of request, measured on that kind's requests alone.
+
+    `allowance` (seconds, why) adds to the goal a wait that is not the system's to shorten: the blog's
+    writes need a promotion, and how soon one is asked for is the operator's (here the drill's) doing.
+    """
     mine = [s for s in samples if s.kind == kind]
     value = rto(mine, window_s, _recording_end(samples) if until_s is None else until_s)
     failed = sum(not s.ok for s in mine)
-    name, goal = f"RTO of {kind}", f"<= {RTO_GOAL_S:g} s"
+    extra_s, why = allowance or (0.0, "")
+    goal_s = RTO_GOAL_S + extra_s
+    name = f"RTO of {kind}"
+    goal = f"<= {goal_s:.3g} s ({why} + {RTO_GOAL_S:g} s)" if why else f"<= {RTO_GOAL_S:g} s"
     if value is None:
         detail = f"none of {len(mine)} {kind} requests failed"
         return Check(name=name, value=0.0, unit="s", goal=goal, held=True, detail=detail)
@@ -129,7 +140,7 @@ def rto_check(
         value=shown,
         unit="s",
         goal=goal,
-        held=shown is not None and value <= RTO_GOAL_S,
+        held=shown is not None and value <= goal_s,
         detail=f"first failed {kind} request -> start of the first {window_s:g} s without a failed one; "
         f"{failed} of {len(mine)} failed"
         + (

@@ -16,7 +16,8 @@ import orjson
 from bookstore.domain.orders import MAX_QUANTITY
 from bookstore.edge.upstream import Origin, UpstreamError
 
-# Share of each kind of request in the mix; writes carry an Idempotency-Key so the edge may retry them.
+# Share of each kind of request in the mix; writes carry an Idempotency-Key so the edge may retry them
+# (but for UNKEYED_SHARE of the checkouts).
 MIX: dict[str, float] = {"browse": 0.35, "cart": 0.2, "checkout": 0.2, "blog": 0.1, "static": 0.15}
 API_KINDS = ("browse", "cart", "checkout")
 WRITE_KINDS = ("cart", "checkout")
@@ -97,8 +98,9 @@ class Workload:
     author: Shopper | None = None
     blog_rate: float = 0.0
     blog_tag: str = "drill"
-    _unkeyed: int = 0
-    _posts: int = 0
+    # Checkouts without a key and blog posts sent so far (each one's number makes it unique).
+    _unkeyed: int = field(default=0, init=False, repr=False)
+    _posts: int = field(default=0, init=False, repr=False)
 
     async def run(self, duration_s: float) -> None:
         rng = random.Random(self.seed)
