@@ -340,7 +340,7 @@ def drill(
             "--regions",
             min=2,
             help="Start this many regions (the topology's first N, the home region first) instead of its "
-            "active ones: 2 or 3 with the default topology. Not with --attach.",
+            "active ones: 2 or 3 with the default topology (with --attach: as many as run).",
         ),
     ] = None,
     rto_window: Annotated[
