@@ -389,18 +389,41 @@ def drill(
     settle: Annotated[
         float, typer.Option("--settle", min=1, help="Most seconds to wait for convergence after the fault.")
     ] = 30.0,
+    regions: Annotated[
+        int | None,
+        typer.Option(
+            "--regions",
+            min=2,
+            help="Start this many regions (the topology's first N, the home region first) instead of its "
+            "active ones: 2 or 3 with the default topology (with --attach: as many as run).",
+        ),
+    ] = None,
+    rto_window: Annotated[
+        float,
+        typer.Option(
+            "--rto-window",
+            min=0.1,
+            help="Seconds without a failed request of a kind after which that kind has recovered.",
+        ),
+    ] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
     data_dir: DataDir = Path("data"),
     topology: TopologyFile = None,
 ) -> None:
-    """Run a failover drill through the edge and check RTO, RPO, loss, duplicates and convergence."""
+    """Run a failover drill through the edge and check RTO, RPO, loss, duplicates and convergence.
+
+    Progress goes to stderr while it runs; the summary (or the record with --json) to stdout.
+    """
     from bookstore.drills.runner import Options, run
     from bookstore.drills.scenarios import SCENARIOS
 
     if scenario not in SCENARIOS:
         typer.echo(f"error: unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", err=True)
         raise typer.Exit(2)
-    options = Options(scenario, rate, duration, attach, data_dir, topology, seed, settle, write_rate)
+    options = Options(
+        scenario, rate, duration, attach, data_dir, topology, seed, settle, write_rate,
+        regions=regions, rto_window_s=rto_window, progress=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
     try:
         record = run(options)
     except RuntimeError as exc:

@@ -204,9 +204,12 @@ class Topology(BaseModel):
 
     @classmethod
     def load(cls, path: Path | None = None) -> Topology:
-        """The defaults, overridden by the TOML file at `path` when given."""
+        """The defaults, overridden by the TOML file at `path` when given (or a JSON one, as a tool that
+        derives a topology from another writes it: `model_dump_json`)."""
         if path is None:
             return cls()
+        if path.suffix == ".json":
+            return cls.model_validate_json(path.read_bytes())
         with path.open("rb") as f:
             return cls.model_validate(tomllib.load(f))
 

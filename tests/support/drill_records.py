@@ -89,15 +89,28 @@ def kinds() -> list[KindSummary]:
         KindSummary(kind="browse", requests=700, failed=5, rtoS=0.84, p50Ms=11.5, p99Ms=212.0),
         KindSummary(kind="cart", requests=280, failed=3, rtoS=0.91, p50Ms=14.0, p99Ms=240.0),
         KindSummary(kind="checkout", requests=140, failed=0, rtoS=None, p50Ms=21.2, p99Ms=318.4),
-        KindSummary(kind="blog", requests=140, failed=1, rtoS=0.7, p50Ms=9.0, p99Ms=150.0),
+        # Its one failure came too late for a failure-free window before the end: not shown recovered.
+        KindSummary(kind="blog", requests=140, failed=1, rtoS=0.7, p50Ms=9.0, p99Ms=150.0, recovered=False),
         KindSummary(kind="static", requests=140, failed=0, rtoS=None, p50Ms=3.1, p99Ms=40.0),
     ]
 
 
 def checks() -> list[Check]:
     return [
-        Check(name="RTO of API reads", value=0.84, unit="s", goal="<= 2 s", held=True, detail="browse"),
-        Check(name="RPO", value=184.0, unit="ms", goal="<= 300 ms", held=True, detail="3 orders missing"),
+        Check(name="RTO of browse", value=0.84, unit="s", goal="<= 2 s", held=True, detail="browse"),
+        Check(
+            name="RPO",
+            value=184.0,
+            unit="ms",
+            goal="<= 300 ms",
+            held=True,
+            detail="3 orders missing",
+            listed=[
+                f"k-0001 (checkout, Idempotency-Key a1, customer c1, acknowledged at 9.816 s by {HOME})",
+                f"k-0002 (checkout, Idempotency-Key {HOSTILE}, customer c2, acknowledged at 9.9 s by {HOME})",
+                f"k-0003 (writer, Idempotency-Key a3, customer c1, acknowledged at 9.95 s by {HOME})",
+            ],
+        ),
         Check(name="lost for good", value=0, unit="orders", goal="= 0", held=True, detail=MARKUP),
         Check(name="duplicate orders", value=0, unit="orders", goal="= 0", held=True, detail="by key"),
         Check(

@@ -16,6 +16,11 @@ from bookstore.drills.report import number, print_summary, write_html
 from tests.support.drill_records import HOME, HOSTILE, MARKUP, OTHER, region_outage_record
 
 SVG = "{http://www.w3.org/2000/svg}"
+LISTED = [
+    f"k-0001 (checkout, Idempotency-Key a1, customer c1, acknowledged at 9.816 s by {HOME})",
+    f"k-0002 (checkout, Idempotency-Key {HOSTILE}, customer c2, acknowledged at 9.9 s by {HOME})",
+    f"k-0003 (writer, Idempotency-Key a3, customer c1, acknowledged at 9.95 s by {HOME})",
+]
 
 
 class Page(HTMLParser):
@@ -117,8 +122,8 @@ def test_the_checks_table_shows_value_goal_and_whether_each_held(tmp_path: Path)
     header, *rows = page.rows["checks"]
     assert header == ["Check", "Value", "Goal", "Held", "Detail"]
     assert rows == [
-        ["RTO of API reads", "0.84 s", "<= 2 s", "✓ held", "browse"],
-        ["RPO", "184 ms", "<= 300 ms", "✓ held", "3 orders missing"],
+        ["RTO of browse", "0.84 s", "<= 2 s", "✓ held", "browse"],
+        ["RPO", "184 ms", "<= 300 ms", "✓ held", "3 orders missing3 listed" + "".join(LISTED)],
         ["lost for good", "0 orders", "= 0", "✓ held", MARKUP],
         ["duplicate orders", "0 orders", "= 0", "✓ held", "by key"],
         [
@@ -142,6 +147,15 @@ def test_the_kinds_table_shows_requests_failures_rto_and_latency(tmp_path: Path)
     assert rows[0] == ["browse", "700", "5", "0.84 s", "11.5 ms", "212 ms"]
     assert rows[2] == ["checkout", "140", "0", "—", "21.2 ms", "318 ms"]
     assert [row[0] for row in rows] == ["browse", "cart", "checkout", "blog", "static"]
+    assert rows[3][3] == "≥ 0.7 s (not recovered)"
+
+
+def test_what_a_check_lists_is_on_the_page_folded_under_its_count(tmp_path: Path) -> None:
+    text = report(region_outage_record(tmp_path))
+    page = Page(text)
+    assert "listed" in page.classes("details")
+    assert [t for t in page.text if t in LISTED] == LISTED
+    assert HOSTILE not in text  # escaped like every other string of the record
 
 
 def test_every_string_of_the_record_is_escaped(tmp_path: Path) -> None:
@@ -152,7 +166,7 @@ def test_every_string_of_the_record_is_escaped(tmp_path: Path) -> None:
     page = Page(text)
 
     assert HOSTILE not in text
-    assert text.count("&lt;script&gt;alert(&quot;drill&quot;)&lt;/script&gt;") == 4
+    assert text.count("&lt;script&gt;alert(&quot;drill&quot;)&lt;/script&gt;") == 5  # one in a listed item
     assert "script" not in [tag for tag, _ in page.tags]
     assert "b" not in [tag for tag, _ in page.tags]
     # What the reader sees is the record's text itself, only escaped on the way.
@@ -218,7 +232,8 @@ def test_the_terminal_summary_colours_the_checks_and_names_the_files(tmp_path: P
     assert printed.count("\x1b[32mheld") == 4
     assert printed.count("\x1b[1;31mnot held") == 1
     assert MARKUP in printed  # the record's text is shown, never read as rich markup
-    for name in ("RTO of API reads", "convergence after recovery", "checkout", "212 ms"):
+    for name in ("RTO of browse", "convergence after recovery", "checkout", "212 ms", "≥ 0.7 s"):
         assert name in printed
+    assert "k-0001 (checkout, Idempotency-Key a1" in printed  # what the RPO check listed
     assert record["files"]["record"] in printed
     assert record["files"]["report"] in printed

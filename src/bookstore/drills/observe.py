@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Mapping
+import html
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from bookstore.drills.record import Event, LagPoint
-from bookstore.drills.workload import Shopper
+from bookstore.drills.workload import BLOG_API, Shopper
 from bookstore.runtime.control import operator_headers
 
 SAMPLE_EVERY_S = 1.0
 DIGEST_EVERY_S = 0.1
 STATUS_TIMEOUT_S = 2.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -186,3 +188,54 @@ async def bestsellers_of(api_url: str) -> dict[str, int] | None:
         return {b["bookId"]: int(b["quantity"]) for b in answer.json()}
     except (httpx.HTTPError, ValueError):
         return None
+
+
+async def posts_of(api_url: str, tag: str) -> set[str] | None:
+    """Titles of the region's blog posts carrying `tag`, or None if it does not answer."""
+    titles: set[str] = set()
+    page, pages = 1, 1
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            while page <= pages:
+                answer = await client.get(
+                    f"{api_url}{BLOG_API}", params={"tags": tag, "per_page": "100", "page": str(page)}
+                )
+                if answer.status_code != 200:
+                    return None
+                titles |= {html.unescape(str(post["title"]["rendered"])) for post in answer.json()}
+                pages, page = int(answer.headers.get("x-wp-totalpages", "1")), page + 1
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return titles
+
+
+def diverged_titles(api_urls: Mapping[str, str], secret: str) -> set[str]:
+    """Titles of the blog posts kept aside as diverged writes in any region (the operator's signed read)."""
+    from bookstore.blog.replication import Operator
+    from bookstore.domain.errors import BookstoreError
+    from bookstore.replication.clock import SystemClock
+
+    titles: set[str] = set()
+    with Operator(api_urls, secret, SystemClock(), timeout_s=10.0) as operator:
+        for region in api_urls:
+            try:
+                records = operator.diverged(region, limit=100_000).get("diverged") or []
+            except BookstoreError:
+                continue
+            for record in records:
+                row = record.get("row") or {}
+                if record.get("table") == "blog_posts" and isinstance(row.get("title"), str):
+                    titles.add(row["title"])
+    return titles
+
+
+async def with_retries(
+    read: Callable[[], Awaitable[T | None]], now_s: Callable[[], float], deadline_s: float
+) -> T | None:
+    """`read()` until it answers (not None) or the deadline passes: a region must answer the final reads,
+    and a momentary refusal (a connection being re-established) is not yet a region that does not."""
+    while True:
+        got = await read()
+        if got is not None or now_s() >= deadline_s:
+            return got
+        await asyncio.sleep(0.5)

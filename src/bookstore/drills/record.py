@@ -51,6 +51,8 @@ class KindSummary(TypedDict):
     p99Ms: float
     # Failed requests by what the client got: an HTTP status, or "no answer".
     failures: NotRequired[dict[str, int]]
+    # False when no failure-free window followed the first failure: rtoS is then a lower bound.
+    recovered: NotRequired[bool]
 
 
 class Check(TypedDict):
@@ -62,6 +64,8 @@ class Check(TypedDict):
     goal: str
     held: bool
     detail: str
+    # What the check found wrong, one item each (missing orders with their keys, lost posts...).
+    listed: NotRequired[list[str]]
 
 
 class RegionRef(TypedDict):

@@ -109,7 +109,7 @@ def print_summary(record: Record, console: Console) -> None:
             Text(number(check["value"], check["unit"])),
             Text(check["goal"]),
             Text("held", style="green") if check["held"] else Text("not held", style="bold red"),
-            Text(check["detail"], style="dim"),
+            Text(_terminal_detail(check), style="dim"),
         )
     console.print(table)
     kinds = Table(
@@ -122,6 +122,13 @@ def print_summary(record: Record, console: Console) -> None:
     console.print(kinds)
     console.print(Text.assemble(("record  ", "dim"), record["files"]["record"]))
     console.print(Text.assemble(("report  ", "dim"), record["files"]["report"]))
+
+
+def _terminal_detail(check: Check, shown: int = 5) -> str:
+    """The detail, and the first few of what the check listed (the record and the page hold them all)."""
+    items = check.get("listed") or []
+    more = f"\n… and {len(items) - shown} more in the record" if len(items) > shown else ""
+    return "\n".join([check["detail"], *items[:shown]]) + more
 
 
 def number(value: float | int | str | None, unit: str = "") -> str:
@@ -397,10 +404,25 @@ def _checks(checks: list[Check]) -> str:
         f"<tr class='{'held' if c['held'] else 'not-held'}'><td>{html.escape(c['name'])}</td>"
         f"<td class='num'>{html.escape(number(c['value'], c['unit']))}</td><td>{html.escape(c['goal'])}</td>"
         f"<td class='mark'>{'✓ held' if c['held'] else '✗ not held'}</td>"
-        f"<td class='detail'>{html.escape(c['detail'])}</td></tr>"
+        f"<td class='detail'>{html.escape(c['detail'])}{_listed(c)}</td></tr>"
         for c in checks
     ]
     return _table("checks", ["Check", "Value", "Goal", "Held", "Detail"], rows)
+
+
+def _listed(check: Check) -> str:
+    """What the check found wrong, one item a line, folded away under its count."""
+    items = check.get("listed") or []
+    if not items:
+        return ""
+    lines = "".join(f"<li>{html.escape(item)}</li>" for item in items)
+    return f"<details class='listed'><summary>{len(items)} listed</summary><ul>{lines}</ul></details>"
+
+
+def _rto_cell(kind: KindSummary) -> str:
+    """A kind's RTO; "≥" when the recording ended before the kind went a whole window without a failure."""
+    shown = number(kind["rtoS"], "s")
+    return f"≥ {shown} (not recovered)" if kind.get("recovered") is False else shown
 
 
 def _kind_cells(kind: KindSummary) -> list[str]:
@@ -413,7 +435,7 @@ def _kind_cells(kind: KindSummary) -> list[str]:
             if (failures := kind.get("failures"))
             else ""
         ),
-        number(kind["rtoS"], "s"),
+        _rto_cell(kind),
         number(kind["p50Ms"], "ms"),
         number(kind["p99Ms"], "ms"),
     ]
@@ -471,6 +493,7 @@ tr.held .mark { color: #1e6b34; font-weight: 600; }
 tr.not-held { background: #fff5f4; }
 tr.not-held .mark { color: #b00020; font-weight: 600; }
 td.detail { color: #555; font-size: .92em; }
+details.listed ul { margin: .3rem 0 0; padding-left: 1.2rem; }
 figure.timeline { margin: 0; }
 figure.timeline svg { display: block; width: 100%; height: auto; }
 figcaption { color: #555; font-size: .9em; margin-top: .4rem; }

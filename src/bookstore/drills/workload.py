@@ -6,16 +6,18 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
+from bookstore.domain.orders import MAX_QUANTITY
 from bookstore.edge.upstream import Origin, UpstreamError
 
-# Share of each kind of request in the mix; writes carry an Idempotency-Key so the edge may retry them.
+# Share of each kind of request in the mix; writes carry an Idempotency-Key so the edge may retry them
+# (but for UNKEYED_SHARE of the checkouts).
 MIX: dict[str, float] = {"browse": 0.35, "cart": 0.2, "checkout": 0.2, "blog": 0.1, "static": 0.15}
 API_KINDS = ("browse", "cart", "checkout")
 WRITE_KINDS = ("cart", "checkout")
@@ -23,6 +25,12 @@ WRITE_KINDS = ("cart", "checkout")
 # never failed over; they load the replication the RPO is measured on.
 WRITER = "writer"
 ORDER_KINDS = ("checkout", WRITER)
+# Of the shoppers' checkouts, this share is sent without an Idempotency-Key (as a plain browser form
+# would): the edge must not retry those, and the checks count the orders each one made.
+UNKEYED_SHARE = 0.25
+# Blog posts written by an author through the edge (blog-failover): the blog's own RPO and lost posts.
+BLOG_POST = "blog-post"
+BLOG_API = "/blog/wp-json/wp/v2/posts"
 STATIC_PATHS = ("/", "/app.css")
 REQUEST_TIMEOUT_S = 15.0
 # One request of the workload, sent and recorded.
@@ -56,6 +64,7 @@ class Sample:
     idempotency_key: str | None = None
     order_id: str | None = None  # acknowledged order id of a checkout
     books: tuple[tuple[str, int], ...] = ()
+    title: str | None = None  # of a blog post
     error: str = ""
 
     @property
@@ -85,6 +94,13 @@ class Workload:
     # The home region's API and the orders/s written straight to it (0: none).
     writer_url: str | None = None
     write_rate: float = 0.0
+    # An author writing blog posts through the edge, posts/s, and the tag that marks the drill's posts.
+    author: Shopper | None = None
+    blog_rate: float = 0.0
+    blog_tag: str = "drill"
+    # Checkouts without a key and blog posts sent so far (each one's number makes it unique).
+    _unkeyed: int = field(default=0, init=False, repr=False)
+    _posts: int = field(default=0, init=False, repr=False)
 
     async def run(self, duration_s: float) -> None:
         rng = random.Random(self.seed)
@@ -108,6 +124,12 @@ class Workload:
                     return self._write(origin, rng.choice(self.shoppers), writer_rng)
 
                 streams.append(self._arrivals(write, self.write_rate, duration_s, writer_rng))
+            if self.author is not None and self.blog_rate > 0:
+                author = self.author
+                blog_rng = random.Random(self.seed + 2)
+                streams.append(
+                    self._arrivals(lambda: self._post(client, author), self.blog_rate, duration_s, blog_rng)
+                )
             try:
                 await asyncio.gather(*streams)
             finally:
@@ -178,8 +200,13 @@ class Workload:
             if kind == "cart":
                 path, body = "/api/cart", {"bookId": rng.choice(self.books), "quantity": 1}
             else:
-                chosen = rng.sample(self.books, k=rng.randint(1, min(2, len(self.books))))
-                books = tuple((b, rng.randint(1, 3)) for b in chosen)
+                if rng.random() < UNKEYED_SHARE:
+                    key = None
+                    del headers["Idempotency-Key"]
+                    books = self._unkeyed_lines()
+                else:
+                    chosen = rng.sample(self.books, k=rng.randint(1, min(2, len(self.books))))
+                    books = tuple((b, rng.randint(1, 3)) for b in chosen)
                 path = "/api/orders"
                 body = {"books": [{"bookId": b, "quantity": q} for b, q in books]}
         sample = Sample(kind, method, path, self.now_s(), 0.0, 0, customer_id=shopper.customer_id)
@@ -199,6 +226,46 @@ class Workload:
                 sample.error = answer.text[:200]
         sample.end_s = self.now_s()
         self.samples.append(sample)
+
+    def _unkeyed_lines(self) -> tuple[tuple[str, int], ...]:
+        """Lines no other checkout of the drill without a key has (the n-th attempt's own quantities), so
+        the orders it made can be told apart and counted."""
+        n = self._unkeyed
+        self._unkeyed += 1
+        return unkeyed_lines(self.books, n)
+
+    async def _post(self, client: httpx.AsyncClient, author: Shopper) -> None:
+        """One blog post by the author through the edge, titled so that it can be found again."""
+        self._posts += 1
+        title = f"Drill post {self.blog_tag} {self._posts}"
+        body = {
+            "title": title,
+            "content": f"Written by the drill at {self.now_s():.3f} s.",
+            "tags": [self.blog_tag],
+        }
+        headers = {"Authorization": f"Bearer {author.token}", "X-Client-Region": author.location}
+        sample = Sample(BLOG_POST, "POST", BLOG_API, self.now_s(), 0.0, 0, customer_id=author.customer_id)
+        sample.title = title
+        try:
+            answer = await client.post(BLOG_API, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            sample.error = f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            sample.status = answer.status_code
+            sample.region = answer.headers.get("x-bookstore-region")
+            sample.origin = answer.headers.get("x-edge-origin")
+            if not sample.ok:
+                sample.error = answer.text[:200]
+        sample.end_s = self.now_s()
+        self.samples.append(sample)
+
+
+def unkeyed_lines(books: Sequence[str], n: int) -> tuple[tuple[str, int], ...]:
+    """The n-th checkout without a key: quantities that encode n (unique for n < 99 * 99)."""
+    low, high = n % MAX_QUANTITY, n // MAX_QUANTITY % MAX_QUANTITY
+    if len(books) < 2:
+        return ((books[0], 1 + low),)
+    return ((books[0], 1 + low), (books[1], 1 + high))
 
 
 def drill_clock() -> Callable[[], float]:
