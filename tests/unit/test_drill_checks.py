@@ -134,6 +134,15 @@ def test_an_order_missing_after_recovery_counts_in_the_rpo_whatever_its_time() -
     assert early["value"] == 7980.0 and not early["held"]
 
 
+def test_an_answer_in_flight_when_the_region_died_counts_in_the_window_not_as_a_late_loss() -> None:
+    # Sent 30 ms before the kill, answered 10 ms after it: the region acknowledged it before it died, so
+    # its loss is within the fault's recovery point (0 ms), not a loss the fault does not bound.
+    samples = [checkout(9.97, "in-flight", took=0.04)]
+    check = checks.rpo_check(samples, 10.0, 85.0, {EU: {}, AP: {}}, EU, {AP: {}}, looked_s=11.0)
+    assert check["value"] == 0.0 and "at or after the fault" not in check["detail"] and check["held"]
+    assert check.get("listed") and "Idempotency-Key in-flight" in check["listed"][0]
+
+
 def test_rpo_does_not_hold_when_a_region_does_not_answer() -> None:
     k1 = order_id("c1", "k1", 0)
     check = checks.rpo_check([checkout(1.0, "k1")], 10.0, 85.0, {EU: {k1: {"b1": 2}}, AP: None})

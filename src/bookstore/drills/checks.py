@@ -206,12 +206,14 @@ def loss_window_check(
 ) -> Check:
     """The recovery point: how long before the fault the oldest acknowledged write now missing was made.
 
-    Every acknowledged write found missing counts, whatever its time: one acknowledged at or after the
+    Every acknowledged write found missing counts, whatever its time: one sent at or after the
     fault means the loss is not bounded by the fault at all, and the check does not hold. A region in
     `silent` did not answer the reads: what it holds is unknown, and the check does not hold either.
     """
-    before = [s for s in missing if s.end_s < fault_s]
-    late = [s for s in missing if s.end_s >= fault_s]
+    # Sent before the fault: its answer may still have been in flight when the fault struck, so it counts
+    # in the window (as 0 ms when it arrived after). Sent after: the loss is not bounded by the fault.
+    before = [s for s in missing if s.start_s < fault_s]
+    late = [s for s in missing if s.start_s >= fault_s]
     window_ms = round(max(0.0, (fault_s - min(s.end_s for s in before)) * 1000), 1) if before else 0.0
     goal_ms = one_way_ms + RPO_MARGIN_MS
     detail = (
@@ -219,7 +221,7 @@ def loss_window_check(
         f"window = fault time - oldest acknowledgement among them"
     )
     if late:
-        detail += f"; {len(late)} of them acknowledged at or after the fault (not bounded by it)"
+        detail += f"; {len(late)} of them sent and acknowledged at or after the fault (not bounded by it)"
     if silent:
         detail += f"; did not answer the reads: {', '.join(silent)}"
     return Check(

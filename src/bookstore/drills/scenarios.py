@@ -109,8 +109,10 @@ class RegionOutage(Scenario):
     recovery_word = "restart"
 
     async def begin(self, c: Control) -> None:
-        self.fault = c.fault_started("kill -9", c.home)
+        # The fault starts when the kill has happened: an answer still in flight when it was asked for
+        # was acknowledged before the fault, and counts in the RPO window, not as a loss after it.
         await c.call("POST", f"/regions/{c.home}/kill")
+        self.fault = c.fault_started("kill -9", c.home)
 
     async def end(self, c: Control) -> None:
         assert self.fault is not None
@@ -205,8 +207,10 @@ class BlogFailover(Scenario):
         self.diverged: int | None = None
 
     async def begin(self, c: Control) -> None:
-        self.fault = c.fault_started("kill -9 (blog primary)", c.home)
+        # The fault starts when the kill has happened: an answer still in flight when it was asked for
+        # was acknowledged before the fault, and counts in the RPO window, not as a loss after it.
         await c.call("POST", f"/regions/{c.home}/kill")
+        self.fault = c.fault_started("kill -9 (blog primary)", c.home)
         # Forced: the drill promotes at once, whether or not a majority of the blog's regions answers
         # (with two regions, the killed primary is half of them).
         promoted = await c.call("POST", f"/blog/promote/{c.other}", {"force": True})
