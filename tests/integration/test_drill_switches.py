@@ -34,7 +34,7 @@ def skewable(tmp_path: Path) -> Iterator[tuple[RegionServices, SkewedClock]]:
 
 
 def switch(client: TestClient, body: bytes) -> tuple[int, dict[str, object]]:
-    headers = sign(SECRET, "POST", FAULTS_PATH, body, OPERATOR, SystemClock().now_ms())
+    headers = sign(SECRET, "POST", FAULTS_PATH, body, OPERATOR, SystemClock().now_ms(), EU)
     answer = client.post(FAULTS_PATH, content=body, headers=headers)
     return answer.status_code, answer.json()
 

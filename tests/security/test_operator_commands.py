@@ -24,7 +24,7 @@ def post(client: TestClient, headers: dict[str, str], body: bytes = NEW_USER) ->
 
 
 def signed(secret: str, signer: str, body: bytes = NEW_USER) -> dict[str, str]:
-    return sign(secret, "POST", PATH, body, signer, SystemClock().now_ms())
+    return sign(secret, "POST", PATH, body, signer, SystemClock().now_ms(), "eu-west-1")
 
 
 def test_no_one_but_the_operator_adds_a_user(services: RegionServices) -> None:

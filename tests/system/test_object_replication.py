@@ -394,7 +394,7 @@ def test_bad_signatures_unknown_keys_and_expired_urls_get_403_and_change_nothing
     target = f"{system.topology.region(AP).s3_url}/_replication/objects?version=x"
     assert httpx.put(target, content=b"x").status_code == 401
     forged = sign(
-        "not-the-secret", "PUT", "/_replication/objects?version=x", b"x", EU, int(time.time() * 1000)
+        "not-the-secret", "PUT", "/_replication/objects?version=x", b"x", EU, int(time.time() * 1000), AP
     )
     assert httpx.put(target, content=b"x", headers=forged).status_code == 403
     assert "Contents" not in s3.list_objects_v2(Bucket=singapore)

@@ -658,7 +658,7 @@ def test_replication_endpoints_refuse_unsigned_tampered_and_malformed_requests(t
             return ap.post(path, content=body, headers={"content-type": "application/json", **headers})
 
         def signed(path: str, body: bytes, region: str = EU, key: str = secret) -> dict[str, str]:
-            return sign(key, "POST", path, body, region, int(time.time() * 1000))
+            return sign(key, "POST", path, body, region, int(time.time() * 1000), AP)
 
         forged = {**ap.get("/books/" + book_ids(system)[0]).json(), "id": "bk-forged-1", "name": "Forged"}
         good = _entry(forged, "bk-forged-1")

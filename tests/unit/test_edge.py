@@ -419,7 +419,7 @@ def test_dns_has_no_answer_when_no_target_is_healthy_and_the_rule_is_off() -> No
 
 
 def operator_headers(secret: str, body: bytes) -> dict[str, str]:
-    return sign(secret, "POST", FAULTS_PATH, body, OPERATOR, SystemClock().now_ms())
+    return sign(secret, "POST", FAULTS_PATH, body, OPERATOR, SystemClock().now_ms(), EU)
 
 
 def test_a_broken_api_answers_403_without_the_region_header_but_keeps_status_and_blog(
@@ -434,7 +434,7 @@ def test_a_broken_api_answers_403_without_the_region_header_but_keeps_status_and
         assert unsigned.status_code == 401
         forged = client.post(FAULTS_PATH, content=body, headers=operator_headers("another secret", body))
         assert forged.status_code == 403
-        as_region = sign(secret, "POST", FAULTS_PATH, body, AP, SystemClock().now_ms())
+        as_region = sign(secret, "POST", FAULTS_PATH, body, AP, SystemClock().now_ms(), EU)
         assert client.post(FAULTS_PATH, content=body, headers=as_region).status_code == 403
         switched = client.post(FAULTS_PATH, content=body, headers=operator_headers(secret, body))
         assert switched.json() == {

@@ -48,7 +48,7 @@ from bookstore.blog.port import Param, SqlSession
 from bookstore.blog.repository import COLUMNS, OPS, PRIMARY_KEYS, BlogMeta, BlogRepository, Op, RowChange
 from bookstore.domain import errors
 from bookstore.ports import Clock
-from bookstore.replication.auth import PeerAuth
+from bookstore.replication.auth import DESTINATION_HEADER, PeerAuth
 from bookstore.replication.http import ChangeFeed
 from bookstore.replication.tables import LAG_BUCKETS, LagWindow
 
@@ -1493,8 +1493,11 @@ def build_blog_replication(
     confirm_peers: Collection[str] | None = None,
 ) -> BlogReplication:
     """A region's blog replication: `peer_urls` are the peers' API base URLs through the links."""
-    auth = PeerAuth(secret, region, clock)
-    peers = [HttpBlogPeer(r, url, auth=auth) for r, url in peer_urls.items() if r != region]
+    peers = [
+        HttpBlogPeer(r, url, auth=PeerAuth(secret, region, clock, destination=r))
+        for r, url in peer_urls.items()
+        if r != region
+    ]
     return BlogReplication(
         BlogStore(repository, clock),
         peers,
@@ -1556,7 +1559,10 @@ class Operator:
             ) from None
         try:
             response = self.client.request(
-                method, f"{url}{PREFIX}/{path}", content=None if body is None else orjson.dumps(body)
+                method,
+                f"{url}{PREFIX}/{path}",
+                content=None if body is None else orjson.dumps(body),
+                headers={DESTINATION_HEADER: region},
             )
         except httpx.HTTPError as exc:
             raise errors.Unavailable(f"{region} does not answer at {url} ({type(exc).__name__})") from None

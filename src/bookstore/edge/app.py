@@ -45,6 +45,7 @@ from bookstore.edge.health import KINDS, HealthChecker, Kind, Probe, Target, jud
 from bookstore.edge.metrics import EdgeCollector, EdgeCounters
 from bookstore.edge.routing import Routing
 from bookstore.edge.upstream import Answer, Origin, UpstreamError
+from bookstore.replication.auth import SIGNING_HEADERS
 from bookstore.runtime.control import OperatorAccess
 from bookstore.runtime.secret import Credentials
 
@@ -81,11 +82,9 @@ _DROPPED = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-host",
         b"x-forwarded-proto",
-        b"x-bookstore-region",
-        b"x-bookstore-timestamp",
-        b"x-bookstore-signature",
         b"x-bookstore-client",
     }
+    | {name.lower().encode("ascii") for name in SIGNING_HEADERS}
 )
 _DROPPED_ANSWER = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"upgrade", b"trailer"}

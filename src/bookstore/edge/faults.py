@@ -22,6 +22,7 @@ API, `bookstore api break|repair`) can flip it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Final
@@ -32,8 +33,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
 from bookstore.ports import Clock
-from bookstore.replication.auth import PeerAuth, request_target, verify
+from bookstore.replication.auth import (
+    MAX_AGE_MS,
+    PeerAuth,
+    authenticate,
+    check_body,
+    first_headers,
+    request_target,
+)
 from bookstore.replication.clock import SkewedClock
+from bookstore.replication.replay import SeenSignatures
 
 if TYPE_CHECKING:
     from bookstore.replication.tables import Replicator
@@ -87,6 +96,7 @@ class RegionFaults:
         self.test_faults = os.environ.get(TEST_FAULTS_ENV) == "1" if test_faults is None else test_faults
         self.api_broken = False
         self.s3_unavailable = False
+        self.seen = SeenSignatures(MAX_AGE_MS)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -135,6 +145,24 @@ class RegionFaults:
         await self.app(scope, receive, send)
 
     async def _switch(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        # The signature is checked before the body is read; the body then has to be the one signed.
+        try:
+            claim = authenticate(
+                self.secret,
+                scope["method"],
+                request_target(scope),
+                first_headers(scope),
+                # The machine's clock, not the skewed one: a skew set here can always be undone.
+                (self.clock.base if isinstance(self.clock, SkewedClock) else self.clock).now_ms(),
+                destination=self.region,
+                seen=self.seen,
+            )
+        except Unauthorized as exc:
+            return _json(401, {"error": exc.code, "message": exc.message})
+        except Forbidden as exc:
+            return _json(403, {"error": exc.code, "message": exc.message})
+        if claim.region != OPERATOR:
+            return _json(403, {"error": "Forbidden", "message": "only the operator switches faults"})
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -151,19 +179,10 @@ class RegionFaults:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        # Checked against the machine's clock, not the skewed one: a skew set here can always be undone.
-        machine = self.clock.base if isinstance(self.clock, SkewedClock) else self.clock
         try:
-            signer = verify(
-                self.secret, scope["method"], request_target(scope), headers, body, machine.now_ms()
-            )
-        except Unauthorized as exc:
-            return _json(401, {"error": exc.code, "message": exc.message})
+            check_body(claim, hashlib.sha256(body).hexdigest())
         except Forbidden as exc:
             return _json(403, {"error": exc.code, "message": exc.message})
-        if signer != OPERATOR:
-            return _json(403, {"error": "Forbidden", "message": "only the operator switches faults"})
         if scope["method"] == "GET":
             return _json(200, self.state())
         if scope["method"] != "POST":
@@ -242,15 +261,17 @@ class RegionFaults:
 
 
 async def switch_faults(
-    api_url: str, secret: str, clock: Clock, **switches: str | int | None
+    api_url: str, region: str, secret: str, clock: Clock, **switches: str | int | None
 ) -> dict[str, Any]:
-    """Ask a region (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=).
+    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=).
 
     Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the
     region does not answer, RuntimeError when it refuses.
     """
     body = {name: value for name, value in switches.items() if value is not None}
-    async with httpx.AsyncClient(auth=PeerAuth(secret, OPERATOR, clock), timeout=5.0) as client:
+    async with httpx.AsyncClient(
+        auth=PeerAuth(secret, OPERATOR, clock, destination=region), timeout=5.0
+    ) as client:
         response = await client.post(api_url + FAULTS_PATH, content=orjson.dumps(body))
     if response.status_code != 200:
         raise RuntimeError(

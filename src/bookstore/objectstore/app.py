@@ -219,6 +219,7 @@ def create_s3_app(
         app,
         secret,
         clock or SystemClock(),
+        destination=region,
         protected_prefix=INTERNAL_PREFIX,
         max_body_bytes=MAX_PUT + 1024 * 1024,
     )

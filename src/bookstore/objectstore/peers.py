@@ -188,7 +188,7 @@ class PeerS3:
         self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            auth=PeerAuth(secret, me, clock),
+            auth=PeerAuth(secret, me, clock, destination=region),
             timeout=httpx.Timeout(timeout_s, connect=min(3.0, timeout_s)),
             # Connections through the link are costly (a round trip to open), so idle ones are kept a
             # while, though dropped before the peer's server closes them (runtime.region: after 65 s), so

@@ -35,7 +35,7 @@ class RegionCommands:
         self.region = region
         self.url = api_url.rstrip("/")
         self.client = httpx.Client(
-            auth=PeerAuth(secret, OPERATOR, clock),
+            auth=PeerAuth(secret, OPERATOR, clock, destination=region),
             timeout=timeout_s,
             headers={"content-type": "application/json"},
         )

@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 from bookstore.config import Topology
 from bookstore.domain.errors import BookstoreError, NotFound, ValidationError
+from bookstore.runtime.listeners import Limits, server_config
 
 log = logging.getLogger("bookstore.links")
 
@@ -744,8 +745,8 @@ async def _object(request: Request) -> dict[str, Any]:
 async def serve(links: LinkSimulator, host: str = "127.0.0.1", port: int = CONTROL_PORT) -> None:
     """Start the links, serve the control API on host:port until cancelled, then stop the links."""
     await links.start()
-    config = uvicorn.Config(
-        create_control_app(links), host=host, port=port, log_level="warning", lifespan="off"
+    config = server_config(
+        create_control_app(links), limits=Limits(keep_alive_s=5), host=host, port=port, lifespan="off"
     )
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())

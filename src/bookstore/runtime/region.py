@@ -33,8 +33,8 @@ from bookstore.replication.clock import SkewedClock, SystemClock
 from bookstore.replication.http import ChangeFeed, HttpPeer, replication_routes
 from bookstore.replication.tables import ReplicationMetrics, Replicator
 from bookstore.runtime import logs
-from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
 from bookstore.runtime.links import link_url
+from bookstore.runtime.listeners import Limits, server_config
 from bookstore.runtime.secret import deployment_secret, s3_access
 
 log = logging.getLogger("bookstore.region")
@@ -53,7 +53,7 @@ def build_replicator(services: RegionServices, secret: str, registry: CollectorR
             r.id,
             link_url(topology, me, r.id, r.api_port),
             me=me,
-            auth=PeerAuth(secret, me, services.clock),
+            auth=PeerAuth(secret, me, services.clock, destination=r.id),
             schemas=schemas,
             regions=regions,
         )
@@ -187,7 +187,9 @@ def region_app(
     app.state.replicator = replicator
     if secret is None:
         return app
-    return PeerAuthMiddleware(app, secret, services.clock, protected_prefix="/replication/")
+    return PeerAuthMiddleware(
+        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/"
+    )
 
 
 class PortRouter:
@@ -273,14 +275,11 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
             sockets.append(listening_socket(region.address, region.s3_port))
         # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
         # links where every new connection costs a round trip (objectstore.peers.KEEPALIVE_S is below).
-        config = uvicorn.Config(
+        config = server_config(
             app,
-            http=CoalescingHttpToolsProtocol,
-            log_config=None,
-            access_log=False,
+            limits=Limits(keep_alive_s=65),
             lifespan="on",
             timeout_graceful_shutdown=3,
-            timeout_keep_alive=65,
             # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
             proxy_headers=False,
         )

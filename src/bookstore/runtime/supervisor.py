@@ -32,6 +32,7 @@ from bookstore.config import Region, Topology
 from bookstore.edge.supervision import EdgeSupervision
 from bookstore.runtime.control import LOGIN_TTL_S, ControlGuard, control_hosts, login_link
 from bookstore.runtime.links import LinkSimulator, create_control_app
+from bookstore.runtime.listeners import Limits, server_config
 from bookstore.runtime.secret import TOKEN_FILE, Credentials
 
 log = logging.getLogger("bookstore.supervisor")
@@ -191,12 +192,11 @@ class Supervisor:
     async def run(self) -> None:
         await self.links.start()
         server = _QuietServer(
-            uvicorn.Config(
+            server_config(
                 self.control_app(),
+                limits=Limits(keep_alive_s=5),
                 host=self.topology.control_address,
                 port=self.topology.control_port,
-                log_config=None,
-                access_log=False,
                 lifespan="off",
             )
         )

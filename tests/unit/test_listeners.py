@@ -1,0 +1,67 @@
+"""The listeners' bounded protocol: the head counted before the parser, whatever pieces it arrives in."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from bookstore.runtime.listeners import Limits, server_config
+from bookstore.runtime.region import listening_socket
+
+LIMIT = 1000
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    sock = listening_socket("127.0.0.1", 0)
+    limits = Limits(max_head_bytes=LIMIT, max_headers=10)
+    server = uvicorn.Server(server_config(app, limits=limits, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def head_of(size: int) -> bytes:
+    """A request whose head (request line, headers, blank line) is exactly `size` bytes."""
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+def status(where: tuple[str, int], pieces: list[bytes]) -> int:
+    with socket.create_connection(where, timeout=10) as s:
+        for piece in pieces:
+            s.sendall(piece)
+            time.sleep(0.001)
+        answer = s.recv(65536)
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 4096], ids=lambda n: f"{n}-byte pieces")
+def test_a_head_at_the_limit_passes_and_one_byte_more_gets_431(server: tuple[str, int], piece: int) -> None:
+    for size, expected in ((LIMIT, 200), (LIMIT + 1, 431)):
+        head = head_of(size)
+        pieces = [head[i : i + piece] for i in range(0, len(head), piece)]
+        assert status(server, pieces) == expected, (size, piece)
+
+
+def test_requests_on_one_connection_are_counted_each_from_its_own_start(server: tuple[str, int]) -> None:
+    with socket.create_connection(server, timeout=10) as s:
+        for _ in range(3):
+            s.sendall(head_of(LIMIT))
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
