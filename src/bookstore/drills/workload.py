@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,8 +211,15 @@ class Workload:
                 body = {"books": [{"bookId": b, "quantity": q} for b, q in books]}
         sample = Sample(kind, method, path, self.now_s(), 0.0, 0, customer_id=shopper.customer_id)
         sample.idempotency_key, sample.books = key, books
+        answer = await self._send(sample, client.request(method, path, json=body, headers=headers))
+        if answer is not None and kind == "checkout" and sample.ok:
+            sample.order_id = str(answer.json().get("orderId"))
+
+    async def _send(self, sample: Sample, request: Awaitable[httpx.Response]) -> httpx.Response | None:
+        """Awaits `request`, records its answer (or why there was none) and its end in `sample`, keeps it."""
+        answer: httpx.Response | None = None
         try:
-            answer = await client.request(method, path, json=body, headers=headers)
+            answer = await request
         except httpx.HTTPError as exc:
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
         else:
@@ -220,12 +227,11 @@ class Workload:
             sample.region = answer.headers.get("x-bookstore-region")
             sample.origin = answer.headers.get("x-edge-origin")
             sample.retried = "x-edge-failover" in answer.headers
-            if kind == "checkout" and sample.ok:
-                sample.order_id = str(answer.json().get("orderId"))
-            elif not sample.ok:
+            if not sample.ok:
                 sample.error = answer.text[:200]
         sample.end_s = self.now_s()
         self.samples.append(sample)
+        return answer
 
     def _unkeyed_lines(self) -> tuple[tuple[str, int], ...]:
         """Lines no other checkout of the drill without a key has (the n-th attempt's own quantities), so
@@ -246,18 +252,7 @@ class Workload:
         headers = {"Authorization": f"Bearer {author.token}", "X-Client-Region": author.location}
         sample = Sample(BLOG_POST, "POST", BLOG_API, self.now_s(), 0.0, 0, customer_id=author.customer_id)
         sample.title = title
-        try:
-            answer = await client.post(BLOG_API, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            sample.error = f"{type(exc).__name__}: {exc}"[:200]
-        else:
-            sample.status = answer.status_code
-            sample.region = answer.headers.get("x-bookstore-region")
-            sample.origin = answer.headers.get("x-edge-origin")
-            if not sample.ok:
-                sample.error = answer.text[:200]
-        sample.end_s = self.now_s()
-        self.samples.append(sample)
+        await self._send(sample, client.post(BLOG_API, json=body, headers=headers))
 
 
 def unkeyed_lines(books: Sequence[str], n: int) -> tuple[tuple[str, int], ...]:
