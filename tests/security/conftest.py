@@ -6,10 +6,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from tests.support.prerequisites import require_binary
+from tests.support.s3_server import S3Server, s3_server
 
 
 def require_chromium() -> None:
@@ -55,3 +57,10 @@ def hostile_site() -> Iterator[HostileSite]:
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[S3Server]:
+    """One S3 API on uvicorn over a local store of its own."""
+    with s3_server(tmp_path / "objects") as running:
+        yield running

@@ -6,20 +6,12 @@ these checks the store had already acted (a bucket named "evil\\n" was created).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.s3_server import S3Server, error_code, s3_server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
+from tests.support.s3_server import S3Server, error_code
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,13 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bookstore.objectstore.errors import NoSuchKey
-from tests.support.s3_server import S3Server, error_code, s3_server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
+from tests.support.s3_server import S3Server, error_code
 
 
 @pytest.fixture
