@@ -23,11 +23,10 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import cores
-from bench.objects import Target, s3_client
+from bench.objects import Target, one_region_topology, s3_client
 from bench.report import BenchError, Figure, Section
 from bench.servers import running
 from bookstore.config import Topology
-from bookstore.runtime.launch import free_port
 
 BIN = Path(sys.executable).parent
 REGION = "eu-west-1"
@@ -89,28 +88,13 @@ def region(work: Path, durability: str, core: int | None) -> Iterator[Topology]:
     home = work / durability
     home.mkdir()
     address = "127.0.0.1"
-    topology_file = home / "topology.toml"
-    topology_file.write_text(
-        "\n".join(
-            [
-                f'home_region = "{REGION}"',
-                f'active = ["{REGION}"]',
-                "[storage]",
-                f'durability = "{durability}"',
-                "[s3]",
-                f'access_key_id = "{ACCESS_KEY}"',
-                f'secret_access_key = "{SECRET_KEY}"',
-                "[[regions]]",
-                f'id = "{REGION}"',
-                'name = "Ireland"',
-                'flag = "IE"',
-                f'address = "{address}"',
-                f"api_port = {free_port(address)}",
-                f"s3_port = {free_port(address)}",
-                "",
-            ]
-        ),
-        encoding="utf-8",
+    topology_file = one_region_topology(
+        home / "topology.toml",
+        REGION,
+        address,
+        ACCESS_KEY,
+        SECRET_KEY,
+        ["[storage]", f'durability = "{durability}"'],
     )
     common = ["--data-dir", str(home / "data"), "--topology", str(topology_file)]
     for argv in (["seed"], ["users", "add", EMAIL, "--password", PASSWORD]):

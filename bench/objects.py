@@ -350,31 +350,24 @@ def capacity(target: Target, work: Path, load_core: int | None) -> dict[str, loa
     return out
 
 
+def one_region_topology(
+    path: Path, region: str, address: str, access_key: str, secret_key: str, extra: Sequence[str] = ()
+) -> Path:
+    """Writes (at `path`) a topology of `region` alone on `address` (free ports) with this S3 key pair;
+    `extra` lines (such as a `[storage]` table) go before the keys."""
+    lines = [f'home_region = "{region}"', f'active = ["{region}"]', *extra]
+    lines += ["[s3]", f'access_key_id = "{access_key}"', f'secret_access_key = "{secret_key}"']
+    lines += ["[[regions]]", f'id = "{region}"', 'name = "Ireland"', 'flag = "IE"', f'address = "{address}"']
+    lines += [f"api_port = {free_port(address)}", f"s3_port = {free_port(address)}", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 @contextlib.contextmanager
 def region_server(work: Path, core: int | None) -> Iterator[Target]:
     """One region process alone (`bookstore region serve`), its S3 API on a loopback port."""
     address = "127.0.0.1"
-    topology = work / "region.toml"
-    topology.write_text(
-        "\n".join(
-            [
-                f'home_region = "{SOURCE}"',
-                f'active = ["{SOURCE}"]',
-                "[s3]",
-                f'access_key_id = "{ACCESS_KEY}"',
-                f'secret_access_key = "{SECRET_KEY}"',
-                "[[regions]]",
-                f'id = "{SOURCE}"',
-                'name = "Ireland"',
-                'flag = "IE"',
-                f'address = "{address}"',
-                f"api_port = {free_port(address)}",
-                f"s3_port = {free_port(address)}",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
+    topology = one_region_topology(work / "region.toml", SOURCE, address, ACCESS_KEY, SECRET_KEY)
     region = Topology.load(topology).region(SOURCE)
     argv = [str(BIN / "bookstore"), "region", "serve", "--region", SOURCE]
     argv += ["--data-dir", str(work / "region-data"), "--topology", str(topology)]
