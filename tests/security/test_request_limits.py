@@ -19,10 +19,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
-from bookstore.runtime.listeners import Limits, server_config
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import Limits
+from tests.support.ok_listener import ok_listener
 from tests.support.regions import System, system_up
 
 pytestmark = [pytest.mark.system, pytest.mark.xdist_group("security-limits")]
@@ -189,23 +188,8 @@ def test_an_idle_keep_alive_connection_is_closed(system: System) -> None:
 def capped() -> Iterator[tuple[str, int]]:
     """A listener made by the shared factory, capped at 5 connections."""
 
-    async def app(scope: dict[str, object], receive: object, send: object) -> None:
-        assert scope["type"] == "http"
-        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
-
-    sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(server_config(app, limits=Limits(max_connections=5), lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield sock.getsockname()
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with ok_listener(Limits(max_connections=5)) as address:
+        yield address
 
 
 def test_a_listener_refuses_connections_beyond_its_cap_with_503(capped: tuple[str, int]) -> None:

@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
-from bookstore.runtime.listeners import Limits, server_config
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import Limits
+from tests.support.ok_listener import ok_listener
 
 LIMIT = 1000
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
-    async def app(scope: dict[str, object], receive: object, send: object) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
-
-    sock = listening_socket("127.0.0.1", 0)
-    limits = Limits(max_head_bytes=LIMIT, max_headers=10)
-    server = uvicorn.Server(server_config(app, limits=limits, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield sock.getsockname()
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with ok_listener(Limits(max_head_bytes=LIMIT, max_headers=10)) as address:
+        yield address
 
 
 def head_of(size: int) -> bytes:
