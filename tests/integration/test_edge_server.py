@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from bookstore.config import Topology
 from bookstore.edge.server import build, server_config
@@ -23,6 +21,7 @@ from bookstore.runtime.control import login_link, operator_headers
 from bookstore.runtime.region import listening_socket
 from bookstore.runtime.secret import Credentials
 from tests.support.regions import isolated_topology
+from tests.support.threaded_server import serving
 
 # The tests share one edge (a module fixture): one worker runs them all.
 pytestmark = pytest.mark.xdist_group("edge-server")
@@ -98,18 +97,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     credentials = Credentials.generate()
     app = build(topology, dns=False, credentials=credentials)
     sock = listening_socket(topology.edge.address, topology.edge.port)
-    server = uvicorn.Server(server_config(app))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the edge did not start"
-        time.sleep(0.02)
     edge = topology.edge
-    yield Edge(edge.url, edge.address, edge.port, topology, credentials.operator_token)
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(server_config(app), sock, wait_s=20):
+        yield Edge(edge.url, edge.address, edge.port, topology, credentials.operator_token)
 
 
 @pytest.fixture(scope="module")

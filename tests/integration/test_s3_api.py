@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from botocore.exceptions import ClientError
 from bookstore.objectstore.app import create_s3_app
 from bookstore.objectstore.errors import NoSuchKey
 from bookstore.storage.local import LocalObjectStore
+from tests.support.threaded_server import serving
 
 REGION = "ap-southeast-1"
 KEY, SECRET = "AKIDBOOKSTORETEST", "bookstore-test-secret"
@@ -84,18 +84,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     # response written in two parts (head, body) waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", store, clock, root)
-    uv.should_exit = True
-    thread.join(10)
+    with serving(uvicorn.Config(app, log_level="warning", lifespan="off"), sock) as (_, port):
+        yield Server(f"http://127.0.0.1:{port}", store, clock, root)
     store.close()
-    sock.close()
 
 
 def s3_client(server: Server, key: str = KEY, secret: str = SECRET, **config: Any) -> Any:

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from bookstore.runtime.listeners import Limits
-from tests.support.ok_listener import ok_listener
 from tests.support.regions import System, system_up
+from tests.support.threaded_server import ok_listener
 
 pytestmark = [pytest.mark.system, pytest.mark.xdist_group("security-limits")]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from botocore.credentials import Credentials
 from bookstore.objectstore.app import create_s3_app
 from bookstore.replication.clock import SystemClock
 from bookstore.storage.local import LocalObjectStore
+from tests.support.threaded_server import serving
 
 REGION = "ap-southeast-1"
 KEY, SECRET = "AKIDBOOKSTORETEST", "bookstore-test-secret"
@@ -84,23 +83,14 @@ def s3_server(root: Path) -> Iterator[S3Server]:
     """An S3 API over a LocalObjectStore in `root`, served by uvicorn on a free port of 127.0.0.1."""
     store = LocalObjectStore(root, REGION, SystemClock())
     app = create_s3_app(store, {KEY: SECRET}, REGION)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets (no delayed-ACK waits).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = sock.getsockname()[1]
     try:
-        yield S3Server(f"http://127.0.0.1:{port}", store, port)
+        with serving(uvicorn.Config(app, log_level="warning", lifespan="off"), sock) as (_, port):
+            yield S3Server(f"http://127.0.0.1:{port}", store, port)
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
-        sock.close()
 
 
 def error_code(response: httpx.Response) -> str:

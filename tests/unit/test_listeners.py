@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from bookstore.runtime.listeners import Limits
-from tests.support.ok_listener import ok_listener
+from tests.support.threaded_server import ok_listener
 
 LIMIT = 1000
 
