@@ -52,14 +52,14 @@ clock). The same writer and watcher run against both backends in the same run, w
 - sqlite: `bookstore up` with two region processes; the replica region follows the primary's log over
   HTTP through the supervisor's link simulator. The writer is the bench process writing into the
   primary region's blog.db (as the region's own writes would), so the primary region sees the commits
-  by polling its log every 10 ms (bookstore.blog.replication POLL_S): up to that much of each lag is that
+  by polling its log every 10 ms (bookstore.replication.blog.node POLL_S): up to that much of each lag is that
   poll; writes through the region's API wake its streams at once.
 - MariaDB: two mariadbd (GTID, row events, log_slave_updates, read_only replica); the replica's
   connection to the primary crosses a LinkSimulator of its own process with the same delay both ways.
 Promotion: the primary region is killed (kill -9), `promote` is sent to the replica region (a signed
 operator request, what `bookstore blog promote` sends) and posts are sent to its API until one is
 accepted (201): the figure is the time from sending `promote` to that 201. MariaDB's is the same with
-storage.mysql.replication.promote and a write through the repository.
+replication.blog.mariadb.promote and a write through the repository.
 """
 
 
@@ -231,8 +231,9 @@ def _signin(url: str) -> dict[str, str]:
 
 def sqlite_promotion(system: System) -> float:
     """Seconds from sending `promote` to the replica region until a post there is accepted."""
-    from bookstore.blog.replication import Operator, operator_secret
-    from bookstore.replication.clock import SystemClock
+    from bookstore.kernel.clock import SystemClock
+    from bookstore.replication.blog.operator import Operator
+    from bookstore.runtime.secret import operator_secret
 
     _bookstore(system, "users", "add", AUTHOR, "--password", PASSWORD, "--role", "author",
                "--data-dir", str(system.data), "--region", SOURCE)  # fmt: skip
@@ -261,7 +262,7 @@ def _links_main(argv: Sequence[str]) -> int:
     import asyncio
 
     from bookstore.config import Topology
-    from bookstore.runtime.links import LinkSimulator
+    from bookstore.netsim.simulator import LinkSimulator
 
     topology = Topology.model_validate(json.loads(argv[0]))
     ports = [int(p) for p in argv[1:]]
@@ -294,9 +295,8 @@ def mariadb_pair(work: Path) -> Iterator[Mariadb]:
     from tests.support.mariadb_server import mariadb_server, mariadbd_binary
 
     from bookstore.blog.repository import BlogRepository
-    from bookstore.config import Region, Topology
-    from bookstore.runtime.links import link_address
-    from bookstore.storage.mysql.replication import (
+    from bookstore.config import Region, Topology, link_address
+    from bookstore.replication.blog.mariadb import (
         SERVER_ARGS,
         Accounts,
         MysqlServer,
@@ -375,7 +375,7 @@ def mariadb_promotion(pair: Mariadb) -> float:
     """Seconds from `promote` (the primary's server killed first) to a write accepted by the replica."""
     from bookstore.blog.repository import BlogRepository
     from bookstore.domain.errors import Unavailable
-    from bookstore.storage.mysql.replication import promote
+    from bookstore.replication.blog.mariadb import promote
 
     replica = BlogRepository(pair.replica_db, region=DEST)
     started = time.monotonic()

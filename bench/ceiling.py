@@ -1,28 +1,57 @@
-"""The machine's ceiling: a bare Starlette app answering a small JSON object, served like a region."""
+"""The machine's ceilings, served like a region: a raw ASGI app and a bare Starlette app answering a book.
+
+Both answer the bytes GET /books/{id} answers (the book given by `--book`, a JSON file the bench fetched
+from the region): the raw app is the strictest anchor for Python on this server (no framework, orjson
+per request, one send of start and body), the Starlette one what a framework route costs on top.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import listening_socket
 
 PATH = "/ceiling"
+KINDS = ("raw", "starlette")
 
 
-async def _answer(request: Request) -> JSONResponse:
-    return JSONResponse({"id": "ceiling", "ok": True})
+def raw_app(book: dict[str, Any]) -> Any:
+    """The least an ASGI app can do to answer the book: orjson per request, no routing, no framework."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = orjson.dumps(book)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
-app = Starlette(routes=[Route(PATH, _answer)])
+def starlette_app(book: dict[str, Any]) -> Starlette:
+    """A Starlette route answering the book, as a framework route with a JSON response does."""
+
+    async def answer(request: Request) -> Response:
+        return Response(orjson.dumps(book), media_type="application/json")
+
+    return Starlette(routes=[Route(PATH, answer)])
 
 
 @dataclass(frozen=True)
@@ -48,19 +77,22 @@ class ServerFlags:
         )
 
 
-# Mirrors the uvicorn.Config and the sockets of bookstore.runtime.region.serve (loop at "auto", the
+# Mirrors the uvicorn.Config and the sockets of bookstore.region.process.serve (loop at "auto", the
 # same http protocol, one worker, no access log); change both together or the ratios stop comparing
 # like with like.
 FLAGS = ServerFlags()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the ceiling app the way a region is served.")
+    parser = argparse.ArgumentParser(description="Serve a ceiling app the way a region is served.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--book", type=Path, required=True, help="a JSON file: the book to answer")
     args = parser.parse_args()
+    book = orjson.loads(args.book.read_bytes())
     config = uvicorn.Config(
-        app,
+        raw_app(book) if args.kind == "raw" else starlette_app(book),
         loop=FLAGS.loop,
         http=CoalescingHttpToolsProtocol,
         workers=FLAGS.workers,

@@ -1,8 +1,10 @@
 """The edge: its overhead beside requests straight to a region, and the RTO of module 4's break.
 
 Overhead: `bookstore up` with two regions and the edge; wrk drives GET /books/{id} straight at Ireland's
-API and GET /api/books/{id} through the edge (whose latency record sends a client without a location
-to the home region, Ireland), alternately, twice each, and the better run of each is kept. Static
+API, GET /api/books/{id} through the edge (whose latency record sends a client without a location
+to the home region, Ireland), and the same through nginx as a reverse proxy in front of Ireland (the
+anchor a user would pick instead: one worker, keep-alive upstream, access log off, on the edge's core),
+alternately, twice each, and the better run of each is kept. Static
 content likewise: a cover through the edge's origin group beside the same signed GET (the edge's own
 SigV4 request, replayed by wrk) sent straight to Ireland's S3 API. Ireland is pinned to one core;
 wrk, the edge, Singapore and the supervisor share the other, as a CloudFront edge sits on the
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -33,11 +37,11 @@ import httpx
 
 from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
-from bench.servers import control, end_process, pin_threads
+from bench.servers import control, end_process, pin_threads, running
 from bookstore.config import Topology
-from bookstore.runtime.control import operator_headers
-from bookstore.runtime.launch import LaunchError, launched, loopback_topology
+from bookstore.runtime.operator import operator_headers
 from bookstore.runtime.secret import operator_token, s3_credentials
+from bookstore.supervisor.launch import LaunchError, free_port, launched, loopback_topology
 
 HOME = "eu-west-1"
 OTHER = "ap-southeast-1"
@@ -45,6 +49,9 @@ BOOK = "bk-cook-001"
 COVER = f"covers/{BOOK}.svg"
 ROOT = Path(__file__).resolve().parent.parent
 OVERHEAD_GOAL = 0.7
+# Issue 16: the edge, with its features on, at least this fraction of nginx's requests/s.
+NGINX_GOAL = 0.8
+NGINX_HOST = "127.0.0.1"
 RTO_GOAL_S = 2.0
 # After the switch, answers must come from Singapore this long before the run ends.
 SETTLED_S = 2.0
@@ -141,7 +148,8 @@ def _signed_s3(topology: Topology, data: Path, work: Path) -> tuple[str, Path]:
     The edge signs every request; wrk replays one signature, which S3 accepts for 15 minutes (SigV4
     has no nonce), so the region does the same work per request either way.
     """
-    from bookstore.edge.cdn import Signer, site_bucket
+    from bookstore.edge.cdn import Signer
+    from bookstore.objectstore.namespace import site_bucket
 
     region = topology.region(HOME)
     path = f"/{site_bucket(HOME)}/{COVER}"
@@ -154,59 +162,110 @@ def _signed_s3(topology: Topology, data: Path, work: Path) -> tuple[str, Path]:
 
 
 @dataclass(frozen=True)
-class Pair:
-    direct: Result
-    edge: Result
-    direct_runs: tuple[float, ...]
-    edge_runs: tuple[float, ...]
+class Target:
+    """One way to the same resource, driven by wrk with its own script."""
+
+    label: str
+    url: str
+    script: Path
 
 
-def _pair(
-    direct_url: str,
-    edge_url: str,
-    load: Load,
-    script: Path,
-    core: int | None,
-    direct_script: Path | None = None,
-) -> Pair:
-    """Direct and through the edge, alternately, twice each; the better of each is kept."""
-    direct: list[Result] = []
-    edge: list[Result] = []
+@dataclass(frozen=True)
+class Best:
+    """The better of a target's runs, and every run's requests/s."""
+
+    result: Result
+    runs: tuple[float, ...]
+
+
+def _alternate(targets: list[Target], load: Load, core: int | None) -> dict[str, Best]:
+    """Every target in turn, twice over; the better run of each is kept."""
+    results: dict[str, list[Result]] = {t.label: [] for t in targets}
     for _ in range(2):
-        for url, into, lua in ((direct_url, direct, direct_script or script), (edge_url, edge, script)):
+        for t in targets:
             if load.warmup_s > 0:
-                run(url, load, duration_s=load.warmup_s, script=lua, core=core)
-            into.append(run(url, load, script=lua, core=core))
-    best_direct = max(direct, key=lambda r: r.requests_per_s)
-    best_edge = max(edge, key=lambda r: r.requests_per_s)
-    return Pair(
-        best_direct,
-        best_edge,
-        tuple(r.requests_per_s for r in direct),
-        tuple(r.requests_per_s for r in edge),
-    )
+                run(t.url, load, duration_s=load.warmup_s, script=t.script, core=core)
+            results[t.label].append(run(t.url, load, script=t.script, core=core))
+    return {
+        label: Best(max(rs, key=lambda r: r.requests_per_s), tuple(r.requests_per_s for r in rs))
+        for label, rs in results.items()
+    }
 
 
-def _pair_figures(label: str, pair: Pair) -> list[Figure]:
-    d, e = pair.direct, pair.edge
-    runs = (
-        f"runs (req/s): direct {', '.join(f'{x:,.0f}' for x in pair.direct_runs)}; "
-        f"through the edge {', '.join(f'{x:,.0f}' for x in pair.edge_runs)}; the better of each kept. "
-        f"`{d.command}` / `{e.command}`"
-    )
-    return [
-        Figure(f"{label} straight to Ireland: requests/s", d.requests_per_s, "req/s", note=runs),
-        Figure(f"{label} straight to Ireland: p99 latency", d.p99_ms, "ms"),
-        Figure(f"{label} through the edge: requests/s", e.requests_per_s, "req/s"),
-        Figure(f"{label} through the edge: p99 latency", e.p99_ms, "ms"),
+def _figures(label: str, best: dict[str, Best]) -> list[Figure]:
+    """Requests/s and p99 of each way, and the edge's ratios to the others."""
+    runs = "; ".join(f"{way} {', '.join(f'{x:,.0f}' for x in b.runs)}" for way, b in best.items())
+    commands = " / ".join(f"`{b.result.command}`" for b in best.values())
+    figures: list[Figure] = []
+    for i, (way, b) in enumerate(best.items()):
+        note = f"runs (req/s): {runs}; the better of each kept. {commands}" if i == 0 else ""
+        figures.append(Figure(f"{label} {way}: requests/s", b.result.requests_per_s, "req/s", note=note))
+        figures.append(Figure(f"{label} {way}: p99 latency", b.result.p99_ms, "ms"))
+    edge, direct = best["through the edge"].result, best["straight to Ireland"].result
+    api = label.startswith("API")
+    figures += [
         Figure(
             f"{label}: edge / direct requests/s",
-            e.requests_per_s / d.requests_per_s,
+            edge.requests_per_s / direct.requests_per_s,
             "x",
-            Goal.minimum(OVERHEAD_GOAL) if label.startswith("API") else None,
+            Goal.minimum(OVERHEAD_GOAL) if api else None,
         ),
-        Figure(f"{label}: edge / direct p99 latency", e.p99_ms / d.p99_ms, "x"),
+        Figure(f"{label}: edge / direct p99 latency", edge.p99_ms / direct.p99_ms, "x"),
     ]
+    if "through nginx" in best:
+        nginx = best["through nginx"].result
+        figures.append(
+            Figure(
+                f"{label}: edge / nginx requests/s",
+                edge.requests_per_s / nginx.requests_per_s,
+                "x",
+                Goal.minimum(NGINX_GOAL) if api else None,
+            )
+        )
+    return figures
+
+
+_NGINX_CONF = """\
+worker_processes 1;
+pid {work}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  upstream ireland {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen {listen};
+    location /api/ {{
+      proxy_pass http://ireland/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_in_front(work: Path, upstream: str, check_path: str, core: int | None) -> Iterator[str]:
+    """nginx (one worker, keep-alive upstream) proxying /api/ to `upstream`; yields its base URL."""
+    binary = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if binary is None:
+        raise BenchError("nginx is not installed (`make bench` installs it: apt-get install -y nginx-light)")
+    work.mkdir(parents=True, exist_ok=True)
+    listen = f"{NGINX_HOST}:{free_port(NGINX_HOST)}"
+    conf = work / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(work=work, upstream=upstream, listen=listen), encoding="utf-8")
+    argv = [binary, "-p", str(work), "-c", str(conf), "-e", str(work / "error.log"), "-g", "daemon off;"]
+    check = subprocess.run([*argv[:-2], "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise BenchError(f"nginx refused its configuration: {check.stderr.strip()}")
+    base = f"http://{listen}"
+    with running(argv, f"{base}{check_path}", work / "nginx.log", core=core):
+        yield base
 
 
 def measure_overhead(work: Path, load: Load) -> list[Figure]:
@@ -214,17 +273,29 @@ def measure_overhead(work: Path, load: Load) -> list[Figure]:
     with system_up(work / "overhead", (), wrk_core) as system:
         system.pin(server_core, wrk_core)
         topology = system.topology
-        direct = f"{topology.region(HOME).api_url}/books/{BOOK}"
+        home = topology.region(HOME)
+        direct = f"{home.api_url}/books/{BOOK}"
         through = f"{topology.edge.url}/api/books/{BOOK}"
         _check(direct)
         _check(through, HOME)
         script = work / "get.lua"
         script.write_text(lua_script("GET", {}, None), encoding="utf-8")
-        figures = _pair_figures("API GET /books/{id}", _pair(direct, through, load, script, wrk_core))
+        upstream = f"{home.address}:{home.api_port}"
+        with nginx_in_front(work / "nginx", upstream, f"/api/books/{BOOK}", wrk_core) as nginx:
+            targets = [
+                Target("straight to Ireland", direct, script),
+                Target("through nginx", f"{nginx}/api/books/{BOOK}", script),
+                Target("through the edge", through, script),
+            ]
+            figures = _figures("API GET /books/{id}", _alternate(targets, load, wrk_core))
         s3_direct, signed = _signed_s3(topology, system.data, work)
         s3_edge = f"{topology.edge.url}/{COVER}"
         _check(s3_edge, HOME)
-        figures += _pair_figures("Static cover", _pair(s3_direct, s3_edge, load, script, wrk_core, signed))
+        static = [
+            Target("straight to Ireland", s3_direct, signed),
+            Target("through the edge", s3_edge, script),
+        ]
+        figures += _figures("Static cover", _alternate(static, load, wrk_core))
         return figures
 
 

@@ -31,8 +31,8 @@ from bench.loadgen import cores
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import running, set_link_delay
 from bookstore.config import Topology
-from bookstore.runtime.launch import LaunchError, free_port, launched, loopback_topology
 from bookstore.runtime.secret import operator_token, s3_credentials
+from bookstore.supervisor.launch import LaunchError, free_port, launched, loopback_topology
 
 SOURCE, DEST = "eu-west-1", "ap-southeast-1"
 KIB, MIB = 1024, 1024 * 1024

@@ -24,10 +24,10 @@ import httpx
 from bench.loadgen import cores, pin
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import control, end_process, pin_threads, set_link_delay
-from bookstore.replication.http import POLL_S
-from bookstore.runtime.launch import LaunchError, launched, loopback_topology
+from bookstore.replication.tables.http import POLL_S
 from bookstore.runtime.secret import operator_token
 from bookstore.storage.sqlite.tables import SqliteDatabase
+from bookstore.supervisor.launch import LaunchError, launched, loopback_topology
 from bookstore.tables import CARTS
 
 SOURCE = "eu-west-1"
@@ -48,7 +48,7 @@ ARRIVAL_TIMEOUT_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 POLL_NOTE = (
     "the writer is a process of its own, so the source region sees its commits by polling its log every "
-    f"{POLL_S * 1000:.0f} ms (replication/http.py POLL_S): up to that much of each lag is the poll"
+    f"{POLL_S * 1000:.0f} ms (replication/tables/http.py POLL_S): up to that much of each lag is the poll"
 )
 
 

@@ -16,8 +16,8 @@ import httpx
 
 from bench.loadgen import pin
 from bench.report import BenchError
-from bookstore.runtime.control import control_call
-from bookstore.runtime.launch import stop
+from bookstore.runtime.operator import control_call
+from bookstore.supervisor.launch import stop
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
-from bookstore.runtime.region import region_app
+from bookstore.region.compose import build_region, region_app
+from bookstore.region.services import RegionServices
 from bookstore.services.catalog import seed_books
 
 

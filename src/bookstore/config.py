@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bookstore.storage.durability import Durability
+from bookstore.kernel.settings import SettingsError, env_overrides, merged, sources, unknown_keys
 
 Backend = Literal["sqlite", "dynamodb"]
 RankingBackend = Literal["sqlite", "redis"]
+BlogBackend = Literal["sqlite", "mysql"]
+
+
+@dataclass(frozen=True)
+class MysqlDsn:
+    """A MySQL/MariaDB address and account: `mysql://user:password@host:port/database`."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def parse_mysql_dsn(dsn: str, *, database: bool = True) -> MysqlDsn:
+    """Parses `mysql://user:password@host:port/database` (the database only when `database`); ValueError
+    saying what is wrong otherwise."""
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    if parts.scheme not in ("mysql", "mariadb") or not parts.hostname or not parts.username:
+        raise ValueError(f"{dsn!r} is not a DSN of the form mysql://user:password@host:port/database")
+    if database and not name:
+        raise ValueError(f"{dsn!r} names no database (mysql://user:password@host:port/DATABASE)")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ValueError(f"{dsn!r} has a port that is not a number") from None
+    return MysqlDsn(parts.hostname, port, unquote(parts.username), unquote(parts.password or ""), name)
 
 
 class Region(BaseModel):
     """One region: its own process, data directory and loopback address."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     name: str
@@ -27,6 +61,11 @@ class Region(BaseModel):
     s3_port: int = 9000
     # Where clients in this region are, for latency routing: (latitude, longitude).
     location: tuple[float, float] = (0.0, 0.0)
+    # With `[storage] blog = "mysql"`: this region's MariaDB/MySQL server, as the application's account
+    # (mysql://user:password@host:port/database; no SUPER, so read_only holds against it) and as an
+    # administrative one (mysql://root:password@host:port) that runs its replication.
+    blog_dsn: str | None = None
+    blog_admin_dsn: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -40,7 +79,7 @@ class Region(BaseModel):
 class Storage(BaseModel):
     """Which engine backs each port; the defaults are the embedded ones."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     tables: Backend = "sqlite"
     ranking: RankingBackend = "sqlite"
@@ -53,7 +92,14 @@ class Storage(BaseModel):
     s3_endpoint: str | None = None
     # What an acknowledged write survives (storage.durability): "process" = kill -9 of the process,
     # "power" = a power loss too (synchronous=FULL, fsync of object blobs and their directories).
-    durability: Durability = "process"
+    # Spelled out rather than imported, so that the topology depends on no adapter; mypy holds it equal
+    # to storage.durability.Durability wherever region.compose hands it to a store.
+    durability: Literal["process", "power"] = "process"
+    # How long a day of S3 lifecycle rules lasts (objectstore.sweeper): S3's 86,400 s; tests shorten it.
+    lifecycle_day_seconds: float = Field(default=86_400.0, gt=0)
+    # The blog's SQL database: "sqlite" (a file in each region's data dir, our log-shipping replication)
+    # or "mysql" (each region's `blog_dsn`, MariaDB's GTID replication).
+    blog: BlogBackend = "sqlite"
 
 
 class ObjectStoreAccess(BaseModel):
@@ -63,7 +109,7 @@ class ObjectStoreAccess(BaseModel):
     to pin them (a benchmark's server alone, say).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     access_key_id: str = Field(min_length=1)
     secret_access_key: str = Field(min_length=1)
@@ -72,7 +118,7 @@ class ObjectStoreAccess(BaseModel):
 class Replication(BaseModel):
     """Table replication between regions (our replicator; DynamoDB Global Tables replace it on dynamodb)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     tables: tuple[str, ...] = (
         "books",
@@ -100,7 +146,7 @@ class Replication(BaseModel):
 class HealthCheck(BaseModel):
     """A health check of one edge target (Route 53's): HTTP GET of `path`, its timing and thresholds."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: str = "/books"
     interval_s: float = Field(default=1.0, gt=0)
@@ -122,7 +168,7 @@ HEALTH_PRESETS: dict[str, HealthCheck] = {
 class Edge(BaseModel):
     """The edge (Route 53 + CloudFront): one address for the whole system, and a DNS server on loopback."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
     address: str = "127.0.0.1"
@@ -158,7 +204,7 @@ class Edge(BaseModel):
 class Topology(BaseModel):
     """Everything that differs between deployments; the defaults need no file."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     regions: tuple[Region, ...] = Field(default_factory=lambda: DEFAULT_REGIONS)
     # Regions that `up` starts; the third default region joins only when asked for.
@@ -185,6 +231,18 @@ class Topology(BaseModel):
         for rid in (*self.active, self.home_region):
             if rid not in ids:
                 raise ValueError(f"unknown region {rid!r}; known: {', '.join(ids)}")
+        if self.storage.blog == "mysql":
+            for r in self.regions:
+                if r.id not in self.active:
+                    continue
+                if not r.blog_dsn or not r.blog_admin_dsn:
+                    raise ValueError(
+                        f'[storage] blog = "mysql": region {r.id} needs blog_dsn '
+                        "(mysql://user:password@host:port/database, the application's account) and "
+                        "blog_admin_dsn (mysql://root:password@host:port, for its replication)"
+                    )
+                parse_mysql_dsn(r.blog_dsn)
+                parse_mysql_dsn(r.blog_admin_dsn, database=False)
         return self
 
     def region(self, region_id: str) -> Region:
@@ -203,15 +261,73 @@ class Topology(BaseModel):
         return self.region(self.home_region)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Topology:
+    def load(cls, path: Path | None = None, environ: Mapping[str, str] | None = None) -> Topology:
         """The defaults, overridden by the TOML file at `path` when given (or a JSON one, as a tool that
-        derives a topology from another writes it: `model_dump_json`)."""
-        if path is None:
-            return cls()
+        derives a topology from another writes it: `model_dump_json`), then by BOOKSTORE_ variables.
+
+        SettingsError names every unknown key (with the closest valid one); ValidationError says
+        what is wrong with a value.
+        """
+        return load_with_sources(path, environ).topology
+
+
+def explain(exc: ValidationError, path: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Each value the topology refused: its key, what is wrong, where it was set (a variable, the file)."""
+    try:
+        variables = env_overrides(Topology, os.environ if environ is None else environ, ENV_PREFIX).variables
+    except SettingsError:
+        variables = {}
+    problems = []
+    for error in exc.errors():
+        keys = [str(part) for part in error["loc"]]
+        prefixes = (".".join(keys[:n]) for n in range(len(keys), 0, -1))
+        where = next(
+            (f" (from {variables[p]})" for p in prefixes if p in variables),
+            f" (in {path})" if path is not None else "",
+        )
+        problems.append(f"{'.'.join(keys) or 'topology'}: {error['msg']}{where}")
+    return problems
+
+
+# Variables that override a topology setting: BOOKSTORE_<KEY> or BOOKSTORE_<SECTION>__<KEY>.
+ENV_PREFIX = "BOOKSTORE_"
+
+
+@dataclass(frozen=True)
+class LoadedTopology:
+    """The effective topology and where each of its values came from (`default`, `file`, `env:VAR`)."""
+
+    topology: Topology
+    sources: dict[str, str]
+    path: Path | None
+
+
+def read_topology_file(path: Path) -> dict[str, Any]:
+    """The raw tables of a TOML (or JSON) topology file."""
+    try:
         if path.suffix == ".json":
-            return cls.model_validate_json(path.read_bytes())
-        with path.open("rb") as f:
-            return cls.model_validate(tomllib.load(f))
+            data = json.loads(path.read_bytes())
+        else:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+    except ValueError as exc:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise SettingsError([f"not valid {kind}: {exc}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise SettingsError(["a topology is a table of settings"], str(path))
+    return data
+
+
+def load_with_sources(path: Path | None = None, environ: Mapping[str, str] | None = None) -> LoadedTopology:
+    """The defaults, the file at `path`, then the environment's BOOKSTORE_ variables, and the source of
+    each value. Unknown keys (file or variable) raise SettingsError naming the closest valid one."""
+    from_file = read_topology_file(path) if path is not None else {}
+    problems = unknown_keys(Topology, from_file)
+    if problems:
+        raise SettingsError(problems, str(path))
+    env = env_overrides(Topology, os.environ if environ is None else environ, ENV_PREFIX)
+    topology = Topology.model_validate(merged(from_file, env.values))
+    return LoadedTopology(topology, sources(topology, from_file, env.variables), path)
 
 
 DEFAULT_REGIONS: tuple[Region, ...] = (
@@ -219,3 +335,61 @@ DEFAULT_REGIONS: tuple[Region, ...] = (
     Region(id="ap-southeast-1", name="Singapore", flag="🇸🇬", address="127.0.2.1", location=(1.35, 103.8)),
     Region(id="us-east-1", name="N. Virginia", flag="🇺🇸", address="127.0.3.1", location=(38.9, -77.4)),
 )
+
+# One-way delays from real round trips between the AWS regions (half the RTT).
+DEFAULT_DELAYS_MS: Mapping[frozenset[str], float] = {
+    frozenset({"eu-west-1", "ap-southeast-1"}): 85.0,
+    frozenset({"eu-west-1", "us-east-1"}): 35.0,
+    frozenset({"ap-southeast-1", "us-east-1"}): 110.0,
+}
+
+# Link addresses: 127.0.1.1 reaches the second region at 127.0.1.102 (see link_address).
+LINK_HOST_BASE = 100
+
+# Addresses. Region i (its 1-based position in the topology) listens on its own address. Region `src`
+# reaches region `dst` at `link_address(topology, src, dst)`: the source region's address with its last
+# octet replaced by 100 + i(dst), on the same port as dst's service. With the default topology Ireland
+# (127.0.1.1) reaches Singapore's API at http://127.0.1.102:8000, which the proxy for the directed pair
+# eu-west-1 -> ap-southeast-1 forwards to 127.0.2.1:8000. Every region therefore needs a /24 of its own
+# (its first three octets): the simulator refuses a topology whose listening endpoints would collide.
+
+
+def region_index(topology: Topology, region_id: str) -> int:
+    """The 1-based position of `region_id` in the topology; raises KeyError for an unknown region."""
+    for index, region in enumerate(topology.regions, start=1):
+        if region.id == region_id:
+            return index
+    raise KeyError(f"unknown region {region_id!r}; known: {', '.join(r.id for r in topology.regions)}")
+
+
+def link_address(topology: Topology, src: str, dst: str) -> str:
+    """The address at which region `src` reaches region `dst` through the link simulator.
+
+    The source region's IPv4 address with its last octet replaced by 100 + the destination's 1-based
+    position in the topology (127.0.1.1 -> 127.0.1.102 for the second region); a region reaches itself
+    at its own address. Raises KeyError for an unknown region, ValueError for an address that is not
+    IPv4 or a topology too large for the scheme (more than 154 regions).
+    """
+    source = topology.region(src)
+    if src == dst:
+        return source.address
+    index = region_index(topology, dst)
+    try:
+        ip = ipaddress.IPv4Address(source.address)
+    except ValueError as exc:
+        raise ValueError(
+            f"region {src}: address {source.address!r} is not an IPv4 address; "
+            "the link simulator derives link addresses from it"
+        ) from exc
+    last = LINK_HOST_BASE + index
+    if last > 254:
+        raise ValueError(
+            f"region {dst} is number {index}; link addresses allow at most {254 - LINK_HOST_BASE}"
+        )
+    return ".".join([*str(ip).split(".")[:3], str(last)])
+
+
+def link_url(topology: Topology, src: str, dst: str, port: int | None = None) -> str:
+    """The base URL at which region `src` reaches `dst`'s service on `port` (default: dst's API port)."""
+    target = topology.region(dst)
+    return f"http://{link_address(topology, src, dst)}:{port if port is not None else target.api_port}"

@@ -1,10 +1,13 @@
-"""The small ports services depend on: tables with change streams, rankings, search indexes, clocks."""
+"""The small ports services depend on: tables with change streams, rankings, search indexes, keys, clocks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # An item is a JSON-like mapping: str, int, float, bool, None, lists and mappings of those.
 Item = dict[str, Any]
@@ -248,6 +251,22 @@ class SearchIndex(Protocol):
     def search(self, query: str, limit: int = 50) -> list[str]: ...
 
     def cursor(self) -> str | None: ...
+
+
+class SigningKeyStore(Protocol):
+    """Where a region keeps its private signing keys: never in a table, since tables replicate.
+
+    Contract, kept by every adapter (tests/contract/test_signing_keys.py proves it):
+    - `load_or_create(kid)` returns the Ed25519 private key stored under `kid`. When there is none, it
+      makes one and stores it durably before returning (it survives a kill -9 once returned).
+    - Every later call, from this process or another one sharing the store, returns that same key; of
+      two first calls racing, both return the key stored first.
+    - Keys of different kids are different keys.
+    - A store that cannot be read or written, or a stored key that is unreadable or not Ed25519, raises
+      StorageError saying where it is; nothing is replaced then.
+    """
+
+    def load_or_create(self, kid: str) -> Ed25519PrivateKey: ...
 
 
 class Clock(Protocol):

@@ -14,8 +14,9 @@ KEYS = TableSchema("keys", "kid")
 SESSIONS = TableSchema("sessions", "sessionId")
 # Sign-outs, by session id: written once and never undone (no write of the session can bring it back).
 REVOCATIONS = TableSchema("revocations", "sessionId", conflict_rule=FIRST_WRITER_WINS)
-# Failed attempts (sign-in, confirmation codes) per subject; each region writes only its own rows.
-ATTEMPTS = TableSchema("attempts", "subject", "slot")
+# Failed attempts (sign-in, confirmation codes) per subject; each region writes only its own rows, and
+# finds its expired ones (to remove them) by region and expiry (services.attempts).
+ATTEMPTS = TableSchema("attempts", "subject", "slot", indexes=(Index("expiry-index", "region", "expires"),))
 # The object store's bucket directory: bucket names are one namespace, each bucket lives in one region.
 BUCKETS = TableSchema("buckets", "name")
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from tests.browser.storefront import (
     PASSWORD,
@@ -329,3 +329,26 @@ def test_breaking_irelands_api_from_the_operator_page_keeps_the_store_working(
     # The browser reports the refused sign-in (401) itself; nothing else may go wrong.
     assert [e for e in console.errors if "Failed to load resource" not in e] == []
     assert len(console.errors) == 1 and "401" in console.errors[0]
+
+
+def test_the_storefront_follows_the_api_s_pages_to_the_last(
+    system: System, context: BrowserContext, console: ConsoleWatch
+) -> None:
+    # The real API pages at 5 books here (each of the storefront's /api/books calls gets limit=5 added
+    # on its way): the category page must follow X-Next-Cursor to show all 26 cookbooks.
+    calls: list[str] = []
+
+    def five_at_a_time(route: Route) -> None:
+        url = route.request.url
+        calls.append(url)
+        separator = "&" if "?" in url else "?"
+        route.continue_(url=f"{url}{separator}limit=5")
+
+    context.route(re.compile(r".*/api/books(\?.*)?$"), five_at_a_time)
+    page = open_store(context, console, system, "#/category/Cookbooks")
+    expect(page.locator(".book-grid .book-title")).to_have_count(26)
+    titles = grid_titles(page)
+    assert len(set(titles)) == 26
+    assert sum("category=Cookbooks" in call for call in calls) == 6  # 5 + 5 + 5 + 5 + 5 + 1
+    assert any("cursor=" in call for call in calls)
+    assert console.errors == []

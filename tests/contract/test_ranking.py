@@ -1,4 +1,5 @@
-"""The Ranking contract, proven against every adapter: SQLite (embedded) and a real Redis server.
+"""The Ranking contract, proven against every adapter: SQLite (embedded), a real Redis server, a real Redis
+Cluster (as ElastiCache in cluster mode), the fake.
 
 Events are set, not added: replays, replaced orders and rebuilds from a scan all end exact.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.cluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.backoff import NoBackoff
@@ -21,9 +23,10 @@ from redis.retry import Retry
 
 from bookstore.domain.errors import StaleCursor, StorageError, ValidationError
 from bookstore.ports import Event, Ranking
+from bookstore.storage.memory.ranking import MemoryRanking
 from bookstore.storage.redis.ranking import RedisRanking
 from bookstore.storage.sqlite.ranking import SqliteRanking
-from tests.support.redis_server import redis_server_fixture
+from tests.support.redis_server import redis_cluster, redis_server_fixture
 
 redis_url = redis_server_fixture()
 
@@ -37,12 +40,33 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(scope="session")
+def cluster_client() -> Iterator[redis.cluster.RedisCluster]:
+    with redis_cluster() as url:
+        client = redis.cluster.RedisCluster.from_url(url)
+        yield client
+        client.close()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+        "memory",
+    ]
+)
 def make_ranking(request: pytest.FixtureRequest) -> Iterator[MakeRanking]:
     """A factory of fresh, empty rankings of one adapter."""
     if request.param == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             yield lambda: SqliteRanking(Path(tmp) / f"{uuid.uuid4().hex}.db")
+    elif request.param == "memory":
+        yield MemoryRanking
+    elif request.param == "redis-cluster":
+        # Regression: the ranking's scripts touched keys of several slots (CROSSSLOT on a cluster).
+        cluster: redis.cluster.RedisCluster = request.getfixturevalue("cluster_client")
+        yield lambda: RedisRanking(cluster, namespace=f"t{uuid.uuid4().hex}:")
     else:
         client: redis.Redis = request.getfixturevalue("redis_client")
         client.flushdb()
@@ -239,10 +263,11 @@ def test_redis_ranking_uses_the_original_sorted_set(redis_client: redis.Redis) -
     redis_client.flushdb()
     ranking = RedisRanking(redis_client, namespace="eu-west-1:")
     ranking.rebuild([("c1/o1", {"b1": 2, "b2": 1})], "c-1")
-    assert redis_client.zscore("eu-west-1:TopBooks:AllTime", "b1") == 2.0
-    assert redis_client.zscore("eu-west-1:TopBooks:AllTime", "b2") == 1.0
+    # The original's TopBooks:AllTime, namespaced by region, in a hash tag (one slot on a cluster).
+    assert redis_client.zscore("{eu-west-1:TopBooks}:AllTime", "b1") == 2.0
+    assert redis_client.zscore("{eu-west-1:TopBooks}:AllTime", "b2") == 1.0
     ranking.put_all([("c1/o2", {"b1": 1})], "c-2")
-    assert redis_client.zscore("eu-west-1:TopBooks:AllTime", "b1") == 3.0
+    assert redis_client.zscore("{eu-west-1:TopBooks}:AllTime", "b1") == 3.0
     assert RedisRanking(redis_client).top() == []
     redis_client.flushdb()
 
@@ -278,6 +303,25 @@ def test_a_redis_ranking_of_the_first_format_asks_to_be_rebuilt(redis_client: re
 
 
 @pytest.mark.redis
+def test_a_redis_ranking_of_the_second_format_without_hash_tags_is_rebuilt_and_its_keys_dropped(
+    redis_client: redis.Redis,
+) -> None:
+    namespace = f"{uuid.uuid4().hex}:"
+    # Format 2: the same keys without a hash tag, as written before cluster mode was supported.
+    old = [f"{namespace}TopBooks:{part}" for part in ("AllTime", "Counted", "Position")]
+    redis_client.zadd(old[0], {"b1": 2})
+    redis_client.hset(old[1], "c1/o1", '[["b1",2]]')
+    redis_client.set(old[2], "17")
+    ranking = RedisRanking(redis_client, namespace=namespace)
+    assert ranking.cursor() is None
+    with pytest.raises(StaleCursor):
+        ranking.put_all([("c1/o2", {"b1": 1})], "18")
+    ranking.rebuild([("c1/o1", {"b1": 2}), ("c1/o2", {"b1": 1})], "18")
+    assert ranking.top() == [("b1", 3)] and ranking.cursor() == "18"
+    assert not redis_client.exists(*old)
+
+
+@pytest.mark.redis
 def test_redis_server_side_errors_surface_as_storage_error_and_change_nothing(
     redis_client: redis.Redis,
 ) -> None:
@@ -285,15 +329,15 @@ def test_redis_server_side_errors_surface_as_storage_error_and_change_nothing(
     ranking = RedisRanking(redis_client, namespace=namespace)
     ranking.rebuild([("e0", {"b0": 1})], "c-0")
     # A key of the wrong type makes ZINCRBY fail inside the script (WRONGTYPE): checked before any write.
-    redis_client.set(f"{namespace}TopBooks:AllTime", "not a sorted set")
+    redis_client.set(ranking.scores_key, "not a sorted set")
     with pytest.raises(StorageError):
         ranking.put_all([("e1", {"b1": 1})], "c-1")
     with pytest.raises(StorageError):
         ranking.top()
     # The failed put left nothing behind, not even its cursor: once the key is back the event counts.
     assert ranking.cursor() == "c-0"
-    assert redis_client.hgetall(f"{namespace}TopBooks:Counted") == {b"e0": b'[["b0",1]]'}
-    redis_client.delete(f"{namespace}TopBooks:AllTime")
+    assert redis_client.hgetall(ranking.counted_key) == {b"e0": b'[["b0",1]]'}
+    redis_client.delete(ranking.scores_key)
     assert ranking.put_all([("e1", {"b1": 1})], "c-1") == 1
     assert ranking.top() == [("b1", 1)]
 

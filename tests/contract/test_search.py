@@ -1,4 +1,5 @@
-"""The SearchIndex contract on SQLite FTS5: words of every field, prefixes, hostile queries, removal."""
+"""The SearchIndex contract on SQLite FTS5 and the memory fake: words of every field, prefixes, ranking,
+hostile queries, removal."""
 
 from __future__ import annotations
 
@@ -9,21 +10,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bookstore.domain.errors import StorageError
+from bookstore.ports import SearchIndex
 from bookstore.services.catalog import seed_books
-from bookstore.storage.sqlite.search import SqliteSearchIndex, match_expression, tokens
+from bookstore.storage.memory.search import MemorySearchIndex
+from bookstore.storage.sqlite.search import SqliteSearchIndex, match_expression
+from bookstore.storage.words import tokens
 
 
 def fields(book: dict[str, str]) -> dict[str, str]:
     return {name: book[name] for name in ("name", "author", "category")}
 
 
-@pytest.fixture
-def index(tmp_path: Path) -> SqliteSearchIndex:
+@pytest.fixture(params=["sqlite", "memory"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> SearchIndex:
+    if request.param == "memory":
+        return MemorySearchIndex()
     return SqliteSearchIndex(tmp_path / "search.db")
 
 
 @pytest.fixture
-def catalog(index: SqliteSearchIndex) -> SqliteSearchIndex:
+def catalog(index: SearchIndex) -> SearchIndex:
     for book in seed_books():
         index.upsert(book["id"], fields(book))
     return index
@@ -32,24 +38,24 @@ def catalog(index: SqliteSearchIndex) -> SqliteSearchIndex:
 BOOKS = {b["id"]: b for b in seed_books()}
 
 
-def test_finds_a_book_by_a_word_of_its_title(catalog: SqliteSearchIndex) -> None:
+def test_finds_a_book_by_a_word_of_its_title(catalog: SearchIndex) -> None:
     assert "bk-cook-003" in catalog.search("bread")
     assert catalog.search("Bread from the Cold Oven")[0] == "bk-cook-003"
 
 
-def test_finds_books_by_author(catalog: SqliteSearchIndex) -> None:
+def test_finds_books_by_author(catalog: SearchIndex) -> None:
     found = catalog.search("Olwen")
     assert found and all("Olwen" in BOOKS[i]["author"] for i in found)
     assert "bk-cook-001" in found
 
 
-def test_finds_every_book_of_a_category(catalog: SqliteSearchIndex) -> None:
+def test_finds_every_book_of_a_category(catalog: SearchIndex) -> None:
     found = catalog.search("database", limit=100)
     assert set(found) >= {i for i, b in BOOKS.items() if b["category"] == "Database"}
     assert len([i for i in found if BOOKS[i]["category"] == "Database"]) == 10
 
 
-def test_last_word_is_a_prefix(catalog: SqliteSearchIndex) -> None:
+def test_last_word_is_a_prefix(catalog: SearchIndex) -> None:
     cookbooks = {i for i, b in BOOKS.items() if b["category"] == "Cookbooks"}
     assert set(catalog.search("cook", limit=100)) >= cookbooks
     # Only the last word is a prefix: earlier words must be whole.
@@ -57,24 +63,24 @@ def test_last_word_is_a_prefix(catalog: SqliteSearchIndex) -> None:
     assert catalog.search("weeknight skil") == ["bk-cook-002"]
 
 
-def test_all_words_must_match_across_fields(catalog: SqliteSearchIndex) -> None:
+def test_all_words_must_match_across_fields(catalog: SearchIndex) -> None:
     assert catalog.search("skillet renwick cookbooks") == ["bk-cook-002"]
     assert catalog.search("skillet database") == []
 
 
-def test_case_and_diacritics_are_ignored(index: SqliteSearchIndex) -> None:
+def test_case_and_diacritics_are_ignored(index: SearchIndex) -> None:
     index.upsert("b1", {"name": "Crème Brûlée at Home", "author": "Zoë Ångström", "category": "Cookbooks"})
     assert index.search("CREME brulee") == ["b1"]
     assert index.search("angstrom") == ["b1"]
     assert index.search("zoë") == ["b1"]
 
 
-def test_limit_caps_the_results(catalog: SqliteSearchIndex) -> None:
+def test_limit_caps_the_results(catalog: SearchIndex) -> None:
     assert len(catalog.search("cookbooks", limit=5)) == 5
     assert catalog.search("cookbooks", limit=0) == []
 
 
-def test_upsert_replaces_the_document(index: SqliteSearchIndex) -> None:
+def test_upsert_replaces_the_document(index: SearchIndex) -> None:
     index.upsert("b1", {"name": "Old Title", "author": "A", "category": "Cars"})
     index.upsert("b1", {"name": "New Title", "author": "A", "category": "Cars"})
     assert index.search("old") == []
@@ -82,7 +88,7 @@ def test_upsert_replaces_the_document(index: SqliteSearchIndex) -> None:
     assert index.search("title") == ["b1"]
 
 
-def test_removed_documents_are_not_found(catalog: SqliteSearchIndex) -> None:
+def test_removed_documents_are_not_found(catalog: SearchIndex) -> None:
     catalog.remove("bk-cook-003")
     assert "bk-cook-003" not in catalog.search("bread", limit=100)
     # Removing what is not there is a no-op.
@@ -92,20 +98,21 @@ def test_removed_documents_are_not_found(catalog: SqliteSearchIndex) -> None:
     assert "bk-cook-003" in catalog.search("bread")
 
 
-def test_title_matches_rank_above_category_matches(index: SqliteSearchIndex) -> None:
+def test_title_matches_rank_above_category_matches(index: SearchIndex) -> None:
     index.upsert("in-category", {"name": "Engines and Gearboxes", "author": "P. Ford", "category": "Cars"})
     index.upsert("in-title", {"name": "Cars of the Fifties", "author": "R. Hale", "category": "History"})
     index.upsert("elsewhere", {"name": "Bridges", "author": "S. Cole", "category": "History"})
     assert index.search("cars") == ["in-title", "in-category"]
 
 
-def test_more_occurrences_rank_higher(index: SqliteSearchIndex) -> None:
+def test_more_occurrences_rank_higher(index: SearchIndex) -> None:
     index.upsert("once", {"name": "Soup for Winter Evenings", "author": "A", "category": "Cookbooks"})
     index.upsert("twice", {"name": "Soup, Soup", "author": "A", "category": "Cookbooks"})
     assert index.search("soup") == ["twice", "once"]
 
 
-def test_cursor_is_stored_with_the_change(index: SqliteSearchIndex, tmp_path: Path) -> None:
+def stored_with_cursors(index: SearchIndex) -> None:
+    """Changes with and without a cursor, checking the cursor after each."""
     assert index.cursor() is None
     index.upsert("b1", {"name": "One", "author": "A", "category": "C"}, cursor="1")
     assert index.cursor() == "1"
@@ -115,6 +122,17 @@ def test_cursor_is_stored_with_the_change(index: SqliteSearchIndex, tmp_path: Pa
     assert index.cursor() == "3"
     index.remove("absent", cursor="4")
     assert index.cursor() == "4"
+
+
+def test_cursor_is_stored_with_the_change(index: SearchIndex) -> None:
+    stored_with_cursors(index)
+    assert index.search("two") == ["b2"]
+    assert index.search("one") == []
+
+
+def test_a_sqlite_index_keeps_documents_and_cursor_across_reopen(tmp_path: Path) -> None:
+    index = SqliteSearchIndex(tmp_path / "search.db")
+    stored_with_cursors(index)
     index.close()
     reopened = SqliteSearchIndex(tmp_path / "search.db")
     assert reopened.cursor() == "4"
@@ -162,13 +180,13 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("query", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_queries_never_raise(catalog: SqliteSearchIndex, query: str) -> None:
+def test_hostile_queries_never_raise(catalog: SearchIndex, query: str) -> None:
     found = catalog.search(query)
     assert isinstance(found, list)
     assert all(i in BOOKS for i in found)
 
 
-def test_operator_words_are_searched_as_words(index: SqliteSearchIndex) -> None:
+def test_operator_words_are_searched_as_words(index: SearchIndex) -> None:
     index.upsert("b1", {"name": "Near and Far", "author": "Not Me", "category": "Or Else"})
     assert index.search("near") == ["b1"]
     assert index.search("NOT") == ["b1"]
@@ -176,14 +194,14 @@ def test_operator_words_are_searched_as_words(index: SqliteSearchIndex) -> None:
     assert index.search("NEAR(far)") == ["b1"]
 
 
-def test_punctuated_queries_find_what_their_words_find(catalog: SqliteSearchIndex) -> None:
+def test_punctuated_queries_find_what_their_words_find(catalog: SearchIndex) -> None:
     assert catalog.search('"Bread" (from) cold*') == catalog.search("bread from cold")
     assert catalog.search("salt, smoke & patience")[0] == "bk-cook-001"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.text(max_size=300))
-def test_any_text_is_a_valid_query(catalog: SqliteSearchIndex, query: str) -> None:
+def test_any_text_is_a_valid_query(catalog: SearchIndex, query: str) -> None:
     assert all(i in BOOKS for i in catalog.search(query))
 
 

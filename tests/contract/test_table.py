@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from bookstore.domain.errors import ConditionFailed, StaleCursor, ValidationError
+from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
 from bookstore.ports import (
     AttributeEquals,
     ChangeRecord,
@@ -27,7 +28,6 @@ from bookstore.ports import (
     Table,
     TableSchema,
 )
-from bookstore.replication.clock import HybridLogicalClock, SkewedClock, SystemClock
 from bookstore.storage.dynamodb.tables import DynamoTable
 from bookstore.storage.items import decode_cursor, encode_cursor
 from bookstore.storage.memory import MemoryTable
@@ -547,7 +547,8 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=6,
 )
-OPERATIONS = st.lists(
+# Each operation: (name, key, attributes).
+OPERATIONS: st.SearchStrategy[list[tuple[str, Any, dict[str, Any]]]] = st.lists(
     st.one_of(
         st.tuples(
             st.just("put"), KEYS, st.dictionaries(st.sampled_from(["x", "y", "z"]), VALUES, max_size=3)
@@ -769,12 +770,13 @@ def test_sqlite_items_of_a_first_writer_wins_table_are_written_once(db: SqliteDa
     orders.put(placed, condition=ItemAbsent())
     version = orders.version({"customerId": "c", "orderId": "k-1"})
     key = {"customerId": "c", "orderId": "k-1"}
-    for write in (
+    writes: tuple[Callable[[], object], ...] = (
         lambda: orders.put({**placed, "books": []}),
         lambda: orders.put(placed, condition=ItemAbsent()),
         lambda: orders.update(key, {"total": 1}),
         lambda: orders.delete(key),
-    ):
+    )
+    for write in writes:
         with pytest.raises(ConditionFailed, match="written once"):
             write()
     assert orders.get(key) == placed and orders.version(key) == version

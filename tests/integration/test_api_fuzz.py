@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import RegionServices
+from bookstore.region.services import RegionServices
 
 json_values = st.recursive(
     st.none()

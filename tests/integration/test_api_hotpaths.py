@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from bookstore.api.app import create_app
-from bookstore.bootstrap import RegionServices
+from bookstore.region.services import RegionServices
 from tests.integration.test_api_fuzz import json_values
+from tests.support.openapi_check import CheckedClient
 
 HOT = [
     ("GET", "/books/{book_id}"),
@@ -31,7 +32,7 @@ AGREE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 def plain(services: RegionServices) -> Iterator[TestClient]:
     """The same region's API over the same services, every request answered by FastAPI itself."""
     app = create_app(services, CollectorRegistry(), hot_paths=False)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with CheckedClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -51,7 +52,11 @@ def test_every_hot_path_is_documented(client: TestClient) -> None:
     assert "requestBody" in paths["/cart"]["post"]
     assert "requestBody" in paths["/orders"]["post"]
     documented = {p["name"] for p in paths["/orders"]["post"]["parameters"]}
-    assert {"idempotency-key", "authorization"} <= documented
+    assert "idempotency-key" in documented
+    # The token is the bearer security scheme, not a header parameter (issue 18).
+    assert "authorization" not in documented
+    for method, path in (("GET", "/cart"), ("POST", "/cart"), ("POST", "/orders")):
+        assert paths[path][method.lower()]["security"] == [{"bearer": []}], (method, path)
 
 
 def test_hot_paths_are_counted_under_their_route(client: TestClient, token: str) -> None:

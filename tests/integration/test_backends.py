@@ -1,4 +1,5 @@
-"""The same region wired to the real-engine adapters: tables on DynamoDB (moto), ranking on Redis."""
+"""The same region wired to the real-engine adapters: tables on DynamoDB (moto), ranking on Redis (a server,
+and a cluster as ElastiCache in cluster mode runs it)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import pytest
 from moto import mock_aws
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import build_region
 from bookstore.config import Storage, Topology
-from bookstore.runtime.region import region_app
+from bookstore.region.compose import build_region, region_app
 from bookstore.services.catalog import seed_books
 from tests.support.aws import fake_credentials
-from tests.support.redis_server import redis_server
+from tests.support.redis_server import redis_cluster, redis_server
 
 PASSWORD = "backend-password"
 
@@ -42,6 +42,7 @@ def shop(client: TestClient, email: str) -> list[dict[str, object]]:
     assert client.get("/cart", headers=auth).json() == []
     assert len(client.get("/orders", headers=auth).json()) == 1
     deadline = time.monotonic() + 10
+    ranked: list[dict[str, object]]
     while len(ranked := client.get("/bestsellers").json()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ranked == [{"bookId": books[0]["id"], "quantity": 2}, {"bookId": books[1]["id"], "quantity": 1}]
@@ -70,5 +71,19 @@ def test_region_with_redis_best_sellers(tmp_path: Path) -> None:
             services.identity.add_user("redis@example.com", PASSWORD)
             with TestClient(region_app(services)) as client:
                 shop(client, "redis@example.com")
+        finally:
+            services.close()
+
+
+def test_region_with_redis_best_sellers_on_a_cluster(tmp_path: Path) -> None:
+    """The region finds the cluster by itself (INFO cluster) and uses the cluster client."""
+    with redis_cluster() as url:
+        topology = Topology(storage=Storage(ranking="redis", redis_url=url))
+        services = build_region(topology, "eu-west-1", tmp_path)
+        try:
+            services.catalog.load(seed_books())
+            services.identity.add_user("cluster@example.com", PASSWORD)
+            with TestClient(region_app(services)) as client:
+                shop(client, "cluster@example.com")
         finally:
             services.close()

@@ -18,11 +18,13 @@ from bookstore.api.responses import install_error_handlers
 from bookstore.blog.repository import BlogRepository
 from bookstore.blog.service import BlogService, seed_posts
 from bookstore.blog.web import create_blog_router
-from bookstore.replication.clock import SystemClock
+from bookstore.kernel.clock import SystemClock
 from bookstore.services.identity import Identity
+from bookstore.storage.local.keys import KeyFiles
 from bookstore.storage.memory.tables import MemoryTable
 from bookstore.storage.sqlite.sql import SqliteSql
 from bookstore.tables import ATTEMPTS, KEYS, REVOCATIONS, SESSIONS, USERS
+from tests.support.openapi_check import CheckedClient
 
 API = "/blog/wp-json/wp/v2"
 PASSWORD = "correct horse battery"
@@ -61,7 +63,7 @@ def make_blog(tmp_path: Path, region: str) -> Iterator[Blog]:
         revocations=MemoryTable(REVOCATIONS),
         attempts=MemoryTable(ATTEMPTS),
         region=region,
-        key_dir=home / "keys",
+        signing_keys=KeyFiles(home / "keys"),
         clock=clock,
         argon2_time_cost=1,
         argon2_memory_cost=8,
@@ -74,7 +76,8 @@ def make_blog(tmp_path: Path, region: str) -> Iterator[Blog]:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(create_blog_router(service, identity))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    # Every answer is checked against the document (issue 18).
+    with CheckedClient(app, raise_server_exceptions=False) as client:
         yield Blog(
             client=client,
             service=service,

@@ -7,6 +7,7 @@ restarted primary waits for every region's answer (or its timeout), not for the 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.domain import errors
+from bookstore.replication.blog.routes import blog_routes
 from tests.support.blog_peers import BlogNetwork, Region, eventually, start_region
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
@@ -61,14 +63,14 @@ def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: 
             assert writable(nodes) == [AP, EU, US]
 
             network.heal_all()
-            # (2, us-east-1) outranks (2, ap-southeast-1) and (1, eu-west-1): one primary remains.
+            # (2, us-east-1) outranks (2, ap-southeast-1) and (1, eu-west-1): one primary remains, and the
+            # two deposed primaries re-sync from it by themselves (no operator's rejoin).
             await eventually("one primary", lambda: writable(nodes) == [US])
             for r in (EU, AP):
                 await eventually(
-                    f"{r} follows {US}", lambda r=r: nodes[r].replication.state.primary_region == US
+                    f"{r} rejoined as a replica of {US} by itself",
+                    partial(_follows, nodes[r], US, epoch=2),
                 )
-                state = nodes[r].replication.store.state()
-                assert state.role == "replica" and state.epoch == 2 and state.needs_rejoin
             diverged = {
                 r: [
                     d.row["title"]
@@ -84,19 +86,36 @@ def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: 
             }
             with pytest.raises(errors.Unavailable, match=US):
                 await nodes[AP].publish("Refused")
-            # Both rejoin as replicas of the one primary and converge on its posts.
-            for r in (EU, AP):
-                await nodes[r].replication.rejoin()
+            # A new post on the one primary reaches both: they follow it.
             await nodes[US].publish("After the heal")
             expected = await nodes[US].titles()
             assert "Singapore during the partition" not in expected
+            assert expected == ["After the heal", "Before the partition", "Virginia during the partition"]
             for r in (EU, AP):
-                await eventually(f"{r} converged", lambda r=r: _same(nodes[r], expected))
+                await eventually(f"{r} converged", partial(_same, nodes[r], expected))
             assert writable(nodes) == [US]
+            # The operator's rejoin still works on a region that rejoined by itself, and changes nothing.
+            again = await nodes[EU].replication.rejoin()
+            assert again["role"] == "replica" and again["primaryRegion"] == US and again["diverged"] == 0
+            assert again["divergedTotal"] == 1
+            await nodes[US].publish("After the manual rejoin")
+            expected = await nodes[US].titles()
+            for r in (EU, AP):
+                await eventually(f"{r} still follows", partial(_same, nodes[r], expected))
         finally:
             await stop_all(nodes)
 
     asyncio.run(scenario())
+
+
+def _follows(region: Region, primary: str, *, epoch: int) -> bool:
+    state = region.replication.state
+    return (
+        state.role == "replica"
+        and state.primary_region == primary
+        and state.epoch == epoch
+        and not state.needs_rejoin
+    )
 
 
 async def _same(region: Region, expected: list[str]) -> bool:
@@ -169,7 +188,7 @@ def test_the_promote_endpoint_answers_409_without_a_majority_and_takes_force(tmp
         network = BlogNetwork()
         nodes = await start_all(tmp_path, (EU, AP), network)
         try:
-            app = _AsOperator(Starlette(routes=nodes[AP].replication.routes()))
+            app = _AsOperator(Starlette(routes=blog_routes(nodes[AP].replication)))
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://ap"
             ) as client:
@@ -216,6 +235,46 @@ def test_a_restarted_deposed_primary_waits_for_every_region_not_the_first_failed
             assert eu.state.role == "replica" and eu.state.primary_region == AP
             with pytest.raises(errors.Unavailable, match=AP):
                 await nodes[EU].publish("Must be refused")
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_deposed_primary_rejoins_by_itself_keeping_its_diverged_writes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, THREE, network)
+        try:
+            await nodes[EU].publish("Before the cut")
+            await eventually(
+                "the post everywhere",
+                lambda: all(nodes[r].replication.state.applied_lsn >= 1 for r in (AP, US)),
+            )
+            # Ireland, cut off, still takes a write; then it dies and Singapore is promoted (2 of 3).
+            network.isolate(EU, THREE)
+            await nodes[EU].publish("Ireland while cut off")
+            await nodes[EU].halt()
+            network.nodes.pop(EU)
+            await nodes[AP].replication.promote()
+            await nodes[AP].publish("Singapore, epoch 2")
+            # Ireland restarts with the links healed: it adopts epoch 2, keeps its write aside and
+            # re-syncs from Singapore by itself.
+            network.heal_all()
+            nodes[EU] = await start_region(tmp_path, EU, THREE, network, home=EU)
+            await eventually(
+                "Ireland rejoined as a replica of Singapore by itself",
+                partial(_follows, nodes[EU], AP, epoch=2),
+            )
+            kept = [d.row["title"] for d in nodes[EU].replication.store.diverged() if d.row]
+            assert kept == ["Ireland while cut off"]
+            with pytest.raises(errors.Unavailable, match=AP):
+                await nodes[EU].publish("Refused")
+            await nodes[AP].publish("Singapore after the rejoin")
+            expected = await nodes[AP].titles()
+            assert expected == ["Before the cut", "Singapore after the rejoin", "Singapore, epoch 2"]
+            await eventually("Ireland converged", lambda: _same(nodes[EU], expected))
+            assert writable(nodes) == [AP]
         finally:
             await stop_all(nodes)
 

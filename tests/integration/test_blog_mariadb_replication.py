@@ -14,10 +14,10 @@ import pytest
 
 from bookstore.blog.posts import Post
 from bookstore.blog.repository import BlogRepository
-from bookstore.config import Region, Topology
+from bookstore.config import Region, Topology, link_address
 from bookstore.domain.errors import StorageError, Unavailable
-from bookstore.runtime.links import LinkSimulator, link_address
-from bookstore.storage.mysql.replication import (
+from bookstore.netsim.simulator import LinkSimulator
+from bookstore.replication.blog.mariadb import (
     SERVER_ARGS,
     Accounts,
     MysqlServer,
@@ -31,7 +31,7 @@ from bookstore.storage.mysql.replication import (
     replica_status,
     switchover,
 )
-from bookstore.storage.mysql.replication import create_accounts as create_accounts_on
+from bookstore.replication.blog.mariadb import create_accounts as create_accounts_on
 from bookstore.storage.mysql.sql import MysqlSql
 from tests.support import waiting
 from tests.support.mariadb_server import MariaDBServer, mariadb_server

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bookstore.bootstrap import RegionServices
 from bookstore.domain.errors import NotFound
+from bookstore.region.services import RegionServices
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS
 

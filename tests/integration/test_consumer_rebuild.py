@@ -19,12 +19,11 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import build_region
 from bookstore.config import Storage, Topology
-from bookstore.ports import ItemAbsent, Ranking
-from bookstore.replication.clock import HybridLogicalClock
-from bookstore.replication.model import LogEntry
-from bookstore.runtime.region import region_app
+from bookstore.kernel.clock import HybridLogicalClock
+from bookstore.ports import ItemAbsent, Ranking, Table
+from bookstore.region.compose import build_region, region_app
+from bookstore.replication.tables.model import LogEntry
 from bookstore.services.bestsellers import BestSellers
 from bookstore.services.catalog import Catalog, seed_books
 from bookstore.services.search import BookSearch
@@ -33,7 +32,7 @@ from bookstore.storage.redis.ranking import RedisRanking
 from bookstore.storage.sqlite.ranking import SqliteRanking
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.search import SqliteSearchIndex
-from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
+from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS, ORDERS
 from tests.support.redis_server import free_port, redis_server
 
@@ -54,7 +53,7 @@ def order(customer: str, order_id: str, *lines: tuple[str, int]) -> dict[str, An
     return {"customerId": customer, "orderId": order_id, "books": books}
 
 
-def sold(orders: SqliteTable) -> list[tuple[str, int]]:
+def sold(orders: Table) -> list[tuple[str, int]]:
     """Quantities per book over every order the table holds, as the ranking must list them."""
     total: Counter[str] = Counter()
     cursor = None

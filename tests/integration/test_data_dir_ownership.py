@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
-from bookstore.runtime.region import region_app
+from bookstore.region.compose import build_region, region_app
+from bookstore.region.services import RegionServices
 from bookstore.runtime.secret import deployment_secret
 from bookstore.storage.local.ownership import LOCK_FILE, DataDirInUse, own
 from tests.support.regions import bookstore, isolated_topology

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import RegionServices, build_region
 from bookstore.config import Topology
 from bookstore.domain.orders import OrderLine
-from bookstore.edge.faults import FAULTS_PATH, OPERATOR, RegionFaults
-from bookstore.replication.auth import sign
-from bookstore.replication.clock import HybridLogicalClock, SkewedClock, SystemClock
-from bookstore.replication.tables import Replicator
-from bookstore.runtime.region import region_app
+from bookstore.kernel.auth import sign
+from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
+from bookstore.region.compose import build_region, region_app
+from bookstore.region.faults import RegionFaults
+from bookstore.region.services import RegionServices
+from bookstore.replication.tables.replicator import Replicator
+from bookstore.runtime.switches import FAULTS_PATH, OPERATOR
 from bookstore.services.catalog import seed_books
 
 EU = "eu-west-1"

@@ -17,8 +17,8 @@ import pytest
 
 from bookstore.config import Topology
 from bookstore.edge.server import build, server_config
-from bookstore.runtime.control import login_link, operator_headers
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import listening_socket
+from bookstore.runtime.operator import login_link, operator_headers
 from bookstore.runtime.secret import Credentials
 from tests.support.regions import isolated_topology
 from tests.support.threaded_server import serving

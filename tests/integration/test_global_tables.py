@@ -24,10 +24,10 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
-from bookstore.bootstrap import build_region
 from bookstore.cli import app
 from bookstore.config import Storage, Topology
 from bookstore.domain.errors import StorageError, ValidationError
+from bookstore.region.compose import build_region
 from bookstore.storage.dynamodb.global_tables import describe_global, make_global
 from tests.support.aws import fake_credentials
 
@@ -109,6 +109,15 @@ def test_replicas_are_asked_for_one_at_a_time(tmp_path: Path, aws: None) -> None
         make_global(client, "bookstore-books", [SINGAPORE, "us-east-1"], poll_s=0)
     # DynamoDB takes a single replica per UpdateTable: the first request carries one Create only.
     assert [update["ReplicaUpdates"] for update in sent] == [[{"Create": {"RegionName": SINGAPORE}}]]
+
+
+def test_progress_is_told_each_step_and_each_status_waited_on(tmp_path: Path, aws: None) -> None:
+    bootstrap(tmp_path, IRELAND)
+    client = client_for(IRELAND)
+    told: list[str] = []
+    with pytest.raises(StorageError, match=NOT_GLOBAL_HERE):
+        make_global(client, "bookstore-books", [SINGAPORE], poll_s=0, progress=told.append)
+    assert f"bookstore-books: adding a replica in {SINGAPORE} (minutes to an hour on AWS)" in told
 
 
 def test_own_region_only_changes_nothing_and_repeats(tmp_path: Path, aws: None) -> None:

@@ -6,15 +6,16 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bookstore.bootstrap import RegionServices
 from bookstore.domain.errors import ConditionFailed, NotFound
 from bookstore.domain.orders import OrderLine
 from bookstore.ports import ItemAbsent
+from bookstore.region.services import RegionServices
 from bookstore.services.writes import GroupCommit
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import CARTS
@@ -96,9 +97,13 @@ def test_a_callers_error_reaches_only_that_caller(db: SqliteDatabase, carts: Sql
     def missing() -> None:
         raise NotFound("no such book")
 
-    async def main() -> list[object]:
+    def put_ok() -> str:
+        carts.put(row("ok"))
+        return "ok"
+
+    async def main() -> tuple[object, object]:
         return await asyncio.gather(
-            writes.run(lambda: carts.put(row("ok")) or "ok"),
+            writes.run(put_ok),
             writes.run(missing),
             return_exceptions=True,
         )
@@ -116,7 +121,7 @@ def test_a_group_larger_than_the_limit_commits_in_several_transactions(
     writes = GroupCommit(db.run_group, max_group=4)
 
     async def main() -> None:
-        await asyncio.gather(*(writes.run(lambda i=i: carts.put(row(f"b{i}"))) for i in range(10)))
+        await asyncio.gather(*(writes.run(partial(carts.put, row(f"b{i}"))) for i in range(10)))
 
     asyncio.run(main())
 
@@ -127,8 +132,12 @@ def test_a_group_larger_than_the_limit_commits_in_several_transactions(
 def test_without_a_group_runner_each_unit_runs_at_once(carts: SqliteTable) -> None:
     writes = GroupCommit()
 
+    def put_alone() -> str:
+        carts.put(row("alone"))
+        return "done"
+
     async def main() -> object:
-        return await writes.run(lambda: carts.put(row("alone")) or "done")
+        return await writes.run(put_alone)
 
     assert asyncio.run(main()) == "done"
     assert carts.get({"customerId": "c1", "bookId": "alone"}) is not None

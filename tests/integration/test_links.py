@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bookstore.config import Region, Topology
+from bookstore.config import Region, Topology, link_address, link_url
 from bookstore.domain.errors import NotFound, ValidationError
-from bookstore.runtime.launch import free_port
-from bookstore.runtime.links import LinkSimulator, create_control_app, link_address, link_url, serve
+from bookstore.netsim.control import create_control_app, serve
+from bookstore.netsim.simulator import LinkSimulator
+from bookstore.supervisor.launch import free_port
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 # Each test process takes its own /16 (127.(50+worker) by default), and each region a /24 of it.
@@ -106,7 +107,7 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=30))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
 
 
 def test_link_addresses_follow_the_scheme() -> None:
@@ -414,7 +415,7 @@ def test_settings_are_validated() -> None:
         links.cut(EU, EU)
     for bad in ({"delay_ms": -1}, {"jitter_ms": 1e9}, {"loss": 1.0}, {"loss": True}):
         with pytest.raises(ValidationError):
-            links.set(EU, AP, **bad)  # type: ignore[arg-type]
+            links.set(EU, AP, **bad)
     assert links.pair_state(EU, AP)["delayMs"] == 85  # the real Ireland-Singapore default
 
 

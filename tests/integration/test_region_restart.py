@@ -7,10 +7,9 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import build_region
 from bookstore.config import Topology
-from bookstore.replication.clock import SkewedClock, SystemClock
-from bookstore.runtime.region import region_app
+from bookstore.kernel.clock import SkewedClock, SystemClock
+from bookstore.region.compose import build_region, region_app
 from bookstore.services.catalog import seed_books
 
 PASSWORD = "restart-password"

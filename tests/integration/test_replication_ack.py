@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from bookstore.replication.tables import ACK_EVERY_MS, ReplicationMetrics, Replicator
+from bookstore.replication.tables.replicator import ACK_EVERY_MS, ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS
@@ -66,7 +66,7 @@ def test_a_follower_acknowledges_while_its_stream_lasts(tmp_path: Path) -> None:
 
 
 def test_the_lag_summary_names_the_newest_lag_only_while_it_is_recent() -> None:
-    from bookstore.replication.tables import RECENT_LAG_MS, LagWindow
+    from bookstore.replication.tables.replicator import RECENT_LAG_MS, LagWindow
 
     window = LagWindow()
     window.add(EU, 1_000_000, 95)

@@ -26,10 +26,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from prometheus_client import CollectorRegistry
 
 from bookstore.domain.errors import ConditionFailed
+from bookstore.kernel.clock import SkewedClock, SystemClock
 from bookstore.ports import FIRST_WRITER_WINS, Item, ItemAbsent, Key
-from bookstore.replication.clock import SkewedClock, SystemClock
-from bookstore.replication.model import Version
-from bookstore.replication.tables import ReplicationMetrics, Replicator
+from bookstore.replication.tables.model import Version
+from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, CARTS, ORDERS

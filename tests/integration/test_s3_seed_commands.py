@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,20 +162,12 @@ def test_the_seeds_commands_run_as_written_against_the_ireland_endpoint(tmp_path
         for key in files:
             head = wait_for(
                 f"{key} replicated",
-                lambda key=key: _replicated(aws, key),
+                partial(_replicated, aws, key),
             )
             assert head["ReplicationStatus"] == "REPLICA"
             source = aws.json("s3api", "head-object", "--bucket", IRELAND, "--key", key)
             assert source["VersionId"] == head["VersionId"] and source["ETag"] == head["ETag"]
-            assert wait_for(
-                f"{key} COMPLETED",
-                lambda key=key: (
-                    aws.json("s3api", "head-object", "--bucket", IRELAND, "--key", key).get(
-                        "ReplicationStatus"
-                    )
-                    == "COMPLETED"
-                ),
-            )
+            assert wait_for(f"{key} COMPLETED", partial(_completed, aws, key))
         listed = aws("s3", "ls", f"s3://{SINGAPORE}/", "--recursive").stdout
         assert "before-rule" not in listed
 
@@ -206,3 +199,8 @@ def test_the_seeds_commands_run_as_written_against_the_ireland_endpoint(tmp_path
 def _replicated(aws: Aws, key: str) -> dict[str, Any] | None:
     done = aws("s3api", "head-object", "--bucket", SINGAPORE, "--key", key, ok=False)
     return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def _completed(aws: Aws, key: str) -> bool:
+    head = aws.json("s3api", "head-object", "--bucket", IRELAND, "--key", key)
+    return bool(head.get("ReplicationStatus") == "COMPLETED")

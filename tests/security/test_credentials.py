@@ -18,9 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from bookstore.config import ObjectStoreAccess
-from bookstore.runtime.control import control_call, operator_headers
-from bookstore.runtime.launch import launched
+from bookstore.runtime.operator import control_call, operator_headers
 from bookstore.runtime.secret import FILE
+from bookstore.supervisor.launch import launched
 from tests.support import waiting
 from tests.support.regions import System, bookstore, isolated_topology
 

@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from bookstore.objectstore.setup import s3_client, site_bucket
+from bookstore.objectstore.namespace import site_bucket
+from bookstore.objectstore.setup import s3_client
 from tests.browser.storefront import launch
 from tests.security.conftest import require_chromium
 from tests.support import waiting

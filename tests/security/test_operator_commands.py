@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 from starlette.testclient import TestClient
 
-from bookstore.blog.replication import OPERATOR
-from bookstore.bootstrap import RegionServices
-from bookstore.replication.auth import sign
-from bookstore.replication.clock import SystemClock
-from bookstore.runtime.region import region_app
+from bookstore.kernel.auth import sign
+from bookstore.kernel.clock import SystemClock
+from bookstore.region.compose import region_app
+from bookstore.region.services import RegionServices
+from bookstore.replication.blog.wire import OPERATOR
 
 SECRET = "the deployment's secret"
 PATH = "/replication/commands/users"

@@ -21,11 +21,12 @@ import httpx
 import orjson
 import pytest
 
-from bookstore.edge.faults import FAULTS_PATH, OPERATOR
+from bookstore.edge.requests import inspect
 from bookstore.edge.server import build
-from bookstore.objectstore.peers import OBJECTS_PATH, PING_PATH
-from bookstore.replication.auth import SIGNING_HEADERS, sign
+from bookstore.kernel.auth import SIGNING_HEADERS, sign
+from bookstore.replication.objects.wire import OBJECTS_PATH, PING_PATH
 from bookstore.runtime.secret import Credentials
+from bookstore.runtime.switches import FAULTS_PATH, OPERATOR
 from tests.support.regions import System, isolated_topology, system_up
 
 pytestmark = [pytest.mark.system, pytest.mark.xdist_group("security-peers")]
@@ -191,5 +192,5 @@ def test_the_edge_drops_the_signing_headers_of_shoppers(tmp_path: Path) -> None:
         "query_string": b"",
         "headers": sent,
     }
-    forwarded = {name for name, _ in edge._inspect(scope).forward}
+    forwarded = {name for name, _ in inspect(scope, edge.allowed_hosts, edge.settings.url).forward}
     assert not forwarded & {name.lower().encode() for name in SIGNING_HEADERS}

@@ -12,18 +12,14 @@ from typing import Any
 import orjson
 
 from bookstore.blog.posts import Post, slugify
-from bookstore.blog.replication import (
-    _STATUS,
-    BlogReplication,
-    BlogStore,
-    PeerRefused,
-    _FollowRequest,
-    _PromoteRequest,
-    parse_history,
-)
 from bookstore.blog.repository import BlogRepository
 from bookstore.domain import errors
-from bookstore.replication.clock import SystemClock
+from bookstore.kernel.clock import SystemClock
+from bookstore.kernel.http import status_of
+from bookstore.replication.blog.node import BlogReplication
+from bookstore.replication.blog.peers import PeerRefused
+from bookstore.replication.blog.store import BlogStore
+from bookstore.replication.blog.wire import FollowRequest, PromoteRequest, parse_history
 from bookstore.storage.sqlite.sql import SqliteSql
 
 
@@ -76,7 +72,7 @@ class InProcessBlogPeer:
 
     async def follow(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         target = self.network.reach(self.me, self.region)
-        request = _FollowRequest.model_validate(_wire(body))
+        request = FollowRequest.model_validate(_wire(body))
         await target.adopt(
             request.epoch, request.primaryRegion, parse_history(request.history), request.region
         )
@@ -96,7 +92,7 @@ class InProcessBlogPeer:
             elif path == "snapshot":
                 out = await asyncio.to_thread(target.store.snapshot)
             elif path == "promote":
-                req = _PromoteRequest.model_validate(_wire(body))
+                req = PromoteRequest.model_validate(_wire(body))
                 state = await target.promote(
                     min_epoch=req.minEpoch,
                     wait_for_lsn=req.waitForLsn,
@@ -107,7 +103,7 @@ class InProcessBlogPeer:
             else:
                 raise AssertionError(f"no in-process endpoint {path}")
         except errors.BookstoreError as exc:
-            status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
+            status = status_of(exc)
             raise PeerRefused(self.region, status, {"error": exc.code, "message": exc.message}) from None
         result: dict[str, Any] = _wire(out)
         return result

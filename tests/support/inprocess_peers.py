@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from bookstore.ports import TableSchema
-from bookstore.replication.model import LogEntry, LogRead, SnapshotPage
-from bookstore.replication.wire import entry_json, parse_batch, parse_entries
+from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage
+from bookstore.replication.tables.wire import entry_json, parse_batch, parse_entries
 from bookstore.storage.sqlite.replica import SqliteReplica
 
 

@@ -14,6 +14,9 @@ INSTALL_HINTS = {
     "redis-server": "apt-get install -y redis-server",
     "mariadbd": "apt-get install -y mariadb-server",
     "mariadb-install-db": "apt-get install -y mariadb-server",
+    "dig": "apt-get install -y bind9-dnsutils",
+    "jq": "apt-get install -y jq",
+    "curl": "apt-get install -y curl",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import tempfile
@@ -111,3 +112,82 @@ def redis_server_fixture(
             yield url
 
     return _fixture
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 55535) is free too."""
+    for _ in range(100):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind((HOST, candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+@contextmanager
+def redis_cluster(nodes: int = 3) -> Iterator[str]:
+    """A Redis Cluster of `nodes` primaries (slots spread by `redis-cli --cluster create`), as ElastiCache
+    in cluster mode; yields the URL of one node (redis.cluster.RedisCluster finds the others)."""
+    binary = require_binary("redis-server")
+    cli = require_binary("redis-cli")
+    with tempfile.TemporaryDirectory(prefix="bookstore-redis-cluster-") as tmp:
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            ports = [_cluster_port() for _ in range(nodes)]
+            for port in ports:
+                proc = subprocess.Popen(
+                    [
+                        binary,
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        HOST,
+                        "--dir",
+                        tmp,
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                procs.append(proc)
+                if not _wait_until_ready(proc, f"redis://{HOST}:{port}/0"):
+                    raise RuntimeError(f"redis-server in cluster mode did not answer on {HOST}:{port}")
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"{HOST}:{p}" for p in ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            # Every node must see the cluster whole: a command routed to a node that has not yet heard of
+            # the others' slots answers "The cluster is down" (a CI flake when only the first node was asked).
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for port in ports:
+                client = redis.Redis(host=HOST, port=port)
+                while client.cluster("info").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"Redis Cluster node {HOST}:{port} did not reach cluster_state:ok")
+                    time.sleep(0.1)
+                client.close()
+            yield f"redis://{HOST}:{ports[0]}/0"
+        finally:
+            for proc in procs:
+                _stop(proc)

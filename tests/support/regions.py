@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 
 from bookstore.config import ObjectStoreAccess, Region, Topology
-from bookstore.runtime.control import control_call
-from bookstore.runtime.launch import launched, loopback_topology
+from bookstore.runtime.operator import control_call
 from bookstore.runtime.secret import operator_token, s3_credentials
-from bookstore.runtime.supervisor import die_with_parent
+from bookstore.supervisor.children import die_with_parent
+from bookstore.supervisor.launch import launched, loopback_topology
 
 # Each test process gets its own /16 of loopback addresses, so parallel workers never collide;
 # BOOKSTORE_TEST_NETWORK moves the whole run to other /16s, so two runs on one machine do not either.

@@ -17,8 +17,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore.app import create_s3_app
-from bookstore.replication.clock import SystemClock
 from bookstore.storage.local import LocalObjectStore
 from tests.support.threaded_server import serving
 
@@ -67,7 +67,7 @@ class S3Server:
         return httpx.request(method, url, content=body, headers=self.signed_headers(method, url, headers))
 
 
-class _GivenPayload(S3SigV4Auth):
+class _GivenPayload(S3SigV4Auth):  # type: ignore[misc]  # botocore ships no types: its classes are Any
     """botocore's S3 signer, signing the x-amz-content-sha256 it is given instead of hashing the body."""
 
     def __init__(self, credentials: Credentials, service: str, region: str, payload: str) -> None:

@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from bookstore.runtime.listeners import Limits, server_config
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import Limits, listening_socket, server_config
 
 
 @contextmanager

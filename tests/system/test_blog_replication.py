@@ -169,12 +169,16 @@ def life_cycle(system: System) -> None:
     assert blog_status(ap)["role"] == "primary"
 
     # 4. Ireland comes back: it learns epoch 2 from Singapore and refuses writes; the write it took
-    #    after the fork is kept aside and listed as diverged.
+    #    after the fork is kept aside and listed as diverged; it re-syncs from Singapore by itself.
     system.control("POST", f"/links/{EU}/{AP}", {"cut": False, "both": True})
     cli(system, "region", "start", EU)
     assert_refused(eu, AP)
-    status = blog_status(eu)
-    assert status["epoch"] == 2 and status["primaryRegion"] == AP and status["needsRejoin"]
+    status = wait_for(
+        "Ireland rejoined by itself",
+        lambda: blog_status(eu),
+        lambda s: s["epoch"] == 2 and s["primaryRegion"] == AP and not s["needsRejoin"],
+    )
+    assert status["role"] == "replica"
     listed = cli(system, "blog", "diverged", "--region", EU)
     assert "Written in Ireland during the cut" in listed
     report = json.loads(cli(system, "blog", "diverged", "--json"))
@@ -183,18 +187,20 @@ def life_cycle(system: System) -> None:
     assert kept[0]["epoch"] == 1 and kept[0]["newEpoch"] == 2 and kept[0]["newPrimary"] == AP
     assert report[AP]["diverged"] == []
 
-    # 5. Ireland rejoins as a replica: it converges on Singapore's posts; the diverged write stays listed.
-    out = cli(system, "blog", "rejoin", EU)
-    assert f"replica of {AP}" in out
+    # 5. Ireland, a replica again without an operator's rejoin, converges on Singapore's posts and follows
+    #    them; the diverged write stays listed. The operator's rejoin still works and changes nothing.
     expected = titles(ap)
     assert "Written in Ireland during the cut" not in expected
     wait_for("Ireland converged on Singapore", lambda: titles(eu), lambda t: t == expected)
-    assert not blog_status(eu)["needsRejoin"]
-    assert "Written in Ireland during the cut" in cli(system, "blog", "diverged", "--region", EU)
-    assert_refused(eu, AP)
     also = publish(ap, "Published in Singapore while Ireland follows")
     assert also.status_code == 201, also.text
     wait_for("the next post in Ireland", lambda: titles(eu), lambda t: t == titles(ap))
+    out = cli(system, "blog", "rejoin", EU)
+    assert f"replica of {AP}" in out
+    assert not blog_status(eu)["needsRejoin"]
+    assert "Written in Ireland during the cut" in cli(system, "blog", "diverged", "--region", EU)
+    assert_refused(eu, AP)
+    wait_for("Ireland still follows", lambda: titles(eu), lambda t: t == titles(ap))
 
     # 6. A planned switchover back to Ireland loses nothing.
     last = publish(ap, "The last post before the switchover")
@@ -216,3 +222,55 @@ def life_cycle(system: System) -> None:
     assert roles[EU]["role"] == "primary" and roles[AP]["role"] == "replica"
     assert roles[AP]["lagEntries"] is not None and roles[AP]["diverged"] == 0
     assert roles[EU]["diverged"] >= 1
+
+
+def test_a_primary_cut_off_by_a_partition_rejoins_by_itself_when_it_heals(tmp_path: Path) -> None:
+    # Issue 12 item 4 with real processes and the old primary alive throughout (no restart to help it):
+    # promoted on the other side of a cut, written on both sides, healed, and no operator's rejoin.
+    with system_up(tmp_path) as system:
+        try:
+            partition_and_heal(system)
+        finally:
+            for region in (EU, AP):
+                with contextlib.suppress(AssertionError, httpx.HTTPError):
+                    system.control("POST", f"/regions/{region}/stop")
+
+
+def partition_and_heal(system: System) -> None:
+    eu, ap = system.api(EU), system.api(AP)
+    cli(system, "users", "add", AUTHOR, "--password", PASSWORD, "--role", "author", "--region", EU)
+    assert publish(eu, "Before the partition").status_code == 201
+    wait_for("the post in Singapore", lambda: titles(ap), lambda t: "Before the partition" in t)
+    signin(ap)  # the author has reached Singapore too, so it can sign in there during the cut
+
+    system.control("POST", f"/links/{EU}/{AP}", {"cut": True, "both": True})
+    assert "epoch 2" in cli(system, "blog", "promote", AP, "--force")
+    # Both sides take a write: Ireland has not heard of epoch 2 across the cut.
+    for api, title in ((eu, "Ireland during the partition"), (ap, "Singapore during the partition")):
+        r = publish(api, title)
+        assert r.status_code == 201, r.text
+    assert blog_status(eu)["role"] == "primary" and blog_status(eu)["epoch"] == 1
+
+    system.control("POST", f"/links/{EU}/{AP}", {"cut": False, "both": True})
+    status = wait_for(
+        "Ireland a replica of Singapore by itself",
+        lambda: blog_status(eu),
+        lambda s: (
+            s["role"] == "replica" and s["epoch"] == 2 and s["primaryRegion"] == AP and not s["needsRejoin"]
+        ),
+    )
+    assert status["readOnly"]
+    assert blog_status(ap)["role"] == "primary"
+    expected = titles(ap)
+    assert "Singapore during the partition" in expected and "Before the partition" in expected
+    assert "Ireland during the partition" not in expected
+    wait_for("both regions serve the same posts", lambda: titles(eu), lambda t: t == expected)
+    # Ireland's write after the fork is kept aside, listed as diverged; Singapore has none.
+    report = json.loads(cli(system, "blog", "diverged", "--json"))
+    kept = [d["row"]["title"] for d in report[EU]["diverged"] if d["table"] == "blog_posts"]
+    assert kept == ["Ireland during the partition"]
+    assert report[AP]["diverged"] == []
+    # Ireland follows: it refuses writes naming Singapore and receives Singapore's next post.
+    assert_refused(eu, AP)
+    assert publish(ap, "After the heal").status_code == 201
+    wait_for("the next post in Ireland", lambda: titles(eu), lambda t: t == titles(ap))

@@ -16,8 +16,9 @@ import dns.rdatatype
 import httpx
 import pytest
 
-from bookstore.objectstore.setup import s3_client, site_bucket
-from bookstore.runtime.control import operator_headers
+from bookstore.objectstore.namespace import site_bucket
+from bookstore.objectstore.setup import s3_client
+from bookstore.runtime.operator import operator_headers
 from tests.support import waiting
 from tests.support.regions import System, system_up
 
@@ -149,8 +150,10 @@ def test_module_4_the_api_breaks_in_ireland_and_shoppers_move_to_singapore(
         shopper = shopper_factory(edge_client(system))
         wait_for("shopper traffic", lambda: len(shopper.seen), lambda n: n >= 10)
 
-        broke = time.monotonic()
         assert "api broken" in system.cli("api", "break", EU).stdout
+        # The edge's 2 s count from the moment the break is in place: the command line's own start-up
+        # (a Python process, seconds on a loaded machine) is not the edge's reaction time.
+        broke = time.monotonic()
         assert system.api(EU).get("/books").status_code == 403  # the region itself answers 403
         wait_for("truth answers after the break", lambda: len(shopper.truths(broke + 2.0)), lambda n: n >= 5)
         # Within 2 s every /api/truth answer through the edge names Singapore.
@@ -223,8 +226,8 @@ def test_kill_9_of_ireland_then_restart_traffic_returns_and_data_converges(
         shopper = shopper_factory(edge_client(system))
         wait_for("shopper traffic", lambda: len(shopper.seen), lambda n: n >= 10)
 
-        killed = time.monotonic()
         system.cli("region", "kill", EU)
+        killed = time.monotonic()  # when the process is gone (the command returns after the kill), as above
         wait_for("truth answers after the kill", lambda: len(shopper.truths(killed + 2.0)), lambda n: n >= 5)
         assert set(shopper.truths(killed + 2.0)) == {AP}
         placed = checkout(client, auth, f"during-{uuid.uuid4()}")

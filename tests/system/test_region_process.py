@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bookstore.config import Region
+from tests.support.pages import every_page
 from tests.support.regions import bookstore, isolated_topology, region_process, start_region
 
 pytestmark = pytest.mark.system
@@ -47,7 +48,7 @@ def test_order_acknowledged_before_kill_9_survives_restart(tmp_path: Path) -> No
         api = httpx.Client(base_url=region.api_url, timeout=10)
         again = api.post("/auth/signin", json={"email": "kill@example.com", "password": "kill-9-password"})
         auth = {"Authorization": f"Bearer {again.json()['accessToken']}"}
-        orders = api.get("/orders", headers=auth).json()
+        orders = every_page(api, "/orders", auth)
         assert [o["orderId"] for o in orders] == [placed.json()["orderId"]]
 
 
@@ -100,8 +101,6 @@ def test_concurrent_orders_acknowledged_before_kill_9_survive_restart(tmp_path: 
     with region_process(region, data, topo_file):
         api = httpx.Client(base_url=region.api_url, timeout=10)
         token = api.post("/auth/signin", json=credentials).json()["accessToken"]
-        stored = {
-            o["orderId"] for o in api.get("/orders", headers={"Authorization": f"Bearer {token}"}).json()
-        }
+        stored = {o["orderId"] for o in every_page(api, "/orders", {"Authorization": f"Bearer {token}"})}
     assert len(acknowledged) >= 300
     assert set(acknowledged) <= stored

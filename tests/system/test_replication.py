@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +21,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bookstore.replication.auth import sign
-from bookstore.replication.clock import HybridLogicalClock
+from bookstore.kernel.auth import sign
+from bookstore.kernel.clock import HybridLogicalClock
 from tests.support import waiting
+from tests.support.pages import every_page
 from tests.support.regions import System, system_up
 
 pytestmark = pytest.mark.system
@@ -140,9 +143,8 @@ def place_order(
 
 def orders_of(api: httpx.Client, auth: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
     """The customer's orders in that region: order id -> sorted (bookId, quantity) lines."""
-    r = api.get("/orders", headers=auth)
-    r.raise_for_status()
-    return {o["orderId"]: sorted((b["bookId"], b["quantity"]) for b in o["books"]) for o in r.json()}
+    orders = every_page(api, "/orders", auth)
+    return {o["orderId"]: sorted((b["bookId"], b["quantity"]) for b in o["books"]) for o in orders}
 
 
 def lines_of(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
@@ -360,7 +362,7 @@ def test_partition_with_writes_on_both_sides_converges_and_loses_nothing(tmp_pat
                 assert cart[book] in (last_write[EU][book], last_write[AP][book])
             wait_for(
                 f"exact best sellers in {region}",
-                lambda api=api: bestsellers(api),
+                partial(bestsellers, api),
                 lambda top: top == sold(acknowledged.values()),
             )
         assert cart_of(eu, auth[EU]) == cart_of(ap, auth[AP])
@@ -416,14 +418,12 @@ def test_one_key_checked_out_in_two_regions_keeps_the_first_order_everywhere(tmp
             api = system.api(region)
             # Every region holds the first accepted version: lines, date and total the shopper was shown.
             assert orders_of(api, auth[region]) == kept
-            (shown,) = [
-                o for o in api.get("/orders", headers=auth[region]).json() if o["orderId"] == order_id
-            ]
+            (shown,) = [o for o in every_page(api, "/orders", auth[region]) if o["orderId"] == order_id]
             assert shown == first.json()
             # The replaced version is un-counted, the kept one counted once.
             wait_for(
                 f"best sellers of the kept orders in {region}",
-                lambda api=api: bestsellers(api),
+                partial(bestsellers, api),
                 lambda top: top == sold(kept.values()),
             )
             # A replay of the kept checkout answers the kept order; one with the replaced lines is refused.
@@ -434,7 +434,7 @@ def test_one_key_checked_out_in_two_regions_keeps_the_first_order_everywhere(tmp
             # Each region met the other's version as a conflict: listed, the first one the winner.
             wait_for(
                 f"the order's conflict listed in {region}",
-                lambda region=region: conflicts_of(system, region, "orders"),
+                partial(conflicts_of, system, region, "orders"),
                 lambda listed: len(listed) == 1,
             )
             (conflict,) = conflicts_of(system, region, "orders")
@@ -518,8 +518,8 @@ def test_kill_9_during_writes_then_restart_loses_nothing_and_applies_nothing_twi
             assert orders == acknowledged
             wait_for(
                 f"best sellers in {region} equal to the quantities of all orders",
-                lambda api=api: bestsellers(api),
-                lambda top, orders=orders: top == sold(orders.values()),
+                partial(bestsellers, api),
+                partial(operator.eq, sold(orders.values())),
             )
 
 
@@ -594,7 +594,7 @@ def test_a_third_region_joining_a_running_pair_backfills_then_follows(tmp_path: 
         for source in (EU, AP):
             backfills = wait_for(
                 f"a backfill from {source}",
-                lambda source=source: metric(us, "bookstore_replication_backfills_total", source=source),
+                partial(metric, us, "bookstore_replication_backfills_total", source=source),
                 lambda n: n >= 1,
             )
             assert backfills == 1
@@ -622,7 +622,7 @@ def test_a_third_region_joining_a_running_pair_backfills_then_follows(tmp_path: 
         for region in (EU, AP):
             wait_for(
                 f"N. Virginia's cart row in {region}",
-                lambda region=region: cart_of(system.api(region), auth[region]),
+                partial(cart_of, system.api(region), auth[region]),
                 lambda c: c == {books[9]: 5, books[12]: 2},
             )
         converge(system, (EU, AP, US))

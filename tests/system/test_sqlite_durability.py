@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bookstore.replication.clock import SystemClock
+from bookstore.kernel.clock import SystemClock
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS
 
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bookstore.replication.clock import SystemClock
+from bookstore.kernel.clock import SystemClock
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS
 

@@ -9,7 +9,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bookstore.replication.clock import COUNTER_MASK, HybridLogicalClock, SkewedClock, SystemClock
+from bookstore.kernel.clock import COUNTER_MASK, HybridLogicalClock, SkewedClock, SystemClock
 
 # Wall-clock readings around now, free to jump backwards and forwards like a badly synced machine.
 READINGS = st.lists(st.integers(1_700_000_000_000, 1_700_000_100_000), min_size=1, max_size=200)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bookstore.domain.orders import order_id
@@ -321,7 +323,7 @@ def test_the_acknowledged_rate_counts_the_seconds_that_had_acknowledgements() ->
 def test_the_charted_lag_is_the_newest_changes_or_zero_when_caught_up_or_unknown() -> None:
     from bookstore.drills.observe import _lag
 
-    body = {"replication": {}}
+    body: dict[str, Any] = {"replication": {}}
     assert _lag(body, {"p50Ms": 90.0, "lastMs": 120.0}, {"connected": True}) == 120.0
     assert _lag(body, {"p50Ms": 3700.0}, {"connected": True}) == 0.0  # nothing new applied lately
     assert _lag(body, {"p50Ms": 90.0, "lastMs": 120.0}, {"connected": False}) is None

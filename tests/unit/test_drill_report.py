@@ -1,18 +1,14 @@
-"""The drill's report: the HTML page (chart, checks, kinds, escaping, no network) and the terminal summary."""
+"""The drill's report: the HTML page (chart, checks, kinds, escaping, no network)."""
 
 from __future__ import annotations
 
-import io
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-from rich.console import Console
-
 from bookstore.drills.record import Record
-from bookstore.drills.report import number, print_summary, write_html
+from bookstore.drills.report import write_html
 from tests.support.drill_records import HOME, HOSTILE, MARKUP, OTHER, region_outage_record
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -191,7 +187,7 @@ def test_the_page_needs_no_network(tmp_path: Path) -> None:
 
 def test_a_drill_that_passed_with_little_recorded_still_has_a_report(tmp_path: Path) -> None:
     record = region_outage_record(tmp_path)
-    record.update(faults=[], events=[], timeline=[], lag=[], passed=True)
+    record.update({"faults": [], "events": [], "timeline": [], "lag": [], "passed": True})
     record["checks"] = [c for c in record["checks"] if c["held"]]
 
     text = report(record)
@@ -202,38 +198,3 @@ def test_a_drill_that_passed_with_little_recorded_still_has_a_report(tmp_path: P
     assert "No fault was injected." in page.text
     assert "Nothing notable was recorded." in page.text
     assert not {i for i in ids(chart(text)) if i.startswith(("series-", "lag-", "fault-", "event-"))}
-
-
-@pytest.mark.parametrize(
-    ("value", "unit", "shown"),
-    [
-        (0.84, "s", "0.84 s"),
-        (184.0, "ms", "184 ms"),
-        (1234.4, "ms", "1234 ms"),
-        (0.00125, "s", "0.00125 s"),
-        (0, "orders", "0 orders"),
-        ("3 of 5", "", "3 of 5"),
-        (None, "s", "—"),
-    ],
-)
-def test_numbers_read_as_a_person_writes_them(value: float | int | str | None, unit: str, shown: str) -> None:
-    assert number(value, unit) == shown
-
-
-def test_the_terminal_summary_colours_the_checks_and_names_the_files(tmp_path: Path) -> None:
-    record = region_outage_record(tmp_path)
-    out = io.StringIO()
-    console = Console(file=out, width=220, force_terminal=True, color_system="standard")
-
-    print_summary(record, console)
-
-    printed = out.getvalue()
-    assert "\x1b[1;31mFAILED" in printed
-    assert printed.count("\x1b[32mheld") == 4
-    assert printed.count("\x1b[1;31mnot held") == 1
-    assert MARKUP in printed  # the record's text is shown, never read as rich markup
-    for name in ("RTO of browse", "convergence after recovery", "checkout", "212 ms", "≥ 0.7 s"):
-        assert name in printed
-    assert "k-0001 (checkout, Idempotency-Key a1" in printed  # what the RPO check listed
-    assert record["files"]["record"] in printed
-    assert record["files"]["report"] in printed

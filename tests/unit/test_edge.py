@@ -7,26 +7,28 @@ import datetime as dt
 import itertools
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE, DNSRecord  # type: ignore[import-untyped]
 from starlette.testclient import TestClient
 
-from bookstore.bootstrap import RegionServices
 from bookstore.config import HealthCheck, Topology
 from bookstore.edge import cdn
-from bookstore.edge.app import shopper_api
 from bookstore.edge.dns import DnsServer
-from bookstore.edge.faults import FAULTS_PATH, OPERATOR, RegionFaults
 from bookstore.edge.health import KINDS, HealthChecker, Probe, Target, judge
+from bookstore.edge.requests import shopper_api
 from bookstore.edge.routing import Routing, latency_ms
 from bookstore.edge.upstream import Answer
+from bookstore.kernel.auth import sign
+from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore.errors import SignatureDoesNotMatch
 from bookstore.objectstore.sigv4 import SigV4
-from bookstore.replication.auth import sign
-from bookstore.replication.clock import SystemClock
-from bookstore.runtime.region import region_app
+from bookstore.region.compose import region_app
+from bookstore.region.faults import RegionFaults
+from bookstore.region.services import RegionServices
 from bookstore.runtime.secret import Credentials
+from bookstore.runtime.switches import FAULTS_PATH, OPERATOR
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 
@@ -363,7 +365,7 @@ def test_the_edge_signs_requests_the_object_stores_sigv4_accepts() -> None:
     signer = cdn.Signer(access.access_key_id, access.secret_access_key)
     now = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
     verifier = SigV4({access.access_key_id: access.secret_access_key}, lambda: now.timestamp())
-    path = "/bookstore-web-eu-west-1/" + cdn.quote("covers/a b+é.svg", safe="/~")
+    path = "/bookstore-web-eu-west-1/" + quote("covers/a b+é.svg", safe="/~")
     headers = {k.decode(): v.decode() for k, v in signer.headers("GET", path, "127.0.1.1:9000", EU, now)}
     headers["host"] = "127.0.1.1:9000"
     granted = verifier.authorize("GET", path, "", headers)

@@ -33,6 +33,7 @@ from bookstore.domain.users import (
     normalise_email,
 )
 from bookstore.services.identity import AUDIENCE, ISSUER, Identity
+from bookstore.storage.local.keys import KeyFiles
 from bookstore.storage.memory.tables import MemoryTable
 from bookstore.tables import ATTEMPTS, KEYS, REVOCATIONS, SESSIONS, USERS
 
@@ -86,7 +87,7 @@ def new_identity(
         revocations=revocations if revocations is not None else MemoryTable(REVOCATIONS, clock=clock),
         attempts=attempts if attempts is not None else MemoryTable(ATTEMPTS, clock=clock),
         region=region,
-        key_dir=key_dir,
+        signing_keys=KeyFiles(key_dir),
         clock=clock,
         on_code=on_code,
         argon2_time_cost=1,
@@ -373,12 +374,12 @@ def test_wrong_password_and_unknown_email_look_the_same(eu: Region) -> None:
     email = signed_up(eu)
     with pytest.raises(Unauthorized) as wrong_password:
         eu.identity.signin(email, "wrong password")
-    assert eu.identity._dummy_hash is None
+    assert eu.identity._passwords._dummy_hash is None
     with pytest.raises(Unauthorized) as unknown_email:
         eu.identity.signin("nobody@example.com", PASSWORD)
     assert wrong_password.value.message == unknown_email.value.message == "wrong email or password"
     # The unknown email still cost one argon2 verification, against a dummy hash with the same parameters.
-    assert eu.identity._dummy_hash is not None and eu.identity._dummy_hash.startswith(
+    assert eu.identity._passwords._dummy_hash is not None and eu.identity._passwords._dummy_hash.startswith(
         "$argon2id$v=19$m=8,t=1"
     )
     with pytest.raises(Unauthorized, match="wrong email or password"):
@@ -406,7 +407,7 @@ def test_signin_upgrades_a_hash_made_with_older_parameters(tmp_path: Path) -> No
         revocations=old.revocations,
         attempts=old.attempts,
         region="eu-west-1",
-        key_dir=old.key_dir,
+        signing_keys=KeyFiles(old.key_dir),
         clock=old.clock,
         argon2_time_cost=2,
         argon2_memory_cost=16,
@@ -475,6 +476,47 @@ def test_a_spent_refresh_token_presented_again_revokes_the_whole_session(eu: Reg
     assert revocation["sessionId"] == first.split(".")[0] and revocation["reason"] == "reuse"
 
 
+def test_a_token_rotated_in_two_regions_at_once_revokes_the_session_when_the_lost_branch_comes_back(
+    tmp_path: Path,
+) -> None:
+    # Issue 12 item 3: both regions rotate the same refresh token within the replication lag (the user in
+    # one, a thief in the other). Last-writer-wins keeps Ireland's rotation; Singapore's secret is neither
+    # current nor in the kept `spent` list, and must still be caught as reuse, not refused as unknown.
+    eu, ap = make_region(tmp_path, "eu-west-1"), make_region(tmp_path, "ap-southeast-1")
+    email = signed_up(eu)
+    first = eu.identity.signin(email, PASSWORD)["refreshToken"]
+    session_id = first.split(".")[0]
+    for table in ("users", "sessions"):
+        for item in getattr(eu, table).scan().items:
+            getattr(ap, table).put(item)
+    kept = eu.identity.refresh(first)["refreshToken"]
+    lost = ap.identity.refresh(first)["refreshToken"]
+    (winner,) = eu.sessions.scan().items
+    ap.sessions.put(winner)  # the session's two versions converge on Ireland's
+    with pytest.raises(Unauthorized, match="used before"):
+        ap.identity.refresh(lost)
+    for item in ap.revocations.scan().items:
+        eu.revocations.put(item)
+    for region in (eu, ap):
+        with pytest.raises(Unauthorized, match="signed out"):
+            region.identity.refresh(kept)
+    (revocation,) = eu.revocations.scan().items
+    assert revocation["sessionId"] == session_id and revocation["reason"] == "reuse"
+
+
+def test_a_guessed_refresh_secret_is_refused_without_revoking_the_session(eu: Region) -> None:
+    # The tag that marks a secret as issued for the session cannot be made without the session's chain
+    # key: a guess of the right shape is just invalid, so nobody can sign a user out by guessing.
+    email = signed_up(eu)
+    first = eu.identity.signin(email, PASSWORD)["refreshToken"]
+    session_id, _, secret = first.partition(".")
+    forged = f"{session_id}.{'A' * len(secret)}"
+    with pytest.raises(Unauthorized, match="invalid refresh token"):
+        eu.identity.refresh(forged)
+    assert eu.revocations.scan().items == []
+    assert eu.identity.refresh(first)["refreshToken"]
+
+
 def test_a_signout_made_before_the_session_arrived_sticks_in_both_regions(tmp_path: Path) -> None:
     # Issue 12 item 3: the session is signed in in Ireland, signed out in Singapore before it arrived.
     eu, ap = make_region(tmp_path, "eu-west-1"), make_region(tmp_path, "ap-southeast-1")
@@ -526,7 +568,7 @@ def test_refresh_rejects_bad_tokens(eu: Region) -> None:
     ]
     for token in bad:
         with pytest.raises(Unauthorized):
-            eu.identity.refresh(token)  # type: ignore[arg-type]
+            eu.identity.refresh(token)
     assert eu.identity.refresh(tokens["refreshToken"])["refreshToken"] != tokens["refreshToken"]
 
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bookstore.runtime import secret
-from bookstore.runtime.control import (
+from bookstore.runtime.operator import (
     SESSION_TTL_S,
     ControlGuard,
     OperatorAccess,

@@ -12,9 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bookstore.domain.errors import ConditionFailed
+from bookstore.kernel.clock import HybridLogicalClock, SkewedClock
 from bookstore.ports import FIRST_WRITER_WINS, LAST_WRITER_WINS, Item, ItemAbsent, TableSchema
-from bookstore.replication.clock import HybridLogicalClock, SkewedClock
-from bookstore.replication.model import LogEntry, Version, concurrent, supersedes
+from bookstore.replication.tables.model import LogEntry, Version, concurrent, supersedes
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 
@@ -232,8 +232,8 @@ def test_regions_converge_on_the_highest_version_or_the_first_created_of_every_k
 
             digests = {replica.state_digest(["kv", "once"]) for replica in cluster.replicas}
             assert len(digests) == 1
-            for table in ("kv", "once"):
-                assert len({tuple(replica.digest(table, 8)) for replica in cluster.replicas}) == 1
+            for name in ("kv", "once"):
+                assert len({tuple(replica.digest(name, 8)) for replica in cluster.replicas}) == 1
             for key in KEYS:
                 kept = min(cluster.created.get(key, []), default=None, key=lambda created: created[0])
                 for once in cluster.once:
@@ -313,11 +313,11 @@ def test_applying_the_same_changes_in_any_order_and_any_number_of_times_gives_on
                         replica.digest("once", 8),
                     )
                 )
-                for table, keep in ((kv, max), (once, min)):
+                for store, keep in ((kv, max), (once, min)):
                     for key in KEYS:
-                        written = [e for e in entries if e.table == table.schema.name and e.key == {"k": key}]
+                        written = [e for e in entries if e.table == store.schema.name and e.key == {"k": key}]
                         if written:
                             winner = keep(written, key=lambda e: e.version)
-                            assert table.version({"k": key}) == winner.version
-                            assert table.get({"k": key}) == winner.new
+                            assert store.version({"k": key}) == winner.version
+                            assert store.get({"k": key}) == winner.new
     assert states[0] == states[1]

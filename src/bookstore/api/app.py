@@ -2,9 +2,10 @@
 
 from collections.abc import Iterator, Mapping
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -16,17 +17,80 @@ from bookstore.api.auth import bearer_principal
 from bookstore.api.client_address import client_address
 from bookstore.api.hotpaths import HotPaths
 from bookstore.api.middleware import ApiMiddleware
-from bookstore.api.responses import JSON, install_error_handlers
+from bookstore.api.models import (
+    BestSeller,
+    Book,
+    CartRow,
+    CodeSent,
+    Confirmed,
+    Health,
+    Jwks,
+    Order,
+    Removed,
+    SignedOut,
+    SignedUp,
+    Tokens,
+    Truth,
+)
+from bookstore.api.paging import PAGE_HEADERS, page_answer
+from bookstore.api.responses import install_error_handlers
+from bookstore.blog.service import BlogService
 from bookstore.blog.web import create_blog_router
-from bookstore.bootstrap import RegionServices
+from bookstore.config import Region
 from bookstore.domain.books import public_view
 from bookstore.domain.errors import Unauthorized
 from bookstore.domain.orders import OrderLine
 from bookstore.domain.users import Principal
+from bookstore.kernel.http import JSON
+from bookstore.kernel.openapi import BEARER, error_answers, without_422
 from bookstore.ports import Clock
+from bookstore.services import pages
+from bookstore.services.bestsellers import BestSellers
+from bookstore.services.cart import Cart
+from bookstore.services.catalog import Catalog
+from bookstore.services.checkout import Checkout
+from bookstore.services.identity import Identity
+from bookstore.services.search import BookSearch
 from bookstore.services.streams import StreamConsumer
+from bookstore.services.writes import GroupCommit
 
 SHORT = 256
+Limit = Annotated[int, Query(ge=1, le=pages.MAX_LIMIT, description="items per page")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=pages.MAX_CURSOR, description="the X-Next-Cursor of the previous page"),
+]
+
+
+class ApiServices(Protocol):
+    """What the API serves from: the services it calls, and the region it answers for.
+
+    The region's composition root (bookstore.region) hands its RegionServices, which has these and more;
+    the API asks for no more than it uses, and knows nothing of the process that built them.
+    """
+
+    @property
+    def region(self) -> Region: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def cart(self) -> Cart: ...
+    @property
+    def checkout(self) -> Checkout: ...
+    @property
+    def bestsellers(self) -> BestSellers: ...
+    @property
+    def search(self) -> BookSearch: ...
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def writes(self) -> GroupCommit: ...
+    @property
+    def blog(self) -> BlogService | None: ...
+    @property
+    def consumers(self) -> Mapping[str, StreamConsumer]: ...
 
 
 class Body(BaseModel):
@@ -57,16 +121,12 @@ class CartLine(Body):
     quantity: StrictInt
 
 
-class CartKey(Body):
-    bookId: StrictStr = Field(max_length=SHORT)
-
-
 class OrderRequest(Body):
     books: list[CartLine] = Field(max_length=200)
 
 
 def create_app(
-    services: RegionServices,
+    services: ApiServices,
     registry: CollectorRegistry | None = None,
     *,
     hot_paths: bool = True,
@@ -85,48 +145,77 @@ def create_app(
         version="1",
         docs_url="/docs",
         redoc_url=None,
+        # operationId is the handler's name (list_books, add_to_cart): what generated clients call them.
+        generate_unique_id_function=lambda route: route.name,
         # No OpenTelemetry here (Prometheus at /metrics is ours): off, FastAPI skips its per-request check.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     _consumer_gauges(services, registry)
 
-    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return bearer_principal(services.identity, authorization)
+    async def principal(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> Principal:
+        # BEARER declares the scheme (auto_error off); this check gives our 401 body and its reasons.
+        return bearer_principal(services.identity, request.headers.get("authorization"))
 
-    User = Annotated[Principal, Depends(principal)]
+    User = Annotated[Principal, Security(principal)]
+    signed_in = error_answers(401)
     truth = {"regionId": region.id, "regionName": region.name, "flag": region.flag}
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=Health)
     async def health() -> Response:
+        """Whether the region answers."""
         return JSON({"status": "ok", "regionId": region.id})
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/truth", tags=["catalog"])
+    @app.get("/truth", tags=["catalog"], response_model=Truth)
     async def get_truth() -> Response:
+        """The region that answered (the edge routes each client to one)."""
         return JSON(truth)
 
-    @app.get("/books", tags=["catalog"])
-    async def list_books(category: Annotated[str | None, Query(max_length=SHORT)] = None) -> Response:
-        return JSON(services.catalog.list(category))
+    @app.get(
+        "/books",
+        tags=["catalog"],
+        response_model=list[Book],
+        responses={200: {"headers": PAGE_HEADERS}, **error_answers(400)},
+    )
+    async def list_books(
+        category: Annotated[str | None, Query(max_length=SHORT)] = None,
+        limit: Limit = pages.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> Response:
+        """The books of the catalog, or of one category, in id order, a page at a time."""
+        books, more = services.catalog.page(category, limit, cursor)
+        return page_answer(books, more, {"category": category, "limit": limit})
 
-    @app.get("/books/{book_id}", tags=["catalog"])
+    @app.get("/books/{book_id}", tags=["catalog"], response_model=Book, responses=error_answers(400, 404))
     async def get_book(book_id: str) -> Response:
+        """One book."""
         return JSON(services.catalog.get(book_id))
 
-    @app.get("/search", tags=["catalog"])
+    @app.get("/search", tags=["catalog"], response_model=list[Book], responses=error_answers(400))
     async def search(q: Annotated[str, Query(max_length=SHORT)] = "") -> Response:
+        """Books whose title, author or category match the words of `q` (full text)."""
         return JSON([public_view(b) for b in services.search.search(q)])
 
-    @app.get("/bestsellers", tags=["catalog"])
+    @app.get("/bestsellers", tags=["catalog"], response_model=list[BestSeller])
     async def bestsellers() -> Response:
+        """The 20 best-selling books, most sold first, counted over every region's orders."""
         return JSON(services.bestsellers.top(20))
 
-    @app.post("/auth/signup", tags=["identity"], status_code=201)
+    @app.post(
+        "/auth/signup",
+        tags=["identity"],
+        status_code=201,
+        response_model=SignedUp,
+        responses=error_answers(400, 413),
+    )
     async def signup(body: Credentials) -> Response:
+        """Opens an unconfirmed account; the same answer whether or not the email has one already."""
         # The same answer whether or not the email has an account (see README, Security model).
         await run_in_threadpool(services.identity.signup, body.email, body.password)
         return JSON(
@@ -134,74 +223,142 @@ def create_app(
             status_code=201,
         )
 
-    @app.post("/auth/confirm", tags=["identity"])
+    @app.post(
+        "/auth/confirm", tags=["identity"], response_model=Confirmed, responses=error_answers(400, 409, 413)
+    )
     async def confirm(body: Confirmation) -> Response:
+        """Confirms the account with the code from sign-up (in the region's log)."""
         await run_in_threadpool(services.identity.confirm, body.email, body.code)
         return JSON({"email": body.email, "confirmed": True})
 
-    @app.post("/auth/resend-code", tags=["identity"], status_code=202)
+    @app.post(
+        "/auth/resend-code",
+        tags=["identity"],
+        status_code=202,
+        response_model=CodeSent,
+        responses=error_answers(400, 413, 429),
+    )
     async def resend_code(body: CodeRequest) -> Response:
+        """Sends a new confirmation code to an unconfirmed account (the same answer for any email)."""
         await run_in_threadpool(services.identity.resend_code, body.email)
         message = "if this email has an unconfirmed account, a new code was sent (see the region's log)"
         return JSON({"email": body.email, "message": message}, status_code=202)
 
-    @app.post("/auth/signin", tags=["identity"])
+    @app.post(
+        "/auth/signin",
+        tags=["identity"],
+        response_model=Tokens,
+        responses=error_answers(
+            400, 401, 403, 413, 429, why={403: "The account is not confirmed yet (POST /auth/confirm)"}
+        ),
+    )
     async def signin(body: Credentials, request: Request) -> Response:
+        """Tokens for a confirmed account: send the accessToken as 'Authorization: Bearer <accessToken>'."""
         client = client_address(request.scope, secret)
         return JSON(await run_in_threadpool(services.identity.signin, body.email, body.password, client))
 
-    @app.post("/auth/refresh", tags=["identity"])
+    @app.post(
+        "/auth/refresh", tags=["identity"], response_model=Tokens, responses=error_answers(400, 401, 413)
+    )
     async def refresh(body: RefreshRequest) -> Response:
+        """New tokens for a refresh token; each refresh token works once."""
         return JSON(services.identity.refresh(body.refreshToken))
 
-    @app.post("/auth/signout", tags=["identity"])
+    @app.post("/auth/signout", tags=["identity"], response_model=SignedOut, responses=signed_in)
     async def signout(user: User) -> Response:
+        """Ends the session of the bearer token; its refresh token stops working."""
         if user.session_id is None:
             raise Unauthorized("this token names no sign-in session; sign in again")
         services.identity.signout(user.session_id)
         return JSON({"signedOut": True})
 
-    @app.get("/.well-known/jwks.json", tags=["identity"])
+    @app.get("/.well-known/jwks.json", tags=["identity"], response_model=Jwks)
     async def jwks() -> Response:
+        """The public keys that verify access tokens of every region."""
         return JSON(services.identity.jwks())
 
-    @app.get("/cart", tags=["cart"])
+    @app.get("/cart", tags=["cart"], response_model=list[CartRow], responses=signed_in)
     async def get_cart(user: User) -> Response:
+        """The caller's cart rows."""
         return JSON(services.cart.rows(user.user_id))
 
-    @app.get("/cart/{book_id}", tags=["cart"])
+    @app.get("/cart/{book_id}", tags=["cart"], response_model=CartRow, responses=error_answers(400, 401, 404))
     async def get_cart_row(book_id: str, user: User) -> Response:
+        """The caller's cart row of one book."""
         return JSON(services.cart.row(user.user_id, book_id))
 
-    @app.post("/cart", tags=["cart"], status_code=201)
+    @app.post(
+        "/cart",
+        tags=["cart"],
+        status_code=201,
+        response_model=CartRow,
+        responses=error_answers(400, 401, 404, 413),
+    )
     async def add_to_cart(body: CartLine, user: User) -> Response:
+        """Puts a book in the cart with this quantity, priced from the catalog (a sent price is ignored)."""
         row = await services.writes.run(lambda: services.cart.put(user.user_id, body.bookId, body.quantity))
         return JSON(row, status_code=201)
 
-    @app.put("/cart", tags=["cart"])
+    @app.put("/cart", tags=["cart"], response_model=CartRow, responses=error_answers(400, 401, 404, 413))
     async def set_cart_quantity(body: CartLine, user: User) -> Response:
+        """Changes the quantity of a book already in the cart."""
         return JSON(services.cart.set_quantity(user.user_id, body.bookId, body.quantity))
 
-    @app.delete("/cart", tags=["cart"])
-    async def remove_from_cart(body: CartKey, user: User) -> Response:
-        services.cart.remove(user.user_id, body.bookId)
-        return JSON({"removed": body.bookId})
+    @app.delete("/cart", tags=["cart"], response_model=Removed, responses=error_answers(400, 401, 404))
+    async def remove_from_cart(
+        bookId: Annotated[str, Query(max_length=SHORT, description="the book whose row to remove")],
+        user: User,
+    ) -> Response:
+        """Removes the row of the book named by `bookId` from the cart."""
+        # The book is a query parameter: a DELETE's body has no defined meaning, and clients drop it.
+        services.cart.remove(user.user_id, bookId)
+        return JSON({"removed": bookId})
 
-    @app.delete("/cart/{book_id}", tags=["cart"])
+    @app.delete(
+        "/cart/{book_id}", tags=["cart"], response_model=Removed, responses=error_answers(400, 401, 404)
+    )
     async def remove_cart_row(book_id: str, user: User) -> Response:
+        """Removes the row of one book from the cart."""
         services.cart.remove(user.user_id, book_id)
         return JSON({"removed": book_id})
 
-    @app.get("/orders", tags=["orders"])
-    async def list_orders(user: User) -> Response:
-        return JSON(services.checkout.history(user.user_id))
+    @app.get(
+        "/orders",
+        tags=["orders"],
+        response_model=list[Order],
+        responses={200: {"headers": PAGE_HEADERS}, **error_answers(400, 401)},
+    )
+    async def list_orders(user: User, limit: Limit = pages.DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
+        """The caller's orders, newest first, a page at a time."""
+        orders, more = services.checkout.history_page(user.user_id, limit, cursor)
+        return page_answer(orders, more, {"limit": limit})
 
-    @app.post("/orders", tags=["orders"], status_code=201)
+    @app.post(
+        "/orders",
+        tags=["orders"],
+        status_code=201,
+        response_model=Order,
+        responses={
+            200: {"model": Order, "description": "The order placed before with this Idempotency-Key"},
+            **error_answers(
+                400,
+                401,
+                404,
+                409,
+                413,
+                why={409: "This Idempotency-Key was used for a different order"},
+            ),
+        },
+    )
     async def place_order(
         body: OrderRequest,
         user: User,
         idempotency_key: Annotated[str | None, Header(max_length=SHORT)] = None,
     ) -> Response:
+        """Places an order priced from the catalog and removes its books from the cart.
+
+        With an Idempotency-Key, a retry answers 200 with the order placed first.
+        """
         lines = [OrderLine(b.bookId, b.quantity) for b in body.books]
         order, created = await services.writes.run(
             lambda: services.checkout.place(user.user_id, lines, idempotency_key)
@@ -212,12 +369,32 @@ def create_app(
         app.include_router(create_blog_router(services.blog, services.identity))
 
     if hot_paths:
-        app.add_middleware(HotPaths, services=services, routes=app.routes)
+        app.add_middleware(
+            HotPaths,
+            catalog=services.catalog,
+            cart=services.cart,
+            checkout=services.checkout,
+            identity=services.identity,
+            writes=services.writes,
+            routes=app.routes,
+        )
     app.add_middleware(ApiMiddleware, region_id=region.id, registry=registry)
+    _describe(app)
     return app
 
 
-def _consumer_gauges(services: RegionServices, registry: CollectorRegistry) -> None:
+def _describe(app: FastAPI) -> None:
+    """/openapi.json as the API answers: FastAPI's document without the 422 it never sends (400 instead)."""
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return without_422(generate())  # generate() caches the document; taking 422 out again is a no-op
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _consumer_gauges(services: ApiServices, registry: CollectorRegistry) -> None:
     lag = Gauge(
         "bookstore_stream_consumer_lag_seconds",
         "Age of the newest change a stream consumer has not yet handled (0 when caught up)",

@@ -6,7 +6,7 @@ content type, other query parameters, an over-long header. Those go to FastAPI u
 replayed), so malformed input gets its answer from one place. What this layer takes is validated as
 FastAPI's declarations would (strict types, the same length limits), authorised by the same bearer
 check, handled by the same services and answered with the same JSON; domain errors go through the
-same mapping (responses.error_for). tests/integration/test_api_hotpaths.py holds the two to agreeing.
+same mapping (kernel.http.error_for). tests/integration/test_api_hotpaths.py holds the two to agreeing.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.api.auth import bearer_principal
-from bookstore.api.responses import error_for
-from bookstore.bootstrap import RegionServices
 from bookstore.domain.errors import BookstoreError
 from bookstore.domain.orders import OrderLine
 from bookstore.domain.users import Principal
+from bookstore.kernel.http import error_for
+from bookstore.services.cart import Cart
+from bookstore.services.catalog import Catalog
+from bookstore.services.checkout import Checkout
+from bookstore.services.identity import Identity
+from bookstore.services.writes import GroupCommit
 
 # The length limits the FastAPI declarations of these routes put on strings and lists (api/app.py).
 SHORT = 256
@@ -40,9 +44,23 @@ Handler = Callable[[Scope, bytes], Awaitable[Answer]]
 class HotPaths:
     """ASGI middleware in front of the FastAPI app that serves its hot paths itself."""
 
-    def __init__(self, app: ASGIApp, services: RegionServices, routes: Iterable[BaseRoute]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        catalog: Catalog,
+        cart: Cart,
+        checkout: Checkout,
+        identity: Identity,
+        writes: GroupCommit,
+        routes: Iterable[BaseRoute],
+    ) -> None:
         self.app = app
-        self.services = services
+        self.catalog = catalog
+        self.cart = cart
+        self.checkout = checkout
+        self.identity = identity
+        self.writes = writes
         declared = {
             (method, route.path): route
             for route in routes
@@ -93,20 +111,24 @@ class HotPaths:
     # -- handlers: each does what its FastAPI endpoint in api/app.py does --------------------------------
 
     async def _get_book(self, scope: Scope, _: bytes) -> Answer:
-        return 200, self.services.catalog.get(scope["path"][len(BOOK_PREFIX) :])
+        return 200, self.catalog.get(scope["path"][len(BOOK_PREFIX) :])
 
     async def _list_books(self, scope: Scope, _: bytes) -> Answer:
         query: bytes = scope["query_string"]
-        if not query:
-            return 200, self.services.catalog.list(None)
-        # Parsed as Starlette parses it; anything but one `category` of the allowed length is FastAPI's.
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-        if len(pairs) != 1 or pairs[0][0] != "category" or len(pairs[0][1]) > SHORT:
-            return None
-        return 200, self.services.catalog.list(pairs[0][1])
+        category = None
+        if query:
+            # Parsed as Starlette parses it; anything but one `category` of the allowed length (a limit, a
+            # cursor) is FastAPI's.
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            if len(pairs) != 1 or pairs[0][0] != "category" or len(pairs[0][1]) > SHORT:
+                return None
+            category = pairs[0][1]
+        books, more = self.catalog.page(category)
+        # A first page with more after it needs the next-page headers: FastAPI's route answers it.
+        return None if more is not None else (200, books)
 
     async def _get_cart(self, scope: Scope, _: bytes) -> Answer:
-        return 200, self.services.cart.rows(self._principal(scope).user_id)
+        return 200, self.cart.rows(self._principal(scope).user_id)
 
     async def _add_to_cart(self, scope: Scope, body: bytes) -> Answer:
         # FastAPI parses the body before it checks the token (a malformed body is a 400 even without one).
@@ -117,8 +139,8 @@ class HotPaths:
         line = _cart_line(request)
         if line is None:
             return None
-        cart = self.services.cart
-        row = await self.services.writes.run(lambda: cart.put(user.user_id, *line))
+        cart = self.cart
+        row = await self.writes.run(lambda: cart.put(user.user_id, *line))
         return 201, row
 
     async def _place_order(self, scope: Scope, body: bytes) -> Answer:
@@ -136,14 +158,12 @@ class HotPaths:
         if None in lines:
             return None
         order_lines = [OrderLine(*line) for line in lines if line is not None]
-        checkout = self.services.checkout
-        order, created = await self.services.writes.run(
-            lambda: checkout.place(user.user_id, order_lines, key)
-        )
+        checkout = self.checkout
+        order, created = await self.writes.run(lambda: checkout.place(user.user_id, order_lines, key))
         return 201 if created else 200, order
 
     def _principal(self, scope: Scope) -> Principal:
-        return bearer_principal(self.services.identity, _header(scope, b"authorization"))
+        return bearer_principal(self.identity, _header(scope, b"authorization"))
 
 
 def _one_segment(path: str) -> bool:

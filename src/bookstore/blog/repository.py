@@ -13,8 +13,8 @@ from bookstore.blog.port import Param, SqlDatabase, SqlSession
 from bookstore.blog.posts import Comment, Post, slugify, unique_slug
 from bookstore.blog.schema import migrate
 from bookstore.domain.errors import Conflict, NotFound, StorageError, Unavailable, ValidationError
+from bookstore.kernel.clock import SystemClock
 from bookstore.ports import Clock
-from bookstore.replication.clock import SystemClock
 
 log = logging.getLogger("bookstore.blog")
 
@@ -39,7 +39,8 @@ PRIMARY_KEYS: Final[dict[str, tuple[str, ...]]] = {
 }
 _POST_COLUMNS: Final = ", ".join(COLUMNS["blog_posts"])
 _COMMENT_COLUMNS: Final = ", ".join(COLUMNS["blog_comments"])
-_CHANGE_COLUMNS: Final = "lsn, epoch, region, tbl, pk, op, row_image, written_ms"
+# The row-change log's columns, in the order change_from_row reads them.
+CHANGE_COLUMNS: Final = "lsn, epoch, region, tbl, pk, op, row_image, written_ms"
 
 # Names of the region's replication state in blog_meta (never replicated: each region has its own).
 META_EPOCH: Final = "epoch"
@@ -127,7 +128,8 @@ def _comment(row: Sequence[Any]) -> Comment:
     )
 
 
-def _change(row: Sequence[Any]) -> RowChange:
+def change_from_row(row: Sequence[Any]) -> RowChange:
+    """A change record from a row of blog_changelog read as CHANGE_COLUMNS."""
     lsn, epoch, region, table, pk, op, image, written_ms = row
     return RowChange(
         lsn=int(lsn),
@@ -251,7 +253,7 @@ class BlogRepository:
         self.db = db
         self.region = region
         self.clock: Clock = clock if clock is not None else SystemClock()
-        # Set by the region's replication (bookstore.blog.replication): a gate every write passes before
+        # Set by the region's replication (bookstore.replication.blog): a gate every write passes before
         # its transaction (a primary that restarted waits there until its peers confirmed its epoch), and
         # callbacks run after each write commits (they wake the streams to the replicas at once).
         self.write_gate: Callable[[], None] | None = None
@@ -290,16 +292,20 @@ class BlogRepository:
             applied_lsn=int(values.get(META_APPLIED, "0")),
         )
 
+    def read_meta(self, tx: SqlSession) -> BlogMeta | None:
+        """The replication state read in `tx`, locked against concurrent writers (None before any)."""
+        return self._parse_meta(tx.query(self._meta_sql()))
+
     def ensure_meta(self, primary_region: str) -> BlogMeta:
         """The replication state, created (epoch 1, `primary_region` primary) when there is none yet."""
         if not primary_region:
             raise ValueError("primary_region is required")
         with self.db.transaction() as tx:
-            meta = self._parse_meta(tx.query(self._meta_sql()))
+            meta = self.read_meta(tx)
             if meta is not None:
                 return meta
             meta = BlogMeta(epoch=1, read_only=self.region != primary_region, primary_region=primary_region)
-            self._store_meta(tx, meta)
+            self.store_meta(tx, meta)
         log.info(
             "region=%s event=blog_meta_created epoch=1 primary=%s read_only=%s",
             self.region,
@@ -326,12 +332,12 @@ class BlogRepository:
         if not primary_region:
             raise ValidationError("primary_region is required")
         with self.db.transaction() as tx:
-            current = self._parse_meta(tx.query(self._meta_sql()))
+            current = self.read_meta(tx)
             if current is not None and epoch < current.epoch:
                 raise Conflict(f"epoch {epoch} is older than this region's epoch {current.epoch}")
             applied = 0 if current is None else current.applied_lsn
             meta = BlogMeta(epoch, read_only, primary_region, applied)
-            self._store_meta(tx, meta)
+            self.store_meta(tx, meta)
         log.info(
             "region=%s event=blog_meta_set epoch=%d primary=%s read_only=%s",
             self.region,
@@ -342,7 +348,8 @@ class BlogRepository:
         return meta
 
     @staticmethod
-    def _store_meta(tx: SqlSession, meta: BlogMeta) -> None:
+    def store_meta(tx: SqlSession, meta: BlogMeta) -> None:
+        """Writes the replication state in `tx` (read it with read_meta in the same transaction first)."""
         values = {
             META_EPOCH: str(meta.epoch),
             META_READ_ONLY: "1" if meta.read_only else "0",
@@ -364,7 +371,7 @@ class BlogRepository:
             self.write_gate()
         try:
             with self.db.transaction() as tx:
-                meta = self._parse_meta(tx.query(self._meta_sql()))
+                meta = self.read_meta(tx)
                 if meta is None:
                     raise StorageError(
                         "the blog has no replication state yet; open it with BlogRepository.open"
@@ -480,9 +487,9 @@ class BlogRepository:
         if limit < 1:
             raise ValidationError("limit must be at least 1")
         rows = self.db.query(
-            f"SELECT {_CHANGE_COLUMNS} FROM blog_changelog WHERE lsn > ? ORDER BY lsn LIMIT ?", (after, limit)
+            f"SELECT {CHANGE_COLUMNS} FROM blog_changelog WHERE lsn > ? ORDER BY lsn LIMIT ?", (after, limit)
         )
-        return [_change(r) for r in rows]
+        return [change_from_row(r) for r in rows]
 
     def head_lsn(self) -> int:
         """The lsn of the newest change record (0 when there is none)."""
@@ -503,7 +510,7 @@ class BlogRepository:
         """
         applied = 0
         with self.db.transaction() as tx:
-            meta = self._parse_meta(tx.query(self._meta_sql()))
+            meta = self.read_meta(tx)
             if meta is None or not meta.read_only:
                 raise Conflict(
                     f"the blog in {self.region} takes writes; only a read-only replica applies a log"
@@ -521,7 +528,7 @@ class BlogRepository:
                 position = change.lsn
                 applied += 1
             if applied:
-                self._store_meta(tx, BlogMeta(meta.epoch, meta.read_only, meta.primary_region, position))
+                self.store_meta(tx, BlogMeta(meta.epoch, meta.read_only, meta.primary_region, position))
         return applied
 
     @staticmethod
@@ -541,7 +548,7 @@ class BlogRepository:
                 raise ValidationError(f"change {change.lsn}: the row image does not have the key {key!r}")
             _insert_row(tx, table, change.row)
         tx.execute(
-            f"INSERT INTO blog_changelog ({_CHANGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO blog_changelog ({CHANGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 change.lsn,
                 change.epoch,

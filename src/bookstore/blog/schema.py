@@ -168,6 +168,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 )
 LATEST: Final = MIGRATIONS[-1].version
 
+# The tables each region (or MariaDB server) keeps for itself, never replicated: its replication state
+# and the writes it kept aside as diverged.
+LOCAL_TABLES: Final = ("blog_meta", "blog_diverged")
+
+
+def local_table_statements(dialect: Dialect) -> list[str]:
+    """Every migration's CREATE statements of LOCAL_TABLES in `dialect`, in order (each safe to run again).
+
+    MariaDB replication ignores those tables, their DDL too, so each server creates its own with these.
+    """
+    return [
+        statement
+        for migration in MIGRATIONS
+        for statement in migration.statements[dialect]
+        if any(f"EXISTS {name} (" in statement for name in LOCAL_TABLES)
+    ]
+
+
 _VERSION_TABLE: Final[dict[Dialect, str]] = {
     "sqlite": "CREATE TABLE IF NOT EXISTS schema_version "
     "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_ms INTEGER NOT NULL)",

@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.responses import HTMLResponse, Response
 
-from bookstore.api.responses import JSON
+from bookstore.blog.models import PAGED_HEADERS, CommentAnswer, Deleted, PostAnswer
 from bookstore.blog.posts import (
     PER_PAGE_DEFAULT,
     SLUG_MAX,
@@ -24,6 +25,8 @@ from bookstore.blog.posts import (
 from bookstore.blog.service import BlogService, BlogStatus
 from bookstore.domain.errors import Unauthorized
 from bookstore.domain.users import Principal
+from bookstore.kernel.http import JSON
+from bookstore.kernel.openapi import BEARER, error_answers, page_error_answers
 from bookstore.services.identity import Identity
 
 PREFIX: Final = "/blog"
@@ -38,6 +41,12 @@ PAGE_HEADERS: Final = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
+}
+
+WRITE_ERRORS: Final = {
+    403: "Writing posts needs the author role, and only a post's author may change or delete it",
+    409: "The slug belongs to another post",
+    503: "This region's blog is a read-only replica; the message names the primary region to write to",
 }
 
 PostId = Annotated[int, Path(ge=1, le=MAX_ID, description="the post's id")]
@@ -149,7 +158,11 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["blog"])
     env = _templates()
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    def principal(
+        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> Principal:
+        # BEARER declares the scheme (auto_error off); this check gives our 401 body and its reasons.
+        authorization = request.headers.get("authorization")
         if not authorization:
             raise Unauthorized(
                 "sign in first: send 'Authorization: Bearer <accessToken>' (POST /auth/signin)"
@@ -159,7 +172,7 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
             raise Unauthorized("the Authorization header must be 'Bearer <accessToken>'")
         return identity.verify(token.strip())
 
-    User = Annotated[Principal, Depends(principal)]
+    User = Annotated[Principal, Security(principal)]
 
     def page_response(template: str, status: BlogStatus, **context: Any) -> HTMLResponse:
         body = env.get_template(template).render(status=status, book_name=service.book_name, **context)
@@ -168,19 +181,19 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
     # -- pages -------------------------------------------------------------------------------------------
 
     @router.get("", include_in_schema=False)
-    @router.get("/", response_class=HTMLResponse)
+    @router.get("/", response_class=HTMLResponse, responses=page_error_answers(400))
     def index(page: Page = 1) -> Response:
         status = service.status()
         posts = service.list_posts(page=page, per_page=PER_PAGE_DEFAULT)
         return page_response("index.html", status, listing=posts, tag=None, base=f"{PREFIX}/")
 
-    @router.get("/posts/{slug}", response_class=HTMLResponse)
+    @router.get("/posts/{slug}", response_class=HTMLResponse, responses=page_error_answers(400, 404))
     def post_page(slug: Annotated[str, Path(max_length=SLUG_MAX)]) -> Response:
         status = service.status()
         post, comments = service.post_page(slug)
         return page_response("post.html", status, post=post, comments=comments)
 
-    @router.get("/tag/{tag}", response_class=HTMLResponse)
+    @router.get("/tag/{tag}", response_class=HTMLResponse, responses=page_error_answers(400))
     def tag_page(tag: Annotated[str, Path(max_length=200)], page: Page = 1) -> Response:
         status = service.status()
         canonical = check_tag(tag)
@@ -191,7 +204,11 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
 
     # -- the JSON API ------------------------------------------------------------------------------------
 
-    @router.get(f"{API}/posts")
+    @router.get(
+        f"{API}/posts",
+        response_model=list[PostAnswer],
+        responses={200: {"headers": PAGED_HEADERS}, **error_answers(400)},
+    )
     def list_posts(
         page: Page = 1,
         per_page: PerPage = PER_PAGE_DEFAULT,
@@ -200,11 +217,16 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
         listing = service.list_posts(page=page, per_page=per_page, tags=parse_tag_filter(tags))
         return _paged(listing, [post_json(p) for p in listing.items])
 
-    @router.get(f"{API}/posts/{{post_id}}")
+    @router.get(f"{API}/posts/{{post_id}}", response_model=PostAnswer, responses=error_answers(400, 404))
     def get_post(post_id: PostId) -> Response:
         return JSON(post_json(service.get_post(post_id)))
 
-    @router.post(f"{API}/posts", status_code=201)
+    @router.post(
+        f"{API}/posts",
+        status_code=201,
+        response_model=PostAnswer,
+        responses=error_answers(400, 401, 403, 409, 413, 503, why=WRITE_ERRORS),
+    )
     def create_post(body: NewPost, user: User) -> Response:
         post = service.create_post(
             user,
@@ -217,7 +239,11 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
         )
         return JSON(post_json(post), status_code=201, headers={"Location": f"{PREFIX}{API}/posts/{post.id}"})
 
-    @router.put(f"{API}/posts/{{post_id}}")
+    @router.put(
+        f"{API}/posts/{{post_id}}",
+        response_model=PostAnswer,
+        responses=error_answers(400, 401, 403, 404, 409, 413, 503, why=WRITE_ERRORS),
+    )
     def update_post(post_id: PostId, body: PostChanges, user: User) -> Response:
         post = service.update_post(
             user,
@@ -231,11 +257,19 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
         )
         return JSON(post_json(post))
 
-    @router.delete(f"{API}/posts/{{post_id}}")
+    @router.delete(
+        f"{API}/posts/{{post_id}}",
+        response_model=Deleted,
+        responses=error_answers(400, 401, 403, 404, 503, why=WRITE_ERRORS),
+    )
     def delete_post(post_id: PostId, user: User) -> Response:
         return JSON({"deleted": True, "previous": post_json(service.delete_post(user, post_id))})
 
-    @router.get(f"{API}/comments")
+    @router.get(
+        f"{API}/comments",
+        response_model=list[CommentAnswer],
+        responses={200: {"headers": PAGED_HEADERS}, **error_answers(400, 404)},
+    )
     def list_comments(
         post: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         page: Page = 1,
@@ -245,7 +279,12 @@ def create_blog_router(service: BlogService, identity: Identity) -> APIRouter:
         link = post_link(service.get_post(post)) if post is not None else None
         return _paged(listing, [comment_json(c, link) for c in listing.items])
 
-    @router.post(f"{API}/comments", status_code=201)
+    @router.post(
+        f"{API}/comments",
+        status_code=201,
+        response_model=CommentAnswer,
+        responses=error_answers(400, 401, 404, 413, 503, why=WRITE_ERRORS),
+    )
     def create_comment(body: NewComment, user: User) -> Response:
         comment = service.add_comment(user, body.post, body.content)
         link = post_link(service.get_post(comment.post_id))

@@ -1,4 +1,8 @@
-"""Errors the domain and services raise; the HTTP layer maps each to one status code."""
+"""Errors the domain and services raise; each carries the HTTP status it answers with (`status`).
+
+The domain knows no HTTP: `status` is a number the HTTP layer (bookstore.kernel.http) reads, so the
+mapping lives with the error and every endpoint answers an error with the same status.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ class BookstoreError(Exception):
     """Base of every error this project raises on purpose; `code` names it in error responses."""
 
     code = "InternalError"
+    # 500: no client can act on it; an endpoint logs it and answers without its message.
+    status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,36 +23,42 @@ class ValidationError(BookstoreError):
     """The request or item is malformed or out of range (400)."""
 
     code = "ValidationError"
+    status = 400
 
 
 class NotFound(BookstoreError):
     """The thing asked for does not exist (404)."""
 
     code = "NotFound"
+    status = 404
 
 
 class Conflict(BookstoreError):
     """The request clashes with the current state, e.g. an email already signed up (409)."""
 
     code = "Conflict"
+    status = 409
 
 
 class Unauthorized(BookstoreError):
     """No valid credentials: missing, expired, forged token or wrong password (401)."""
 
     code = "Unauthorized"
+    status = 401
 
 
 class Forbidden(BookstoreError):
     """Valid credentials that do not allow this (403)."""
 
     code = "Forbidden"
+    status = 403
 
 
 class TooManyRequests(BookstoreError):
     """Too many attempts (sign-in, confirmation codes) for now: try again after `retry_after_s` (429)."""
 
     code = "TooManyRequests"
+    status = 429
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
@@ -57,6 +69,7 @@ class Unavailable(BookstoreError):
     """This region cannot serve the request now, e.g. a read-only replica asked to write (503)."""
 
     code = "Unavailable"
+    status = 503
 
 
 class ConditionFailed(BookstoreError):

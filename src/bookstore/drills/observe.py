@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from bookstore.api.paging import NEXT_CURSOR
 from bookstore.drills.record import Event, LagPoint
 from bookstore.drills.workload import BLOG_API, Shopper
-from bookstore.runtime.control import operator_headers
+from bookstore.runtime.operator import operator_headers
 
 SAMPLE_EVERY_S = 1.0
 DIGEST_EVERY_S = 0.1
@@ -168,14 +169,22 @@ async def orders_of(api_url: str, shoppers: Collection[Shopper]) -> dict[str, di
     found: dict[str, dict[str, int]] = {}
     async with httpx.AsyncClient(base_url=api_url, timeout=10.0) as client:
         for shopper in shoppers:
-            try:
-                answer = await client.get("/orders", headers={"Authorization": f"Bearer {shopper.token}"})
-            except httpx.HTTPError:
-                return None
-            if answer.status_code != 200:
-                return None
-            for order in answer.json():
-                found[order["orderId"]] = {b["bookId"]: int(b["quantity"]) for b in order["books"]}
+            params: dict[str, str] = {}
+            while True:  # the list is paged: a shopper of a long drill has more orders than one page
+                try:
+                    answer = await client.get(
+                        "/orders", params=params, headers={"Authorization": f"Bearer {shopper.token}"}
+                    )
+                except httpx.HTTPError:
+                    return None
+                if answer.status_code != 200:
+                    return None
+                for order in answer.json():
+                    found[order["orderId"]] = {b["bookId"]: int(b["quantity"]) for b in order["books"]}
+                cursor = answer.headers.get(NEXT_CURSOR)
+                if cursor is None:
+                    break
+                params = {"cursor": cursor}
     return found
 
 
@@ -211,9 +220,9 @@ async def posts_of(api_url: str, tag: str) -> set[str] | None:
 
 def diverged_titles(api_urls: Mapping[str, str], secret: str) -> set[str]:
     """Titles of the blog posts kept aside as diverged writes in any region (the operator's signed read)."""
-    from bookstore.blog.replication import Operator
     from bookstore.domain.errors import BookstoreError
-    from bookstore.replication.clock import SystemClock
+    from bookstore.kernel.clock import SystemClock
+    from bookstore.replication.blog.operator import Operator
 
     titles: set[str] = set()
     with Operator(api_urls, secret, SystemClock(), timeout_s=10.0) as operator:

@@ -1,4 +1,4 @@
-"""The drill's report: one self-contained HTML page with a timeline chart, and a summary for the terminal."""
+"""The drill's report: one self-contained HTML page with a timeline chart (for the terminal: cli.render)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.typing import RcKeyType
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from bookstore.drills.record import Check, Event, KindSummary, Record, RegionRef
+from bookstore.drills.text import kind_cells, number
 
 # Regions get calm colours; red stays for failed requests alone, so a failure is never mistaken for a region.
 REGION_COLOURS = ("#1f6fb4", "#2e9e4f", "#8a5cc2", "#d98a1c", "#17a2b8", "#6d6d6d")
@@ -89,57 +87,6 @@ Report: <code>{e(record["files"]["report"])}</code></p>
 </body>
 </html>
 """
-
-
-def print_summary(record: Record, console: Console) -> None:
-    """The verdict, the checks (held in green, not held in red), the kinds, and where the files are."""
-    checks = record["checks"]
-    held = sum(check["held"] for check in checks)
-    verdict = ("PASSED", "bold green") if record["passed"] else ("FAILED", "bold red")
-    console.print(
-        Text.assemble(
-            "Drill ", (record["scenario"], "bold"), ": ", verdict, f"  {held}/{len(checks)} checks held"
-        )
-    )
-    # Every cell is a Text: a record's strings are shown as they are, never read as rich markup.
-    table = Table("check", "value", "goal", "held", "detail", title="Checks", title_justify="left")
-    for check in checks:
-        table.add_row(
-            Text(check["name"]),
-            Text(number(check["value"], check["unit"])),
-            Text(check["goal"]),
-            Text("held", style="green") if check["held"] else Text("not held", style="bold red"),
-            Text(_terminal_detail(check), style="dim"),
-        )
-    console.print(table)
-    kinds = Table(
-        "kind", "requests", "failed", "RTO", "p50", "p99", title="Requests by kind", title_justify="left"
-    )
-    for column in kinds.columns[1:]:
-        column.justify = "right"
-    for kind in record["kinds"]:
-        kinds.add_row(*(Text(cell) for cell in _kind_cells(kind)))
-    console.print(kinds)
-    console.print(Text.assemble(("record  ", "dim"), record["files"]["record"]))
-    console.print(Text.assemble(("report  ", "dim"), record["files"]["report"]))
-
-
-def _terminal_detail(check: Check, shown: int = 5) -> str:
-    """The detail, and the first few of what the check listed (the record and the page hold them all)."""
-    items = check.get("listed") or []
-    more = f"\n… and {len(items) - shown} more in the record" if len(items) > shown else ""
-    return "\n".join([check["detail"], *items[:shown]]) + more
-
-
-def number(value: float | int | str | None, unit: str = "") -> str:
-    """A measured value as a person reads it: "0.84 s", "12 orders", "—" when nothing was measured."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    else:
-        text = str(value)
-    return f"{text} {unit}".strip()
 
 
 def timeline_svg(record: Record) -> str:
@@ -419,31 +366,9 @@ def _listed(check: Check) -> str:
     return f"<details class='listed'><summary>{len(items)} listed</summary><ul>{lines}</ul></details>"
 
 
-def _rto_cell(kind: KindSummary) -> str:
-    """A kind's RTO; "≥" when the recording ended before the kind went a whole window without a failure."""
-    shown = number(kind["rtoS"], "s")
-    return f"≥ {shown} (not recovered)" if kind.get("recovered") is False else shown
-
-
-def _kind_cells(kind: KindSummary) -> list[str]:
-    return [
-        kind["kind"],
-        str(kind["requests"]),
-        str(kind["failed"])
-        + (
-            f" ({', '.join(f'{k}: {n}' for k, n in failures.items())})"
-            if (failures := kind.get("failures"))
-            else ""
-        ),
-        _rto_cell(kind),
-        number(kind["p50Ms"], "ms"),
-        number(kind["p99Ms"], "ms"),
-    ]
-
-
 def _kinds(kinds: list[KindSummary]) -> str:
     rows = [
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _kind_cells(kind)) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in kind_cells(kind)) + "</tr>"
         for kind in kinds
     ]
     return _table("kinds", ["Kind", "Requests", "Failed", "RTO", "p50", "p99"], rows)

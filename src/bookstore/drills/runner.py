@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import orjson
 
-from bookstore.blog.replication import operator_secret
 from bookstore.config import Topology
 from bookstore.drills import checks
 from bookstore.drills.observe import (
@@ -35,9 +34,9 @@ from bookstore.drills.observe import (
 from bookstore.drills.record import Check, Record
 from bookstore.drills.scenarios import SCENARIOS, Control, Scenario
 from bookstore.drills.workload import API_KINDS, BLOG_POST, WRITER, Shopper, Workload, drill_clock
-from bookstore.runtime.control import operator_headers
-from bookstore.runtime.launch import LaunchError, launched
-from bookstore.runtime.secret import MissingCredential, operator_token
+from bookstore.runtime.operator import operator_headers
+from bookstore.runtime.secret import MissingCredential, operator_secret, operator_token
+from bookstore.supervisor.launch import LaunchError, launched
 
 FAULT_AT = 0.3  # of the duration
 RECOVER_AT = 0.6
@@ -374,8 +373,7 @@ async def _prepare(
     topology: Topology, data_dir: Path, home: str, other: str, both_sides: bool, edge: str
 ) -> tuple[list[Shopper], list[str]]:
     """Drill shoppers (new confirmed users, signed in through the edge) and the books they buy."""
-    from bookstore.blog.replication import operator_secret
-    from bookstore.replication.clock import SystemClock
+    from bookstore.kernel.clock import SystemClock
     from bookstore.runtime.commands import RegionCommands
 
     run_id = os.urandom(4).hex()

@@ -11,15 +11,15 @@ from typing import Any
 
 import httpx
 
-from bookstore.blog.replication import overview as blog_overview
 from bookstore.drills.checks import blog_failover_check
 from bookstore.drills.observe import status
 from bookstore.drills.record import Check, Event, Fault
-from bookstore.runtime.control import control_call_async
+from bookstore.replication.blog.operator import overview as blog_overview
+from bookstore.runtime.operator import control_call_async
 from bookstore.runtime.secret import operator_token
 
 CONTROL_TIMEOUT_S = 90.0
-BLOG_CATCH_UP_S = 10.0
+BLOG_CATCH_UP_S = 20.0
 
 
 @dataclass
@@ -197,7 +197,7 @@ class ClockSkew(Scenario):
 
 class BlogFailover(Scenario):
     name = "blog-failover"
-    description = "kill the blog's primary region, promote the other, restart the old primary and rejoin it"
+    description = "kill the blog's primary region, promote the other, restart the old primary (it rejoins)"
     measures_rpo = True
     recovery_word = "rejoin"
     writes_blog = True
@@ -219,12 +219,13 @@ class BlogFailover(Scenario):
     async def end(self, c: Control) -> None:
         assert self.fault is not None
         await c.call("POST", f"/regions/{c.home}/start")
-        c.note("recovery", f"{c.home} restarted")
-        said = await c.cli("blog", "rejoin", c.home)
-        c.fault_ended(self.fault, f"blog: {said}")
+        # No operator's rejoin: the deposed primary meets the higher epoch, keeps its writes past the fork
+        # aside as diverged and re-syncs from the new primary by itself (the checks wait for it).
+        c.fault_ended(self.fault, f"{c.home} restarted; it rejoins the blog as a replica by itself")
 
     async def checks(self, c: Control, regions: Mapping[str, str]) -> list[Check]:
-        # The rejoined replica catches up by following the new primary: give it a few seconds.
+        # The restarted region rejoins by itself, then catches up by following the new primary: give it
+        # a few seconds.
         deadline = c.now_s() + BLOG_CATCH_UP_S
         async with httpx.AsyncClient(timeout=5.0) as client:
             while True:

@@ -19,9 +19,9 @@ the failed target's breaker opens. Other requests are sent once, whatever happen
 Idempotency-Key is never failed over. Every answer names its origin in X-Edge-Origin, and one that was
 retried says from where and why in X-Edge-Failover.
 
-The edge checks what it forwards: only its own host names, bounded URLs, headers and bodies, paths
-without dot segments or control characters, no hop-by-hop or inter-region signing headers. It builds
-every upstream address from the topology, never from the request, so it cannot be steered elsewhere.
+The edge checks what it forwards (requests.py: its own host names, bounded URLs, headers and bodies,
+clean paths, no hop-by-hop or inter-region signing headers). It builds every upstream address from
+the topology, never from the request, so it cannot be steered elsewhere.
 """
 
 from __future__ import annotations
@@ -43,129 +43,23 @@ from bookstore.edge.cdn import Bucket, Signer
 from bookstore.edge.dns import start_dns
 from bookstore.edge.health import KINDS, HealthChecker, Kind, Probe, Target, judge
 from bookstore.edge.metrics import EdgeCollector, EdgeCounters
+from bookstore.edge.replies import DROPPED_ANSWER, VIA, error_body, head_response, respond, respond_error
+from bookstore.edge.requests import EdgeRequest, Refusal, inspect, read_body, refuse, shopper_api
 from bookstore.edge.routing import Routing
 from bookstore.edge.upstream import Answer, Origin, UpstreamError
-from bookstore.replication.auth import SIGNING_HEADERS
-from bookstore.runtime.control import OperatorAccess
+from bookstore.objectstore.namespace import site_bucket
+from bookstore.runtime.operator import OperatorAccess
 from bookstore.runtime.secret import Credentials
 
 log = logging.getLogger("bookstore.edge")
 
-MAX_URL_BYTES = 8192
-MAX_HEADER_BYTES = 32 * 1024
-MAX_HEADERS = 100
-MAX_BODY_BYTES = 1 << 20
-MAX_HOST_BYTES = 255
 REGION_HEADER = b"x-bookstore-region"
 ORIGIN_HEADER = b"x-edge-origin"
 FAILOVER_HEADER = b"x-edge-failover"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROXY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
-# Request headers the edge never forwards: hop-by-hop ones, those it sets itself, and the signing
-# headers regions use between themselves (a client has no business sending them).
-_DROPPED = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"content-length",
-        b"expect",
-        b"x-client-region",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-bookstore-client",
-    }
-    | {name.lower().encode("ascii") for name in SIGNING_HEADERS}
-)
-_DROPPED_ANSWER = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"upgrade", b"trailer"}
-)
-_VIA = (b"via", b"1.1 bookstore-edge")
 _ALLOW_STATIC = b"GET, HEAD, OPTIONS"
 _ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
-# The first segments of the API paths shoppers use (the storefront, the drills' shoppers, `curl`).
-SHOPPER_API = frozenset({"truth", "books", "search", "bestsellers", "auth", ".well-known", "cart", "orders"})
-
-
-class Refusal(Exception):
-    """A request the edge answers itself with a 4xx."""
-
-    def __init__(self, status: int, code: str, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.reason = reason
-
-
-def error_body(code: str, message: str) -> bytes:
-    return orjson.dumps({"error": code, "message": message})
-
-
-async def respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head: bool = False
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode("ascii"))],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def respond_error(
-    send: Send, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [(b"content-type", b"application/json"), _VIA, *(extra or [])]
-    await respond(send, status, headers, error_body(code, message))
-
-
-async def head_response(send: Send, answer: Answer, headers: list[tuple[bytes, bytes]]) -> None:
-    """A HEAD answer: the origin's headers with its Content-Length, no body."""
-    length = answer.header(b"content-length") or b"0"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": answer.status,
-            "headers": [*headers, (b"content-length", length)],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
-class _Request:
-    """What the edge needs of a request's headers, gathered in one pass."""
-
-    __slots__ = ("chunked", "client_header", "content_length", "cookie", "forward", "host", "idempotency_key")
-
-    def __init__(self) -> None:
-        self.host: bytes | None = None
-        self.content_length: bytes | None = None
-        self.chunked = False
-        self.client_header: bytes | None = None
-        self.cookie: bytes | None = None
-        self.idempotency_key = False
-        self.forward: list[tuple[bytes, bytes]] = []
-
-
-def _refuse(status: int, code: str, message: str, reason: str) -> Refusal:
-    return Refusal(status, code, message, reason)
-
-
-def shopper_api(path: str) -> bool:
-    """Whether a decoded /api/... path is one of the shop's (its first segment after /api/ names it)."""
-    return path.startswith("/api/") and path[5:].split("/", 1)[0] in SHOPPER_API
 
 
 class EdgeApp:
@@ -188,7 +82,7 @@ class EdgeApp:
             r.id: Origin(r.address, r.api_port, connect_timeout_s=connect) for r in topology.regions
         }
         self.buckets = {
-            r.id: Bucket(r.id, cdn.site_bucket(r.id), Origin(r.address, r.s3_port, connect_timeout_s=connect))
+            r.id: Bucket(r.id, site_bucket(r.id), Origin(r.address, r.s3_port, connect_timeout_s=connect))
             for r in topology.regions
         }
         # Health checks open a connection each, as Route 53's checkers do.
@@ -199,7 +93,7 @@ class EdgeApp:
         self.probe_s3 = {
             r.id: Bucket(
                 r.id,
-                cdn.site_bucket(r.id),
+                site_bucket(r.id),
                 Origin(r.address, r.s3_port, connect_timeout_s=connect, keep_alive=False),
             )
             for r in topology.regions
@@ -401,10 +295,10 @@ class EdgeApp:
         started = time.perf_counter()
         path: str = scope["path"]
         try:
-            request = self._inspect(scope)
+            request = inspect(scope, self.allowed_hosts, self.settings.url)
             if path.startswith("/api/") or path == "/api":
                 if not shopper_api(path):
-                    raise _refuse(
+                    raise refuse(
                         404,
                         "NotFound",
                         "the edge serves the shop's API only; operations are on each region's own address",
@@ -415,7 +309,7 @@ class EdgeApp:
                 await self._proxy(scope, receive, send, request, "blog", started)
             elif path.startswith("/edge/") or path == "/edge":
                 if self.operations is None:
-                    raise _refuse(404, "NotFound", "no operations here", "path")
+                    raise refuse(404, "NotFound", "no operations here", "path")
                 await self.operations(scope, receive, send)
             else:
                 await self._static(scope, send, request, started)
@@ -431,92 +325,6 @@ class EdgeApp:
             log.exception("event=edge_error path=%s", path[:200])
             await respond_error(send, 500, "InternalError", "the edge failed on this request; try again")
 
-    def _inspect(self, scope: Scope) -> _Request:
-        """Check the request's target and headers; gather what routing needs and the headers to forward."""
-        raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
-        query: bytes = scope.get("query_string", b"")
-        if len(raw) + len(query) > MAX_URL_BYTES:
-            raise _refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes", "url")
-        path: str = scope["path"]
-        if not path.startswith("/"):
-            raise _refuse(400, "BadRequest", "the request target must be a path starting with '/'", "path")
-        for c in path:
-            if c < " " or c == "\x7f" or c == "\\":
-                raise _refuse(400, "BadRequest", "the path holds control characters or backslashes", "path")
-        if "/." in path:
-            for segment in path.split("/"):
-                if segment in (".", ".."):
-                    raise _refuse(400, "BadRequest", "the path holds '.' or '..' segments", "path")
-        request = _Request()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if len(headers) > MAX_HEADERS:
-            raise _refuse(431, "RequestHeaderFieldsTooLarge", f"more than {MAX_HEADERS} headers", "headers")
-        size = 0
-        forward = request.forward
-        for name, value in headers:
-            size += len(name) + len(value) + 4
-            if name in _DROPPED:
-                if name == b"host":
-                    if request.host is not None:
-                        raise _refuse(400, "BadRequest", "more than one Host header", "host")
-                    request.host = value
-                elif name == b"content-length":
-                    if request.content_length is not None and request.content_length != value:
-                        raise _refuse(400, "BadRequest", "conflicting Content-Length headers", "framing")
-                    request.content_length = value
-                elif name == b"transfer-encoding":
-                    request.chunked = True
-                elif name == b"x-client-region":
-                    request.client_header = value
-                continue
-            if name == b"cookie":
-                request.cookie = value
-            elif name == b"idempotency-key":
-                request.idempotency_key = True
-            forward.append((name, value))
-        if size > MAX_HEADER_BYTES:
-            raise _refuse(
-                431, "RequestHeaderFieldsTooLarge", f"headers over {MAX_HEADER_BYTES} bytes", "headers"
-            )
-        host = request.host
-        if host is None:
-            raise _refuse(400, "BadRequest", "a Host header is required", "host")
-        if host.lower() not in self.allowed_hosts:
-            shown = host[:MAX_HOST_BYTES].decode("latin-1")
-            raise _refuse(
-                400, "BadRequest", f"this edge does not serve host {shown!r}; use {self.settings.url}", "host"
-            )
-        if request.chunked and request.content_length is not None:
-            raise _refuse(400, "BadRequest", "Content-Length and Transfer-Encoding together", "framing")
-        if request.content_length is not None:
-            if not request.content_length.isdigit() or len(request.content_length) > 12:
-                raise _refuse(400, "BadRequest", "Content-Length is not a number", "framing")
-            if int(request.content_length) > MAX_BODY_BYTES:
-                raise _refuse(
-                    413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body"
-                )
-        return request
-
-    async def _body(self, receive: Receive, request: _Request) -> bytes:
-        if request.content_length is None and not request.chunked:
-            return b""
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _refuse(400, "BadRequest", "the client went away", "disconnect")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _refuse(
-                    413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body"
-                )
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
-
     # API and blog -----------------------------------------------------------------------------------
 
     @staticmethod
@@ -530,17 +338,17 @@ class EdgeApp:
         return None
 
     async def _proxy(
-        self, scope: Scope, receive: Receive, send: Send, request: _Request, record: Kind, started: float
+        self, scope: Scope, receive: Receive, send: Send, request: EdgeRequest, record: Kind, started: float
     ) -> None:
         method: str = scope["method"]
         if method not in PROXY_METHODS:
-            raise _refuse(405, "MethodNotAllowed", f"{method} is not served", "method")
+            raise refuse(405, "MethodNotAllowed", f"{method} is not served", "method")
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         if record == "api":
             target = raw[4:] or b"/"
             # Checked on the decoded path, as the region routes it: /api/%72eplication is /replication.
             if scope["path"][4:].startswith(("/replication", "/_replication")):
-                raise _refuse(
+                raise refuse(
                     404, "NotFound", "the regions' internal endpoints are not served here", "internal"
                 )
             order = self.routing.api_order(self.routing.client_region(request.client_header, request.cookie))
@@ -556,7 +364,7 @@ class EdgeApp:
                 send, 503, "Unavailable", f"no region serves the {record} now; try again shortly"
             )
             return
-        body = await self._body(receive, request)
+        body = await read_body(receive, request)
         forward = request.forward
         client = scope.get("client")
         forward.append((b"x-forwarded-for", (client[0] if client else "unknown").encode()))
@@ -604,12 +412,12 @@ class EdgeApp:
             return
         if served_by != attempts[0]:
             self.counters.failovers[(record, attempts[0], served_by)] += 1
-        headers = [(k, v) for k, v in answer.headers if k not in _DROPPED_ANSWER]
+        headers = [(k, v) for k, v in answer.headers if k not in DROPPED_ANSWER]
         headers.append((ORIGIN_HEADER, served_by.encode()))
         if served_by != attempts[0]:
             # As the origin group says it for static content: the client (a drill) sees the retry.
             headers.append((FAILOVER_HEADER, f"{attempts[0]}: {problem}"[:300].encode("latin-1", "replace")))
-        headers.append(_VIA)
+        headers.append(VIA)
         self.counters.served(record, served_by, answer.status, time.perf_counter() - started)
         if method == "HEAD":
             await head_response(send, answer, headers)
@@ -618,19 +426,19 @@ class EdgeApp:
 
     # static -----------------------------------------------------------------------------------------
 
-    async def _static(self, scope: Scope, send: Send, request: _Request, started: float) -> None:
+    async def _static(self, scope: Scope, send: Send, request: EdgeRequest, started: float) -> None:
         method: str = scope["method"]
         if method not in cdn.FAILOVER_METHODS:
-            raise _refuse(
+            raise refuse(
                 405, "MethodNotAllowed", f"static content takes GET, HEAD or OPTIONS, not {method}", "method"
             )
         try:
             key = cdn.object_key(scope["path"])
         except cdn.BadPath as exc:
-            raise _refuse(400, "BadRequest", str(exc), "path") from None
+            raise refuse(400, "BadRequest", str(exc), "path") from None
         if method == "OPTIONS":
             # The buckets answer no OPTIONS (no CORS configuration): the edge says what it allows.
-            await respond(send, 204, [(b"allow", _ALLOW_STATIC), _VIA], b"")
+            await respond(send, 204, [(b"allow", _ALLOW_STATIC), VIA], b"")
             return
         extra = [(k, v) for k, v in request.forward if k in cdn.FORWARDED_HEADERS]
         order = self.routing.static_order()
@@ -665,7 +473,7 @@ class EdgeApp:
             return
         if fetched.region != order[0] and answer.status < 400:
             self.counters.failovers[("static", order[0], fetched.region)] += 1
-        tags = [(ORIGIN_HEADER, fetched.region.encode()), _VIA]
+        tags = [(ORIGIN_HEADER, fetched.region.encode()), VIA]
         if fetched.failed:
             tags.append((b"x-edge-failover", "; ".join(f"{r}: {why}" for r, why in fetched.failed).encode()))
         self.counters.served("static", fetched.region, answer.status, time.perf_counter() - started)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from bookstore.edge.upstream import Answer, Origin, UpstreamError
+from bookstore.objectstore.sigv4 import signing_key
 
 FAILOVER_STATUSES = frozenset({403, 404, 500, 502, 503, 504})
 FAILOVER_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -76,11 +77,6 @@ INERT_TYPES = (
 )
 
 
-def site_bucket(region_id: str) -> str:
-    """The region's storefront bucket (as bookstore.objectstore.setup names it)."""
-    return f"bookstore-web-{region_id}"
-
-
 class BadPath(ValueError):
     """A request path that names no object the edge would ever serve."""
 
@@ -122,12 +118,10 @@ class Signer:
     def _key(self, date: str, region: str) -> bytes:
         cached = self._keys.get((date, region))
         if cached is None:
-            key = hmac.new(f"AWS4{self.secret}".encode(), date.encode(), hashlib.sha256).digest()
-            for part in (region, "s3", "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            cached = signing_key(self.secret, date, region, "s3")
             if len(self._keys) > 64:
                 self._keys.clear()
-            self._keys[(date, region)] = cached = key
+            self._keys[(date, region)] = cached
         return cached
 
     def headers(

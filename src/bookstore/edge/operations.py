@@ -6,7 +6,7 @@ process): POST /edge/control/regions/{id}/{kill|stop|start}, /edge/control/api/{
 /edge/control/blog/promote/{id}.
 
 Everything here but the operator page's files (/edge/ui/) and its sign-in (POST /edge/login, which
-redeems a one-time login code for a session: bookstore.runtime.control) takes only a caller presenting
+redeems a one-time login code for a session: bookstore.runtime.operator) takes only a caller presenting
 the operator token or a session as `Authorization: Bearer ...`, which no other page can read or send
 without a preflight the edge never grants. A request from a page of another origin (its Origin, or a
 Sec-Fetch-Site other than same-origin) is refused, actions take only `Content-Type: application/json`
@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.edge.metrics import prometheus_text
 from bookstore.edge.status import edge_status
-from bookstore.runtime.control import bearer, control_call_async
+from bookstore.kernel.http import error_response, json_response
+from bookstore.runtime.operator import bearer, control_call_async
 
 if TYPE_CHECKING:
     from bookstore.edge.app import EdgeApp
@@ -55,17 +56,8 @@ SIGN_IN = (
 )
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(content),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return _json({"error": code, "message": message}, status)
+# Operator answers are never cached: they hold state and sessions.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlette:
@@ -77,26 +69,34 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
         """A refusal for a request a page of another origin sent, else None."""
         origin = request.headers.get("origin")
         if origin is not None and origin not in own_origins:
-            return _error(403, "Forbidden", f"operator requests are not taken from pages of {origin[:100]!r}")
+            return error_response(
+                403, "Forbidden", f"operator requests are not taken from pages of {origin[:100]!r}", NO_STORE
+            )
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
-            return _error(403, "Forbidden", f"operator requests are not taken from {site[:20]} pages")
+            return error_response(
+                403, "Forbidden", f"operator requests are not taken from {site[:20]} pages", NO_STORE
+            )
         return None
 
     def refused(request: Request) -> Response | None:
         """A refusal unless the request comes from no other page and presents the token or a session."""
         return foreign(request) or (
-            None if edge.access.allows(bearer(request.headers)) else _error(401, "Unauthorized", SIGN_IN)
+            None
+            if edge.access.allows(bearer(request.headers))
+            else error_response(401, "Unauthorized", SIGN_IN, NO_STORE)
         )
 
     def json_body(request: Request) -> Response | None:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return _error(415, "UnsupportedMediaType", "this takes Content-Type: application/json")
+            return error_response(
+                415, "UnsupportedMediaType", "this takes Content-Type: application/json", NO_STORE
+            )
         return None
 
     async def status(request: Request) -> Response:
-        return refused(request) or _json(edge_status(edge))
+        return refused(request) or json_response(edge_status(edge), headers=NO_STORE)
 
     async def metrics(request: Request) -> Response:
         return refused(request) or Response(
@@ -110,7 +110,7 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             return refusal
         report = await asyncio.to_thread(collect, topology, edge.operator_token)
         report["edge"] = edge_status(edge)
-        return _json(report)
+        return json_response(report, headers=NO_STORE)
 
     async def login(request: Request) -> Response:
         """Redeem a one-time login code ({"code": ...}) for a session ({"session", "expiresAtMs"})."""
@@ -122,17 +122,18 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
         except (orjson.JSONDecodeError, AttributeError):
             code = None
         if not isinstance(code, str):
-            return _error(400, "BadRequest", 'send {"code": "<the code of a login link>"}')
+            return error_response(400, "BadRequest", 'send {"code": "<the code of a login link>"}', NO_STORE)
         redeemed = edge.access.redeem(code)
         if redeemed is None:
-            return _error(
+            return error_response(
                 401,
                 "Unauthorized",
                 "this sign-in link has expired or was used already: "
                 "make a new one with `bookstore operator-link`",
+                NO_STORE,
             )
         session, expires = redeemed
-        return _json({"session": session, "expiresAtMs": expires * 1000})
+        return json_response({"session": session, "expiresAtMs": expires * 1000}, headers=NO_STORE)
 
     async def forward(request: Request, path: str, body: dict[str, Any] | None = None) -> Response:
         if (refusal := refused(request) or json_body(request)) is not None:
@@ -142,21 +143,26 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
                 topology.control_url, edge.operator_token, "POST", path, body, timeout_s=60.0
             )
         except httpx.HTTPError:
-            return _error(503, "Unavailable", f"the supervisor does not answer at {topology.control_url}")
+            return error_response(
+                503, "Unavailable", f"the supervisor does not answer at {topology.control_url}", NO_STORE
+            )
         return Response(answer.content, status_code=answer.status_code, media_type="application/json")
 
     def known(*ids: str) -> Response | None:
         for rid in ids:
             if rid not in regions:
-                return _error(
-                    404, "NotFound", f"unknown region {rid[:70]!r}; known: {', '.join(sorted(regions))}"
+                return error_response(
+                    404,
+                    "NotFound",
+                    f"unknown region {rid[:70]!r}; known: {', '.join(sorted(regions))}",
+                    NO_STORE,
                 )
         return None
 
     async def region_action(request: Request) -> Response:
         rid, action = request.path_params["region"], request.path_params["action"]
         if action not in REGION_ACTIONS:
-            return _error(404, "NotFound", "use kill, stop or start")
+            return error_response(404, "NotFound", "use kill, stop or start", NO_STORE)
         return known(rid) or await forward(request, f"/regions/{rid}/{action}")
 
     async def fault_action(request: Request) -> Response:
@@ -166,7 +172,7 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             request.path_params["action"],
         )
         if kind not in ("api", "s3") or action not in FAULT_ACTIONS:
-            return _error(404, "NotFound", "use api or s3, then break or repair")
+            return error_response(404, "NotFound", "use api or s3, then break or repair", NO_STORE)
         return known(rid) or await forward(request, f"/{kind}/{rid}/{action}")
 
     async def small_object(request: Request) -> dict[str, Any] | Response:
@@ -175,13 +181,15 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
             return refusal
         body = await request.body()
         if len(body) > MAX_CONTROL_BODY:
-            return _error(413, "PayloadTooLarge", "a control request's body is a small JSON object")
+            return error_response(
+                413, "PayloadTooLarge", "a control request's body is a small JSON object", NO_STORE
+            )
         try:
             parsed = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
-            return _error(400, "BadRequest", "the body is not JSON")
+            return error_response(400, "BadRequest", "the body is not JSON", NO_STORE)
         if not isinstance(parsed, dict):
-            return _error(400, "BadRequest", "the body must be a JSON object")
+            return error_response(400, "BadRequest", "the body must be a JSON object", NO_STORE)
         return parsed
 
     async def link_action(request: Request) -> Response:
@@ -204,10 +212,12 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
         return await forward(request, f"/blog/promote/{rid}", parsed)
 
     async def not_found(request: Request, _: Exception) -> Response:
-        return _error(404, "NotFound", f"nothing at {request.url.path[:200]} on the edge; see /edge/status")
+        return error_response(
+            404, "NotFound", f"nothing at {request.url.path[:200]} on the edge; see /edge/status", NO_STORE
+        )
 
     async def not_allowed(request: Request, _: Exception) -> Response:
-        return _error(405, "MethodNotAllowed", f"{request.method} is not allowed here")
+        return error_response(405, "MethodNotAllowed", f"{request.method} is not allowed here", NO_STORE)
 
     async def home(_: Request) -> Response:
         return RedirectResponse("/edge/ui/", status_code=302)

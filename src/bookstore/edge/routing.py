@@ -6,7 +6,7 @@ open) come after every healthy one; when none is healthy the record answers as i
 53's rule), unless the topology says otherwise, in which case it has no answer.
 
 Latency between a client's location (a region id) and a region is the links' one-way delay between
-the two (bookstore.runtime.links.DEFAULT_DELAYS_MS, from real round trips between AWS regions),
+the two (bookstore.config.DEFAULT_DELAYS_MS, from real round trips between AWS regions),
 else an estimate from the regions' coordinates; a client in a region is nearest to that region.
 """
 
@@ -18,9 +18,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bookstore.config import Topology
+from bookstore.config import DEFAULT_DELAYS_MS, Topology
 from bookstore.edge.health import Kind, Target, now_ms
-from bookstore.runtime.links import DEFAULT_DELAYS_MS
 
 log = logging.getLogger("bookstore.edge.routing")
 
@@ -139,7 +138,7 @@ class Routing:
             if t.healthy and t.info.get("role") == "primary":
                 epoch = int(t.info.get("epoch") or 0)
                 # Two primaries of one epoch number (promoted on both sides of a partition): the higher
-                # region id is the one every region keeps (blog.replication.epoch_rank).
+                # region id is the one every region keeps (replication.blog.state.epoch_rank).
                 if epoch >= self.blog_epoch and (best is None or (epoch, r) > best):
                     best = (epoch, r)
         if best is not None and best[1] != self.blog_primary:

@@ -17,11 +17,11 @@ import logging
 import uvicorn
 
 from bookstore.config import Topology
-from bookstore.edge.app import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES, EdgeApp
+from bookstore.edge.app import EdgeApp
 from bookstore.edge.operations import operations_app
+from bookstore.edge.requests import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bookstore.runtime import listeners, logs
-from bookstore.runtime.listeners import BoundedHttpProtocol, Limits
-from bookstore.runtime.region import listening_socket
+from bookstore.runtime.listeners import BoundedHttpProtocol, Limits, listening_socket
 from bookstore.runtime.secret import Credentials
 
 log = logging.getLogger("bookstore.edge")

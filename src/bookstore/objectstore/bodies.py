@@ -1,23 +1,53 @@
-"""Request bodies of the S3 API: read from the ASGI stream, decoded and checked as they arrive, spooled.
+"""Bodies of the S3 API, never held whole in memory: requests' spooled as they arrive, stored ones read.
 
-A body is never held whole in memory: up to SPOOL_BYTES it stays in memory, beyond that it goes to an
-unnamed temporary file in the staging directory (gone with the process, whatever its end). It is
-bounded while it arrives, by the route's limit and by the length the request declares. The store sees
-it only after the whole body has arrived and its signature and checksums have checked out.
+A request body is read from the ASGI stream, decoded and checked as it arrives, and spooled: up to
+SPOOL_BYTES it stays in memory, beyond that it goes to an unnamed temporary file in the staging
+directory (gone with the process, whatever its end). It is bounded while it arrives, by the route's
+limit and by the length the request declares. The store sees it only after the whole body has
+arrived and its signature and checksums have checked out.
+
+A body sent on to another region (a forwarded request's, a replica's) is a `Streamed`: its size and
+SHA-256 are known before it is sent (the signature between regions covers the hash, checked before
+the receiver reads the body), then its pieces are read as they are sent (replication.objects.client.PeerS3).
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from bookstore.objectstore.errors import EntityTooLarge, IncompleteBody, MalformedXML
+from bookstore.objectstore.port import Objects, ObjectVersion
 from bookstore.objectstore.sigv4 import Checksums, PayloadReader
 
 SPOOL_BYTES = 1024 * 1024
 READ_BYTES = 1024 * 1024
+
+
+class Streamed(Protocol):
+    """A body sent to another region as it is read: `size` bytes whose hex SHA-256 is `sha256()`.
+
+    Both methods block (they read files): call them in a worker thread. `chunks` starts from the
+    beginning at each call; the pieces are at most about a MiB.
+    """
+
+    size: int
+
+    def sha256(self) -> str: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+def sha256_of(chunks: Iterator[bytes]) -> str:
+    """The hex SHA-256 of the pieces, read one at a time."""
+    digest = hashlib.sha256()
+    for piece in chunks:
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 class Payload:
@@ -38,6 +68,10 @@ class Payload:
         while piece := self._spool.read(READ_BYTES):
             yield piece
 
+    def sha256(self) -> str:
+        """The content's hex SHA-256 (it is read again from the spool: only a body sent on needs it)."""
+        return sha256_of(self.chunks())
+
     def read(self, limit: int) -> bytes:
         """The content whole, when it is at most `limit` bytes (a document); else MalformedXML."""
         if self.size > limit:
@@ -47,6 +81,35 @@ class Payload:
 
     def close(self) -> None:
         self._spool.close()
+
+
+class Stored:
+    """A version's content in this region's store, as a Streamed: read from the store at each pass."""
+
+    def __init__(self, store: Objects, version: ObjectVersion) -> None:
+        self.store = store
+        self.version = version
+        self.size = version.size
+        self._sha256: str | None = None
+        # Copies of one version to several regions run at once: its hash is computed by one of them.
+        self._lock = threading.Lock()
+
+    def sha256(self) -> str:
+        with self._lock:
+            if self._sha256 is None:
+                self._sha256 = sha256_of(self.chunks())
+            return self._sha256
+
+    def chunks(self) -> Iterator[bytes]:
+        v = self.version
+        body = self.store.get_object(v.bucket, v.key, version_id=v.version_id).body
+        try:
+            yield from body
+        finally:
+            # The store's reader holds its file open until it is closed or exhausted.
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
 
 
 async def receive(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,8 @@ from bookstore.objectstore.port import Bucket, ObjectVersion, Part
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 MAX_DOCUMENT = 1024 * 1024
+# The one owner every bucket and object is listed with.
+OWNER_ID = hashlib.sha256(b"bookstore").hexdigest()
 # The deepest S3 request document (a replication rule's filter) nests 6 levels; recursion needs a bound.
 MAX_DEPTH = 32
 
@@ -28,13 +31,32 @@ _REPEATED = {
     ("And", "Tag"): "Tags",
     ("Delete", "Object"): "Objects",
     ("CompleteMultipartUpload", "Part"): "Parts",
+    ("CORSConfiguration", "CORSRule"): "CORSRules",
+    ("CORSRule", "AllowedMethod"): "AllowedMethods",
+    ("CORSRule", "AllowedOrigin"): "AllowedOrigins",
+    ("CORSRule", "AllowedHeader"): "AllowedHeaders",
+    ("CORSRule", "ExposeHeader"): "ExposeHeaders",
+    ("LifecycleConfiguration", "Rule"): "Rules",
+    ("Rule", "Transition"): "Transitions",
+    ("Rule", "NoncurrentVersionTransition"): "NoncurrentVersionTransitions",
 }
 # Elements whose children are the items of a list, e.g. <TagSet><Tag/>...</TagSet> -> "TagSet": [...].
 _LIST_CONTAINERS = {"TagSet", "RoutingRules"}
 # Elements that are objects even when empty, e.g. <Filter/> -> "Filter": {}.
 _OBJECTS = {"Filter", "And", "SourceSelectionCriteria", "Destination", "Condition", "Redirect"}
 # Inverse of the above for rendering: list name -> (item element, wrapped in an element of the list name).
-_RENDERED_LISTS = {"Rules": ("Rule", False), "Tags": ("Tag", False), "RoutingRules": ("RoutingRule", True)}
+_RENDERED_LISTS = {
+    "Rules": ("Rule", False),
+    "Tags": ("Tag", False),
+    "RoutingRules": ("RoutingRule", True),
+    "CORSRules": ("CORSRule", False),
+    "AllowedMethods": ("AllowedMethod", False),
+    "AllowedOrigins": ("AllowedOrigin", False),
+    "AllowedHeaders": ("AllowedHeader", False),
+    "ExposeHeaders": ("ExposeHeader", False),
+    "Transitions": ("Transition", False),
+    "NoncurrentVersionTransitions": ("NoncurrentVersionTransition", False),
+}
 
 
 def parse(body: bytes, root: str) -> dict[str, Any]:
@@ -135,6 +157,8 @@ def _children(value: Mapping[str, Any]) -> str:
 
 
 def _element(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
     if isinstance(value, Mapping):
         return f"<{name}>{_children(value)}</{name}>"
     return f"<{name}>{text(value)}</{name}>"
@@ -142,6 +166,11 @@ def _element(name: str, value: Any) -> str:
 
 def document(name: str, inner: str) -> bytes:
     return f'{DECLARATION}<{name} xmlns="{XMLNS}">{inner}</{name}>'.encode()
+
+
+def configuration(root: str, doc: Mapping[str, Any]) -> bytes:
+    """A configuration in the S3 API's JSON shape (what `parse` returns) as the XML document `root`."""
+    return document(root, _children(doc))
 
 
 def replication(config: ReplicationConfiguration) -> bytes:

@@ -9,6 +9,7 @@ from bookstore.domain.errors import (
     NotFound,
     StorageError,
     Unauthorized,
+    Unavailable,
     ValidationError,
 )
 
@@ -245,3 +246,48 @@ ERRORS_BY_CODE: dict[str, type[S3Error]] = {
         AccessDenied,
     )
 }
+
+
+def code_and_status(exc: BookstoreError) -> tuple[str, int]:
+    """The S3 error code and HTTP status an error answers with; domain errors map to their S3 kin."""
+    if isinstance(exc, S3Error):
+        return exc.code, exc.status
+    if isinstance(exc, NotSupported):
+        return "NotImplemented", 501
+    if isinstance(exc, ValidationError):
+        return "InvalidArgument", 400
+    if isinstance(exc, NotFound):
+        return "NoSuchKey", 404
+    if isinstance(exc, Forbidden | Unauthorized):
+        return "AccessDenied", 403
+    if isinstance(exc, Conflict):
+        return "OperationAborted", 409
+    if isinstance(exc, Unavailable):
+        return "ServiceUnavailable", 503
+    return "InternalError", 500
+
+
+class MalformedPolicy(ValidationError, S3Error):
+    code = "MalformedPolicy"
+
+
+class NoSuchBucketPolicy(NotFound, S3Error):
+    code = "NoSuchBucketPolicy"
+    status = 404
+
+
+class NoSuchCORSConfiguration(NotFound, S3Error):
+    code = "NoSuchCORSConfiguration"
+    status = 404
+
+
+class NoSuchLifecycleConfiguration(NotFound, S3Error):
+    code = "NoSuchLifecycleConfiguration"
+    status = 404
+
+
+class AccessForbidden(Forbidden, S3Error):
+    """A CORS preflight that no rule of the bucket's CORS configuration allows (S3's code for it)."""
+
+    code = "AccessForbidden"
+    status = 403

@@ -15,14 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 from bookstore.domain.errors import ConditionFailed
 from bookstore.objectstore.errors import BucketAlreadyExists, InvalidBucketName, NoSuchBucket
-from bookstore.objectstore.peers import PeerRefused, PeerS3, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectStore, check_bucket_name
+from bookstore.objectstore.peer import PeerRefused, PeerUnavailable, RegionPeer
+from bookstore.objectstore.port import Bucket, Buckets, check_bucket_name
 from bookstore.ports import ItemAbsent, Table
 
 log = logging.getLogger("bookstore.objectstore")
+
+
+def site_bucket(region_id: str) -> str:
+    """The name of a region's storefront bucket (the website the edge serves from)."""
+    return f"bookstore-web-{region_id}"
 
 
 class BucketDirectory:
@@ -68,7 +74,7 @@ class BucketDirectory:
             if cursor is None:
                 return out
 
-    def reconcile(self, store: ObjectStore) -> None:
+    def reconcile(self, store: Buckets) -> None:
         """List every bucket of this region's store (entries lost or written before the directory existed)."""
         for bucket in store.list_buckets():
             current = self.get(bucket.name)
@@ -82,15 +88,18 @@ class BucketDirectory:
                 )
 
 
-class Cluster:
+P = TypeVar("P", bound=RegionPeer)
+
+
+class Cluster(Generic[P]):
     """What one region's S3 API needs to serve every bucket: its store, the directory and its peers."""
 
     def __init__(
         self,
         region: str,
-        store: ObjectStore,
+        store: Buckets,
         directory: BucketDirectory,
-        peers: Mapping[str, PeerS3],
+        peers: Mapping[str, P],
         regions: tuple[str, ...],
     ) -> None:
         self.region = region
@@ -118,7 +127,7 @@ class Cluster:
         if not self.peers:
             return None
 
-        async def ask(peer: PeerS3) -> Bucket | None:
+        async def ask(peer: P) -> Bucket | None:
             try:
                 return await peer.bucket(name)
             except (PeerUnavailable, PeerRefused) as exc:

@@ -1,4 +1,6 @@
-"""The ObjectStore port: buckets, versioned objects, multipart uploads, configurations, replication state."""
+"""The object-store ports: Buckets (with their configurations), Objects (versioned), MultipartUploads and
+ReplicationQueue, each used alone by whoever needs only it; ObjectStore is all four (what adapters implement).
+"""
 
 from __future__ import annotations
 
@@ -155,46 +157,11 @@ class Part:
     last_modified_ms: int
 
 
-class ObjectStore(Protocol):
-    """Buckets of versioned objects, as S3 keeps them, plus what replication needs.
-
-    Contract, kept by every adapter (tests/contract/test_objectstore.py proves it):
-    - Errors are the S3 errors of bookstore.objectstore.errors: NoSuchBucket, NoSuchKey, NoSuchVersion,
-      NoSuchUpload, BucketAlreadyOwnedByYou, BucketNotEmpty, InvalidBucketName, KeyTooLongError,
-      InvalidRange, InvalidPart, InvalidPartOrder, EntityTooSmall, MethodNotAllowed (GET/HEAD of a
-      version that is a delete marker), ReplicationConfigurationNotFoundError,
-      NoSuchWebsiteConfiguration, InvalidArgument/InvalidRequest/MalformedXML for refused configurations;
-      engine failures are StorageError; what an engine does by itself is NotSupported (a StorageError).
-    - Keys are any text of 1 to 1,024 UTF-8 bytes (`..`, `%2F`, unicode included) and come back exactly.
-    - Buckets are created in the store's `region`. Deleting a bucket that holds any version or delete
-      marker raises BucketNotEmpty.
-    - Versioning "" (never enabled) and "Suspended" write the "null" version, replacing the previous null
-      version; "Enabled" adds a version with a new id. A delete without version id adds a delete marker
-      when versioning is Enabled (a "null" marker when Suspended) and removes the object when never
-      enabled. A delete with a version id removes that version for good (absent ids: no-op) and never
-      creates a marker. The latest version is the newest; a latest delete marker hides the key
-      (NoSuchKey with `delete_marker` set).
-    - Once put_object, complete_upload or put_replica has returned, the version is durable (survives kill
-      -9 of the process) and visible; a write that did not return is never partly visible.
-    - Listings are ordered by the UTF-8 bytes of keys; pages hold at most `max_keys` entries (keys plus
-      common prefixes) and resume from their token or markers.
-    - Multipart: parts other than the last are at least 5 MiB (EntityTooSmall); completing needs the parts
-      in ascending order (InvalidPartOrder) with their ETags (InvalidPart); the ETag is the MD5 of the
-      parts' binary MD5s, "-N". Complete and abort of an unknown upload raise NoSuchUpload.
-    - Replication state: a version written into a bucket whose replication configuration has an enabled
-      rule matching it (delete markers only where the rule replicates them) starts PENDING, in the same
-      atomic step as the write; `put_replica` writes a version with the given id, times, metadata and
-      ETag, status REPLICA, and is idempotent; `set_replication_status` changes only the status and
-      reason; `pending_replications` lists PENDING versions oldest first. Deleting a version by id never
-      queues anything.
-    """
+class Buckets(Protocol):
+    """Buckets and their configurations (versioning, replication, website, named ones): the bucket side."""
 
     region: str
-    # True when calls on small objects return in well under a millisecond (no network round trip), so the
-    # HTTP layer may call them on its event loop rather than in a worker thread.
-    runs_inline: bool
 
-    # Buckets.
     def create_bucket(self, name: str) -> Bucket: ...
 
     def get_bucket(self, name: str) -> Bucket: ...
@@ -222,7 +189,27 @@ class ObjectStore(Protocol):
 
     def delete_website(self, name: str) -> None: ...
 
-    # Objects.
+    def put_config(self, name: str, kind: str, document: str) -> None:
+        """Store the bucket's configuration `kind` (e.g. "policy", "cors", "lifecycle"), replacing it.
+
+        `document` is the configuration in its checked, canonical form (the S3 API validates it first);
+        the store keeps it as given and forgets it with the bucket. Configurations are per bucket and
+        never replicated (S3 does not replicate them either).
+        """
+        ...
+
+    def get_config(self, name: str, kind: str) -> str | None:
+        """The bucket's configuration `kind` as stored, or None when it has none (NoSuchBucket if absent)."""
+        ...
+
+    def delete_config(self, name: str, kind: str) -> None:
+        """Forget the bucket's configuration `kind`; nothing happens when it has none."""
+        ...
+
+
+class Objects(Protocol):
+    """Versioned objects in buckets: write, read, delete, tag and list them."""
+
     def put_object(
         self,
         bucket: str,
@@ -243,7 +230,14 @@ class ObjectStore(Protocol):
 
     def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion: ...
 
-    def delete_object(self, bucket: str, key: str, *, version_id: str | None = None) -> Deleted: ...
+    def delete_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
+    ) -> Deleted:
+        """Delete (see ObjectStore); `replicate=False` never queues the delete marker it may write.
+
+        Lifecycle expiration writes its markers so: S3 does not replicate them.
+        """
+        ...
 
     def put_tags(
         self, bucket: str, key: str, tags: Mapping[str, str], *, version_id: str | None = None
@@ -273,7 +267,10 @@ class ObjectStore(Protocol):
         max_keys: int = 1000,
     ) -> VersionPage: ...
 
-    # Multipart uploads.
+
+class MultipartUploads(Protocol):
+    """Multipart uploads: an object written in parts, then assembled into one version."""
+
     def create_upload(
         self,
         bucket: str,
@@ -301,7 +298,14 @@ class ObjectStore(Protocol):
 
     def abort_upload(self, bucket: str, key: str, upload_id: str) -> None: ...
 
-    # Replication state.
+    def uploads_started_before(self, bucket: str, before_ms: int) -> list[tuple[str, str]]:
+        """(key, upload id) of the bucket's multipart uploads started before `before_ms`, by key."""
+        ...
+
+
+class ReplicationQueue(Protocol):
+    """What replication needs of a store beyond reads: the PENDING queue, statuses, and replica writes."""
+
     def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
         """Write `version` (a version or delete marker from another store) with its id, times and metadata."""
         ...
@@ -311,3 +315,45 @@ class ObjectStore(Protocol):
     ) -> None: ...
 
     def pending_replications(self, *, limit: int = 100) -> list[ObjectVersion]: ...
+
+
+class ObjectStore(Buckets, Objects, MultipartUploads, ReplicationQueue, Protocol):
+    """Buckets of versioned objects, as S3 keeps them, plus what replication needs: every narrow port.
+
+    Contract, kept by every adapter (tests/contract/test_objectstore.py proves it):
+    - Errors are the S3 errors of bookstore.objectstore.errors: NoSuchBucket, NoSuchKey, NoSuchVersion,
+      NoSuchUpload, BucketAlreadyOwnedByYou, BucketNotEmpty, InvalidBucketName, KeyTooLongError,
+      InvalidRange, InvalidPart, InvalidPartOrder, EntityTooSmall, MethodNotAllowed (GET/HEAD of a
+      version that is a delete marker), ReplicationConfigurationNotFoundError,
+      NoSuchWebsiteConfiguration, InvalidArgument/InvalidRequest/MalformedXML for refused configurations;
+      engine failures are StorageError; what an engine does by itself is NotSupported (a StorageError).
+    - Keys are any text of 1 to 1,024 UTF-8 bytes (`..`, `%2F`, unicode included) and come back exactly.
+    - Buckets are created in the store's `region`. Deleting a bucket that holds any version or delete
+      marker raises BucketNotEmpty.
+    - Versioning "" (never enabled) and "Suspended" write the "null" version, replacing the previous null
+      version; "Enabled" adds a version with a new id. A delete without version id adds a delete marker
+      when versioning is Enabled (a "null" marker when Suspended) and removes the object when never
+      enabled. A delete with a version id removes that version for good (absent ids: no-op) and never
+      creates a marker. The latest version is the newest; a latest delete marker hides the key
+      (NoSuchKey with `delete_marker` set).
+    - Once put_object, complete_upload or put_replica has returned, the version is durable (survives kill
+      -9 of the process) and visible; a write that did not return is never partly visible.
+    - Listings are ordered by the UTF-8 bytes of keys; pages hold at most `max_keys` entries (keys plus
+      common prefixes) and resume from their token or markers.
+    - Multipart: parts other than the last are at least 5 MiB (EntityTooSmall); completing needs the parts
+      in ascending order (InvalidPartOrder) with their ETags (InvalidPart); the ETag is the MD5 of the
+      parts' binary MD5s, "-N". Complete and abort of an unknown upload raise NoSuchUpload.
+    - Named configurations (`put_config`): stored as given per bucket, None when absent, gone with the
+      bucket. `uploads_started_before` lists (key, upload id) by key. A delete with `replicate=False`
+      never queues its delete marker.
+    - Replication state: a version written into a bucket whose replication configuration has an enabled
+      rule matching it (delete markers only where the rule replicates them) starts PENDING, in the same
+      atomic step as the write; `put_replica` writes a version with the given id, times, metadata and
+      ETag, status REPLICA, and is idempotent; `set_replication_status` changes only the status and
+      reason; `pending_replications` lists PENDING versions oldest first. Deleting a version by id never
+      queues anything.
+    """
+
+    # True when calls on small objects return in well under a millisecond (no network round trip), so the
+    # HTTP layer may call them on its event loop rather than in a worker thread.
+    runs_inline: bool

@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.config import ObjectStoreAccess, Topology
 from bookstore.domain.errors import NotFound, Unavailable
+from bookstore.objectstore.namespace import site_bucket
 
 log = logging.getLogger("bookstore.objectstore.setup")
 
@@ -58,11 +59,6 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".webmanifest": "application/manifest+json",
 }
-
-
-def site_bucket(region_id: str) -> str:
-    """The name of a region's storefront bucket."""
-    return f"bookstore-web-{region_id}"
 
 
 def s3_client(topology: Topology, region_id: str, access: ObjectStoreAccess) -> Any:
@@ -218,19 +214,30 @@ def publish(topology: Topology, access: ObjectStoreAccess, source: Path | None =
                     "`bookstore up`, which creates it"
                 ) from exc
             raise
-        current: dict[str, str] = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for item in page.get("Contents", []):
-                current[item["Key"]] = item["ETag"].strip('"')
-        for key, content in site_files(source):
-            if current.get(key) == hashlib.md5(content, usedforsecurity=False).hexdigest():
-                report.unchanged.append(key)
-                continue
-            client.put_object(
-                Bucket=name, Key=key, Body=content, ContentType=_content_type(key), CacheControl=_caching(key)
-            )
-            report.uploaded.append(key)
+        upload_site(client, name, source, report)
     log.info("published %d file(s) to %s, %d unchanged", len(report.uploaded), name, len(report.unchanged))
+    return report
+
+
+def upload_site(
+    client: Any, name: str, source: Path | None = None, report: Published | None = None
+) -> Published:
+    """The storefront's files (site_files) into bucket `name` through `client` (boto3 S3, ours or AWS's),
+    skipping those whose ETag (MD5) says they are there already; the same step for a local and a
+    deployed bucket."""
+    report = report if report is not None else Published(name)
+    current: dict[str, str] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            current[item["Key"]] = item["ETag"].strip('"')
+    for key, content in site_files(source):
+        if current.get(key) == hashlib.md5(content, usedforsecurity=False).hexdigest():
+            report.unchanged.append(key)
+            continue
+        client.put_object(
+            Bucket=name, Key=key, Body=content, ContentType=_content_type(key), CacheControl=_caching(key)
+        )
+        report.uploaded.append(key)
     return report
 
 

@@ -59,6 +59,14 @@ class Authorized:
     presigned: bool
 
 
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 signing key of a secret access key for one day (YYYYMMDD), region and service."""
+    key = _hmac(f"AWS4{secret}".encode(), date)
+    key = _hmac(key, region)
+    key = _hmac(key, service)
+    return _hmac(key, "aws4_request")
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
@@ -132,10 +140,7 @@ class SigV4:
     def signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
         cached = self._keys.get((secret, date, region, service))
         if cached is None:
-            key = _hmac(f"AWS4{secret}".encode(), date)
-            key = _hmac(key, region)
-            key = _hmac(key, service)
-            cached = _hmac(key, "aws4_request")
+            cached = signing_key(secret, date, region, service)
             if len(self._keys) > 256:
                 self._keys.clear()
             self._keys[(secret, date, region, service)] = cached

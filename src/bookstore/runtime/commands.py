@@ -1,6 +1,6 @@
 """The command line's side of the operator commands: signed requests to a running region's API.
 
-The region answers them under /replication/commands/ (bookstore.api.commands). A refusal comes back
+The region answers them under /replication/commands/ (bookstore.region.commands). A refusal comes back
 as the domain error of its status, with the region's message; a region that does not answer raises
 Unavailable naming it and its address.
 """
@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import orjson
 
-from bookstore.blog.replication import OPERATOR
 from bookstore.domain import errors
+from bookstore.kernel.auth import PeerAuth
 from bookstore.ports import Clock
-from bookstore.replication.auth import PeerAuth
+from bookstore.replication.blog.wire import OPERATOR
 
 PREFIX = "/replication/commands"
 _ERRORS: dict[int, type[errors.BookstoreError]] = {

@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from bookstore.config import ObjectStoreAccess, Topology
+from bookstore.domain import errors
 
 ENV = "BOOKSTORE_SECRET"
 FILE = "secret"
@@ -73,6 +74,25 @@ def deployment_credentials(data_dir: Path) -> Credentials:
 def deployment_secret(data_dir: Path) -> str:
     """BOOKSTORE_SECRET when set; else the one kept in DATA_DIR/secret, created (mode 0600) on first use."""
     return os.environ.get(ENV) or _kept(data_dir / FILE, _new_secret)
+
+
+def operator_secret(data_dir: Path) -> str:
+    """The deployment's secret for signing operator requests (the blog's commands, the region's operator
+    endpoints): BOOKSTORE_SECRET or DATA_DIR/secret, never created (a client holds no deployment of its own).
+
+    Raises Unauthorized, saying what to pass, when neither is there.
+    """
+    value = os.environ.get(ENV) or ""
+    if not value:
+        try:
+            value = (data_dir / FILE).read_text(encoding="ascii").strip()
+        except OSError:
+            value = ""
+    if not value:
+        raise errors.Unauthorized(
+            f"no deployment secret: set {ENV} or pass the --data-dir the system runs with (it holds '{FILE}')"
+        )
+    return value
 
 
 def operator_token(data_dir: Path, *, create: bool = False) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
 from bookstore.domain.books import check_book_id, check_category, public_view
-from bookstore.domain.errors import NotFound
+from bookstore.domain.errors import NotFound, ValidationError
 from bookstore.ports import ChangeBatch, Clock, Item, Table
+from bookstore.services import pages
 from bookstore.services.streams import StreamConsumer
 
 CATEGORY_INDEX = "category-index"
@@ -76,8 +78,25 @@ class Catalog:
                 cache[book_id] = book
         return book
 
+    def page(
+        self, category: str | None = None, limit: int = pages.DEFAULT_LIMIT, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` books (of `category`) in id order after `cursor`, and the next page's cursor
+        (None on the last page). A page is a slice of the cached list: O(log n) once it is cached."""
+        pages.check_limit(limit)
+        books = self.list(category)
+        start = 0
+        if cursor is not None:
+            after = pages.decode("books", cursor)
+            if not isinstance(after, str):
+                raise ValidationError("cursor: not a cursor of this list of books; pass the previous page's")
+            start = bisect.bisect_right(books, after, key=lambda b: str(b["id"]))
+        chunk = books[start : start + limit]
+        more = start + limit < len(books)
+        return chunk, pages.encode("books", chunk[-1]["id"]) if more else None
+
     def list(self, category: str | None = None) -> list[dict[str, Any]]:
-        """Every book, or those of `category`, as the API shows them."""
+        """Every book, or those of `category`, as the API shows them, in id order."""
         cache = self._lists
         books = cache.get(category)
         if books is None:
@@ -86,7 +105,8 @@ class Catalog:
             else:
                 cat = check_category(category)
                 items = all_pages(lambda c: self.books.query(cat, index=CATEGORY_INDEX, limit=500, cursor=c))
-            books = [public_view(b) for b in items]
+            # In id order whatever the engine's (a DynamoDB scan is in hash order): pages are slices of it.
+            books = sorted((public_view(b) for b in items), key=lambda b: str(b["id"]))
             if len(cache) < MAX_CACHED:
                 cache[category] = books
         return books

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bookstore.domain.errors import ConditionFailed, Conflict
+from bookstore.domain.errors import ConditionFailed, Conflict, ValidationError
 from bookstore.domain.orders import (
     OrderLine,
     check_idempotency_key,
@@ -14,6 +14,7 @@ from bookstore.domain.orders import (
     same_lines,
 )
 from bookstore.ports import Clock, ItemAbsent, Table
+from bookstore.services import pages
 from bookstore.services.catalog import Catalog, all_pages
 
 ORDER_FIELDS = ("orderId", "orderDate", "books", "total")
@@ -71,6 +72,36 @@ class Checkout:
         if not same_lines(existing, lines):
             raise Conflict("this Idempotency-Key was already used for a different order; use a new key")
         return order_view(existing)
+
+    def history_page(
+        self, customer_id: str, limit: int = pages.DEFAULT_LIMIT, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` of the customer's orders, newest first, after `cursor`; and the next cursor.
+
+        The position is (orderDate, orderId) of the last order shown. Each page reads the customer's
+        orders whole (idempotent orders' ids are hashes, so no key order is the date order): a page costs
+        O(orders of the customer), fine for thousands, not for millions.
+        """
+        pages.check_limit(limit)
+        orders = self.history(customer_id)
+        start = 0
+        if cursor is not None:
+            before = pages.decode("orders", cursor)
+            if not (
+                isinstance(before, list)
+                and len(before) == 2
+                and isinstance(before[0], int | float)
+                and not isinstance(before[0], bool)
+                and isinstance(before[1], str)
+            ):
+                raise ValidationError("cursor: not a cursor of this list of orders; pass the previous page's")
+            position = (before[0], before[1])
+            while start < len(orders) and (orders[start]["orderDate"], orders[start]["orderId"]) >= position:
+                start += 1
+        chunk = orders[start : start + limit]
+        more = start + limit < len(orders)
+        last = chunk[-1] if chunk else None
+        return chunk, pages.encode("orders", [last["orderDate"], last["orderId"]]) if more and last else None
 
     def history(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's orders, newest first."""

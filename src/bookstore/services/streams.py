@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bookstore.domain.errors import StaleCursor
+from bookstore.kernel.clock import SystemClock
 from bookstore.ports import ChangeBatch, Clock, Table
-from bookstore.replication.clock import SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,9 @@
   it survives kill -9 of the process, but a power loss or OS crash may lose the last commits.
 - "power": the commit is on disk before the acknowledgement (synchronous=FULL: the WAL is fsynced at
   every commit; object blobs and the directories they are renamed into are fsynced), so it survives a
-  power loss too. Group commit (SqliteDatabase.run_group) shares one fsync among concurrent writes.
+  power loss too. Group commit shares one fsync among concurrent writes: SqliteDatabase.run_group for
+  cart and checkout writes, SqliteEngine.commit_shared for S3 PUTs (the local object store runs in
+  worker threads under "power", so concurrent PUTs can join one commit).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ FAILED_STATES = frozenset(
 # Creating a replica takes minutes for an empty table and may take hours for a large one.
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 5.0
+# While a wait lasts, a status that does not change is reported again this often.
+REPORT_EVERY_S = 30.0
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
@@ -46,6 +48,7 @@ def make_global(
     client_for: Callable[[str], Any] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     poll_s: float = DEFAULT_POLL_S,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Make `table_name` (in `client`'s region) a global table with a replica in every one of `regions`.
 
@@ -56,14 +59,17 @@ def make_global(
     way in a region about to get a replica. Waits until the table and every replica are ACTIVE.
 
     Returns {"table", "region", "streamEnabled", "created", "skipped", "replicas"} where `replicas` is
-    what describe_global answers at the end. StorageError carries DynamoDB's own message.
+    what describe_global answers at the end. StorageError carries DynamoDB's own message. `progress`
+    is told each step and, while a wait lasts, each change of status (and every half minute).
     """
+    say = progress or (lambda _line: None)
     own = _own_region(client)
     wanted = _checked_regions(regions)
     table = _describe(client, table_name)
     stream_enabled = _ensure_stream(client, table_name, table, timeout_s, poll_s)
     if stream_enabled:
-        table = _wait(client, table_name, None, timeout_s, poll_s)
+        say(f"{table_name}: stream enabled (NEW_AND_OLD_IMAGES)")
+        table = _wait(client, table_name, None, timeout_s, poll_s, say)
     present = {r["RegionName"] for r in table.get("Replicas", []) if "RegionName" in r}
     created: list[str] = []
     skipped: list[str] = []
@@ -72,11 +78,13 @@ def make_global(
             continue
         if region in present:
             skipped.append(region)
-            table = _wait(client, table_name, region, timeout_s, poll_s)
+            say(f"{table_name}: a replica in {region} is there already; waiting until it is ACTIVE")
+            table = _wait(client, table_name, region, timeout_s, poll_s, say)
             continue
         if client_for is not None:
             _check_free(client_for(region), table_name, region, own)
-        table = _wait(client, table_name, None, timeout_s, poll_s)
+        table = _wait(client, table_name, None, timeout_s, poll_s, say)
+        say(f"{table_name}: adding a replica in {region} (minutes to an hour on AWS)")
         response = _call(
             client,
             "update_table",
@@ -85,7 +93,8 @@ def make_global(
             ReplicaUpdates=[{"Create": {"RegionName": region}}],
         )
         _check_accepted(client, table_name, region, response.get("TableDescription", {}))
-        table = _wait(client, table_name, region, timeout_s, poll_s)
+        table = _wait(client, table_name, region, timeout_s, poll_s, say)
+        say(f"{table_name}: the replica in {region} is ACTIVE")
         created.append(region)
     return {
         "table": table_name,
@@ -199,10 +208,18 @@ def _check_accepted(client: Any, table_name: str, region: str, description: Mapp
 
 
 def _wait(
-    client: Any, table_name: str, region: str | None, timeout_s: float, poll_s: float
+    client: Any,
+    table_name: str,
+    region: str | None,
+    timeout_s: float,
+    poll_s: float,
+    progress: Callable[[str], None] | None = None,
 ) -> Mapping[str, Any]:
-    """Describe the table until it (and the replica in `region`, when given) is ACTIVE."""
-    deadline = time.monotonic() + timeout_s
+    """Describe the table until it (and the replica in `region`, when given) is ACTIVE; tells `progress`
+    each status seen while waiting, and again every REPORT_EVERY_S."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    reported: tuple[Any, float] | None = None
     while True:
         table = _describe(client, table_name)
         replica = None
@@ -217,8 +234,14 @@ def _wait(
         table_ready = table.get("TableStatus") == ACTIVE
         if table_ready and (replica is None or replica.get("ReplicaStatus") == ACTIVE):
             return table
-        if time.monotonic() >= deadline:
-            state = table.get("TableStatus") if replica is None else replica.get("ReplicaStatus")
-            where = table_name if region is None else f"the replica of {table_name} in {region}"
+        state = table.get("TableStatus") if replica is None else replica.get("ReplicaStatus")
+        where = table_name if region is None else f"the replica of {table_name} in {region}"
+        now = time.monotonic()
+        if progress is not None and (
+            reported is None or reported[0] != state or now - reported[1] >= REPORT_EVERY_S
+        ):
+            progress(f"{where} is {state} ({now - started:.0f} s)")
+            reported = (state, now)
+        if now >= deadline:
             raise StorageError(f"{where} is still {state} after {timeout_s:.0f} s; it goes on in AWS")
         time.sleep(poll_s)

@@ -383,7 +383,7 @@ class DynamoTable:
             )
             raw_records = response.get("Records", [])
             for raw in raw_records:
-                records.append(self._change(raw))
+                records.append(self.change_record(raw))
                 positions[shard_id] = raw["dynamodb"]["SequenceNumber"]
             iterator = response.get("NextShardIterator")
             if iterator is None:
@@ -396,10 +396,16 @@ class DynamoTable:
             else:
                 empty_reads = 0
 
-    def _change(self, raw: Mapping[str, Any]) -> ChangeRecord:
+    def change_record(self, raw: Mapping[str, Any]) -> ChangeRecord:
+        """A record of the table's stream as boto3 reads it, or as a Lambda event carries it (its time in
+        epoch seconds, a number, where boto3 gives a datetime)."""
         data = raw["dynamodb"]
         created = data.get("ApproximateCreationDateTime")
-        written_ms = int(created.timestamp() * 1000) if isinstance(created, datetime) else int(created or 0)
+        written_ms = (
+            int(created.timestamp() * 1000)
+            if isinstance(created, datetime)
+            else int(float(created or 0) * 1000)
+        )
         return ChangeRecord(
             kind=raw["eventName"],
             key=self._item(data["Keys"]),

@@ -5,7 +5,7 @@ store's sweep of unreferenced blobs, schema set-up, seeding the blog). The lock 
 `flock` on DATA/<region>/owner.lock: the kernel drops it when the owner exits, kill -9 included, so a
 crashed region never leaves a stale lock behind. The file holds the owner's pid and what it is (for
 the refusal's message); only the lock itself counts. Advisory: every builder of a region takes it
-(bootstrap.build_region), nothing else writes the directory.
+(region.compose.build_region), nothing else writes the directory.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 
 from bookstore.domain.errors import ConditionFailed, ValidationError
+from bookstore.kernel.clock import SystemClock
 from bookstore.ports import (
     ChangeBatch,
     ChangeKind,
@@ -21,7 +22,6 @@ from bookstore.ports import (
     SortRange,
     TableSchema,
 )
-from bookstore.replication.clock import SystemClock
 from bookstore.storage.items import (
     KeyValue,
     check_changes,

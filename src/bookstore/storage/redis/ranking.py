@@ -1,4 +1,9 @@
-"""The Redis Ranking adapter: the original's sorted set `TopBooks:AllTime`, each event's scores, a cursor."""
+"""The Redis Ranking adapter: the original's sorted set `TopBooks:AllTime`, each event's scores, a cursor.
+
+Every key of one ranking carries the same hash tag (`{<namespace>TopBooks}:AllTime`...), so the scripts
+that touch several of them at once also run on a Redis Cluster (ElastiCache in cluster mode), where keys
+of different slots in one script fail with CROSSSLOT.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
+import redis.cluster
 
 from bookstore.domain.errors import StaleCursor, StorageError
 from bookstore.ports import Event
@@ -80,8 +86,8 @@ return changed
 """
 )
 
-# KEYS: the staging scores and event hash of a rebuild, then the live scores, event hash and cursor,
-# then keys of older formats to drop. ARGV: the cursor. The staged ranking replaces the live one and the
+# KEYS: the staging scores and event hash of a rebuild, then the live scores, event hash and cursor.
+# ARGV: the cursor. The staged ranking replaces the live one and the
 # cursor is set in one atomic step: readers see the whole old ranking or the whole new one.
 _SWAP = """
 for i = 1, 2 do
@@ -92,9 +98,6 @@ for i = 1, 2 do
   end
 end
 redis.call('SET', KEYS[5], ARGV[1])
-for i = 6, #KEYS do
-  redis.call('DEL', KEYS[i])
-end
 return 1
 """
 
@@ -112,19 +115,36 @@ return {head, redis.call('ZRANGEBYSCORE', KEYS[1], last, last, 'LIMIT', 0, tonum
 
 
 class RedisRanking:
-    """Best sellers in a Redis sorted set `{namespace}TopBooks:AllTime` (ZINCRBY quantity bookId)."""
+    """Best sellers in a Redis sorted set `{<namespace>TopBooks}:AllTime` (ZINCRBY quantity bookId).
 
-    def __init__(self, client: redis.Redis, namespace: str = "") -> None:
+    `client` is a redis.Redis or a redis.cluster.RedisCluster.
+    """
+
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, namespace: str = "") -> None:
         self.client = client
         self.namespace = namespace
-        self.scores_key = f"{namespace}TopBooks:AllTime"
-        self.counted_key = f"{namespace}TopBooks:Counted"
-        # A new name: a ranking of the first format (events kept as a set, no scores) has no cursor
-        # under it, so it is rebuilt rather than un-counting what it cannot.
-        self.cursor_key = f"{namespace}TopBooks:Position"
-        self._legacy_keys = [f"{namespace}TopBooks:Events", f"{namespace}TopBooks:Cursor"]
-        self._staging = [f"{namespace}TopBooks:Rebuild:AllTime", f"{namespace}TopBooks:Rebuild:Counted"]
+        tag = f"{{{namespace}TopBooks}}"
+        self.scores_key = f"{tag}:AllTime"
+        self.counted_key = f"{tag}:Counted"
+        # A new name: a ranking of an older format has no cursor under it, so it is rebuilt (from the
+        # orders table, by its consumer) rather than un-counting what it cannot.
+        self.cursor_key = f"{tag}:Position"
+        self._staging = [f"{tag}:Rebuild:AllTime", f"{tag}:Rebuild:Counted"]
         self._keys = [self.scores_key, self.counted_key, self.cursor_key]
+        # The keys of older formats (no hash tag; the first format's event set and cursor), dropped one
+        # by one after a rebuild: they may live in other slots of a cluster.
+        self._retired = [
+            f"{namespace}TopBooks:{part}"
+            for part in (
+                "AllTime",
+                "Counted",
+                "Position",
+                "Events",
+                "Cursor",
+                "Rebuild:AllTime",
+                "Rebuild:Counted",
+            )
+        ]
         self._put_all = client.register_script(_PUT_ALL)
         self._swap = client.register_script(_SWAP)
         self._top = client.register_script(_TOP)
@@ -164,7 +184,9 @@ class RedisRanking:
             members = list(totals.items())
             for start in range(0, len(members), REBUILD_CHUNK):
                 self.client.zadd(self._staging[0], dict(members[start : start + REBUILD_CHUNK]))
-            self._swap(keys=[*self._staging, *self._keys, *self._legacy_keys], args=[cursor])
+            self._swap(keys=[*self._staging, *self._keys], args=[cursor])
+            for key in self._retired:
+                self.client.delete(key)
         except redis.RedisError as exc:
             raise StorageError(f"redis ranking: rebuild of {len(events)} events failed: {exc}") from exc
 

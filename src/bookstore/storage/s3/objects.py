@@ -10,11 +10,14 @@ time and tags after a write (HeadObject, GetObjectTagging), a bucket's region an
 from __future__ import annotations
 
 import itertools
+import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -145,6 +148,33 @@ class S3ObjectStore:
     def delete_website(self, name: str) -> None:
         self._call(self._client.delete_bucket_website, Bucket=name)
 
+    # Named configurations: S3's own (S3 enforces them itself).
+
+    def put_config(self, name: str, kind: str, document: str) -> None:
+        put, _, _, param, _ = _native(kind)
+        value: Any = document if kind == "policy" else json.loads(document)
+        self._call(getattr(self._client, put), Bucket=name, **{param: value})
+
+    def get_config(self, name: str, kind: str) -> str | None:
+        _, get, _, _, absent = _native(kind)
+        try:
+            found = getattr(self._client, get)(Bucket=name)
+        except ClientError as exc:
+            if _code(exc) == absent:
+                return None
+            raise _translate(exc) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3: {exc}") from exc
+        if kind == "policy":
+            return str(found["Policy"])
+        found.pop("ResponseMetadata", None)
+        found.pop("TransitionDefaultMinimumObjectSize", None)
+        return json.dumps(found, default=_json_value)
+
+    def delete_config(self, name: str, kind: str) -> None:
+        _, _, delete, _, _ = _native(kind)
+        self._call(getattr(self._client, delete), Bucket=name)
+
     # Objects.
 
     def put_object(
@@ -159,9 +189,9 @@ class S3ObjectStore:
         tags: Mapping[str, str] | None = None,
     ) -> ObjectVersion:
         check_key(key)
-        data = body if isinstance(body, bytes) else b"".join(body)
         args = self._write_args(bucket, key, content_type, metadata, headers, tags)
-        written = self._call(self._client.put_object, Body=data, **args)
+        with _spooled(body) as (data, _size):
+            written = self._call(self._client.put_object, Body=data, **args)
         return self.head_object(bucket, key, version_id=_real_id(written))
 
     def get_object(
@@ -193,7 +223,11 @@ class S3ObjectStore:
         found = self._read_call(self._client.head_object, bucket, version_id, **args)
         return self._version_of(bucket, key, found, version_id)
 
-    def delete_object(self, bucket: str, key: str, *, version_id: str | None = None) -> Deleted:
+    def delete_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
+    ) -> Deleted:
+        # `replicate` is S3's to decide: it never replicates its own lifecycle's markers, and no client
+        # writes a marker that S3 will not replicate (the sweeper does not run over S3).
         check_key(key)
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id is not None:
@@ -296,11 +330,16 @@ class S3ObjectStore:
         return str(self._call(self._client.create_multipart_upload, **args)["UploadId"])
 
     def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
-        data = body if isinstance(body, bytes) else b"".join(body)
-        found = self._call(
-            self._client.upload_part, Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
-        )
-        return Part(number, _etag(found["ETag"]), len(data), self._server_ms(found))
+        with _spooled(body) as (data, size):
+            found = self._call(
+                self._client.upload_part,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        return Part(number, _etag(found["ETag"]), size, self._server_ms(found))
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
         parts: list[Part] = []
@@ -336,6 +375,20 @@ class S3ObjectStore:
 
     def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._call(self._client.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+
+    def uploads_started_before(self, bucket: str, before_ms: int) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=bucket):
+                for upload in page.get("Uploads", []):
+                    if _ms(upload["Initiated"]) < before_ms:
+                        found.append((str(upload["Key"]), str(upload["UploadId"])))
+        except ClientError as exc:
+            raise _translate(exc) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3: {exc}") from exc
+        return sorted(found)
 
     # Replication state: S3's own business.
 
@@ -506,6 +559,46 @@ class S3ObjectStore:
             stream.close()
 
 
+# kind -> (put, get and delete operations of boto3, the put's parameter, the error code of "none").
+_NATIVE_CONFIGS = {
+    "policy": (
+        "put_bucket_policy",
+        "get_bucket_policy",
+        "delete_bucket_policy",
+        "Policy",
+        "NoSuchBucketPolicy",
+    ),
+    "cors": (
+        "put_bucket_cors",
+        "get_bucket_cors",
+        "delete_bucket_cors",
+        "CORSConfiguration",
+        "NoSuchCORSConfiguration",
+    ),
+    "lifecycle": (
+        "put_bucket_lifecycle_configuration",
+        "get_bucket_lifecycle_configuration",
+        "delete_bucket_lifecycle",
+        "LifecycleConfiguration",
+        "NoSuchLifecycleConfiguration",
+    ),
+}
+
+
+def _native(kind: str) -> tuple[str, str, str, str, str]:
+    found = _NATIVE_CONFIGS.get(kind)
+    if found is None:
+        raise NotSupported(f"S3 keeps no {kind!r} configuration this adapter knows of")
+    return found
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for what boto3 parses beyond JSON: a lifecycle Date is a datetime."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _real_id(found: Mapping[str, Any]) -> str | None:
     """The version id a write answered, None for the "null" version (which HEAD finds without an id)."""
     version_id = found.get("VersionId")
@@ -536,3 +629,25 @@ def _translate(exc: ClientError) -> Exception:
     if cls is not None:
         return cls(message)
     return StorageError(f"s3: {code}: {message}")
+
+
+# A streamed body up to this size stays in memory on its way to S3; a larger one goes through a file.
+_SPOOL_IN_MEMORY = 1024 * 1024
+
+
+@contextmanager
+def _spooled(body: Body) -> Iterator[tuple[bytes | IO[bytes], int]]:
+    """The body as boto3 takes it without holding it whole: bytes as they are, pieces spooled to a file.
+
+    boto3 reads a file body in chunks and seeks it back to retry, so a 5 GiB PUT costs a MiB of memory.
+    """
+    if isinstance(body, bytes):
+        yield body, len(body)
+        return
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        size = 0
+        for piece in body:
+            spool.write(piece)
+            size += len(piece)
+        spool.seek(0)
+        yield spool, size

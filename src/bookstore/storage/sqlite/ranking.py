@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bookstore.domain.errors import StaleCursor, StorageError
+from bookstore.domain.errors import StaleCursor
 from bookstore.ports import Event
 from bookstore.storage.scores import decode_scores, encode_scores
-from bookstore.storage.sqlite.single_file import SqliteFile
+from bookstore.storage.sqlite.engine import SqliteEngine
 
 # Format 2 keeps each event's scores (to un-count a replaced one); files of format 1 kept only its id.
 FORMAT = 2
@@ -22,12 +22,14 @@ CREATE INDEX IF NOT EXISTS scores_by_rank ON scores (score DESC, member ASC);
 """
 
 
-class SqliteRanking(SqliteFile):
+class SqliteRanking:
     """Scores of members and the scores each event holds; `put_all` is one transaction with the cursor."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA, "ranking database")
-        with self._transaction("upgrading the format") as db:
+        self.path = path
+        self._engine = SqliteEngine(path, kind="ranking database")
+        self._engine.script(_SCHEMA, "creating the schema")
+        with self._engine.transaction("upgrading the format") as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version < FORMAT:
                 # An older file cannot un-count what it counted: drop its cursor, so it is rebuilt.
@@ -39,7 +41,7 @@ class SqliteRanking(SqliteFile):
 
     def put_all(self, events: Sequence[Event], cursor: str) -> int:
         # One transaction for them all: a commit costs more than the events' own statements.
-        with self._transaction("put_all") as db:
+        with self._engine.transaction("put_all") as db:
             if _stored_cursor(db) is None:
                 raise StaleCursor(f"ranking {self.path} holds no cursor: rebuild it from the orders")
             changed = sum(_put(db, event_id, scores) for event_id, scores in events)
@@ -47,7 +49,7 @@ class SqliteRanking(SqliteFile):
             return changed
 
     def rebuild(self, events: Sequence[Event], cursor: str) -> None:
-        with self._transaction("rebuild") as db:
+        with self._engine.transaction("rebuild") as db:
             db.execute("DELETE FROM scores")
             db.execute("DELETE FROM counted")
             for event_id, scores in events:
@@ -57,21 +59,17 @@ class SqliteRanking(SqliteFile):
     def top(self, n: int = 20) -> list[tuple[str, int]]:
         if n <= 0:
             return []
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT member, score FROM scores ORDER BY score DESC, member ASC LIMIT ?", (n,)
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise StorageError(f"ranking {self.path}: top failed: {exc}") from exc
+        rows = self._engine.query(
+            "SELECT member, score FROM scores ORDER BY score DESC, member ASC LIMIT ?", (n,), "top"
+        )
         return [(str(member), int(score)) for member, score in rows]
 
     def cursor(self) -> str | None:
-        with self._lock:
-            try:
-                return _stored_cursor(self._db)
-            except sqlite3.Error as exc:
-                raise StorageError(f"ranking {self.path}: reading the cursor failed: {exc}") from exc
+        rows = self._engine.query("SELECT value FROM meta WHERE name = 'cursor'", (), "reading the cursor")
+        return None if not rows else str(rows[0][0])
+
+    def close(self) -> None:
+        self._engine.close()
 
 
 def _put(db: sqlite3.Connection, event_id: str, scores: Mapping[str, int]) -> bool:

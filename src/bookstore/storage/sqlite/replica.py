@@ -11,9 +11,9 @@ from typing import Any, cast
 import orjson
 
 from bookstore.domain.errors import StorageError, ValidationError
+from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item
-from bookstore.replication.clock import HybridLogicalClock
-from bookstore.replication.model import (
+from bookstore.replication.tables.model import (
     ApplyResult,
     ConflictRecord,
     LogEntry,
@@ -30,6 +30,7 @@ from bookstore.storage.items import (
     encode_cursor,
     is_key_value,
 )
+from bookstore.storage.sqlite import log as change_log
 from bookstore.storage.sqlite.tables import (
     KEY_HASH_BITS,
     NO_SORT,
@@ -152,13 +153,13 @@ class SqliteReplica:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        with db._transaction("creating the replication tables") as conn:
+        with db.transaction("creating the replication tables") as conn:
             for statement in _REPLICA_SQL:
                 conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE name = 'tombstone_horizon'").fetchone()
+            horizon = change_log.meta(conn, "tombstone_horizon")
         # Tombstones older than this were trimmed (here, and soon everywhere): they are left out of
         # digests and repairs, and one arriving late is not stored again, so trimming can finish.
-        self._horizon: int = 0 if row is None else int(row[0])
+        self._horizon: int = horizon or 0
 
     @property
     def region(self) -> str:
@@ -208,10 +209,10 @@ class SqliteReplica:
         tables = self.db.tables
         incoming = [self._checked(entry, tables) for entry in entries]
         db = self.db
-        with db._transaction(f"applying {len(incoming)} changes from {source}") as conn:
+        with db.transaction(f"applying {len(incoming)} changes from {source}") as conn:
             result, logged = self._apply_locked(conn, source, incoming, checkpoint)
         if logged:
-            db._notify()
+            db.notify()
         return result
 
     def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
@@ -266,7 +267,7 @@ class SqliteReplica:
         now = db.clock.now_ms()
         # The batch may hold one key several times: later entries compare with what earlier ones wrote.
         current: dict[tuple[str, KeyValue, KeyValue], tuple[str | None, Version | None, Version | None]] = {}
-        seq = db._head_seq(conn)
+        seq = change_log.head_seq(conn)
         log_rows: list[tuple[Any, ...]] = []
         item_rows: dict[str, list[tuple[Any, ...]]] = {}
         conflicts: list[tuple[ConflictRecord, tuple[Any, ...]]] = []
@@ -335,18 +336,14 @@ class SqliteReplica:
             current[change.slot] = (change.doc, entry.version, entry.previous)
             applied.append(entry)
         if log_rows:
-            conn.executemany(
-                "INSERT INTO changes (seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, "
-                "prev_hlc, prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                log_rows,
-            )
+            conn.executemany(change_log.APPEND_AT, log_rows)
             tables = self.db.tables
             for name, rows in item_rows.items():
                 conn.executemany(tables[name].sql_upsert, rows)
         recorded = self._record_conflicts(conn, conflicts)
         if newest:
             # Later local writes must carry versions above every version seen, here and after a restart.
-            conn.execute("UPDATE hlc SET version = max(version, ?) WHERE id = 0", (db.hlc.observe(newest),))
+            change_log.store_version(conn, db.hlc.observe(newest))
         if checkpoint is not None:
             conn.execute(
                 "INSERT INTO checkpoints (source, seq) VALUES (?, ?) "
@@ -410,11 +407,7 @@ class SqliteReplica:
             if cursor.rowcount == 1:
                 recorded.append(record)
         if recorded:
-            conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('conflicts', ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                (len(recorded),),
-            )
+            change_log.add_meta(conn, "conflicts", len(recorded))
         return recorded
 
     # -- checkpoints and acknowledgements ------------------------------------------------------------
@@ -431,7 +424,7 @@ class SqliteReplica:
         """Remember that `peer` holds everything of our log up to `seq` (it asked to read after it)."""
         if type(seq) is not int or seq < 0:
             raise ValidationError(f"an acknowledged seq is a non-negative integer, got {seq!r}")
-        with self.db._transaction(f"recording {peer}'s acknowledgement") as conn:
+        with self.db.transaction(f"recording {peer}'s acknowledgement") as conn:
             conn.execute(
                 "INSERT INTO acks (peer, seq) VALUES (?, ?) "
                 "ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq",
@@ -467,8 +460,8 @@ class SqliteReplica:
         entries: list[LogEntry] = []
         cursor: str | None = None
         try:
-            with self.db._read() as conn:
-                head = self.db._head_seq(conn)
+            with self.db.engine.read() as conn:
+                head = change_log.head_seq(conn)
                 for name in names:
                     if entries and len(entries) == limit:
                         # The page ended exactly with the previous table: go on after its last row.
@@ -528,7 +521,7 @@ class SqliteReplica:
         """One digest of every live item (key, version and image) of `tables`: equal iff the states are."""
         hasher = hashlib.blake2b(digest_size=20)
         try:
-            with self.db._read() as conn:
+            with self.db.engine.read() as conn:
                 for name in sorted(tables):
                     sql_table = self._table(name).sql_table
                     rows = conn.execute(
@@ -558,13 +551,13 @@ class SqliteReplica:
         db = self.db
         cutoff_ms = now_ms - retention_ms
         removed = 0
-        with db._transaction("trimming the change log") as conn:
+        with db.transaction("trimming the change log") as conn:
             acked = dict(conn.execute("SELECT peer, seq FROM acks").fetchall())
             if any(peer not in acked for peer in peers):
                 return 0
-            head = db._head_seq(conn)
+            head = change_log.head_seq(conn)
             reach = min([head, *(acked[peer] for peer in peers)])
-            trimmed = db._trimmed_through(conn)
+            trimmed = change_log.trimmed_through(conn)
             (young,) = conn.execute(
                 "SELECT min(seq) FROM changes WHERE seq > ? AND seq <= ? AND logged_ms >= ?",
                 (trimmed, reach, cutoff_ms),
@@ -572,11 +565,7 @@ class SqliteReplica:
             through = reach if young is None else young - 1
             if through > trimmed:
                 removed += conn.execute("DELETE FROM changes WHERE seq <= ?", (through,)).rowcount
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('trimmed_through', ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (through,),
-                )
+                change_log.set_meta(conn, "trimmed_through", through)
                 trimmed = through
             oldest_kept = HybridLogicalClock.pack(max(cutoff_ms, 0))
             for table in db.tables.values():
@@ -597,11 +586,7 @@ class SqliteReplica:
                 oldest_kept if oldest_live_tombstone is None else min(oldest_kept, oldest_live_tombstone)
             )
             if horizon > self._horizon:
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('tombstone_horizon', ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (horizon,),
-                )
+                change_log.set_meta(conn, "tombstone_horizon", horizon)
                 self._horizon = horizon
             conn.execute(
                 "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?", (MAX_CONFLICTS,)
@@ -643,7 +628,7 @@ class SqliteReplica:
 
     def _read_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            return self.db._reader().execute(sql, params).fetchall()
+            return self.db.engine.reader().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"reading replication state of {self.db.path} failed: {exc}") from exc
 

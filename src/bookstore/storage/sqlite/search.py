@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bookstore.domain.errors import StorageError
-from bookstore.storage.sqlite.single_file import SqliteFile
-
-FIELDS = ("name", "author", "category")
-# bm25 column weights, in FIELDS order: a word of the title says more than one of the category.
-WEIGHTS = (10.0, 4.0, 2.0)
-# Beyond this many words a query only gets slower, never better.
-MAX_TOKENS = 16
+from bookstore.storage.sqlite.engine import SqliteEngine
+from bookstore.storage.words import FIELDS, MAX_TOKENS, WEIGHTS, tokens
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (rid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE);
@@ -23,22 +16,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
-
-
-def tokens(text: str) -> list[str]:
-    """The words of `text` as FTS5's unicode61 tokenizer cuts them: runs of letters, digits and marks."""
-    words: list[str] = []
-    current: list[str] = []
-    for ch in text + " ":
-        cat = unicodedata.category(ch)
-        if cat[0] in "LNM" or cat == "Co":
-            current.append(ch)
-            continue
-        # A run of marks alone is no word to the tokenizer; as a phrase it would match nothing at all.
-        if current and any(unicodedata.category(c)[0] != "M" for c in current):
-            words.append("".join(current))
-        current = []
-    return words
 
 
 def match_expression(text: str) -> str | None:
@@ -53,20 +30,22 @@ def match_expression(text: str) -> str | None:
     return " ".join(quoted)
 
 
-class SqliteSearchIndex(SqliteFile):
+class SqliteSearchIndex:
     """Full-text index of documents' fields in one SQLite file, with the feeding consumer's cursor."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA, "search index")
+        self.path = path
+        self._engine = SqliteEngine(path, kind="search index")
+        self._engine.script(_SCHEMA, "creating the schema")
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
-        with self._transaction("upsert") as db:
+        with self._engine.transaction("upsert") as db:
             _upsert(db, doc_id, fields)
             if cursor is not None:
                 _store_cursor(db, cursor)
 
     def remove(self, doc_id: str, cursor: str | None = None) -> None:
-        with self._transaction("remove") as db:
+        with self._engine.transaction("remove") as db:
             rid = _rid(db, doc_id)
             if rid is not None:
                 db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
@@ -75,7 +54,7 @@ class SqliteSearchIndex(SqliteFile):
                 _store_cursor(db, cursor)
 
     def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None:
-        with self._transaction("rebuild") as db:
+        with self._engine.transaction("rebuild") as db:
             db.execute("DELETE FROM fts")
             db.execute("DELETE FROM documents")
             for doc_id, fields in docs:
@@ -86,24 +65,20 @@ class SqliteSearchIndex(SqliteFile):
         expression = match_expression(query)
         if expression is None or limit <= 0:
             return []
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
-                    " WHERE fts MATCH ? ORDER BY bm25(fts, ?, ?, ?), d.doc_id LIMIT ?",
-                    (expression, *WEIGHTS, limit),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise StorageError(f"search index {self.path}: search failed: {exc}") from exc
+        rows = self._engine.query(
+            "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
+            " WHERE fts MATCH ? ORDER BY bm25(fts, ?, ?, ?), d.doc_id LIMIT ?",
+            (expression, *WEIGHTS, limit),
+            "search",
+        )
         return [str(row[0]) for row in rows]
 
     def cursor(self) -> str | None:
-        with self._lock:
-            try:
-                row = self._db.execute("SELECT value FROM meta WHERE name = 'cursor'").fetchone()
-            except sqlite3.Error as exc:
-                raise StorageError(f"search index {self.path}: reading the cursor failed: {exc}") from exc
-        return None if row is None else str(row[0])
+        rows = self._engine.query("SELECT value FROM meta WHERE name = 'cursor'", (), "reading the cursor")
+        return None if not rows else str(rows[0][0])
+
+    def close(self) -> None:
+        self._engine.close()
 
 
 def _upsert(db: sqlite3.Connection, doc_id: str, fields: Mapping[str, str]) -> None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, cast
 
 from bookstore.blog.port import Executed, Param, Row
 from bookstore.domain.errors import Conflict, StorageError
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
-from bookstore.storage.durability import Durability, synchronous
-
-BUSY_TIMEOUT_MS = 10_000
+from bookstore.storage.durability import Durability
+from bookstore.storage.sqlite.engine import SqliteEngine
 
 
 def _failure(path: Path, what: str, exc: sqlite3.Error | OverflowError) -> Exception:
@@ -61,7 +60,7 @@ class _Session:
 
 
 class SqliteSql:
-    """The SqlDatabase port on a SQLite file: one writer connection behind a lock, a reader per thread.
+    """The SqlDatabase port on a SQLite file, through the one engine (engine.SqliteEngine).
 
     WAL with synchronous=NORMAL: a committed transaction survives a kill -9 of the process (only an
     operating-system crash could lose the last ones); with durability "power", synchronous=FULL, it
@@ -74,57 +73,23 @@ class SqliteSql:
     def __init__(self, path: Path | str, durability: Durability = DEFAULT_DURABILITY) -> None:
         self.path = Path(path)
         self.durability = durability
-        self._write_lock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
-            self._writer.execute("PRAGMA journal_mode=WAL").fetchall()
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        self.engine = SqliteEngine(
+            self.path,
+            durability=durability,
+            translate=lambda what, exc: _failure(self.path, what, exc),
         )
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
-        return conn
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"SQLite database {self.path} is closed")
 
     @contextmanager
     def transaction(self) -> Iterator[_Session]:
         if getattr(self._local, "in_transaction", False):
             raise StorageError(f"SQLite {self.path}: a transaction is already open on this thread")
-        with self._write_lock:
-            self._check_open()
-            conn = self._writer
-            self._local.in_transaction = True
-            try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    raise _failure(self.path, "begin", exc) from exc
-                try:
-                    yield _Session(self, conn)
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise _failure(self.path, "commit", exc) from exc
-            finally:
-                self._local.in_transaction = False
+        self._local.in_transaction = True
+        try:
+            with self.engine.transaction("transaction") as conn:
+                yield _Session(self, conn)
+        finally:
+            self._local.in_transaction = False
 
     def execute(self, sql: str, params: Sequence[Param] = ()) -> Executed:
         with self.transaction() as tx:
@@ -139,35 +104,11 @@ class SqliteSql:
             raise StorageError(
                 f"SQLite {self.path}: inside a transaction, query through it, not the database"
             )
-        conn = self._reader()
+        conn = self.engine.reader()
         try:
             return cast(list[Row], conn.execute(sql, tuple(params)).fetchall())
         except (sqlite3.Error, OverflowError) as exc:
             raise _failure(self.path, "query", exc) from exc
 
-    def _reader(self) -> sqlite3.Connection:
-        self._check_open()
-        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
-        if conn is not None:
-            return conn
-        try:
-            conn = self._connect()
-            # A reader never writes: a statement that tries fails instead of taking the write lock.
-            conn.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
-        with self._readers_lock:
-            self._readers.append(conn)
-        self._local.reader = conn
-        return conn
-
     def close(self) -> None:
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._readers_lock:
-                readers, self._readers = self._readers, []
-            for conn in [*readers, self._writer]:
-                with suppress(sqlite3.Error):
-                    conn.close()
+        self.engine.close()

@@ -7,14 +7,15 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
 
 from bookstore.domain.errors import ConditionFailed, StorageError, ValidationError
+from bookstore.kernel.clock import HybridLogicalClock, SystemClock
 from bookstore.ports import (
     FIRST_WRITER_WINS,
     ChangeBatch,
@@ -30,10 +31,9 @@ from bookstore.ports import (
     SortRange,
     TableSchema,
 )
-from bookstore.replication.clock import HybridLogicalClock, SystemClock
-from bookstore.replication.model import LogEntry, LogRead, LogTrimmed, Version
+from bookstore.replication.tables.model import LogRead, Version
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
-from bookstore.storage.durability import Durability, synchronous
+from bookstore.storage.durability import Durability
 from bookstore.storage.items import (
     KeyValue,
     check_changes,
@@ -47,43 +47,16 @@ from bookstore.storage.items import (
     key_value,
     merged,
 )
+from bookstore.storage.sqlite import log as change_log
+from bookstore.storage.sqlite.engine import SqliteEngine
 
 # Tables without a sort key store this constant in the sort column, so one primary key shape fits all.
 NO_SORT = ""
-BUSY_TIMEOUT_MS = 10_000
 # Keys hash to this many bits; anti-entropy buckets are ranges of the hash space, so an index serves them.
 KEY_HASH_BITS = 32
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-# (begin, end, undo) of a write on its own, and of a write inside a group's transaction.
-_TRANSACTION = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
-_SAVEPOINT = ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write")
-_LOG_COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region"
 
 log = logging.getLogger("bookstore.storage.sqlite")
-
-_DATABASE_SQL = """
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS hlc (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL);
-INSERT OR IGNORE INTO hlc (id, version) VALUES (0, 0);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    tbl TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    old TEXT,
-    new TEXT,
-    written_ms INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    hlc INTEGER NOT NULL,
-    region TEXT NOT NULL,
-    prev_hlc INTEGER,
-    prev_region TEXT,
-    logged_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS changes_by_table ON changes (tbl, seq);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-COMMIT;
-"""
 
 
 def _checked_name(kind: str, name: str) -> str:
@@ -102,10 +75,6 @@ def _json_path(attribute: str) -> str:
     return f"json_extract(doc, '$.\"{attribute}\"')"
 
 
-def _loads(doc: str | None) -> Item | None:
-    return None if doc is None else cast(Item, orjson.loads(doc))
-
-
 def canonical_key_value(value: KeyValue) -> KeyValue:
     """`value` as every region spells it: SQLite holds 1 and 1.0 as one key, so they must hash alike."""
     if type(value) is float and value.is_integer():
@@ -119,33 +88,12 @@ def key_hash(pk: KeyValue, sk: KeyValue) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=KEY_HASH_BITS // 8).digest(), "big")
 
 
-def log_entry(row: tuple[Any, ...], *, old_image: bool = True) -> LogEntry:
-    """The LogEntry of a `changes` row selected as _LOG_COLUMNS."""
-    seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region = row
-    return LogEntry(
-        seq=seq,
-        table=tbl,
-        kind=kind,
-        key=orjson.loads(key),
-        old=_loads(old) if old_image else None,
-        new=_loads(new),
-        written_ms=written_ms,
-        origin=origin,
-        version=(hlc, region),
-        previous=None if prev_hlc is None else (prev_hlc, prev_region),
-    )
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
-
-
 class SqliteDatabase:
     """One SQLite file (WAL) holding all of a region's tables and its change log.
 
-    Safe from several threads (one writer connection behind a lock, one reader connection per thread)
-    and from several processes on the same file (SQLite's locks, with a busy timeout). A write returns
-    after its transaction committed to the WAL, so it survives a kill -9 of the process.
+    Safe from several threads and from several processes on the same file (see engine.SqliteEngine).
+    A write returns after its transaction committed to the WAL, so it survives a kill -9 of the process
+    (and a power loss under durability "power").
 
     The log (`changes`) is the stream of every table: local writes and changes applied from other
     regions (with their origin), in commit order by `seq`. Listeners added with `add_listener` are
@@ -167,89 +115,39 @@ class SqliteDatabase:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.hlc = hlc if hlc is not None else HybridLogicalClock(self.clock)
         self._tables: dict[str, SqliteTable] = {}
-        self._write_lock = threading.RLock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
-        self._closed = False
-        # The thread running `run_group` while it runs (its writes are savepoints of the group's transaction).
-        self._group_thread: int | None = None
+        self._listeners_lock = threading.Lock()
+        # Whether the running group logged a change, and the newest version it issued (written to the
+        # hlc row once, when the group ends).
         self._group_logged = False
-        # The newest version the running group issued (written to the hlc row when the group ends).
         self._group_version: int | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
-            self._writer.execute("PRAGMA journal_mode=WAL").fetchall()
-            self._script(_DATABASE_SQL)
-            with self._transaction("migrating the change log") as conn:
-                if "logged_ms" not in _columns(conn, "changes"):
-                    # Files from before trimming: their records count as logged when written.
-                    conn.execute("ALTER TABLE changes ADD COLUMN logged_ms INTEGER NOT NULL DEFAULT 0")
-                    conn.execute("UPDATE changes SET logged_ms = written_ms")
+        self.engine = SqliteEngine(self.path, durability=durability)
+        self.engine.script(change_log.SCHEMA, "creating the change log")
+        with self.engine.transaction("migrating the change log") as conn:
+            change_log.migrate(conn)
             # A restart with the wall clock behind the last version must still issue later versions.
-            (stored,) = self._writer.execute("SELECT version FROM hlc WHERE id = 0").fetchone()
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            stored = change_log.stored_version(conn)
         self.hlc.advance(stored)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
-        return conn
+    def transaction(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        """See SqliteEngine.transaction: inside `run_group` (on its thread), a savepoint of the group."""
+        return self.engine.transaction(what)
 
-    def _script(self, script: str) -> None:
-        try:
-            self._writer.executescript(script)
-        except BaseException:
-            if self._writer.in_transaction:
-                self._writer.execute("ROLLBACK")
-            raise
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back.
-
-        Inside `run_group` (on its thread) the block is a savepoint of the group's transaction instead.
-        """
-        with self._write_lock:
-            if self._closed:
-                raise StorageError(f"SQLite database {self.path} is closed")
-            conn = self._writer
-            grouped = self._group_thread == threading.get_ident()
-            begin, end, undo = _SAVEPOINT if grouped else _TRANSACTION
-            try:
-                conn.execute(begin)
-                try:
-                    yield conn
-                    conn.execute(end)
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute(undo)
-                        if grouped:
-                            conn.execute(end)
-                    raise
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: {what} failed: {exc}") from exc
-
-    def _next_version(self, conn: sqlite3.Connection, candidate: int) -> int:
-        """A version at least `candidate` and above every version issued on this file, by any process."""
-        if self._group_thread != threading.get_ident():
-            # Another process writing to the same file shares this row, so versions stay unique and ordered.
-            (version,) = conn.execute(
-                "UPDATE hlc SET version = max(version + 1, ?) WHERE id = 0 RETURNING version", (candidate,)
-            ).fetchone()
-            return int(version)
-        # A group's transaction holds the file's write lock throughout, so no other process can issue a
-        # version meanwhile: the row is read at the group's first write and written once, at its end.
-        if self._group_version is None:
-            (self._group_version,) = conn.execute("SELECT version FROM hlc WHERE id = 0").fetchone()
-        self._group_version = max(self._group_version + 1, candidate)
-        return self._group_version
+    def next_version(self, conn: sqlite3.Connection) -> int:
+        """Issue the version of a local write: from the HLC, above every version issued on this file."""
+        candidate = self.hlc.now()
+        if not self.engine.in_group():
+            # Another process writing to the same file shares the hlc row, so versions stay unique.
+            version = change_log.take_version(conn, candidate)
+        else:
+            # A group's transaction holds the file's write lock throughout, so no other process can issue
+            # a version meanwhile: the row is read at the group's first write and written once, at its end.
+            if self._group_version is None:
+                self._group_version = change_log.stored_version(conn)
+            version = self._group_version = max(self._group_version + 1, candidate)
+        if version != candidate:
+            self.hlc.advance(version)
+        return version
 
     def run_group(self, units: Sequence[Callable[[], Any]]) -> list[Outcome]:
         """Run `units` (callables writing through this database's tables) in one transaction: group commit.
@@ -258,75 +156,34 @@ class SqliteDatabase:
         outcome; the others commit together, once, before this returns. Their writes are durable only
         then (not when each write returns, as outside a group), so a caller acknowledges a unit only after
         this returned. A failed commit raises StorageError and keeps nothing. Listeners hear of the
-        group's changes once, after the commit.
+        group's changes once, after the commit. Versions a failed unit took stay taken: issued versions
+        need only be unique and rising.
         """
-        outcomes: list[Outcome] = []
-        with self._transaction("a group of writes") as conn:
-            self._group_thread = threading.get_ident()
-            self._group_logged = False
-            self._group_version = None
-            try:
-                for unit in units:
-                    conn.execute("SAVEPOINT unit")
-                    try:
-                        outcomes.append(Outcome(value=unit()))
-                    except Exception as exc:
-                        # Versions the unit took stay taken: issued versions need only be unique and rising.
-                        conn.execute("ROLLBACK TO unit")
-                        outcomes.append(Outcome(error=exc))
-                    conn.execute("RELEASE unit")
-                if self._group_version is not None:
-                    conn.execute("UPDATE hlc SET version = ? WHERE id = 0", (self._group_version,))
-            finally:
-                self._group_thread = None
+
+        def store_version(conn: sqlite3.Connection) -> None:
+            if self._group_version is not None:
+                change_log.store_version(conn, self._group_version)
+
+        self._group_logged = False
+        self._group_version = None
+        outcomes = self.engine.run_group(units, before_commit=store_version)
         if self._group_logged:
-            self._notify()
+            self._group_logged = False
+            self.notify()
         return outcomes
-
-    def _reader(self) -> sqlite3.Connection:
-        if self._group_thread == threading.get_ident():
-            # Reads of a group's units see the group's writes, committed or not yet.
-            return self._writer
-        try:
-            return cast(sqlite3.Connection, self._local.conn)
-        except AttributeError:
-            pass
-        if self._closed:
-            raise StorageError(f"SQLite database {self.path} is closed")
-        conn = self._connect()
-        with self._readers_lock:
-            self._readers.append(conn)
-        self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """This thread's reader inside one read transaction, so several statements see one state."""
-        conn = self._reader()
-        if conn is self._writer:
-            # Inside a group: its transaction is the one to read in.
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
 
     def table(self, schema: TableSchema) -> SqliteTable:
         """The table of `schema`, created (with its indexes) when absent."""
-        with self._write_lock:
+        with self.engine.transaction(f"creating table {schema.name}") as conn:
             existing = self._tables.get(schema.name)
             if existing is not None:
                 if existing.schema != schema:
                     raise ValidationError(f"table {schema.name} is already open with another schema")
                 return existing
             table = SqliteTable(self, schema)
-            with self._transaction(f"creating table {schema.name}") as conn:
-                table.create(conn)
-            self._tables[schema.name] = table
-            return table
+            table.create(conn)
+        self._tables[schema.name] = table
+        return table
 
     @property
     def tables(self) -> Mapping[str, SqliteTable]:
@@ -356,16 +213,17 @@ class SqliteDatabase:
             raise ValidationError(f"a log position is a non-negative integer, got {after!r}")
         wanted = None if tables is None else frozenset(tables)
         try:
-            with self._read() as conn:
-                self._check_not_trimmed(conn, after)
+            with self.engine.read() as conn:
+                change_log.check_not_trimmed(conn, after, self.region)
                 rows = conn.execute(
-                    f"SELECT {_LOG_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+                    f"SELECT {change_log.COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, limit),
                 ).fetchall()
-                head = self._head_seq(conn)
+                head = change_log.head_seq(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
         entries = [
-            log_entry(row, old_image=old_images)
+            change_log.log_entry(row, old_image=old_images)
             for row in rows
             if (wanted is None or row[1] in wanted) and row[7] != exclude_origin
         ]
@@ -374,36 +232,16 @@ class SqliteDatabase:
     def head_seq(self) -> int:
         """The seq of the newest record ever logged (0 when none), even if trimmed since."""
         try:
-            return self._head_seq(self._reader())
+            return change_log.head_seq(self.engine.reader())
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
 
     def trimmed_through(self) -> int:
         """The highest seq trimmed from the log (0 when none): reading after less raises LogTrimmed."""
         try:
-            return self._trimmed_through(self._reader())
+            return change_log.trimmed_through(self.engine.reader())
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
-
-    @staticmethod
-    def _head_seq(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
-        return 0 if row is None else int(row[0])
-
-    @staticmethod
-    def _trimmed_through(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE name = 'trimmed_through'").fetchone()
-        return 0 if row is None else int(row[0])
-
-    def _check_not_trimmed(self, conn: sqlite3.Connection, after: int) -> None:
-        trimmed = self._trimmed_through(conn)
-        if after < trimmed:
-            raise LogTrimmed(
-                f"{self.region}: the change log was trimmed through seq {trimmed}; reading after {after} "
-                "would skip changes, re-sync from a snapshot",
-                after=after,
-                trimmed_through=trimmed,
-            )
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every commit of this handle that appended to the log.
@@ -411,20 +249,21 @@ class SqliteDatabase:
         It runs on the writing thread, outside the write lock; it should only signal (set an event,
         call_soon_threadsafe). Whatever it raises is logged, never passed on to the writer.
         """
-        with self._readers_lock:
+        with self._listeners_lock:
             self._listeners.append(callback)
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
-        with self._readers_lock:
+        with self._listeners_lock:
             if callback in self._listeners:
                 self._listeners.remove(callback)
 
-    def _notify(self) -> None:
-        if self._group_thread == threading.get_ident():
+    def notify(self) -> None:
+        """Tell the listeners the log grew: call after the commit that appended to it."""
+        if self.engine.in_group():
             # A write of a group: its listeners hear of it once the group has committed.
             self._group_logged = True
             return
-        with self._readers_lock:
+        with self._listeners_lock:
             listeners = list(self._listeners)
         for callback in listeners:
             try:
@@ -433,13 +272,7 @@ class SqliteDatabase:
                 log.exception("%s: a change-log listener failed", self.region)
 
     def close(self) -> None:
-        with self._write_lock, self._readers_lock:
-            if self._closed:
-                return
-            self._closed = True
-            for conn in [*self._readers, self._writer]:
-                conn.close()
-            self._readers.clear()
+        self.engine.close()
 
     def __enter__(self) -> SqliteDatabase:
         return self
@@ -486,7 +319,7 @@ class SqliteTable:
             "region TEXT NOT NULL, prev_hlc INTEGER, prev_region TEXT, seq INTEGER NOT NULL DEFAULT 0, "
             "khash INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
         )
-        present = _columns(conn, t)
+        present = change_log.columns(conn, t)
         for column, declaration in (
             ("prev_hlc", "INTEGER"),
             ("prev_region", "TEXT"),
@@ -533,7 +366,11 @@ class SqliteTable:
     def get(self, key: Key) -> Item | None:
         pk, sk = key_parts(self.schema, key)
         try:
-            rows = self._db._reader().execute(self._sql_get, (pk, NO_SORT if sk is None else sk)).fetchall()
+            rows = (
+                self._db.engine.reader()
+                .execute(self._sql_get, (pk, NO_SORT if sk is None else sk))
+                .fetchall()
+            )
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: get failed: {exc}") from exc
         if not rows or rows[0][0] is None:
@@ -545,7 +382,9 @@ class SqliteTable:
         pk, sk = key_parts(self.schema, key)
         try:
             rows = (
-                self._db._reader().execute(self.sql_current, (pk, NO_SORT if sk is None else sk)).fetchall()
+                self._db.engine.reader()
+                .execute(self.sql_current, (pk, NO_SORT if sk is None else sk))
+                .fetchall()
             )
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: version read failed: {exc}") from exc
@@ -577,7 +416,7 @@ class SqliteTable:
         """SQLite's plan for the statement `query` runs with these arguments, one line per step."""
         sql, params, _ = self._query_sql(partition, index, sort_range, descending, cursor)
         try:
-            rows = self._db._reader().execute("EXPLAIN QUERY PLAN " + sql, (*params, 1)).fetchall()
+            rows = self._db.engine.reader().execute("EXPLAIN QUERY PLAN " + sql, (*params, 1)).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: explain failed: {exc}") from exc
         return [str(row[-1]) for row in rows]
@@ -601,21 +440,21 @@ class SqliteTable:
                 raise ValidationError(f"malformed change cursor {cursor!r}") from exc
         db = self._db
         try:
-            with db._read() as conn:
+            with db.engine.read() as conn:
                 if cursor is None:
-                    after = db._trimmed_through(conn)
+                    after = change_log.trimmed_through(conn)
                 else:
-                    db._check_not_trimmed(conn, after)
+                    change_log.check_not_trimmed(conn, after, db.region)
                 rows = conn.execute(self._sql_changes, (self._name, after, limit)).fetchall()
-                head = db._head_seq(conn)
+                head = change_log.head_seq(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: reading changes failed: {exc}") from exc
         records = [
             ChangeRecord(
                 kind=kind,
                 key=orjson.loads(key),
-                old=_loads(old),
-                new=_loads(new),
+                old=change_log.loads(old),
+                new=change_log.loads(new),
                 written_ms=written_ms,
                 origin=origin,
             )
@@ -684,7 +523,7 @@ class SqliteTable:
 
     def _page(self, sql: str, params: tuple[Any, ...], width: int, limit: int) -> Page:
         try:
-            rows = self._db._reader().execute(sql, params).fetchall()
+            rows = self._db.engine.reader().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"table {self.schema.name}: query failed: {exc}") from exc
         items = [cast(Item, orjson.loads(row[0])) for row in rows[:limit]]
@@ -722,10 +561,10 @@ class SqliteTable:
         """
         pk, sk = self.stored_key(key)
         db = self._db
-        with db._transaction(f"table {self.schema.name}: write") as conn:
+        with db.transaction(f"table {self.schema.name}: write") as conn:
             old, logged = self._write_locked(conn, key, pk, sk, condition, new_doc)
         if logged:
-            db._notify()
+            db.notify()
         return old
 
     def _write_locked(
@@ -745,7 +584,7 @@ class SqliteTable:
                 f"table {self.schema.name}: {key} was written before, and its items are written once"
             )
         old_doc: str | None = None if row is None else row[0]
-        old = _loads(old_doc)
+        old = change_log.loads(old_doc)
         if not holds(condition, old):
             raise ConditionFailed(f"table {self.schema.name}: condition {condition} does not hold for {key}")
         doc: str | None = new_doc(old)
@@ -756,15 +595,11 @@ class SqliteTable:
         # arrived yet (made elsewhere, earlier) must lose to it by last-writer-wins, not come back.
         kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old is None else "MODIFY"
         db = self._db
-        candidate = db.hlc.now()
-        version = db._next_version(conn, candidate)
-        if version != candidate:
-            db.hlc.advance(version)
+        version = db.next_version(conn)
         prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])
         now = db.clock.now_ms()
         seq = conn.execute(
-            "INSERT INTO changes (tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, "
-            "prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            change_log.APPEND,
             (
                 self._name,
                 kind,

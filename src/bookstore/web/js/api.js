@@ -147,7 +147,7 @@ function refreshOnce() {
  * headers. Returns the parsed JSON. GETs and calls with an Idempotency-Key are retried when the store
  * cannot be reached or answers 502/503/504; a 401 refreshes the token once and repeats the call.
  */
-export async function request(path, { method = "GET", body, auth = false, headers = {} } = {}) {
+export async function request(path, { method = "GET", body, auth = false, headers = {}, withNext = false } = {}) {
   const retriable = method === "GET" || "Idempotency-Key" in headers;
   let refreshed = false;
   for (let tries = 0; ; tries++) {
@@ -173,7 +173,8 @@ export async function request(path, { method = "GET", body, auth = false, header
       throw err;
     }
     if (response.ok) {
-      return response.status === 204 ? null : response.json();
+      const data = response.status === 204 ? null : await response.json();
+      return withNext ? { data, next: response.headers.get("x-next-cursor") } : data;
     }
     if (response.status === 401 && auth && !refreshed) {
       refreshed = true;
@@ -202,8 +203,22 @@ export const truth = async () => {
   }
   return answer;
 };
+/** Every item of a paged list (GET /books, GET /orders): follows X-Next-Cursor to the last page. */
+async function allPages(path, options = {}) {
+  const items = [];
+  let cursor = null;
+  do {
+    const separator = path.includes("?") ? "&" : "?";
+    const url = cursor ? `${path}${separator}cursor=${encodeURIComponent(cursor)}` : path;
+    const { data, next } = await request(url, { ...options, withNext: true });
+    items.push(...data);
+    cursor = next;
+  } while (cursor);
+  return items;
+}
+
 export const books = (category) =>
-  request(category ? `/books?category=${encodeURIComponent(category)}` : "/books");
+  allPages(category ? `/books?category=${encodeURIComponent(category)}` : "/books");
 export const book = (id) => request(`/books/${encodeURIComponent(id)}`);
 export const search = (q) => request(`/search?q=${encodeURIComponent(q)}`);
 export const bestsellers = () => request("/bestsellers");
@@ -240,7 +255,7 @@ export const setCartQuantity = (bookId, quantity) =>
 export const removeCartRow = (bookId) =>
   request(`/cart/${encodeURIComponent(bookId)}`, { method: "DELETE", auth: true, headers: once() });
 
-export const orders = () => request("/orders", { auth: true });
+export const orders = () => allPages("/orders", { auth: true });
 /** Checkout; the same `idempotencyKey` on a retry makes the same order, never a second one. */
 export const placeOrder = (books, idempotencyKey) =>
   request("/orders", {

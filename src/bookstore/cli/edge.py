@@ -1,0 +1,23 @@
+"""`bookstore edge serve`: run the edge process by hand (what `up` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bookstore.cli.options import DataDir, TopologyFile, load_topology
+
+app = typer.Typer(
+    help="The edge: one address for the API, the blog and the storefront.", no_args_is_help=True
+)
+
+
+@app.command("serve")
+def edge_serve(topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
+    """Serve the edge (HTTP and DNS) at the topology's edge address until stopped (what `up` runs)."""
+    from bookstore.edge.server import serve
+    from bookstore.runtime.secret import deployment_credentials
+
+    # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
+    serve(load_topology(topology), deployment_credentials(data_dir))

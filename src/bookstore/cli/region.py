@@ -1,0 +1,51 @@
+"""`bookstore region`: serve one region, or kill, stop and start a region of the running system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bookstore.cli.control import region_action
+from bookstore.cli.exits import fail
+from bookstore.cli.options import DataDir, TopologyFile, load_topology
+
+app = typer.Typer(help="Run one region.", no_args_is_help=True)
+
+
+@app.command("serve")
+def region_serve(
+    region: Annotated[str, typer.Option("--region", help="Region id, e.g. eu-west-1.")],
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Serve one region's API on its loopback address until stopped."""
+    from bookstore.region.process import serve
+    from bookstore.storage.local.ownership import DataDirInUse
+
+    topo = load_topology(topology)
+    try:
+        topo.region(region)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
+    try:
+        serve(topo, region, data_dir)
+    except DataDirInUse as exc:
+        # Two processes serving one region's directory would undo each other's start-up work.
+        fail(exc.message)
+
+
+def _said(region: str, state: Any) -> str:
+    return f"{region}: {'running, pid ' + str(state['pid']) if state['running'] else 'not running'}"
+
+
+app.command("kill")(
+    region_action("/regions/{region}/kill", _said, "kill -9 a region's process (a crash: nothing flushed).")
+)
+app.command("stop")(region_action("/regions/{region}/stop", _said, "Stop a region cleanly (SIGTERM)."))
+app.command("start")(
+    region_action(
+        "/regions/{region}/start", _said, "Start a stopped or killed region; it catches up by replication."
+    )
+)

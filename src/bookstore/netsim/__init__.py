@@ -1,0 +1,1 @@
+"""The network simulator process part: the links between regions (proxy, simulator, control API)."""

@@ -1,0 +1,92 @@
+"""S3 handlers of multipart uploads: create, upload a part (or copy one), list parts, complete, abort."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from bookstore.objectstore import documents
+from bookstore.objectstore import headers as rules
+from bookstore.objectstore.context import S3Context, release, xml
+from bookstore.objectstore.errors import InvalidArgument, MalformedXML
+from bookstore.objectstore.request import Call, int_param, object_content
+
+
+async def abort_upload(ctx: S3Context, call: Call) -> Response:
+    await ctx.run(ctx.store.abort_upload, call.bucket, call.object_key, call.query["uploadId"])
+    return Response(status_code=204)
+
+
+async def create_upload(ctx: S3Context, call: Call) -> Response:
+    key = call.object_key
+    upload_id = await ctx.run(ctx.store.create_upload, call.bucket, key, **rules.write_fields(call.headers))
+    return xml(documents.initiate_upload(call.bucket, key, upload_id))
+
+
+async def upload_part(ctx: S3Context, call: Call) -> Response:
+    number = int_param(call.query.get("partNumber"), 0, "partNumber", 1, 10_000)
+    upload_id = call.query["uploadId"]
+    key = call.object_key
+    if "x-amz-copy-source" in call.headers:
+        source_bucket, source_key, source_version = rules.copy_source(call.headers["x-amz-copy-source"])
+        wanted = call.headers.get("x-amz-copy-source-range")
+        byte_range = rules.byte_range(wanted) if wanted else None
+        if wanted and byte_range is None:
+            raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
+
+        content = await ctx.source(source_bucket, source_key, source_version, wanted if byte_range else None)
+        try:
+            rules.copy_preconditions(content.version, call.headers)
+            part = await run_in_threadpool(
+                ctx.store.upload_part, call.bucket, key, upload_id, number, content.body
+            )
+        finally:
+            await release(content)
+        return xml(
+            documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
+            {"x-amz-copy-source-version-id": content.version.version_id},
+        )
+    body, _ = object_content(call)
+    part = await ctx.run(ctx.store.upload_part, call.bucket, key, upload_id, number, body, big=True)
+    return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **call.verified})
+
+
+async def list_parts(ctx: S3Context, call: Call) -> Response:
+    key = call.object_key
+    upload_id = call.query["uploadId"]
+    marker = int_param(call.query.get("part-number-marker"), 0, "part-number-marker", 0, 10_000)
+    max_parts = int_param(call.query.get("max-parts"), 1000, "max-parts", 0, 2**31)
+    parts = [p for p in await ctx.run(ctx.store.list_parts, call.bucket, key, upload_id) if p.number > marker]
+    page = parts[: min(max_parts, 1000)]
+    body = documents.list_parts(
+        call.bucket,
+        key,
+        upload_id,
+        page,
+        marker=marker,
+        max_parts=max_parts,
+        truncated=len(parts) > len(page),
+        owner_id=documents.OWNER_ID,
+    )
+    return xml(body)
+
+
+async def complete_upload(ctx: S3Context, call: Call) -> Response:
+    key = call.object_key
+    doc = documents.parse(call.body, "CompleteMultipartUpload")
+    parts = []
+    for part in doc.get("Parts", []):
+        if not isinstance(part, dict) or "PartNumber" not in part or "ETag" not in part:
+            raise MalformedXML("Each Part needs a PartNumber and an ETag")
+        number = int_param(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
+        parts.append((number, documents.scalar(part["ETag"], "ETag")))
+    version = await ctx.run(
+        ctx.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
+    )
+    out = {}
+    if version.version_id != "null":
+        out["x-amz-version-id"] = version.version_id
+    location = f"/{quote(call.bucket)}/{quote(key)}"
+    return xml(documents.complete_upload(location, call.bucket, key, version.etag), out)

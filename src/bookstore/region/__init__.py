@@ -1,0 +1,1 @@
+"""The region process: its composition root (compose), serving (process), faults, operator commands."""

@@ -1,0 +1,53 @@
+"""The region process: serves what region.compose builds (API and S3 API) on its loopback address."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from bookstore.config import Topology
+from bookstore.region.compose import compose
+from bookstore.runtime import logs
+from bookstore.runtime.listeners import Limits, listening_socket, server_config
+
+log = logging.getLogger("bookstore.region")
+
+
+def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
+    """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
+    logs.configure(region_id)
+    composed = compose(topology, region_id, data_dir)
+    region = composed.services.region
+    try:
+        sockets = [listening_socket(region.address, region.api_port)]
+        if composed.serves_s3:
+            sockets.append(listening_socket(region.address, region.s3_port))
+        # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
+        # links where every new connection costs a round trip (objects.client.KEEPALIVE_S is below).
+        config = server_config(
+            composed.app,
+            limits=Limits(keep_alive_s=65),
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
+            proxy_headers=False,
+        )
+        _RegionServer(config, on_exit=composed.feed.close).run(sockets=sockets)
+    finally:
+        composed.services.close()
+
+
+class _RegionServer(uvicorn.Server):
+    """Ends the long-lived replication streams as soon as shutdown begins, so it need not wait for them."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)

@@ -1,0 +1,540 @@
+"""Object replication (as S3 replication): PENDING versions are copied to their destination buckets' regions.
+
+Each region runs one ObjectReplicator over its store. Woken by the store right after a write queued a
+version (and every `poll_s` anyway), it lists the PENDING versions, works out each one's destination
+buckets from the bucket's replication rules (every destination an enabled rule covering the version
+names; delete markers only where the rule replicates them), finds the region that owns each
+destination bucket (namespace.Cluster) and copies the version there through the link: a signed PUT
+to the peer's internal endpoint (client.PeerS3.put_replica), which writes it with `put_replica` (same
+version id, times, metadata, ETag; status REPLICA; idempotent, so a copy sent twice is harmless). The
+source version becomes COMPLETED once every destination holds it. Replicas are written REPLICA and
+never queued again, so nothing replicates twice or in a loop. Deleting a version by id queues nothing.
+
+Retries, and what FAILED means:
+- A destination that does not answer (link cut, region down or restarting, timeout, 5xx) is not the
+  version's fault: the version stays PENDING and is retried, forever, with backoff per destination
+  region (`base_backoff_s` doubling up to `max_backoff_s`). While a destination is failing only one
+  copy at a time probes it; a heartbeat (every `heartbeat_s`) notices when it answers again and lets the
+  queue flow at once. So replication resumes by itself after a heal or a restart.
+- A refusal (the destination answers 4xx: no such bucket, versioning off, bad digest) or a version no
+  rule or known bucket covers any more is retried `max_refusals` times with the same backoff (the
+  directory or the destination may be catching up), then the version is marked FAILED with the
+  reason. FAILED is final, as in S3: the worker never retries it; a new PUT of the object, or `aws s3
+  sync`/copy, replicates the content again. The reason is in `bookstore status` and the metrics.
+
+Not replicated: tag changes (PutObjectTagging) of sources and replicas alike, so a rule's
+ReplicaModifications is stored but has nothing to carry; ExistingObjectReplication is stored, and
+versions written before a rule stay where they are (`aws s3 sync` copies them), as in S3.
+A copy travels as one request. A version up to a MiB is read into memory (at most
+`max_inflight_bytes` of them at once); a bigger one is streamed from the store's file as the link takes
+it (bodies.Stored: its SHA-256 is read first, for the signature, then its pieces), so no copy holds a
+body whole, on either side: the destination spools what arrives before its store takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from bookstore.domain.errors import BookstoreError
+from bookstore.objectstore.bodies import READ_BYTES, Stored
+from bookstore.objectstore.configs import ReplicationConfiguration
+from bookstore.objectstore.errors import (
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+    ReplicationConfigurationNotFoundError,
+)
+from bookstore.objectstore.namespace import Cluster
+from bookstore.objectstore.peer import PeerRefused, PeerUnavailable
+from bookstore.objectstore.port import Buckets, Objects, ObjectVersion, ReplicationQueue, ReplicationStatus
+from bookstore.ports import Clock
+from bookstore.replication.objects.client import PeerS3
+from bookstore.replication.objects.metrics import ObjectReplicationMetrics
+from bookstore.replication.tables.replicator import LagWindow
+
+log = logging.getLogger("bookstore.replication.objects")
+
+
+class ReplicatedStore(Buckets, Objects, ReplicationQueue, Protocol):
+    """What the replicator uses of its region's store: replication rules, versions' content, the queue."""
+
+    runs_inline: bool
+
+
+# Versions up to this size are read on the event loop (they are in SQLite rows); larger ones in a thread.
+_INLINE_READ = 64 * 1024
+# Versions up to this size travel from memory; larger ones stream from the store (a piece at a time).
+_BUFFERED = 1024 * 1024
+_RECENT_FAILURES = 20
+
+
+def destinations(config: ReplicationConfiguration, version: ObjectVersion) -> list[str]:
+    """The destination bucket names of the enabled rules that replicate `version`, sorted."""
+    names = set()
+    for rule in config.rules:
+        if not rule.enabled or not rule.matches(version.key, version.tags):
+            continue
+        if version.is_delete_marker and not rule.replicates_delete_markers:
+            continue
+        names.add(rule.destination_bucket_name)
+    return sorted(names)
+
+
+def _held(version: ObjectVersion) -> int:
+    """The memory a copy of `version` holds: its content when buffered, else about two pieces."""
+    return version.size if version.size <= _BUFFERED else 2 * READ_BYTES
+
+
+class _Refused(Exception):
+    """A copy that cannot succeed as things stand (the reason says why); retried a few times, then FAILED."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+@dataclass
+class _Job:
+    """A PENDING version being replicated: the destination buckets still to write, and retry state."""
+
+    version: ObjectVersion
+    remaining: list[str] | None = None
+    # Destination bucket -> owning region, as resolved.
+    regions: dict[str, str] = field(default_factory=dict)
+    refusals: int = 0
+    not_before: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class _Route:
+    """One destination region: its health as copies and heartbeats see it, and its figures."""
+
+    failures: int = 0
+    retry_at: float = 0.0
+    probing: bool = False
+    reachable: bool | None = None
+    last_error: str = ""
+    last_contact: float = 0.0
+    completed: int = 0
+    failed: int = 0
+    bytes: int = 0
+
+
+class ObjectReplicator:
+    """Replicates one region's PENDING versions to their destinations; see the module docstring."""
+
+    def __init__(
+        self,
+        cluster: Cluster[PeerS3],
+        store: ReplicatedStore,
+        clock: Clock,
+        *,
+        concurrency: int = 32,
+        max_inflight_bytes: int = 64 * 1024 * 1024,
+        poll_s: float = 1.0,
+        base_backoff_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        max_refusals: int = 8,
+        heartbeat_s: float = 1.0,
+        idle_ping_s: float = 20.0,
+        warm_connections: int = 2,
+        watch: Iterable[str] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.region = cluster.region
+        self.clock = clock
+        self.concurrency = concurrency
+        # Small copies hold their content in memory, streamed ones a piece or two: past this many bytes
+        # in flight, the next ones wait their turn.
+        self.max_inflight_bytes = max_inflight_bytes
+        self._inflight_bytes = 0
+        self.poll_s = poll_s
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_refusals = max_refusals
+        self.heartbeat_s = heartbeat_s
+        # A quiet peer is pinged this often (well within the connections' keep-alive); a failing one at
+        # every heartbeat. Rarely, so that a ping seldom holds a connection a copy could have used.
+        self.idle_ping_s = idle_ping_s
+        # Connections the heartbeat keeps open to each peer: a copy that starts while another is still
+        # waiting for its answer then finds one ready instead of paying a round trip to open one.
+        self.warm_connections = warm_connections
+        # The peers the heartbeat pings (the regions expected to run); None: every peer.
+        self.watch = set(cluster.peers) if watch is None else set(watch) & set(cluster.peers)
+        self.metrics = ObjectReplicationMetrics(self.region)
+        self.lags = LagWindow()
+        self.pending_operations = 0
+        self.pending_bytes = 0
+        # False when the last listing hit its limit: the figures above are then lower bounds.
+        self.pending_exact = True
+        self.recent_failures: deque[dict[str, Any]] = deque(maxlen=_RECENT_FAILURES)
+        self._jobs: dict[tuple[str, str, str], _Job] = {}
+        self._active: set[tuple[str, str, str]] = set()
+        # Versions finished (COMPLETED, FAILED or gone) while the queue was being listed: a listing read
+        # before their status changed still shows them PENDING.
+        self._finished: set[tuple[str, str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._routes: dict[str, _Route] = {}
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        add_listener = getattr(self.store, "add_listener", None)
+        if add_listener is not None:
+            add_listener(self.wake)
+
+    # Waking and running.
+
+    def wake(self) -> None:
+        """Look at the queue now; safe to call from any thread (the store calls it after a commit)."""
+        loop, event = self._loop, self._event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:
+            # The loop closed between the check and the call: the process is stopping.
+            return
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Replicate until `stop` is set; copies in flight then end with the loop."""
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        stopping = asyncio.create_task(stop.wait())
+        heartbeats = [asyncio.create_task(self._heartbeat(region, stop)) for region in sorted(self.watch)]
+        try:
+            while not stop.is_set():
+                self._event.clear()
+                try:
+                    delay = await self._tick()
+                except BookstoreError as exc:
+                    log.warning("object replication: cannot read the queue: %s", exc.message)
+                    delay = self.poll_s
+                woken = asyncio.create_task(self._event.wait())
+                await asyncio.wait({woken, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+        finally:
+            stopping.cancel()
+            for task in [*heartbeats, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*heartbeats, *self._tasks, return_exceptions=True)
+            await self.cluster.aclose()
+
+    async def _tick(self) -> float:
+        """Start the copies that are due; returns how long to wait before the next look at most."""
+        limit = min(20_000, max(256, len(self._jobs) + 4 * self.concurrency))
+        self._finished.clear()
+        pending = await asyncio.to_thread(self.store.pending_replications, limit=limit)
+        self.pending_operations = len(pending)
+        self.pending_bytes = sum(v.size for v in pending)
+        self.pending_exact = len(pending) < limit
+        self.metrics.pending.set(self.pending_operations)
+        self.metrics.pending_bytes.set(self.pending_bytes)
+        listed = {(v.bucket, v.key, v.version_id): v for v in pending}
+        if self.pending_exact:
+            for gone in [k for k in self._jobs if k not in listed and k not in self._active]:
+                del self._jobs[gone]
+        now = time.monotonic()
+        next_due = now + self.poll_s
+        for ident, version in listed.items():
+            if ident in self._active or ident in self._finished:
+                continue
+            job = self._jobs.get(ident)
+            if job is None:
+                job = self._jobs[ident] = _Job(version)
+            due = max(job.not_before, self._blocked_until(job, now))
+            if due > now:
+                next_due = min(next_due, due)
+                continue
+            if len(self._active) >= self.concurrency:
+                break
+            held = _held(version)
+            if self._inflight_bytes and self._inflight_bytes + held > self.max_inflight_bytes:
+                continue
+            self._active.add(ident)
+            self._inflight_bytes += held
+            task = asyncio.create_task(self._replicate(ident, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return max(0.005, next_due - now)
+
+    def _blocked_until(self, job: _Job, now: float) -> float:
+        """When the job's destinations let it try again: all of them failing and not yet due (or probed)."""
+        if job.remaining is None or not job.remaining:
+            return 0.0
+        waits = []
+        for bucket in job.remaining:
+            region = job.regions.get(bucket)
+            route = self._routes.get(region) if region is not None else None
+            if route is None or route.failures == 0:
+                return 0.0
+            if route.probing:
+                waits.append(now + self.base_backoff_s)
+            else:
+                waits.append(route.retry_at)
+        return min(waits)
+
+    # One version.
+
+    async def _replicate(self, ident: tuple[str, str, str], job: _Job) -> None:
+        version = job.version
+        try:
+            if job.remaining is None:
+                job.remaining = await self._plan(version)
+            for bucket in job.remaining:
+                if bucket not in job.regions:
+                    owner = await self.cluster.owner(bucket)
+                    if owner is None:
+                        raise _Refused(
+                            f"destination bucket {bucket!r} does not exist in any region", "no-bucket"
+                        )
+                    job.regions[bucket] = owner.region
+            now = time.monotonic()
+            targets = []
+            for bucket in job.remaining:
+                route = self._route(job.regions[bucket])
+                if not route.failures or not (route.probing or route.retry_at > now):
+                    targets.append((bucket, job.regions[bucket]))
+            if targets:
+                probes = [self._route(r) for _, r in targets if self._route(r).failures]
+                # A failing destination gets one copy at a time (the probe) until it answers again.
+                for route in probes:
+                    route.probing = True
+                try:
+                    body = await self._read(version)
+                except BaseException:
+                    for route in probes:
+                        route.probing = False
+                    raise
+                outcomes = await asyncio.gather(
+                    *(self._copy(job, bucket, region, body) for bucket, region in targets),
+                    return_exceptions=True,
+                )
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            if not job.remaining:
+                await self._finish(version, "COMPLETED", "")
+                self._forget(ident)
+        except _Refused as exc:
+            await self._refused(ident, job, exc)
+        except (NoSuchVersion, NoSuchKey, NoSuchBucket):
+            # Deleted (by version id, or with its bucket) while it waited: there is nothing left to copy.
+            self._forget(ident)
+        except BookstoreError as exc:
+            log.warning("object replication of %s/%s failed: %s", version.bucket, version.key, exc.message)
+            job.not_before = time.monotonic() + self.max_backoff_s
+        except Exception:
+            log.exception("object replication of %s/%s failed", version.bucket, version.key)
+            job.not_before = time.monotonic() + self.max_backoff_s
+        finally:
+            self._active.discard(ident)
+            self._inflight_bytes -= _held(version)
+            if self._event is not None:
+                self._event.set()
+
+    async def _plan(self, version: ObjectVersion) -> list[str]:
+        try:
+            config = self.store.get_replication(version.bucket)
+        except ReplicationConfigurationNotFoundError:
+            raise _Refused(
+                f"bucket {version.bucket!r} has no replication configuration any more", "no-rule"
+            ) from None
+        names = destinations(config, version)
+        if not names:
+            raise _Refused("no enabled replication rule covers this version any more", "no-rule")
+        return names
+
+    async def _read(self, version: ObjectVersion) -> bytes | Stored:
+        """The version's content: in memory up to _BUFFERED bytes, else to be streamed from the store."""
+        if version.is_delete_marker:
+            return b""
+        if version.size > _BUFFERED:
+            return Stored(self.store, version)
+
+        def read() -> bytes:
+            return self.store.get_object(version.bucket, version.key, version_id=version.version_id).read()
+
+        if version.size <= _INLINE_READ and self.store.runs_inline:
+            return read()
+        return await asyncio.to_thread(read)
+
+    async def _copy(self, job: _Job, bucket: str, region: str, body: bytes | Stored) -> None:
+        """Write the version into `bucket` in `region`; transient failures leave it for a later try."""
+        route = self._route(region)
+        replica = replace(job.version, bucket=bucket, replication_status=None, replication_reason="")
+        size = len(body) if isinstance(body, bytes) else body.size
+        try:
+            if region == self.region:
+                content = body if isinstance(body, bytes) else body.chunks()
+                await asyncio.to_thread(self.store.put_replica, replica, content)
+            else:
+                peer = self.cluster.peers.get(region)
+                if peer is None:
+                    raise _Refused(f"no link from {self.region} to {region}", "no-link")
+                await peer.put_replica(replica, body)
+        except PeerUnavailable as exc:
+            self._attempt_failed(route, region, "unreachable", exc.message)
+            job.reason = exc.message
+            return
+        except PeerRefused as exc:
+            route.probing = False
+            route.last_contact = time.monotonic()
+            if exc.status >= 500 or exc.status in (408, 429):
+                self._attempt_failed(
+                    route, region, f"error:{exc.code}", f"{region}: {exc.code}: {exc.message}"
+                )
+                return
+            raise _Refused(
+                f"{region} refused the copy: {exc.code}: {exc.message}", f"refused:{exc.code}"
+            ) from exc
+        except BookstoreError as exc:
+            if region != self.region:
+                raise
+            code = getattr(exc, "code", "InternalError")
+            raise _Refused(f"{region} refused the copy: {code}: {exc.message}", f"refused:{code}") from exc
+        finally:
+            route.probing = False
+        was_failing = route.failures > 0
+        route.failures, route.retry_at, route.reachable = 0, 0.0, True
+        route.last_contact = time.monotonic()
+        route.completed += 1
+        route.bytes += size
+        assert job.remaining is not None
+        job.remaining.remove(bucket)
+        lag_ms = max(0, self.clock.now_ms() - job.version.last_modified_ms)
+        self.lags.add(region, self.clock.now_ms(), lag_ms)
+        self.metrics.latency.labels(self.region, region).observe(lag_ms / 1000)
+        self.metrics.completed.labels(region).inc()
+        self.metrics.bytes.labels(region).inc(size)
+        if was_failing:
+            log.info("object replication to %s resumed", region)
+
+    def _attempt_failed(self, route: _Route, region: str, kind: str, reason: str) -> None:
+        route.failures += 1
+        route.probing = False
+        route.reachable = False
+        route.last_error = reason
+        route.retry_at = time.monotonic() + self._backoff(route.failures)
+        self.metrics.attempt_failures.labels(region, kind).inc()
+        if route.failures == 1:
+            log.warning("object replication to %s: %s; retrying with backoff", region, reason)
+
+    async def _refused(self, ident: tuple[str, str, str], job: _Job, exc: _Refused) -> None:
+        job.refusals += 1
+        job.reason = exc.reason
+        destination = ",".join(sorted(set(job.regions.values()))) or "-"
+        self.metrics.attempt_failures.labels(destination, exc.kind).inc()
+        if job.refusals < self.max_refusals:
+            job.not_before = time.monotonic() + self._backoff(job.refusals)
+            # The rules or the directory may have changed by the next try.
+            job.remaining, job.regions = None, {}
+            return
+        version = job.version
+        log.warning(
+            "object replication of %s/%s %s FAILED: %s",
+            version.bucket,
+            version.key,
+            version.version_id,
+            exc.reason,
+        )
+        await self._finish(version, "FAILED", exc.reason)
+        self._forget(ident)
+        self.metrics.failed.labels(destination, exc.kind).inc()
+        for region in set(job.regions.values()):
+            self._route(region).failed += 1
+        self.recent_failures.append(
+            {
+                "bucket": version.bucket,
+                "key": version.key,
+                "versionId": version.version_id,
+                "destination": destination,
+                "reason": exc.reason,
+                "atMs": self.clock.now_ms(),
+            }
+        )
+
+    async def _finish(self, version: ObjectVersion, status: ReplicationStatus, reason: str) -> None:
+        args = (version.bucket, version.key, version.version_id, status, reason)
+        try:
+            if self.store.runs_inline:
+                self.store.set_replication_status(*args)
+            else:
+                await asyncio.to_thread(self.store.set_replication_status, *args)
+        except (NoSuchVersion, NoSuchBucket):
+            return
+
+    def _forget(self, ident: tuple[str, str, str]) -> None:
+        self._jobs.pop(ident, None)
+        self._finished.add(ident)
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(self.max_backoff_s, self.base_backoff_s * 2 ** min(failures - 1, 30)))
+
+    def _route(self, region: str) -> _Route:
+        route = self._routes.get(region)
+        if route is None:
+            route = self._routes[region] = _Route()
+        return route
+
+    async def _heartbeat(self, region: str, stop: asyncio.Event) -> None:
+        """Ping a peer that has been quiet, to know it answers and to keep connections through the link."""
+        peer = self.cluster.peers[region]
+        route = self._route(region)
+        while not stop.is_set():
+            await asyncio.sleep(self.heartbeat_s)
+            if time.monotonic() - route.last_contact < self.idle_ping_s and not route.failures:
+                continue
+            pings = [peer.ping(timeout_s=2.0) for _ in range(max(1, self.warm_connections))]
+            failed = [
+                r
+                for r in await asyncio.gather(*pings, return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failed:
+                route.reachable = False
+                if not route.failures:
+                    route.last_error = str(getattr(failed[0], "message", failed[0]))
+                continue
+            route.reachable = True
+            route.last_contact = time.monotonic()
+            if route.failures and not route.probing:
+                # It answers again: let the next copy go now instead of at the end of its backoff.
+                route.retry_at = 0.0
+                self.wake()
+
+    # Reporting.
+
+    def status(self) -> dict[str, Any]:
+        """Pending operations and bytes, per-destination figures and latency, recent failures."""
+        lags = self.lags.summary(self.clock.now_ms())
+        regions: Iterable[str] = sorted(self.watch | set(self._routes))
+        return {
+            "region": self.region,
+            "pending": {
+                "operations": self.pending_operations,
+                "bytes": self.pending_bytes,
+                "exact": self.pending_exact,
+            },
+            "inFlight": len(self._active),
+            "destinations": {
+                region: {
+                    "reachable": self._route(region).reachable,
+                    "retrying": self._route(region).failures > 0,
+                    "lastError": self._route(region).last_error or None,
+                    "completed": self._route(region).completed,
+                    "failed": self._route(region).failed,
+                    "bytes": self._route(region).bytes,
+                    "latency": lags.get(region),
+                }
+                for region in regions
+            },
+            "recentFailures": list(self.recent_failures),
+        }

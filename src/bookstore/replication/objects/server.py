@@ -1,0 +1,171 @@
+"""The server side between regions' S3 ports: forwarded S3 requests, replica writes, version reads,
+bucket lookups and pings, under INTERNAL_PREFIX of the S3 port; client.PeerS3 sends them.
+
+They answer only requests signed with the deployment's shared secret (PeerAuthMiddleware checks it
+before any of them runs). No object's content is held whole: a forwarded PUT's body and a replica's are
+spooled as they arrive, a version read streams from the store's file as the peer takes it.
+`create_region_s3_app` is the S3 API of a region with these endpoints, when it serves a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp
+
+from bookstore.kernel.auth import PeerAuthMiddleware
+from bookstore.kernel.clock import SystemClock
+from bookstore.objectstore import headers as rules
+from bookstore.objectstore.app import S3Api, s3_asgi
+from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed
+from bookstore.objectstore.namespace import Cluster
+from bookstore.objectstore.peer import INTERNAL_PREFIX
+from bookstore.objectstore.port import Body, ObjectStore, check_key
+from bookstore.objectstore.request import INLINE_BODY, MAX_PUT, receive
+from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, PayloadReader
+from bookstore.ports import Clock
+from bookstore.replication.objects.wire import (
+    BUCKETS_PATH,
+    FORWARD_PATH,
+    FORWARDED_HEADERS,
+    OBJECTS_PATH,
+    PING_PATH,
+    VERSION_HEADER,
+    decode_fields,
+    digest,
+    encode_fields,
+    version_fields,
+    version_from_fields,
+)
+
+
+def create_region_s3_app(
+    store: ObjectStore,
+    credentials: Mapping[str, str],
+    region: str,
+    *,
+    clock: Clock | None = None,
+    cluster: Cluster[Any] | None = None,
+    secret: str | None = None,
+    staging: Path | None = None,
+) -> ASGIApp:
+    """The S3 API of `region` over `store` (objectstore.app); with `cluster` it serves every region's
+    buckets and answers the endpoints between regions, signed with the deployment's `secret`.
+    """
+    api = S3Api(store, credentials, region, clock, cluster, staging)
+    app = s3_asgi(api)
+    if cluster is None:
+        return app
+    if not secret:
+        raise ValueError("an S3 API that serves a cluster needs the deployment's shared secret")
+    api.internal = PeerEndpoints(api).handle
+    return PeerAuthMiddleware(
+        app,
+        secret,
+        clock or SystemClock(),
+        destination=region,
+        protected_prefix=INTERNAL_PREFIX,
+        max_body_bytes=MAX_PUT + 1024 * 1024,
+    )
+
+
+class PeerEndpoints:
+    """The endpoints between regions over one region's S3 API and its store."""
+
+    def __init__(self, api: S3Api) -> None:
+        self.api = api
+
+    async def handle(self, request: Request, method: str, peer: str) -> Response:
+        """Answer a request from region `peer`; PeerAuthMiddleware has checked its signature."""
+        path = request.scope["path"]
+        if path == FORWARD_PATH:
+            return await self._forwarded(request, method, peer)
+        if path == OBJECTS_PATH and method == "PUT":
+            return await self._put_replica(request)
+        if path == OBJECTS_PATH and method == "GET":
+            return await self._get_version(request)
+        if path == BUCKETS_PATH and method == "GET":
+            held = await self.api.run(self.api.store.get_bucket, request.query_params.get("name", ""))
+            return Response(
+                orjson.dumps({"name": held.name, "region": held.region, "createdMs": held.created_ms}),
+                media_type="application/json",
+            )
+        if path == PING_PATH:
+            return Response(b"pong", media_type="text/plain")
+        raise MethodNotAllowed("The specified method is not allowed against this resource.")
+
+    async def _put_replica(self, request: Request) -> Response:
+        api = self.api
+        encoded = request.headers.get(VERSION_HEADER, "")
+        if digest(encoded) != request.query_params.get("version"):
+            raise InvalidRequest("the replica's version does not match the signed request")
+        try:
+            version = version_from_fields(decode_fields(encoded))
+        except ValueError as exc:
+            raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+        declared = request.headers.get("content-length")
+        if declared is not None and declared != str(version.size):
+            # Refused before any of it is spooled: that body cannot be the version's.
+            raise InvalidRequest(
+                f"the replica's body declares {declared[:20]} bytes; its version says {version.size}"
+            )
+        payload = await receive(request, PayloadReader(), request.headers, MAX_PUT, api.staging)
+        try:
+            if payload.size != version.size:
+                raise InvalidRequest(
+                    f"the replica's body holds {payload.size} bytes; its version says {version.size}"
+                )
+            small = payload.size <= INLINE_BODY
+            replica: Body = payload.read(payload.size) if small else payload.chunks()
+            written = await api.run(api.store.put_replica, version, replica, big=not small)
+        finally:
+            payload.close()
+        return Response(
+            orjson.dumps({"versionId": written.version_id, "status": written.replication_status}),
+            media_type="application/json",
+        )
+
+    async def _get_version(self, request: Request) -> Response:
+        query = request.query_params
+        bucket, key = query.get("bucket", ""), check_key(query.get("key", ""))
+        wanted = query.get("range")
+        content = await run_in_threadpool(
+            self.api.store.get_object,
+            bucket,
+            key,
+            version_id=query.get("versionId") or None,
+            byte_range=rules.byte_range(wanted) if wanted else None,
+        )
+        status = 206 if content.partial else 200
+        out = {VERSION_HEADER: encode_fields(version_fields(content.version))}
+        if isinstance(content.body, list | tuple):
+            return Response(b"".join(content.body), status_code=status, headers=out)
+        # Streamed from the store's file as the peer takes it, never read whole.
+        out["content-length"] = str(max(0, content.last - content.first + 1))
+        return StreamingResponse(content.body, status_code=status, headers=out)
+
+    async def _forwarded(self, request: Request, method: str, peer: str) -> Response:
+        query = request.query_params
+        encoded = request.headers.get(FORWARDED_HEADERS, "")
+        if digest(encoded) != query.get("headers"):
+            raise InvalidRequest("the forwarded headers do not match the signed request")
+        try:
+            headers = {str(k).lower(): str(v) for k, v in decode_fields(encoded).items()}
+        except ValueError as exc:
+            raise InvalidRequest(f"the forwarded headers are malformed: {exc}") from exc
+        raw_path, _, raw_query = query.get("target", "").partition("?")
+        if not raw_path.startswith("/"):
+            raise InvalidRequest("a forwarded request needs its target")
+        # The body comes decoded: this hop's Content-Length is its length, and bounds it as it arrives.
+        length = request.headers.get("content-length")
+        if length is not None:
+            headers["content-length"] = length
+        # The region that forwarded this request checked its signature and decoded its payload.
+        auth = Authorized(f"region:{peer}", UNSIGNED_PAYLOAD, "", b"", "", "", False)
+        return await self.api.serve_forwarded(request, method, raw_path, raw_query, headers, auth)

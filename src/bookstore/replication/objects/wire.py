@@ -1,0 +1,94 @@
+"""The wire format between regions' S3 ports: the internal paths, the signed headers, a version's fields.
+
+Everything a request means is in its signed target (method, path and query) and body: what travels in
+headers (a forwarded request's headers, a replica's version) is bound to the target by its SHA-256 in
+the query (`digest`), so nothing covered by the HMAC can be altered on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from bookstore.objectstore.peer import INTERNAL_PREFIX
+from bookstore.objectstore.port import ObjectVersion
+
+FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
+OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
+BUCKETS_PATH = f"{INTERNAL_PREFIX}buckets"
+PING_PATH = f"{INTERNAL_PREFIX}ping"
+FORWARDED_HEADERS = "x-bookstore-forwarded-headers"
+VERSION_HEADER = "x-bookstore-version"
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def encode_fields(fields: Mapping[str, Any]) -> str:
+    """A header-safe (ASCII) encoding of a JSON-like mapping."""
+    return base64.urlsafe_b64encode(orjson.dumps(dict(fields))).decode("ascii")
+
+
+def decode_fields(text: str) -> dict[str, Any]:
+    value = orjson.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    if not isinstance(value, dict):
+        raise ValueError("not a mapping")
+    return value
+
+
+def version_fields(version: ObjectVersion) -> dict[str, Any]:
+    """The fields of a version a replica keeps: id, times, ETag, size, type, metadata, headers, tags."""
+    return {
+        "bucket": version.bucket,
+        "key": version.key,
+        "versionId": version.version_id,
+        "lastModifiedMs": version.last_modified_ms,
+        "etag": version.etag,
+        "size": version.size,
+        "deleteMarker": version.is_delete_marker,
+        "contentType": version.content_type,
+        "metadata": dict(version.metadata),
+        "headers": dict(version.headers),
+        "tags": dict(version.tags),
+        "partsCount": version.parts_count,
+    }
+
+
+def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:
+    """The version `version_fields` described; ValueError when a field is missing or of the wrong type."""
+    try:
+        parts = doc.get("partsCount")
+        version = ObjectVersion(
+            bucket=_str(doc["bucket"]),
+            key=_str(doc["key"]),
+            version_id=_str(doc["versionId"]),
+            last_modified_ms=int(doc["lastModifiedMs"]),
+            etag=_str(doc["etag"]),
+            size=int(doc["size"]),
+            is_delete_marker=bool(doc["deleteMarker"]),
+            content_type=_str(doc["contentType"]),
+            metadata=_strings(doc["metadata"]),
+            headers=_strings(doc["headers"]),
+            tags=_strings(doc["tags"]),
+            parts_count=None if parts is None else int(parts),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a version: {exc}") from exc
+    return version
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("expected a mapping")
+    return {_str(k): _str(v) for k, v in value.items()}

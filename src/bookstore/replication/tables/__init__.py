@@ -1,0 +1,1 @@
+"""Table replication between regions: model, wire (JSON), http (endpoints and peer), replicator."""

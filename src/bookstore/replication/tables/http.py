@@ -1,0 +1,339 @@
+"""Replication over HTTP: the endpoints a region serves to its peers, and the client that follows a peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import ValidationError as PydanticError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from bookstore.domain import errors
+from bookstore.kernel.auth import CLOCK_HEADER
+from bookstore.kernel.clock import SystemClock
+from bookstore.kernel.http import error_for, error_response, json_response
+from bookstore.kernel.stream import (
+    HEARTBEAT_S,
+    NDJSON,
+    ChangeFeed,
+    follower_timeout,
+    ndjson_line,
+    object_lines,
+    wait_for,
+)
+from bookstore.ports import Clock, TableSchema
+from bookstore.replication.tables.model import (
+    ClockRefusal,
+    LogEntry,
+    LogRead,
+    LogTrimmed,
+    SnapshotPage,
+    ahead_ms,
+)
+from bookstore.replication.tables.ports import LogSource, ReplicaStore
+from bookstore.replication.tables.replicator import MAX_CLOCK_OFFSET_MS
+from bookstore.replication.tables.wire import entry_json, parse_batch, parse_entries
+
+BATCH = 500
+# Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll,
+# which only reads the log's head: cheap enough to do often, so such writes wait little.
+POLL_S = 0.002
+# A stream ends after this long and the follower opens the next one, which costs it a round trip
+# (changes written meanwhile wait for it); followers acknowledge their progress (for trimming) on a
+# request of its own every ACK_EVERY_MS, so streams may last long and the round trip stays rare.
+STREAM_S = 3600.0
+
+
+class _FollowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peer: StrictStr = Field(max_length=64)
+    after: StrictInt = Field(ge=0)
+    limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
+    streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=3_600_000)
+
+
+class _AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    peer: StrictStr = Field(max_length=64)
+    seq: StrictInt = Field(ge=0)
+
+
+class _SnapshotRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: StrictStr | None = Field(default=None, max_length=4096)
+    limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
+
+
+class _DigestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    table: StrictStr = Field(max_length=64)
+    buckets: StrictInt = Field(default=64, ge=1, le=4096)
+    bucket: StrictInt | None = Field(default=None, ge=0)
+    # Only versions below this HLC count in a digest (anti-entropy leaves out what may be in flight).
+    before: StrictInt | None = Field(default=None, ge=0, lt=1 << 63)
+
+
+def replication_routes(
+    store: ReplicaStore,
+    feed: ChangeFeed,
+    schemas: Mapping[str, TableSchema],
+    regions: Collection[str],
+    extra_status: Callable[[], dict[str, Any]] | None = None,
+    *,
+    clock: Clock | None = None,
+    max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
+    holds: Callable[[str], bool] | None = None,
+) -> list[Route]:
+    """Routes under /replication/ (the caller puts PeerAuthMiddleware in front of them).
+
+    `clock` is the region's: every line of a follow stream carries its time, and a pushed change more
+    than `max_clock_offset_ms` ahead of it is not applied (anti-entropy pushes it again later). `holds`
+    says which regions this one does not follow now (their clocks too far ahead): their pushes are held
+    back whole, so "not followed" means nothing of theirs is applied by any path.
+    """
+    tables = tuple(schemas)
+    wall: Clock = clock if clock is not None else SystemClock()
+
+    async def parsed(request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate(orjson.loads(await request.body()))
+        except (orjson.JSONDecodeError, PydanticError) as exc:
+            raise errors.ValidationError(f"malformed request: {str(exc)[:300]}") from None
+
+    def as_itself(request: Request, peer: str, what: str) -> None:
+        """The request names a known region as its sender, the one that signed it."""
+        if peer not in regions:
+            raise errors.ValidationError(f"unknown peer region {peer!r}")
+        if peer != _signer(request):
+            raise errors.Forbidden(f"a region may only {what} as itself")
+
+    async def follow(request: Request) -> Response:
+        body: _FollowRequest = await parsed(request, _FollowRequest)
+        as_itself(request, body.peer, "follow the log")
+        try:
+            first = await asyncio.to_thread(_read, store, body, body.after, tables)
+        except LogTrimmed as exc:
+            return error_response(410, "LogTrimmed", str(exc))
+        store.record_ack(body.peer, body.after)
+        return StreamingResponse(
+            _stream(store, feed, body, tables, first, wall),
+            media_type=NDJSON,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def ack(request: Request) -> Response:
+        body: _AckRequest = await parsed(request, _AckRequest)
+        as_itself(request, body.peer, "acknowledge")
+        if body.seq > await asyncio.to_thread(store.head_seq):
+            # An acknowledgement beyond the head would let this region trim what nobody has read.
+            return error_response(400, "ValidationError", f"seq {body.seq} is beyond this log's head")
+        await asyncio.to_thread(store.record_ack, body.peer, body.seq)
+        return json_response({"peer": body.peer, "seq": body.seq})
+
+    async def snapshot(request: Request) -> Response:
+        body: _SnapshotRequest = await parsed(request, _SnapshotRequest)
+        page = await asyncio.to_thread(store.snapshot, body.after, body.limit, tables)
+        return json_response(
+            {
+                "entries": [entry_json(e) for e in page.entries],
+                "cursor": page.cursor,
+                "headSeq": page.head_seq,
+            }
+        )
+
+    async def digest(request: Request) -> Response:
+        body: _DigestRequest = await parsed(request, _DigestRequest)
+        if body.table not in schemas:
+            return error_response(400, "ValidationError", f"table {body.table!r} is not replicated")
+        if body.bucket is None:
+            digest = await asyncio.to_thread(store.digest, body.table, body.buckets, body.before)
+            return json_response({"digest": digest})
+        if body.bucket >= body.buckets:
+            return error_response(400, "ValidationError", "bucket must be below buckets")
+        entries = await asyncio.to_thread(store.bucket_entries, body.table, body.bucket, body.buckets)
+        return json_response({"entries": [entry_json(e) for e in entries]})
+
+    async def push(request: Request) -> Response:
+        try:
+            raw = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return error_response(400, "ValidationError", "the batch is not valid JSON; nothing was applied")
+        source, entries = parse_batch(raw, schemas, regions)
+        if source != _signer(request):
+            raise errors.Forbidden("a region may only push its own batches")
+        now = wall.now_ms()
+        held = holds is not None and holds(source)
+        kept = [] if held else [e for e in entries if ahead_ms(e, now) <= max_clock_offset_ms]
+        result = await asyncio.to_thread(store.apply, source, kept, None)
+        return json_response(
+            {
+                "applied": result.applied,
+                "skipped": result.skipped,
+                "conflicts": len(result.conflicts),
+                "heldBack": len(entries) - len(kept),
+            }
+        )
+
+    async def status(_: Request) -> Response:
+        return json_response(extra_status() if extra_status else {"checkpoints": store.checkpoints()})
+
+    async def domain_error(request: Request, handler: Callable[[Request], Any]) -> Response:
+        try:
+            response: Response = await handler(request)
+            return response
+        except errors.BookstoreError as exc:
+            # Every domain error answers its own status (a NotFound 404, an Unavailable 503...).
+            return error_for(exc)
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await domain_error(request, handler)
+
+        return endpoint
+
+    return [
+        Route("/replication/follow", guarded(follow), methods=["POST"]),
+        Route("/replication/ack", guarded(ack), methods=["POST"]),
+        Route("/replication/snapshot", guarded(snapshot), methods=["POST"]),
+        Route("/replication/digest", guarded(digest), methods=["POST"]),
+        Route("/replication/push", guarded(push), methods=["POST"]),
+        Route("/replication/status", guarded(status), methods=["GET"]),
+    ]
+
+
+async def _stream(
+    store: LogSource,
+    feed: ChangeFeed,
+    body: _FollowRequest,
+    tables: tuple[str, ...],
+    first: LogRead,
+    clock: Clock,
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.streamMs / 1000
+    yield _line(first, clock)  # at once, even when empty: the follower knows it is connected
+    after = first.last_seq
+    last_sent = loop.time()
+    while loop.time() < deadline and not feed.closed:
+        wake = feed.current()
+        read = await asyncio.to_thread(_read, store, body, after, tables)
+        if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
+            # Nothing new: wait for a commit here, or another process's (the head moves), or the time
+            # of a heartbeat, which tells the follower this region lives.
+            while not wake.is_set() and loop.time() - last_sent < HEARTBEAT_S:
+                await wait_for(wake, POLL_S)
+                if store.head_seq() != read.head_seq:
+                    break
+            continue
+        yield _line(read, clock)
+        after = read.last_seq
+        last_sent = loop.time()
+
+
+def _read(store: LogSource, body: _FollowRequest, after: int, tables: tuple[str, ...]) -> LogRead:
+    # The follower re-derives old images from its own state: they need not cross the link.
+    return store.read_log(after, limit=body.limit, tables=tables, exclude_origin=body.peer, old_images=False)
+
+
+def _signer(request: Request) -> str | None:
+    """The region whose signature PeerAuthMiddleware verified."""
+    return getattr(request.state, "peer_region", None)
+
+
+def _line(read: LogRead, clock: Clock) -> bytes:
+    payload = {
+        "entries": [entry_json(e) for e in read.entries],
+        "lastSeq": read.last_seq,
+        "headSeq": read.head_seq,
+        # This region's clock: the follower measures its offset (and stops following past the bound).
+        "nowMs": clock.now_ms(),
+    }
+    return ndjson_line(payload)
+
+
+class HttpPeer:
+    """A peer region reached over HTTP through the link simulator; requests signed with the shared secret."""
+
+    def __init__(
+        self,
+        region: str,
+        base_url: str,
+        *,
+        me: str,
+        auth: httpx.Auth,
+        schemas: Mapping[str, TableSchema],
+        regions: Collection[str],
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        self.region = region
+        self.me = me
+        self.schemas = schemas
+        self.regions = regions
+        self.client = httpx.AsyncClient(
+            base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s)
+        )
+
+    async def follow(self, after: int) -> AsyncIterator[LogRead]:
+        body = {"peer": self.me, "after": after, "limit": BATCH}
+        async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
+            if response.status_code == 410:
+                raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")
+            clock = response.headers.get(CLOCK_HEADER, "")
+            if response.status_code == 401 and clock.isdigit():
+                message = (await response.aread()).decode("utf-8", "replace")[:300]
+                raise ClockRefusal(self.region, int(clock), message)
+            _raise_for(response.status_code, self.region, "follow")
+            async for raw in object_lines(response, self.region):
+                yield self._read(raw)
+
+    def _read(self, raw: Any) -> LogRead:
+        entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
+        sent = raw.get("nowMs")
+        return LogRead(
+            entries=entries,
+            last_seq=int(raw["lastSeq"]),
+            head_seq=int(raw["headSeq"]),
+            sent_ms=sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
+        )
+
+    async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
+        raw = await self._post("/replication/snapshot", {"after": after, "limit": limit})
+        entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
+        return SnapshotPage(entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]))
+
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "before": before})
+        digest: list[str] = raw["digest"]
+        return digest
+
+    async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
+        raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "bucket": bucket})
+        return parse_entries(raw.get("entries"), self.schemas, self.regions)
+
+    async def push(self, entries: list[LogEntry]) -> None:
+        if entries:
+            await self._post(
+                "/replication/push", {"source": self.me, "entries": [entry_json(e) for e in entries]}
+            )
+
+    async def ack(self, seq: int) -> None:
+        await self._post("/replication/ack", {"peer": self.me, "seq": seq})
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self.client.post(path, content=orjson.dumps(body))
+        _raise_for(response.status_code, self.region, path)
+        return orjson.loads(response.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _raise_for(status: int, region: str, what: str) -> None:
+    if status != 200:
+        raise errors.StorageError(f"{region} answered {status} to {what}")

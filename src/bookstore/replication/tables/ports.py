@@ -1,0 +1,96 @@
+"""The storage side of table replication as narrow ports: each part of the replicator names what it uses.
+
+storage/sqlite/replica.py (SqliteReplica) implements them all (ReplicaStore). The replicator depends on
+ReplicatorStore (an applier, anti-entropy and trimming, plus its log head for status); the follow
+stream it serves reads a LogSource only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
+
+from bookstore.replication.tables.model import ApplyResult, ConflictRecord, LogEntry, LogRead, SnapshotPage
+
+
+class LogSource(Protocol):
+    """This region's log as its followers read it: batches after a position, the head, a snapshot.
+
+    `read_log` returns entries after a sequence number; `last_seq` passes filtered rows too.
+    """
+
+    def read_log(
+        self,
+        after: int,
+        *,
+        limit: int,
+        tables: Collection[str] | None = None,
+        exclude_origin: str | None = None,
+        old_images: bool = True,
+    ) -> LogRead: ...
+
+    def head_seq(self) -> int: ...
+
+    def snapshot(
+        self, after: str | None, limit: int, tables: Collection[str] | None = None
+    ) -> SnapshotPage: ...
+
+    def record_ack(self, peer: str, seq: int) -> None:
+        """A follower holds this log up to `seq`: trimming may drop what every follower holds."""
+        ...
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """`callback` runs (on any thread) after each commit that appended to the log."""
+        ...
+
+
+class Applier(Protocol):
+    """Applies a peer's changes: `apply` keeps only versions that supersede the local ones (by the
+    table's conflict rule), records conflicts, re-logs what it applied with its origin, and stores the
+    source's checkpoint in the same transaction."""
+
+    def apply(self, source: str, entries: Sequence[LogEntry], checkpoint: int | None) -> ApplyResult: ...
+
+    def checkpoint(self, source: str) -> int | None: ...
+
+    def conflict_count(self) -> int: ...
+
+    def clock_version(self) -> int:
+        """The latest version this region's hybrid clock issued or saw."""
+        ...
+
+    def cap_clock(self, ceiling: Callable[[], int | None]) -> None:
+        """Makes the region's hybrid clock call `ceiling` for a time its physical part must not pass."""
+        ...
+
+
+class AntiEntropy(Protocol):
+    """Digests of key buckets, and a bucket's entries, to find and repair what following missed."""
+
+    def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]: ...
+
+    def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]: ...
+
+
+class Trimming(Protocol):
+    """Drops log records every peer holds (by their checkpoints here and acknowledgements) and that
+    are older than the retention."""
+
+    def checkpoints(self) -> dict[str, int]: ...
+
+    def trim(self, peers: Collection[str], retention_ms: int, now_ms: int) -> int: ...
+
+
+class ReplicatorStore(Applier, AntiEntropy, Trimming, Protocol):
+    """What the Replicator uses: the three ports, and its log's head for its status."""
+
+    def head_seq(self) -> int: ...
+
+
+class ReplicaStore(LogSource, ReplicatorStore, Protocol):
+    """Everything a region's replica store offers: what it serves its peers, and what it applies; with
+    the conflicts kept for the operator and a digest of the whole state for tests and drills."""
+
+    def conflicts(self, limit: int = 100) -> list[ConflictRecord]: ...
+
+    def state_digest(self, tables: Collection[str]) -> str: ...

@@ -1,0 +1,547 @@
+"""Multi-master table replication: each region follows every peer's change log and applies newer versions.
+
+Following is a streaming long-poll: a region asks a peer for its log after a checkpoint and the peer
+answers with a stream of NDJSON batches as its log grows (heartbeats while idle), so a change crosses
+the link once, one one-way delay after it was written, instead of waiting for the next poll. Applying a
+batch and storing the peer's checkpoint happen in one transaction, so a crash at any instant neither
+loses nor repeats a change. A region that never followed a peer, or fell behind its trimmed log,
+backfills from a snapshot first. Anti-entropy compares digests of key buckets and repairs both sides.
+
+A change stamped more than `max_clock_offset_ms` ahead of this region's wall clock (or any change from a
+peer whose clock runs that far ahead) is not applied and does not move the hybrid clock: the region stops
+following that peer, says so with the offset (status, metrics), and resumes by itself once the offset is
+back within the bound. Nothing is skipped: the stream resumes at the held change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bookstore.kernel.clock import HybridLogicalClock
+from bookstore.ports import Clock
+from bookstore.replication.tables.model import (
+    ApplyResult,
+    ClockRefusal,
+    LogEntry,
+    LogRead,
+    LogTrimmed,
+    SnapshotPage,
+    ahead_ms,
+    within_bound,
+)
+from bookstore.replication.tables.ports import ReplicatorStore
+
+log = logging.getLogger("bookstore.replication")
+
+LAG_WINDOW_MS = 60_000
+RECENT_LAG_MS = 2_000
+CHECKPOINT_EVERY_MS = 1_000
+# How often a follower tells the peer how far it holds the peer's log (the peer trims only below every
+# follower's acknowledgement); streams stay open for long, so this cannot wait for the next one.
+ACK_EVERY_MS = 10_000
+# The default bound on a peer's clock offset (the topology's replication.max_clock_offset_ms).
+MAX_CLOCK_OFFSET_MS = 500
+# How often a peer not followed for its clock is asked again whether its offset is back within bound.
+CLOCK_RECHECK_S = 1.0
+# A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
+OFFSET_FRESH_MS = 5_000
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
+
+
+class Peer(Protocol):
+    """How a region reaches one peer's replication feed: over HTTP through the link, or in-process."""
+
+    region: str
+
+    def follow(self, after: int) -> AsyncIterator[LogRead]:
+        """Batches of the peer's log after `after`, as they are written; raises LogTrimmed when behind."""
+        ...
+
+    async def snapshot(self, after: str | None, limit: int) -> SnapshotPage: ...
+
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        """Bucket digests of the peer's items and tombstones (only versions below `before` when given)."""
+        ...
+
+    async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
+
+    async def push(self, entries: list[LogEntry]) -> None: ...
+
+    async def ack(self, seq: int) -> None:
+        """Tell the peer this region holds its log up to `seq`, so it may trim before it."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class PeerClockAhead(Exception):
+    """A peer's clock, or a change it sent, is further ahead of ours than the bound: not followed."""
+
+    def __init__(self, peer: str, offset_ms: int, what: str) -> None:
+        super().__init__(f"{what} is {offset_ms} ms ahead of this region's clock")
+        self.peer = peer
+        self.offset_ms = offset_ms
+        self.what = what
+
+
+@dataclass
+class LagWindow:
+    """Replication lag samples of the last minute per origin, for p50/p99 in `status`."""
+
+    window_ms: int = LAG_WINDOW_MS
+    samples: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
+
+    def add(self, origin: str, now_ms: int, lag_ms: int) -> None:
+        q = self.samples.setdefault(origin, deque())
+        q.append((now_ms, lag_ms))
+        while q and q[0][0] < now_ms - self.window_ms:
+            q.popleft()
+
+    def summary(self, now_ms: int) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for origin, q in self.samples.items():
+            lags = sorted(lag for t, lag in q if t >= now_ms - self.window_ms)
+            if lags:
+                out[origin] = {
+                    "p50Ms": float(_percentile(lags, 0.50)),
+                    "p99Ms": float(_percentile(lags, 0.99)),
+                    "count": float(len(lags)),
+                }
+                if q[-1][0] >= now_ms - RECENT_LAG_MS:
+                    # The newest change's lag, while it is news: what a timeline shows (the
+                    # percentiles trail a minute behind).
+                    out[origin]["lastMs"] = float(q[-1][1])
+        return out
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class ReplicationMetrics:
+    """Prometheus figures of one region's replication."""
+
+    def __init__(self, registry: CollectorRegistry, region: str) -> None:
+        self.region = region
+        self.lag = Histogram(
+            "bookstore_replication_lag_seconds",
+            "Apply time minus the write's physical time at its origin",
+            ["source", "destination"],
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
+        self.applied = Counter(
+            "bookstore_replication_applied", "Changes applied from peers", ["source"], registry=registry
+        )
+        self.skipped = Counter(
+            "bookstore_replication_skipped", "Changes received but not newer", ["source"], registry=registry
+        )
+        self.conflicts = Counter(
+            "bookstore_replication_conflicts", "Concurrent writes detected", registry=registry
+        )
+        self.pending = Gauge(
+            "bookstore_replication_pending_changes",
+            "Entries of a peer's log not yet received",
+            ["source", "destination"],
+            registry=registry,
+        )
+        self.repaired = Counter(
+            "bookstore_replication_repaired", "Entries repaired by anti-entropy", ["peer"], registry=registry
+        )
+        self.backfills = Counter(
+            "bookstore_replication_backfills", "Snapshot backfills from a peer", ["source"], registry=registry
+        )
+        self.followed = Gauge(
+            "bookstore_replication_peer_followed",
+            "1 while this region applies the peer's changes; 0 while it holds them (clock too far ahead)",
+            ["peer"],
+            registry=registry,
+        )
+        self.clock_offset = Gauge(
+            "bookstore_replication_peer_clock_offset_seconds",
+            "How far the peer's clock (or the change held back) is ahead of this region's, as last measured",
+            ["peer"],
+            registry=registry,
+        )
+        self.held_back = Counter(
+            "bookstore_replication_held_back",
+            "Changes not applied because their time was too far ahead of this region's clock",
+            ["source"],
+            registry=registry,
+        )
+
+
+class Replicator:
+    """Keeps one region's tables converged with every peer's."""
+
+    def __init__(
+        self,
+        store: ReplicatorStore,
+        region: str,
+        peers: Sequence[Peer],
+        *,
+        clock: Clock,
+        metrics: ReplicationMetrics,
+        snapshot_page: int = 500,
+        anti_entropy_s: float = 30.0,
+        anti_entropy_settle_ms: int = 0,
+        digest_buckets: int = 64,
+        trim_every_s: float = 60.0,
+        retention_ms: int = 3_600_000,
+        tables: Collection[str] = (),
+        active_peers: Collection[str] = (),
+        max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
+    ) -> None:
+        self.store = store
+        self.region = region
+        self.peers = list(peers)
+        self.clock = clock
+        self.metrics = metrics
+        self.snapshot_page = snapshot_page
+        self.anti_entropy_s = anti_entropy_s
+        self.anti_entropy_settle_ms = anti_entropy_settle_ms
+        self.digest_buckets = digest_buckets
+        self.trim_every_s = trim_every_s
+        self.retention_ms = retention_ms
+        self.tables = tuple(tables)
+        self.active_peers = set(active_peers)
+        self.lags = LagWindow()
+        self.pending: dict[str, int] = {}
+        self.connected: dict[str, bool] = {p.region: False for p in self.peers}
+        self.max_clock_offset_ms = max_clock_offset_ms
+        # Each peer's clock minus ours (ms), as last measured from its stream (a one-way delay low).
+        self.clock_offsets: dict[str, int] = {}
+        # Peers not followed now because of their clock: the offset and what was ahead, since when.
+        self.held: dict[str, dict[str, Any]] = {}
+        # When each offset was measured (local wall clock), for the ceiling's fresh measurements only.
+        self._measured_at: dict[str, int] = {}
+        store.cap_clock(self.clock_ceiling)
+        for p in self.peers:
+            self.metrics.followed.labels(p.region).set(1)
+        # Test-only fault (drills prove they catch it): receive changes but never apply them.
+        self.apply_paused = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self._follow_forever(p, stop), name=f"follow-{p.region}") for p in self.peers
+        ]
+        tasks += [asyncio.create_task(self._every(self.anti_entropy_s, self._anti_entropy_all, stop))]
+        tasks += [asyncio.create_task(self._every(self.trim_every_s, self._trim, stop))]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for peer in self.peers:
+            await peer.aclose()
+
+    async def _follow_forever(self, peer: Peer, stop: asyncio.Event) -> None:
+        backoff = 0.05
+        while not stop.is_set():
+            try:
+                if not await self.follow_once(peer):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=CLOCK_RECHECK_S)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a peer down or a link cut: retry with backoff, never give up
+                if self.connected.get(peer.region):
+                    log.warning("lost %s: %s: %s", peer.region, type(exc).__name__, exc)
+                self.connected[peer.region] = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def follow_once(self, peer: Peer) -> bool:
+        """One stream from `peer`; False when it stopped at a clock too far ahead (the peer is held)."""
+        try:
+            await self.follow(peer)
+        except PeerClockAhead as exc:
+            self._hold(exc)
+            return False
+        except ClockRefusal as exc:
+            # Refused for our request's timestamp: the clocks are further apart than the signed requests'
+            # window. The refusal says the peer's time, which is all the clock bound needs.
+            offset = self._measure(peer.region, exc.sent_ms)
+            if offset > self.max_clock_offset_ms:
+                self._hold(PeerClockAhead(peer.region, offset, f"{peer.region}'s clock"))
+                return False
+            raise
+        return True
+
+    async def follow(self, peer: Peer) -> None:
+        """Follow one peer's log until its stream ends; backfill first when we have no checkpoint."""
+        checkpoint = self.store.checkpoint(peer.region)
+        if checkpoint is None:
+            checkpoint = await self.backfill(peer)
+        acks: set[asyncio.Task[None]] = set()
+        acked, acked_at = checkpoint, self.clock.now_ms()
+        try:
+            stored = checkpoint
+            stored_at = self.clock.now_ms()
+            async for read in peer.follow(checkpoint):
+                if not self.connected.get(peer.region):
+                    log.info("following %s from seq %d", peer.region, checkpoint)
+                    self.connected[peer.region] = True
+                held = self._check_clock(peer.region, read)
+                if held is not None:
+                    # Apply what comes before the held change, then stop: the next stream starts at it.
+                    entries, ahead = held
+                    if entries:
+                        await self._apply(peer.region, entries, entries[-1].seq)
+                    raise ahead
+                self._resume(peer.region)
+                checkpoint = read.last_seq
+                # A batch of only filtered rows (changes that came from here) moves the checkpoint but
+                # needs no transaction each time: re-reading such rows after a crash is harmless.
+                if read.entries or (
+                    checkpoint != stored and self.clock.now_ms() - stored_at > CHECKPOINT_EVERY_MS
+                ):
+                    await self._apply(peer.region, read.entries, checkpoint)
+                    stored, stored_at = checkpoint, self.clock.now_ms()
+                if stored != acked and stored_at - acked_at > ACK_EVERY_MS:
+                    # Off the stream's path: a slow acknowledgement must not hold up the next batch.
+                    acked, acked_at = stored, stored_at
+                    task = asyncio.create_task(self._ack(peer, stored))
+                    acks.add(task)
+                    task.add_done_callback(acks.discard)
+                self.pending[peer.region] = max(0, read.head_seq - read.last_seq)
+                self.metrics.pending.labels(peer.region, self.region).set(self.pending[peer.region])
+        except LogTrimmed:
+            log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
+            await self.backfill(peer)
+
+    def _check_clock(self, source: str, read: LogRead) -> tuple[list[LogEntry], PeerClockAhead] | None:
+        """None when the read may be applied whole; else the entries before the held one and why."""
+        now = self.clock.now_ms()
+        bound = self.max_clock_offset_ms
+        if read.sent_ms is not None:
+            offset = self._measure(source, read.sent_ms)
+            if offset > bound:
+                return [], PeerClockAhead(source, offset, f"{source}'s clock")
+        entries, ahead = within_bound(read.entries, now, bound)
+        if ahead is None:
+            return None
+        offset = ahead_ms(ahead, now)
+        self.metrics.clock_offset.labels(source).set(offset / 1000)
+        what = f"the change of {ahead.table} {ahead.key} written in {ahead.origin}"
+        return entries, PeerClockAhead(source, offset, what)
+
+    def _measure(self, peer: str, sent_ms: int) -> int:
+        """Records the peer's clock offset from a time it sent (a one-way delay low); returns it."""
+        now = self.clock.now_ms()
+        offset = sent_ms - now
+        self.clock_offsets[peer] = offset
+        self._measured_at[peer] = now
+        self.metrics.clock_offset.labels(peer).set(offset / 1000)
+        return offset
+
+    def clock_ceiling(self) -> int | None:
+        """The time this region's versions must not pass, when its clock runs ahead of the others'.
+
+        The reference is the lower median clock of the regions heard from in the last seconds, this one
+        included (of two regions the slower, of three the middle one), so one fast clock is pulled back to
+        the others and one slow clock drags nobody. Versions stay within half the bound of it: the other
+        regions apply them, and a later write elsewhere still wins. None when there is nothing to correct.
+        """
+        now = self.clock.now_ms()
+        offsets = sorted(
+            [0]
+            + [
+                offset
+                # A copy (taken atomically): writers' threads call this while the loop measures.
+                for peer, offset in tuple(self.clock_offsets.items())
+                if now - self._measured_at.get(peer, now - OFFSET_FRESH_MS) < OFFSET_FRESH_MS
+            ]
+        )
+        reference = offsets[(len(offsets) - 1) // 2]
+        half = self.max_clock_offset_ms // 2
+        return now + reference + half if reference < -half else None
+
+    def _hold(self, exc: PeerClockAhead) -> None:
+        """Stops following a peer whose clock is too far ahead, saying so once with the offset."""
+        first = exc.peer not in self.held
+        self.held[exc.peer] = {
+            "offsetMs": exc.offset_ms,
+            "reason": f"{exc} (bound {self.max_clock_offset_ms} ms)",
+            "sinceMs": self.held.get(exc.peer, {}).get("sinceMs", self.clock.now_ms()),
+        }
+        self.metrics.followed.labels(exc.peer).set(0)
+        if first:
+            self.metrics.held_back.labels(exc.peer).inc()
+            log.warning(
+                "not following %s: %s (bound %d ms); its changes wait until the offset is back within it",
+                exc.peer,
+                exc,
+                self.max_clock_offset_ms,
+            )
+
+    def _resume(self, source: str) -> None:
+        if self.held.pop(source, None) is not None:
+            self.metrics.followed.labels(source).set(1)
+            log.warning(
+                "following %s again: its clock is within %d ms of ours", source, self.max_clock_offset_ms
+            )
+
+    async def _ack(self, peer: Peer, seq: int) -> None:
+        try:
+            await peer.ack(seq)
+        except Exception as exc:  # the next acknowledgement (or stream) carries it: only trimming waits
+            log.info("could not acknowledge seq %d to %s: %s: %s", seq, peer.region, type(exc).__name__, exc)
+
+    async def _apply(
+        self, source: str, entries: Sequence[LogEntry], checkpoint: int | None, *, live: bool = True
+    ) -> ApplyResult:
+        """Apply a batch; `live` ones (the log as it grows) count towards lag, backfills and repairs not."""
+        while self.apply_paused:
+            await asyncio.sleep(0.05)
+        result = await asyncio.to_thread(self.store.apply, source, entries, checkpoint)
+        now = self.clock.now_ms()
+        if live:
+            for entry in result.applied_entries:
+                lag = max(0, now - entry.written_ms)
+                self.lags.add(entry.origin, now, lag)
+                self.metrics.lag.labels(entry.origin, self.region).observe(lag / 1000)
+        self.metrics.applied.labels(source).inc(result.applied)
+        self.metrics.skipped.labels(source).inc(result.skipped)
+        for conflict in result.conflicts:
+            self.metrics.conflicts.inc()
+            log.info(
+                "conflict on %s %s: %s wins over %s",
+                conflict.table,
+                conflict.key,
+                conflict.winner_version,
+                conflict.loser_version,
+            )
+        return result
+
+    async def backfill(self, peer: Peer) -> int:
+        """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
+        cursor: str | None = None
+        head: int | None = None
+        copied = 0
+        while True:
+            page = await peer.snapshot(cursor, self.snapshot_page)
+            head = page.head_seq if head is None else head
+            _, ahead = within_bound(page.entries, self.clock.now_ms(), self.max_clock_offset_ms)
+            if ahead is not None:
+                # Begun again later: a backfill's checkpoint is the snapshot's, so it cannot skip one.
+                offset = ahead_ms(ahead, self.clock.now_ms())
+                raise PeerClockAhead(peer.region, offset, f"the snapshot's {ahead.table} {ahead.key}")
+            last = page.cursor is None
+            await self._apply(peer.region, page.entries, head if last else None, live=False)
+            copied += len(page.entries)
+            if last:
+                break
+            cursor = page.cursor
+        self.metrics.backfills.labels(peer.region).inc()
+        log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
+        return head
+
+    def holds(self, region: str) -> bool:
+        """True while `region` is not followed (its clock too far ahead): nothing of it is applied here."""
+        return region in self.held
+
+    async def anti_entropy(self, peer: Peer) -> int:
+        """Compare bucket digests with `peer` and exchange the entries of buckets that differ."""
+        if self.holds(peer.region):
+            # Not followed means nothing of it is applied, by any path: repairs wait for following to
+            # resume (the stream then carries the same changes in order).
+            return 0
+        repaired = 0
+        # Versions younger than the settle time may still be in flight: both sides leave them out. The
+        # bound is taken from the hybrid clock, not the wall clock: versions issued ahead of the wall
+        # clock (a region whose clock ran fast) are compared too once they are older than that.
+        before = (
+            HybridLogicalClock.pack(
+                max(
+                    0,
+                    HybridLogicalClock.physical_ms(self.store.clock_version()) - self.anti_entropy_settle_ms,
+                )
+            )
+            if self.anti_entropy_settle_ms
+            else None
+        )
+        for table in self.tables:
+            theirs = await peer.digest(table, self.digest_buckets, before)
+            ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets, before)
+            for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+                if a == b:
+                    continue
+                now = self.clock.now_ms()
+                incoming = [
+                    e
+                    for e in await peer.bucket(table, bucket, self.digest_buckets)
+                    if ahead_ms(e, now) <= self.max_clock_offset_ms
+                ]
+                result = await self._apply(peer.region, incoming, None, live=False)
+                outgoing = await asyncio.to_thread(
+                    self.store.bucket_entries, table, bucket, self.digest_buckets
+                )
+                await peer.push(outgoing)
+                repaired += result.applied
+        if repaired:
+            self.metrics.repaired.labels(peer.region).inc(repaired)
+            log.info("anti-entropy with %s repaired %d entries here", peer.region, repaired)
+        return repaired
+
+    async def _anti_entropy_all(self) -> None:
+        for peer in self.peers:
+            if self.connected.get(peer.region):
+                try:
+                    await self.anti_entropy(peer)
+                except Exception as exc:
+                    log.warning("anti-entropy with %s failed: %s", peer.region, exc)
+
+    async def _trim(self) -> None:
+        # Trimming waits for every peer expected or ever seen; a region never started blocks nothing.
+        seen = {p.region for p in self.peers if self.connected.get(p.region)}
+        peers = self.active_peers | set(self.store.checkpoints()) | seen
+        removed = await asyncio.to_thread(self.store.trim, peers, self.retention_ms, self.clock.now_ms())
+        if removed:
+            log.info("trimmed %d log entries every peer has", removed)
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Any], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic replication job failed")
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now_ms()
+        return {
+            "region": self.region,
+            # This region's log position: a peer whose checkpoint reached it holds all of it.
+            "headSeq": self.store.head_seq(),
+            "peers": {
+                p.region: {
+                    "connected": self.connected.get(p.region, False),
+                    "checkpoint": self.store.checkpoint(p.region),
+                    "pending": self.pending.get(p.region),
+                    # False while its clock (or a change it sent) is too far ahead: see notFollowed.
+                    "followed": not self.holds(p.region),
+                    "clockOffsetMs": self.clock_offsets.get(p.region),
+                    "notFollowed": self.held.get(p.region),
+                }
+                for p in self.peers
+            },
+            "lag": self.lags.summary(now),
+            "conflicts": self.store.conflict_count(),
+            "applyPaused": self.apply_paused,
+            "maxClockOffsetMs": self.max_clock_offset_ms,
+        }

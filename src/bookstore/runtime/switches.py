@@ -1,0 +1,42 @@
+"""A region's fault switches as callers see them: the path, the operator's signature, bounds, client.
+
+The region serves them (bookstore.region.faults, which says what each switch does); the supervisor's
+control API flips them through `switch_faults`. Both processes share this contract, not each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from bookstore.kernel.auth import PeerAuth
+from bookstore.ports import Clock
+
+FAULTS_PATH: Final = "/replication/faults"
+OPERATOR: Final = "operator"
+# Two hours: room for the one-hour skew the regions' clock bound is tested with (issue 12 item 5). A skew
+# beyond a minute also puts the region outside its peers' signed requests' window: they refuse each other.
+MAX_SKEW_MS = 7_200_000
+
+
+async def switch_faults(
+    api_url: str, region: str, secret: str, clock: Clock, **switches: str | int | None
+) -> dict[str, Any]:
+    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=).
+
+    Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the
+    region does not answer, RuntimeError when it refuses.
+    """
+    body = {name: value for name, value in switches.items() if value is not None}
+    async with httpx.AsyncClient(
+        auth=PeerAuth(secret, OPERATOR, clock, destination=region), timeout=5.0
+    ) as client:
+        response = await client.post(api_url + FAULTS_PATH, content=orjson.dumps(body))
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"{api_url} refused to switch faults: {response.status_code} {response.text[:300]}"
+        )
+    state: dict[str, Any] = response.json()
+    return state

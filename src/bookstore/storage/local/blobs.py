@@ -1,0 +1,166 @@
+"""The blob files of the local object store: content taken in, written durably, read by range, swept.
+
+Under `root`: blobs/xx/<random id> holds one body or multipart part each, never shared; a write goes to
+tmp/, is fsynced and renamed into blobs/ (and under durability "power" the directory is fsynced too)
+before the metadata transaction that refers to it commits. A crash in between leaves an unreferenced
+file that `sweep` removes at the next start, never a visible half-written object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bookstore.domain.errors import StorageError
+from bookstore.objectstore.port import Body
+from bookstore.storage.durability import Durability, fsync_directory
+
+# Bodies up to this many bytes live in the metadata row (a small PUT is one SQLite transaction).
+INLINE_MAX = 64 * 1024
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class Content:
+    """A body taken in: in memory (`inline`) or in one blob file, with its size and MD5."""
+
+    size: int
+    md5: str
+    inline: bytes | None = None
+    blob_id: str | None = None
+
+
+class BlobFiles:
+    """The files under blobs/ and tmp/ of an object store's root."""
+
+    def __init__(self, root: Path, durability: Durability) -> None:
+        self.durability = durability
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for n in range(256):
+            (self._blobs / f"{n:02x}").mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob_id: str) -> Path:
+        return self._blobs / blob_id[:2] / blob_id
+
+    def take(self, body: Body, *, inline: bool = True) -> Content:
+        """Take a body in: small ones stay in memory, the rest goes to a durable blob file."""
+        digest = hashlib.md5(usedforsecurity=False)
+        if isinstance(body, bytes | bytearray | memoryview):
+            data = bytes(body)
+            if inline and len(data) <= INLINE_MAX:
+                digest.update(data)
+                return Content(len(data), digest.hexdigest(), inline=data)
+            return self.write((data,))
+        head: list[bytes] = []
+        size = 0
+        chunks = iter(body)
+        if inline:
+            for chunk in chunks:
+                head.append(chunk)
+                size += len(chunk)
+                if size > INLINE_MAX:
+                    break
+            else:
+                data = b"".join(head)
+                digest.update(data)
+                return Content(len(data), digest.hexdigest(), inline=data)
+        return self.write(_chain(head, chunks))
+
+    def write(self, chunks: Iterable[bytes]) -> Content:
+        """Write a new blob file durably (see the module docstring) and return its content."""
+        blob_id = secrets.token_hex(16)
+        temp = self._tmp / blob_id
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            with open(temp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            target = self.path(blob_id)
+            os.replace(temp, target)
+            if self.durability == "power":
+                # The rename is durable only once its directory is: else a power loss could lose the
+                # file of a committed row.
+                fsync_directory(target.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StorageError(f"object store: cannot write content: {exc}") from exc
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return Content(size, digest.hexdigest(), blob_id=blob_id)
+
+    def discard(self, content: Content | None) -> None:
+        """Remove the blob file of content taken in but not committed."""
+        if content is not None and content.blob_id is not None:
+            self.unlink([content.blob_id])
+            content.blob_id = None
+
+    def unlink(self, blob_ids: Iterable[str]) -> None:
+        for blob_id in blob_ids:
+            # A file that cannot go now is left for the sweep at the next start: orphans are harmless.
+            with suppress(OSError):
+                self.path(blob_id).unlink(missing_ok=True)
+
+    def sweep(self, referenced: Collection[str]) -> None:
+        """Remove temp files and blob files no committed row refers to (left by a crash)."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(exist_ok=True)
+        for folder in self._blobs.iterdir():
+            for path in folder.iterdir():
+                if path.name not in referenced:
+                    path.unlink(missing_ok=True)
+
+    def reader(self, segments: list[tuple[str, int]], first: int, last: int) -> Iterator[bytes]:
+        """Bytes first..last of the segments; the first file opens now, so a later delete cannot race it."""
+        plan: list[tuple[str, int, int]] = []
+        offset = 0
+        for blob_id, size in segments:
+            start, end = max(first, offset), min(last, offset + size - 1)
+            if start <= end:
+                plan.append((blob_id, start - offset, end - start + 1))
+            offset += size
+        if not plan:
+            return iter(())
+        try:
+            opened = open(self.path(plan[0][0]), "rb")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise StorageError(f"object store: content missing: {exc}") from exc
+        return self._stream(opened, plan)
+
+    def _stream(self, opened: Any, plan: list[tuple[str, int, int]]) -> Iterator[bytes]:
+        f = opened
+        try:
+            for i, (blob_id, start, length) in enumerate(plan):
+                if i > 0:
+                    f.close()
+                    f = open(self.path(blob_id), "rb")  # noqa: SIM115 - closed below
+                f.seek(start)
+                while length > 0:
+                    chunk = f.read(min(_CHUNK, length))
+                    if not chunk:
+                        raise StorageError(f"object store: content {blob_id} is shorter than recorded")
+                    length -= len(chunk)
+                    yield chunk
+        except OSError as exc:
+            raise StorageError(f"object store: cannot read content: {exc}") from exc
+        finally:
+            f.close()
+
+
+def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from rest

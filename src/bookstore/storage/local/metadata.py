@@ -1,0 +1,142 @@
+"""The SQLite metadata of the local object store: its schema, rows as ObjectVersion, buckets' state.
+
+objects.sqlite3 (WAL) holds buckets (with their versioning, replication and website configurations),
+versions (a delete marker is a version; a body up to blobs.INLINE_MAX lives in the row, a larger one is
+a list of blob segments), multipart uploads and their parts. Its engine is storage.sqlite.engine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.port import Bucket, ObjectVersion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY,
+    region TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    versioning TEXT NOT NULL DEFAULT '',
+    replication BLOB,
+    website BLOB
+);
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sort_id TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    latest INTEGER NOT NULL,
+    marker INTEGER NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    replication_status TEXT,
+    replication_reason TEXT NOT NULL DEFAULT '',
+    parts_count INTEGER,
+    blobs BLOB,
+    inline BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_order ON versions (bucket, key, sort_id);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_id ON versions (bucket, key, version_id);
+CREATE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE latest = 1;
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (replication_status)
+    WHERE replication_status = 'PENDING';
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    meta BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    blob_id TEXT NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, number)
+) WITHOUT ROWID;
+"""
+
+BY_VERSION_ID = (
+    "SELECT id, latest, marker, blobs FROM versions WHERE bucket = ? AND key = ? AND version_id = ?"
+)
+VERSION_COLUMNS = (
+    "id, bucket, key, sort_id, version_id, latest, marker, last_modified_ms, size, etag, content_type, meta, "
+    "replication_status, replication_reason, parts_count"
+)
+
+
+@dataclass
+class BucketState:
+    """A bucket and its configurations, as kept in memory (every request reads them)."""
+
+    bucket: Bucket
+    replication: ReplicationConfiguration | None
+    website: WebsiteConfiguration | None
+
+
+def encode_meta(
+    metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None, tags: Mapping[str, str] | None
+) -> bytes:
+    """The `meta` column of a version or upload: user metadata, stored headers and tags."""
+    return orjson.dumps({"m": dict(metadata or {}), "h": dict(headers or {}), "t": dict(tags or {})})
+
+
+def version_of(row: tuple[Any, ...]) -> ObjectVersion:
+    """The ObjectVersion of a `versions` row selected as VERSION_COLUMNS."""
+    meta = orjson.loads(row[11])
+    return ObjectVersion(
+        bucket=row[1],
+        key=row[2],
+        version_id=row[4],
+        last_modified_ms=row[7],
+        etag=row[9],
+        size=row[8],
+        is_delete_marker=bool(row[6]),
+        is_latest=bool(row[5]),
+        content_type=row[10],
+        metadata=meta["m"],
+        headers=meta["h"],
+        tags=meta["t"],
+        replication_status=row[12],
+        replication_reason=row[13],
+        parts_count=row[14],
+    )
+
+
+def blob_ids(blobs: bytes | None) -> list[str]:
+    """The blob files of a version's `blobs` column (its segments)."""
+    return [] if blobs is None else [str(b) for b, _ in orjson.loads(blobs)]
+
+
+def load_buckets(conn: sqlite3.Connection) -> dict[str, BucketState]:
+    states = {}
+    for name, region, created_ms, versioning, replication, website in conn.execute(
+        "SELECT name, region, created_ms, versioning, replication, website FROM buckets"
+    ):
+        states[name] = BucketState(
+            Bucket(name, region, created_ms, versioning),
+            None if replication is None else ReplicationConfiguration.from_json(orjson.loads(replication)),
+            None if website is None else WebsiteConfiguration.from_json(orjson.loads(website)),
+        )
+    return states
+
+
+def referenced_blobs(conn: sqlite3.Connection) -> set[str]:
+    """Every blob file a committed row refers to (a part, or a segment of a version)."""
+    referenced = {str(row[0]) for row in conn.execute("SELECT blob_id FROM parts")}
+    for (blobs,) in conn.execute("SELECT blobs FROM versions WHERE blobs IS NOT NULL"):
+        referenced.update(blob_ids(blobs))
+    return referenced

@@ -1,0 +1,611 @@
+"""The ObjectStore port in memory: the fake beside the port, for tests, kept to the same contract.
+
+It keeps what LocalObjectStore keeps (buckets with their configurations, versions newest first per key,
+multipart uploads, replication statuses) in dictionaries under one lock, and nothing survives the
+process. tests/contract/test_objectstore.py runs against it with the real adapters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.errors import (
+    BadDigest,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    EntityTooSmall,
+    InvalidArgument,
+    InvalidBucketState,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRequest,
+    MalformedXML,
+    MethodNotAllowed,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchUpload,
+    NoSuchVersion,
+    NoSuchWebsiteConfiguration,
+    ReplicationConfigurationNotFoundError,
+)
+from bookstore.objectstore.listing import common_prefix, page_token, resolve_range, token_position
+from bookstore.objectstore.port import (
+    DEFAULT_CONTENT_TYPE,
+    NULL_VERSION,
+    Body,
+    Bucket,
+    ByteRange,
+    Deleted,
+    ObjectContent,
+    ObjectPage,
+    ObjectVersion,
+    Part,
+    ReplicationStatus,
+    VersionPage,
+    check_bucket_name,
+    check_key,
+)
+from bookstore.ports import Clock
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+_MAX_PART_NUMBER = 10_000
+_STATUSES = ("PENDING", "COMPLETED", "FAILED", "REPLICA")
+
+
+@dataclass
+class _BucketState:
+    bucket: Bucket
+    replication: ReplicationConfiguration | None = None
+    website: WebsiteConfiguration | None = None
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Stored:
+    """One version and its bytes; `order` sorts versions of a key (newest last), `seq` is write order."""
+
+    version: ObjectVersion
+    data: bytes
+    order: tuple[int, str]
+    seq: int
+
+
+@dataclass
+class _Upload:
+    bucket: str
+    key: str
+    content_type: str
+    metadata: dict[str, str]
+    headers: dict[str, str]
+    tags: dict[str, str]
+    parts: dict[int, tuple[Part, bytes]] = field(default_factory=dict)
+    created_ms: int = 0
+
+
+def _bytes(body: Body) -> bytes:
+    return body if isinstance(body, bytes) else b"".join(body)
+
+
+class MemoryObjectStore:
+    """The ObjectStore port in memory (see the module); `runs_inline`: every call is quick."""
+
+    runs_inline = True
+
+    def __init__(self, region: str, clock: Clock, *, min_part_size: int = MIN_PART_SIZE) -> None:
+        self.region = region
+        self._clock = clock
+        self._min_part_size = min_part_size
+        self._lock = threading.RLock()
+        self._buckets: dict[str, _BucketState] = {}
+        # (bucket, key) -> versions, oldest first.
+        self._versions: dict[tuple[str, str], list[_Stored]] = {}
+        self._uploads: dict[str, _Upload] = {}
+        self._seq = itertools.count(1)
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the writing thread) after every write that made a version PENDING."""
+        self._listeners.append(callback)
+
+    # Buckets.
+
+    def create_bucket(self, name: str) -> Bucket:
+        check_bucket_name(name)
+        with self._lock:
+            if name in self._buckets:
+                raise BucketAlreadyOwnedByYou(f"You already own the bucket {name!r}")
+            bucket = Bucket(name=name, region=self.region, created_ms=self._clock.now_ms())
+            self._buckets[name] = _BucketState(bucket)
+            return bucket
+
+    def get_bucket(self, name: str) -> Bucket:
+        return self._state(name).bucket
+
+    def list_buckets(self) -> list[Bucket]:
+        with self._lock:
+            return sorted((s.bucket for s in self._buckets.values()), key=lambda b: b.name)
+
+    def delete_bucket(self, name: str) -> None:
+        with self._lock:
+            self._state(name)
+            if any(b == name and versions for (b, _), versions in self._versions.items()):
+                raise BucketNotEmpty(f"The bucket {name!r} you tried to delete is not empty")
+            for upload_id in [u for u, up in self._uploads.items() if up.bucket == name]:
+                del self._uploads[upload_id]
+            del self._buckets[name]
+
+    def set_versioning(self, name: str, status: Literal["Enabled", "Suspended"]) -> None:
+        if status not in ("Enabled", "Suspended"):
+            raise MalformedXML(f"versioning Status must be Enabled or Suspended, not {status!r}")
+        with self._lock:
+            state = self._state(name)
+            if status == "Suspended" and state.replication is not None:
+                raise InvalidBucketState(
+                    "Versioning cannot be suspended on a bucket with a replication configuration"
+                )
+            state.bucket = replace(state.bucket, versioning=status)
+
+    def put_replication(self, name: str, config: ReplicationConfiguration) -> ReplicationConfiguration:
+        config = config.validate(source_bucket=name)
+        with self._lock:
+            state = self._state(name)
+            if state.bucket.versioning != "Enabled":
+                raise InvalidRequest(
+                    "Versioning must be 'Enabled' on the bucket to apply a replication configuration"
+                )
+            state.replication = config
+        return config
+
+    def get_replication(self, name: str) -> ReplicationConfiguration:
+        config = self._state(name).replication
+        if config is None:
+            raise ReplicationConfigurationNotFoundError(
+                f"The bucket {name!r} has no replication configuration"
+            )
+        return config
+
+    def delete_replication(self, name: str) -> None:
+        with self._lock:
+            self._state(name).replication = None
+
+    def put_website(self, name: str, config: WebsiteConfiguration) -> None:
+        config = config.validate()
+        with self._lock:
+            self._state(name).website = config
+
+    def get_website(self, name: str) -> WebsiteConfiguration:
+        config = self._state(name).website
+        if config is None:
+            raise NoSuchWebsiteConfiguration(f"The bucket {name!r} has no website configuration")
+        return config
+
+    def delete_website(self, name: str) -> None:
+        with self._lock:
+            self._state(name).website = None
+
+    def put_config(self, name: str, kind: str, document: str) -> None:
+        with self._lock:
+            self._state(name).configs[kind] = document
+
+    def get_config(self, name: str, kind: str) -> str | None:
+        with self._lock:
+            return self._state(name).configs.get(kind)
+
+    def delete_config(self, name: str, kind: str) -> None:
+        with self._lock:
+            self._state(name).configs.pop(kind, None)
+
+    # Objects.
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ObjectVersion:
+        check_key(key)
+        self._state(bucket)
+        data = _bytes(body)
+        template = ObjectVersion(
+            bucket=bucket,
+            key=key,
+            version_id="",
+            last_modified_ms=0,
+            etag=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            size=len(data),
+            content_type=content_type or DEFAULT_CONTENT_TYPE,
+            metadata=dict(metadata or {}),
+            headers=dict(headers or {}),
+            tags=dict(tags or {}),
+        )
+        return self._write(template, data)
+
+    def get_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
+    ) -> ObjectContent:
+        with self._lock:
+            stored = self._find(bucket, key, version_id)
+            version = self._shown(stored)
+            first, last, partial = resolve_range(version.size, byte_range)
+            return ObjectContent(version, (stored.data[first : last + 1],), first, last, partial)
+
+    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
+        with self._lock:
+            return self._shown(self._find(bucket, key, version_id))
+
+    def delete_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
+    ) -> Deleted:
+        check_key(key)
+        with self._lock:
+            state = self._state(bucket)
+            if version_id is None and state.bucket.versioning:
+                marker = ObjectVersion(
+                    bucket=bucket, key=key, version_id="", last_modified_ms=0, is_delete_marker=True
+                )
+                written = self._write(replace(marker, content_type=""), b"", replicate=replicate)
+                return Deleted(written.version_id, True)
+            target = NULL_VERSION if version_id is None else version_id
+            versions = self._versions.get((bucket, key), [])
+            found = next((s for s in versions if s.version.version_id == target), None)
+            if found is None:
+                return Deleted(version_id, False)
+            versions.remove(found)
+            if not versions:
+                del self._versions[(bucket, key)]
+            return Deleted(version_id, found.version.is_delete_marker)
+
+    def put_tags(
+        self, bucket: str, key: str, tags: Mapping[str, str], *, version_id: str | None = None
+    ) -> str:
+        with self._lock:
+            stored = self._find(bucket, key, version_id)
+            stored.version = replace(stored.version, tags=dict(tags))
+            return stored.version.version_id
+
+    def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        token: str | None = None,
+        max_keys: int = 1000,
+    ) -> ObjectPage:
+        # Nothing at or before `floor` is listed: no key, and no common prefix (S3's marker rule).
+        floor = start_after if token is None else token_position(token)
+        objects: list[ObjectVersion] = []
+        prefixes: list[str] = []
+        last_entry: str | None = None
+        with self._lock:
+            self._state(bucket)
+            for key in self._keys(bucket, prefix, floor):
+                latest = self._versions[(bucket, key)][-1]
+                if latest.version.is_delete_marker:
+                    continue
+                common = common_prefix(key, prefix, delimiter)
+                if common is not None and (common <= floor or (prefixes and prefixes[-1] == common)):
+                    continue
+                if len(objects) + len(prefixes) >= max_keys:
+                    return ObjectPage(
+                        objects, prefixes, None if last_entry is None else page_token(last_entry)
+                    )
+                if common is not None:
+                    prefixes.append(common)
+                    last_entry = common
+                    continue
+                objects.append(self._shown(latest))
+                last_entry = key
+        return ObjectPage(objects, prefixes)
+
+    def list_versions(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_id_marker: str = "",
+        max_keys: int = 1000,
+    ) -> VersionPage:
+        versions: list[ObjectVersion] = []
+        prefixes: list[str] = []
+        with self._lock:
+            self._state(bucket)
+            rows: list[_Stored] = []
+            if key_marker and version_id_marker and common_prefix(key_marker, prefix, delimiter) is None:
+                held = self._versions.get((bucket, key_marker), [])
+                at = next((i for i, s in enumerate(held) if s.version.version_id == version_id_marker), None)
+                if at is None:
+                    raise InvalidArgument("Invalid version id specified")
+                rows += reversed(held[:at])
+            for key in self._keys(bucket, prefix, key_marker):
+                rows += reversed(self._versions[(bucket, key)])
+            for stored in rows:
+                key = stored.version.key
+                common = common_prefix(key, prefix, delimiter)
+                if common is not None and (common <= key_marker or (prefixes and prefixes[-1] == common)):
+                    continue
+                if len(versions) + len(prefixes) >= max_keys:
+                    if prefixes and (not versions or prefixes[-1] > versions[-1].key):
+                        return VersionPage(versions, prefixes, prefixes[-1], None)
+                    return VersionPage(versions, prefixes, versions[-1].key, versions[-1].version_id)
+                if common is not None:
+                    prefixes.append(common)
+                    continue
+                versions.append(self._shown(stored))
+        return VersionPage(versions, prefixes)
+
+    # Multipart uploads.
+
+    def create_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        check_key(key)
+        upload_id = secrets.token_urlsafe(32)
+        with self._lock:
+            self._state(bucket)
+            self._uploads[upload_id] = _Upload(
+                bucket,
+                key,
+                content_type or DEFAULT_CONTENT_TYPE,
+                dict(metadata or {}),
+                dict(headers or {}),
+                dict(tags or {}),
+                created_ms=self._clock.now_ms(),
+            )
+        return upload_id
+
+    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
+        if not 1 <= number <= _MAX_PART_NUMBER:
+            raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+        self._upload(bucket, key, upload_id)
+        data = _bytes(body)
+        part = Part(
+            number, hashlib.md5(data, usedforsecurity=False).hexdigest(), len(data), self._clock.now_ms()
+        )
+        with self._lock:
+            self._upload(bucket, key, upload_id).parts[number] = (part, data)
+        return part
+
+    def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
+        with self._lock:
+            upload = self._upload(bucket, key, upload_id)
+            return [upload.parts[n][0] for n in sorted(upload.parts)]
+
+    def complete_upload(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> ObjectVersion:
+        if not parts:
+            raise MalformedXML("You must specify at least one part")
+        numbers = [n for n, _ in parts]
+        if any(b <= a for a, b in itertools.pairwise(numbers)):
+            raise InvalidPartOrder("The list of parts was not in ascending order")
+        with self._lock:
+            self._state(bucket)
+            upload = self._upload(bucket, key, upload_id)
+            pieces: list[bytes] = []
+            digest = hashlib.md5(usedforsecurity=False)
+            for i, (number, etag) in enumerate(parts):
+                held = upload.parts.get(number)
+                if held is None or held[0].etag != etag.strip('"').lower():
+                    raise InvalidPart(
+                        f"Part {number} could not be found or its ETag does not match: upload it again"
+                    )
+                if i < len(parts) - 1 and held[0].size < self._min_part_size:
+                    raise EntityTooSmall(
+                        f"Part {number} is {held[0].size} bytes; every part but the last needs at least "
+                        f"{self._min_part_size} bytes"
+                    )
+                pieces.append(held[1])
+                digest.update(bytes.fromhex(held[0].etag))
+            data = b"".join(pieces)
+            template = ObjectVersion(
+                bucket=bucket,
+                key=key,
+                version_id="",
+                last_modified_ms=0,
+                etag=f"{digest.hexdigest()}-{len(parts)}",
+                size=len(data),
+                content_type=upload.content_type,
+                metadata=upload.metadata,
+                headers=upload.headers,
+                tags=upload.tags,
+                parts_count=len(parts),
+            )
+            version = self._write(template, data)
+            del self._uploads[upload_id]
+            return version
+
+    def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        with self._lock:
+            self._state(bucket)
+            self._upload(bucket, key, upload_id)
+            del self._uploads[upload_id]
+
+    def uploads_started_before(self, bucket: str, before_ms: int) -> list[tuple[str, str]]:
+        with self._lock:
+            self._state(bucket)
+            found = [
+                (u.key, i)
+                for i, u in self._uploads.items()
+                if u.bucket == bucket and u.created_ms < before_ms
+            ]
+        return sorted(found)
+
+    # Replication state.
+
+    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+        check_key(version.key)
+        self._state(version.bucket)
+        data = b"" if version.is_delete_marker else _bytes(body)
+        if (
+            not version.is_delete_marker
+            and version.parts_count is None
+            and len(version.etag) == 32
+            and hashlib.md5(data, usedforsecurity=False).hexdigest() != version.etag.lower()
+        ):
+            raise BadDigest(f"the replica's content does not match its ETag {version.etag}")
+        with self._lock:
+            state = self._state(version.bucket)
+            if state.bucket.versioning != "Enabled":
+                raise InvalidRequest(
+                    f"Versioning must be 'Enabled' on the destination bucket {version.bucket!r}"
+                )
+            held = self._versions.setdefault((version.bucket, version.key), [])
+            for stored in held:
+                if stored.version.version_id == version.version_id:
+                    return self._shown(stored)
+            written = replace(
+                version,
+                etag="" if version.is_delete_marker else version.etag,
+                size=len(data),
+                metadata=dict(version.metadata),
+                headers=dict(version.headers),
+                tags=dict(version.tags),
+                replication_status="REPLICA",
+                replication_reason="",
+            )
+            stored = _Stored(written, data, (version.last_modified_ms, version.version_id), next(self._seq))
+            held.append(stored)
+            held.sort(key=lambda s: s.order)
+            return self._shown(stored)
+
+    def set_replication_status(
+        self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""
+    ) -> None:
+        if status not in _STATUSES:
+            raise InvalidArgument(f"unknown replication status {status!r}")
+        with self._lock:
+            self._state(bucket)
+            found = next(
+                (s for s in self._versions.get((bucket, key), []) if s.version.version_id == version_id), None
+            )
+            if found is None:
+                raise NoSuchVersion(f"The version {version_id!r} of {key!r} does not exist")
+            found.version = replace(found.version, replication_status=status, replication_reason=reason)
+        if status == "PENDING":
+            self._notify()
+
+    def pending_replications(self, *, limit: int = 100) -> list[ObjectVersion]:
+        with self._lock:
+            pending = [
+                s
+                for held in self._versions.values()
+                for s in held
+                if s.version.replication_status == "PENDING"
+            ]
+            return [self._shown(s) for s in sorted(pending, key=lambda s: s.seq)[:limit]]
+
+    # Internals.
+
+    def _state(self, name: str) -> _BucketState:
+        state = self._buckets.get(name)
+        if state is None:
+            raise NoSuchBucket(f"The specified bucket does not exist: {name!r}")
+        return state
+
+    def _upload(self, bucket: str, key: str, upload_id: str) -> _Upload:
+        self._state(bucket)
+        upload = self._uploads.get(upload_id)
+        if upload is None or (upload.bucket, upload.key) != (bucket, key):
+            raise NoSuchUpload(
+                "The specified upload does not exist: the upload ID may be invalid, "
+                "or the upload may have been aborted or completed"
+            )
+        return upload
+
+    def _keys(self, bucket: str, prefix: str, after: str) -> Iterator[str]:
+        """The keys of `bucket` that start with `prefix` and sort after `after`, in UTF-8 byte order."""
+        keys = [
+            k
+            for (b, k), held in self._versions.items()
+            if b == bucket and held and k.startswith(prefix) and k > after
+        ]
+        return iter(sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass")))
+
+    def _find(self, bucket: str, key: str, version_id: str | None) -> _Stored:
+        self._state(bucket)
+        held = self._versions.get((bucket, key), [])
+        if version_id is None:
+            if not held:
+                raise NoSuchKey(f"The specified key does not exist: {key!r}")
+            latest = held[-1]
+            if latest.version.is_delete_marker:
+                raise NoSuchKey(
+                    f"The specified key does not exist: {key!r}",
+                    delete_marker=True,
+                    version_id=latest.version.version_id,
+                )
+            return latest
+        found = next((s for s in held if s.version.version_id == version_id), None)
+        if found is None:
+            raise NoSuchVersion(f"The specified version does not exist: {version_id!r} of {key!r}")
+        if found.version.is_delete_marker:
+            raise MethodNotAllowed(
+                "The specified method is not allowed against this resource: a delete marker",
+                delete_marker=True,
+                version_id=version_id,
+            )
+        return found
+
+    def _shown(self, stored: _Stored) -> ObjectVersion:
+        held = self._versions.get((stored.version.bucket, stored.version.key), [])
+        return replace(stored.version, is_latest=bool(held) and held[-1] is stored)
+
+    def _write(self, template: ObjectVersion, data: bytes, *, replicate: bool = True) -> ObjectVersion:
+        """Add a version (or delete marker) as a new write: its id, time and replication status."""
+        queued = False
+        with self._lock:
+            state = self._state(template.bucket)
+            versioning = state.bucket.versioning
+            held = self._versions.setdefault((template.bucket, template.key), [])
+            now = self._clock.now_ms()
+            seq = next(self._seq)
+            # Newer than the latest whatever the clock says: ids sort by (time, sequence).
+            ms = max([now] + [s.order[0] for s in held[-1:]])
+            sort_id = f"{ms:013d}{seq:012d}{secrets.token_hex(4)}"
+            version_id = sort_id if versioning == "Enabled" else NULL_VERSION
+            status: ReplicationStatus | None = None
+            replication = state.replication if versioning == "Enabled" and replicate else None
+            if (
+                replication is not None
+                and replication.rule_for(template.key, template.tags, delete_marker=template.is_delete_marker)
+                is not None
+            ):
+                status, queued = "PENDING", True
+            if version_id == NULL_VERSION:
+                held[:] = [s for s in held if s.version.version_id != NULL_VERSION]
+            version = replace(
+                template, version_id=version_id, last_modified_ms=now, replication_status=status
+            )
+            stored = _Stored(version, data, (ms, sort_id), seq)
+            held.append(stored)
+            shown = self._shown(stored)
+        if queued:
+            self._notify()
+        return shown
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()

@@ -1,0 +1,307 @@
+"""The one SQLite engine: a file's connections, WAL, pragmas, busy timeout, transactions and group commit.
+
+Every SQLite user of a region (the tables and their change log, the replica, the blog's SQL database, the
+ranking, the search index, the local object store's metadata) opens its file through SqliteEngine, so
+they share one busy timeout, one way to apply the durability setting and one set of transaction rules:
+- one writer connection behind a re-entrant lock; a write transaction is BEGIN IMMEDIATE, so it is
+  serialised from its first statement, also against other processes using the same file;
+- one read-only reader connection per thread (WAL lets readers run beside the writer);
+- synchronous=NORMAL for durability "process", FULL for "power" (see storage.durability);
+- group commit, two ways: `run_group` runs a list of units in one transaction (the caller batches, as
+  services.writes.GroupCommit does on the event loop); `commit_shared` lets concurrent threads join one
+  transaction (the first to get the writer commits for every thread waiting, leader/follower). Either
+  way each unit is all-or-nothing and its caller hears of it only after the shared commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from bookstore.domain.errors import StorageError
+from bookstore.ports import Outcome
+from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
+from bookstore.storage.durability import Durability, synchronous
+
+# How long a writer waits for another process's write lock on the same file before it fails.
+BUSY_TIMEOUT_MS = 10_000
+# Units per shared transaction at most, so one leader never holds the writer for long.
+MAX_SHARED = 64
+# (begin, end, undo) of a transaction on its own, and of a write inside a group's transaction.
+_TRANSACTION = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+_SAVEPOINT = ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write")
+
+T = TypeVar("T")
+# Turns an engine error met while doing `what` into the error the caller raises (a StorageError by default).
+Translate = Callable[[str, sqlite3.Error], Exception]
+
+
+@dataclass
+class _Shared(Generic[T]):
+    """A unit handed to commit_shared, and what it came to once a leader committed it."""
+
+    unit: Callable[[sqlite3.Connection], T]
+    done: bool = False
+    value: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class SqliteEngine:
+    """One SQLite file (WAL) with the module's connection, durability and transaction rules."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        durability: Durability = DEFAULT_DURABILITY,
+        kind: str = "SQLite database",
+        translate: Translate | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.durability = durability
+        self.kind = kind
+        self._translate = translate
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        # The thread running a group (its transactions are savepoints of the group's transaction).
+        self._group_thread: int | None = None
+        self._shared: list[_Shared[Any]] = []
+        self._shared_lock = threading.Lock()
+        self.shared_commits = 0
+        self.shared_units = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL").fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open {kind} {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
+        return conn
+
+    def error(self, what: str, exc: sqlite3.Error) -> Exception:
+        """The error a caller raises for `exc`, met while doing `what`."""
+        if self._translate is not None:
+            return self._translate(what, exc)
+        return StorageError(f"{self.kind} {self.path}: {what} failed: {exc}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self.kind} {self.path} is closed")
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def script(self, sql: str, what: str) -> None:
+        """Run a script of statements (a schema) on the writer; one that opens a transaction must end it."""
+        with self._write_lock:
+            self._check_open()
+            try:
+                self._writer.executescript(sql)
+            except sqlite3.Error as exc:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise self.error(what, exc) from exc
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back.
+
+        Inside a group (on its thread) the block is a savepoint of the group's transaction instead. An
+        engine error in the block, the BEGIN or the COMMIT becomes `error(what, ...)`.
+        """
+        with self._write_lock:
+            self._check_open()
+            conn = self._writer
+            grouped = self.in_group()
+            begin, end, undo = _SAVEPOINT if grouped else _TRANSACTION
+            try:
+                conn.execute(begin)
+                try:
+                    yield conn
+                    conn.execute(end)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute(undo)
+                        if grouped:
+                            conn.execute(end)
+                    raise
+            except sqlite3.Error as exc:
+                raise self.error(what, exc) from exc
+
+    @contextmanager
+    def exclusive(self) -> Iterator[sqlite3.Connection]:
+        """The writer with the write lock held, outside any transaction (each statement commits alone).
+
+        For a store whose reads must not interleave with its writes (the object store opens a blob file
+        while no delete can unlink it); its write transactions take the same lock.
+        """
+        with self._write_lock:
+            self._check_open()
+            yield self._writer
+
+    def in_group(self) -> bool:
+        """True on the thread running a group, while it runs."""
+        return self._group_thread == threading.get_ident()
+
+    def run_group(
+        self,
+        units: Sequence[Callable[[], Any]],
+        *,
+        before_commit: Callable[[sqlite3.Connection], None] | None = None,
+        what: str = "a group of writes",
+    ) -> list[Outcome]:
+        """Run `units` (callables writing through this engine's transactions) in one transaction.
+
+        Each unit is all-or-nothing: one that raises is rolled back alone and its exception is its
+        outcome; the others commit together, once, before this returns. `before_commit(conn)` runs last
+        inside the transaction. A failed commit raises (see `error`) and keeps nothing.
+        """
+        outcomes: list[Outcome] = []
+        with self.transaction(what) as conn:
+            self._group_thread = threading.get_ident()
+            try:
+                for unit in units:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        outcomes.append(Outcome(value=unit()))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO unit")
+                        outcomes.append(Outcome(error=exc))
+                    conn.execute("RELEASE unit")
+                if before_commit is not None:
+                    before_commit(conn)
+            finally:
+                self._group_thread = None
+        return outcomes
+
+    def commit_shared(self, unit: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """`unit(conn)`'s result once a transaction holding its writes has committed; shared by threads.
+
+        The unit runs in a savepoint of a transaction that may hold the units of other threads calling
+        at the same time: the thread that gets the writer first runs every unit waiting (at most
+        MAX_SHARED) and commits once for all of them, so under `durability = "power"` concurrent writers
+        share one fsync. A unit that raises is rolled back alone and its caller gets the exception; a
+        failed commit fails every unit of the transaction. A unit runs with the write lock held and
+        must only write through `conn` (and read what the lock guards).
+        """
+        mine: _Shared[T] = _Shared(unit)
+        with self._shared_lock:
+            self._shared.append(mine)
+        while True:
+            with self._write_lock:
+                if mine.done:
+                    break
+                with self._shared_lock:
+                    batch, self._shared = self._shared[:MAX_SHARED], self._shared[MAX_SHARED:]
+                self._commit_batch(batch, what)
+        if mine.error is not None:
+            raise mine.error
+        return mine.value  # type: ignore[no-any-return]
+
+    def waiting(self) -> int:
+        """How many units wait for a shared commit (those a running leader has taken not counted)."""
+        with self._shared_lock:
+            return len(self._shared)
+
+    def _commit_batch(self, batch: list[_Shared[Any]], what: str) -> None:
+        try:
+            with self.transaction(what) as conn:
+                for shared in batch:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        shared.value = shared.unit(conn)
+                    except sqlite3.Error as exc:
+                        # The unit's caller sees the storage error, as a transaction of its own raises.
+                        conn.execute("ROLLBACK TO unit")
+                        shared.error = self.error(what, exc)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO unit")
+                        shared.error = exc
+                    conn.execute("RELEASE unit")
+        except BaseException as exc:
+            for shared in batch:
+                shared.value, shared.error = None, exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for shared in batch:
+                shared.done = True
+        self.shared_commits += 1
+        self.shared_units += len(batch)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection; inside a group (on its thread), the group's writer."""
+        if self.in_group():
+            # Reads of a group's units see the group's writes, committed or not yet.
+            return self._writer
+        self._check_open()
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = self._connect()
+            # A reader never writes: a statement that tries fails instead of taking the write lock.
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.kind} {self.path}: {exc}") from exc
+        with self._readers_lock:
+            self._readers.append(conn)
+        self._local.reader = conn
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reader inside one read transaction, so several statements see one state."""
+        conn = self.reader()
+        if conn is self._writer:
+            # Inside a group: its transaction is the one to read in.
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = (), what: str = "read") -> list[tuple[Any, ...]]:
+        """The rows of one statement on this thread's reader."""
+        try:
+            return self.reader().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise self.error(what, exc) from exc
+
+    def pragma(self, name: str) -> Any:
+        """The value of PRAGMA `name` on the writer (pragmas such as synchronous are per connection)."""
+        with self.exclusive() as conn:
+            return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def trace_writes(self, callback: Callable[[str], object] | None) -> None:
+        """Call `callback(statement)` for each statement the writer runs (tests stop a write mid-way)."""
+        self._writer.set_trace_callback(callback)
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for conn in [*readers, self._writer]:
+                with suppress(sqlite3.Error):
+                    conn.close()
