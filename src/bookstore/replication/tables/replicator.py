@@ -23,10 +23,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import Clock
+from bookstore.replication.tables.digests import LEAVES
 from bookstore.replication.tables.model import (
     ApplyResult,
     ClockRefusal,
@@ -53,7 +55,16 @@ MAX_CLOCK_OFFSET_MS = 500
 CLOCK_RECHECK_S = 1.0
 # A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
 OFFSET_FRESH_MS = 5_000
+# A repair exchanges the rows of this many differing leaves per batch (one apply, one push), fetching
+# at most REPAIR_FETCHES leaves from the peer at once: round trips overlap on a slow link.
+REPAIR_LEAVES = 64
+REPAIR_FETCHES = 16
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
+
+
+def _key_id(entry: LogEntry) -> bytes:
+    """An entry's table and key as one comparable value."""
+    return orjson.dumps([entry.table, entry.key], option=orjson.OPT_SORT_KEYS)
 
 
 class Peer(Protocol):
@@ -473,25 +484,48 @@ class Replicator:
         for table in self.tables:
             theirs = await peer.digest(table, self.digest_buckets, before)
             ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets, before)
-            for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-                if a == b:
-                    continue
-                now = self.clock.now_ms()
-                incoming = [
-                    e
-                    for e in await peer.bucket(table, bucket, self.digest_buckets)
-                    if ahead_ms(e, now) <= self.max_clock_offset_ms
-                ]
-                result = await self._apply(peer.region, incoming, None, live=False)
-                outgoing = await asyncio.to_thread(
-                    self.store.bucket_entries, table, bucket, self.digest_buckets
-                )
-                await peer.push(outgoing)
-                repaired += result.applied
+            if ours == theirs:
+                continue
+            # Some bucket differs: compare the leaves (the finest buckets the stores keep), so a repair
+            # exchanges the rows of the leaves that differ only, whatever the size of the table.
+            if self.digest_buckets != LEAVES:
+                theirs = await peer.digest(table, LEAVES, before)
+                ours = await asyncio.to_thread(self.store.digest, table, LEAVES, before)
+            differing = [leaf for leaf, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+            for start in range(0, len(differing), REPAIR_LEAVES):
+                repaired += await self._repair(peer, table, differing[start : start + REPAIR_LEAVES])
         if repaired:
             self.metrics.repaired.labels(peer.region).inc(repaired)
             log.info("anti-entropy with %s repaired %d entries here", peer.region, repaired)
         return repaired
+
+    async def _repair(self, peer: Peer, table: str, leaves: Sequence[int]) -> int:
+        """Exchange the rows of `leaves` with `peer`: each side gets the versions it lacks, in one batch."""
+        limit = asyncio.Semaphore(REPAIR_FETCHES)
+
+        async def fetch(leaf: int) -> list[LogEntry]:
+            async with limit:
+                return await peer.bucket(table, leaf, LEAVES)
+
+        fetched = await asyncio.gather(*(fetch(leaf) for leaf in leaves))
+        theirs = [entry for entries in fetched for entry in entries]
+        ours = await asyncio.to_thread(
+            lambda: [e for leaf in leaves for e in self.store.bucket_entries(table, leaf, LEAVES)]
+        )
+        # Only versions the other side lacks cross: a leaf that differs by one row moves one row.
+        their_versions = {_key_id(e): e.version for e in theirs}
+        our_versions = {_key_id(e): e.version for e in ours}
+        now = self.clock.now_ms()
+        incoming = [
+            e
+            for e in theirs
+            if our_versions.get(_key_id(e)) != e.version and ahead_ms(e, now) <= self.max_clock_offset_ms
+        ]
+        result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
+        outgoing = [e for e in ours if their_versions.get(_key_id(e)) != e.version]
+        if outgoing:
+            await peer.push(outgoing)
+        return 0 if result is None else result.applied
 
     async def _anti_entropy_all(self) -> None:
         for peer in self.peers:
