@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from bookstore.ports import Item
 from bookstore.replication.tables import digests
 from bookstore.replication.tables.model import LogEntry
 from bookstore.storage.sqlite.replica import SqliteReplica
-from bookstore.storage.sqlite.tables import SqliteDatabase, canonical_key_value, key_hash
+from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable, canonical_key_value, key_hash
 from bookstore.tables import BOOKS, CARTS
 
 IRELAND, SINGAPORE = "eu-west-1", "ap-southeast-1"
@@ -70,6 +71,11 @@ def remote(key: Any, hlc_ms: int, tombstone: bool, price: float) -> LogEntry:
     )
 
 
+def put_then_fail(books: SqliteTable, item: Item) -> None:
+    books.put(item)
+    raise NotFound("a unit rolled back after its write")
+
+
 ops = st.one_of(
     st.tuples(st.just("put"), st.sampled_from(BOOK_IDS), st.integers(1, 50)),
     st.tuples(st.just("delete"), st.sampled_from(BOOK_IDS), st.just(0)),
@@ -101,12 +107,9 @@ def test_every_path_that_writes_rows_keeps_the_leaves_equal_to_a_digest_from_scr
                 elif op in ("remote", "remote-delete"):
                     replica.apply(SINGAPORE, [remote(key, clock.now + n, op == "remote-delete", 3)], None)
                 elif op == "group":
-
-                    def fails() -> None:
-                        books.put(book(key, n + 1))
-                        raise NotFound("a unit rolled back after its write")
-
-                    db.run_group([lambda: books.put(book(key, n)), fails])
+                    db.run_group(
+                        [partial(books.put, book(key, n)), partial(put_then_fail, books, book(key, n + 1))]
+                    )
                 elif op == "trim":
                     replica.record_ack(SINGAPORE, replica.head_seq())
                     replica.trim([SINGAPORE], n, clock.now)

@@ -522,7 +522,11 @@ class Replicator:
             if our_versions.get(_key_id(e)) != e.version and ahead_ms(e, now) <= self.max_clock_offset_ms
         ]
         result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
-        outgoing = [e for e in ours if their_versions.get(_key_id(e)) != e.version]
+        # What we just took from the peer superseded ours: the peer needs ours only where we kept it.
+        taken = set() if result is None else {_key_id(e) for e in result.applied_entries}
+        outgoing = [
+            e for e in ours if their_versions.get(_key_id(e)) != e.version and _key_id(e) not in taken
+        ]
         if outgoing:
             await peer.push(outgoing)
         return 0 if result is None else result.applied
