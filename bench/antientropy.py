@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from bench.report import Figure, Goal, Section
 from bookstore.kernel.clock import HybridLogicalClock, SystemClock
-from bookstore.ports import Item
-from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage
+from bookstore.ports import Item, Key
+from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage, Version
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
-from bookstore.replication.tables.wire import entry_json, parse_entries
+from bookstore.replication.tables.wire import entry_json, parse_entries, parse_versions
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, key_hash
 from bookstore.tables import BOOKS
@@ -62,6 +62,13 @@ class DirectPeer:
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
         return self._wire(self.store.bucket_entries(table, bucket, buckets))
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+        versions = self.store.bucket_versions(table, bucket, buckets)
+        return parse_versions(orjson.loads(orjson.dumps([[k, h, r] for k, (h, r) in versions])))
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        return self._wire(self.store.entries_of(table, orjson.loads(orjson.dumps(list(keys)))))
 
     async def push(self, entries: list[LogEntry]) -> None:
         if entries:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bookstore.kernel.clock import HybridLogicalClock
-from bookstore.ports import Item
-from bookstore.replication.tables.model import LogEntry
+from bookstore.ports import Item, Key
+from bookstore.replication.tables.model import LogEntry, Version
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
@@ -40,16 +40,25 @@ class ManualClock:
 
 
 class CountingPeer(InProcessPeer):
-    """An in-process peer that counts the leaves fetched and the entries pushed to it."""
+    """An in-process peer that counts the leaves compared, the entries taken from it and pushed to it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fetched: list[int] = []
+        self.pulled = 0
         self.pushed = 0
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
+        raise AssertionError("a repair moves the entries of differing keys only, never a whole bucket")
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
         self.fetched.append(bucket)
-        return await super().bucket(table, bucket, buckets)
+        return await super().bucket_versions(table, bucket, buckets)
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        found = await super().entries(table, keys)
+        self.pulled += len(found)
+        return found
 
     async def push(self, entries: list[LogEntry]) -> None:
         self.pushed += len(entries)
@@ -87,7 +96,7 @@ class Pair:
 
     def anti_entropy(self) -> int:
         self.peer.fetched.clear()
-        self.peer.pushed = 0
+        self.peer.pulled = self.peer.pushed = 0
         return asyncio.run(self.replicator.anti_entropy(self.peer))
 
     def states(self) -> set[str]:
@@ -182,9 +191,9 @@ def test_divergence_injected_at_random_is_found_and_repaired_without_resurrectin
                     assert pair.books[region].version({"id": f"b{key:04d}"}) == version
                     # A delete with the newest version stays deleted: no tombstone is resurrected.
                     assert pair.books[region].get({"id": f"b{key:04d}"}) == item
-            # Only differing leaves are fetched, and only the versions the peer lacks are pushed.
+            # Only differing leaves are compared, and only the entries of differing keys cross.
             assert len(set(pair.peer.fetched)) <= len(touched)
-            assert pair.peer.pushed <= len(touched)
+            assert pair.peer.pulled <= len(touched) and pair.peer.pushed <= len(touched)
             assert pair.anti_entropy() == 0 and pair.peer.fetched == []
         finally:
             pair.close()
@@ -206,7 +215,7 @@ def test_a_round_on_equal_tables_reads_no_rows_and_a_repair_only_differing_leave
     pair.seed()
     pair.books[SINGAPORE].delete({"id": "b0003"})
     assert pair.anti_entropy() == 1
-    assert len(pair.peer.fetched) == 1 and pair.peer.pushed == 0
+    assert len(pair.peer.fetched) == 1 and pair.peer.pulled == 1 and pair.peer.pushed == 0
     assert pair.books[IRELAND].get({"id": "b0003"}) is None
     # Ireland writes the key again later: the newer item wins over the tombstone, in both regions.
     pair.clock.now += 5

@@ -27,7 +27,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookstore.kernel.clock import HybridLogicalClock
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Key
 from bookstore.replication.tables.digests import LEAVES
 from bookstore.replication.tables.model import (
     ApplyResult,
@@ -36,10 +36,12 @@ from bookstore.replication.tables.model import (
     LogRead,
     LogTrimmed,
     SnapshotPage,
+    Version,
     ahead_ms,
     within_bound,
 )
 from bookstore.replication.tables.ports import ReplicatorStore
+from bookstore.replication.tables.wire import MAX_BATCH
 
 log = logging.getLogger("bookstore.replication")
 
@@ -55,16 +57,20 @@ MAX_CLOCK_OFFSET_MS = 500
 CLOCK_RECHECK_S = 1.0
 # A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
 OFFSET_FRESH_MS = 5_000
-# A repair exchanges the rows of this many differing leaves per batch (one apply, one push), fetching
-# at most REPAIR_FETCHES leaves from the peer at once: round trips overlap on a slow link.
+# A repair compares the keys and versions of this many differing leaves per batch (one apply, one push),
+# asking the peer for at most REPAIR_FETCHES leaves at once: round trips overlap on a slow link.
 REPAIR_LEAVES = 64
 REPAIR_FETCHES = 16
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
-def _key_id(entry: LogEntry) -> bytes:
-    """An entry's table and key as one comparable value."""
-    return orjson.dumps([entry.table, entry.key], option=orjson.OPT_SORT_KEYS)
+def _key_id(table: str, key: Key) -> bytes:
+    """A table and key as one comparable value (a whole REAL key spelt as the integer it equals)."""
+    canonical = {
+        name: int(value) if type(value) is float and value.is_integer() else value
+        for name, value in key.items()
+    }
+    return orjson.dumps([table, canonical], option=orjson.OPT_SORT_KEYS)
 
 
 class Peer(Protocol):
@@ -83,6 +89,14 @@ class Peer(Protocol):
         ...
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+        """The key and version of each item and tombstone of one of the peer's buckets."""
+        ...
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        """The peer's entries of `keys` (those it holds)."""
+        ...
 
     async def push(self, entries: list[LogEntry]) -> None: ...
 
@@ -500,35 +514,43 @@ class Replicator:
         return repaired
 
     async def _repair(self, peer: Peer, table: str, leaves: Sequence[int]) -> int:
-        """Exchange the rows of `leaves` with `peer`: each side gets the versions it lacks, in one batch."""
+        """Exchange what differs in `leaves` with `peer`: keys and versions first, then the entries of
+        the keys whose versions differ only, so a leaf that differs by one row moves one row."""
         limit = asyncio.Semaphore(REPAIR_FETCHES)
 
-        async def fetch(leaf: int) -> list[LogEntry]:
+        async def fetch(leaf: int) -> list[tuple[Key, Version]]:
             async with limit:
-                return await peer.bucket(table, leaf, LEAVES)
+                return await peer.bucket_versions(table, leaf, LEAVES)
 
         fetched = await asyncio.gather(*(fetch(leaf) for leaf in leaves))
-        theirs = [entry for entries in fetched for entry in entries]
+        theirs = {_key_id(table, key): version for versions in fetched for key, version in versions}
         ours = await asyncio.to_thread(
-            lambda: [e for leaf in leaves for e in self.store.bucket_entries(table, leaf, LEAVES)]
+            lambda: {
+                _key_id(table, key): (key, version)
+                for leaf in leaves
+                for key, version in self.store.bucket_versions(table, leaf, LEAVES)
+            }
         )
-        # Only versions the other side lacks cross: a leaf that differs by one row moves one row.
-        their_versions = {_key_id(e): e.version for e in theirs}
-        our_versions = {_key_id(e): e.version for e in ours}
-        now = self.clock.now_ms()
-        incoming = [
-            e
-            for e in theirs
-            if our_versions.get(_key_id(e)) != e.version and ahead_ms(e, now) <= self.max_clock_offset_ms
+        wanted = [
+            key
+            for versions in fetched
+            for key, version in versions
+            if ours.get(_key_id(table, key), (None, None))[1] != version
         ]
+        now = self.clock.now_ms()
+        incoming = (
+            [e for e in await peer.entries(table, wanted) if ahead_ms(e, now) <= self.max_clock_offset_ms]
+            if wanted
+            else []
+        )
         result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
         # What we just took from the peer superseded ours: the peer needs ours only where we kept it.
-        taken = set() if result is None else {_key_id(e) for e in result.applied_entries}
-        outgoing = [
-            e for e in ours if their_versions.get(_key_id(e)) != e.version and _key_id(e) not in taken
-        ]
-        if outgoing:
-            await peer.push(outgoing)
+        taken = set() if result is None else {_key_id(table, e.key) for e in result.applied_entries}
+        sending = [key for k, (key, version) in ours.items() if theirs.get(k) != version and k not in taken]
+        if sending:
+            outgoing = await asyncio.to_thread(self.store.entries_of, table, sending)
+            for start in range(0, len(outgoing), MAX_BATCH):
+                await peer.push(outgoing[start : start + MAX_BATCH])
         return 0 if result is None else result.applied
 
     async def _anti_entropy_all(self) -> None:

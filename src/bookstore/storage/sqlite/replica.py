@@ -12,7 +12,7 @@ import orjson
 
 from bookstore.domain.errors import StorageError, ValidationError
 from bookstore.kernel.clock import HybridLogicalClock
-from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item
+from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item, Key
 from bookstore.replication.tables import digests
 from bookstore.replication.tables.model import (
     ApplyResult,
@@ -495,6 +495,33 @@ class SqliteReplica:
             "AND (doc IS NOT NULL OR hlc >= ?) ORDER BY khash, pk, sk",
             (low, high, self._horizon),
         )
+        return [_row_entry(sqlite_table, row) for row in rows]
+
+    def bucket_versions(self, table: str, bucket: int, buckets: int = 64) -> list[tuple[Key, Version]]:
+        """The key and version of each item and tombstone of one digest bucket (what a repair compares)."""
+        leaves = digests.leaf_range(bucket, buckets)
+        low, high = leaves.start << digests.LEAF_SHIFT, leaves.stop << digests.LEAF_SHIFT
+        sqlite_table = self._table(table)
+        rows = self._read_all(
+            f"SELECT pk, sk, hlc, region FROM {sqlite_table.sql_table} WHERE khash >= ? AND khash < ? "
+            "AND (doc IS NOT NULL OR hlc >= ?)",
+            (low, high, self._horizon),
+        )
+        return [(sqlite_table.key_of_row(pk, sk), (hlc, region)) for pk, sk, hlc, region in rows]
+
+    def entries_of(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        """The items and tombstones of `keys` (those held here), as entries that recreate them elsewhere."""
+        sqlite_table = self._table(table)
+        stored = [sqlite_table.stored_key(key) for key in keys]
+        sql = (
+            f"SELECT {_ROW_SELECT} FROM {sqlite_table.sql_table} "
+            "WHERE pk = ? AND sk = ? AND (doc IS NOT NULL OR hlc >= ?)"
+        )
+        try:
+            with self.db.engine.read() as conn:
+                rows = [row for pk, sk in stored for row in conn.execute(sql, (pk, sk, self._horizon))]
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading entries of {self.db.path} failed: {exc}") from exc
         return [_row_entry(sqlite_table, row) for row in rows]
 
     def state_digest(self, tables: Collection[str]) -> str:
