@@ -256,7 +256,8 @@ def run_bench() -> Section:
     for count, (wall, cpu, repaired) in repairs.items():
         figures.append(
             Figure(
-                f"Find and repair {count:,} divergent items among {SIZES[-1]:,}: time",
+                f"Find and repair {count:,} divergent {'item' if count == 1 else 'items'} "
+                f"among {SIZES[-1]:,}: time",
                 wall,
                 "s",
                 Goal.maximum(REPAIR_GOALS_S[count]),
