@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import Item, Key
+from bookstore.replication.tables import replicator as replicator_module
 from bookstore.replication.tables.model import LogEntry, Version
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
@@ -222,3 +223,17 @@ def test_a_round_on_equal_tables_reads_no_rows_and_a_repair_only_differing_leave
     pair.books[IRELAND].put(book(3, 8.0))
     assert pair.anti_entropy() == 0 and pair.peer.pushed == 1
     assert pair.books[SINGAPORE].get({"id": "b0003"}) == book(3, 8.0)
+
+
+def test_a_repair_of_many_leaves_of_one_bucket_asks_for_the_bucket_s_versions_at_once(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicator_module, "REPAIR_SPAN_LEAVES", 1)
+    pair.seed()
+    for i in range(0, BOOKS_HELD, 3):
+        pair.books[SINGAPORE].put(book(i, 5.0))
+    pair.books[IRELAND].delete({"id": "b0001"})
+    assert pair.anti_entropy() == len(range(0, BOOKS_HELD, 3))
+    assert len(pair.states()) == 1 and pair.peer.pushed == 1
+    assert set(pair.peer.fetched) <= set(range(64))  # whole buckets of 64, never a leaf
+    assert pair.books[SINGAPORE].get({"id": "b0001"}) is None

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookstore.kernel.clock import HybridLogicalClock
@@ -61,16 +60,15 @@ OFFSET_FRESH_MS = 5_000
 # asking the peer for at most REPAIR_FETCHES leaves at once: round trips overlap on a slow link.
 REPAIR_LEAVES = 64
 REPAIR_FETCHES = 16
+# A repair asks for a whole bucket of REPAIR_SPAN when at least REPAIR_SPAN_LEAVES of its leaves differ.
+REPAIR_SPAN = 64
+REPAIR_SPAN_LEAVES = 16
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
-def _key_id(table: str, key: Key) -> bytes:
-    """A table and key as one comparable value (a whole REAL key spelt as the integer it equals)."""
-    canonical = {
-        name: int(value) if type(value) is float and value.is_integer() else value
-        for name, value in key.items()
-    }
-    return orjson.dumps([table, canonical], option=orjson.OPT_SORT_KEYS)
+def _key_id(key: Key) -> tuple[tuple[str, Any], ...]:
+    """A key as a comparable value: 1 and 1.0 compare equal, as SQLite holds them as one key."""
+    return tuple(sorted(key.items()))
 
 
 class Peer(Protocol):
@@ -517,25 +515,36 @@ class Replicator:
         """Exchange what differs in `leaves` with `peer`: keys and versions first, then the entries of
         the keys whose versions differ only, so a leaf that differs by one row moves one row."""
         limit = asyncio.Semaphore(REPAIR_FETCHES)
+        # Where many leaves of one of the 64 buckets differ, one request for the bucket's versions
+        # replaces one per leaf: on a slow link round trips, not rows, are what a mass repair waits for.
+        width = LEAVES // REPAIR_SPAN
+        spans: dict[int, list[int]] = {}
+        for leaf in leaves:
+            spans.setdefault(leaf // width, []).append(leaf)
+        units = [
+            (span, REPAIR_SPAN) if len(members) >= REPAIR_SPAN_LEAVES else (leaf, LEAVES)
+            for span, members in spans.items()
+            for leaf in (members[:1] if len(members) >= REPAIR_SPAN_LEAVES else members)
+        ]
 
-        async def fetch(leaf: int) -> list[tuple[Key, Version]]:
+        async def fetch(bucket: int, buckets: int) -> list[tuple[Key, Version]]:
             async with limit:
-                return await peer.bucket_versions(table, leaf, LEAVES)
+                return await peer.bucket_versions(table, bucket, buckets)
 
-        fetched = await asyncio.gather(*(fetch(leaf) for leaf in leaves))
-        theirs = {_key_id(table, key): version for versions in fetched for key, version in versions}
+        fetched = await asyncio.gather(*(fetch(bucket, buckets) for bucket, buckets in units))
+        theirs = {_key_id(key): version for versions in fetched for key, version in versions}
         ours = await asyncio.to_thread(
             lambda: {
-                _key_id(table, key): (key, version)
-                for leaf in leaves
-                for key, version in self.store.bucket_versions(table, leaf, LEAVES)
+                _key_id(key): (key, version)
+                for bucket, buckets in units
+                for key, version in self.store.bucket_versions(table, bucket, buckets)
             }
         )
         wanted = [
             key
             for versions in fetched
             for key, version in versions
-            if ours.get(_key_id(table, key), (None, None))[1] != version
+            if ours.get(_key_id(key), (None, None))[1] != version
         ]
         now = self.clock.now_ms()
         incoming = (
@@ -545,7 +554,7 @@ class Replicator:
         )
         result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
         # What we just took from the peer superseded ours: the peer needs ours only where we kept it.
-        taken = set() if result is None else {_key_id(table, e.key) for e in result.applied_entries}
+        taken = set() if result is None else {_key_id(e.key) for e in result.applied_entries}
         sending = [key for k, (key, version) in ours.items() if theirs.get(k) != version and k not in taken]
         if sending:
             outgoing = await asyncio.to_thread(self.store.entries_of, table, sending)
