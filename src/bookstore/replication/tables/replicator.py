@@ -66,9 +66,13 @@ REPAIR_SPAN_LEAVES = 16
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
-def _key_id(key: Key) -> tuple[tuple[str, Any], ...]:
-    """A key as a comparable value: 1 and 1.0 compare equal, as SQLite holds them as one key."""
-    return tuple(sorted(key.items()))
+def _key_id(key: Key) -> tuple[Any, ...]:
+    """A key as a comparable value: 1 and 1.0 compare equal, as SQLite holds them as one key.
+
+    Its values in order: every store lists a key's attributes in its schema's order, and the wire
+    keeps that order.
+    """
+    return tuple(key.values())
 
 
 class Peer(Protocol):
@@ -532,7 +536,8 @@ class Replicator:
                 return await peer.bucket_versions(table, bucket, buckets)
 
         fetched = await asyncio.gather(*(fetch(bucket, buckets) for bucket, buckets in units))
-        theirs = {_key_id(key): version for versions in fetched for key, version in versions}
+        listed = [(_key_id(key), key, version) for versions in fetched for key, version in versions]
+        theirs = {kid: version for kid, _, version in listed}
         ours = await asyncio.to_thread(
             lambda: {
                 _key_id(key): (key, version)
@@ -540,12 +545,8 @@ class Replicator:
                 for key, version in self.store.bucket_versions(table, bucket, buckets)
             }
         )
-        wanted = [
-            key
-            for versions in fetched
-            for key, version in versions
-            if ours.get(_key_id(key), (None, None))[1] != version
-        ]
+        missing = (None, None)
+        wanted = [key for kid, key, version in listed if ours.get(kid, missing)[1] != version]
         now = self.clock.now_ms()
         incoming = (
             [e for e in await peer.entries(table, wanted) if ahead_ms(e, now) <= self.max_clock_offset_ms]
