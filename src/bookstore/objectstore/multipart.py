@@ -7,10 +7,11 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import documents
+from bookstore.objectstore import conditional, documents, objects
 from bookstore.objectstore import headers as rules
+from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
-from bookstore.objectstore.errors import InvalidArgument, MalformedXML
+from bookstore.objectstore.errors import InvalidArgument, MalformedXML, NoSuchUpload, PreconditionFailed
 from bookstore.objectstore.request import Call, int_param, object_content
 
 
@@ -82,11 +83,29 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
             raise MalformedXML("Each Part needs a PartNumber and an ETag")
         number = int_param(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
         parts.append((number, documents.scalar(part["ETag"], "ETag")))
-    version = await ctx.run(
-        ctx.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
-    )
+    upload_id = call.query["uploadId"]
+    try:
+        if conditional.conditional(call.headers):
+            async with ctx.conditions.held(call.bucket, key):
+                conditional.check(await objects.current(ctx, call.bucket, key), call.headers)
+                version = await ctx.run(
+                    ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True
+                )
+        else:
+            version = await ctx.run(ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True)
+    except (NoSuchUpload, PreconditionFailed):
+        # A retry of a complete that succeeded (its answer lost to a timeout) answers as the first did.
+        done = ctx.completed.get(call.bucket, key, upload_id, ctx.now_ms())
+        if done is None:
+            raise
+        return _completed(call.bucket, key, done.version_id, done.etag)
+    ctx.completed.add(upload_id, Completed(call.bucket, key, version.version_id, version.etag, ctx.now_ms()))
+    return _completed(call.bucket, key, version.version_id, version.etag)
+
+
+def _completed(bucket: str, key: str, version_id: str, etag: str) -> Response:
     out = {}
-    if version.version_id != "null":
-        out["x-amz-version-id"] = version.version_id
-    location = f"/{quote(call.bucket)}/{quote(key)}"
-    return xml(documents.complete_upload(location, call.bucket, key, version.etag), out)
+    if version_id != "null":
+        out["x-amz-version-id"] = version_id
+    location = f"/{quote(bucket)}/{quote(key)}"
+    return xml(documents.complete_upload(location, bucket, key, etag), out)

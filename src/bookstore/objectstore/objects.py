@@ -5,11 +5,18 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import documents, inputs
+from bookstore.objectstore import conditional, documents, inputs
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
-from bookstore.objectstore.errors import InvalidArgument, InvalidRequest, MalformedXML, NotImplementedS3
+from bookstore.objectstore.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    NoSuchKey,
+    NotImplementedS3,
+)
+from bookstore.objectstore.port import ObjectVersion
 from bookstore.objectstore.request import Call, object_content
+from bookstore.objectstore.tags import MAX_OBJECT_TAGS, from_document
 
 
 async def get_tagging(ctx: S3Context, call: Call) -> Response:
@@ -65,10 +72,25 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     return StreamingResponse(content.body, status_code=status, headers=out)
 
 
+async def current(ctx: S3Context, bucket: str, key: str) -> ObjectVersion | None:
+    """The key's current version, or None when it has none (or a delete marker is current)."""
+    try:
+        return await ctx.run(ctx.store.head_object, bucket, key)
+    except NoSuchKey:
+        return None
+
+
 async def put(ctx: S3Context, call: Call) -> Response:
     fields = rules.write_fields(call.headers)
     body, big = object_content(call)
-    version = await ctx.run(ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields)
+    if conditional.conditional(call.headers):
+        async with ctx.conditions.held(call.bucket, call.object_key):
+            conditional.check(await current(ctx, call.bucket, call.object_key), call.headers)
+            version = await ctx.run(
+                ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields
+            )
+    else:
+        version = await ctx.run(ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields)
     out = {"ETag": f'"{version.etag}"', **call.verified}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
@@ -119,13 +141,7 @@ async def delete(ctx: S3Context, call: Call) -> Response:
 
 
 async def put_tagging(ctx: S3Context, call: Call) -> Response:
-    doc = documents.parse(call.body, "Tagging")
-    tag_set = doc.get("TagSet", [])
-    if not isinstance(tag_set, list) or not all(isinstance(t, dict) and "Key" in t for t in tag_set):
-        raise MalformedXML("Tagging holds a TagSet of Tag elements with Key and Value")
-    tags = {documents.scalar(t["Key"], "Key"): documents.scalar(t.get("Value", ""), "Value") for t in tag_set}
-    if len(tags) > 10:
-        raise InvalidArgument("Object tags cannot be greater than 10")
+    tags = from_document(call.body, MAX_OBJECT_TAGS)
     version_id = await ctx.run(
         ctx.store.put_tags,
         call.bucket,

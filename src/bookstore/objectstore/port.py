@@ -148,6 +148,15 @@ class VersionPage:
 
 
 @dataclass(frozen=True)
+class StartedUpload:
+    """A multipart upload in progress: its key, id and when it was initiated."""
+
+    key: str
+    upload_id: str
+    initiated_ms: int
+
+
+@dataclass(frozen=True)
 class Part:
     """An uploaded part of a multipart upload; `etag` is its hex MD5, no quotes."""
 
@@ -300,6 +309,10 @@ class MultipartUploads(Protocol):
 
     def uploads_started_before(self, bucket: str, before_ms: int) -> list[tuple[str, str]]:
         """(key, upload id) of the bucket's multipart uploads started before `before_ms`, by key."""
+        ...
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        """The bucket's multipart uploads in progress under `prefix`: by key, then oldest first."""
         ...
 
 

@@ -58,6 +58,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -521,6 +522,16 @@ class LocalObjectStore:
                 (bucket, before_ms),
             ).fetchall()
         return [(str(k), str(u)) for k, u in rows]
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        with self.engine.exclusive() as db:
+            self._state(bucket)
+            rows = db.execute(
+                "SELECT key, upload_id, created_ms FROM uploads WHERE bucket = ? AND key >= ? "
+                "ORDER BY key, created_ms, upload_id",
+                (bucket, prefix),
+            ).fetchall()
+        return [StartedUpload(str(k), str(u), int(c)) for k, u, c in rows if str(k).startswith(prefix)]
 
     # Replication state.
 

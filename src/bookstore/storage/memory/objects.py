@@ -48,6 +48,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -330,7 +331,8 @@ class MemoryObjectStore:
                 held = self._versions.get((bucket, key_marker), [])
                 at = next((i for i, s in enumerate(held) if s.version.version_id == version_id_marker), None)
                 if at is None:
-                    raise InvalidArgument("Invalid version id specified")
+                    # A marker is a position, not a row: its version may be gone since the last page.
+                    at = _position(held, version_id_marker)
                 rows += reversed(held[:at])
             for key in self._keys(bucket, prefix, key_marker):
                 rows += reversed(self._versions[(bucket, key)])
@@ -452,6 +454,16 @@ class MemoryObjectStore:
                 if u.bucket == bucket and u.created_ms < before_ms
             ]
         return sorted(found)
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        with self._lock:
+            self._state(bucket)
+            found = [
+                StartedUpload(u.key, i, u.created_ms)
+                for i, u in self._uploads.items()
+                if u.bucket == bucket and u.key.startswith(prefix)
+            ]
+        return sorted(found, key=lambda u: (u.key, u.initiated_ms, u.upload_id))
 
     # Replication state.
 
@@ -609,3 +621,14 @@ class MemoryObjectStore:
     def _notify(self) -> None:
         for callback in self._listeners:
             callback()
+
+
+def _position(held: list[_Stored], version_id: str) -> int:
+    """How many of `held` (oldest first) sort before a version id that is no longer there.
+
+    Ids of this store sort by time; another id (a gone null version, a replica's) has no known place,
+    so the listing resumes with all of the key's remaining versions.
+    """
+    if version_id == NULL_VERSION or len(version_id) != len(held[0].order[1] if held else ""):
+        return len(held)
+    return sum(1 for s in held if s.order[1] < version_id)

@@ -50,6 +50,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -390,6 +391,21 @@ class S3ObjectStore:
             raise StorageError(f"s3: {exc}") from exc
         return sorted(found)
 
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        found: list[StartedUpload] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    found.append(
+                        StartedUpload(str(upload["Key"]), str(upload["UploadId"]), _ms(upload["Initiated"]))
+                    )
+        except ClientError as exc:
+            raise _translate(exc) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3: {exc}") from exc
+        return sorted(found, key=lambda u: (u.key, u.initiated_ms, u.upload_id))
+
     # Replication state: S3's own business.
 
     def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
@@ -581,6 +597,13 @@ _NATIVE_CONFIGS = {
         "delete_bucket_lifecycle",
         "LifecycleConfiguration",
         "NoSuchLifecycleConfiguration",
+    ),
+    "tagging": (
+        "put_bucket_tagging",
+        "get_bucket_tagging",
+        "delete_bucket_tagging",
+        "Tagging",
+        "NoSuchTagSet",
     ),
 }
 
