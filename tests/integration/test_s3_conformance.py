@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -232,3 +233,218 @@ def test_conditional_put_with_the_aws_cli(server: S3Server, s3: Any, tmp_path: P
     aws(server, tmp_path, *put)
     assert "PreconditionFailed" in aws_fails(server, tmp_path, *put)
     assert s3.get_object(Bucket=BUCKET, Key="c")["Body"].read() == b"cli"
+
+
+# Bug 4 and ACLs: the owner's FULL_CONTROL, `private` only.
+
+
+def test_get_object_acl_is_not_the_object(s3: Any, server: S3Server) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"secret bytes")
+    answer = server.signed("GET", f"/{BUCKET}/k?acl")
+    assert answer.status_code == 200
+    assert b"secret bytes" not in answer.content and b"AccessControlPolicy" in answer.content
+    got = s3.get_object_acl(Bucket=BUCKET, Key="k")
+    assert [g["Permission"] for g in got["Grants"]] == ["FULL_CONTROL"]
+    assert got["Grants"][0]["Grantee"]["ID"] == got["Owner"]["ID"]
+    bucket_acl = s3.get_bucket_acl(Bucket=BUCKET)
+    assert bucket_acl["Grants"] == got["Grants"]
+    with pytest.raises(ClientError) as missing:
+        s3.get_object_acl(Bucket=BUCKET, Key="nothing")
+    assert code(missing) == "NoSuchKey"
+
+
+def test_only_the_private_acl_is_accepted(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", ACL="private")
+    s3.put_object_acl(Bucket=BUCKET, Key="k", ACL="private")
+    s3.put_bucket_acl(Bucket=BUCKET, ACL="private")
+    # The policy read back can be written back as it is.
+    policy = s3.get_bucket_acl(Bucket=BUCKET)
+    s3.put_bucket_acl(
+        Bucket=BUCKET, AccessControlPolicy={"Grants": policy["Grants"], "Owner": policy["Owner"]}
+    )
+    for attempt in (
+        lambda: s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", ACL="public-read"),
+        lambda: s3.put_object_acl(Bucket=BUCKET, Key="k", ACL="public-read"),
+        lambda: s3.put_bucket_acl(Bucket=BUCKET, ACL="public-read-write"),
+        lambda: s3.put_object_acl(
+            Bucket=BUCKET, Key="k", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+        ),
+        lambda: s3.create_multipart_upload(Bucket=BUCKET, Key="m", ACL="authenticated-read"),
+    ):
+        with pytest.raises(ClientError) as refused:
+            attempt()
+        assert (status(refused), code(refused)) == (400, "AccessControlListNotSupported")
+    assert "FULL_CONTROL" in aws(
+        server, tmp_path, "s3api", "get-object-acl", "--bucket", BUCKET, "--key", "k"
+    )
+    aws(server, tmp_path, "s3api", "put-bucket-acl", "--bucket", BUCKET, "--acl", "private")
+    assert "AccessControlListNotSupported" in aws_fails(
+        server, tmp_path, "s3api", "put-bucket-acl", "--bucket", BUCKET, "--acl", "public-read"
+    )
+
+
+# Bug 6: a configuration the bucket lacks is a 404 of S3's own code.
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        ("get_bucket_cors", "NoSuchCORSConfiguration"),
+        ("get_bucket_tagging", "NoSuchTagSet"),
+        ("get_bucket_lifecycle_configuration", "NoSuchLifecycleConfiguration"),
+        ("get_bucket_policy", "NoSuchBucketPolicy"),
+        ("get_bucket_website", "NoSuchWebsiteConfiguration"),
+        ("get_bucket_replication", "ReplicationConfigurationNotFoundError"),
+        ("get_public_access_block", "NoSuchPublicAccessBlockConfiguration"),
+        ("get_object_lock_configuration", "ObjectLockConfigurationNotFoundError"),
+    ],
+)
+def test_an_absent_configuration_is_a_404_of_its_own(s3: Any, operation: str, expected: str) -> None:
+    with pytest.raises(ClientError) as absent:
+        getattr(s3, operation)(Bucket=BUCKET)
+    assert (status(absent), code(absent)) == (404, expected)
+
+
+def test_configurations_never_set_answer_as_s3_does(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    assert s3.get_bucket_accelerate_configuration(Bucket=BUCKET).get("Status") is None
+    assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket=BUCKET)
+    assert s3.get_bucket_request_payment(Bucket=BUCKET)["Payer"] == "BucketOwner"
+    owned = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]
+    assert owned["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert s3.list_bucket_analytics_configurations(Bucket=BUCKET).get("AnalyticsConfigurationList") is None
+    assert s3.list_bucket_metrics_configurations(Bucket=BUCKET)["IsTruncated"] is False
+    with pytest.raises(ClientError) as absent:
+        s3.get_bucket_inventory_configuration(Bucket=BUCKET, Id="x")
+    assert (status(absent), code(absent)) == (404, "NoSuchConfiguration")
+    assert "NoSuchTagSet" in aws_fails(server, tmp_path, "s3api", "get-bucket-tagging", "--bucket", BUCKET)
+
+
+def test_bucket_tagging(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    tags = [{"Key": "team", "Value": "books"}, {"Key": "cost", "Value": ""}]
+    s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": tags})
+    assert s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"] == tags
+    got = json.loads(aws(server, tmp_path, "s3api", "get-bucket-tagging", "--bucket", BUCKET))
+    assert got["TagSet"] == tags
+    s3.delete_bucket_tagging(Bucket=BUCKET)
+    assert "NoSuchTagSet" in aws_fails(server, tmp_path, "s3api", "get-bucket-tagging", "--bucket", BUCKET)
+
+
+# Bug 7: tag limits.
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        [{"Key": f"k{i}", "Value": "v"} for i in range(11)],
+        [{"Key": "k" * 129, "Value": "v"}],
+        [{"Key": "k", "Value": "v" * 257}],
+        [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}],
+    ],
+)
+def test_object_tag_limits(s3: Any, tags: list[dict[str, str]]) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as refused:
+        s3.put_object_tagging(Bucket=BUCKET, Key="k", Tagging={"TagSet": tags})
+    assert (status(refused), code(refused)) == (400, "InvalidTag")
+
+
+def test_tag_limits_on_a_write_and_a_bucket(s3: Any) -> None:
+    with pytest.raises(ClientError) as header:
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", Tagging="&".join(f"k{i}=v" for i in range(11)))
+    assert code(header) == "InvalidTag"
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", Tagging="k" * 128 + "=" + "v" * 256)
+    s3.put_bucket_tagging(
+        Bucket=BUCKET, Tagging={"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(50)]}
+    )
+    with pytest.raises(ClientError) as many:
+        s3.put_bucket_tagging(
+            Bucket=BUCKET, Tagging={"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(51)]}
+        )
+    assert code(many) == "InvalidTag"
+
+
+# ListMultipartUploads.
+
+
+def test_list_multipart_uploads(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    ids = {}
+    for key in ("a/1", "a/2", "b", "b", "c"):
+        ids.setdefault(key, []).append(s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"])
+    listed = s3.list_multipart_uploads(Bucket=BUCKET)
+    assert [(u["Key"], u["UploadId"]) for u in listed["Uploads"]] == [
+        ("a/1", ids["a/1"][0]),
+        ("a/2", ids["a/2"][0]),
+        *sorted([("b", i) for i in ids["b"]], key=lambda kv: listed_order(listed, kv[1])),
+        ("c", ids["c"][0]),
+    ]
+    assert all(u["Initiated"] for u in listed["Uploads"])
+    rolled = s3.list_multipart_uploads(Bucket=BUCKET, Delimiter="/")
+    assert [p["Prefix"] for p in rolled["CommonPrefixes"]] == ["a/"]
+    assert [u["Key"] for u in rolled["Uploads"]] == ["b", "b", "c"]
+    first = s3.list_multipart_uploads(Bucket=BUCKET, MaxUploads=3)
+    assert first["IsTruncated"] and len(first["Uploads"]) == 3
+    rest = s3.list_multipart_uploads(
+        Bucket=BUCKET, KeyMarker=first["NextKeyMarker"], UploadIdMarker=first["NextUploadIdMarker"]
+    )
+    assert [u["UploadId"] for u in first["Uploads"] + rest["Uploads"]] == [
+        u["UploadId"] for u in listed["Uploads"]
+    ]
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET, Prefix="a/")["Uploads"]] == [
+        "a/1",
+        "a/2",
+    ]
+    cli = json.loads(aws(server, tmp_path, "s3api", "list-multipart-uploads", "--bucket", BUCKET))
+    assert len(cli["Uploads"]) == 5
+
+
+def listed_order(listed: dict[str, Any], upload_id: str) -> int:
+    return [u["UploadId"] for u in listed["Uploads"]].index(upload_id)
+
+
+# Object Lock and SigV2: refused with S3's codes.
+
+
+def test_object_lock_is_refused_as_s3_refuses_it(s3: Any, server: S3Server) -> None:
+    with pytest.raises(ClientError) as create:
+        s3.create_bucket(
+            Bucket="locked",
+            CreateBucketConfiguration={"LocationConstraint": REGION},
+            ObjectLockEnabledForBucket=True,
+        )
+    assert (status(create), code(create)) == (501, "NotImplemented")
+    with pytest.raises(ClientError) as put_config:
+        s3.put_object_lock_configuration(
+            Bucket=BUCKET, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
+        )
+    assert (status(put_config), code(put_config)) == (409, "InvalidBucketState")
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    for attempt in (
+        lambda: s3.get_object_retention(Bucket=BUCKET, Key="k"),
+        lambda: s3.get_object_legal_hold(Bucket=BUCKET, Key="k"),
+        lambda: s3.put_object_legal_hold(Bucket=BUCKET, Key="k", LegalHold={"Status": "ON"}),
+        lambda: s3.put_object(Bucket=BUCKET, Key="k2", Body=b"x", ObjectLockLegalHoldStatus="ON"),
+    ):
+        with pytest.raises(ClientError) as refused:
+            attempt()
+        assert (status(refused), code(refused)) == (400, "InvalidRequest")
+
+
+def test_signature_version_2_is_refused(s3: Any, server: S3Server) -> None:
+    signed_v2 = httpx.get(f"{server.endpoint}/{BUCKET}", headers={"Authorization": f"AWS {KEY}:c2lnbmF0dXJl"})
+    assert (signed_v2.status_code, error_code(signed_v2)) == (400, "InvalidRequest")
+    presigned_v2 = httpx.get(
+        f"{server.endpoint}/{BUCKET}/k?AWSAccessKeyId={KEY}&Expires=9999999999&Signature=x"
+    )
+    assert (presigned_v2.status_code, error_code(presigned_v2)) == (400, "InvalidRequest")
+
+
+# Bug 7: the v1 listing leaves its Prefix as sent.
+
+
+def test_v1_listing_with_url_encoding_keeps_the_prefix(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="a b/c+d", Body=b"x")
+    # boto3 asks for encoding-type=url itself and decodes what S3 encodes: not v1's Prefix.
+    v1 = s3.list_objects(Bucket=BUCKET, Prefix="a b/")
+    assert (v1["Prefix"], [o["Key"] for o in v1["Contents"]]) == ("a b/", ["a b/c+d"])
+    v2 = s3.list_objects_v2(Bucket=BUCKET, Prefix="a b/")
+    assert (v2["Prefix"], [o["Key"] for o in v2["Contents"]]) == ("a b/", ["a b/c+d"])
