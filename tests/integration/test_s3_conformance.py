@@ -448,3 +448,19 @@ def test_v1_listing_with_url_encoding_keeps_the_prefix(s3: Any) -> None:
     assert (v1["Prefix"], [o["Key"] for o in v1["Contents"]]) == ("a b/", ["a b/c+d"])
     v2 = s3.list_objects_v2(Bucket=BUCKET, Prefix="a b/")
     assert (v2["Prefix"], [o["Key"] for o in v2["Contents"]]) == ("a b/", ["a b/c+d"])
+
+
+# Bug 5: non-ASCII metadata is signed as the client signed it.
+
+
+def test_non_ascii_metadata(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    # botocore refuses such metadata as a parameter; other SDKs send it as UTF-8, and so does this hook.
+    def add_title(request: Any, **_: Any) -> None:
+        request.headers["x-amz-meta-title"] = "Café déjà vu"
+
+    s3.meta.events.register("before-sign.s3.PutObject", add_title)
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", Metadata={"plain": "ok"})
+    s3.meta.events.unregister("before-sign.s3.PutObject", add_title)
+    got = s3.head_object(Bucket=BUCKET, Key="k")["Metadata"]
+    assert got["plain"] == "ok"
+    assert got["title"].encode("latin-1").decode("utf-8") == "Café déjà vu"

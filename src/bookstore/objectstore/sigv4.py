@@ -10,6 +10,7 @@ import base64
 import calendar
 import hashlib
 import hmac
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -296,7 +297,7 @@ class SigV4:
         headers: Mapping[str, str],
         payload: str,
     ) -> None:
-        header_lines = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
+        header_lines = "".join(f"{n}:{_trimmed(headers.get(n, ''))}\n" for n in names)
         signed = ";".join(names)
         # S3 signs the path as the client sent it; clients that encoded it differently still sign the
         # standard encoding of the decoded path, which is tried second.
@@ -304,12 +305,20 @@ class SigV4:
         standard = quote(unquote(raw_path), safe="/~")
         if standard != raw_path:
             candidates.append(standard)
+        # Header values were decoded one character per byte: signed as received (Latin-1 back to the
+        # bytes, so a UTF-8 x-amz-meta-* value is signed as the UTF-8 the client signed), else as text.
+        lines = [header_lines.encode("latin-1")]
+        if not header_lines.isascii():
+            lines.append(header_lines.encode())
         for path in candidates:
-            canonical = f"{method}\n{path}\n{query}\n{header_lines}\n{signed}\n{payload}"
-            to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-            expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-            if _same(expected, signature):
-                return
+            for encoded in lines:
+                canonical = (
+                    f"{method}\n{path}\n{query}\n".encode() + encoded + f"\n{signed}\n{payload}".encode()
+                )
+                to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical).hexdigest()}"
+                expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+                if _same(expected, signature):
+                    return
         raise SignatureDoesNotMatch(
             "The request signature we calculated does not match the signature you provided. "
             "Check your key and signing method."
@@ -470,6 +479,18 @@ class _Dechunker(PayloadReader):
                 f"x-amz-decoded-content-length says {self.declared[:20]}"
             )
         return {n: v for n, v in lines if n != "x-amz-trailer-signature"}
+
+
+_ASCII_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def _trimmed(value: str) -> str:
+    """A header value as SigV4 signs it: spaces trimmed and runs of them made one.
+
+    Only ASCII spaces: the value holds one character per byte received, and a UTF-8 character's
+    bytes can read as Latin-1 spaces (U+00A0, U+0085) that str.split would take out.
+    """
+    return _ASCII_SPACES.sub(" ", value).strip(" ")
 
 
 def _same(expected: str, given: str) -> bool:
