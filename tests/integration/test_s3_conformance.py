@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import calendar
+import email.utils
+import hashlib
+import hmac
 import json
+import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from bookstore.objectstore.conditional import WriteConditions
 from bookstore.objectstore.errors import ConditionalRequestConflict
+from bookstore.objectstore.sigv4 import signing_key
 from tests.support.aws_cli import aws, aws_fails
 from tests.support.s3_server import KEY, REGION, SECRET, S3Server, error_code, s3_server
 
@@ -464,3 +473,119 @@ def test_non_ascii_metadata(s3: Any, server: S3Server, tmp_path: Path) -> None:
     got = s3.head_object(Bucket=BUCKET, Key="k")["Metadata"]
     assert got["plain"] == "ok"
     assert got["title"].encode("latin-1").decode("utf-8") == "Café déjà vu"
+
+
+# Bug 7: the smaller ones.
+
+
+def _sign_with_date_header(server: S3Server, method: str, path: str) -> dict[str, str]:
+    """SigV4 headers that carry the time in Date (an HTTP date), not X-Amz-Date, as SigV4 allows."""
+    now = time.gmtime()
+    basic, day = time.strftime("%Y%m%dT%H%M%SZ", now), time.strftime("%Y%m%d", now)
+    host = server.endpoint.removeprefix("http://")
+    headers = {
+        "date": email.utils.formatdate(calendar.timegm(now), usegmt=True),
+        "host": host,
+        "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
+    }
+    names = sorted(headers)
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            "",
+            *(f"{n}:{headers[n]}" for n in names),
+            "",
+            ";".join(names),
+            headers["x-amz-content-sha256"],
+        ]
+    )
+    scope = f"{day}/{REGION}/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{basic}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = signing_key(SECRET, day, REGION, "s3")
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={KEY}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    del headers["host"]
+    return headers
+
+
+def test_sigv4_with_a_date_header_instead_of_x_amz_date(s3: Any, server: S3Server) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"dated")
+    answer = httpx.get(
+        f"{server.endpoint}/{BUCKET}/k", headers=_sign_with_date_header(server, "GET", f"/{BUCKET}/k")
+    )
+    assert (answer.status_code, answer.content) == (200, b"dated")
+
+
+def test_an_upload_part_copy_range_past_the_source_is_refused(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="src", Body=b"0123456789")
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="dst")["UploadId"]
+    for wanted in ("bytes=0-10", "bytes=10-12", "bytes=5-"):
+        with pytest.raises(ClientError) as refused:
+            s3.upload_part_copy(
+                Bucket=BUCKET,
+                Key="dst",
+                UploadId=upload_id,
+                PartNumber=1,
+                CopySource={"Bucket": BUCKET, "Key": "src"},
+                CopySourceRange=wanted,
+            )
+        assert (status(refused), code(refused)) == (400, "InvalidArgument"), wanted
+    part = s3.upload_part_copy(
+        Bucket=BUCKET,
+        Key="dst",
+        UploadId=upload_id,
+        PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "src"},
+        CopySourceRange="bytes=0-9",
+    )
+    assert part["CopyPartResult"]["ETag"]
+
+
+def test_a_content_md5_of_the_wrong_length_is_invalid_digest(server: S3Server, s3: Any) -> None:
+    short = base64.b64encode(b"short").decode()
+    answer = server.signed("PUT", f"/{BUCKET}/k", b"body", {"Content-MD5": short})
+    assert (answer.status_code, error_code(answer)) == (400, "InvalidDigest")
+    wrong = base64.b64encode(hashlib.md5(b"other", usedforsecurity=False).digest()).decode()
+    answer = server.signed("PUT", f"/{BUCKET}/k", b"body", {"Content-MD5": wrong})
+    assert (answer.status_code, error_code(answer)) == (400, "BadDigest")
+
+
+@pytest.mark.parametrize("expires", ["0", "-7", "604801"])
+def test_a_presigned_url_with_an_expiry_out_of_range_is_403(s3: Any, server: S3Server, expires: str) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "k"}, ExpiresIn=60)
+    bad = re.sub(r"X-Amz-Expires=\d+", f"X-Amz-Expires={expires}", url)
+    assert httpx.get(bad).status_code == 403
+
+
+def _first_answer(server: S3Server, request: bytes) -> bytes:
+    """What the server answers to `request` (headers only, the body held back) before anything else."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request)
+        return conn.recv(65536)
+
+
+def test_a_refused_request_gets_no_100_continue(s3: Any, server: S3Server) -> None:
+    path = "/no-such-bucket/k"
+    headers = server.signed_headers(
+        "PUT", server.endpoint + path, {"Content-Length": "5", "Expect": "100-continue"}
+    )
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
+    host = server.endpoint.removeprefix("http://")
+    first = _first_answer(server, f"PUT {path} HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode())
+    assert first.startswith(b"HTTP/1.1 404"), first
+    unsigned = (
+        f"PUT /{BUCKET}/k HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert _first_answer(server, unsigned.encode()).startswith(b"HTTP/1.1 403")
+    # A request that will be served is asked for its body.
+    good = server.signed_headers(
+        "PUT", f"{server.endpoint}/{BUCKET}/k", {"Content-Length": "5", "Expect": "100-continue"}
+    )
+    lines = "".join(f"{k}: {v}\r\n" for k, v in good.items() if k.lower() != "host")
+    assert _first_answer(
+        server, f"PUT /{BUCKET}/k HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode()
+    ).startswith(b"HTTP/1.1 100")

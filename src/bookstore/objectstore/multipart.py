@@ -11,7 +11,13 @@ from bookstore.objectstore import conditional, documents, objects
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
-from bookstore.objectstore.errors import InvalidArgument, MalformedXML, NoSuchUpload, PreconditionFailed
+from bookstore.objectstore.errors import (
+    InvalidArgument,
+    InvalidRange,
+    MalformedXML,
+    NoSuchUpload,
+    PreconditionFailed,
+)
 from bookstore.objectstore.request import Call, int_param, object_content
 
 
@@ -37,8 +43,21 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
         if wanted and byte_range is None:
             raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
 
-        content = await ctx.source(source_bucket, source_key, source_version, wanted if byte_range else None)
+        if byte_range is not None and byte_range[0] is None:
+            raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
         try:
+            content = await ctx.source(
+                source_bucket, source_key, source_version, wanted if byte_range else None
+            )
+        except InvalidRange as exc:
+            raise InvalidArgument(
+                f"Range specified is not valid for source object of size: {exc.size}"
+            ) from exc
+        try:
+            size = content.version.size
+            if byte_range is not None and (byte_range[1] is None or byte_range[1] >= size):
+                # S3 copies a part's range exactly or not at all: it never clips one past the end.
+                raise InvalidArgument(f"Range specified is not valid for source object of size: {size}")
             rules.copy_preconditions(content.version, call.headers)
             part = await run_in_threadpool(
                 ctx.store.upload_part, call.bucket, key, upload_id, number, content.body

@@ -14,6 +14,8 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -85,6 +87,23 @@ def _timestamp(amz_date: str) -> float:
         )
     except ValueError:
         return -1.0
+
+
+def _basic_time(date: str) -> str:
+    """A Date header's time as YYYYMMDDTHHMMSSZ, which SigV4 signs when there is no X-Amz-Date ("" if bad).
+
+    SigV4 takes the request time from X-Amz-Date or else from Date, in ISO 8601 basic form or as an
+    HTTP date.
+    """
+    if _timestamp(date) >= 0:
+        return date
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return ""
+    if when.tzinfo is None:
+        return ""
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def canonical_query(raw_query: str, skip: str | None = None) -> str:
@@ -171,7 +190,7 @@ class SigV4:
             raise AuthorizationHeaderMalformed(
                 "The authorization header is malformed: it needs Credential, SignedHeaders and Signature"
             ) from exc
-        amz_date = headers.get("x-amz-date", "")
+        amz_date = headers.get("x-amz-date") or _basic_time(headers.get("date", ""))
         content_sha256 = headers.get("x-amz-content-sha256")
         if content_sha256 is None:
             raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
@@ -225,7 +244,8 @@ class SigV4:
         if algorithm != ALGORITHM:
             raise AuthorizationQueryParametersError("X-Amz-Algorithm only supports 'AWS4-HMAC-SHA256'")
         if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES_S:
-            raise AuthorizationQueryParametersError("X-Amz-Expires must be between 1 and 604800 seconds")
+            # S3 answers 403 (not 400) for an expiry out of its range: the URL grants nothing.
+            raise AccessDenied("X-Amz-Expires must be between 1 and 604800 seconds")
         access_key, secret, date, region, service = self._credential(
             credential, amz_date, AuthorizationQueryParametersError
         )
@@ -540,6 +560,8 @@ class Checksums:
                 expected = base64.b64decode(md5, validate=True)
             except ValueError as exc:
                 raise InvalidDigest("The Content-MD5 you specified is not valid") from exc
+            if len(expected) != 16:
+                raise InvalidDigest("The Content-MD5 you specified is not valid")
             if expected != self.md5.digest():
                 raise BadDigest("The Content-MD5 you specified did not match what we received.")
         computed = {name: digest.digest() for name, digest in self.hashes.items()}
