@@ -589,3 +589,73 @@ def test_a_refused_request_gets_no_100_continue(s3: Any, server: S3Server) -> No
     assert _first_answer(
         server, f"PUT /{BUCKET}/k HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode()
     ).startswith(b"HTTP/1.1 100")
+
+
+# POST object: a browser's form upload with a signed policy.
+
+
+def _post(post: dict[str, Any], content: bytes, extra: dict[str, str] | None = None) -> httpx.Response:
+    fields = dict(post["fields"], **(extra or {}))
+    return httpx.post(post["url"], data=fields, files={"file": ("photo.jpg", content, "image/jpeg")})
+
+
+def test_post_object_with_a_presigned_post(s3: Any) -> None:
+    post = s3.generate_presigned_post(
+        BUCKET,
+        "uploads/${filename}",
+        Fields={"success_action_status": "201", "x-amz-meta-origin": "browser"},
+        Conditions=[
+            ["starts-with", "$key", "uploads/"],
+            {"success_action_status": "201"},
+            {"x-amz-meta-origin": "browser"},
+            ["content-length-range", 1, 1024],
+        ],
+        ExpiresIn=300,
+    )
+    answer = _post(post, b"jpeg bytes")
+    assert answer.status_code == 201, answer.text
+    assert "<Key>uploads/photo.jpg</Key>" in answer.text
+    got = s3.get_object(Bucket=BUCKET, Key="uploads/photo.jpg")
+    assert got["Body"].read() == b"jpeg bytes"
+    assert got["Metadata"] == {"origin": "browser"}
+    assert got["ContentType"] == "image/jpeg"
+
+
+def test_post_object_default_answer_is_204(s3: Any) -> None:
+    post = s3.generate_presigned_post(BUCKET, "plain.txt")
+    answer = _post(post, b"hello")
+    assert answer.status_code == 204, answer.text
+    assert answer.headers["ETag"].strip('"') == hashlib.md5(b"hello", usedforsecurity=False).hexdigest()
+    assert s3.get_object(Bucket=BUCKET, Key="plain.txt")["Body"].read() == b"hello"
+
+
+def test_post_object_refusals(s3: Any, server: S3Server) -> None:
+    post = s3.generate_presigned_post(BUCKET, "k", Conditions=[["content-length-range", 1, 4]])
+    # A field the policy does not allow.
+    extra = _post(post, b"x", {"x-amz-meta-sneaky": "1"})
+    assert (extra.status_code, error_code(extra)) == (403, "AccessDenied")
+    # Bigger than the policy allows.
+    big = _post(post, b"12345")
+    assert (big.status_code, error_code(big)) == (400, "EntityTooLarge")
+    # Another key than the policy signed.
+    other = _post(post, b"x", {"key": "other"})
+    assert (other.status_code, error_code(other)) == (403, "AccessDenied")
+    # A tampered signature.
+    forged = _post(post, b"x", {"x-amz-signature": "0" * 64})
+    assert (forged.status_code, error_code(forged)) == (403, "AccessDenied")
+    # An expired policy.
+    expired = s3.generate_presigned_post(BUCKET, "k", ExpiresIn=-10)
+    late = _post(expired, b"x")
+    assert (late.status_code, error_code(late)) == (403, "AccessDenied")
+    # No policy at all: an anonymous upload.
+    bare = httpx.post(f"{server.endpoint}/{BUCKET}", data={"key": "k"}, files={"file": ("f", b"x")})
+    assert (bare.status_code, error_code(bare)) == (403, "AccessDenied")
+    # Not a form.
+    broken = httpx.post(
+        f"{server.endpoint}/{BUCKET}",
+        content=b"garbage",
+        headers={"Content-Type": "multipart/form-data; boundary=zz"},
+    )
+    assert broken.status_code == 400
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key="k")

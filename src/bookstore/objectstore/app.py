@@ -83,7 +83,7 @@ class S3Api(S3Context):
     ) -> None:
         super().__init__(store, region, clock, cluster, staging)
         now: Callable[[], float] = time.time if clock is None else self._now_s
-        self.signer = SigV4(credentials, now)
+        self.signer: SigV4 = SigV4(credentials, now)
         # The endpoints between regions, set by whoever serves a cluster (replication.objects.server).
         self.internal: Internal | None = None
 

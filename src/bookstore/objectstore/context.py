@@ -24,6 +24,7 @@ from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import Forwarded, PeerUnavailable, RegionPeer
 from bookstore.objectstore.port import ObjectContent, ObjectStore
 from bookstore.objectstore.request import Call
+from bookstore.objectstore.sigv4 import SigV4
 from bookstore.ports import Clock
 
 T = TypeVar("T")
@@ -48,6 +49,8 @@ class S3Context:
             (lambda: time.time_ns() // 1_000_000) if clock is None else clock.now_ms
         )
         self.completed = CompletedUploads()
+        # The signature checker (S3Api's): POST object checks a form's policy signature with its keys.
+        self.signer: SigV4 | None = None
         self.conditions = WriteConditions()
 
     async def run(self, function: Callable[..., T], *args: Any, big: bool = False, **kwargs: Any) -> T:

@@ -18,6 +18,7 @@ from bookstore.objectstore import (
     multipart,
     objects,
     policy,
+    post_object,
     unkept,
     uploads,
 )
@@ -133,6 +134,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
         return await buckets.delete_bucket(ctx, call)
     if method == "POST" and "delete" in query:
         return await buckets.delete_objects(ctx, call)
+    if post_object.is_form(method, call.key, call.headers):
+        return await post_object.post_object(ctx, call)
     raise _not_allowed()
 
 

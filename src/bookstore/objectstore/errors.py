@@ -196,6 +196,10 @@ class InvalidTag(ValidationError, S3Error):
     code = "InvalidTag"
 
 
+class MalformedPOSTRequest(ValidationError, S3Error):
+    code = "MalformedPOSTRequest"
+
+
 class AccessControlListNotSupported(ValidationError, S3Error):
     """An ACL granting more than the owner's FULL_CONTROL: S3's answer when a bucket's ACLs are disabled."""
 

@@ -166,6 +166,19 @@ class SigV4:
             self._keys[(secret, date, region, service)] = cached
         return cached
 
+    def policy_key(self, credential: str, amz_date: str) -> bytes | None:
+        """The signing key of a POST policy's credential (KEY/DATE/REGION/s3/aws4_request), or None.
+
+        None when the access key is unknown; AuthorizationQueryParametersError when it is malformed.
+        """
+        try:
+            _, secret, date, region, service = self._credential(
+                credential, amz_date, AuthorizationQueryParametersError
+            )
+        except InvalidAccessKeyId:
+            return None
+        return self.signing_key(secret, date, region, service)
+
     # Internals.
 
     def _header_auth(
