@@ -659,3 +659,54 @@ def test_post_object_refusals(s3: Any, server: S3Server) -> None:
     assert broken.status_code == 400
     with pytest.raises(ClientError):
         s3.head_object(Bucket=BUCKET, Key="k")
+
+
+# GET and HEAD ?partNumber=N.
+
+
+def test_get_and_head_by_part_number(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    first, second = b"a" * (5 * MIB), b"b" * 1000
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="mp")["UploadId"]
+    done = [
+        {
+            "PartNumber": n,
+            "ETag": s3.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload_id, PartNumber=n, Body=b)["ETag"],
+        }
+        for n, b in ((1, first), (2, second))
+    ]
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="mp", UploadId=upload_id, MultipartUpload={"Parts": done})
+    got = s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=2)
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert (got["Body"].read(), got["PartsCount"]) == (second, 2)
+    assert (
+        got["ContentRange"] == f"bytes {len(first)}-{len(first) + len(second) - 1}/{len(first) + len(second)}"
+    )
+    head = s3.head_object(Bucket=BUCKET, Key="mp", PartNumber=1)
+    assert (head["ContentLength"], head["PartsCount"]) == (len(first), 2)
+    with pytest.raises(ClientError) as past:
+        s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=3)
+    assert (status(past), code(past)) == (416, "InvalidPartNumber")
+    with pytest.raises(ClientError) as both:
+        s3.get_object(Bucket=BUCKET, Key="mp", PartNumber=1, Range="bytes=0-1")
+    assert (status(both), code(both)) == (400, "InvalidRequest")
+    # An object written whole is its own part 1.
+    s3.put_object(Bucket=BUCKET, Key="whole", Body=b"whole")
+    assert s3.get_object(Bucket=BUCKET, Key="whole", PartNumber=1)["Body"].read() == b"whole"
+    with pytest.raises(ClientError) as none:
+        s3.get_object(Bucket=BUCKET, Key="whole", PartNumber=2)
+    assert code(none) == "InvalidPartNumber"
+    out = tmp_path / "part2"
+    aws(
+        server,
+        tmp_path,
+        "s3api",
+        "get-object",
+        "--bucket",
+        BUCKET,
+        "--key",
+        "mp",
+        "--part-number",
+        "2",
+        str(out),
+    )
+    assert out.read_bytes() == second

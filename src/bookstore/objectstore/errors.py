@@ -196,6 +196,11 @@ class InvalidTag(ValidationError, S3Error):
     code = "InvalidTag"
 
 
+class InvalidPartNumber(ValidationError, S3Error):
+    code = "InvalidPartNumber"
+    status = 416
+
+
 class MalformedPOSTRequest(ValidationError, S3Error):
     code = "MalformedPOSTRequest"
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import conditional, documents, inputs
+from bookstore.objectstore import conditional, documents, inputs, parts
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
 from bookstore.objectstore.errors import (
     InvalidArgument,
     InvalidRequest,
     NoSuchKey,
-    NotImplementedS3,
 )
-from bookstore.objectstore.port import ObjectVersion
+from bookstore.objectstore.port import ByteRange, ObjectVersion
 from bookstore.objectstore.request import Call, object_content
 from bookstore.objectstore.tags import MAX_OBJECT_TAGS, from_document
 
@@ -39,8 +38,10 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     query, headers = call.query, call.headers
     version_id = query.get("versionId") or None
     byte_range = None if head else rules.byte_range(headers.get("range"))
+    by_part: tuple[ByteRange | None, int] | None = None
     if "partNumber" in query:
-        raise NotImplementedS3("GET and HEAD by partNumber are not implemented")
+        by_part = await parts.part(ctx, call, version_id)
+        byte_range = by_part[0]
     if head:
         version = await ctx.run(ctx.store.head_object, call.bucket, call.object_key, version_id=version_id)
         content = None
@@ -58,6 +59,15 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
         return answer
     out = rules.object_headers(version)
     out.update(inputs.response_overrides(query))
+    if by_part is not None:
+        out.update(parts.part_headers(by_part[1]))
+    if content is None and by_part is not None and by_part[0] is not None:
+        # HEAD of a part: its size and place, as a GET of it would answer.
+        first = by_part[0][0] or 0
+        last = version.size - 1 if by_part[0][1] is None else by_part[0][1]
+        out["Content-Range"] = f"bytes {first}-{last}/{version.size}"
+        out["Content-Length"] = str(max(0, last - first + 1))
+        return Response(status_code=206, headers=out)
     if content is None:
         out["Content-Length"] = str(version.size)
         return Response(status_code=200, headers=out)

@@ -239,6 +239,16 @@ class Objects(Protocol):
 
     def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion: ...
 
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        """First and last byte of part `number` of a multipart version (GetObject's partNumber).
+
+        None when the store does not know where its parts lie (a replica written whole); the caller
+        has checked that the version has that many parts.
+        """
+        ...
+
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
     ) -> Deleted:

@@ -76,6 +76,8 @@ class _Stored:
     data: bytes
     order: tuple[int, str]
     seq: int
+    # The size of each part of a completed multipart upload (None: written whole).
+    part_sizes: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -245,6 +247,16 @@ class MemoryObjectStore:
     def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
         with self._lock:
             return self._shown(self._find(bucket, key, version_id))
+
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        with self._lock:
+            sizes = self._find(bucket, key, version_id).part_sizes
+        if sizes is None or number > len(sizes):
+            return None
+        first = sum(sizes[: number - 1])
+        return first, first + sizes[number - 1] - 1
 
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
@@ -435,7 +447,7 @@ class MemoryObjectStore:
                 tags=upload.tags,
                 parts_count=len(parts),
             )
-            version = self._write(template, data)
+            version = self._write(template, data, part_sizes=tuple(len(p) for p in pieces))
             del self._uploads[upload_id]
             return version
 
@@ -585,7 +597,14 @@ class MemoryObjectStore:
         held = self._versions.get((stored.version.bucket, stored.version.key), [])
         return replace(stored.version, is_latest=bool(held) and held[-1] is stored)
 
-    def _write(self, template: ObjectVersion, data: bytes, *, replicate: bool = True) -> ObjectVersion:
+    def _write(
+        self,
+        template: ObjectVersion,
+        data: bytes,
+        *,
+        replicate: bool = True,
+        part_sizes: tuple[int, ...] | None = None,
+    ) -> ObjectVersion:
         """Add a version (or delete marker) as a new write: its id, time and replication status."""
         queued = False
         with self._lock:
@@ -611,7 +630,7 @@ class MemoryObjectStore:
             version = replace(
                 template, version_id=version_id, last_modified_ms=now, replication_status=status
             )
-            stored = _Stored(version, data, (ms, sort_id), seq)
+            stored = _Stored(version, data, (ms, sort_id), seq, part_sizes)
             held.append(stored)
             shown = self._shown(stored)
         if queued:

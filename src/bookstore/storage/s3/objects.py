@@ -224,6 +224,19 @@ class S3ObjectStore:
         found = self._read_call(self._client.head_object, bucket, version_id, **args)
         return self._version_of(bucket, key, found, version_id)
 
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, "PartNumber": number}
+        if version_id is not None:
+            args["VersionId"] = version_id
+        found = self._read_call(self._client.head_object, bucket, version_id, **args)
+        # S3 answers the part's bytes as a range: "bytes FIRST-LAST/SIZE".
+        spans = str(found.get("ContentRange", "")).removeprefix("bytes ").split("/")[0].split("-")
+        if len(spans) != 2 or not all(s.isdigit() for s in spans):
+            return None
+        return int(spans[0]), int(spans[1])
+
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
     ) -> Deleted:
