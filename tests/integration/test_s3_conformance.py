@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,7 @@ def test_only_the_private_acl_is_accepted(s3: Any, server: S3Server, tmp_path: P
     s3.put_bucket_acl(
         Bucket=BUCKET, AccessControlPolicy={"Grants": policy["Grants"], "Owner": policy["Owner"]}
     )
-    for attempt in (
+    attempts: tuple[Callable[[], Any], ...] = (
         lambda: s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", ACL="public-read"),
         lambda: s3.put_object_acl(Bucket=BUCKET, Key="k", ACL="public-read"),
         lambda: s3.put_bucket_acl(Bucket=BUCKET, ACL="public-read-write"),
@@ -279,7 +279,8 @@ def test_only_the_private_acl_is_accepted(s3: Any, server: S3Server, tmp_path: P
             Bucket=BUCKET, Key="k", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"'
         ),
         lambda: s3.create_multipart_upload(Bucket=BUCKET, Key="m", ACL="authenticated-read"),
-    ):
+    )
+    for attempt in attempts:
         with pytest.raises(ClientError) as refused:
             attempt()
         assert (status(refused), code(refused)) == (400, "AccessControlListNotSupported")
@@ -376,7 +377,7 @@ def test_tag_limits_on_a_write_and_a_bucket(s3: Any) -> None:
 
 
 def test_list_multipart_uploads(s3: Any, server: S3Server, tmp_path: Path) -> None:
-    ids = {}
+    ids: dict[str, list[str]] = {}
     for key in ("a/1", "a/2", "b", "b", "c"):
         ids.setdefault(key, []).append(s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"])
     listed = s3.list_multipart_uploads(Bucket=BUCKET)
@@ -427,12 +428,13 @@ def test_object_lock_is_refused_as_s3_refuses_it(s3: Any, server: S3Server) -> N
         )
     assert (status(put_config), code(put_config)) == (409, "InvalidBucketState")
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
-    for attempt in (
+    attempts: tuple[Callable[[], Any], ...] = (
         lambda: s3.get_object_retention(Bucket=BUCKET, Key="k"),
         lambda: s3.get_object_legal_hold(Bucket=BUCKET, Key="k"),
         lambda: s3.put_object_legal_hold(Bucket=BUCKET, Key="k", LegalHold={"Status": "ON"}),
         lambda: s3.put_object(Bucket=BUCKET, Key="k2", Body=b"x", ObjectLockLegalHoldStatus="ON"),
-    ):
+    )
+    for attempt in attempts:
         with pytest.raises(ClientError) as refused:
             attempt()
         assert (status(refused), code(refused)) == (400, "InvalidRequest")
