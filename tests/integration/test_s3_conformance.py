@@ -712,3 +712,29 @@ def test_get_and_head_by_part_number(s3: Any, server: S3Server, tmp_path: Path) 
         str(out),
     )
     assert out.read_bytes() == second
+
+
+def test_a_repeated_complete_and_tag_limits_with_the_aws_cli(
+    s3: Any, server: S3Server, tmp_path: Path
+) -> None:
+    upload_id, parts = _upload(s3, "cli-mp")
+    doc = tmp_path / "parts.json"
+    doc.write_text(json.dumps({"Parts": parts}))
+    complete = ("s3api", "complete-multipart-upload", "--bucket", BUCKET, "--key", "cli-mp")
+    args = (*complete, "--upload-id", upload_id, "--multipart-upload", f"file://{doc}")
+    first = json.loads(aws(server, tmp_path, *args))
+    assert json.loads(aws(server, tmp_path, *args))["ETag"] == first["ETag"]
+    tag_set = json.dumps({"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(11)]})
+    refused = aws_fails(
+        server,
+        tmp_path,
+        "s3api",
+        "put-object-tagging",
+        "--bucket",
+        BUCKET,
+        "--key",
+        "cli-mp",
+        "--tagging",
+        tag_set,
+    )
+    assert "InvalidTag" in refused
