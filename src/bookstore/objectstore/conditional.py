@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from bookstore.objectstore.errors import (
@@ -70,3 +70,19 @@ class WriteConditions:
             yield
         finally:
             self._busy.discard(name)
+
+    @asynccontextmanager
+    async def guard(
+        self,
+        bucket: str,
+        key: str,
+        headers: Mapping[str, str],
+        current: Callable[[], Awaitable[ObjectVersion | None]],
+    ) -> AsyncIterator[None]:
+        """Around a write: when it is conditional, hold the key and check its `current` version first."""
+        if not conditional(headers):
+            yield
+            return
+        async with self.held(bucket, key):
+            check(await current(), headers)
+            yield

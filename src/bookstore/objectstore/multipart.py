@@ -7,7 +7,7 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import conditional, documents, objects
+from bookstore.objectstore import documents, objects
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
@@ -104,13 +104,9 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
         parts.append((number, documents.scalar(part["ETag"], "ETag")))
     upload_id = call.query["uploadId"]
     try:
-        if conditional.conditional(call.headers):
-            async with ctx.conditions.held(call.bucket, key):
-                conditional.check(await objects.current(ctx, call.bucket, key), call.headers)
-                version = await ctx.run(
-                    ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True
-                )
-        else:
+        async with ctx.conditions.guard(
+            call.bucket, key, call.headers, lambda: objects.current(ctx, call.bucket, key)
+        ):
             version = await ctx.run(ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True)
     except (NoSuchUpload, PreconditionFailed):
         # A retry of a complete that succeeded (its answer lost to a timeout) answers as the first did.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import conditional, documents, inputs, parts
+from bookstore.objectstore import documents, inputs, parts
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
 from bookstore.objectstore.errors import (
@@ -93,13 +93,8 @@ async def current(ctx: S3Context, bucket: str, key: str) -> ObjectVersion | None
 async def put(ctx: S3Context, call: Call) -> Response:
     fields = rules.write_fields(call.headers)
     body, big = object_content(call)
-    if conditional.conditional(call.headers):
-        async with ctx.conditions.held(call.bucket, call.object_key):
-            conditional.check(await current(ctx, call.bucket, call.object_key), call.headers)
-            version = await ctx.run(
-                ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields
-            )
-    else:
+    key = call.object_key
+    async with ctx.conditions.guard(call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key)):
         version = await ctx.run(ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields)
     out = {"ETag": f'"{version.etag}"', **call.verified}
     if version.version_id != "null":
