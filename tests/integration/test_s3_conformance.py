@@ -738,3 +738,10 @@ def test_a_repeated_complete_and_tag_limits_with_the_aws_cli(
         tag_set,
     )
     assert "InvalidTag" in refused
+
+
+def test_a_delete_of_a_sub_resource_never_deletes_the_bucket(s3: Any, server: S3Server) -> None:
+    for query in ("acl", "object-lock", "uploads", "versioning"):
+        answer = server.signed("DELETE", f"/{BUCKET}?{query}")
+        assert (answer.status_code, error_code(answer)) == (405, "MethodNotAllowed"), query
+    s3.head_bucket(Bucket=BUCKET)

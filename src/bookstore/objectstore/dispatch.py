@@ -34,6 +34,10 @@ _READ_ONLY = frozenset(["accelerate", "analytics", "intelligent-tiering", "inven
 _READ_ONLY |= frozenset(["notification", "ownershipControls", "publicAccessBlock", "requestPayment"])
 
 
+# Bucket sub-resources that S3 has no DELETE of.
+_NOT_DELETED = frozenset(["acl", "location", "object-lock", "uploads", "versioning", "versions", "delete"])
+
+
 def _not_allowed() -> MethodNotAllowed:
     return MethodNotAllowed("The specified method is not allowed against this resource.")
 
@@ -131,6 +135,9 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await lifecycle.delete_lifecycle(ctx, call)
         if "tagging" in query:
             return await bucket_tags.delete_bucket_tagging(ctx, call)
+        if _NOT_DELETED.intersection(query):
+            # A sub-resource with no DELETE must never fall through to deleting the bucket.
+            raise _not_allowed()
         return await buckets.delete_bucket(ctx, call)
     if method == "POST" and "delete" in query:
         return await buckets.delete_objects(ctx, call)

@@ -33,6 +33,7 @@ _BUCKET_SUBRESOURCES = (
     "policy",
     "cors",
     "lifecycle",
+    "object-lock",
 )
 
 
