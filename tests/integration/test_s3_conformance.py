@@ -745,3 +745,6 @@ def test_a_delete_of_a_sub_resource_never_deletes_the_bucket(s3: Any, server: S3
         answer = server.signed("DELETE", f"/{BUCKET}?{query}")
         assert (answer.status_code, error_code(answer)) == (405, "MethodNotAllowed"), query
     s3.head_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    assert server.signed("DELETE", f"/{BUCKET}/k?acl").status_code == 405
+    assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"x"

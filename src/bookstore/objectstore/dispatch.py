@@ -179,6 +179,8 @@ async def _object(ctx: S3Context, call: Call) -> Response:
             return await multipart.abort_upload(ctx, call)
         if "tagging" in query:
             return await objects.delete_tagging(ctx, call)
+        if "acl" in query:
+            raise _not_allowed()  # an object's ACL has no DELETE; the object stays
         return await objects.delete(ctx, call)
     if method == "POST":
         if "uploads" in query:
