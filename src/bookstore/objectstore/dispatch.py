@@ -29,11 +29,9 @@ from bookstore.objectstore.request import Call, creates_bucket
 
 # Query keys that name an S3 sub-resource this API does not serve (answered 501, never misrouted).
 _UNSERVED = frozenset(["attributes", "encryption", "policyStatus", "restore", "select", "session", "torrent"])
-# Sub-resources served on GET only (their PUT and DELETE stay 501); see unkept.py.
+# Bucket sub-resources served on GET only (PUT, DELETE and any of an object stay 501); see unkept.py.
 _READ_ONLY = frozenset(["accelerate", "analytics", "intelligent-tiering", "inventory", "logging", "metrics"])
 _READ_ONLY |= frozenset(["notification", "ownershipControls", "publicAccessBlock", "requestPayment"])
-
-
 # Bucket sub-resources that S3 has no DELETE of.
 _NOT_DELETED = frozenset(["acl", "location", "object-lock", "uploads", "versioning", "versions", "delete"])
 
@@ -46,7 +44,7 @@ async def dispatch(ctx: S3Context, call: Call) -> Response:
     """The answer to `call`: served by this region's store, or by the region that owns the bucket."""
     method, query = call.method, call.query
     unserved = _UNSERVED.intersection(query)
-    if method != "GET" and call.key is None:
+    if method != "GET" or call.key is not None:
         unserved |= _READ_ONLY.intersection(query)
     if unserved:
         raise NotImplementedS3(
