@@ -279,6 +279,22 @@ def test_only_the_private_acl_is_accepted(s3: Any, server: S3Server, tmp_path: P
             Bucket=BUCKET, Key="k", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"'
         ),
         lambda: s3.create_multipart_upload(Bucket=BUCKET, Key="m", ACL="authenticated-read"),
+        lambda: s3.put_bucket_acl(
+            Bucket=BUCKET,
+            AccessControlPolicy={
+                "Owner": policy["Owner"],
+                "Grants": [
+                    *policy["Grants"],
+                    {
+                        "Grantee": {
+                            "Type": "Group",
+                            "URI": "http://acs.amazonaws.com/groups/global/AllUsers",
+                        },
+                        "Permission": "READ",
+                    },
+                ],
+            },
+        ),
     )
     for attempt in attempts:
         with pytest.raises(ClientError) as refused:

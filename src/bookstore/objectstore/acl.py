@@ -114,29 +114,30 @@ def _check_put(call: Call) -> None:
     if given:
         check_headers(call.headers)
         return
-    documents.parse(call.body, "AccessControlPolicy")
-    grants = defused.fromstring(call.body, forbid_dtd=True).iter(f"{{{documents.XMLNS}}}Grant")
-    found = [_grant(g) for g in grants] or [_grant_plain(call.body)]
-    if not found or not all(found):
+    documents.parse(call.body, "AccessControlPolicy")  # well-formed, of that root, no DTD
+    root = defused.fromstring(call.body, forbid_dtd=True)
+    grants = [element for element in root.iter() if _local(element.tag) == "Grant"]
+    if not grants or not all(_owner_full_control(g) for g in grants):
         raise AccessControlListNotSupported(
             "The bucket does not allow ACLs: the only policy accepted grants the owner FULL_CONTROL"
         )
 
 
-def _grant(grant: ET.Element) -> bool:
-    """Whether a Grant gives the owner FULL_CONTROL (the grant `private` is made of)."""
-    ns = f"{{{documents.XMLNS}}}"
-    permission = grant.findtext(f"{ns}Permission") or grant.findtext("Permission")
-    grantee = grant.find(f"{ns}Grantee")
-    if grantee is None:
-        grantee = grant.find("Grantee")
-    if grantee is None:
-        return False
-    grantee_id = grantee.findtext(f"{ns}ID") or grantee.findtext("ID")
-    return permission == "FULL_CONTROL" and grantee_id == documents.OWNER_ID
+def _local(tag: str) -> str:
+    """An element's name without its namespace (clients write S3's, or none)."""
+    return tag.rpartition("}")[2]
 
 
-def _grant_plain(body: bytes) -> bool:
-    """The same, for a document written without S3's namespace."""
-    grants = list(defused.fromstring(body, forbid_dtd=True).iter("Grant"))
-    return bool(grants) and all(_grant(g) for g in grants)
+def _child_text(element: ET.Element, name: str) -> str | None:
+    child = next((c for c in element if _local(c.tag) == name), None)
+    return None if child is None else (child.text or "").strip()
+
+
+def _owner_full_control(grant: ET.Element) -> bool:
+    """Whether a Grant gives the owner FULL_CONTROL (the one grant `private` is made of)."""
+    grantee = next((c for c in grant if _local(c.tag) == "Grantee"), None)
+    return (
+        grantee is not None
+        and _child_text(grant, "Permission") == "FULL_CONTROL"
+        and _child_text(grantee, "ID") == documents.OWNER_ID
+    )
