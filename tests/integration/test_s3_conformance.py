@@ -300,6 +300,9 @@ def test_only_the_private_acl_is_accepted(s3: Any, server: S3Server, tmp_path: P
         with pytest.raises(ClientError) as refused:
             attempt()
         assert (status(refused), code(refused)) == (400, "AccessControlListNotSupported")
+    for body in (b"not xml", b"<!DOCTYPE a [<!ENTITY b 'c'>]><AccessControlPolicy/>", b"<Other/>"):
+        answer = server.signed("PUT", f"/{BUCKET}?acl", body)
+        assert (answer.status_code, error_code(answer)) == (400, "MalformedXML"), body
     assert "FULL_CONTROL" in aws(
         server, tmp_path, "s3api", "get-object-acl", "--bucket", BUCKET, "--key", "k"
     )

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
 import defusedxml.ElementTree as defused
+from defusedxml import DefusedXmlException
 from starlette.responses import Response
 
 from bookstore.objectstore import documents
@@ -114,13 +115,25 @@ def _check_put(call: Call) -> None:
     if given:
         check_headers(call.headers)
         return
-    documents.parse(call.body, "AccessControlPolicy")  # well-formed, of that root, no DTD
-    root = defused.fromstring(call.body, forbid_dtd=True)
+    root = _policy_document(call.body)
     grants = [element for element in root.iter() if _local(element.tag) == "Grant"]
     if not grants or not all(_owner_full_control(g) for g in grants):
         raise AccessControlListNotSupported(
             "The bucket does not allow ACLs: the only policy accepted grants the owner FULL_CONTROL"
         )
+
+
+def _policy_document(body: bytes) -> ET.Element:
+    """The AccessControlPolicy element of a PutAcl body; MalformedXML when it is not one (DTDs refused)."""
+    if not body.strip() or len(body) > documents.MAX_DOCUMENT:
+        raise MalformedXML("An AccessControlPolicy document (or an x-amz-acl header) is required")
+    try:
+        root = defused.fromstring(body, forbid_dtd=True)
+    except (DefusedXmlException, ET.ParseError, ValueError) as exc:
+        raise MalformedXML("The XML you provided was not well-formed or did not validate") from exc
+    if _local(root.tag) != "AccessControlPolicy":
+        raise MalformedXML("The XML you provided is not an AccessControlPolicy document")
+    return root
 
 
 def _local(tag: str) -> str:
