@@ -767,3 +767,22 @@ def test_a_delete_of_a_sub_resource_never_deletes_the_bucket(s3: Any, server: S3
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
     assert server.signed("DELETE", f"/{BUCKET}/k?acl").status_code == 405
     assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"x"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="key"\r\n\r\nk'),
+        ("multipart/form-data; boundary=x", b"--x--\r\n"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="key"\r\n\r\n' + b"k" * 70_000 + b"\r\n--x--\r\n",
+        ),
+        ("multipart/form-data; boundary=x", b"\xff\xfe" * 100),
+    ],
+)
+def test_a_broken_post_form_is_a_4xx(s3: Any, server: S3Server, content_type: str, body: bytes) -> None:
+    answer = httpx.post(f"{server.endpoint}/{BUCKET}", content=body, headers={"Content-Type": content_type})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert error_code(answer)
