@@ -471,13 +471,15 @@ def test_signature_version_2_is_refused(s3: Any, server: S3Server) -> None:
 # Bug 7: the v1 listing leaves its Prefix as sent.
 
 
-def test_v1_listing_with_url_encoding_keeps_the_prefix(s3: Any) -> None:
+def test_v1_listing_with_url_encoding_keeps_the_prefix(s3: Any, server: S3Server, tmp_path: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="a b/c+d", Body=b"x")
     # boto3 asks for encoding-type=url itself and decodes what S3 encodes: not v1's Prefix.
     v1 = s3.list_objects(Bucket=BUCKET, Prefix="a b/")
     assert (v1["Prefix"], [o["Key"] for o in v1["Contents"]]) == ("a b/", ["a b/c+d"])
     v2 = s3.list_objects_v2(Bucket=BUCKET, Prefix="a b/")
     assert (v2["Prefix"], [o["Key"] for o in v2["Contents"]]) == ("a b/", ["a b/c+d"])
+    cli = json.loads(aws(server, tmp_path, "s3api", "list-objects", "--bucket", BUCKET, "--prefix", "a b/"))
+    assert (cli["Prefix"], [o["Key"] for o in cli["Contents"]]) == ("a b/", ["a b/c+d"])
 
 
 # Bug 5: non-ASCII metadata is signed as the client signed it.
