@@ -324,3 +324,12 @@ def _found(client: TestClient, q: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = r.json()
     assert found
     return found
+
+
+def test_every_answer_carries_its_request_id_the_clients_when_usable(client: TestClient) -> None:
+    given = client.get("/books", headers={"X-Request-Id": "shopper-42"})
+    assert given.headers["x-request-id"] == "shopper-42"
+    fresh = client.get("/books/nope", headers={"X-Request-Id": "bad id with spaces"})
+    assert fresh.status_code == 404
+    assert fresh.headers["x-request-id"] != "bad id with spaces" and len(fresh.headers["x-request-id"]) == 16
+    assert client.get("/health").headers["x-request-id"] != client.get("/health").headers["x-request-id"]

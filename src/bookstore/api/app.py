@@ -131,12 +131,14 @@ def create_app(
     *,
     hot_paths: bool = True,
     secret: str | None = None,
+    access_log: bool = False,
 ) -> FastAPI:
     """The API app of one region, over its wired services.
 
     The routes below declare the API (and /openapi.json); with `hot_paths` (the default) the busiest of
     them are answered by api/hotpaths.py in front of FastAPI, with the same behaviour. `secret` (the
     deployment's) lets the region believe the client address the edge vouches for (client_address).
+    `access_log` logs one line per request with its id (ApiMiddleware).
     """
     region = services.region
     registry = registry or CollectorRegistry()
@@ -378,7 +380,7 @@ def create_app(
             writes=services.writes,
             routes=app.routes,
         )
-    app.add_middleware(ApiMiddleware, region_id=region.id, registry=registry)
+    app.add_middleware(ApiMiddleware, region_id=region.id, registry=registry, access_log=access_log)
     _describe(app)
     return app
 

@@ -76,7 +76,7 @@ def server_config(app: EdgeApp) -> uvicorn.Config:
 
 def serve(topology: Topology, credentials: Credentials) -> None:
     """Serve the edge at the topology's edge address until SIGINT/SIGTERM."""
-    logs.configure("edge")
+    logs.configure("edge", log_format=topology.observability.log_format)
     edge = topology.edge
     config = server_config(build(topology, credentials=credentials))
     uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])

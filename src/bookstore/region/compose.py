@@ -364,7 +364,7 @@ def region_app(
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
     """
     registry = CollectorRegistry()
-    app = create_app(services, registry, secret=secret)
+    app = create_app(services, registry, secret=secret, access_log=services.topology.observability.access_log)
     if objects is not None:
         objects.metrics.register(registry)
     replicator = build_replicator(services, secret, registry) if secret else None

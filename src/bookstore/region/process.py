@@ -19,7 +19,7 @@ log = logging.getLogger("bookstore.region")
 
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
-    logs.configure(region_id)
+    logs.configure(region_id, log_format=topology.observability.log_format)
     composed = compose(topology, region_id, data_dir)
     region = composed.services.region
     try:

@@ -1,0 +1,67 @@
+"""The JSON log format and request ids: every line parses, with its event and fields; ids are bounded."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bookstore.kernel import request_ids
+from bookstore.runtime import logs
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("eu-west-1", log_format="json")
+    stream = io.StringIO()
+    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_json_line_has_timestamp_level_region_event_and_fields(captured: io.StringIO) -> None:
+    log = logging.getLogger("bookstore.edge")
+    log.info("event=retry record=%s from=%s to=%s", "api", "eu-west-1", "ap-southeast-1")
+    log.warning("plain words", extra={"request_id": "abc123", "status": 503})
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("event=edge_error path=/x")
+    first, second, third = (json.loads(line) for line in captured.getvalue().splitlines())
+    assert first["timestamp"].endswith("Z") and first["timestamp"][10] == "T"
+    assert first["level"] == "INFO"
+    assert first["region"] == "eu-west-1"
+    assert first["event"] == "retry"
+    assert first["fields"] == {"record": "api", "from": "eu-west-1", "to": "ap-southeast-1"}
+    assert second["event"] == "bookstore.edge"
+    assert second["fields"] == {"request_id": "abc123", "status": 503}
+    assert third["level"] == "ERROR" and "RuntimeError: boom" in third["exception"]
+
+
+def test_the_text_format_stays_the_default() -> None:
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        logs.configure("edge")
+        assert not isinstance(root.handlers[0].formatter, logs.JsonFormatter)
+    finally:
+        root.handlers[:] = handlers
+
+
+@pytest.mark.parametrize("given", [b"abc-123", b"A.b_c:d", b"x" * request_ids.MAX_LENGTH])
+def test_a_plain_bounded_request_id_is_kept(given: bytes) -> None:
+    assert request_ids.accepted(given) == given
+
+
+@pytest.mark.parametrize(
+    "given", [None, b"", b"x" * (request_ids.MAX_LENGTH + 1), b"a b", b"a\r\nset-cookie: x", "é".encode()]
+)
+def test_an_unusable_request_id_is_replaced_by_a_fresh_one(given: bytes | None) -> None:
+    fresh = request_ids.accepted(given)
+    assert fresh != given and len(fresh) == 16 and int(fresh, 16) >= 0
