@@ -34,7 +34,7 @@ class BlogMetrics:
             registry=registry,
         )
         self.behind_seconds = Gauge(
-            "bookstore_blog_replica_lag_seconds_now",
+            "bookstore_blog_replica_behind_seconds",
             "Age of the oldest write of the primary not yet applied here (0 when caught up)",
             registry=registry,
         )
