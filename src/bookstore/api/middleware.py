@@ -38,6 +38,7 @@ class ApiMiddleware:
         self.app = app
         self.limit = limit
         self.region_header = (b"x-bookstore-region", region_id.encode())
+        self.region_id = region_id
         # Chosen once: without an access log a request pays nothing for it.
         self.access = logging.getLogger(ACCESS) if access_log else None
         self.requests = Counter(
@@ -118,7 +119,13 @@ class ApiMiddleware:
                 path,
                 status,
                 elapsed * 1000,
-                extra={"request_id": rid, "method": method, "route": path, "status": status},
+                extra={
+                    "region": self.region_id,
+                    "request_id": rid,
+                    "method": method,
+                    "route": path,
+                    "status": status,
+                },
             )
 
     async def _refuse(self, send: Send, id_header: tuple[bytes, bytes]) -> None:

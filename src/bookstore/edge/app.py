@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.api.client_address import HEADER as CLIENT_HEADER
 from bookstore.api.client_address import vouch
@@ -52,6 +52,7 @@ from bookstore.objectstore.namespace import site_bucket
 from bookstore.runtime.logs import ACCESS
 from bookstore.runtime.operator import OperatorAccess
 from bookstore.runtime.secret import Credentials
+from bookstore.runtime.tracing import Tracing
 
 log = logging.getLogger("bookstore.edge")
 
@@ -68,9 +69,17 @@ class EdgeApp:
     """The edge as an ASGI app (its lifespan starts the health checks and the DNS server)."""
 
     def __init__(
-        self, topology: Topology, *, dns: bool = True, credentials: Credentials | None = None
+        self,
+        topology: Topology,
+        *,
+        dns: bool = True,
+        credentials: Credentials | None = None,
+        traces: Tracing | None = None,
     ) -> None:
-        """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds."""
+        """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds.
+
+        `traces`: a span per request, passed on to the region as its traceparent; None: nothing installed.
+        """
         from bookstore.objectstore.setup import site_keys
 
         edge = topology.edge
@@ -130,6 +139,10 @@ class EdgeApp:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._dns_transport: asyncio.DatagramTransport | None = None
+        # The HTTP handler, traced or not: chosen once, so an untraced request pays nothing for tracing.
+        self._serve_http: ASGIApp = (
+            self._http if traces is None else traces.middleware(self._http, propagate=True)
+        )
         # /edge/...: operations (status, metrics, overview, control, the operator page); set by server.py.
         self.operations: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
@@ -275,7 +288,7 @@ class EdgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._serve_http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
