@@ -93,8 +93,12 @@ def test_a_request_id_and_trace_follow_a_write_from_the_edge_to_the_other_region
             composed = compose(topology, region_id, data, traces)
             stack.callback(composed.services.close)
             region = topology.region(region_id)
-            config = region_config(composed.app, lifespan="on", proxy_headers=False)
+            config = region_config(
+                composed.app, lifespan="on", proxy_headers=False, timeout_graceful_shutdown=3
+            )
             stack.enter_context(serving(config, listening_socket(region.address, region.api_port), 20))
+            # As the region process does at shutdown: end the long-lived replication streams first.
+            stack.callback(composed.feed.close)
             regions[region_id] = composed
         regions[EU].services.catalog.load(seed_books())
         regions[EU].services.identity.add_user("trace@example.com", PASSWORD)
