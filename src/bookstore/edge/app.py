@@ -441,7 +441,7 @@ class EdgeApp:
             return
         if served_by != attempts[0]:
             self.counters.failovers[(record, attempts[0], served_by)] += 1
-        headers = [(k, v) for k, v in answer.headers if k not in DROPPED_ANSWER and k != request_ids.HEADER]
+        headers = [(k, v) for k, v in answer.headers if k not in DROPPED_ANSWER]
         headers.append((ORIGIN_HEADER, served_by.encode()))
         headers.append(id_header)
         if served_by != attempts[0]:
