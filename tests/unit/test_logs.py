@@ -27,7 +27,7 @@ def captured() -> Iterator[io.StringIO]:
 
 def test_a_json_line_has_timestamp_level_region_event_and_fields(captured: io.StringIO) -> None:
     log = logging.getLogger("bookstore.edge")
-    log.info("event=retry record=%s from=%s to=%s", "api", "eu-west-1", "ap-southeast-1")
+    log.info("event=retry record=%s from=%s reason=%s", "api", "eu-west-1", "answered 503")
     log.warning("plain words", extra={"request_id": "abc123", "status": 503})
     try:
         raise RuntimeError("boom")
@@ -38,7 +38,7 @@ def test_a_json_line_has_timestamp_level_region_event_and_fields(captured: io.St
     assert first["level"] == "INFO"
     assert first["region"] == "eu-west-1"
     assert first["event"] == "retry"
-    assert first["fields"] == {"record": "api", "from": "eu-west-1", "to": "ap-southeast-1"}
+    assert first["fields"] == {"record": "api", "from": "eu-west-1", "reason": "answered 503"}
     assert second["event"] == "bookstore.edge"
     assert second["fields"] == {"request_id": "abc123", "status": 503}
     assert third["level"] == "ERROR" and "RuntimeError: boom" in third["exception"]

@@ -125,6 +125,7 @@ class ApiMiddleware:
                     "method": method,
                     "route": path,
                     "status": status,
+                    "ms": round(elapsed * 1000, 2),
                 },
             )
 

@@ -531,6 +531,7 @@ class EdgeApp:
         assert self.access_log is not None
         rid = request.request_id.decode()
         path = scope["path"][:200]
+        ms = round((time.perf_counter() - started) * 1000, 2)
         self.access_log.info(
             "event=request request_id=%s method=%s path=%s status=%d origin=%s ms=%.2f",
             rid,
@@ -538,8 +539,15 @@ class EdgeApp:
             path,
             status,
             origin or "-",
-            (time.perf_counter() - started) * 1000,
-            extra={"request_id": rid, "method": scope["method"], "path": path, "status": status},
+            ms,
+            extra={
+                "request_id": rid,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "origin": origin,
+                "ms": ms,
+            },
         )
 
     def _origin_failed(self, region: str, reason: str) -> None:

@@ -15,8 +15,9 @@ LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 # The logger of the one line per request (off unless `[observability] access_log`).
 ACCESS = "bookstore.access"
-# `key=value` pairs of the text lines (`event=retry from=eu-west-1 ...`), turned into JSON fields.
-_PAIR = re.compile(r"(\w+)=(\S+)")
+# `key=value` pairs of the text lines (`event=retry from=eu-west-1 ... reason=answered 503`), turned into
+# JSON fields: a value runs to the next ` key=`, so the last one may hold spaces.
+_PAIR = re.compile(r"(?:^|(?<= ))(\w+)=(.*?)(?= \w+=|$)")
 # Attributes every LogRecord has: anything else was passed in `extra=` and is a field of the line.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -35,8 +36,8 @@ class _RegionFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: timestamp, level, region, logger, event, message and the event's fields.
 
-    The fields are the record's `extra=` values and the `key=value` pairs of its message (the text lines
-    already spell their events that way), so every existing log line has its fields in JSON too.
+    The fields are the record's `extra=` values and, for a message that starts `event=`, its `key=value`
+    pairs (the text lines already spell their events that way), so those lines have their fields in JSON.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -47,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             "region": getattr(record, "region", None),
             "logger": record.name,
         }
-        fields: dict[str, Any] = {k: v for k, v in _PAIR.findall(message)}
+        fields: dict[str, Any] = dict(_PAIR.findall(message)) if message.startswith("event=") else {}
         for key, value in vars(record).items():
             if key not in _STANDARD and key != "region":
                 fields[key] = value
