@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 from collections.abc import Iterator
 
@@ -65,3 +66,20 @@ def test_a_plain_bounded_request_id_is_kept(given: bytes) -> None:
 def test_an_unusable_request_id_is_replaced_by_a_fresh_one(given: bytes | None) -> None:
     fresh = request_ids.accepted(given)
     assert fresh != given and len(fresh) == 16 and int(fresh, 16) >= 0
+
+
+def test_log_format_option_overrides_the_topology_and_reaches_child_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bookstore.cli.options import LOG_FORMAT_ENV, LogFormat, with_log_format
+    from bookstore.config import Topology
+
+    # Set then removed: the variable `with_log_format` sets is taken away again after the test.
+    monkeypatch.setenv(LOG_FORMAT_ENV, "text")
+    monkeypatch.delenv(LOG_FORMAT_ENV)
+    assert with_log_format(Topology(), None).observability.log_format == "text"
+    topology = with_log_format(Topology(), LogFormat.json)
+    assert topology.observability.log_format == "json"
+    # The regions and the edge that `up` starts load the topology with this variable.
+    assert Topology.load(environ={LOG_FORMAT_ENV: "json"}).observability.log_format == "json"
+    assert os.environ[LOG_FORMAT_ENV] == "json"
