@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
