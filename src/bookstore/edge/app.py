@@ -498,6 +498,8 @@ class EdgeApp:
             timed_out = fetched.timed_out
             self.counters.failed[("static", "no answer")] += 1
             self.counters.served("static", None, 504 if timed_out else 502, time.perf_counter() - started)
+            if self.access_log is not None:
+                self._log_access(scope, request, 504 if timed_out else 502, "", started)
             await respond_error(
                 send,
                 504 if timed_out else 502,
@@ -512,6 +514,8 @@ class EdgeApp:
         if fetched.failed:
             tags.append((b"x-edge-failover", "; ".join(f"{r}: {why}" for r, why in fetched.failed).encode()))
         self.counters.served("static", fetched.region, answer.status, time.perf_counter() - started)
+        if self.access_log is not None:
+            self._log_access(scope, request, answer.status, fetched.region, started)
         if answer.status >= 400:
             code = {403: "Forbidden", 404: "NotFound"}.get(answer.status, "BadGateway")
             message = f"no file at /{key}" if answer.status == 404 else f"the origin answered {answer.status}"
