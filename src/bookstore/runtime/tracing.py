@@ -33,6 +33,8 @@ TRACESTATE = b"tracestate"
 # Not traced: replication's own long-lived streams and calls (their changes are, by `applied`), scrapes
 # and health checks (one span a second per checker would bury the requests).
 UNTRACED = ("/replication/", "/_replication/", "/metrics", "/health", "/edge/")
+# The user agent of the edge's health checks (edge.app), not traced.
+HEALTH_CHECKER = b"bookstore-edge-health"
 # The standard variables of the OTLP exporter: either one turns tracing on.
 OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -83,9 +85,9 @@ class Tracing:
         self.provider = provider
         self.service = service
         self.tracer = provider.get_tracer("bookstore")
-        self._trace = trace
-        self._context = context
-        self._propagator = TraceContextTextMapPropagator()
+        self.trace_api = trace
+        self.context_api = context
+        self.propagator = TraceContextTextMapPropagator()
 
     def middleware(self, app: ASGIApp, *, propagate: bool = False) -> ASGIApp:
         """`app` with a span per HTTP request; `propagate`: pass this span's traceparent on (the edge)."""
@@ -93,7 +95,7 @@ class Tracing:
 
     def traceparent(self) -> str | None:
         """The W3C traceparent of the current span, None outside any."""
-        span = self._trace.get_current_span().get_span_context()
+        span = self.trace_api.get_current_span().get_span_context()
         if not span.is_valid:
             return None
         return f"00-{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"
@@ -121,7 +123,7 @@ class Tracing:
                 if entry.trace is not None:
                     traces.setdefault(entry.trace, []).append(entry)
             for traceparent, changes in traces.items():
-                parent = self._propagator.extract({"traceparent": traceparent})
+                parent = self.propagator.extract({"traceparent": traceparent})
                 span = self.tracer.start_span(
                     "replicate",
                     context=parent,
@@ -160,12 +162,15 @@ class _TracedHttp:
             await self.app(scope, receive, send)
             return
         tracing = self.tracing
-        carrier = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k in (TRACEPARENT, TRACESTATE)
-        }
-        parent = tracing._propagator.extract(carrier)
+        carrier = {}
+        for name, value in scope["headers"]:
+            if name in (TRACEPARENT, TRACESTATE):
+                carrier[name.decode()] = value.decode("latin-1")
+            elif name == b"user-agent" and value == HEALTH_CHECKER:
+                # The edge's health checks (one a second per target) would bury the requests.
+                await self.app(scope, receive, send)
+                return
+        parent = tracing.propagator.extract(carrier)
         method: str = scope["method"]
         span = tracing.tracer.start_span(
             f"{tracing.service} {method}",
@@ -173,7 +178,7 @@ class _TracedHttp:
             kind=self._server,
             attributes={"http.request.method": method, "url.path": scope["path"]},
         )
-        token = tracing._context.attach(tracing._trace.set_span_in_context(span, parent))
+        token = tracing.context_api.attach(tracing.trace_api.set_span_in_context(span, parent))
         if self.propagate:
             headers = [(k, v) for k, v in scope["headers"] if k not in (TRACEPARENT, TRACESTATE)]
             headers.append((TRACEPARENT, (tracing.traceparent() or "").encode()))
@@ -203,4 +208,4 @@ class _TracedHttp:
             if status >= 500:
                 span.set_status(self._error)
             span.end()
-            tracing._context.detach(token)
+            tracing.context_api.detach(token)
