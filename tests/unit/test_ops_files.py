@@ -44,3 +44,18 @@ def test_the_scrape_file_scrapes_every_default_region_and_the_edge() -> None:
     regions = [t for c in jobs["bookstore-region"]["static_configs"] for t in c["targets"]]
     assert regions == ["127.0.1.1:8000", "127.0.2.1:8000", "127.0.3.1:8000"]
     assert jobs["bookstore-edge"]["metrics_path"] == "/edge/metrics"
+
+
+def test_the_blogs_diverged_writes_are_a_counter() -> None:
+    """Diverged records are kept for good: their number only goes up, so it is a Counter (issue 18)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bookstore.replication.blog.metrics import BlogMetrics
+
+    registry = CollectorRegistry()
+    BlogMetrics(registry, "eu-west-1").diverged.set_function(lambda: 3)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    diverged = families["bookstore_blog_diverged_writes"]
+    assert diverged.type == "counter"
+    assert [(s.name, s.value) for s in diverged.samples] == [("bookstore_blog_diverged_writes_total", 3)]
