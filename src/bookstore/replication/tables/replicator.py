@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ def _key_id(key: Key) -> tuple[Any, ...]:
     keeps that order.
     """
     return tuple(key.values())
+
+
+# Told of each batch applied: (source region, entries applied, start and end in ns since the epoch).
+AppliedHook = Callable[[str, Sequence[LogEntry], int, int], None]
 
 
 class Peer(Protocol):
@@ -226,8 +231,11 @@ class Replicator:
         tables: Collection[str] = (),
         active_peers: Collection[str] = (),
         max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
+        on_applied: AppliedHook | None = None,
     ) -> None:
+        """`on_applied(source, entries, start_ns, end_ns)` is told of each batch applied (tracing)."""
         self.store = store
+        self.on_applied = on_applied
         self.region = region
         self.peers = list(peers)
         self.clock = clock
@@ -430,7 +438,10 @@ class Replicator:
         """Apply a batch; `live` ones (the log as it grows) count towards lag, backfills and repairs not."""
         while self.apply_paused:
             await asyncio.sleep(0.05)
+        started_ns = time.time_ns()
         result = await asyncio.to_thread(self.store.apply, source, entries, checkpoint)
+        if self.on_applied is not None:
+            self.on_applied(source, result.applied_entries, started_ns, time.time_ns())
         now = self.clock.now_ms()
         if live:
             for entry in result.applied_entries:
