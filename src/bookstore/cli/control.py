@@ -8,6 +8,7 @@ from typing import Any
 
 from bookstore.cli.exits import fail
 from bookstore.cli.options import AsJson, DataDir, RegionArg, TopologyFile, load_topology, show
+from bookstore.config import Topology
 
 
 def operator_token(data_dir: Path) -> str:
@@ -33,7 +34,10 @@ def control(
 
     from bookstore.runtime.operator import control_call
 
-    url = load_topology(topology).control_url
+    topo = load_topology(topology)
+    if not topo.supervised:
+        fail(unsupervised(path), 2)
+    url = topo.control_url
     token = operator_token(data_dir)
     try:
         response = control_call(url, token, method, path, body)
@@ -50,6 +54,42 @@ def control(
         message = data.get("message") if isinstance(data, dict) else None
         fail(str(message or f"{url}{path} answered {response.status_code}: {_excerpt(response.text)}"))
     return data
+
+
+def require_shared_credentials(topo: Topology, data_dir: Path) -> None:
+    """On a topology without a supervisor, exits (2) unless the deployment's credentials are here already.
+
+    A process started by hand would otherwise make credentials of its own at first start, and regions
+    holding different secrets refuse each other's every request.
+    """
+    from bookstore.runtime.secret import missing
+
+    absent = missing(data_dir) if not topo.supervised else []
+    if absent:
+        fail(
+            f"{data_dir.resolve()} holds no {', '.join(absent)} and this topology has no supervisor to make "
+            "them: import the deployment's (`bookstore secrets export > FILE` where they are, then "
+            "`bookstore secrets import FILE --data-dir ...` here)",
+            2,
+        )
+
+
+def unsupervised(path: str) -> str:
+    """What a command that needs the supervisor says on a topology with none (`supervised = false`)."""
+    what = {
+        "regions": "start, stop or kill a region: do it on the region's host (`bookstore region serve`, "
+        "its service manager, or kill its process)",
+        "links": "cut, heal or slow a link: the regions talk over the real network "
+        "(cut it between the hosts)",
+        "api": "break or repair an API from here",
+        "s3": "break or repair an S3 API from here",
+        "clock": "skew a region's clock from here",
+        "blog": "promote the blog from here",
+    }.get(path.strip("/").split("/")[0], "do this")
+    return (
+        f"this topology has no supervisor (supervised = false; regions run on their own hosts), so there is "
+        f"no control API to {what}; `bookstore status` still reads every region"
+    )
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

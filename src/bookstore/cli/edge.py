@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bookstore.cli.control import require_shared_credentials
 from bookstore.cli.options import DataDir, TopologyFile, load_topology
 
 app = typer.Typer(
@@ -19,5 +20,7 @@ def edge_serve(topology: TopologyFile = None, data_dir: DataDir = Path("data")) 
     from bookstore.edge.server import serve
     from bookstore.runtime.secret import deployment_credentials
 
+    topo = load_topology(topology)
+    require_shared_credentials(topo, data_dir)
     # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
-    serve(load_topology(topology), deployment_credentials(data_dir))
+    serve(topo, deployment_credentials(data_dir))
