@@ -1,0 +1,295 @@
+"""Regions on separate hosts (issue 17 part 1): a network namespace per host, no supervisor, no simulator.
+
+Each region runs `bookstore region serve` in a namespace of its own with its own address and data
+directory, the edge runs in another, the operator's commands in a fourth; they share nothing but the
+bridge between them and the credentials `secrets export` / `secrets import` carried over.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+
+from bookstore.config import Topology
+from bookstore.objectstore.namespace import site_bucket
+from bookstore.runtime.secret import parse_export
+from tests.support import waiting
+from tests.support.hosts import Hosts, separate_hosts, tail
+from tests.support.prerequisites import require_netns
+
+pytestmark = pytest.mark.system
+
+EU, AP = "eu-west-1", "ap-southeast-1"
+PASSWORD = "separate-hosts-password"
+WAIT_S = 60.0
+T = TypeVar("T")
+
+# The hosts and the last octet of each one's address on the bridge.
+HOSTS = {"eu": 1, "ap": 2, "edge": 10, "operator": 20}
+REGION_HOST = {EU: "eu", AP: "ap"}
+
+
+def topology_text(hosts: Hosts) -> str:
+    """Regions at their hosts' addresses, direct links, no supervisor; the edge on its own host."""
+    edge = hosts.address["edge"]
+    lines = [
+        f'home_region = "{EU}"',
+        f'active = ["{EU}", "{AP}"]',
+        'links = "direct"',
+        "supervised = false",
+        "",
+        "[edge]",
+        f'address = "{edge}"',
+        "port = 8080",
+        f'dns_address = "{edge}"',
+        "dns_port = 5353",
+        "",
+        "[replication]",
+        "anti_entropy_s = 2.0",
+        "anti_entropy_settle_s = 1.0",
+        "",
+    ]
+    for region in Topology().regions:
+        if region.id in REGION_HOST:
+            lines += [
+                "[[regions]]",
+                f'id = "{region.id}"',
+                f'name = "{region.name}"',
+                f'flag = "{region.flag}"',
+                f'address = "{hosts.address[REGION_HOST[region.id]]}"',
+                f"location = [{region.location[0]}, {region.location[1]}]",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+@dataclass
+class Deployment:
+    """The hosts, the topology every host holds, each host's data directory and the running processes."""
+
+    hosts: Hosts
+    topology: Topology
+    topology_file: Path
+    root: Path
+    regions: dict[str, Any]
+
+    def data(self, host: str) -> Path:
+        return self.root / host / "data"
+
+    def cli(self, host: str, *args: str, check: bool = True) -> Any:
+        """`bookstore ARGS` on `host` with this deployment's topology and that host's data directory."""
+        # The `secrets` commands read no topology: only the data directory.
+        topology = [] if args[0] == "secrets" else ["--topology", str(self.topology_file)]
+        more = [*topology, "--data-dir", str(self.data(host))]
+        return self.hosts.bookstore(host, *args, *more, check=check)
+
+    def serve_region(self, region_id: str) -> None:
+        host = REGION_HOST[region_id]
+        args = ["region", "serve", "--region", region_id, "--topology", str(self.topology_file)]
+        log = self.root / host / "region.log"
+        self.regions[region_id] = self.hosts.start(host, [*args, "--data-dir", str(self.data(host))], log)
+        url = self.topology.region(region_id).api_url
+        self.wait(
+            f"{region_id} healthy at {url} ({tail(log, 5)})",
+            lambda: self.get(url + "/health").status_code,
+            200,
+        )
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A GET from the operator's host."""
+        return self.hosts.inside("operator", lambda: httpx.get(url, timeout=5, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.hosts.inside("operator", lambda: httpx.post(url, timeout=10, **kwargs))
+
+    def wait(self, what: str, probe: Callable[[], T], wanted: object, timeout: float = WAIT_S) -> T:
+        return waiting.wait_for(what, probe, lambda value: value == wanted, timeout)
+
+    def s3(self, region_id: str) -> Any:
+        held = parse_export(self.cli("operator", "secrets", "export").stdout)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.topology.region(region_id).s3_url,
+            region_name=region_id,
+            aws_access_key_id=held.s3.access_key_id,
+            aws_secret_access_key=held.s3.secret_access_key,
+            config=Config(
+                signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 2}
+            ),
+        )
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    ip = require_netns()
+    root = tmp_path_factory.mktemp("hosts")
+    with separate_hosts(ip, HOSTS) as hosts:
+        topology_file = root / "topology.toml"
+        topology_file.write_text(topology_text(hosts), encoding="utf-8")
+        d = Deployment(hosts, Topology.load(topology_file), topology_file, root, {})
+        # The documented step: credentials made on one host, exported, imported on every other.
+        exported = root / "credentials.json"
+        with exported.open("w") as out:
+            made = hosts.bookstore("eu", "secrets", "export", "--data-dir", str(d.data("eu")), check=False)
+            out.write(made.stdout)
+        assert made.returncode == 0, made.stderr
+        for host in ("ap", "edge", "operator"):
+            d.cli(host, "secrets", "import", str(exported))
+        for region_id in (EU, AP):
+            d.serve_region(region_id)
+        edge_log = root / "edge" / "edge.log"
+        hosts.start(
+            "edge",
+            ["edge", "serve", "--topology", str(topology_file), "--data-dir", str(d.data("edge"))],
+            edge_log,
+        )
+        edge = d.topology.edge.url
+        d.wait(
+            f"the edge at {edge} ({tail(edge_log, 5)})", lambda: d.get(edge + "/api/truth").status_code, 200
+        )
+        d.cli("operator", "seed")
+        d.cli("operator", "publish")
+        yield d
+
+
+def test_export_writes_a_0600_file_and_import_refuses_other_credentials(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    exported = tmp_path / "credentials.json"
+    exported.write_text("")
+    exported.chmod(0o644)
+    with exported.open("w") as out:
+        # `export > FILE`: the shell made FILE 0644; the command closes it to others before writing.
+        done = deployment.hosts.bookstore(
+            "eu", "secrets", "export", "--data-dir", str(deployment.data("eu")), check=False
+        )
+        out.write(done.stdout)
+    to_file = tmp_path / "by-name.json"
+    deployment.cli("eu", "secrets", "export", str(to_file))
+    assert stat.S_IMODE(to_file.stat().st_mode) == 0o600
+    assert parse_export(to_file.read_text()) == parse_export(done.stdout)
+    # A host that made its own credentials is not silently re-keyed.
+    other = tmp_path / "other"
+    deployment.hosts.bookstore("operator", "secrets", "rotate", "--data-dir", str(other))
+    refused = deployment.hosts.bookstore(
+        "operator", "secrets", "import", str(to_file), "--data-dir", str(other), check=False
+    )
+    assert refused.returncode == 1 and "--replace" in refused.stderr
+    for name in ("secret", "operator-token", "s3-credentials"):
+        assert stat.S_IMODE((deployment.data("ap") / name).stat().st_mode) == 0o600
+
+
+def test_commands_that_need_one_machine_say_what_they_cannot_do(deployment: Deployment) -> None:
+    up = deployment.cli("operator", "up", check=False)
+    assert up.returncode == 2 and "supervised = false" in up.stderr and "region serve" in up.stderr
+    for args in (("link", "cut", EU, AP), ("region", "kill", EU), ("api", "break", EU)):
+        done = deployment.cli("operator", *args, check=False)
+        assert done.returncode == 2, args
+        assert "no supervisor" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    status = deployment.cli("operator", "status", check=False)
+    assert status.returncode == 0, status.stderr
+    assert "no supervisor in this topology" in status.stderr and "Traceback" not in status.stderr
+    # A region started where the credentials were never imported would make its own: refused.
+    lone = deployment.hosts.bookstore(
+        "operator", "region", "serve", "--region", EU, "--topology", str(deployment.topology_file),
+        "--data-dir", str(deployment.root / "empty"), check=False,
+    )  # fmt: skip
+    assert lone.returncode == 2 and "secrets import" in lone.stderr
+
+
+def signin(deployment: Deployment, region_id: str, email: str) -> dict[str, str]:
+    url = deployment.topology.region(region_id).api_url + "/auth/signin"
+    answer = waiting.wait_for(
+        f"sign-in of {email} in {region_id}",
+        lambda: deployment.post(url, json={"email": email, "password": PASSWORD}),
+        lambda r: r.status_code == 200,
+        WAIT_S,
+    )
+    return {"Authorization": f"Bearer {answer.json()['accessToken']}"}
+
+
+def digest(deployment: Deployment, region_id: str) -> str:
+    url = deployment.topology.region(region_id).api_url + "/status"
+    return str(deployment.get(url, params={"digest": "true"}).json()["stateDigest"])
+
+
+def cart_rows(deployment: Deployment, url: str, auth: dict[str, str]) -> list[tuple[str, int]]:
+    return [(row["bookId"], row["quantity"]) for row in deployment.get(url, headers=auth).json()]
+
+
+def test_tables_replicate_both_ways_across_the_hosts(deployment: Deployment) -> None:
+    # The catalog was seeded in Ireland from the operator's host and reached Singapore.
+    books = deployment.topology.region(AP).api_url + "/books"
+    deployment.wait("the catalog in Singapore", lambda: bool(deployment.get(books).json()), True)
+    book = deployment.get(books).json()[0]["id"]
+    for home, other in ((EU, AP), (AP, EU)):
+        # A user added in one region signs in in the other; the cart it writes there is read back home.
+        email = f"from-{home}@example.com"
+        deployment.cli("operator", "users", "add", email, "--password", PASSWORD, "--region", home)
+        at_home = signin(deployment, home, email)
+        cart = deployment.topology.region(other).api_url + "/cart"
+        placed = deployment.post(
+            cart, json={"bookId": book, "quantity": 1}, headers=signin(deployment, other, email)
+        )
+        assert placed.status_code == 201, placed.text
+        back = deployment.topology.region(home).api_url + "/cart"
+        deployment.wait(
+            f"the cart written in {other} read in {home}",
+            partial(cart_rows, deployment, back, at_home),
+            [(book, 1)],
+        )
+    waiting.wait_for(
+        "equal state digests",
+        lambda: {digest(deployment, r) for r in (EU, AP)},
+        lambda d: len(d) == 1,
+        WAIT_S,
+    )
+
+
+def test_the_storefront_published_in_ireland_replicates_to_singapore(deployment: Deployment) -> None:
+    singapore = deployment.s3(AP)
+    head = deployment.hosts.inside(
+        "operator",
+        lambda: waiting.wait_for(
+            "index.html in Singapore's bucket",
+            lambda: singapore.head_object(Bucket=site_bucket(AP), Key="index.html"),
+            lambda h: h.get("ReplicationStatus") == "REPLICA",
+            WAIT_S,
+            tolerate=(Exception,),
+        ),
+    )
+    assert head["ContentLength"] > 0
+
+
+def truth(deployment: Deployment) -> str | None:
+    try:
+        answer = deployment.get(deployment.topology.edge.url + "/api/truth")
+    except httpx.HTTPError:
+        return None
+    return str(answer.json()["regionId"]) if answer.status_code == 200 else None
+
+
+def test_the_edge_fails_over_when_a_region_is_killed_and_returns_when_it_is_back(
+    deployment: Deployment,
+) -> None:
+    assert truth(deployment) == EU
+    process = deployment.regions[EU]
+    process.kill()
+    process.wait()
+    killed = time.monotonic()
+    deployment.wait(
+        "the edge sending Ireland's shoppers to Singapore", lambda: truth(deployment), AP, timeout=30
+    )
+    assert time.monotonic() - killed < 30
+    deployment.serve_region(EU)
+    deployment.wait("the edge back on Ireland", lambda: truth(deployment), EU, timeout=30)
