@@ -91,7 +91,7 @@ def _ip_refusing(monkeypatch: pytest.MonkeyPatch) -> None:
             cmd, 1, "", "mount --make-shared /run/netns failed: Operation not permitted"
         )
 
-    monkeypatch.setattr(prerequisites.subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
 
 
 def test_network_namespaces_not_permitted_skip_with_the_reason_outside_ci(
