@@ -7,6 +7,7 @@ bridge between them and the credentials `secrets export` / `secrets import` carr
 
 from __future__ import annotations
 
+import json
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -269,6 +270,31 @@ def test_the_storefront_published_in_ireland_replicates_to_singapore(deployment:
         ),
     )
     assert head["ContentLength"] > 0
+
+
+def test_a_drill_attaches_to_the_hosts_and_breaks_the_home_api_through_the_region_itself(
+    deployment: Deployment,
+) -> None:
+    done = deployment.cli(
+        "operator",
+        "drill",
+        "api-break",
+        "--attach",
+        "--duration",
+        "12",
+        "--rate",
+        "10",
+        "--json",
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    record = json.loads(done.stdout)
+    failed = [c for c in record["checks"] if not c["held"]]
+    assert record["passed"], failed
+    assert [f["name"] for f in record["faults"]] == ["API mapping removed"]
+    # A drill that needs the supervisor says so instead of failing half-way.
+    refused = deployment.cli("operator", "drill", "region-outage", "--attach", check=False)
+    assert refused.returncode == 2 and "needs the supervisor" in refused.stderr, refused.stderr
 
 
 def truth(deployment: Deployment) -> str | None:
