@@ -193,10 +193,16 @@ def test_export_writes_a_0600_file_and_import_refuses_other_credentials(
 def test_commands_that_need_one_machine_say_what_they_cannot_do(deployment: Deployment) -> None:
     up = deployment.cli("operator", "up", check=False)
     assert up.returncode == 2 and "supervised = false" in up.stderr and "region serve" in up.stderr
-    for args in (("link", "cut", EU, AP), ("region", "kill", EU), ("api", "break", EU)):
+    for args in (("link", "cut", EU, AP), ("region", "kill", EU), ("link", "show")):
         done = deployment.cli("operator", *args, check=False)
         assert done.returncode == 2, args
         assert "no supervisor" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    # A region's own fault switches need no supervisor: the command asks the region itself.
+    books = deployment.topology.region(AP).api_url + "/books"
+    assert "api broken" in deployment.cli("operator", "api", "break", AP).stdout
+    assert deployment.get(books).status_code == 403
+    assert "api ok" in deployment.cli("operator", "api", "repair", AP).stdout
+    assert deployment.get(books).status_code == 200
     status = deployment.cli("operator", "status", check=False)
     assert status.returncode == 0, status.stderr
     assert "no supervisor in this topology" in status.stderr and "Traceback" not in status.stderr

@@ -36,7 +36,7 @@ def control(
 
     topo = load_topology(topology)
     if not topo.supervised:
-        fail(unsupervised(path), 2)
+        return _on_region(topo, data_dir, method, path, body)
     url = topo.control_url
     token = operator_token(data_dir)
     try:
@@ -54,6 +54,40 @@ def control(
         message = data.get("message") if isinstance(data, dict) else None
         fail(str(message or f"{url}{path} answered {response.status_code}: {_excerpt(response.text)}"))
     return data
+
+
+def _on_region(
+    topo: Topology, data_dir: Path, method: str, path: str, body: Mapping[str, object] | None
+) -> Any:
+    """Without a supervisor: a fault switch goes to the region itself (signed with the deployment's
+    secret); anything else is refused, saying what cannot be done (exit 2)."""
+    import asyncio
+
+    import httpx
+
+    from bookstore.domain.errors import BookstoreError
+    from bookstore.kernel.clock import SystemClock
+    from bookstore.runtime.secret import operator_secret
+    from bookstore.runtime.switches import switch_faults, switches_of
+
+    asked = switches_of(method, path, body)
+    if asked is None:
+        fail(unsupervised(path), 2)
+    region_id, switches = asked
+    try:
+        region = topo.region(region_id)
+    except KeyError as exc:
+        fail(str(exc.args[0]), 2)
+    try:
+        secret = operator_secret(data_dir)
+    except BookstoreError as exc:
+        fail(exc.message, 2)
+    try:
+        return asyncio.run(switch_faults(region.api_url, region.id, secret, SystemClock(), **switches))
+    except httpx.HTTPError:
+        fail(f"{region.id} does not answer at {region.api_url}", 2)
+    except RuntimeError as exc:
+        fail(str(exc))
 
 
 def require_shared_credentials(topo: Topology, data_dir: Path) -> None:
@@ -81,10 +115,7 @@ def unsupervised(path: str) -> str:
         "its service manager, or kill its process)",
         "links": "cut, heal or slow a link: the regions talk over the real network "
         "(cut it between the hosts)",
-        "api": "break or repair an API from here",
-        "s3": "break or repair an S3 API from here",
-        "clock": "skew a region's clock from here",
-        "blog": "promote the blog from here",
+        "blog": "promote the blog through it (`bookstore blog promote` asks the regions themselves)",
     }.get(path.strip("/").split("/")[0], "do this")
     return (
         f"this topology has no supervisor (supervised = false; regions run on their own hosts), so there is "

@@ -19,7 +19,7 @@ from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.operator import overview as blog_overview
 from bookstore.runtime.operator import control_call_async
 from bookstore.runtime.secret import operator_secret, operator_token
-from bookstore.runtime.switches import switch_faults
+from bookstore.runtime.switches import switch_faults, switches_of
 
 CONTROL_TIMEOUT_S = 90.0
 BLOG_CATCH_UP_S = 20.0
@@ -55,24 +55,14 @@ class Control:
 
     async def _on_region(self, topology: Topology, method: str, path: str, body: dict[str, Any]) -> Any:
         """What the control API would do, asked of the region itself (signed with the deployment's secret)."""
-        parts = path.strip("/").split("/")
-        if (method, parts) == ("GET", ["links"]):
+        if (method, path) == ("GET", "/links"):
             # The hosts' own network: no simulated link whose delay the drill could read.
             return {"links": []}
-        switches: dict[str, str | int] | None = None
-        if (
-            method == "POST"
-            and len(parts) == 3
-            and parts[0] in ("api", "s3")
-            and parts[2] in ("break", "repair")
-        ):
-            broken = {"api": "broken", "s3": "unavailable"}[parts[0]]
-            switches = {parts[0]: broken if parts[2] == "break" else "ok"}
-        elif method == "POST" and len(parts) == 2 and parts[0] == "clock":
-            switches = {"clockSkewMs": int(body.get("skewMs", 0))}
-        if switches is None:
+        asked = switches_of(method, path, body)
+        if asked is None:
             raise RuntimeError(f"{method} {path} needs the supervisor, which this topology has none of")
-        region = topology.region(parts[1])
+        region_id, switches = asked
+        region = topology.region(region_id)
         secret = operator_secret(self.data_dir)
         return await switch_faults(region.api_url, region.id, secret, SystemClock(), **switches)
 
