@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +21,7 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from bookstore.config import Topology
 from bookstore.objectstore.namespace import site_bucket
@@ -27,6 +29,7 @@ from bookstore.runtime.secret import parse_export
 from tests.support import waiting
 from tests.support.hosts import Hosts, separate_hosts, tail
 from tests.support.prerequisites import require_netns
+from tests.support.s3_replication import replicate
 
 pytestmark = pytest.mark.system
 
@@ -263,19 +266,44 @@ def test_tables_replicate_both_ways_across_the_hosts(deployment: Deployment) -> 
     )
 
 
-def test_the_storefront_published_in_ireland_replicates_to_singapore(deployment: Deployment) -> None:
-    singapore = deployment.s3(AP)
-    head = deployment.hosts.inside(
-        "operator",
-        lambda: waiting.wait_for(
-            "index.html in Singapore's bucket",
-            lambda: singapore.head_object(Bucket=site_bucket(AP), Key="index.html"),
-            lambda h: h.get("ReplicationStatus") == "REPLICA",
-            WAIT_S,
-            tolerate=(Exception,),
-        ),
+def replica(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    """The head of `key` in `bucket` once it is there as a replica (from the operator's host)."""
+    head: dict[str, Any] = waiting.wait_for(
+        f"{key} replicated into {bucket}",
+        lambda: s3.head_object(Bucket=bucket, Key=key),
+        lambda h: h.get("ReplicationStatus") == "REPLICA",
+        WAIT_S,
+        tolerate=(ClientError, httpx.HTTPError),
     )
+    return head
+
+
+def test_objects_replicate_both_ways_across_the_hosts(deployment: Deployment) -> None:
+    # Ireland -> Singapore: the storefront `publish` put into the home bucket, by the rule it made.
+    singapore = deployment.s3(AP)
+    head = deployment.hosts.inside("operator", lambda: replica(singapore, site_bucket(AP), "index.html"))
     assert head["ContentLength"] > 0
+
+    # Singapore -> Ireland: a bucket pair and a rule of the user's own, made at Singapore's endpoint.
+    source, destination = f"sg-{uuid.uuid4().hex[:8]}", f"ie-{uuid.uuid4().hex[:8]}"
+
+    def put() -> str:
+        for bucket, region in ((source, AP), (destination, EU)):
+            singapore.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            singapore.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        replicate(singapore, source, destination)
+        return str(
+            singapore.put_object(Bucket=source, Key="notes/a.txt", Body=b"from Singapore")["VersionId"]
+        )
+
+    version = deployment.hosts.inside("operator", put)
+    ireland = deployment.s3(EU)
+    copy = deployment.hosts.inside("operator", lambda: replica(ireland, destination, "notes/a.txt"))
+    assert copy["VersionId"] == version
+    body = deployment.hosts.inside(
+        "operator", lambda: ireland.get_object(Bucket=destination, Key="notes/a.txt")["Body"].read()
+    )
+    assert body == b"from Singapore"
 
 
 def test_a_drill_attaches_to_the_hosts_and_breaks_the_home_api_through_the_region_itself(
