@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def separate_hosts(ip: str, hosts: Mapping[str, int]) -> Iterator[Hosts]:
 
     Everything made is removed on exit, whatever happened: the processes started, then the namespaces.
     """
+    _remove_orphans(ip)
     prefix = f"bk{os.getpid()}"
     made: list[str] = []
     net = f"{prefix}-net"
@@ -136,6 +138,15 @@ def separate_hosts(ip: str, hosts: Mapping[str, int]) -> Iterator[Hosts]:
         result.close()
         for ns in reversed(made):
             subprocess.run([ip, "netns", "delete", ns], capture_output=True, check=False)
+
+
+def _remove_orphans(ip: str) -> None:
+    """Removes the namespaces of an earlier run that was killed before its cleanup (its pid is gone)."""
+    listed = subprocess.run([ip, "netns", "list"], capture_output=True, text=True, check=False).stdout
+    for line in listed.splitlines():
+        found = re.match(r"(bk(\d+)-\S+)", line)
+        if found and not Path(f"/proc/{found.group(2)}").exists():
+            subprocess.run([ip, "netns", "delete", found.group(1)], capture_output=True, check=False)
 
 
 def tail(path: Path, lines: int = 40) -> str:
