@@ -26,9 +26,11 @@ from botocore.exceptions import ClientError
 from bookstore.config import Topology
 from bookstore.objectstore.namespace import site_bucket
 from bookstore.runtime.secret import parse_export
+from bookstore.supervisor.launch import launched
 from tests.support import waiting
 from tests.support.hosts import Hosts, separate_hosts, tail
 from tests.support.prerequisites import require_netns
+from tests.support.regions import bookstore, isolated_topology
 from tests.support.s3_replication import replicate
 
 pytestmark = pytest.mark.system
@@ -353,3 +355,30 @@ def test_the_edge_fails_over_when_a_region_is_killed_and_returns_when_it_is_back
     assert time.monotonic() - killed < 30
     deployment.serve_region(EU)
     deployment.wait("the edge back on Ireland", lambda: truth(deployment), EU, timeout=30)
+
+
+def test_up_on_one_machine_with_direct_links_replicates_and_says_a_direct_link_cannot_be_cut(
+    tmp_path: Path,
+) -> None:
+    topology, topology_file = isolated_topology(tmp_path / "topology.toml")
+    env = {"BOOKSTORE_LINKS": "direct"}
+    data = tmp_path / "data"
+    with launched(data, tmp_path / "up.log", topology_file, env=env):
+        run = {**env, "BOOKSTORE_DATA_DIR": str(data)}
+        shown = bookstore("link", "show", "--json", "--topology", str(topology_file), env=run)
+        assert json.loads(shown.stdout) == []
+        cut = bookstore("link", "cut", EU, AP, "--topology", str(topology_file), env=run, check=False)
+        assert cut.returncode == 1 and "direct link in the topology" in cut.stderr, cut.stderr
+        bookstore(
+            "users", "add", "direct@example.com", "--password", PASSWORD, "--region", AP,
+            "--topology", str(topology_file), env=run,
+        )  # fmt: skip
+        ireland = topology.region(EU).api_url + "/auth/signin"
+        waiting.wait_for(
+            "the user added in Singapore signing in in Ireland",
+            lambda: (
+                httpx.post(ireland, json={"email": "direct@example.com", "password": PASSWORD}).status_code
+            ),
+            lambda status: status == 200,
+            WAIT_S,
+        )
