@@ -59,7 +59,10 @@ def on_region(
     from bookstore.storage.local.ownership import DataDirInUse
 
     topo = load_topology(topology)
-    target = topo.region(region or topo.home_region)
+    try:
+        target = topo.region(region or topo.home_region)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
     owner: DataDirInUse | None = None
     if topo.supervised or (data_dir / target.id).exists():
         try:
@@ -74,7 +77,6 @@ def on_region(
     except BookstoreError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         if isinstance(exc, Unavailable):
-            typer.echo(
-                f"({owner.message if owner else f'{target.id} is not served from {data_dir}'})", err=True
-            )
+            elsewhere = f"{target.id}'s data is not in {data_dir}: it runs on its own host"
+            typer.echo(f"({owner.message if owner else elsewhere})", err=True)
         raise typer.Exit(1) from None
