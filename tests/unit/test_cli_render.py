@@ -228,6 +228,9 @@ def test_on_a_topology_without_a_supervisor_the_status_says_so_rather_than_that_
     assert "no supervisor in this topology (regions on their own hosts)" in out
     assert "no supervisor answers" not in out
 
+    render.status({**status_report(), "links": []})
+    assert "the regions reach each other directly" in printed(capsys)
+
 
 def test_the_credentials_say_where_they_are_and_print_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
     render.credentials(
