@@ -240,7 +240,8 @@ class Topology(BaseModel):
             if rid not in ids:
                 raise ValueError(f"unknown region {rid!r}; known: {', '.join(ids)}")
         if not self.supervised:
-            simulated = [f"{a} <-> {b}" for a, b in _pairs(self.active) if not self.is_direct(a, b)]
+            # Every region's, not only the active ones': a host may serve any region of the topology.
+            simulated = [f"{a} <-> {b}" for a, b in _pairs(ids) if not self.is_direct(a, b)]
             if simulated:
                 # Only the supervisor runs the link simulator: these pairs would reach nothing.
                 raise ValueError(

@@ -160,13 +160,19 @@ def test_direct_links_reach_the_other_region_at_its_own_address(tmp_path: Path) 
     assert one_pair.simulated_links and not direct.simulated_links
 
 
-def test_no_supervisor_needs_direct_links_between_the_active_regions() -> None:
+def test_no_supervisor_needs_direct_links_between_every_pair_of_regions() -> None:
     with pytest.raises(
         ValidationError, match=r"supervised = false needs direct links.*eu-west-1 <-> ap-southeast-1"
     ):
         Topology(supervised=False)
     Topology(supervised=False, links="direct")
-    Topology(supervised=False, direct_links=(("ap-southeast-1", "eu-west-1"),))
+    # Every region's pairs, the inactive N. Virginia's too: a host may serve it.
+    with pytest.raises(
+        ValidationError, match=r"simulated: eu-west-1 <-> us-east-1, ap-southeast-1 <-> us-east-1 \["
+    ):
+        Topology(supervised=False, direct_links=(("ap-southeast-1", "eu-west-1"),))
+    pairs = (("ap-southeast-1", "eu-west-1"), ("eu-west-1", "us-east-1"), ("us-east-1", "ap-southeast-1"))
+    Topology(supervised=False, direct_links=pairs)
     with pytest.raises(ValidationError, match="unknown region 'mars-1'"):
         Topology(direct_links=(("mars-1", "eu-west-1"),))
 
