@@ -53,6 +53,16 @@ class Hosts:
             raise AssertionError(f"bookstore {' '.join(args)} on {host}: {done.returncode}\n{done.stderr}")
         return done
 
+    def bookstore_into(self, host: str, path: Path, *args: str) -> None:
+        """`bookstore ARGS > PATH` on `host`: a shell's redirection, PATH made with the umask's mode."""
+        cmd = self.command(host, sys.executable, "-m", "bookstore", *args)
+        with path.open("wb") as out:
+            done = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, check=False, timeout=120)
+        if done.returncode != 0:
+            raise AssertionError(
+                f"bookstore {' '.join(args)} on {host}: {done.stderr.decode(errors='replace')}"
+            )
+
     def start(self, host: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         """A long-running `bookstore ARGS` on `host` (its output in `log`); stopped when the hosts go."""
         cmd = self.command(host, sys.executable, "-m", "bookstore", *args)

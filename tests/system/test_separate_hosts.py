@@ -145,10 +145,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         d = Deployment(hosts, Topology.load(topology_file), topology_file, root, {})
         # The documented step: credentials made on one host, exported, imported on every other.
         exported = root / "credentials.json"
-        with exported.open("w") as out:
-            made = hosts.bookstore("eu", "secrets", "export", "--data-dir", str(d.data("eu")), check=False)
-            out.write(made.stdout)
-        assert made.returncode == 0, made.stderr
+        hosts.bookstore_into("eu", exported, "secrets", "export", "--data-dir", str(d.data("eu")))
         for host in ("ap", "edge", "operator"):
             d.cli(host, "secrets", "import", str(exported))
         for region_id in (EU, AP):
@@ -174,16 +171,21 @@ def test_export_writes_a_0600_file_and_import_refuses_other_credentials(
     exported = tmp_path / "credentials.json"
     exported.write_text("")
     exported.chmod(0o644)
-    with exported.open("w") as out:
-        # `export > FILE`: the shell made FILE 0644; the command closes it to others before writing.
-        done = deployment.hosts.bookstore(
-            "eu", "secrets", "export", "--data-dir", str(deployment.data("eu")), check=False
-        )
-        out.write(done.stdout)
+    # `export > FILE`: the shell made FILE 0644; the command closes it to others before writing.
+    deployment.hosts.bookstore_into(
+        "eu", exported, "secrets", "export", "--data-dir", str(deployment.data("eu"))
+    )
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
     to_file = tmp_path / "by-name.json"
     deployment.cli("eu", "secrets", "export", str(to_file))
     assert stat.S_IMODE(to_file.stat().st_mode) == 0o600
-    assert parse_export(to_file.read_text()) == parse_export(done.stdout)
+    assert parse_export(to_file.read_text()) == parse_export(exported.read_text())
+    # A file others may read is imported, with a warning to delete it.
+    exported.chmod(0o644)
+    warned = deployment.hosts.bookstore(
+        "operator", "secrets", "import", str(exported), "--data-dir", str(deployment.data("operator"))
+    )
+    assert "readable by others" in warned.stderr and "already holds these credentials" in warned.stdout
     # A host that made its own credentials is not silently re-keyed.
     other = tmp_path / "other"
     deployment.hosts.bookstore("operator", "secrets", "rotate", "--data-dir", str(other))
