@@ -57,6 +57,9 @@ class Region(BaseModel):
     name: str
     flag: str
     address: str
+    # Where its listeners bind when that is not `address` (a host behind NAT binds its own address or
+    # 0.0.0.0 while the others reach it at `address`); None: `address`.
+    bind_address: str | None = None
     api_port: int = 8000
     s3_port: int = 9000
     # Where clients in this region are, for latency routing: (latitude, longitude).
@@ -70,6 +73,10 @@ class Region(BaseModel):
     @property
     def api_url(self) -> str:
         return f"http://{self.address}:{self.api_port}"
+
+    @property
+    def listen_address(self) -> str:
+        return self.bind_address or self.address
 
     @property
     def s3_url(self) -> str:
@@ -172,6 +179,9 @@ class Edge(BaseModel):
 
     enabled: bool = True
     address: str = "127.0.0.1"
+    # Where the edge's HTTP and DNS listeners bind when that is not `address` / `dns_address` (behind
+    # NAT, or 0.0.0.0); None: those addresses.
+    bind_address: str | None = None
     port: int = 8080
     dns_address: str = "127.0.0.1"
     dns_port: int = 5353

@@ -56,6 +56,8 @@ def topology_text(hosts: Hosts) -> str:
         "",
         "[edge]",
         f'address = "{edge}"',
+        # Bound to every address of its host, reached at its own: as behind NAT.
+        'bind_address = "0.0.0.0"',
         "port = 8080",
         f'dns_address = "{edge}"',
         "dns_port = 5353",
@@ -73,6 +75,7 @@ def topology_text(hosts: Hosts) -> str:
                 f'name = "{region.name}"',
                 f'flag = "{region.flag}"',
                 f'address = "{hosts.address[REGION_HOST[region.id]]}"',
+                *(['bind_address = "0.0.0.0"'] if region.id == AP else []),
                 f"location = [{region.location[0]}, {region.location[1]}]",
                 "",
             ]

@@ -79,4 +79,4 @@ def serve(topology: Topology, credentials: Credentials) -> None:
     logs.configure("edge")
     edge = topology.edge
     config = server_config(build(topology, credentials=credentials))
-    uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])
+    uvicorn.Server(config).run(sockets=[listening_socket(edge.bind_address or edge.address, edge.port)])
