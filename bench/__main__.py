@@ -17,6 +17,7 @@ MODULES: tuple[str, ...] = (
     "api",
     "replication",
     "antientropy",
+    "backlog",
     "objects",
     "blog",
     "edge",
