@@ -41,7 +41,9 @@ from bookstore.replication.tables.ports import LogSource, ReplicaStore
 from bookstore.replication.tables.replicator import MAX_CLOCK_OFFSET_MS
 from bookstore.replication.tables.wire import MAX_KEYS, entry_json, parse_batch, parse_entries, parse_versions
 
-BATCH = 500
+# Entries per streamed read and per snapshot page: a region catching up applies each in one transaction,
+# and below about 2,000 the cost of a batch (a read, a line, a commit, a checkpoint) shows per entry.
+BATCH = 2000
 # Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll,
 # which only reads the log's head: cheap enough to do often, so such writes wait little.
 POLL_S = 0.002
@@ -143,14 +145,16 @@ def replication_routes(
 
     async def snapshot(request: Request) -> Response:
         body: _SnapshotRequest = await parsed(request, _SnapshotRequest)
-        page = await asyncio.to_thread(store.snapshot, body.after, body.limit, tables)
-        return json_response(
-            {
-                "entries": [entry_json(e) for e in page.entries],
-                "cursor": page.cursor,
-                "headSeq": page.head_seq,
+
+        def page() -> dict[str, Any]:
+            read = store.snapshot(body.after, body.limit, tables)
+            return {
+                "entries": [entry_json(e) for e in read.entries],
+                "cursor": read.cursor,
+                "headSeq": read.head_seq,
             }
-        )
+
+        return json_response(await asyncio.to_thread(page))
 
     async def digest(request: Request) -> Response:
         body: _DigestRequest = await parsed(request, _DigestRequest)
@@ -242,7 +246,8 @@ async def _stream(
                 if store.head_seq() != read.head_seq:
                     break
             continue
-        yield _line(read, clock)
+        # On a thread, as the read: a batch of thousands takes ms to encode, which the API must not wait for.
+        yield await asyncio.to_thread(_line, read, clock)
         after = read.last_seq
         last_sent = loop.time()
 
@@ -301,7 +306,9 @@ class HttpPeer:
                 raise ClockRefusal(self.region, int(clock), message)
             _raise_for(response.status_code, self.region, "follow")
             async for raw in object_lines(response, self.region):
-                yield self._read(raw)
+                # On a thread: a batch of thousands takes tens of ms to check, which the loop serving
+                # the API must not wait for (the GIL is handed back every few ms).
+                yield await asyncio.to_thread(self._read, raw)
 
     def _read(self, raw: Any) -> LogRead:
         entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
@@ -315,7 +322,7 @@ class HttpPeer:
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
         raw = await self._post("/replication/snapshot", {"after": after, "limit": limit})
-        entries = parse_entries(raw.get("entries"), self.schemas, self.regions)
+        entries = await asyncio.to_thread(parse_entries, raw.get("entries"), self.schemas, self.regions)
         return SnapshotPage(entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]))
 
     async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:

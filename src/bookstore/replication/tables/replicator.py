@@ -222,7 +222,7 @@ class Replicator:
         *,
         clock: Clock,
         metrics: ReplicationMetrics,
-        snapshot_page: int = 500,
+        snapshot_page: int = 2000,
         anti_entropy_s: float = 30.0,
         anti_entropy_settle_ms: int = 0,
         digest_buckets: int = 64,
@@ -444,10 +444,15 @@ class Replicator:
             self.on_applied(source, result.applied_entries, started_ns, time.time_ns())
         now = self.clock.now_ms()
         if live:
+            # One labelled child per origin, not one look-up per entry: a catch-up applies thousands.
+            histograms: dict[str, Any] = {}
             for entry in result.applied_entries:
                 lag = max(0, now - entry.written_ms)
                 self.lags.add(entry.origin, now, lag)
-                self.metrics.lag.labels(entry.origin, self.region).observe(lag / 1000)
+                histogram = histograms.get(entry.origin)
+                if histogram is None:
+                    histogram = histograms[entry.origin] = self.metrics.lag.labels(entry.origin, self.region)
+                histogram.observe(lag / 1000)
         self.metrics.applied.labels(source).inc(result.applied)
         self.metrics.skipped.labels(source).inc(result.skipped)
         for conflict in result.conflicts:
