@@ -100,6 +100,10 @@ class Trimming(Protocol):
 
     def checkpoints(self) -> dict[str, int]: ...
 
+    def acks(self) -> dict[str, int]:
+        """How far each peer said it holds this region's log."""
+        ...
+
     def trim(self, peers: Collection[str], retention_ms: int, now_ms: int) -> int: ...
 
 
