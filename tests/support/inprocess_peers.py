@@ -108,9 +108,17 @@ class InProcessPeer:
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
         page = self._store().snapshot(after, limit, self.tables)
-        raw = _wire({"entries": [entry_json(e) for e in page.entries], "cursor": page.cursor})
+        raw = _wire(
+            {
+                "entries": [entry_json(e) for e in page.entries],
+                "cursor": page.cursor,
+                "checkpoints": page.checkpoints,
+            }
+        )
         entries = parse_entries(raw["entries"], self.schemas, self.regions)
-        return SnapshotPage(entries=entries, cursor=raw["cursor"], head_seq=page.head_seq)
+        return SnapshotPage(
+            entries=entries, cursor=raw["cursor"], head_seq=page.head_seq, checkpoints=raw["checkpoints"]
+        )
 
     async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
         digest: list[str] = _wire(self._store().digest(table, buckets, before))

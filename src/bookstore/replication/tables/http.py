@@ -152,6 +152,7 @@ def replication_routes(
                 "entries": [entry_json(e) for e in read.entries],
                 "cursor": read.cursor,
                 "headSeq": read.head_seq,
+                "checkpoints": read.checkpoints,
             }
 
         return json_response(await asyncio.to_thread(page))
@@ -323,7 +324,15 @@ class HttpPeer:
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:
         raw = await self._post("/replication/snapshot", {"after": after, "limit": limit})
         entries = await asyncio.to_thread(parse_entries, raw.get("entries"), self.schemas, self.regions)
-        return SnapshotPage(entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]))
+        held = raw.get("checkpoints")
+        checkpoints = (
+            {r: seq for r, seq in held.items() if r in self.regions and type(seq) is int and seq >= 0}
+            if isinstance(held, dict)
+            else {}
+        )
+        return SnapshotPage(
+            entries=entries, cursor=raw.get("cursor"), head_seq=int(raw["headSeq"]), checkpoints=checkpoints
+        )
 
     async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
         raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "before": before})

@@ -77,11 +77,15 @@ class SnapshotPage:
     """One page of a snapshot; `cursor` is None on the last page.
 
     `head_seq` of the FIRST page is the log position to follow from once every page is applied.
+    `checkpoints` (of the first page, read with its head) is how far the snapshot's region held each
+    other region's log: the snapshot holds every change up to there, so a region with no checkpoint of
+    its own for one of them may follow its log from there rather than copy a second snapshot.
     """
 
     entries: list[LogEntry]
     cursor: str | None
     head_seq: int
+    checkpoints: dict[str, int] = field(default_factory=dict)
 
 
 class LogTrimmed(StaleCursor):

@@ -268,6 +268,7 @@ class Replicator:
         store.cap_clock(self.clock_ceiling)
         for p in self.peers:
             self.metrics.followed.labels(p.region).set(1)
+        self._backfilling = asyncio.Lock()
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
         self.apply_paused = False
 
@@ -323,7 +324,11 @@ class Replicator:
         """Follow one peer's log until its stream ends; backfill first when we have no checkpoint."""
         checkpoint = self.store.checkpoint(peer.region)
         if checkpoint is None:
-            checkpoint = await self.backfill(peer)
+            # One backfill at a time: the first may bring the checkpoints of the others (see backfill).
+            async with self._backfilling:
+                checkpoint = self.store.checkpoint(peer.region)
+                if checkpoint is None:
+                    checkpoint = await self.backfill(peer)
         acks: set[asyncio.Task[None]] = set()
         acked, acked_at = checkpoint, self.clock.now_ms()
         try:
@@ -477,10 +482,12 @@ class Replicator:
         """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
         cursor: str | None = None
         head: int | None = None
+        held: dict[str, int] = {}
         copied = 0
         while True:
             page = await peer.snapshot(cursor, self.snapshot_page)
-            head = page.head_seq if head is None else head
+            if head is None:
+                head, held = page.head_seq, page.checkpoints
             _, ahead = within_bound(page.entries, self.clock.now_ms(), self.max_clock_offset_ms)
             if ahead is not None:
                 # Begun again later: a backfill's checkpoint is the snapshot's, so it cannot skip one.
@@ -494,6 +501,14 @@ class Replicator:
             cursor = page.cursor
         self.metrics.backfills.labels(peer.region).inc()
         log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
+        # The snapshot held every change of another peer's log up to the peer's checkpoint of it (read
+        # with the head): a region that never followed that one follows it from there, and does not
+        # copy the same items a second time (a new region joining regions that hold 1M items each).
+        others = {p.region for p in self.peers} - {peer.region, self.region}
+        for region, seq in held.items():
+            if region in others and self.store.checkpoint(region) is None:
+                await self._apply(region, [], seq, live=False)
+                log.info("following %s from seq %d, as %s held it", region, seq, peer.region)
         return head
 
     def holds(self, region: str) -> bool:

@@ -441,6 +441,11 @@ class SqliteReplica:
         try:
             with self.db.engine.read() as conn:
                 head = change_log.head_seq(conn)
+                held = (
+                    dict(conn.execute("SELECT source, seq FROM checkpoints").fetchall())
+                    if after is None
+                    else {}
+                )
                 for name in names:
                     if entries and len(entries) == limit:
                         # The page ended exactly with the previous table: go on after its last row.
@@ -463,7 +468,7 @@ class SqliteReplica:
                         break
         except sqlite3.Error as exc:
             raise StorageError(f"reading a snapshot of {self.db.path} failed: {exc}") from exc
-        return SnapshotPage(entries=entries, cursor=cursor, head_seq=head)
+        return SnapshotPage(entries=entries, cursor=cursor, head_seq=head, checkpoints=held)
 
     def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]:
         """Per bucket of key hashes, the XOR of the hashes of (key, version, tombstone) of its rows.

@@ -1,0 +1,79 @@
+"""A new region copies one snapshot and follows the other regions from the checkpoints it carried."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from bookstore.kernel.clock import SystemClock
+from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
+from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.tables import SqliteDatabase
+from bookstore.tables import CARTS
+from tests.support.inprocess_peers import InProcessPeer, Network
+
+EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
+REGIONS = (EU, AP, US)
+SCHEMAS = {"carts": CARTS}
+
+
+def replicator(network: Network, me: str) -> Replicator:
+    peers = [InProcessPeer(me, r, network, SCHEMAS, REGIONS, batch=50) for r in REGIONS if r != me]
+    return Replicator(
+        network.stores[me],
+        me,
+        peers,
+        clock=SystemClock(),
+        metrics=ReplicationMetrics(CollectorRegistry(), me),
+        tables=tuple(SCHEMAS),
+    )
+
+
+def put(db: SqliteDatabase, customer: str, n: int) -> None:
+    carts = db.table(CARTS)
+    for i in range(n):
+        carts.put({"customerId": customer, "bookId": f"b{i}", "quantity": 1 + i % 3, "price": 9.5})
+
+
+def test_a_new_region_backfills_once_and_follows_the_others_from_the_snapshots_checkpoints(
+    tmp_path: Path,
+) -> None:
+    network = Network()
+    dbs = {r: SqliteDatabase(tmp_path / f"{r}.db", r) for r in REGIONS}
+    for region, db in dbs.items():
+        db.table(CARTS)
+        network.stores[region] = SqliteReplica(db)
+    replicators = {r: replicator(network, r) for r in REGIONS}
+
+    async def converge(*regions: str) -> None:
+        for _ in range(2):
+            for region in regions:
+                for peer in replicators[region].peers:
+                    if peer.region in (EU, AP):
+                        await replicators[region].follow(peer)
+
+    put(dbs[EU], "eu", 120)
+    put(dbs[AP], "ap", 80)
+    asyncio.run(converge(EU, AP))
+    # Writes the new region must get from AP's log after the checkpoint EU's snapshot carried, one of
+    # them written after EU had followed AP.
+    put(dbs[AP], "ap-later", 5)
+    asyncio.run(converge(US))
+
+    new = replicators[US]
+    backfills = sum(
+        sample.value
+        for metric in new.metrics.backfills.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+    assert backfills == 1
+    assert network.stores[US].checkpoint(EU) == network.stores[EU].head_seq()
+    assert network.stores[US].checkpoint(AP) == network.stores[AP].head_seq()
+    tables = ("carts",)
+    assert network.stores[US].state_digest(tables) == network.stores[AP].state_digest(tables)
+    assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 205
+    for db in dbs.values():
+        db.close()
