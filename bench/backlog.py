@@ -333,7 +333,8 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
             Goal.maximum(JOIN_GOAL_S),
             note=(
                 f"from the start request of {NEW} (its start-up included) until it follows both "
-                f"{SOURCE} and {DEST} from their heads (a backfill from each)"
+                f"{SOURCE} and {DEST} from their heads (one backfill, the other region followed from the "
+                "snapshot's checkpoint of it)"
             ),
         ),
         Figure(
@@ -380,8 +381,8 @@ API's batch path: each put logged as any write), then {DEST} is started; the tim
 request until its checkpoint of {SOURCE}'s log reaches the head (every item then checked in its table).
 Meanwhile a probe reads GET /books/{{id}} on {DEST} at {PROBE_RATE:.0f} requests/s (paced, one client).
 New region: {NEW} is started with an empty data directory while {SOURCE} and {DEST} hold every item of
-the backlogs; the time runs until it has backfilled from both and follows both from their heads, with
-the same probe on all three regions.
+the backlogs; the time runs until its checkpoints of both reach their heads (it holds everything),
+with the same probe on all three regions.
 """.strip()
 
 
