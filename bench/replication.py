@@ -24,7 +24,7 @@ import httpx
 from bench.loadgen import cores, pin
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import control, end_process, pin_threads, set_link_delay
-from bookstore.replication.tables.http import POLL_S
+from bookstore.replication.tables.http import BATCH, POLL_S
 from bookstore.runtime.secret import operator_token
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.supervisor.launch import LaunchError, launched, loopback_topology
@@ -397,7 +397,7 @@ def _catch_up(system: System, core: int | None) -> list[Figure]:
             note=(
                 f"{written.count:,} items written while {DEST} was stopped, then {DEST} started: "
                 f"items / ({span_ms:,} ms from its first apply of them to its last), the rate at which a "
-                "region behind drains its peer's log (batches of 500 per streamed read)"
+                f"region behind drains its peer's log (batches of {BATCH:,} per streamed read)"
             ),
         )
     ]
