@@ -8,7 +8,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -74,7 +74,7 @@ class Options:
 
 
 # A control call of a scenario (method, path, body) answered by the site itself.
-Switch = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+Switch = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 @dataclass(frozen=True)

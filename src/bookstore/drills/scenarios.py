@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class Control:
     # A topology without a supervisor (regions on their own hosts): the switches go to the regions.
     unsupervised: Topology | None = None
     # A system not run by our supervisor (the deployed one on AWS): it answers the calls itself.
-    switch: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
+    switch: Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, Any]] | None = None
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if self.switch is not None:
