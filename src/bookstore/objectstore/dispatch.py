@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from bookstore.objectstore import bucket_configs, buckets, cors, lifecycle, multipart, objects, policy
+from bookstore.objectstore import (
+    attributes,
+    bucket_configs,
+    bucket_encryption,
+    buckets,
+    cors,
+    lifecycle,
+    multipart,
+    objects,
+    policy,
+)
 from bookstore.objectstore.context import S3Context
 from bookstore.objectstore.errors import MethodNotAllowed, NotImplementedS3
 from bookstore.objectstore.port import check_key
@@ -19,8 +29,6 @@ _UNSERVED = frozenset(
     [
         "accelerate",
         "analytics",
-        "attributes",
-        "encryption",
         "intelligent-tiering",
         "inventory",
         "legal-hold",
@@ -83,6 +91,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.put_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.put_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.put_encryption(ctx, call)
         if "tagging" in query or "acl" in query:
             raise NotImplementedS3("Bucket tagging and ACLs are not implemented")
         return await buckets.create_bucket(ctx, call)
@@ -99,6 +109,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.get_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.get_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.get_encryption(ctx, call)
         if "location" in query:
             return await bucket_configs.get_location(ctx, call)
         if "versions" in query:
@@ -121,6 +133,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.delete_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.delete_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.delete_encryption(ctx, call)
         if "tagging" in query:
             raise NotImplementedS3("Bucket tagging is not implemented")
         return await buckets.delete_bucket(ctx, call)
@@ -136,6 +150,8 @@ async def _object(ctx: S3Context, call: Call) -> Response:
             return await multipart.list_parts(ctx, call)
         if "tagging" in query:
             return await objects.get_tagging(ctx, call)
+        if "attributes" in query:
+            return await attributes.get_attributes(ctx, call)
         return await objects.get(ctx, call, head=False)
     if method == "HEAD":
         return await objects.get(ctx, call, head=True)

@@ -273,11 +273,12 @@ def initiate_upload(bucket: str, key: str, upload_id: str) -> bytes:
     )
 
 
-def complete_upload(location: str, bucket: str, key: str, etag: str) -> bytes:
+def complete_upload(location: str, bucket: str, key: str, etag: str, checksum: str = "") -> bytes:
+    """CompleteMultipartUploadResult; `checksum` its rendered checksum elements, if any."""
     return document(
         "CompleteMultipartUploadResult",
         f"<Location>{text(location)}</Location><Bucket>{text(bucket)}</Bucket><Key>{text(key)}</Key>"
-        f'<ETag>"{etag}"</ETag>',
+        f'<ETag>"{etag}"</ETag>{checksum}',
     )
 
 

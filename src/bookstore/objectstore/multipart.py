@@ -7,7 +7,7 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import documents
+from bookstore.objectstore import attributes, documents, encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
 from bookstore.objectstore.errors import InvalidArgument, MalformedXML
@@ -21,8 +21,19 @@ async def abort_upload(ctx: S3Context, call: Call) -> Response:
 
 async def create_upload(ctx: S3Context, call: Call) -> Response:
     key = call.object_key
-    upload_id = await ctx.run(ctx.store.create_upload, call.bucket, key, **rules.write_fields(call.headers))
-    return xml(documents.initiate_upload(call.bucket, key, upload_id))
+    fields = rules.write_fields(call.headers)
+    customer_key = attributes.write_key(call.headers)
+    checksum = attributes.upload_checksum(call.headers)
+    upload_id = await ctx.run(
+        ctx.store.create_upload, call.bucket, key, checksum=checksum, customer_key=customer_key, **fields
+    )
+    out = encryption.response_headers(
+        encryption.SSE_S3 if customer_key is None else encryption.SSE_C,
+        "" if customer_key is None else customer_key.md5,
+    )
+    if checksum is not None:
+        out.update({"x-amz-checksum-algorithm": checksum[0], "x-amz-checksum-type": checksum[1]})
+    return xml(documents.initiate_upload(call.bucket, key, upload_id), out)
 
 
 async def upload_part(ctx: S3Context, call: Call) -> Response:
@@ -36,11 +47,23 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
         if wanted and byte_range is None:
             raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
 
-        content = await ctx.source(source_bucket, source_key, source_version, wanted if byte_range else None)
+        content = await ctx.source(
+            source_bucket,
+            source_key,
+            source_version,
+            wanted if byte_range else None,
+            customer_key=encryption.customer_key(call.headers, encryption.COPY_CUSTOMER),
+        )
         try:
             rules.copy_preconditions(content.version, call.headers)
             part = await run_in_threadpool(
-                ctx.store.upload_part, call.bucket, key, upload_id, number, content.body
+                ctx.store.upload_part,
+                call.bucket,
+                key,
+                upload_id,
+                number,
+                content.body,
+                customer_key=encryption.customer_key(call.headers),
             )
         finally:
             await release(content)
@@ -48,9 +71,25 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
             documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
             {"x-amz-copy-source-version-id": content.version.version_id},
         )
+    customer_key = encryption.customer_key(call.headers)
     body, _ = object_content(call)
-    part = await ctx.run(ctx.store.upload_part, call.bucket, key, upload_id, number, body, big=True)
-    return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **call.verified})
+    part = await ctx.run(
+        ctx.store.upload_part,
+        call.bucket,
+        key,
+        upload_id,
+        number,
+        body,
+        big=True,
+        checksum=attributes.verified_checksum(call.verified),
+        customer_key=customer_key,
+    )
+    out = {"ETag": f'"{part.etag}"', **call.verified}
+    if customer_key is not None:
+        out.update(encryption.response_headers(encryption.SSE_C, customer_key.md5))
+    else:
+        out.update(encryption.response_headers(encryption.SSE_S3, ""))
+    return Response(status_code=200, headers=out)
 
 
 async def list_parts(ctx: S3Context, call: Call) -> Response:
@@ -88,5 +127,9 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
     out = {}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
+    out.update(encryption.response_headers(version.encryption, version.sse_key_md5))
     location = f"/{quote(call.bucket)}/{quote(key)}"
-    return xml(documents.complete_upload(location, call.bucket, key, version.etag), out)
+    body = documents.complete_upload(
+        location, call.bucket, key, version.etag, attributes.checksum_elements(version.checksum)
+    )
+    return xml(body, out)

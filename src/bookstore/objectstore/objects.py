@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import documents, inputs
+from bookstore.objectstore import attributes, documents, encryption, inputs
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
 from bookstore.objectstore.errors import InvalidArgument, InvalidRequest, MalformedXML, NotImplementedS3
@@ -34,8 +34,15 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     byte_range = None if head else rules.byte_range(headers.get("range"))
     if "partNumber" in query:
         raise NotImplementedS3("GET and HEAD by partNumber are not implemented")
+    customer_key = encryption.customer_key(headers)
     if head:
-        version = await ctx.run(ctx.store.head_object, call.bucket, call.object_key, version_id=version_id)
+        version = await ctx.run(
+            ctx.store.head_object,
+            call.bucket,
+            call.object_key,
+            version_id=version_id,
+            customer_key=customer_key,
+        )
         content = None
     else:
         content = await ctx.run(
@@ -44,12 +51,14 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
             call.object_key,
             version_id=version_id,
             byte_range=byte_range,
+            customer_key=customer_key,
         )
         version = content.version
     answer = rules.preconditions(version, headers)
     if answer is not None:
         return answer
     out = rules.object_headers(version)
+    out.update(attributes.read_headers(version, headers, whole=content is None or not content.partial))
     out.update(inputs.response_overrides(query))
     if content is None:
         out["Content-Length"] = str(version.size)
@@ -67,9 +76,19 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
 
 async def put(ctx: S3Context, call: Call) -> Response:
     fields = rules.write_fields(call.headers)
+    customer_key = attributes.write_key(call.headers)
     body, big = object_content(call)
-    version = await ctx.run(ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields)
-    out = {"ETag": f'"{version.etag}"', **call.verified}
+    version = await ctx.run(
+        ctx.store.put_object,
+        call.bucket,
+        call.object_key,
+        body,
+        big=big,
+        checksum=attributes.verified_checksum(call.verified),
+        customer_key=customer_key,
+        **fields,
+    )
+    out = {"ETag": f'"{version.etag}"', **call.verified, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
     return Response(status_code=200, headers=out)
@@ -89,7 +108,9 @@ async def copy(ctx: S3Context, call: Call) -> Response:
             "attributes."
         )
     fields = rules.write_fields(call.headers)
-    content = await ctx.source(source_bucket, source_key, source_version, None)
+    customer_key = attributes.write_key(call.headers)
+    source_sse = encryption.customer_key(call.headers, encryption.COPY_CUSTOMER)
+    content = await ctx.source(source_bucket, source_key, source_version, None, customer_key=source_sse)
     try:
         source = content.version
         rules.copy_preconditions(source, call.headers)
@@ -98,10 +119,20 @@ async def copy(ctx: S3Context, call: Call) -> Response:
             write.update(content_type=source.content_type, metadata=source.metadata, headers=source.headers)
         if tag_directive == "COPY":
             write["tags"] = source.tags
-        version = await run_in_threadpool(ctx.store.put_object, call.bucket, key, content.body, **write)
+        # The content is the same: so is a whole-object checksum (a composite one is of the parts).
+        checksum = source.checksum if source.checksum and source.checksum.type == "FULL_OBJECT" else None
+        version = await run_in_threadpool(
+            ctx.store.put_object,
+            call.bucket,
+            key,
+            content.body,
+            checksum=checksum,
+            customer_key=customer_key,
+            **write,
+        )
     finally:
         await release(content)
-    out = {"x-amz-copy-source-version-id": source.version_id}
+    out = {"x-amz-copy-source-version-id": source.version_id, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
     return xml(documents.copy_result("CopyObjectResult", version.etag, version.last_modified_ms), out)

@@ -23,7 +23,9 @@ from urllib.parse import urlencode
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import (
     ERRORS_BY_CODE,
     AccessDenied,
@@ -187,17 +189,27 @@ class S3ObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
+        # `checksum` is not sent: S3 computes and keeps its own (boto3 sends one with each body).
         check_key(key)
         args = self._write_args(bucket, key, content_type, metadata, headers, tags)
+        args.update(_sse_c(customer_key))
         with _spooled(body) as (data, _size):
             written = self._call(self._client.put_object, Body=data, **args)
-        return self.head_object(bucket, key, version_id=_real_id(written))
+        return self.head_object(bucket, key, version_id=_real_id(written), customer_key=customer_key)
 
     def get_object(
-        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: ByteRange | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectContent:
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, **_sse_c(customer_key)}
         if version_id is not None:
             args["VersionId"] = version_id
         if byte_range is not None:
@@ -216,8 +228,10 @@ class S3ObjectStore:
             return ObjectContent(version, (self._guard(stream.read),), first, last, partial)
         return ObjectContent(version, self._chunks(stream), first, last, partial)
 
-    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    def head_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
+    ) -> ObjectVersion:
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, **_sse_c(customer_key)}
         if version_id is not None:
             args["VersionId"] = version_id
         found = self._read_call(self._client.head_object, bucket, version_id, **args)
@@ -324,12 +338,25 @@ class S3ObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: tuple[Algorithm, ChecksumType] | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> str:
         check_key(key)
         args = self._write_args(bucket, key, content_type, metadata, headers, tags)
+        args.update(_sse_c(customer_key))
         return str(self._call(self._client.create_multipart_upload, **args)["UploadId"])
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
+    def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+    ) -> Part:
         with _spooled(body) as (data, size):
             found = self._call(
                 self._client.upload_part,
@@ -338,6 +365,7 @@ class S3ObjectStore:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=data,
+                **_sse_c(customer_key),
             )
         return Part(number, _etag(found["ETag"]), size, self._server_ms(found))
 
@@ -651,3 +679,10 @@ def _spooled(body: Body) -> Iterator[tuple[bytes | IO[bytes], int]]:
             size += len(piece)
         spool.seek(0)
         yield spool, size
+
+
+def _sse_c(customer_key: CustomerKey | None) -> dict[str, Any]:
+    """boto3's arguments of an SSE-C key (it computes the key's MD5 itself)."""
+    if customer_key is None:
+        return {}
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": customer_key.key}

@@ -1,0 +1,112 @@
+"""A version's checksum and encryption in S3's answers, GetObjectAttributes, and what writes ask of them.
+
+Kept apart from objects.py and multipart.py, which call these: how a request names a checksum or an
+SSE-C key, and which headers and elements an answer carries about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+from bookstore.objectstore import checksums, documents, encryption
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
+from bookstore.objectstore.context import S3Context, xml
+from bookstore.objectstore.encryption import CustomerKey
+from bookstore.objectstore.errors import InvalidArgument, InvalidRequest
+from bookstore.objectstore.port import ObjectVersion
+from bookstore.objectstore.request import Call
+
+_ATTRIBUTES = {"etag", "checksum", "objectparts", "storageclass", "objectsize"}
+
+
+def verified_checksum(verified: Mapping[str, str]) -> Checksum | None:
+    """The checksum to store of a body, from those its request verified (or the default computed)."""
+    for name, header in checksums.HEADERS.items():
+        if header in verified:
+            return Checksum(name, verified[header])
+    return None
+
+
+def write_key(headers: Mapping[str, str]) -> CustomerKey | None:
+    """The SSE-C key of a write, once its x-amz-server-side-encryption has been checked (no SSE-KMS)."""
+    encryption.check_request(headers)
+    return encryption.customer_key(headers)
+
+
+def upload_checksum(headers: Mapping[str, str]) -> tuple[Algorithm, ChecksumType] | None:
+    """The checksum algorithm and type CreateMultipartUpload asks for (x-amz-checksum-algorithm)."""
+    name = headers.get("x-amz-checksum-algorithm")
+    if name is None:
+        if "x-amz-checksum-type" in headers:
+            raise InvalidRequest("The x-amz-checksum-type header needs an x-amz-checksum-algorithm")
+        return None
+    algorithm = checksums.algorithm(name)
+    return algorithm, checksums.upload_type(algorithm, headers.get("x-amz-checksum-type"))
+
+
+def written_headers(version: ObjectVersion) -> dict[str, str]:
+    """Encryption and checksum headers of a write's answer."""
+    out = encryption.response_headers(version.encryption, version.sse_key_md5)
+    if version.checksum is not None:
+        out.update(version.checksum.headers())
+    return out
+
+
+def read_headers(version: ObjectVersion, headers: Mapping[str, str], *, whole: bool) -> dict[str, str]:
+    """Encryption headers of a GET or HEAD, and the checksum with x-amz-checksum-mode: ENABLED.
+
+    A range GET has no checksum of its own (S3 returns none for one that is not the whole object).
+    """
+    out = encryption.response_headers(version.encryption, version.sse_key_md5)
+    mode = headers.get("x-amz-checksum-mode", "").strip().upper()
+    if mode and mode != "ENABLED":
+        raise InvalidArgument("The value of x-amz-checksum-mode must be ENABLED")
+    if mode and whole and version.checksum is not None:
+        out.update(version.checksum.headers())
+    return out
+
+
+def checksum_elements(checksum: Checksum | None) -> str:
+    """The <ChecksumX> and <ChecksumType> elements of a checksum in an XML answer."""
+    if checksum is None:
+        return ""
+    return (
+        f"<Checksum{checksum.algorithm}>{documents.text(checksum.value)}</Checksum{checksum.algorithm}>"
+        f"<ChecksumType>{checksum.type}</ChecksumType>"
+    )
+
+
+async def get_attributes(ctx: S3Context, call: Call) -> Response:
+    """GetObjectAttributes: the attributes x-amz-object-attributes names, of a version."""
+    wanted = {
+        a.strip().lower() for a in call.headers.get("x-amz-object-attributes", "").split(",") if a.strip()
+    }
+    if not wanted or not wanted <= _ATTRIBUTES:
+        raise InvalidArgument(
+            "x-amz-object-attributes names one or more of "
+            "ETag, Checksum, ObjectParts, StorageClass, ObjectSize"
+        )
+    version = await ctx.run(
+        ctx.store.head_object,
+        call.bucket,
+        call.object_key,
+        version_id=call.query.get("versionId") or None,
+        customer_key=encryption.customer_key(call.headers),
+    )
+    body = []
+    if "etag" in wanted:
+        body.append(f"<ETag>{documents.text(version.etag)}</ETag>")
+    if "checksum" in wanted and version.checksum is not None:
+        body.append(f"<Checksum>{checksum_elements(version.checksum)}</Checksum>")
+    if "objectparts" in wanted and version.parts_count is not None:
+        body.append(f"<ObjectParts><TotalPartsCount>{version.parts_count}</TotalPartsCount></ObjectParts>")
+    if "storageclass" in wanted:
+        body.append("<StorageClass>STANDARD</StorageClass>")
+    if "objectsize" in wanted:
+        body.append(f"<ObjectSize>{version.size}</ObjectSize>")
+    out = {"Last-Modified": documents.http_date(version.last_modified_ms)}
+    if version.version_id != "null":
+        out["x-amz-version-id"] = version.version_id
+    return xml(documents.document("GetObjectAttributesResponse", "".join(body)), out)
