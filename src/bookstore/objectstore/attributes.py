@@ -101,7 +101,7 @@ async def get_attributes(ctx: S3Context, call: Call) -> Response:
     if "checksum" in wanted and version.checksum is not None:
         body.append(f"<Checksum>{checksum_elements(version.checksum)}</Checksum>")
     if "objectparts" in wanted and version.parts_count is not None:
-        body.append(f"<ObjectParts><TotalPartsCount>{version.parts_count}</TotalPartsCount></ObjectParts>")
+        body.append(f"<ObjectParts><PartsCount>{version.parts_count}</PartsCount></ObjectParts>")
     if "storageclass" in wanted:
         body.append("<StorageClass>STANDARD</StorageClass>")
     if "objectsize" in wanted:
