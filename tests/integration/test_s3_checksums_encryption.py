@@ -309,3 +309,28 @@ def test_bucket_default_encryption(s3: Any) -> None:
     with pytest.raises(ClientError) as gone:
         s3.get_bucket_encryption(Bucket=BUCKET)
     assert code(gone)[1] == 404
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME", "SHA1"])
+def test_a_checksum_in_an_aws_chunked_trailer_is_verified(
+    server: S3Server, s3: Any, algorithm: checksums.Algorithm
+) -> None:
+    content = pattern(70_000)
+    name = f"x-amz-checksum-{algorithm.lower()}"
+
+    def send(value: str) -> Any:
+        body = f"{len(content):x}\r\n".encode() + content + f"\r\n0\r\n{name}:{value}\r\n\r\n".encode()
+        headers = {
+            "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "content-encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(len(content)),
+            "x-amz-trailer": name,
+        }
+        return server.signed("PUT", f"/{BUCKET}/trailed", body, headers)
+
+    wrong = send(checksums.of(b"other", algorithm))
+    assert (wrong.status_code, "BadDigest" in wrong.text) == (400, True)
+    right = send(checksums.of(content, algorithm))
+    assert right.status_code == 200, right.text
+    head = s3.head_object(Bucket=BUCKET, Key="trailed", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == checksums.of(content, algorithm)
