@@ -1,4 +1,4 @@
-"""Checksums (verified, stored, returned, multipart), GetObjectAttributes and server-side encryption, by boto3."""
+"""Checksums (verified, stored, returned, multipart), GetObjectAttributes and encryption at rest, by boto3."""
 
 from __future__ import annotations
 
