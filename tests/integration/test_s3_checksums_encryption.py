@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import stat
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bookstore.objectstore import checksums
+from tests.support.aws_cli import aws
 from tests.support.s3_server import REGION, S3Server, s3_server
 
 BUCKET = "data"
@@ -334,3 +336,88 @@ def test_a_checksum_in_an_aws_chunked_trailer_is_verified(
     assert right.status_code == 200, right.text
     head = s3.head_object(Bucket=BUCKET, Key="trailed", ChecksumMode="ENABLED")
     assert head[f"Checksum{algorithm}"] == checksums.of(content, algorithm)
+
+
+def test_the_aws_cli_with_checksums_sse_c_and_bucket_encryption(
+    server: S3Server, s3: Any, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    content = pattern(9 * MiB + 11)  # over the CLI's 8 MiB threshold: a multipart upload
+    big.write_bytes(content)
+    key = "c" * 32
+    aws(server, tmp_path, "s3", "cp", str(big), f"s3://{BUCKET}/plain.bin")
+    aws(
+        server,
+        tmp_path,
+        "s3",
+        "cp",
+        str(big),
+        f"s3://{BUCKET}/secret.bin",
+        "--sse-c",
+        "AES256",
+        "--sse-c-key",
+        key,
+    )
+    down = tmp_path / "down.bin"
+    aws(
+        server,
+        tmp_path,
+        "s3",
+        "cp",
+        f"s3://{BUCKET}/secret.bin",
+        str(down),
+        "--sse-c",
+        "AES256",
+        "--sse-c-key",
+        key,
+    )
+    assert down.read_bytes() == content
+    aws(server, tmp_path, "s3", "cp", f"s3://{BUCKET}/plain.bin", str(down))
+    assert down.read_bytes() == content
+    head = json.loads(
+        aws(
+            server,
+            tmp_path,
+            "s3api",
+            "head-object",
+            "--bucket",
+            BUCKET,
+            "--key",
+            "plain.bin",
+            "--checksum-mode",
+            "ENABLED",
+        )
+    )
+    assert head["ServerSideEncryption"] == "AES256"
+    assert any(name.startswith("Checksum") and name != "ChecksumType" for name in head), head
+    attributes = json.loads(
+        aws(
+            server,
+            tmp_path,
+            "s3api",
+            "get-object-attributes",
+            "--bucket",
+            BUCKET,
+            "--key",
+            "plain.bin",
+            "--object-attributes",
+            "ObjectSize",
+            "ObjectParts",
+        )
+    )
+    assert attributes["ObjectSize"] == len(content) and attributes["ObjectParts"]["TotalPartsCount"] == 2
+    config = '{"Rules":[{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}}]}'
+    aws(
+        server,
+        tmp_path,
+        "s3api",
+        "put-bucket-encryption",
+        "--bucket",
+        BUCKET,
+        "--server-side-encryption-configuration",
+        config,
+    )
+    got = json.loads(aws(server, tmp_path, "s3api", "get-bucket-encryption", "--bucket", BUCKET))
+    assert got["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
