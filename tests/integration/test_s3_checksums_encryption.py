@@ -421,3 +421,29 @@ def test_the_aws_cli_with_checksums_sse_c_and_bucket_encryption(
     assert got["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
         "SSEAlgorithm": "AES256"
     }
+
+
+def test_a_copied_part_gets_its_uploads_checksum(s3: Any) -> None:
+    source = pattern(5 * MiB)
+    s3.put_object(Bucket=BUCKET, Key="source", Body=source)
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", ChecksumAlgorithm="SHA256")["UploadId"]
+    copied = s3.upload_part_copy(
+        Bucket=BUCKET,
+        Key="k",
+        UploadId=upload_id,
+        PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "source"},
+    )
+    sent = s3.upload_part(
+        Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=2, Body=b"end", ChecksumAlgorithm="SHA256"
+    )
+    parts = [
+        {"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]},
+        {"PartNumber": 2, "ETag": sent["ETag"], "ChecksumSHA256": sent["ChecksumSHA256"]},
+    ]
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    inner = base64.b64decode(checksums.of(source, "SHA256")) + base64.b64decode(
+        checksums.of(b"end", "SHA256")
+    )
+    head = s3.head_object(Bucket=BUCKET, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == f"{checksums.of(inner, 'SHA256')}-2"

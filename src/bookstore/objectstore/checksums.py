@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -226,3 +226,15 @@ def upload_from_json(data: Sequence[str] | None) -> tuple[Algorithm, ChecksumTyp
     if not data:
         return None
     return algorithm(data[0]), "COMPOSITE" if data[1] == "COMPOSITE" else "FULL_OBJECT"
+
+
+def tap(body: bytes | Iterable[bytes], name: Algorithm) -> tuple[Iterator[bytes], Callable[[], Checksum]]:
+    """`body` as it is read, and the checksum `name` of what was read (call it once read to its end)."""
+    h = hasher(name)
+
+    def pieces() -> Iterator[bytes]:
+        for piece in (body,) if isinstance(body, bytes) else body:
+            h.update(piece)
+            yield piece
+
+    return pieces(), lambda: Checksum(name, encode(h.digest()))

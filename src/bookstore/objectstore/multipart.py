@@ -64,6 +64,7 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
                 number,
                 content.body,
                 customer_key=encryption.customer_key(call.headers),
+                copied=True,
             )
         finally:
             await release(content)

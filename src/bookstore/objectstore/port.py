@@ -325,8 +325,12 @@ class MultipartUploads(Protocol):
         *,
         checksum: Checksum | None = None,
         customer_key: CustomerKey | None = None,
+        copied: bool = False,
     ) -> Part:
-        """Store part `number` (1..10000), replacing an earlier part of that number."""
+        """Store part `number` (1..10000), replacing an earlier part of that number.
+
+        A `copied` part (UploadPartCopy) gets its upload's checksum computed as it is stored.
+        """
         ...
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]: ...

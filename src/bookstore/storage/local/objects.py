@@ -461,14 +461,21 @@ class LocalObjectStore:
         *,
         checksum: Checksum | None = None,
         customer_key: CustomerKey | None = None,
+        copied: bool = False,
     ) -> Part:
         if not 1 <= number <= _MAX_PART_NUMBER:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         with self.engine.exclusive() as db:
             upload = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
         cipher = self._unlock_meta(upload, customer_key)
-        kept = checksums.part_value(checksums.upload_from_json(upload.get("u")), checksum)
-        content = self._files.take(body, inline=False, cipher=cipher)
+        wanted = checksums.upload_from_json(upload.get("u"))
+        if copied and wanted is not None:
+            body, computed = checksums.tap(body, wanted[0])
+            content = self._files.take(body, inline=False, cipher=cipher)
+            kept = computed().value
+        else:
+            kept = checksums.part_value(wanted, checksum)
+            content = self._files.take(body, inline=False, cipher=cipher)
         assert content.blob_id is not None
         try:
             with self._tx() as db:

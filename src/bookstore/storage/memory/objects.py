@@ -414,13 +414,17 @@ class MemoryObjectStore:
         *,
         checksum: Checksum | None = None,
         customer_key: CustomerKey | None = None,
+        copied: bool = False,
     ) -> Part:
         if not 1 <= number <= _MAX_PART_NUMBER:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         upload = self._upload(bucket, key, upload_id)
         _unlock(upload.proof, customer_key)
-        kept = checksums.part_value(upload.checksum, checksum)
         data = _bytes(body)
+        if copied and upload.checksum is not None:
+            kept = checksums.of(data, upload.checksum[0])
+        else:
+            kept = checksums.part_value(upload.checksum, checksum)
         part = Part(
             number,
             hashlib.md5(data, usedforsecurity=False).hexdigest(),

@@ -356,6 +356,7 @@ class S3ObjectStore:
         *,
         checksum: Checksum | None = None,
         customer_key: CustomerKey | None = None,
+        copied: bool = False,
     ) -> Part:
         with _spooled(body) as (data, size):
             found = self._call(
