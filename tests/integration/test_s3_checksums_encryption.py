@@ -447,3 +447,18 @@ def test_a_copied_part_gets_its_uploads_checksum(s3: Any) -> None:
     )
     head = s3.head_object(Bucket=BUCKET, Key="k", ChecksumMode="ENABLED")
     assert head["ChecksumSHA256"] == f"{checksums.of(inner, 'SHA256')}-2"
+
+
+def test_a_part_checksum_that_differs_at_completion_is_refused(s3: Any) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", ChecksumAlgorithm="CRC32")["UploadId"]
+    sent = s3.upload_part(
+        Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=1, Body=b"only", ChecksumAlgorithm="CRC32"
+    )
+    wrong = [{"PartNumber": 1, "ETag": sent["ETag"], "ChecksumCRC32": checksums.of(b"other", "CRC32")}]
+    with pytest.raises(ClientError) as refused:
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": wrong}
+        )
+    assert code(refused) == ("InvalidPart", 400)
+    right = [{"PartNumber": 1, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]}]
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": right})

@@ -7,6 +7,7 @@ SSE-C key, and which headers and elements an answer carries about them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.responses import Response
 
@@ -14,7 +15,7 @@ from bookstore.objectstore import checksums, documents, encryption
 from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.context import S3Context, xml
 from bookstore.objectstore.encryption import CustomerKey
-from bookstore.objectstore.errors import InvalidArgument, InvalidRequest
+from bookstore.objectstore.errors import InvalidArgument, InvalidPart, InvalidRequest, NoSuchUpload
 from bookstore.objectstore.port import ObjectVersion
 from bookstore.objectstore.request import Call
 
@@ -76,6 +77,33 @@ def checksum_elements(checksum: Checksum | None) -> str:
         f"<Checksum{checksum.algorithm}>{documents.text(checksum.value)}</Checksum{checksum.algorithm}>"
         f"<ChecksumType>{checksum.type}</ChecksumType>"
     )
+
+
+async def check_part_checksums(ctx: S3Context, call: Call, parts: Any) -> None:
+    """InvalidPart when a part of CompleteMultipartUpload names a checksum other than the one stored.
+
+    Only when some part names one (the parts are read only then); an upload that is gone is left for
+    the completion itself to answer.
+    """
+    given: dict[int, str] = {}
+    for part in parts if isinstance(parts, list) else []:
+        for name in checksums.ALGORITHMS:
+            value = part.get(f"Checksum{name}") if isinstance(part, dict) else None
+            if isinstance(value, str) and str(part.get("PartNumber", "")).strip().isdigit():
+                given[int(str(part["PartNumber"]).strip())] = value.strip()
+    if not given:
+        return
+    try:
+        stored = await ctx.run(ctx.store.list_parts, call.bucket, call.object_key, call.query["uploadId"])
+    except NoSuchUpload:
+        return
+    for part in stored:
+        value = given.get(part.number)
+        if value is not None and part.checksum and value != part.checksum:
+            raise InvalidPart(
+                f"The checksum of part {part.number} does not match the one it was uploaded with: "
+                "upload it again"
+            )
 
 
 async def get_attributes(ctx: S3Context, call: Call) -> Response:

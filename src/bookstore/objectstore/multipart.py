@@ -122,6 +122,7 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
             raise MalformedXML("Each Part needs a PartNumber and an ETag")
         number = int_param(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
         parts.append((number, documents.scalar(part["ETag"], "ETag")))
+    await attributes.check_part_checksums(ctx, call, doc.get("Parts", []))
     version = await ctx.run(
         ctx.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
     )
