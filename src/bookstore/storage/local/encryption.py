@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from bookstore.domain.errors import StorageError
+from bookstore.storage.durability import fsync_directory
 
 KEY_FILE = "key.sse"
 IV_BYTES = 16
@@ -25,21 +26,30 @@ _BLOCK = 16
 
 
 def deployment_key(root: Path) -> bytes:
-    """The region's SSE-S3 key, from `root`/key.sse, written (mode 0600) by the first open."""
+    """The region's SSE-S3 key, from `root`/key.sse, written (mode 0600) by the first open.
+
+    Written whole to a temporary file, fsynced, then linked into place and the directory fsynced: a
+    crash leaves no key or the whole key, never a short one (every blob would be unreadable).
+    """
     path = root / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise StorageError(f"object store: {path} is not a 32-byte key") from None
-        return key
-    try:
-        key = secrets.token_bytes(32)
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not path.exists():
+        temp = root / f".{KEY_FILE}.{secrets.token_hex(8)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)
+            fsync_directory(root)
+        except FileExistsError:
+            pass  # another opener's key won; this one was never used
+        finally:
+            temp.unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise StorageError(f"object store: {path} is not a 32-byte key")
     return key
 
 
