@@ -440,7 +440,7 @@ def test_odd_keys_are_stored_and_returned_exactly_through_forwarding_and_replica
         assert sorted(listed) == sorted(ODD_KEYS)
     # Nothing outside the stores' roots, nothing inside named after a key.
     data = system.data_dir
-    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp"}
+    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp", "key.sse"}
     for region in (EU, AP):
         assert {p.name for p in (data / region / "objects").iterdir()} <= allowed
     names = {p.name for p in data.rglob("*")}
