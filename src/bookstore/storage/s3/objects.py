@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
-from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
+from bookstore.objectstore.checksums import ALGORITHMS, Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import (
@@ -554,6 +554,11 @@ class S3ObjectStore:
             tags={t["Key"]: t["Value"] for t in tag_set},
             replication_status=status if status in ("PENDING", "COMPLETED", "FAILED", "REPLICA") else None,
             parts_count=found.get("PartsCount"),
+            checksum=_checksum(found),
+            encryption="SSE-C"
+            if found.get("SSECustomerAlgorithm")
+            else str(found.get("ServerSideEncryption") or ""),
+            sse_key_md5=str(found.get("SSECustomerKeyMD5") or ""),
         )
 
     def _listed(self, bucket: str, entry: Mapping[str, Any], *, marker: bool) -> ObjectVersion:
@@ -687,3 +692,13 @@ def _sse_c(customer_key: CustomerKey | None) -> dict[str, Any]:
     if customer_key is None:
         return {}
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": customer_key.key}
+
+
+def _checksum(found: Mapping[str, Any]) -> Checksum | None:
+    """The checksum S3 returned (with ChecksumMode, which this adapter does not ask for: mostly None)."""
+    for name in ALGORITHMS:
+        value = found.get(f"Checksum{name}")
+        if value:
+            kind: ChecksumType = "COMPOSITE" if found.get("ChecksumType") == "COMPOSITE" else "FULL_OBJECT"
+            return Checksum(name, str(value), kind)
+    return None
