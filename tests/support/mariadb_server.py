@@ -68,6 +68,9 @@ def _template_datadir() -> Path:
         root = Path(tempfile.mkdtemp(prefix="mdb-template-"))
         atexit.register(shutil.rmtree, root, True)
         datadir = root / "data"
+        # Its own directory for temporary tables: in the shared /tmp, another process's clean-up deleted
+        # the installer's temporary files under load (CI: "Error on delete of '/tmp/#sql-temptable-...'").
+        (root / "tmp").mkdir()
         result = subprocess.run(
             [
                 installer,
@@ -76,6 +79,7 @@ def _template_datadir() -> Path:
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
+                f"--tmpdir={root / 'tmp'}",
                 *_as_root(),
             ],
             stdout=subprocess.PIPE,
@@ -128,6 +132,7 @@ class MariaDBServer:
             f"--pid-file={self.datadir.parent / 'mariadbd.pid'}",
             f"--log-error={self.log_path}",
             f"--server-id={self.server_id}",
+            f"--tmpdir={self.datadir.parent}",  # not the shared /tmp, as for the installer
             *_as_root(),
             *FAST_ARGS,
             *self.extra_args,
