@@ -462,3 +462,12 @@ def test_a_part_checksum_that_differs_at_completion_is_refused(s3: Any) -> None:
     assert code(refused) == ("InvalidPart", 400)
     right = [{"PartNumber": 1, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]}]
     s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": right})
+
+
+def test_list_parts_shows_each_parts_checksum(s3: Any) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", ChecksumAlgorithm="CRC32C")["UploadId"]
+    s3.upload_part(
+        Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=1, Body=b"one", ChecksumAlgorithm="CRC32C"
+    )
+    (part,) = s3.list_parts(Bucket=BUCKET, Key="k", UploadId=upload_id)["Parts"]
+    assert part["ChecksumCRC32C"] == checksums.of(b"one", "CRC32C")

@@ -526,3 +526,8 @@ def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System,
     replicated(s3, singapore, "after.txt", later["VersionId"])
     with pytest.raises(ClientError):
         s3.head_object(Bucket=singapore, Key="secret.txt", VersionId=kept["VersionId"], **sse_c)
+    # SSE-C through the Ireland endpoint into a Singapore bucket: the request, key included, is forwarded.
+    s3.put_object(Bucket=singapore, Key="direct-secret.txt", Body=b"forwarded", **sse_c)
+    assert s3.get_object(Bucket=singapore, Key="direct-secret.txt", **sse_c)["Body"].read() == b"forwarded"
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=singapore, Key="direct-secret.txt")

@@ -206,6 +206,13 @@ def part_value(upload: tuple[Algorithm, ChecksumType] | None, given: Checksum | 
     return given.value
 
 
+def part_algorithm(upload: tuple[Algorithm, ChecksumType] | None, kept: str) -> str:
+    """The algorithm of a part's kept checksum `kept` (part_value), "" when it has none."""
+    if not kept:
+        return ""
+    return DEFAULT if upload is None else upload[0]
+
+
 def completed(
     upload: tuple[Algorithm, ChecksumType] | None, parts: Sequence[tuple[str, int]]
 ) -> Checksum | None:

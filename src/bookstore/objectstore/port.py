@@ -163,8 +163,9 @@ class Part:
     etag: str
     size: int
     last_modified_ms: int
-    # The part's base64 checksum of its upload's algorithm, "" when the upload has none.
+    # The part's base64 checksum of its upload's algorithm (or the default one), "" when it has none.
     checksum: str = ""
+    checksum_algorithm: str = ""
 
 
 class Buckets(Protocol):

@@ -483,7 +483,14 @@ class LocalObjectStore:
                 old = db.execute(
                     "SELECT blob_id FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
                 ).fetchone()
-                part = Part(number, content.md5, content.size, self._clock.now_ms(), kept)
+                part = Part(
+                    number,
+                    content.md5,
+                    content.size,
+                    self._clock.now_ms(),
+                    kept,
+                    checksums.part_algorithm(wanted, kept),
+                )
                 db.execute(
                     "INSERT OR REPLACE INTO parts "
                     "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum) "
@@ -499,13 +506,17 @@ class LocalObjectStore:
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
         with self.engine.exclusive() as db:
-            self._upload(db, bucket, key, upload_id)
+            meta = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
             rows = db.execute(
                 "SELECT number, etag, size, last_modified_ms, checksum FROM parts "
                 "WHERE upload_id = ? ORDER BY number",
                 (upload_id,),
             ).fetchall()
-        return [Part(*row) for row in rows]
+        wanted = checksums.upload_from_json(meta.get("u"))
+        return [
+            Part(n, etag, size, ms, kept, checksums.part_algorithm(wanted, kept))
+            for n, etag, size, ms, kept in rows
+        ]
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]

@@ -431,6 +431,7 @@ class MemoryObjectStore:
             len(data),
             self._clock.now_ms(),
             kept,
+            checksums.part_algorithm(upload.checksum, kept),
         )
         with self._lock:
             self._upload(bucket, key, upload_id).parts[number] = (part, data)
