@@ -48,7 +48,8 @@ def test_a_store_from_before_encryption_still_reads_and_gains_the_parts_column(t
     db = sqlite3.connect(root / "objects.sqlite3")
     db.execute(
         "INSERT INTO versions (bucket, key, sort_id, version_id, latest, marker, last_modified_ms, size, "
-        "etag, content_type, meta, inline) VALUES ('old', 'k', '0', 'null', 1, 0, 1, 5, 'x', 'text/plain', ?, ?)",
+        "etag, content_type, meta, inline) "
+        "VALUES ('old', 'k', '0', 'null', 1, 0, 1, 5, 'x', 'text/plain', ?, ?)",
         (orjson.dumps({"m": {}, "h": {}, "t": {}}), b"hello"),
     )
     db.execute("DROP TABLE parts")
