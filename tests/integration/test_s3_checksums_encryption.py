@@ -471,3 +471,29 @@ def test_list_parts_shows_each_parts_checksum(s3: Any) -> None:
     )
     (part,) = s3.list_parts(Bucket=BUCKET, Key="k", UploadId=upload_id)["Parts"]
     assert part["ChecksumCRC32C"] == checksums.of(b"one", "CRC32C")
+
+
+def test_copying_an_object_onto_itself_changes_its_encryption(s3: Any) -> None:
+    key, other = new_key(), new_key()
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"re-keyed", **sse_c(key))
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="k",
+        CopySource={"Bucket": BUCKET, "Key": "k"},
+        CopySourceSSECustomerAlgorithm="AES256",
+        CopySourceSSECustomerKey=key,
+        **sse_c(other),
+    )
+    assert s3.get_object(Bucket=BUCKET, Key="k", **sse_c(other))["Body"].read() == b"re-keyed"
+    with pytest.raises(ClientError) as old:
+        s3.get_object(Bucket=BUCKET, Key="k", **sse_c(key))
+    assert code(old)[1] == 403
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="k",
+        CopySource={"Bucket": BUCKET, "Key": "k"},
+        CopySourceSSECustomerAlgorithm="AES256",
+        CopySourceSSECustomerKey=other,
+        ServerSideEncryption="AES256",
+    )
+    assert s3.get_object(Bucket=BUCKET, Key="k")["ServerSideEncryption"] == "AES256"

@@ -101,7 +101,10 @@ async def copy(ctx: S3Context, call: Call) -> Response:
     tag_directive = call.headers.get("x-amz-tagging-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE") or tag_directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("x-amz-metadata-directive and x-amz-tagging-directive are COPY or REPLACE")
-    if (source_bucket, source_key) == (call.bucket, key) and source_version is None and directive == "COPY":
+    # Copying an object onto itself is how S3 changes its encryption (SSE-C to SSE-S3, or a new key).
+    encrypts = any(h in call.headers for h in ("x-amz-server-side-encryption", encryption.CUSTOMER + "key"))
+    same = (source_bucket, source_key) == (call.bucket, key) and source_version is None
+    if same and directive == "COPY" and not encrypts:
         raise InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without "
             "changing the object's metadata, storage class, website redirect location or encryption "
