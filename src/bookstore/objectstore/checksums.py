@@ -137,7 +137,7 @@ def upload_type(name: Algorithm, requested: str | None) -> ChecksumType:
         return "FULL_OBJECT"
     if wanted == "FULL_OBJECT":
         raise InvalidRequest(f"The {name} checksum algorithm does not support the FULL_OBJECT checksum type")
-    raise InvalidArgument(f"Value for x-amz-checksum-type header is invalid: {requested[:20]!r}")  # type: ignore[index]
+    raise InvalidArgument(f"Value for x-amz-checksum-type header is invalid: {wanted[:20]!r}")
 
 
 def multipart(name: Algorithm, kind: ChecksumType, parts: Sequence[tuple[str, int]]) -> Checksum:
