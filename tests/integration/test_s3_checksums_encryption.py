@@ -497,3 +497,15 @@ def test_copying_an_object_onto_itself_changes_its_encryption(s3: Any) -> None:
         ServerSideEncryption="AES256",
     )
     assert s3.get_object(Bucket=BUCKET, Key="k")["ServerSideEncryption"] == "AES256"
+
+
+def test_two_checksums_on_one_body_are_refused(server: S3Server) -> None:
+    body = b"twice"
+    headers = {
+        "x-amz-content-sha256": hashlib.sha256(body).hexdigest(),
+        "x-amz-checksum-crc32": checksums.of(body, "CRC32"),
+        "x-amz-checksum-sha1": checksums.of(body, "SHA1"),
+    }
+    server.client().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    answer = server.signed("PUT", f"/{BUCKET}/k", body, headers)
+    assert answer.status_code == 400 and "InvalidRequest" in answer.text

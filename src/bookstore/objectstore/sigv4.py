@@ -500,6 +500,10 @@ class Checksums:
         announced = {t.strip().lower() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()}
         names = {header: name for name, header in checksums.HEADERS.items()}
         wanted = [names[h] for h in names if h in announced or h in headers]
+        if len(wanted) > 1:
+            raise InvalidRequest(
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            )
         self.defaulted = not wanted
         if self.defaulted:
             wanted = [checksums.DEFAULT]
