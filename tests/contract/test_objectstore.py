@@ -958,6 +958,12 @@ def test_a_version_keeps_its_checksum_and_an_upload_composes_one(adapter: Adapte
         )
     version = store.complete_upload(bucket, "big", upload_id, done)
     assert version.checksum == Checksum("CRC32C", checksums.of(b"".join(parts), "CRC32C"), "FULL_OBJECT")
+    listed = store.completed_parts(bucket, "big")
+    assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in listed] == [
+        (n, len(part), checksums.of(part, "CRC32C"), "CRC32C") for n, part in enumerate(parts, start=1)
+    ]
+    store.put_object(bucket, "small", b"one piece")
+    assert store.completed_parts(bucket, "small") == []
 
 
 def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:

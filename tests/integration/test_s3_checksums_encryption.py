@@ -152,10 +152,20 @@ def test_get_object_attributes(s3: Any) -> None:
     assert got["Checksum"]["ChecksumSHA256"] == checksums.of(body, "SHA256")
     assert got["StorageClass"] == "STANDARD"
     assert got["ObjectSize"] == len(body)
-    upload(s3, "big", [pattern(5 * MiB), b"end"], ChecksumAlgorithm="CRC32")
+    pieces = [pattern(5 * MiB), pattern(5 * MiB)[::-1], b"end"]
+    upload(s3, "big", pieces, ChecksumAlgorithm="CRC32")
     parts = s3.get_object_attributes(Bucket=BUCKET, Key="big", ObjectAttributes=["ObjectParts", "Checksum"])
-    assert parts["ObjectParts"]["TotalPartsCount"] == 2
-    assert parts["Checksum"]["ChecksumCRC32"].endswith("-2")
+    assert parts["ObjectParts"]["TotalPartsCount"] == 3
+    assert parts["Checksum"]["ChecksumCRC32"].endswith("-3")
+    listed = parts["ObjectParts"]["Parts"]
+    assert [(p["PartNumber"], p["Size"], p["ChecksumCRC32"]) for p in listed] == [
+        (n, len(piece), checksums.of(piece, "CRC32")) for n, piece in enumerate(pieces, start=1)
+    ]
+    paged = s3.get_object_attributes(
+        Bucket=BUCKET, Key="big", ObjectAttributes=["ObjectParts"], MaxParts=1, PartNumberMarker=1
+    )["ObjectParts"]
+    assert [p["PartNumber"] for p in paged["Parts"]] == [2]
+    assert paged["IsTruncated"] and paged["NextPartNumberMarker"] == 2
     with pytest.raises(ClientError) as bad:
         s3.get_object_attributes(Bucket=BUCKET, Key="small", ObjectAttributes=["Colour"])
     assert code(bad) == ("InvalidArgument", 400)

@@ -16,8 +16,8 @@ from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.context import S3Context, xml
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidArgument, InvalidPart, InvalidRequest, NoSuchUpload
-from bookstore.objectstore.port import ObjectVersion
-from bookstore.objectstore.request import Call
+from bookstore.objectstore.port import ObjectVersion, Part
+from bookstore.objectstore.request import Call, int_param
 
 _ATTRIBUTES = {"etag", "checksum", "objectparts", "storageclass", "objectsize"}
 
@@ -129,7 +129,10 @@ async def get_attributes(ctx: S3Context, call: Call) -> Response:
     if "checksum" in wanted and version.checksum is not None:
         body.append(f"<Checksum>{checksum_elements(version.checksum)}</Checksum>")
     if "objectparts" in wanted and version.parts_count is not None:
-        body.append(f"<ObjectParts><PartsCount>{version.parts_count}</PartsCount></ObjectParts>")
+        parts = await ctx.run(
+            ctx.store.completed_parts, call.bucket, call.object_key, version_id=version.version_id
+        )
+        body.append(f"<ObjectParts>{_object_parts(version.parts_count, parts, call.headers)}</ObjectParts>")
     if "storageclass" in wanted:
         body.append("<StorageClass>STANDARD</StorageClass>")
     if "objectsize" in wanted:
@@ -138,3 +141,26 @@ async def get_attributes(ctx: S3Context, call: Call) -> Response:
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
     return xml(documents.document("GetObjectAttributesResponse", "".join(body)), out)
+
+
+def _object_parts(count: int, parts: list[Part], headers: Mapping[str, str]) -> str:
+    """ObjectParts of GetObjectAttributes: the count, and a page of the parts when they have checksums
+    (S3 lists parts only for uploads with checksums), by x-amz-max-parts and x-amz-part-number-marker."""
+    out = f"<PartsCount>{count}</PartsCount>"
+    if not parts or not all(p.checksum for p in parts):
+        return out
+    marker = int_param(headers.get("x-amz-part-number-marker"), 0, "x-amz-part-number-marker", 0, 10_000)
+    most = int_param(headers.get("x-amz-max-parts"), 1000, "x-amz-max-parts", 0, 1000)
+    after = [p for p in parts if p.number > marker]
+    page = after[:most]
+    out += f"<PartNumberMarker>{marker}</PartNumberMarker><MaxParts>{most}</MaxParts>"
+    out += f"<IsTruncated>{str(len(after) > len(page)).lower()}</IsTruncated>"
+    if page:
+        out += f"<NextPartNumberMarker>{page[-1].number}</NextPartNumberMarker>"
+    for p in page:
+        name = p.checksum_algorithm
+        out += (
+            f"<Part><PartNumber>{p.number}</PartNumber><Size>{p.size}</Size>"
+            f"<Checksum{name}>{documents.text(p.checksum)}</Checksum{name}></Part>"
+        )
+    return out

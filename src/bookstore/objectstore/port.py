@@ -336,6 +336,13 @@ class MultipartUploads(Protocol):
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]: ...
 
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        """The parts a version was completed from, in order: number, size and checksum (ETag empty).
+
+        [] for a version not written by a multipart upload, or whose parts are not known (a replica).
+        """
+        ...
+
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> ObjectVersion:

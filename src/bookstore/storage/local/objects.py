@@ -518,6 +518,20 @@ class LocalObjectStore:
             for n, etag, size, ms, kept in rows
         ]
 
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        with self.engine.exclusive() as db:
+            row, _, blobs = self._row(db, bucket, key, version_id, body=True)
+        version = version_of(row)
+        segments = orjson.loads(blobs) if blobs else []
+        if version.parts_count is None or len(segments) != version.parts_count:
+            return []
+        kept = orjson.loads(row[11]).get("p") or [""] * len(segments)
+        name = version.checksum.algorithm if version.checksum is not None else ""
+        return [
+            Part(n, "", int(size), version.last_modified_ms, value, name if value else "")
+            for n, ((_, size), value) in enumerate(zip(segments, kept, strict=True), start=1)
+        ]
+
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> ObjectVersion:
@@ -560,6 +574,8 @@ class LocalObjectStore:
             checksum = checksums.completed(checksums.upload_from_json(meta.pop("u", None)), kept)
             if checksum is not None:
                 meta["c"] = checksum.to_json()
+                # The parts' checksums, for GetObjectAttributes (their sizes are the segments').
+                meta["p"] = [value for value, _ in kept]
             version, replaced = self._insert(
                 db,
                 state,

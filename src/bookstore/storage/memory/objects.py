@@ -80,6 +80,8 @@ class _Stored:
     seq: int
     # The proof of its SSE-C key (the fake keeps bytes in clear, but checks keys as the real stores do).
     proof: KeyProof | None = None
+    # The parts it was completed from (multipart uploads).
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass
@@ -442,6 +444,10 @@ class MemoryObjectStore:
             upload = self._upload(bucket, key, upload_id)
             return [upload.parts[n][0] for n in sorted(upload.parts)]
 
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        with self._lock:
+            return list(self._find(bucket, key, version_id).parts)
+
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> ObjectVersion:
@@ -487,7 +493,19 @@ class MemoryObjectStore:
                 encryption=SSE_S3 if upload.proof is None else SSE_C,
                 sse_key_md5="" if upload.proof is None else upload.proof.md5,
             )
-            version = self._write(template, data, proof=upload.proof)
+            checksum = template.checksum
+            done = tuple(
+                Part(
+                    n,
+                    "",
+                    size,
+                    0,
+                    value if checksum else "",
+                    checksum.algorithm if checksum and value else "",
+                )
+                for n, (value, size) in enumerate(kept, start=1)
+            )
+            version = self._write(template, data, proof=upload.proof, parts=done)
             del self._uploads[upload_id]
             return version
 
@@ -631,7 +649,13 @@ class MemoryObjectStore:
         return replace(stored.version, is_latest=bool(held) and held[-1] is stored)
 
     def _write(
-        self, template: ObjectVersion, data: bytes, *, replicate: bool = True, proof: KeyProof | None = None
+        self,
+        template: ObjectVersion,
+        data: bytes,
+        *,
+        replicate: bool = True,
+        proof: KeyProof | None = None,
+        parts: tuple[Part, ...] = (),
     ) -> ObjectVersion:
         """Add a version (or delete marker) as a new write: its id, time and replication status."""
         queued = False
@@ -660,7 +684,7 @@ class MemoryObjectStore:
             version = replace(
                 template, version_id=version_id, last_modified_ms=now, replication_status=status
             )
-            stored = _Stored(version, data, (ms, sort_id), seq, proof)
+            stored = _Stored(version, data, (ms, sort_id), seq, proof, parts)
             held.append(stored)
             shown = self._shown(stored)
         if queued:

@@ -385,6 +385,10 @@ class S3ObjectStore:
                 return parts
             marker = found["NextPartNumberMarker"]
 
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        # S3 keeps them, and answers GetObjectAttributes itself; the API over this adapter lists none.
+        return []
+
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> ObjectVersion:
