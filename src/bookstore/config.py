@@ -201,6 +201,20 @@ class Edge(BaseModel):
         return self.health or HEALTH_PRESETS[self.health_preset]
 
 
+class Observability(BaseModel):
+    """Logs and traces: what a process writes for an operator's tools (issue 18)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "text" for people, "json" (one object a line) for a log collector; `--log-format` overrides.
+    log_format: Literal["text", "json"] = "text"
+    # One line per request (with its request id) from the regions and the edge; off, as it costs time.
+    access_log: bool = False
+    # Where OpenTelemetry traces go (OTLP over HTTP, e.g. http://127.0.0.1:4318); None: the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) when set, else no tracing at all.
+    otlp_endpoint: str | None = None
+
+
 class Topology(BaseModel):
     """Everything that differs between deployments; the defaults need no file."""
 
@@ -219,6 +233,7 @@ class Topology(BaseModel):
     control_port: int = 7070
     # The edge process and its DNS server (bookstore.edge).
     edge: Edge = Field(default_factory=Edge)
+    observability: Observability = Field(default_factory=Observability)
     # Lifetime of access tokens, seconds.
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600

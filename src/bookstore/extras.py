@@ -9,7 +9,14 @@ from types import ModuleType
 from bookstore.config import Topology
 
 # The import name of each optional package and the extra that installs it.
-EXTRAS: dict[str, str] = {"redis": "redis", "pymysql": "mysql", "matplotlib": "report", "boto3": "aws"}
+EXTRAS: dict[str, str] = {
+    "redis": "redis",
+    "pymysql": "mysql",
+    "matplotlib": "report",
+    "boto3": "aws",
+    # opentelemetry itself (the API) comes with FastAPI; the SDK and the exporter are the extra's.
+    "opentelemetry.sdk": "otel",
+}
 
 
 class MissingExtra(RuntimeError):
@@ -31,7 +38,7 @@ def require(module: str, feature: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == module:
+        if exc.name is not None and (exc.name.split(".")[0] == module or module.startswith(exc.name)):
             raise MissingExtra(feature, module) from None
         raise
 
@@ -48,6 +55,8 @@ def _needs(topology: Topology) -> list[_Need]:
         needs.append(_Need("redis", '[storage] ranking = "redis"'))
     if topology.storage.blog == "mysql":
         needs.append(_Need("pymysql", '[storage] blog = "mysql"'))
+    if topology.observability.otlp_endpoint is not None:
+        needs.append(_Need("opentelemetry.sdk", "[observability] otlp_endpoint"))
     return needs
 
 

@@ -324,3 +324,33 @@ def _found(client: TestClient, q: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = r.json()
     assert found
     return found
+
+
+def test_every_answer_carries_its_request_id_the_clients_when_usable(client: TestClient) -> None:
+    given = client.get("/books", headers={"X-Request-Id": "shopper-42"})
+    assert given.headers["x-request-id"] == "shopper-42"
+    fresh = client.get("/books/nope", headers={"X-Request-Id": "bad id with spaces"})
+    assert fresh.status_code == 404
+    assert fresh.headers["x-request-id"] != "bad id with spaces" and len(fresh.headers["x-request-id"]) == 16
+    assert client.get("/health").headers["x-request-id"] != client.get("/health").headers["x-request-id"]
+
+
+def test_metrics_that_only_go_up_are_counters_named_as_prometheus_asks(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    """Group commit's figures are Counters (`_total`); durations end in `_seconds` (issue 18)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    added = client.post("/cart", json={"bookId": "bk-cook-001", "quantity": 1}, headers=alice)
+    assert added.status_code == 201
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    for name in ("bookstore_group_commit_transactions", "bookstore_group_commit_units"):
+        assert families[name].type == "counter"
+        assert families[name].samples[0].name == f"{name}_total"
+        assert families[name].samples[0].value >= 1
+    assert families["bookstore_http_requests"].type == "counter"
+    assert families["bookstore_http_request_duration_seconds"].type == "histogram"
+    assert families["bookstore_stream_consumer_rebuilds"].type == "counter"
+    for family in families.values():
+        if family.type == "gauge":
+            assert not family.name.endswith("_total"), family.name

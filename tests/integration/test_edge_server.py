@@ -286,3 +286,12 @@ def test_status_and_metrics_describe_targets_records_and_refusals(edge: Edge) ->
     metrics = httpx.get(edge.url + "/edge/metrics", headers=edge.operator).text
     assert 'bookstore_edge_target_healthy{region="eu-west-1",target="api:eu-west-1"} 0.0' in metrics
     assert "bookstore_edge_refused_total" in metrics
+
+
+def test_the_edge_answers_with_the_request_id_the_clients_when_usable(edge: Edge) -> None:
+    answer = httpx.get(edge.url + "/api/truth", headers={"X-Request-Id": "from-the-client"})
+    assert answer.headers["x-request-id"] == "from-the-client"
+    replaced = httpx.get(edge.url + "/api/truth", headers={"X-Request-Id": "x" * 65})
+    assert len(replaced.headers["x-request-id"]) == 16
+    refused = httpx.get(edge.url + "/api/replication/follow")
+    assert refused.status_code == 404 and len(refused.headers["x-request-id"]) == 16

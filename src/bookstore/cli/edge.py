@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bookstore.cli.options import DataDir, TopologyFile, load_topology
+from bookstore.cli.options import DataDir, LogFormatOpt, TopologyFile, load_topology, with_log_format
 
 app = typer.Typer(
     help="The edge: one address for the API, the blog and the storefront.", no_args_is_help=True
@@ -14,10 +14,12 @@ app = typer.Typer(
 
 
 @app.command("serve")
-def edge_serve(topology: TopologyFile = None, data_dir: DataDir = Path("data")) -> None:
+def edge_serve(
+    topology: TopologyFile = None, data_dir: DataDir = Path("data"), log_format: LogFormatOpt = None
+) -> None:
     """Serve the edge (HTTP and DNS) at the topology's edge address until stopped (what `up` runs)."""
     from bookstore.edge.server import serve
     from bookstore.runtime.secret import deployment_credentials
 
     # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
-    serve(load_topology(topology), deployment_credentials(data_dir))
+    serve(with_log_format(load_topology(topology), log_format), deployment_credentials(data_dir))

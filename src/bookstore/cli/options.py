@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,32 @@ RegionArg = Annotated[str, typer.Argument(help="Region id, e.g. eu-west-1.")]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="Region id; default: the home region.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (one document on stdout).")]
 AsJsonNotTable = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogFormatOpt = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format",
+        help="Log lines as text (for people) or JSON (one object a line, for a collector); default: the "
+        "topology's [observability] log_format.",
+    ),
+]
+# The variable that carries --log-format to the processes a command starts (they load the topology).
+LOG_FORMAT_ENV = "BOOKSTORE_OBSERVABILITY__LOG_FORMAT"
+
+
+def with_log_format(topology: Topology, log_format: LogFormat | None) -> Topology:
+    """The topology with `--log-format` applied; also set for the child processes this one starts."""
+    if log_format is None:
+        return topology
+    os.environ[LOG_FORMAT_ENV] = log_format.value
+    observability = topology.observability.model_copy(update={"log_format": log_format.value})
+    return topology.model_copy(update={"observability": observability})
 
 
 def show(as_json: bool, document: Any, text: str) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from bookstore.cli.control import region_action
 from bookstore.cli.exits import fail
-from bookstore.cli.options import DataDir, TopologyFile, load_topology
+from bookstore.cli.options import DataDir, LogFormatOpt, TopologyFile, load_topology, with_log_format
 
 app = typer.Typer(help="Run one region.", no_args_is_help=True)
 
@@ -19,12 +19,13 @@ def region_serve(
     region: Annotated[str, typer.Option("--region", help="Region id, e.g. eu-west-1.")],
     data_dir: DataDir = Path("data"),
     topology: TopologyFile = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve one region's API on its loopback address until stopped."""
     from bookstore.region.process import serve
     from bookstore.storage.local.ownership import DataDirInUse
 
-    topo = load_topology(topology)
+    topo = with_log_format(load_topology(topology), log_format)
     try:
         topo.region(region)
     except KeyError as exc:

@@ -14,10 +14,12 @@ from bookstore.cli.options import (
     AsJson,
     AsJsonNotTable,
     DataDir,
+    LogFormatOpt,
     RegionOpt,
     TopologyFile,
     load_topology,
     show,
+    with_log_format,
 )
 from bookstore.cli.region_access import on_region
 from bookstore.config import Topology
@@ -27,17 +29,20 @@ if TYPE_CHECKING:
     from bookstore.runtime.commands import RegionCommands
 
 
-def up(data_dir: DataDir = Path("data"), topology: TopologyFile = None) -> None:
+def up(
+    data_dir: DataDir = Path("data"), topology: TopologyFile = None, log_format: LogFormatOpt = None
+) -> None:
     """Start the system (seeding the catalog on first use) and keep it running until Ctrl-C."""
     from bookstore.extras import check_topology
     from bookstore.runtime import logs
     from bookstore.runtime.secret import deployment_credentials
     from bookstore.supervisor import processes as supervisor
 
-    topo = load_topology(topology)
+    # The regions and the edge, started as processes, take --log-format from the environment.
+    topo = with_log_format(load_topology(topology), log_format)
     # An engine whose extra is missing is named now, not in a region's log after it failed to start.
     check_topology(topo)
-    logs.configure("supervisor")
+    logs.configure("supervisor", log_format=topo.observability.log_format)
     step = logging.getLogger("bookstore.up").info
     step("credentials of this deployment in %s", data_dir.resolve())
     # The deployment's own credentials, made on the first start in this data directory.

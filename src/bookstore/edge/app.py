@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.api.client_address import HEADER as CLIENT_HEADER
 from bookstore.api.client_address import vouch
@@ -47,9 +47,12 @@ from bookstore.edge.replies import DROPPED_ANSWER, VIA, error_body, head_respons
 from bookstore.edge.requests import EdgeRequest, Refusal, inspect, read_body, refuse, shopper_api
 from bookstore.edge.routing import Routing
 from bookstore.edge.upstream import Answer, Origin, UpstreamError
+from bookstore.kernel import request_ids
 from bookstore.objectstore.namespace import site_bucket
+from bookstore.runtime.logs import ACCESS
 from bookstore.runtime.operator import OperatorAccess
 from bookstore.runtime.secret import Credentials
+from bookstore.runtime.tracing import Tracing
 
 log = logging.getLogger("bookstore.edge")
 
@@ -66,9 +69,17 @@ class EdgeApp:
     """The edge as an ASGI app (its lifespan starts the health checks and the DNS server)."""
 
     def __init__(
-        self, topology: Topology, *, dns: bool = True, credentials: Credentials | None = None
+        self,
+        topology: Topology,
+        *,
+        dns: bool = True,
+        credentials: Credentials | None = None,
+        traces: Tracing | None = None,
     ) -> None:
-        """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds."""
+        """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds.
+
+        `traces`: a span per request, passed on to the region as its traceparent; None: nothing installed.
+        """
         from bookstore.objectstore.setup import site_keys
 
         edge = topology.edge
@@ -117,6 +128,8 @@ class EdgeApp:
             breaker=edge.breaker,
         )
         self.counters = EdgeCounters()
+        # Chosen once: without an access log a request pays nothing for it.
+        self.access_log = logging.getLogger(ACCESS) if topology.observability.access_log else None
         self.collector = EdgeCollector(self.counters, self.checker, self.routing)
         self.allowed_hosts = self._hosts()
         self.dns_enabled = dns
@@ -126,6 +139,10 @@ class EdgeApp:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._dns_transport: asyncio.DatagramTransport | None = None
+        # The HTTP handler, traced or not: chosen once, so an untraced request pays nothing for tracing.
+        self._serve_http: ASGIApp = (
+            self._http if traces is None else traces.middleware(self._http, propagate=True)
+        )
         # /edge/...: operations (status, metrics, overview, control, the operator page); set by server.py.
         self.operations: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
@@ -271,7 +288,7 @@ class EdgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._serve_http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -319,11 +336,19 @@ class EdgeApp:
             if exc.status == 405:
                 proxied = path.startswith(("/api/", "/blog/")) or path in ("/api", "/blog")
                 extra.append((b"allow", _ALLOW_PROXY if proxied else _ALLOW_STATIC))
+            extra.append((request_ids.HEADER, request_ids.new()))
             await respond_error(send, exc.status, exc.code, exc.message, extra)
         except Exception:
             # A fault of the edge itself: logged, and answered as JSON like every error.
-            log.exception("event=edge_error path=%s", path[:200])
-            await respond_error(send, 500, "InternalError", "the edge failed on this request; try again")
+            rid = request_ids.new()
+            log.exception("event=edge_error path=%s request_id=%s", path[:200], rid.decode())
+            await respond_error(
+                send,
+                500,
+                "InternalError",
+                "the edge failed on this request; try again",
+                [(request_ids.HEADER, rid)],
+            )
 
     # API and blog -----------------------------------------------------------------------------------
 
@@ -366,6 +391,8 @@ class EdgeApp:
             return
         body = await read_body(receive, request)
         forward = request.forward
+        id_header = (request_ids.HEADER, request.request_id)
+        forward.append(id_header)
         client = scope.get("client")
         forward.append((b"x-forwarded-for", (client[0] if client else "unknown").encode()))
         forward.append((CLIENT_HEADER, vouch(self.secret, client[0] if client else "unknown")))
@@ -401,24 +428,29 @@ class EdgeApp:
             status = 504 if timed_out else 502
             self.counters.failed[(record, "timeout" if timed_out else "no answer")] += 1
             self.counters.served(record, None, status, time.perf_counter() - started)
+            if self.access_log is not None:
+                self._log_access(scope, request, status, "", started)
             await respond_error(
                 send,
                 status,
                 "GatewayTimeout" if timed_out else "BadGateway",
                 f"{' and '.join(attempts)} did not answer ({problem}); "
                 + ("try again" if idempotent else "the request was not retried: it is not idempotent"),
-                [(ORIGIN_HEADER, attempts[-1].encode())],
+                [(ORIGIN_HEADER, attempts[-1].encode()), id_header],
             )
             return
         if served_by != attempts[0]:
             self.counters.failovers[(record, attempts[0], served_by)] += 1
         headers = [(k, v) for k, v in answer.headers if k not in DROPPED_ANSWER]
         headers.append((ORIGIN_HEADER, served_by.encode()))
+        headers.append(id_header)
         if served_by != attempts[0]:
             # As the origin group says it for static content: the client (a drill) sees the retry.
             headers.append((FAILOVER_HEADER, f"{attempts[0]}: {problem}"[:300].encode("latin-1", "replace")))
         headers.append(VIA)
         self.counters.served(record, served_by, answer.status, time.perf_counter() - started)
+        if self.access_log is not None:
+            self._log_access(scope, request, answer.status, served_by, started)
         if method == "HEAD":
             await head_response(send, answer, headers)
             return
@@ -438,7 +470,9 @@ class EdgeApp:
             raise refuse(400, "BadRequest", str(exc), "path") from None
         if method == "OPTIONS":
             # The buckets answer no OPTIONS (no CORS configuration): the edge says what it allows.
-            await respond(send, 204, [(b"allow", _ALLOW_STATIC), VIA], b"")
+            await respond(
+                send, 204, [(b"allow", _ALLOW_STATIC), VIA, (request_ids.HEADER, request.request_id)], b""
+            )
             return
         extra = [(k, v) for k, v in request.forward if k in cdn.FORWARDED_HEADERS]
         order = self.routing.static_order()
@@ -464,19 +498,24 @@ class EdgeApp:
             timed_out = fetched.timed_out
             self.counters.failed[("static", "no answer")] += 1
             self.counters.served("static", None, 504 if timed_out else 502, time.perf_counter() - started)
+            if self.access_log is not None:
+                self._log_access(scope, request, 504 if timed_out else 502, "", started)
             await respond_error(
                 send,
                 504 if timed_out else 502,
                 "GatewayTimeout" if timed_out else "BadGateway",
                 f"no origin answered for /{key}: {fetched.error}",
+                [(request_ids.HEADER, request.request_id)],
             )
             return
         if fetched.region != order[0] and answer.status < 400:
             self.counters.failovers[("static", order[0], fetched.region)] += 1
-        tags = [(ORIGIN_HEADER, fetched.region.encode()), VIA]
+        tags = [(ORIGIN_HEADER, fetched.region.encode()), VIA, (request_ids.HEADER, request.request_id)]
         if fetched.failed:
             tags.append((b"x-edge-failover", "; ".join(f"{r}: {why}" for r, why in fetched.failed).encode()))
         self.counters.served("static", fetched.region, answer.status, time.perf_counter() - started)
+        if self.access_log is not None:
+            self._log_access(scope, request, answer.status, fetched.region, started)
         if answer.status >= 400:
             code = {403: "Forbidden", 404: "NotFound"}.get(answer.status, "BadGateway")
             message = f"no file at /{key}" if answer.status == 404 else f"the origin answered {answer.status}"
@@ -489,6 +528,31 @@ class EdgeApp:
             await head_response(send, answer, [*headers, *tags])
             return
         await respond(send, answer.status, [*headers, *tags], answer.body)
+
+    def _log_access(
+        self, scope: Scope, request: EdgeRequest, status: int, origin: str, started: float
+    ) -> None:
+        assert self.access_log is not None
+        rid = request.request_id.decode()
+        path = scope["path"][:200]
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        self.access_log.info(
+            "event=request request_id=%s method=%s path=%s status=%d origin=%s ms=%.2f",
+            rid,
+            scope["method"],
+            path,
+            status,
+            origin or "-",
+            ms,
+            extra={
+                "request_id": rid,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "origin": origin,
+                "ms": ms,
+            },
+        )
 
     def _origin_failed(self, region: str, reason: str) -> None:
         self.checker.report_failure(self.checker.target("s3", region), reason)

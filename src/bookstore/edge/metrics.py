@@ -134,7 +134,9 @@ class EdgeCollector(Collector):
             dns.add_metric([name, rcode], n)
         yield dns
         latency = HistogramMetricFamily(
-            "bookstore_edge_request_seconds", "Time from request to answer at the edge", labels=["record"]
+            "bookstore_edge_request_duration_seconds",
+            "Time from request to answer at the edge",
+            labels=["record"],
         )
         for record, h in c.latency.items():
             cumulative, buckets = 0, []

@@ -8,8 +8,18 @@ from starlette.types import Send
 from bookstore.edge.upstream import Answer
 
 # Answer headers the edge never passes on: hop-by-hop ones and the framing it sets itself.
+# The region's X-Request-Id is dropped too: the edge answers with the id it gave the request (the same).
 DROPPED_ANSWER = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"upgrade", b"trailer"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"server",
+        b"upgrade",
+        b"trailer",
+        b"x-request-id",
+    }
 )
 VIA = (b"via", b"1.1 bookstore-edge")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope
 
+from bookstore.kernel import request_ids
 from bookstore.kernel.auth import SIGNING_HEADERS
 
 MAX_URL_BYTES = 8192
@@ -39,6 +40,8 @@ DROPPED = frozenset(
         b"x-forwarded-host",
         b"x-forwarded-proto",
         b"x-bookstore-client",
+        # Checked (request_ids.accepted) and forwarded as the edge decides it.
+        b"x-request-id",
     }
     | {name.lower().encode("ascii") for name in SIGNING_HEADERS}
 )
@@ -60,7 +63,16 @@ class Refusal(Exception):
 class EdgeRequest:
     """What the edge needs of a request's headers, gathered in one pass."""
 
-    __slots__ = ("chunked", "client_header", "content_length", "cookie", "forward", "host", "idempotency_key")
+    __slots__ = (
+        "chunked",
+        "client_header",
+        "content_length",
+        "cookie",
+        "forward",
+        "host",
+        "idempotency_key",
+        "request_id",
+    )
 
     def __init__(self) -> None:
         self.host: bytes | None = None
@@ -70,6 +82,8 @@ class EdgeRequest:
         self.cookie: bytes | None = None
         self.idempotency_key = False
         self.forward: list[tuple[bytes, bytes]] = []
+        # The client's X-Request-Id while the headers are read; then the id the edge gives the request.
+        self.request_id = b""
 
 
 def refuse(status: int, code: str, message: str, reason: str) -> Refusal:
@@ -118,6 +132,8 @@ def inspect(scope: Scope, allowed_hosts: frozenset[bytes], edge_url: str) -> Edg
                 request.chunked = True
             elif name == b"x-client-region":
                 request.client_header = value
+            elif name == b"x-request-id":
+                request.request_id = value
             continue
         if name == b"cookie":
             request.cookie = value
@@ -141,6 +157,7 @@ def inspect(scope: Scope, allowed_hosts: frozenset[bytes], edge_url: str) -> Edg
             raise refuse(
                 413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body"
             )
+    request.request_id = request_ids.accepted(request.request_id or None)
     return request
 
 

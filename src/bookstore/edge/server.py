@@ -20,7 +20,7 @@ from bookstore.config import Topology
 from bookstore.edge.app import EdgeApp
 from bookstore.edge.operations import operations_app
 from bookstore.edge.requests import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
-from bookstore.runtime import listeners, logs
+from bookstore.runtime import listeners, logs, tracing
 from bookstore.runtime.listeners import BoundedHttpProtocol, Limits, listening_socket
 from bookstore.runtime.secret import Credentials
 
@@ -53,9 +53,15 @@ class EdgeProtocol(BoundedHttpProtocol):
         super().on_header(name, value)
 
 
-def build(topology: Topology, *, dns: bool = True, credentials: Credentials | None = None) -> EdgeApp:
-    """The edge app with its /edge/ operations (`credentials`: see EdgeApp)."""
-    app = EdgeApp(topology, dns=dns, credentials=credentials)
+def build(
+    topology: Topology,
+    *,
+    dns: bool = True,
+    credentials: Credentials | None = None,
+    traces: tracing.Tracing | None = None,
+) -> EdgeApp:
+    """The edge app with its /edge/ operations (`credentials`: see EdgeApp; `traces`: None, off)."""
+    app = EdgeApp(topology, dns=dns, credentials=credentials, traces=traces)
     app.operations = operations_app(app)
     return app
 
@@ -76,7 +82,13 @@ def server_config(app: EdgeApp) -> uvicorn.Config:
 
 def serve(topology: Topology, credentials: Credentials) -> None:
     """Serve the edge at the topology's edge address until SIGINT/SIGTERM."""
-    logs.configure("edge")
+    logs.configure("edge", log_format=topology.observability.log_format)
     edge = topology.edge
-    config = server_config(build(topology, credentials=credentials))
-    uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])
+    # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
+    traces = tracing.configure(topology, "edge")
+    config = server_config(build(topology, credentials=credentials, traces=traces))
+    try:
+        uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])
+    finally:
+        if traces is not None:
+            traces.shutdown()

@@ -52,6 +52,7 @@ from bookstore.replication.tables.http import HttpPeer, replication_routes
 from bookstore.replication.tables.ports import ReplicaStore
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.runtime.secret import deployment_secret, s3_access
+from bookstore.runtime.tracing import Tracing
 from bookstore.services.bestsellers import BestSellers
 from bookstore.services.cart import Cart
 from bookstore.services.catalog import Catalog
@@ -86,6 +87,7 @@ def build_region(
     wait_s: float = 0.0,
     signing_keys: SigningKeyStore | None = None,
     blog_sql: SqlDatabase | None = None,
+    tracing: Tracing | None = None,
 ) -> RegionServices:
     """The region's services on its data directory, which it owns until `close()`.
 
@@ -94,6 +96,8 @@ def build_region(
     `wait_s` seconds; `holder` says who owns it, for that message. `signing_keys` (default: key files in
     the data directory) is where the region's private signing keys are kept; `blog_sql` a blog database
     whose engine replicates it (Aurora), used as it is: no replication of ours is set up on it.
+    `tracing` (None: off, nothing installed) traces the cart and checkout writes and stores each
+    change's trace context with its change record.
     """
     region = topology.region(region_id)
     home = region_dir(data_dir, region_id)
@@ -102,7 +106,7 @@ def build_region(
     ownership = own(home, holder or f"region {region_id}", wait_s=wait_s)
     stack.callback(ownership.release)
     try:
-        table_map, replica, run_group = _tables(topology, region, home, clock, stack)
+        table_map, replica, run_group = _tables(topology, region, home, clock, stack, tracing)
         objects = _objects(topology, region, home, clock, stack)
         catalog = Catalog(table_map["books"], region=region.id, clock=clock)
         blog = _blog(topology, region, home, clock, stack, catalog, blog_sql)
@@ -136,7 +140,7 @@ def build_region(
             replica=replica,
             objects=objects,
             blog=blog,
-            writes=GroupCommit(run_group),
+            writes=GroupCommit(run_group, bind=tracing.bind if tracing is not None else None),
             _resources=stack,
         )
     except BaseException:
@@ -145,7 +149,7 @@ def build_region(
 
 
 def _tables(
-    topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack
+    topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack, tracing: Tracing | None
 ) -> tuple[dict[str, Table], ReplicaStore | None, GroupRunner | None]:
     """The region's tables, our replicator's store over them, and their group commit (DynamoDB: None)."""
     if topology.storage.tables == "dynamodb":
@@ -165,7 +169,13 @@ def _tables(
     from bookstore.storage.sqlite.replica import SqliteReplica
     from bookstore.storage.sqlite.tables import SqliteDatabase
 
-    db = SqliteDatabase(home / "tables.db", region.id, clock, durability=topology.storage.durability)
+    db = SqliteDatabase(
+        home / "tables.db",
+        region.id,
+        clock,
+        durability=topology.storage.durability,
+        trace_context=tracing.traceparent if tracing is not None else None,
+    )
     stack.callback(db.close)
     table_map: dict[str, Table] = {schema.name: db.table(schema) for schema in tables.ALL}
     return table_map, SqliteReplica(db), db.run_group
@@ -297,7 +307,9 @@ def _search_index(home: Path, stack: ExitStack) -> SearchIndex:
     return index
 
 
-def build_replicator(services: RegionServices, secret: str, registry: CollectorRegistry) -> Replicator | None:
+def build_replicator(
+    services: RegionServices, secret: str, registry: CollectorRegistry, tracing: Tracing | None = None
+) -> Replicator | None:
     """The replicator following every other region, or None where the engine replicates natively."""
     if services.replica is None:
         return None
@@ -328,6 +340,7 @@ def build_replicator(services: RegionServices, secret: str, registry: CollectorR
         tables=tuple(schemas),
         active_peers=[r for r in topology.active if r != me],
         max_clock_offset_ms=topology.replication.max_clock_offset_ms,
+        on_applied=tracing.applied(me) if tracing is not None else None,
     )
 
 
@@ -357,17 +370,19 @@ def region_app(
     objects: ObjectReplicator | None = None,
     feed: ChangeFeed | None = None,
     on_replicator: Callable[[Replicator], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
+    `tracing` traces the changes the replicator applies (their spans join the writing request's trace).
     """
     registry = CollectorRegistry()
-    app = create_app(services, registry, secret=secret)
+    app = create_app(services, registry, secret=secret, access_log=services.topology.observability.access_log)
     if objects is not None:
         objects.metrics.register(registry)
-    replicator = build_replicator(services, secret, registry) if secret else None
+    replicator = build_replicator(services, secret, registry, tracing) if secret else None
     if replicator is not None and on_replicator is not None:
         on_replicator(replicator)
     # The blog's single-primary replication (bookstore.replication.blog): its own endpoints and loop.
@@ -522,14 +537,22 @@ class ComposedRegion:
     feed: ChangeFeed
     # Whether the app answers the S3 API on the region's S3 port.
     serves_s3: bool
+    # Shut down (flushing its spans) when the region stops; None when not tracing.
+    tracing: Tracing | None = None
 
 
-def compose(topology: Topology, region_id: str, data_dir: Path) -> ComposedRegion:
-    """The region process's whole app: services, replicators, the S3 API, the fault switches."""
+def compose(
+    topology: Topology, region_id: str, data_dir: Path, tracing: Tracing | None = None
+) -> ComposedRegion:
+    """The region process's whole app: services, replicators, the S3 API, the fault switches.
+
+    `tracing` (runtime.tracing.configure; None: off) is wired here once: a span per request around the
+    whole app, the writes' spans and trace contexts, the replicator's spans. Off, nothing is installed.
+    """
     # Skewed by 0 until a drill moves it (the clockSkewMs fault switch): every part reads this clock.
     clock = SkewedClock(SystemClock())
     # A command finishing its work on the directory has it for a moment: wait rather than fail.
-    services = build_region(topology, region_id, data_dir, clock, wait_s=OWNERSHIP_WAIT_S)
+    services = build_region(topology, region_id, data_dir, clock, wait_s=OWNERSHIP_WAIT_S, tracing=tracing)
     region = services.region
     try:
         secret = deployment_secret(data_dir)
@@ -549,7 +572,7 @@ def compose(topology: Topology, region_id: str, data_dir: Path) -> ComposedRegio
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []
-        api = region_app(services, secret, objects, feed, on_replicator=replicators.append)
+        api = region_app(services, secret, objects, feed, on_replicator=replicators.append, tracing=tracing)
         app: ASGIApp = PortRouter(api, s3, region.s3_port)
         # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
         app = RegionFaults(
@@ -560,7 +583,9 @@ def compose(topology: Topology, region_id: str, data_dir: Path) -> ComposedRegio
             region.s3_port if s3 else None,
             replicator=replicators[0] if replicators else None,
         )
-        return ComposedRegion(services, app, feed, serves_s3=s3 is not None)
+        if tracing is not None:
+            app = tracing.middleware(app)
+        return ComposedRegion(services, app, feed, serves_s3=s3 is not None, tracing=tracing)
     except BaseException:
         services.close()
         raise

@@ -11,7 +11,7 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.region.compose import compose
-from bookstore.runtime import logs
+from bookstore.runtime import logs, tracing
 from bookstore.runtime.listeners import Limits, listening_socket, server_config
 
 log = logging.getLogger("bookstore.region")
@@ -19,8 +19,9 @@ log = logging.getLogger("bookstore.region")
 
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
-    logs.configure(region_id)
-    composed = compose(topology, region_id, data_dir)
+    logs.configure(region_id, log_format=topology.observability.log_format)
+    # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
+    composed = compose(topology, region_id, data_dir, tracing.configure(topology, region_id))
     region = composed.services.region
     try:
         sockets = [listening_socket(region.address, region.api_port)]
@@ -39,6 +40,8 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
         _RegionServer(config, on_exit=composed.feed.close).run(sockets=sockets)
     finally:
         composed.services.close()
+        if composed.tracing is not None:
+            composed.tracing.shutdown()
 
 
 class _RegionServer(uvicorn.Server):

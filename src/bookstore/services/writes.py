@@ -23,8 +23,15 @@ class GroupCommit:
     Without a `run_group` (an engine without shared transactions) each unit runs on its own, at once.
     """
 
-    def __init__(self, run_group: GroupRunner | None = None, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self,
+        run_group: GroupRunner | None = None,
+        max_group: int = MAX_GROUP,
+        bind: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None,
+    ) -> None:
+        """`bind(unit)` wraps each unit as it is handed in (tracing: to run it in its request's trace)."""
         self._run_group = run_group
+        self._bind = bind
         self._max_group = max_group
         # Units waiting for the next turn of their event loop (one loop in a region; tests may run more).
         self._waiting: dict[
@@ -35,6 +42,8 @@ class GroupCommit:
 
     async def run(self, unit: Callable[[], T]) -> T:
         """`unit()`'s result (or exception) once the transaction holding its writes has committed."""
+        if self._bind is not None:
+            unit = self._bind(unit)
         if self._run_group is None:
             return unit()
         loop = asyncio.get_running_loop()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from bookstore.replication.tables.replicator import LAG_BUCKETS
 
@@ -34,7 +38,7 @@ class BlogMetrics:
             registry=registry,
         )
         self.behind_seconds = Gauge(
-            "bookstore_blog_replica_lag_seconds_now",
+            "bookstore_blog_replica_behind_seconds",
             "Age of the oldest write of the primary not yet applied here (0 when caught up)",
             registry=registry,
         )
@@ -45,8 +49,29 @@ class BlogMetrics:
         self.position = Gauge(
             "bookstore_blog_applied_lsn", "The replica's position in the log", registry=registry
         )
-        self.diverged = Gauge(
+        # A Counter: diverged records are kept for good, so their number only goes up.
+        self.diverged = FunctionCounter(
             "bookstore_blog_diverged_writes",
             "Records kept aside as diverged in this region",
             registry=registry,
         )
+
+
+class FunctionCounter(Collector):
+    """A Counter whose value a function gives when scraped (a prometheus_client Counter has none)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry | None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._function: Callable[[], float] | None = None
+        if registry is not None:
+            registry.register(self)
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._function = function
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation)
+        if self._function is not None:
+            family.add_metric([], self._function())
+        yield family

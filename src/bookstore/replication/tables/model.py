@@ -28,6 +28,9 @@ class LogEntry:
     version: Version
     # The version the item (or its tombstone) had before this change; None when it never existed there.
     previous: Version | None
+    # The W3C traceparent of the request that wrote the change, when tracing was on: the regions that
+    # apply it join that request's trace (runtime.tracing). None otherwise.
+    trace: str | None = None
 
 
 @dataclass(frozen=True)

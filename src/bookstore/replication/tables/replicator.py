@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ CLOCK_RECHECK_S = 1.0
 # A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
 OFFSET_FRESH_MS = 5_000
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
+
+
+# Told of each batch applied: (source region, entries applied, start and end in ns since the epoch).
+AppliedHook = Callable[[str, Sequence[LogEntry], int, int], None]
 
 
 class Peer(Protocol):
@@ -199,8 +204,11 @@ class Replicator:
         tables: Collection[str] = (),
         active_peers: Collection[str] = (),
         max_clock_offset_ms: int = MAX_CLOCK_OFFSET_MS,
+        on_applied: AppliedHook | None = None,
     ) -> None:
+        """`on_applied(source, entries, start_ns, end_ns)` is told of each batch applied (tracing)."""
         self.store = store
+        self.on_applied = on_applied
         self.region = region
         self.peers = list(peers)
         self.clock = clock
@@ -403,7 +411,10 @@ class Replicator:
         """Apply a batch; `live` ones (the log as it grows) count towards lag, backfills and repairs not."""
         while self.apply_paused:
             await asyncio.sleep(0.05)
+        started_ns = time.time_ns()
         result = await asyncio.to_thread(self.store.apply, source, entries, checkpoint)
+        if self.on_applied is not None:
+            self.on_applied(source, result.applied_entries, started_ns, time.time_ns())
         now = self.clock.now_ms()
         if live:
             for entry in result.applied_entries:

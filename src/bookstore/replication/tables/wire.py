@@ -27,6 +27,10 @@ class _Entry(BaseModel):
     origin: StrictStr = Field(max_length=64)
     version: tuple[StrictInt, StrictStr]
     previous: tuple[StrictInt, StrictStr] | None
+    # A W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>): only written when tracing is on.
+    trace: StrictStr | None = Field(
+        default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )
 
 
 class _Batch(BaseModel):
@@ -37,7 +41,7 @@ class _Batch(BaseModel):
 
 
 def entry_json(entry: LogEntry) -> dict[str, Any]:
-    return {
+    line = {
         "seq": entry.seq,
         "table": entry.table,
         "kind": entry.kind,
@@ -49,6 +53,9 @@ def entry_json(entry: LogEntry) -> dict[str, Any]:
         "version": list(entry.version),
         "previous": None if entry.previous is None else list(entry.previous),
     }
+    if entry.trace is not None:
+        line["trace"] = entry.trace
+    return line
 
 
 def parse_entries(raw: Any, schemas: Mapping[str, TableSchema], regions: Collection[str]) -> list[LogEntry]:
@@ -104,4 +111,5 @@ def _checked(e: _Entry, schemas: Mapping[str, TableSchema], regions: Collection[
         origin=e.origin,
         version=(e.version[0], e.version[1]),
         previous=None if e.previous is None else (e.previous[0], e.previous[1]),
+        trace=e.trace,
     )

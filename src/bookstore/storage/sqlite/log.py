@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS changes (
     region TEXT NOT NULL,
     prev_hlc INTEGER,
     prev_region TEXT,
-    logged_ms INTEGER NOT NULL DEFAULT 0
+    logged_ms INTEGER NOT NULL DEFAULT 0,
+    trace TEXT
 );
 CREATE INDEX IF NOT EXISTS changes_by_table ON changes (tbl, seq);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -42,15 +43,15 @@ COMMIT;
 """
 
 # The columns a LogEntry is read from, in `log_entry`'s order.
-COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region"
+COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region, trace"
 # Appending a record whose seq SQLite chooses (a local write) and one whose seq the caller chose (a batch).
 APPEND = (
     "INSERT INTO changes (tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, "
-    "prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "prev_region, logged_ms, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 APPEND_AT = (
     "INSERT INTO changes (seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, "
-    "prev_hlc, prev_region, logged_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "prev_hlc, prev_region, logged_ms, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -61,10 +62,14 @@ def columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the log of an older file up to date, inside the caller's transaction."""
-    if "logged_ms" not in columns(conn, "changes"):
+    present = columns(conn, "changes")
+    if "logged_ms" not in present:
         # Files from before trimming: their records count as logged when written.
         conn.execute("ALTER TABLE changes ADD COLUMN logged_ms INTEGER NOT NULL DEFAULT 0")
         conn.execute("UPDATE changes SET logged_ms = written_ms")
+    if "trace" not in present:
+        # Files from before tracing: their records carry no trace context.
+        conn.execute("ALTER TABLE changes ADD COLUMN trace TEXT")
 
 
 def loads(doc: str | None) -> Item | None:
@@ -74,7 +79,7 @@ def loads(doc: str | None) -> Item | None:
 
 def log_entry(row: tuple[Any, ...], *, old_image: bool = True) -> LogEntry:
     """The LogEntry of a `changes` row selected as COLUMNS."""
-    seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region = row
+    seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region, trace = row
     return LogEntry(
         seq=seq,
         table=tbl,
@@ -86,6 +91,7 @@ def log_entry(row: tuple[Any, ...], *, old_image: bool = True) -> LogEntry:
         origin=origin,
         version=(hlc, region),
         previous=None if prev_hlc is None else (prev_hlc, prev_region),
+        trace=trace,
     )
 
 

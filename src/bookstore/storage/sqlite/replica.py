@@ -318,6 +318,7 @@ class SqliteReplica:
                     prev_hlc,
                     prev_region,
                     now,
+                    entry.trace,
                 )
             )
             item_rows.setdefault(entry.table, []).append(

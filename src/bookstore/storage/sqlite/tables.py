@@ -108,8 +108,11 @@ class SqliteDatabase:
         *,
         hlc: HybridLogicalClock | None = None,
         durability: Durability = DEFAULT_DURABILITY,
+        trace_context: Callable[[], str | None] | None = None,
     ) -> None:
         self.path = Path(path)
+        # The traceparent of the write's request, stored with its change record (None: tracing off).
+        self.trace_context = trace_context
         self.region = region
         self.durability = durability
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -613,6 +616,7 @@ class SqliteTable:
                 prev_hlc,
                 prev_region,
                 now,
+                db.trace_context() if db.trace_context is not None else None,
             ),
         ).lastrowid
         conn.execute(
