@@ -13,6 +13,20 @@ from tests.support.s3_server import KEY, REGION, SECRET, S3Server
 
 
 def aws(server: S3Server, home: Path, *args: str) -> str:
+    """The output of an aws CLI command that must succeed."""
+    done = _run(server, home, *args)
+    assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def aws_fails(server: S3Server, home: Path, *args: str) -> str:
+    """The error output of an aws CLI command that must fail."""
+    done = _run(server, home, *args)
+    assert done.returncode != 0, f"aws {' '.join(args)} succeeded:\n{done.stdout}"
+    return done.stderr
+
+
+def _run(server: S3Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("awscli", reason="the aws CLI (awscli from PyPI) is not installed")
     config = home / "aws-config"
     if not config.exists():
@@ -29,7 +43,7 @@ def aws(server: S3Server, home: Path, *args: str) -> str:
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_PAGER": "",
     }
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "awscli", *args],
         env=env,
         cwd=home,
@@ -38,5 +52,3 @@ def aws(server: S3Server, home: Path, *args: str) -> str:
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout

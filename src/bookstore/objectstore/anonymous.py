@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from bookstore.objectstore import policy
+from bookstore.objectstore import policy, post_object
 from bookstore.objectstore.context import S3Context
 from bookstore.objectstore.dispatch import dispatch
 from bookstore.objectstore.errors import AccessDenied, NoSuchBucket, NoSuchKey
@@ -42,7 +42,15 @@ def authorize(
     headers.pop(MARKER, None)
     if method == "OPTIONS" or (method in ("GET", "HEAD") and _unsigned(raw_query, headers)):
         return ANONYMOUS
+    # A browser's form upload is signed inside the form (its policy), checked by post_object.
+    if method == "POST" and _unsigned(raw_query, headers) and _form_to_bucket(raw_path, headers):
+        return ANONYMOUS
     return signer.authorize(method, raw_path, raw_query, headers)
+
+
+def _form_to_bucket(raw_path: str, headers: Mapping[str, str]) -> bool:
+    bucket, _, key = raw_path.lstrip("/").partition("/")
+    return bool(bucket) and post_object.is_form("POST", key or None, headers)
 
 
 def forwarded_auth(headers: Mapping[str, str], auth: Authorized) -> Authorized:
@@ -59,6 +67,8 @@ async def serve(ctx: S3Context, call: Call) -> Response:
             return await ctx.forward(call, owner.region)
     if call.method == "OPTIONS":
         return await dispatch(ctx, call)
+    if post_object.is_form(call.method, call.key, call.headers):
+        return await post_object.post_object(ctx, call)
     document = await admit(ctx, call)
     try:
         return await dispatch(ctx, call)

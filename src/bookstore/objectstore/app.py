@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bookstore.domain.errors import BookstoreError, StorageError
-from bookstore.objectstore import anonymous, cors, documents
+from bookstore.objectstore import anonymous, cors, documents, expect
 from bookstore.objectstore.context import S3Context
 from bookstore.objectstore.dispatch import dispatch
 from bookstore.objectstore.errors import AccessDenied, InvalidRange, MethodNotAllowed, code_and_status
@@ -83,7 +83,7 @@ class S3Api(S3Context):
     ) -> None:
         super().__init__(store, region, clock, cluster, staging)
         now: Callable[[], float] = time.time if clock is None else self._now_s
-        self.signer = SigV4(credentials, now)
+        self.signer: SigV4 = SigV4(credentials, now)
         # The endpoints between regions, set by whoever serves a cluster (replication.objects.server).
         self.internal: Internal | None = None
 
@@ -102,18 +102,20 @@ class S3Api(S3Context):
             else:
                 raw_path, raw_query, headers = raw_target(request)
                 auth = anonymous.authorize(self.signer, method, raw_path, raw_query, headers)
+                if method in ("PUT", "POST") and expect.waits(headers):
+                    await expect.check_bucket(self, method, raw_path)
                 call = await read_call(
                     request, method, raw_path, raw_query, headers, auth, self.signer, staging=self.staging
                 )
                 response = await self._serve(call)
         except BookstoreError as exc:
             response = self._error(exc, method, request_id, request)
-            await drain(request)
+            await self._after_refusal(request, response)
         except Exception:
             log.exception("s3 %s: %s %s failed", self.region, method, request.url.path)
             internal = StorageError("We encountered an internal error. Please try again.")
             response = self._error(internal, method, request_id, request)
-            await drain(request)
+            await self._after_refusal(request, response)
         finally:
             if call is not None:
                 call.close()
@@ -149,6 +151,13 @@ class S3Api(S3Context):
             call.close()
         await cors.decorate(self, call, response)
         return response
+
+    async def _after_refusal(self, request: Request, response: Response) -> None:
+        """Drain a refused request's body, unless its client still waits to be asked for it."""
+        if expect.unread(request):
+            expect.close_after(response)
+        else:
+            await drain(request)
 
     async def _serve(self, call: Call) -> Response:
         if call.auth is anonymous.ANONYMOUS:

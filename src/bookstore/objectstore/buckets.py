@@ -104,7 +104,8 @@ async def list_objects(ctx: S3Context, call: Call) -> Response:
         last = max([o.key for o in page.objects[-1:]] + page.common_prefixes[-1:], default=None)
         head = listing.header(
             Name=documents.text(call.bucket),
-            Prefix=listing.name(prefix),
+            # S3 leaves v1's Prefix as sent under encoding-type=url (SDKs decode only the others).
+            Prefix=documents.text(prefix),
             Marker=listing.name(start_after),
             NextMarker=listing.name(last) if page.is_truncated and last is not None else None,
             MaxKeys=max_keys,

@@ -18,12 +18,15 @@ from starlette.responses import Response, StreamingResponse
 from bookstore.objectstore import bodies
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.bodies import Payload
+from bookstore.objectstore.completed import CompletedUploads
+from bookstore.objectstore.conditional import WriteConditions
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import NotImplementedS3
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import Forwarded, PeerUnavailable, RegionPeer
 from bookstore.objectstore.port import ObjectContent, ObjectStore
 from bookstore.objectstore.request import Call
+from bookstore.objectstore.sigv4 import SigV4
 from bookstore.ports import Clock
 
 T = TypeVar("T")
@@ -47,6 +50,10 @@ class S3Context:
         self.now_ms: Callable[[], int] = (
             (lambda: time.time_ns() // 1_000_000) if clock is None else clock.now_ms
         )
+        self.completed = CompletedUploads()
+        # The signature checker (S3Api's): POST object checks a form's policy signature with its keys.
+        self.signer: SigV4 | None = None
+        self.conditions = WriteConditions()
 
     async def run(self, function: Callable[..., T], *args: Any, big: bool = False, **kwargs: Any) -> T:
         """Call the store: on the event loop when it is quick (local, small), else in a worker thread."""

@@ -180,6 +180,49 @@ class PreconditionFailed(S3Error):
     status = 412
 
 
+class ConditionalRequestConflict(Conflict, S3Error):
+    """A conditional write raced another one on the same key (S3 answers 409; the client retries)."""
+
+    code = "ConditionalRequestConflict"
+    status = 409
+
+
+class ObjectLockConfigurationNotFoundError(NotFound, S3Error):
+    code = "ObjectLockConfigurationNotFoundError"
+    status = 404
+
+
+class InvalidTag(ValidationError, S3Error):
+    code = "InvalidTag"
+
+
+class InvalidPartNumber(ValidationError, S3Error):
+    code = "InvalidPartNumber"
+    status = 416
+
+
+class MalformedPOSTRequest(ValidationError, S3Error):
+    code = "MalformedPOSTRequest"
+
+
+class AccessControlListNotSupported(ValidationError, S3Error):
+    """An ACL granting more than the owner's FULL_CONTROL: S3's answer when a bucket's ACLs are disabled."""
+
+    code = "AccessControlListNotSupported"
+
+
+class NoSuchPublicAccessBlockConfiguration(NotFound, S3Error):
+    code = "NoSuchPublicAccessBlockConfiguration"
+    status = 404
+
+
+class NoSuchConfiguration(NotFound, S3Error):
+    """An analytics, inventory, metrics or intelligent-tiering configuration id the bucket lacks."""
+
+    code = "NoSuchConfiguration"
+    status = 404
+
+
 class AccessDenied(Forbidden, S3Error):
     code = "AccessDenied"
     status = 403

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from starlette.responses import Response
 
 from bookstore.objectstore import documents, inputs
+from bookstore.objectstore import tags as tag_rules
 from bookstore.objectstore.errors import InvalidArgument, KeyTooLongError, PreconditionFailed
 from bookstore.objectstore.port import STORED_HEADERS, ByteRange, ObjectVersion, check_key
 
@@ -30,11 +31,7 @@ def write_fields(headers: Mapping[str, str]) -> dict[str, Any]:
             stored["Content-Encoding"] = ", ".join(kept)
         else:
             del stored["Content-Encoding"]
-    tags = (
-        dict(parse_qsl(headers["x-amz-tagging"], keep_blank_values=True))
-        if "x-amz-tagging" in headers
-        else None
-    )
+    tags = tag_rules.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else None
     return {
         "content_type": headers.get("content-type") or None,
         "metadata": metadata,

@@ -7,10 +7,17 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import attributes, documents, encryption
+from bookstore.objectstore import attributes, documents, encryption, objects
 from bookstore.objectstore import headers as rules
+from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
-from bookstore.objectstore.errors import InvalidArgument, MalformedXML
+from bookstore.objectstore.errors import (
+    InvalidArgument,
+    InvalidRange,
+    MalformedXML,
+    NoSuchUpload,
+    PreconditionFailed,
+)
 from bookstore.objectstore.request import Call, int_param, object_content
 
 
@@ -47,14 +54,25 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
         if wanted and byte_range is None:
             raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
 
-        content = await ctx.source(
-            source_bucket,
-            source_key,
-            source_version,
-            wanted if byte_range else None,
-            customer_key=encryption.customer_key(call.headers, encryption.COPY_CUSTOMER),
-        )
+        if byte_range is not None and byte_range[0] is None:
+            raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
         try:
+            content = await ctx.source(
+                source_bucket,
+                source_key,
+                source_version,
+                wanted if byte_range else None,
+                customer_key=encryption.customer_key(call.headers, encryption.COPY_CUSTOMER),
+            )
+        except InvalidRange as exc:
+            raise InvalidArgument(
+                f"Range specified is not valid for source object of size: {exc.size}"
+            ) from exc
+        try:
+            size = content.version.size
+            if byte_range is not None and (byte_range[1] is None or byte_range[1] >= size):
+                # S3 copies a part's range exactly or not at all: it never clips one past the end.
+                raise InvalidArgument(f"Range specified is not valid for source object of size: {size}")
             rules.copy_preconditions(content.version, call.headers)
             part = await run_in_threadpool(
                 ctx.store.upload_part,
@@ -123,15 +141,30 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
         number = int_param(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
         parts.append((number, documents.scalar(part["ETag"], "ETag")))
     await attributes.check_part_checksums(ctx, call, doc.get("Parts", []))
-    version = await ctx.run(
-        ctx.store.complete_upload, call.bucket, key, call.query["uploadId"], parts, big=True
+    upload_id = call.query["uploadId"]
+    try:
+        async with ctx.conditions.guard(
+            call.bucket, key, call.headers, lambda: objects.current(ctx, call.bucket, key)
+        ):
+            version = await ctx.run(ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True)
+    except (NoSuchUpload, PreconditionFailed):
+        # A retry of a complete that succeeded (its answer lost to a timeout) answers as the first did.
+        done = ctx.completed.get(call.bucket, key, upload_id, ctx.now_ms())
+        if done is None:
+            raise
+        return _completed(call.bucket, key, done.version_id, done.etag)
+    ctx.completed.add(upload_id, Completed(call.bucket, key, version.version_id, version.etag, ctx.now_ms()))
+    answer = _completed(
+        call.bucket, key, version.version_id, version.etag, attributes.checksum_elements(version.checksum)
     )
+    answer.headers.update(encryption.response_headers(version.encryption, version.sse_key_md5))
+    return answer
+
+
+def _completed(bucket: str, key: str, version_id: str, etag: str, checksum: str = "") -> Response:
+    """The answer of a completed upload; `checksum` its rendered checksum elements (not on a retry's)."""
     out = {}
-    if version.version_id != "null":
-        out["x-amz-version-id"] = version.version_id
-    out.update(encryption.response_headers(version.encryption, version.sse_key_md5))
-    location = f"/{quote(call.bucket)}/{quote(key)}"
-    body = documents.complete_upload(
-        location, call.bucket, key, version.etag, attributes.checksum_elements(version.checksum)
-    )
-    return xml(body, out)
+    if version_id != "null":
+        out["x-amz-version-id"] = version_id
+    location = f"/{quote(bucket)}/{quote(key)}"
+    return xml(documents.complete_upload(location, bucket, key, etag, checksum), out)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import attributes, documents, encryption, inputs
+from bookstore.objectstore import attributes, documents, encryption, inputs, parts
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
-from bookstore.objectstore.errors import InvalidArgument, InvalidRequest, MalformedXML, NotImplementedS3
+from bookstore.objectstore.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    NoSuchKey,
+)
+from bookstore.objectstore.port import ByteRange, ObjectVersion
 from bookstore.objectstore.request import Call, object_content
+from bookstore.objectstore.tags import MAX_OBJECT_TAGS, from_document
 
 
 async def get_tagging(ctx: S3Context, call: Call) -> Response:
@@ -32,8 +38,10 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     query, headers = call.query, call.headers
     version_id = query.get("versionId") or None
     byte_range = None if head else rules.byte_range(headers.get("range"))
+    by_part: tuple[ByteRange | None, int] | None = None
     if "partNumber" in query:
-        raise NotImplementedS3("GET and HEAD by partNumber are not implemented")
+        by_part = await parts.part(ctx, call, version_id)
+        byte_range = by_part[0]
     customer_key = encryption.customer_key(headers)
     if head:
         version = await ctx.run(
@@ -58,8 +66,18 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     if answer is not None:
         return answer
     out = rules.object_headers(version)
-    out.update(attributes.read_headers(version, headers, whole=content is None or not content.partial))
+    whole = by_part is None and (content is None or not content.partial)
+    out.update(attributes.read_headers(version, headers, whole=whole))
     out.update(inputs.response_overrides(query))
+    if by_part is not None:
+        out.update(parts.part_headers(by_part[1]))
+    if content is None and by_part is not None and by_part[0] is not None:
+        # HEAD of a part: its size and place, as a GET of it would answer.
+        first = by_part[0][0] or 0
+        last = version.size - 1 if by_part[0][1] is None else by_part[0][1]
+        out["Content-Range"] = f"bytes {first}-{last}/{version.size}"
+        out["Content-Length"] = str(max(0, last - first + 1))
+        return Response(status_code=206, headers=out)
     if content is None:
         out["Content-Length"] = str(version.size)
         return Response(status_code=200, headers=out)
@@ -74,20 +92,35 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     return StreamingResponse(content.body, status_code=status, headers=out)
 
 
+async def current(ctx: S3Context, bucket: str, key: str) -> ObjectVersion | None:
+    """The key's current version, or None when it has none (or a delete marker is current)."""
+    try:
+        return await ctx.run(ctx.store.head_object, bucket, key)
+    except NoSuchKey:
+        return None
+    except InvalidRequest:
+        # An SSE-C version, which a HEAD without its key may not read: conditions need only its ETag,
+        # which a listing gives without the key.
+        page = await ctx.run(ctx.store.list_objects, bucket, prefix=key, max_keys=1)
+        return next((v for v in page.objects if v.key == key), None)
+
+
 async def put(ctx: S3Context, call: Call) -> Response:
     fields = rules.write_fields(call.headers)
     customer_key = attributes.write_key(call.headers)
     body, big = object_content(call)
-    version = await ctx.run(
-        ctx.store.put_object,
-        call.bucket,
-        call.object_key,
-        body,
-        big=big,
-        checksum=attributes.verified_checksum(call.verified),
-        customer_key=customer_key,
-        **fields,
-    )
+    key = call.object_key
+    async with ctx.conditions.guard(call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key)):
+        version = await ctx.run(
+            ctx.store.put_object,
+            call.bucket,
+            call.object_key,
+            body,
+            big=big,
+            checksum=attributes.verified_checksum(call.verified),
+            customer_key=customer_key,
+            **fields,
+        )
     out = {"ETag": f'"{version.etag}"', **call.verified, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
@@ -153,13 +186,7 @@ async def delete(ctx: S3Context, call: Call) -> Response:
 
 
 async def put_tagging(ctx: S3Context, call: Call) -> Response:
-    doc = documents.parse(call.body, "Tagging")
-    tag_set = doc.get("TagSet", [])
-    if not isinstance(tag_set, list) or not all(isinstance(t, dict) and "Key" in t for t in tag_set):
-        raise MalformedXML("Tagging holds a TagSet of Tag elements with Key and Value")
-    tags = {documents.scalar(t["Key"], "Key"): documents.scalar(t.get("Value", ""), "Value") for t in tag_set}
-    if len(tags) > 10:
-        raise InvalidArgument("Object tags cannot be greater than 10")
+    tags = from_document(call.body, MAX_OBJECT_TAGS)
     version_id = await ctx.run(
         ctx.store.put_tags,
         call.bucket,

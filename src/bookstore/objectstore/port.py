@@ -156,6 +156,15 @@ class VersionPage:
 
 
 @dataclass(frozen=True)
+class StartedUpload:
+    """A multipart upload in progress: its key, id and when it was initiated."""
+
+    key: str
+    upload_id: str
+    initiated_ms: int
+
+
+@dataclass(frozen=True)
 class Part:
     """An uploaded part of a multipart upload; `etag` is its hex MD5, no quotes."""
 
@@ -258,6 +267,16 @@ class Objects(Protocol):
         self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
     ) -> ObjectVersion: ...
 
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        """First and last byte of part `number` of a multipart version (GetObject's partNumber).
+
+        None when the store does not know where its parts lie (a replica written whole); the caller
+        has checked that the version has that many parts.
+        """
+        ...
+
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
     ) -> Deleted:
@@ -353,6 +372,10 @@ class MultipartUploads(Protocol):
 
     def uploads_started_before(self, bucket: str, before_ms: int) -> list[tuple[str, str]]:
         """(key, upload id) of the bucket's multipart uploads started before `before_ms`, by key."""
+        ...
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        """The bucket's multipart uploads in progress under `prefix`: by key, then oldest first."""
         ...
 
 

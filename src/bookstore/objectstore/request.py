@@ -19,6 +19,8 @@ from bookstore.objectstore.port import Body
 from bookstore.objectstore.sigv4 import Authorized, PayloadReader, SigV4
 
 MAX_PUT = 5 * 1024**3
+# Room for the fields around a POST object's file (post_object bounds each field and their number).
+MAX_FORM_FIELDS = 16 * 1024**2
 # Bodies above this go to the store in a worker thread: they are written to files and fsynced.
 INLINE_BODY = 64 * 1024
 # Query keys of a bucket's sub-resources: a PUT naming none of them is CreateBucket.
@@ -31,6 +33,7 @@ _BUCKET_SUBRESOURCES = (
     "policy",
     "cors",
     "lifecycle",
+    "object-lock",
 )
 
 
@@ -146,6 +149,10 @@ async def read_call(
         if carries_content(call):
             call.payload = await receive(request, reader, headers, MAX_PUT, staging)
             call.trailers, call.verified = call.payload.trailers, call.payload.verified
+        elif _form_upload(call):
+            # A POST object's form: its file, and some room for the fields around it.
+            call.payload = await receive(request, reader, headers, MAX_PUT + MAX_FORM_FIELDS, staging)
+            call.trailers, call.verified = call.payload.trailers, call.payload.verified
         else:
             payload = await receive(request, reader, headers, documents.MAX_DOCUMENT, staging)
             try:
@@ -171,6 +178,12 @@ async def drain(request: Request) -> None:
     except Exception:
         # Already consumed, or the client went away: nothing is left to drain.
         return
+
+
+def _form_upload(call: Call) -> bool:
+    """A POST object (a form posted to a bucket): spooled as an object's content, not read as a document."""
+    content_type = call.headers.get("content-type", "").lower()
+    return call.method == "POST" and call.key is None and content_type.startswith("multipart/form-data")
 
 
 def carries_content(call: Call) -> bool:

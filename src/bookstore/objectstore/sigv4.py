@@ -10,8 +10,11 @@ import base64
 import calendar
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from bookstore.objectstore import checksums
@@ -85,6 +88,23 @@ def _timestamp(amz_date: str) -> float:
         return -1.0
 
 
+def _basic_time(date: str) -> str:
+    """A Date header's time as YYYYMMDDTHHMMSSZ, which SigV4 signs when there is no X-Amz-Date ("" if bad).
+
+    SigV4 takes the request time from X-Amz-Date or else from Date, in ISO 8601 basic form or as an
+    HTTP date.
+    """
+    if _timestamp(date) >= 0:
+        return date
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return ""
+    if when.tzinfo is None:
+        return ""
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def canonical_query(raw_query: str, skip: str | None = None) -> str:
     """The canonical query string: every pair URI-encoded the AWS way, sorted; `skip` left out."""
     if not raw_query:
@@ -145,6 +165,19 @@ class SigV4:
             self._keys[(secret, date, region, service)] = cached
         return cached
 
+    def policy_key(self, credential: str, amz_date: str) -> bytes | None:
+        """The signing key of a POST policy's credential (KEY/DATE/REGION/s3/aws4_request), or None.
+
+        None when the access key is unknown; AuthorizationQueryParametersError when it is malformed.
+        """
+        try:
+            _, secret, date, region, service = self._credential(
+                credential, amz_date, AuthorizationQueryParametersError
+            )
+        except InvalidAccessKeyId:
+            return None
+        return self.signing_key(secret, date, region, service)
+
     # Internals.
 
     def _header_auth(
@@ -169,7 +202,7 @@ class SigV4:
             raise AuthorizationHeaderMalformed(
                 "The authorization header is malformed: it needs Credential, SignedHeaders and Signature"
             ) from exc
-        amz_date = headers.get("x-amz-date", "")
+        amz_date = headers.get("x-amz-date") or _basic_time(headers.get("date", ""))
         content_sha256 = headers.get("x-amz-content-sha256")
         if content_sha256 is None:
             raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
@@ -223,7 +256,8 @@ class SigV4:
         if algorithm != ALGORITHM:
             raise AuthorizationQueryParametersError("X-Amz-Algorithm only supports 'AWS4-HMAC-SHA256'")
         if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES_S:
-            raise AuthorizationQueryParametersError("X-Amz-Expires must be between 1 and 604800 seconds")
+            # S3 answers 403 (not 400) for an expiry out of its range: the URL grants nothing.
+            raise AccessDenied("X-Amz-Expires must be between 1 and 604800 seconds")
         access_key, secret, date, region, service = self._credential(
             credential, amz_date, AuthorizationQueryParametersError
         )
@@ -295,7 +329,7 @@ class SigV4:
         headers: Mapping[str, str],
         payload: str,
     ) -> None:
-        header_lines = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
+        header_lines = "".join(f"{n}:{_trimmed(headers.get(n, ''))}\n" for n in names)
         signed = ";".join(names)
         # S3 signs the path as the client sent it; clients that encoded it differently still sign the
         # standard encoding of the decoded path, which is tried second.
@@ -303,12 +337,20 @@ class SigV4:
         standard = quote(unquote(raw_path), safe="/~")
         if standard != raw_path:
             candidates.append(standard)
+        # Header values were decoded one character per byte: signed as received (Latin-1 back to the
+        # bytes, so a UTF-8 x-amz-meta-* value is signed as the UTF-8 the client signed), else as text.
+        lines = [header_lines.encode("latin-1")]
+        if not header_lines.isascii():
+            lines.append(header_lines.encode())
         for path in candidates:
-            canonical = f"{method}\n{path}\n{query}\n{header_lines}\n{signed}\n{payload}"
-            to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-            expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-            if _same(expected, signature):
-                return
+            for encoded in lines:
+                canonical = (
+                    f"{method}\n{path}\n{query}\n".encode() + encoded + f"\n{signed}\n{payload}".encode()
+                )
+                to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical).hexdigest()}"
+                expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+                if _same(expected, signature):
+                    return
         raise SignatureDoesNotMatch(
             "The request signature we calculated does not match the signature you provided. "
             "Check your key and signing method."
@@ -471,6 +513,18 @@ class _Dechunker(PayloadReader):
         return {n: v for n, v in lines if n != "x-amz-trailer-signature"}
 
 
+_ASCII_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def _trimmed(value: str) -> str:
+    """A header value as SigV4 signs it: spaces trimmed and runs of them made one.
+
+    Only ASCII spaces: the value holds one character per byte received, and a UTF-8 character's
+    bytes can read as Latin-1 spaces (U+00A0, U+0085) that str.split would take out.
+    """
+    return _ASCII_SPACES.sub(" ", value).strip(" ")
+
+
 def _same(expected: str, given: str) -> bool:
     """Constant-time comparison of a computed hex signature with one a client sent, as bytes.
 
@@ -524,6 +578,8 @@ class Checksums:
                 expected = base64.b64decode(md5, validate=True)
             except ValueError as exc:
                 raise InvalidDigest("The Content-MD5 you specified is not valid") from exc
+            if len(expected) != 16:
+                raise InvalidDigest("The Content-MD5 you specified is not valid")
             if expected != self.md5.digest():
                 raise BadDigest("The Content-MD5 you specified did not match what we received.")
         computed = {name: digest.digest() for name, digest in self.hashes.items()}

@@ -15,8 +15,9 @@ from typing import Any
 from bookstore.domain.errors import StorageError
 from bookstore.objectstore.errors import InvalidArgument
 from bookstore.objectstore.listing import common_prefix, page_token
-from bookstore.objectstore.port import ObjectPage, ObjectVersion, VersionPage
+from bookstore.objectstore.port import NULL_VERSION, ObjectPage, ObjectVersion, VersionPage
 from bookstore.storage.local.metadata import VERSION_COLUMNS, version_of
+from bookstore.storage.local.version_ids import VersionIds
 
 # Above every character of a key: prefix + _HIGHEST sorts after every key under the prefix.
 _HIGHEST = "\U0010ffff"
@@ -85,13 +86,7 @@ def list_versions(
     prefixes: list[str] = []
     floor, after_key, older_than = key_marker, key_marker, ""
     if key_marker and version_id_marker and common_prefix(key_marker, prefix, delimiter) is None:
-        row = db.execute(
-            "SELECT sort_id FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
-            (bucket, key_marker, version_id_marker),
-        ).fetchone()
-        if row is None:
-            raise InvalidArgument("Invalid version id specified")
-        older_than = row[0]
+        older_than = _marker_position(db, bucket, key_marker, version_id_marker)
     while True:
         with _version_rows(db, bucket, prefix, after_key, older_than) as rows:
             for row in rows:
@@ -114,6 +109,29 @@ def list_versions(
                 versions.append(version_of(row))
             else:
                 return VersionPage(versions, prefixes)
+
+
+def _marker_position(db: sqlite3.Connection, bucket: str, key: str, version_id: str) -> str:
+    """Where a version id marker resumes within `key`: after its sort id ("" = from the key's newest).
+
+    A marker is a position, not a row: the version it names may have been deleted since the previous
+    page (emptying a bucket page by page does that), and the listing still goes on after it.
+    """
+    row = db.execute(
+        "SELECT sort_id FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+        (bucket, key, version_id),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    if version_id == NULL_VERSION:
+        return _HIGHEST  # a gone null version's place is unknown: the key's remaining versions, all
+    sort_id = VersionIds.parse(version_id)
+    if sort_id is None:
+        # A version id from elsewhere (a replica's) sorts where it was written: unknown once gone.
+        if len(version_id) > 1024 or not version_id.isprintable():
+            raise InvalidArgument("Invalid version id specified")
+        return _HIGHEST
+    return sort_id
 
 
 @contextmanager

@@ -64,6 +64,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -333,6 +334,19 @@ class LocalObjectStore:
             row, _, _ = self._row(db, bucket, key, version_id, body=False)
             self._unlock(row, customer_key)
             return version_of(row)
+
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        with self.engine.exclusive() as db:
+            row, _, blobs = self._row(db, bucket, key, version_id, body=True)
+        version = version_of(row)
+        # A completed upload keeps one segment per part; a replica's content arrives as one piece.
+        sizes = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
+        if version.parts_count is None or len(sizes) != version.parts_count or number > len(sizes):
+            return None
+        first = sum(sizes[: number - 1])
+        return first, first + sizes[number - 1] - 1
 
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
@@ -608,6 +622,16 @@ class LocalObjectStore:
                 (bucket, before_ms),
             ).fetchall()
         return [(str(k), str(u)) for k, u in rows]
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        with self.engine.exclusive() as db:
+            self._state(bucket)
+            rows = db.execute(
+                "SELECT key, upload_id, created_ms FROM uploads WHERE bucket = ? AND key >= ? "
+                "ORDER BY key, created_ms, upload_id",
+                (bucket, prefix),
+            ).fetchall()
+        return [StartedUpload(str(k), str(u), int(c)) for k, u, c in rows if str(k).startswith(prefix)]
 
     # Replication state.
 

@@ -51,6 +51,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -78,6 +79,8 @@ class _Stored:
     data: bytes
     order: tuple[int, str]
     seq: int
+    # The size of each part of a completed multipart upload (None: written whole).
+    part_sizes: tuple[int, ...] | None = None
     # The proof of its SSE-C key (the fake keeps bytes in clear, but checks keys as the real stores do).
     proof: KeyProof | None = None
     # The parts it was completed from (multipart uploads).
@@ -271,6 +274,16 @@ class MemoryObjectStore:
             _unlock(stored.proof, customer_key)
             return self._shown(stored)
 
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        with self._lock:
+            sizes = self._find(bucket, key, version_id).part_sizes
+        if sizes is None or number > len(sizes):
+            return None
+        first = sum(sizes[: number - 1])
+        return first, first + sizes[number - 1] - 1
+
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
     ) -> Deleted:
@@ -356,7 +369,8 @@ class MemoryObjectStore:
                 held = self._versions.get((bucket, key_marker), [])
                 at = next((i for i, s in enumerate(held) if s.version.version_id == version_id_marker), None)
                 if at is None:
-                    raise InvalidArgument("Invalid version id specified")
+                    # A marker is a position, not a row: its version may be gone since the last page.
+                    at = _position(held, version_id_marker)
                 rows += reversed(held[:at])
             for key in self._keys(bucket, prefix, key_marker):
                 rows += reversed(self._versions[(bucket, key)])
@@ -505,7 +519,9 @@ class MemoryObjectStore:
                 )
                 for n, (value, size) in enumerate(kept, start=1)
             )
-            version = self._write(template, data, proof=upload.proof, parts=done)
+            version = self._write(
+                template, data, proof=upload.proof, parts=done, part_sizes=tuple(len(p) for p in pieces)
+            )
             del self._uploads[upload_id]
             return version
 
@@ -524,6 +540,16 @@ class MemoryObjectStore:
                 if u.bucket == bucket and u.created_ms < before_ms
             ]
         return sorted(found)
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        with self._lock:
+            self._state(bucket)
+            found = [
+                StartedUpload(u.key, i, u.created_ms)
+                for i, u in self._uploads.items()
+                if u.bucket == bucket and u.key.startswith(prefix)
+            ]
+        return sorted(found, key=lambda u: (u.key, u.initiated_ms, u.upload_id))
 
     # Replication state.
 
@@ -656,6 +682,7 @@ class MemoryObjectStore:
         replicate: bool = True,
         proof: KeyProof | None = None,
         parts: tuple[Part, ...] = (),
+        part_sizes: tuple[int, ...] | None = None,
     ) -> ObjectVersion:
         """Add a version (or delete marker) as a new write: its id, time and replication status."""
         queued = False
@@ -684,7 +711,7 @@ class MemoryObjectStore:
             version = replace(
                 template, version_id=version_id, last_modified_ms=now, replication_status=status
             )
-            stored = _Stored(version, data, (ms, sort_id), seq, proof, parts)
+            stored = _Stored(version, data, (ms, sort_id), seq, part_sizes, proof, parts)
             held.append(stored)
             shown = self._shown(stored)
         if queued:
@@ -694,6 +721,17 @@ class MemoryObjectStore:
     def _notify(self) -> None:
         for callback in self._listeners:
             callback()
+
+
+def _position(held: list[_Stored], version_id: str) -> int:
+    """How many of `held` (oldest first) sort before a version id that is no longer there.
+
+    Ids of this store sort by time; another id (a gone null version, a replica's) has no known place,
+    so the listing resumes with all of the key's remaining versions.
+    """
+    if version_id == NULL_VERSION or len(version_id) != len(held[0].order[1] if held else ""):
+        return len(held)
+    return sum(1 for s in held if s.order[1] < version_id)
 
 
 def _unlock(proof: KeyProof | None, customer_key: CustomerKey | None) -> None:

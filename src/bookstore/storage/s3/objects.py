@@ -52,6 +52,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    StartedUpload,
     VersionPage,
     check_bucket_name,
     check_key,
@@ -236,6 +237,19 @@ class S3ObjectStore:
             args["VersionId"] = version_id
         found = self._read_call(self._client.head_object, bucket, version_id, **args)
         return self._version_of(bucket, key, found, version_id)
+
+    def part_range(
+        self, bucket: str, key: str, number: int, *, version_id: str | None = None
+    ) -> tuple[int, int] | None:
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, "PartNumber": number}
+        if version_id is not None:
+            args["VersionId"] = version_id
+        found = self._read_call(self._client.head_object, bucket, version_id, **args)
+        # S3 answers the part's bytes as a range: "bytes FIRST-LAST/SIZE".
+        spans = str(found.get("ContentRange", "")).removeprefix("bytes ").split("/")[0].split("-")
+        if len(spans) != 2 or not all(s.isdigit() for s in spans):
+            return None
+        return int(spans[0]), int(spans[1])
 
     def delete_object(
         self, bucket: str, key: str, *, version_id: str | None = None, replicate: bool = True
@@ -422,6 +436,21 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise StorageError(f"s3: {exc}") from exc
         return sorted(found)
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[StartedUpload]:
+        found: list[StartedUpload] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    found.append(
+                        StartedUpload(str(upload["Key"]), str(upload["UploadId"]), _ms(upload["Initiated"]))
+                    )
+        except ClientError as exc:
+            raise _translate(exc) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3: {exc}") from exc
+        return sorted(found, key=lambda u: (u.key, u.initiated_ms, u.upload_id))
 
     # Replication state: S3's own business.
 
@@ -619,6 +648,13 @@ _NATIVE_CONFIGS = {
         "delete_bucket_lifecycle",
         "LifecycleConfiguration",
         "NoSuchLifecycleConfiguration",
+    ),
+    "tagging": (
+        "put_bucket_tagging",
+        "get_bucket_tagging",
+        "delete_bucket_tagging",
+        "Tagging",
+        "NoSuchTagSet",
     ),
 }
 
