@@ -519,3 +519,22 @@ def test_two_checksums_on_one_body_are_refused(server: S3Server) -> None:
     server.client().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     answer = server.signed("PUT", f"/{BUCKET}/k", body, headers)
     assert answer.status_code == 400 and "InvalidRequest" in answer.text
+
+
+def test_sse_c_objects_by_part_number_and_under_conditional_writes(s3: Any) -> None:
+    key = new_key()
+    parts = [pattern(5 * MiB), b"the last part"]
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="k", **sse_c(key))["UploadId"]
+    done = []
+    for number, part in enumerate(parts, start=1):
+        answer = s3.upload_part(
+            Bucket=BUCKET, Key="k", UploadId=upload_id, PartNumber=number, Body=part, **sse_c(key)
+        )
+        done.append({"PartNumber": number, "ETag": answer["ETag"]})
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="k", UploadId=upload_id, MultipartUpload={"Parts": done})
+    second = s3.get_object(Bucket=BUCKET, Key="k", PartNumber=2, **sse_c(key))
+    assert second["Body"].read() == parts[1] and second["PartsCount"] == 2
+    # A conditional write sees the SSE-C object (its ETag), without its key.
+    with pytest.raises(ClientError) as exists:
+        s3.put_object(Bucket=BUCKET, Key="k", Body=b"over", IfNoneMatch="*")
+    assert code(exists) == ("PreconditionFailed", 412)
