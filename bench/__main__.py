@@ -13,7 +13,16 @@ from pathlib import Path
 from bench.report import BenchError, Machine, PartialResult, Section, render, write
 
 # Every benchmark module, in the order they run; each has `run_bench() -> Section`. Add new ones here.
-MODULES: tuple[str, ...] = ("api", "replication", "objects", "blog", "edge", "durability", "limits")
+MODULES: tuple[str, ...] = (
+    "api",
+    "replication",
+    "antientropy",
+    "objects",
+    "blog",
+    "edge",
+    "durability",
+    "limits",
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 

@@ -57,6 +57,9 @@ class Region(BaseModel):
     name: str
     flag: str
     address: str
+    # Where its listeners bind when that is not `address` (a host behind NAT binds its own address or
+    # 0.0.0.0 while the others reach it at `address`); None: `address`.
+    bind_address: str | None = None
     api_port: int = 8000
     s3_port: int = 9000
     # Where clients in this region are, for latency routing: (latitude, longitude).
@@ -70,6 +73,10 @@ class Region(BaseModel):
     @property
     def api_url(self) -> str:
         return f"http://{self.address}:{self.api_port}"
+
+    @property
+    def listen_address(self) -> str:
+        return self.bind_address or self.address
 
     @property
     def s3_url(self) -> str:
@@ -172,6 +179,9 @@ class Edge(BaseModel):
 
     enabled: bool = True
     address: str = "127.0.0.1"
+    # Where the edge's HTTP and DNS listeners bind when that is not `address` / `dns_address` (behind
+    # NAT, or 0.0.0.0); None: those addresses.
+    bind_address: str | None = None
     port: int = 8080
     dns_address: str = "127.0.0.1"
     dns_port: int = 5353
@@ -231,6 +241,14 @@ class Topology(BaseModel):
     # The supervisor's control API (regions and links), on loopback.
     control_address: str = "127.0.0.1"
     control_port: int = 7070
+    # How regions reach each other: "simulated" (through the link simulator's proxies, `link_address`) or
+    # "direct" (each at the other's own address: regions on separate hosts, a real network between them).
+    links: Literal["simulated", "direct"] = "simulated"
+    # Pairs of regions that reach each other directly even when `links = "simulated"` (both directions).
+    direct_links: tuple[tuple[str, str], ...] = ()
+    # False: no supervisor runs this topology (`up` refuses); each host starts its own `region serve` and
+    # one the edge (by hand or systemd), so nothing can kill, start or cut anything from one place.
+    supervised: bool = True
     # The edge process and its DNS server (bookstore.edge).
     edge: Edge = Field(default_factory=Edge)
     observability: Observability = Field(default_factory=Observability)
@@ -243,9 +261,18 @@ class Topology(BaseModel):
         ids = [r.id for r in self.regions]
         if len(set(ids)) != len(ids):
             raise ValueError("region ids must be unique")
-        for rid in (*self.active, self.home_region):
+        for rid in (*self.active, self.home_region, *(r for pair in self.direct_links for r in pair)):
             if rid not in ids:
                 raise ValueError(f"unknown region {rid!r}; known: {', '.join(ids)}")
+        if not self.supervised:
+            # Every region's, not only the active ones': a host may serve any region of the topology.
+            simulated = [f"{a} <-> {b}" for a, b in _pairs(ids) if not self.is_direct(a, b)]
+            if simulated:
+                # Only the supervisor runs the link simulator: these pairs would reach nothing.
+                raise ValueError(
+                    'supervised = false needs direct links (links = "direct"); '
+                    f"simulated: {', '.join(simulated)}"
+                )
         if self.storage.blog == "mysql":
             for r in self.regions:
                 if r.id not in self.active:
@@ -266,6 +293,16 @@ class Topology(BaseModel):
                 return r
         known = ", ".join(r.id for r in self.regions)
         raise KeyError(f"unknown region {region_id!r}; known: {known}")
+
+    def is_direct(self, a: str, b: str) -> bool:
+        """True when regions `a` and `b` reach each other at their own addresses, not by the simulator."""
+        return self.links == "direct" or any({a, b} == set(pair) for pair in self.direct_links)
+
+    @property
+    def simulated_links(self) -> bool:
+        """True when some pair of regions goes through the link simulator (which only the supervisor runs)."""
+        ids = [r.id for r in self.regions]
+        return any(not self.is_direct(a, b) for a, b in _pairs(ids))
 
     @property
     def control_url(self) -> str:
@@ -345,6 +382,11 @@ def load_with_sources(path: Path | None = None, environ: Mapping[str, str] | Non
     return LoadedTopology(topology, sources(topology, from_file, env.variables), path)
 
 
+def _pairs(ids: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """Every unordered pair of distinct regions among `ids`."""
+    return [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+
+
 DEFAULT_REGIONS: tuple[Region, ...] = (
     Region(id="eu-west-1", name="Ireland", flag="🇮🇪", address="127.0.1.1", location=(53.3, -6.3)),
     Region(id="ap-southeast-1", name="Singapore", flag="🇸🇬", address="127.0.2.1", location=(1.35, 103.8)),
@@ -378,16 +420,19 @@ def region_index(topology: Topology, region_id: str) -> int:
 
 
 def link_address(topology: Topology, src: str, dst: str) -> str:
-    """The address at which region `src` reaches region `dst` through the link simulator.
+    """The address at which region `src` reaches region `dst`: dst's own on a direct link, else a proxy's.
 
-    The source region's IPv4 address with its last octet replaced by 100 + the destination's 1-based
-    position in the topology (127.0.1.1 -> 127.0.1.102 for the second region); a region reaches itself
-    at its own address. Raises KeyError for an unknown region, ValueError for an address that is not
-    IPv4 or a topology too large for the scheme (more than 154 regions).
+    Through the link simulator: the source region's IPv4 address with its last octet replaced by 100 +
+    the destination's 1-based position in the topology (127.0.1.1 -> 127.0.1.102 for the second
+    region); a region reaches itself at its own address. Raises KeyError for an unknown region,
+    ValueError for an address that is not IPv4 or a topology too large for the scheme (more than 154
+    regions).
     """
     source = topology.region(src)
     if src == dst:
         return source.address
+    if topology.is_direct(src, dst):
+        return topology.region(dst).address
     index = region_index(topology, dst)
     try:
         ip = ipaddress.IPv4Address(source.address)

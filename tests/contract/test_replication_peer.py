@@ -20,9 +20,11 @@ from starlette.applications import Starlette
 from bookstore.kernel.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
 from bookstore.kernel.stream import ChangeFeed
+from bookstore.ports import Key
 from bookstore.replication.tables.http import HttpPeer, replication_routes
-from bookstore.replication.tables.model import LogEntry, LogRead
+from bookstore.replication.tables.model import LogEntry, LogRead, Version
 from bookstore.replication.tables.replicator import Peer
+from bookstore.replication.tables.wire import MAX_KEYS
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS
@@ -154,6 +156,26 @@ def test_digests_and_a_bucket_s_entries_are_the_peer_s(side: Side) -> None:
     digest, buckets = run(side, both)
     assert digest == side.store.digest("carts", 4)
     assert [e.key["customerId"] for b in buckets for e in b] == ["c1"]
+
+
+def test_a_bucket_s_keys_and_versions_then_the_entries_of_chosen_keys_are_the_peer_s(side: Side) -> None:
+    for i in range(3):
+        side.put(f"c{i}", i)
+    side.db.table(CARTS).delete({"customerId": "c1", "bookId": "b1"})
+    held = side.db.table(CARTS)
+
+    async def both(peer: Peer) -> tuple[list[tuple[Key, Version]], list[LogEntry], list[LogEntry]]:
+        versions = [v for b in range(4) for v in await peer.bucket_versions("carts", b, 4)]
+        keys: list[Key] = [key for key, _ in versions] + [{"customerId": "absent", "bookId": "b1"}]
+        many = await peer.entries("carts", [{"customerId": "c0", "bookId": "b1"}] * (MAX_KEYS + 1))
+        return versions, await peer.entries("carts", keys), many
+
+    versions, entries, many = run(side, both)
+    expected = {f"c{i}": held.version({"customerId": f"c{i}", "bookId": "b1"}) for i in range(3)}
+    assert {key["customerId"]: version for key, version in versions} == expected
+    assert {e.key["customerId"]: e.version for e in entries} == expected  # the absent key left out
+    assert {e.key["customerId"]: e.kind for e in entries}["c1"] == "REMOVE"
+    assert len(many) == MAX_KEYS + 1  # asked in several requests
 
 
 def test_pushed_entries_are_applied_at_the_peer(tmp_path: Path, side: Side) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from bookstore.ports import TableSchema
-from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage
-from bookstore.replication.tables.wire import entry_json, parse_batch, parse_entries
+from bookstore.ports import Key, TableSchema
+from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage, Version
+from bookstore.replication.tables.wire import MAX_KEYS, entry_json, parse_batch, parse_entries, parse_versions
 from bookstore.storage.sqlite.replica import SqliteReplica
 
 
@@ -119,6 +119,17 @@ class InProcessPeer:
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
         entries = self._store().bucket_entries(table, bucket, buckets)
         return parse_entries(_wire([entry_json(e) for e in entries]), self.schemas, self.regions)
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+        versions = self._store().bucket_versions(table, bucket, buckets)
+        return parse_versions(_wire([[key, hlc, region] for key, (hlc, region) in versions]))
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        found: list[LogEntry] = []
+        for start in range(0, len(keys), MAX_KEYS):
+            entries = self._store().entries_of(table, _wire(list(keys[start : start + MAX_KEYS])))
+            found += parse_entries(_wire([entry_json(e) for e in entries]), self.schemas, self.regions)
+        return found
 
     async def push(self, entries: list[LogEntry]) -> None:
         if not entries:

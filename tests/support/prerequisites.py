@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import uuid
 
 import pytest
 
@@ -17,6 +19,7 @@ INSTALL_HINTS = {
     "dig": "apt-get install -y bind9-dnsutils",
     "jq": "apt-get install -y jq",
     "curl": "apt-get install -y curl",
+    "ip": "apt-get install -y iproute2",
 }
 
 
@@ -45,7 +48,26 @@ def require_binary(name: str, *alternatives: str) -> str:
     if found is not None:
         return found
     hint = INSTALL_HINTS.get(name, f"install {name}")
-    reason = f"{name} is not installed ({hint})"
+    _unavailable(f"{name} is not installed ({hint})")
+    raise AssertionError("unreachable: _unavailable skips or fails")
+
+
+def _unavailable(reason: str) -> None:
+    """Skip with `reason` outside CI; fail with it in CI."""
     if in_ci():
         pytest.fail(f"{reason}; CI=true requires every test to run", pytrace=False)
     pytest.skip(reason)
+
+
+def require_netns() -> str:
+    """The path of `ip`, once a network namespace could be made and removed here (root, or CAP_SYS_ADMIN).
+
+    Not permitted: skips the calling test with the reason outside CI, fails it in CI.
+    """
+    ip = require_binary("ip")
+    probe = f"bkprobe{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    made = subprocess.run([ip, "netns", "add", probe], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        _unavailable(f"`ip netns add` is not permitted here ({made.stderr.strip() or 'no reason given'})")
+    subprocess.run([ip, "netns", "delete", probe], capture_output=True, check=False)
+    return ip

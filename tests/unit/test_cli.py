@@ -23,7 +23,7 @@ GROUPS = {
     "edge": ["serve"],
     "api": ["break", "repair"],
     "s3": ["break", "repair"],
-    "secrets": ["rotate"],
+    "secrets": ["rotate", "export", "import"],
     "aws": [
         "make-global",
         "describe-global",

@@ -218,6 +218,20 @@ def test_without_a_supervisor_the_status_says_links_are_unavailable(
     assert "Links" not in out and "Edge records" not in out
 
 
+def test_on_a_topology_without_a_supervisor_the_status_says_so_rather_than_that_none_answers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "240")
+    render.status({**status_report(), "links": None, "supervisor": False, "supervised": False})
+
+    out = printed(capsys)
+    assert "no supervisor in this topology (regions on their own hosts)" in out
+    assert "no supervisor answers" not in out
+
+    render.status({**status_report(), "links": []})
+    assert "the regions reach each other directly" in printed(capsys)
+
+
 def test_the_credentials_say_where_they_are_and_print_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
     render.credentials(
         {

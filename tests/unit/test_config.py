@@ -144,3 +144,47 @@ def test_config_show_prints_each_value_and_its_source(
     assert settings["home_region"] == ("ap-southeast-1", "file")
     assert settings["edge.port"] == (8080, "default")
     assert "SK" not in as_json.stdout
+
+
+def test_direct_links_reach_the_other_region_at_its_own_address(tmp_path: Path) -> None:
+    from bookstore.config import link_address
+
+    simulated = Topology()
+    assert link_address(simulated, "eu-west-1", "ap-southeast-1") == "127.0.1.102"
+    direct = Topology.load(_file(tmp_path, 'links = "direct"\n'))
+    assert link_address(direct, "eu-west-1", "ap-southeast-1") == "127.0.2.1"
+    one_pair = Topology(direct_links=(("us-east-1", "eu-west-1"),))
+    assert link_address(one_pair, "eu-west-1", "us-east-1") == "127.0.3.1"
+    assert link_address(one_pair, "us-east-1", "eu-west-1") == "127.0.1.1"
+    assert link_address(one_pair, "eu-west-1", "ap-southeast-1") == "127.0.1.102"
+    assert one_pair.simulated_links and not direct.simulated_links
+
+
+def test_no_supervisor_needs_direct_links_between_every_pair_of_regions() -> None:
+    with pytest.raises(
+        ValidationError, match=r"supervised = false needs direct links.*eu-west-1 <-> ap-southeast-1"
+    ):
+        Topology(supervised=False)
+    Topology(supervised=False, links="direct")
+    # Every region's pairs, the inactive N. Virginia's too: a host may serve it.
+    with pytest.raises(
+        ValidationError, match=r"simulated: eu-west-1 <-> us-east-1, ap-southeast-1 <-> us-east-1 \["
+    ):
+        Topology(supervised=False, direct_links=(("ap-southeast-1", "eu-west-1"),))
+    pairs = (("ap-southeast-1", "eu-west-1"), ("eu-west-1", "us-east-1"), ("us-east-1", "ap-southeast-1"))
+    Topology(supervised=False, direct_links=pairs)
+    with pytest.raises(ValidationError, match="unknown region 'mars-1'"):
+        Topology(direct_links=(("mars-1", "eu-west-1"),))
+
+
+def test_a_simulator_of_a_partly_direct_topology_proxies_only_the_simulated_pairs() -> None:
+    from bookstore.domain.errors import ValidationError as Refused
+    from bookstore.netsim.simulator import LinkSimulator
+
+    topology = Topology(
+        active=("eu-west-1", "ap-southeast-1", "us-east-1"), direct_links=(("eu-west-1", "us-east-1"),)
+    )
+    links = LinkSimulator(topology)
+    assert ("eu-west-1", "ap-southeast-1") in links._links and ("us-east-1", "eu-west-1") not in links._links
+    with pytest.raises(Refused, match="direct link in the topology"):
+        links.link("us-east-1", "eu-west-1")

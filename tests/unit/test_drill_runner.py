@@ -46,3 +46,34 @@ def test_shoppers_of_a_both_sides_drill_are_in_every_region() -> None:
     regions = ["eu-west-1", "ap-southeast-1", "us-east-1"]
     assert [s.location for s in _spread(shoppers, regions, True)] == regions * 2
     assert _spread(shoppers, regions, False) == shoppers
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (Options("api-break"), "start its regions and edge on their hosts, then drill them with --attach"),
+        (
+            Options("partition", attach=True),
+            "partition needs the supervisor.*without one: api-break, clock-skew",
+        ),
+    ],
+)
+def test_without_a_supervisor_only_attached_drills_of_a_region_s_own_switches_run(
+    options: Options, says: str
+) -> None:
+    from bookstore.drills.runner import _without_supervisor
+    from bookstore.drills.scenarios import SCENARIOS
+
+    with pytest.raises(RuntimeError, match=says):
+        _without_supervisor(SCENARIOS[options.scenario](), options)
+    _without_supervisor(SCENARIOS["clock-skew"](), Options("clock-skew", attach=True))
+
+
+def test_without_a_supervisor_the_control_api_s_switch_paths_name_the_region_s_switches() -> None:
+    from bookstore.runtime.switches import switches_of
+
+    assert switches_of("POST", "/api/eu-west-1/break", None) == ("eu-west-1", {"api": "broken"})
+    assert switches_of("POST", "/s3/eu-west-1/repair", None) == ("eu-west-1", {"s3": "ok"})
+    assert switches_of("POST", "/clock/us-east-1", {"skewMs": 2000}) == ("us-east-1", {"clockSkewMs": 2000})
+    assert switches_of("POST", "/regions/eu-west-1/kill", None) is None
+    assert switches_of("GET", "/api/eu-west-1/break", None) is None

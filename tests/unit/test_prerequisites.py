@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,32 @@ def test_a_file_that_is_not_executable_does_not_count(
     (bare_path / "chromium").write_text("not a program")
     with pytest.raises(pytest.fail.Exception):
         require_binary("chromium")
+
+
+def _ip_refusing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prerequisites, "require_binary", lambda name: "/usr/sbin/ip")
+
+    def refuse(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "mount --make-shared /run/netns failed: Operation not permitted"
+        )
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+
+
+def test_network_namespaces_not_permitted_skip_with_the_reason_outside_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _ip_refusing(monkeypatch)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(
+        pytest.skip.Exception, match=r"`ip netns add` is not permitted here \(.*Operation not permitted"
+    ):
+        prerequisites.require_netns()
+
+
+def test_network_namespaces_not_permitted_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    _ip_refusing(monkeypatch)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires every test to run"):
+        prerequisites.require_netns()

@@ -8,6 +8,7 @@ from typing import Any
 
 from bookstore.cli.exits import fail
 from bookstore.cli.options import AsJson, DataDir, RegionArg, TopologyFile, load_topology, show
+from bookstore.config import Topology
 
 
 def operator_token(data_dir: Path) -> str:
@@ -33,7 +34,10 @@ def control(
 
     from bookstore.runtime.operator import control_call
 
-    url = load_topology(topology).control_url
+    topo = load_topology(topology)
+    if not topo.supervised:
+        return _on_region(topo, data_dir, method, path, body)
+    url = topo.control_url
     token = operator_token(data_dir)
     try:
         response = control_call(url, token, method, path, body)
@@ -50,6 +54,73 @@ def control(
         message = data.get("message") if isinstance(data, dict) else None
         fail(str(message or f"{url}{path} answered {response.status_code}: {_excerpt(response.text)}"))
     return data
+
+
+def _on_region(
+    topo: Topology, data_dir: Path, method: str, path: str, body: Mapping[str, object] | None
+) -> Any:
+    """Without a supervisor: a fault switch goes to the region itself (signed with the deployment's
+    secret); anything else is refused, saying what cannot be done (exit 2)."""
+    import asyncio
+
+    import httpx
+
+    from bookstore.domain.errors import BookstoreError
+    from bookstore.kernel.clock import SystemClock
+    from bookstore.runtime.secret import operator_secret
+    from bookstore.runtime.switches import switch_faults, switches_of
+
+    asked = switches_of(method, path, body)
+    if asked is None:
+        fail(unsupervised(path), 2)
+    region_id, switches = asked
+    try:
+        region = topo.region(region_id)
+    except KeyError as exc:
+        fail(str(exc.args[0]), 2)
+    try:
+        secret = operator_secret(data_dir)
+    except BookstoreError as exc:
+        fail(exc.message, 2)
+    try:
+        return asyncio.run(switch_faults(region.api_url, region.id, secret, SystemClock(), **switches))
+    except httpx.HTTPError:
+        fail(f"{region.id} does not answer at {region.api_url}", 2)
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
+def require_shared_credentials(topo: Topology, data_dir: Path) -> None:
+    """On a topology without a supervisor, exits (2) unless the deployment's credentials are here already.
+
+    A process started by hand would otherwise make credentials of its own at first start, and regions
+    holding different secrets refuse each other's every request.
+    """
+    from bookstore.runtime.secret import missing
+
+    absent = missing(data_dir) if not topo.supervised else []
+    if absent:
+        fail(
+            f"{data_dir.resolve()} holds no {', '.join(absent)} and this topology has no supervisor to make "
+            "them: import the deployment's (`bookstore secrets export > FILE` where they are, then "
+            "`bookstore secrets import FILE --data-dir ...` here)",
+            2,
+        )
+
+
+def unsupervised(path: str) -> str:
+    """What a command that needs the supervisor says on a topology with none (`supervised = false`)."""
+    what = {
+        "regions": "start, stop or kill a region: do it on the region's host (`bookstore region serve`, "
+        "its service manager, or kill its process)",
+        "links": "cut, heal or slow a link: the regions talk over the real network "
+        "(cut it between the hosts)",
+        "blog": "promote the blog through it (`bookstore blog promote` asks the regions themselves)",
+    }.get(path.strip("/").split("/")[0], "do this")
+    return (
+        f"this topology has no supervisor (supervised = false; regions run on their own hosts), so there is "
+        f"no control API to {what}; `bookstore status` still reads every region"
+    )
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

@@ -1,7 +1,8 @@
-"""The deployment's own credentials: `secrets rotate` replaces them, `operator-link` signs the operator in."""
+"""The deployment's credentials: `secrets rotate|export|import`; `operator-link` signs the operator in."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +53,88 @@ def secrets_rotate(
         + ["start the system again (`bookstore up`) to use them; old sign-in links and sessions are void"]
     )
     show(as_json, {"dataDir": str(data_dir.resolve()), "rotated": rotated, "overridden": ignored}, text)
+
+
+@secrets_app.command("export")
+def secrets_export(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Write here (mode 0600, must not exist); default: stdout, made 0600 if a file."),
+    ] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Print the deployment's credentials as one document, for `secrets import` on the other hosts.
+
+    Made first if this data directory has none yet (as at first start). Whoever reads it can sign as
+    any region and as the operator: copy it over a secure channel and delete it once imported.
+    """
+    import os
+    import stat
+
+    from bookstore.runtime.secret import export_credentials
+
+    document = export_credentials(data_dir)
+    if file is not None:
+        try:
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fail(f"{file} exists; remove it or name another file", 2)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(document)
+        typer.echo(f"wrote {file} (mode 0600); on each other host: bookstore secrets import FILE", err=True)
+        return
+    out = sys.stdout.fileno()
+    # `export > FILE`: the shell made FILE with its umask (0644 as a rule); close it to others first.
+    if stat.S_ISREG(os.fstat(out).st_mode):
+        os.fchmod(out, 0o600)
+    sys.stdout.write(document)
+    sys.stdout.flush()
+
+
+@secrets_app.command("import")
+def secrets_import(
+    file: Annotated[Path, typer.Argument(help="A file `bookstore secrets export` wrote.", dir_okay=False)],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace credentials this data directory already holds.")
+    ] = False,
+    data_dir: DataDir = Path("data"),
+    as_json: AsJson = False,
+) -> None:
+    """Put the deployment's credentials (from `secrets export` on another host) into this data directory.
+
+    Run it before the first `region serve` or `edge serve` here, so every host shares one deployment.
+    """
+    import os
+    import stat
+
+    from bookstore.runtime.secret import CredentialsConflict, import_credentials, overridden, parse_export
+
+    try:
+        mode = os.stat(file).st_mode
+        text = file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", 2)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        typer.echo(
+            f"warning: {file} is readable by others (mode {stat.S_IMODE(mode):o}); delete it now", err=True
+        )
+    try:
+        held = parse_export(text)
+    except ValueError as exc:
+        fail(f"{file}: {exc}", 2)
+    try:
+        written = import_credentials(data_dir, held, replace=replace)
+    except CredentialsConflict as exc:
+        fail(str(exc))
+    for name in overridden():
+        typer.echo(f"warning: {name} is set in this environment and overrides the file", err=True)
+    where = data_dir.resolve()
+    text_out = (
+        f"imported {', '.join(written)} into {where}"
+        if written
+        else f"{where} already holds these credentials"
+    )
+    show(as_json, {"dataDir": str(where), "written": written}, text_out)
 
 
 def operator_link(

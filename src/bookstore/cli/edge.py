@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bookstore.cli.control import require_shared_credentials
 from bookstore.cli.options import DataDir, LogFormatOpt, TopologyFile, load_topology, with_log_format
 
 app = typer.Typer(
@@ -21,5 +22,7 @@ def edge_serve(
     from bookstore.edge.server import serve
     from bookstore.runtime.secret import deployment_credentials
 
+    topo = load_topology(topology)
+    require_shared_credentials(topo, data_dir)
     # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
-    serve(with_log_format(load_topology(topology), log_format), deployment_credentials(data_dir))
+    serve(with_log_format(topo, log_format), deployment_credentials(data_dir))

@@ -22,6 +22,8 @@ B = Annotated[str, typer.Argument(help="The other region of the link, e.g. ap-so
 def _links(links: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(links, indent=2))
+    elif not links:
+        typer.echo('no simulated links: the regions reach each other directly (links = "direct")')
     else:
         render.links(links)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bookstore.cli.control import region_action
+from bookstore.cli.control import region_action, require_shared_credentials
 from bookstore.cli.exits import fail
 from bookstore.cli.options import DataDir, LogFormatOpt, TopologyFile, load_topology, with_log_format
 
@@ -30,6 +30,7 @@ def region_serve(
         topo.region(region)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
+    require_shared_credentials(topo, data_dir)
     try:
         serve(topo, region, data_dir)
     except DataDirInUse as exc:

@@ -58,17 +58,25 @@ def on_region(
     from bookstore.runtime.secret import operator_secret
     from bookstore.storage.local.ownership import DataDirInUse
 
+    topo = load_topology(topology)
     try:
-        with _region(topology, region, data_dir, command) as services:
-            return local(services)
-    except DataDirInUse as busy:
-        owner = busy
-    target = load_topology(topology).region(region or load_topology(topology).home_region)
+        target = topo.region(region or topo.home_region)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--region") from None
+    owner: DataDirInUse | None = None
+    if topo.supervised or (data_dir / target.id).exists():
+        try:
+            with _region(topology, region, data_dir, command) as services:
+                return local(services)
+        except DataDirInUse as busy:
+            owner = busy
+    # Else the region runs on another host (no supervisor): its data is there, so ask it.
     try:
         with RegionCommands(target.id, target.api_url, operator_secret(data_dir), SystemClock()) as client:
             return remote(client)
     except BookstoreError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         if isinstance(exc, Unavailable):
-            typer.echo(f"({owner.message})", err=True)
+            elsewhere = f"{target.id}'s data is not in {data_dir}: it runs on its own host"
+            typer.echo(f"({owner.message if owner else elsewhere})", err=True)
         raise typer.Exit(1) from None

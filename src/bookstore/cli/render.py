@@ -151,6 +151,12 @@ def status(report: dict[str, Any]) -> None:
         _edge(report["edge"])
     if report["links"]:
         links(report["links"])
+    elif report["supervisor"] and report["links"] == []:
+        console.print('no simulated links: the regions reach each other directly (links = "direct")')
+    elif not report.get("supervised", True):
+        console.print(
+            "no supervisor in this topology (regions on their own hosts): no links or process control"
+        )
     elif not report["supervisor"]:
         console.print("[yellow]no supervisor answers: links and process control are unavailable[/yellow]")
 

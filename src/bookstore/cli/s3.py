@@ -56,12 +56,21 @@ def publish(
     data_dir: DataDir = Path("data"),
     as_json: AsJson = False,
 ) -> None:
-    """Upload the storefront's static files (covers, index.html) to the home region's bucket."""
+    """Upload the storefront's static files (covers, index.html) to the home region's bucket.
+
+    On a topology without a supervisor (`supervised = false`) it first makes every active region's
+    storefront bucket and the home bucket's replication, as `up` does on one machine.
+    """
+    from bookstore.objectstore.setup import prepare_buckets
     from bookstore.objectstore.setup import publish as publish_files
 
     topo = load_topology(topology)
+    access = _s3_access(topo, data_dir)
     try:
-        report = publish_files(topo, _s3_access(topo, data_dir), source)
+        if not topo.supervised:
+            # No `up` made the storefront's buckets and their replication: this is the step that does.
+            prepare_buckets(topo, list(topo.active), access)
+        report = publish_files(topo, access, source)
     except BookstoreError as exc:
         fail(exc.message)
     document = {

@@ -40,6 +40,15 @@ def up(
 
     # The regions and the edge, started as processes, take --log-format from the environment.
     topo = with_log_format(load_topology(topology), log_format)
+    if not topo.supervised:
+        # Each host runs its own region (and one the edge): there is nothing here for `up` to start.
+        typer.echo(
+            "error: this topology has no supervisor (supervised = false): on each region's host run "
+            "`bookstore region serve --region REGION`, on the edge's `bookstore edge serve`, after "
+            '`bookstore secrets import FILE` (see README, "Beyond one machine")',
+            err=True,
+        )
+        raise typer.Exit(2)
     # An engine whose extra is missing is named now, not in a region's log after it failed to start.
     check_topology(topo)
     logs.configure("supervisor", log_format=topo.observability.log_format)
@@ -95,13 +104,20 @@ def status(
         # The regions answer anyone; the supervisor and the edge only the operator.
         typer.echo(f"warning: {exc}; processes, links and the edge are not shown", err=True)
     report = collect(topo, token)
+    if not topo.supervised:
+        typer.echo(
+            "note: no supervisor in this topology (supervised = false): processes and links are not shown; "
+            "each region is read at its own address",
+            err=True,
+        )
     report["credentials"] = _credentials_report(topo, data_dir, token)
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         render.status(report)
         render.credentials(report["credentials"])
-    silent = unanswered(report, topo.control_url if token is not None else None)
+    asked = token is not None and topo.supervised
+    silent = unanswered(report, topo.control_url if asked else None)
     if silent:
         typer.echo(f"error: no answer from {', '.join(silent)}", err=True)
         raise typer.Exit(1)

@@ -82,6 +82,8 @@ def run(options: Options) -> Record:
     topology, topology_file = _sized(topology, options, folder)
     options = replace(options, topology_file=topology_file)
     system_dir = options.data_dir if options.attach else folder / "system"
+    if not topology.supervised:
+        _without_supervisor(scenario, options)
     say(f"drill {scenario.name}: {scenario.description}; regions {', '.join(topology.active)}")
     with _system(topology, options, system_dir, folder):
         record = asyncio.run(_drill(scenario, topology, options, system_dir, folder))
@@ -143,12 +145,30 @@ def _system(topology: Topology, options: Options, data_dir: Path, folder: Path) 
         raise RuntimeError(f"`bookstore up` did not come up (log {folder / 'up.log'}): {exc}") from None
 
 
+def _without_supervisor(scenario: Scenario, options: Options) -> None:
+    """Refuses, saying why, a drill that a topology without a supervisor cannot run."""
+    if not options.attach:
+        raise RuntimeError(
+            "this topology has no supervisor (supervised = false): start its regions and edge on their "
+            "hosts, then drill them with --attach"
+        )
+    if scenario.needs_supervisor:
+        runnable = ", ".join(name for name, kind in SCENARIOS.items() if not kind.needs_supervisor)
+        raise RuntimeError(
+            f"{scenario.name} needs the supervisor (it kills, starts or cuts through the control API), "
+            f"which this topology has none of (supervised = false); drills that run without one: {runnable}"
+        )
+
+
 def _require(topology: Topology, data_dir: Path) -> None:
     try:
         operator = operator_headers(operator_token(data_dir))
     except MissingCredential as exc:
         raise RuntimeError(f"--attach: {exc}") from None
-    for name, url in (("control API", topology.control_url + "/regions"), ("edge", topology.edge.url)):
+    asked = [("edge", topology.edge.url)]
+    if topology.supervised:
+        asked.insert(0, ("control API", topology.control_url + "/regions"))
+    for name, url in asked:
         try:
             path = "/edge/status" if name == "edge" else ""
             httpx.get(url + path, headers=operator, timeout=3).raise_for_status()
@@ -203,7 +223,10 @@ async def _drill(
     shoppers = _spread(shoppers, list(topology.active), scenario.both_sides)
     # The drill's clock starts once the system is ready and the shoppers signed in.
     now_s, wall_t0 = drill_clock(), time.time()
-    control = Control(topology.control_url, home, other, now_s, data_dir, options.topology_file, say=say)
+    control = Control(
+        topology.control_url, home, other, now_s, data_dir, options.topology_file, say=say,
+        unsupervised=None if topology.supervised else topology,
+    )  # fmt: skip
     author = await _author(control, edge, home) if scenario.writes_blog else None
     blog_tag = f"drill-{os.urandom(4).hex()}"
     fresh = not options.attach

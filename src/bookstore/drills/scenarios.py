@@ -1,4 +1,4 @@
-"""The drills' scenarios: a fault injected through the supervisor's control API, then lifted."""
+"""The drills' scenarios: a fault injected through the control API (or the region itself), then lifted."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from typing import Any
 
 import httpx
 
+from bookstore.config import Topology
 from bookstore.drills.checks import blog_failover_check
 from bookstore.drills.observe import status
 from bookstore.drills.record import Check, Event, Fault
+from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.operator import overview as blog_overview
 from bookstore.runtime.operator import control_call_async
-from bookstore.runtime.secret import operator_token
+from bookstore.runtime.secret import operator_secret, operator_token
+from bookstore.runtime.switches import switch_faults, switches_of
 
 CONTROL_TIMEOUT_S = 90.0
 BLOG_CATCH_UP_S = 20.0
@@ -36,8 +39,12 @@ class Control:
     say: Callable[[str], None] = lambda _: None
     events: list[Event] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    # A topology without a supervisor (regions on their own hosts): the switches go to the regions.
+    unsupervised: Topology | None = None
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self.unsupervised is not None:
+            return await self._on_region(self.unsupervised, method, path, body or {})
         token = operator_token(self.data_dir)
         answer = await control_call_async(
             self.control_url, token, method, path, body, timeout_s=CONTROL_TIMEOUT_S
@@ -45,6 +52,19 @@ class Control:
         if answer.status_code != 200:
             raise RuntimeError(f"control API {method} {path}: {answer.status_code} {answer.text[:300]}")
         return answer.json()
+
+    async def _on_region(self, topology: Topology, method: str, path: str, body: dict[str, Any]) -> Any:
+        """What the control API would do, asked of the region itself (signed with the deployment's secret)."""
+        if (method, path) == ("GET", "/links"):
+            # The hosts' own network: no simulated link whose delay the drill could read.
+            return {"links": []}
+        asked = switches_of(method, path, body)
+        if asked is None:
+            raise RuntimeError(f"{method} {path} needs the supervisor, which this topology has none of")
+        region_id, switches = asked
+        region = topology.region(region_id)
+        secret = operator_secret(self.data_dir)
+        return await switch_faults(region.api_url, region.id, secret, SystemClock(), **switches)
 
     def note(self, kind: str, message: str) -> None:
         self.events.append(Event(atS=round(self.now_s(), 3), kind=kind, message=message))
@@ -87,6 +107,8 @@ class Scenario:
     recovery_word = "recovery"
     # An author writes blog posts during the drill: the blog's own RPO and lost posts are checked.
     writes_blog = False
+    # False: its fault is a region's own switch, so it runs on a topology without a supervisor too.
+    needs_supervisor = True
 
     def __init__(self) -> None:
         self.fault: Fault | None = None
@@ -124,6 +146,7 @@ class RegionOutage(Scenario):
 class ApiBreak(Scenario):
     name = "api-break"
     description = "module 4: the home region's API answers 403 (its mapping removed), then is repaired"
+    needs_supervisor = False
 
     async def begin(self, c: Control) -> None:
         self.fault = c.fault_started("API mapping removed", c.home)
@@ -184,6 +207,7 @@ class ClockSkew(Scenario):
     description = "run one region's clock 2 s ahead while shoppers write on both sides, then set it right"
     both_sides = True
     skew_ms = 2000
+    needs_supervisor = False
 
     async def begin(self, c: Control) -> None:
         self.fault = c.fault_started(f"clock +{self.skew_ms} ms", c.other)

@@ -187,7 +187,7 @@ class EdgeApp:
         names = frozenset({zone, f"www.{zone}", f"api.{zone}", f"blog.{zone}", f"edge.{zone}"})
         try:
             self._dns_transport = await start_dns(
-                edge.dns_address,
+                edge.bind_address or edge.dns_address,
                 edge.dns_port,
                 zone,
                 edge.dns_ttl_s,

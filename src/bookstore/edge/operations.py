@@ -138,6 +138,14 @@ def operations_app(edge: EdgeApp, operator_dir: Path = OPERATOR_DIR) -> Starlett
     async def forward(request: Request, path: str, body: dict[str, Any] | None = None) -> Response:
         if (refusal := refused(request) or json_body(request)) is not None:
             return refusal
+        if not topology.supervised:
+            return error_response(
+                409,
+                "Conflict",
+                "this topology has no supervisor (supervised = false): regions run on their own hosts, "
+                "so nothing can start, stop, kill or cut them from here",
+                NO_STORE,
+            )
         try:
             answer = await control_call_async(
                 topology.control_url, edge.operator_token, "POST", path, body, timeout_s=60.0

@@ -88,7 +88,7 @@ def serve(topology: Topology, credentials: Credentials) -> None:
     traces = tracing.configure(topology, "edge")
     config = server_config(build(topology, credentials=credentials, traces=traces))
     try:
-        uvicorn.Server(config).run(sockets=[listening_socket(edge.address, edge.port)])
+        uvicorn.Server(config).run(sockets=[listening_socket(edge.bind_address or edge.address, edge.port)])
     finally:
         if traces is not None:
             traces.shutdown()

@@ -60,7 +60,8 @@ class LinkSimulator:
         own = {(r.address, p) for r in topology.regions for p in (r.api_port, r.s3_port)}
         for src in self.regions:
             for dst in self.regions:
-                if src == dst:
+                # A direct pair reaches the other's own address (config.link_address): nothing to proxy.
+                if src == dst or topology.is_direct(src, dst):
                     continue
                 delay = (delays or {}).get(
                     (src, dst), DEFAULT_DELAYS_MS.get(frozenset({src, dst}), default_delay_ms)
@@ -132,6 +133,11 @@ class LinkSimulator:
             known = ", ".join(self.regions)
             if src == dst and src in self.regions:
                 raise ValidationError(f"{src} -> {dst}: a region does not cross a link to itself") from None
+            if src in self.regions and dst in self.regions and self.topology.is_direct(src, dst):
+                raise ValidationError(
+                    f"{src} <-> {dst} is a direct link in the topology: no simulator carries it, so it "
+                    "cannot be cut, healed or slowed from here (cut the network between the hosts instead)"
+                ) from None
             raise NotFound(f"no link {src} -> {dst}; known regions: {known}") from None
 
     def resets(self, src: str, dst: str) -> bool:

@@ -24,9 +24,9 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     composed = compose(topology, region_id, data_dir, tracing.configure(topology, region_id))
     region = composed.services.region
     try:
-        sockets = [listening_socket(region.address, region.api_port)]
+        sockets = [listening_socket(region.listen_address, region.api_port)]
         if composed.serves_s3:
-            sockets.append(listening_socket(region.address, region.s3_port))
+            sockets.append(listening_socket(region.listen_address, region.s3_port))
         # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
         # links where every new connection costs a round trip (objects.client.KEEPALIVE_S is below).
         config = server_config(

@@ -6,6 +6,10 @@ An environment variable overrides each file (BOOKSTORE_SECRET, BOOKSTORE_OPERATO
 BOOKSTORE_S3_ACCESS_KEY_ID with BOOKSTORE_S3_SECRET_ACCESS_KEY); the supervisor hands its region and
 edge processes the values it loaded that way.
 
+Regions on separate hosts (a topology with `supervised = false`) must share all three: `export` writes
+them as one document, which `import_credentials` puts into another host's data directory before its
+first start (`bookstore secrets export > FILE`, copy FILE, `bookstore secrets import FILE`).
+
 `rotate` replaces the files with new values. The processes of a running system hold the old values in
 memory, and regions must agree on the inter-region secret, so a rotation takes effect when the system
 is started again (`bookstore secrets rotate` refuses to run while the system answers).
@@ -172,6 +176,106 @@ def overridden(kinds: Collection[str] = KINDS) -> list[str]:
     """The environment variables set now that would override the named credentials' files."""
     names = {"secret": [ENV], "operator-token": [TOKEN_ENV], "s3": [S3_ID_ENV, S3_KEY_ENV]}
     return [n for kind in KINDS if kind in kinds for n in names[kind] if os.environ.get(n)]
+
+
+# The first key of an exported document, and its version: a file of anything else is refused.
+EXPORT_FORMAT = "bookstore-credentials/1"
+
+
+class CredentialsConflict(RuntimeError):
+    """An import would replace credentials a data directory already holds with different ones."""
+
+
+def export_credentials(data_dir: Path) -> str:
+    """The deployment's credentials (made on first use, as at first start) as one JSON document."""
+    held = deployment_credentials(data_dir)
+    return (
+        orjson.dumps(
+            {
+                "format": EXPORT_FORMAT,
+                "secret": held.secret,
+                "operatorToken": held.operator_token,
+                "s3": {"accessKeyId": held.s3.access_key_id, "secretAccessKey": held.s3.secret_access_key},
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+        + "\n"
+    )
+
+
+def parse_export(text: str | bytes) -> Credentials:
+    """The credentials in a document `export_credentials` wrote; ValueError saying what is wrong."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ValueError("not a credentials export (not JSON)") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"not a credentials export (its format is not {EXPORT_FORMAT!r})")
+    s3 = doc.get("s3")
+    values = [doc.get("secret"), doc.get("operatorToken")]
+    if isinstance(s3, dict):
+        values += [s3.get("accessKeyId"), s3.get("secretAccessKey")]
+    if len(values) != 4 or not all(isinstance(v, str) and v for v in values):
+        raise ValueError(
+            "a credentials export holds secret, operatorToken and s3 {accessKeyId, secretAccessKey}"
+        )
+    secret, token, key_id, key = (str(v) for v in values)
+    return Credentials(secret, token, ObjectStoreAccess(access_key_id=key_id, secret_access_key=key))
+
+
+def import_credentials(data_dir: Path, held: Credentials, *, replace: bool = False) -> list[str]:
+    """Write `held` into DATA_DIR's credential files (mode 0600); returns the files written.
+
+    Files already holding the same values are left alone. Different values raise CredentialsConflict
+    unless `replace`: a region that made its own at first start would otherwise be silently re-keyed.
+    """
+    wanted = {FILE: held.secret, TOKEN_FILE: held.operator_token, S3_FILE: _s3_text(held.s3)}
+    current = {name: _read(data_dir / name) for name in wanted}
+    differ = [
+        name
+        for name, value in current.items()
+        if value is not None and (_s3_load(value) != held.s3 if name == S3_FILE else value != wanted[name])
+    ]
+    if differ and not replace:
+        raise CredentialsConflict(
+            f"{data_dir} already holds other credentials ({', '.join(differ)}): "
+            "a region started there made its own; replace them with --replace (then restart it)"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, value in wanted.items():
+        if current[name] is None or name in differ:
+            _write(data_dir / name, value, replace=True)
+            written.append(name)
+    return written
+
+
+def missing(data_dir: Path) -> list[str]:
+    """The credentials that neither the environment nor DATA_DIR holds (by the names `rotate` takes)."""
+    env = {"secret": [ENV], "operator-token": [TOKEN_ENV], "s3": [S3_ID_ENV, S3_KEY_ENV]}
+    files = {"secret": FILE, "operator-token": TOKEN_FILE, "s3": S3_FILE}
+    return [
+        kind
+        for kind in KINDS
+        if not all(os.environ.get(n) for n in env[kind]) and not (data_dir / files[kind]).exists()
+    ]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _s3_load(text: str) -> ObjectStoreAccess | None:
+    try:
+        stored = orjson.loads(text)
+        return ObjectStoreAccess(
+            access_key_id=stored["accessKeyId"], secret_access_key=stored["secretAccessKey"]
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _new_secret() -> str:

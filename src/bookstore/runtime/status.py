@@ -29,8 +29,10 @@ def collect(topology: Topology, token: str | None) -> dict[str, Any]:
     with httpx.Client(timeout=2.0) as client:
         control = links = edge = None
         if operator is not None:
-            control = _get(client, f"{topology.control_url}/regions", operator)
-            links = _get(client, f"{topology.control_url}/links", operator)
+            # Without a supervisor (regions on their own hosts) there is no control API to ask.
+            if topology.supervised:
+                control = _get(client, f"{topology.control_url}/regions", operator)
+                links = _get(client, f"{topology.control_url}/links", operator)
             if topology.edge.enabled:
                 edge = _get(client, f"{topology.edge.url}/edge/status", operator)
         regions = []
@@ -77,6 +79,7 @@ def collect(topology: Topology, token: str | None) -> dict[str, Any]:
                     }
                 )
     return {
+        "supervised": topology.supervised,
         "supervisor": control is not None,
         "processes": (control or {}).get("regions"),
         "regions": regions,

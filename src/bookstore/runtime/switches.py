@@ -6,6 +6,7 @@ control API flips them through `switch_faults`. Both processes share this contra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
@@ -40,3 +41,22 @@ async def switch_faults(
         )
     state: dict[str, Any] = response.json()
     return state
+
+
+def switches_of(
+    method: str, path: str, body: Mapping[str, Any] | None
+) -> tuple[str, dict[str, str | int]] | None:
+    """The region and the switches a control API call stands for (`POST /api/R/break`, `/s3/R/repair`,
+    `/clock/R`), or None for any other call.
+
+    Without a supervisor (regions on their own hosts) callers ask the region itself (`switch_faults`).
+    """
+    parts = path.strip("/").split("/")
+    if method != "POST":
+        return None
+    if len(parts) == 3 and parts[0] in ("api", "s3") and parts[2] in ("break", "repair"):
+        broken = {"api": "broken", "s3": "unavailable"}[parts[0]]
+        return parts[1], {parts[0]: broken if parts[2] == "break" else "ok"}
+    if len(parts) == 2 and parts[0] == "clock":
+        return parts[1], {"clockSkewMs": int((body or {}).get("skewMs", 0))}
+    return None

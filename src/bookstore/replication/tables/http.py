@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -27,18 +27,19 @@ from bookstore.kernel.stream import (
     object_lines,
     wait_for,
 )
-from bookstore.ports import Clock, TableSchema
+from bookstore.ports import Clock, Key, TableSchema
 from bookstore.replication.tables.model import (
     ClockRefusal,
     LogEntry,
     LogRead,
     LogTrimmed,
     SnapshotPage,
+    Version,
     ahead_ms,
 )
 from bookstore.replication.tables.ports import LogSource, ReplicaStore
 from bookstore.replication.tables.replicator import MAX_CLOCK_OFFSET_MS
-from bookstore.replication.tables.wire import entry_json, parse_batch, parse_entries
+from bookstore.replication.tables.wire import MAX_KEYS, entry_json, parse_batch, parse_entries, parse_versions
 
 BATCH = 500
 # Commits of this process wake a stream at once; other processes' (the CLI's) are seen within a poll,
@@ -75,6 +76,10 @@ class _DigestRequest(BaseModel):
     table: StrictStr = Field(max_length=64)
     buckets: StrictInt = Field(default=64, ge=1, le=4096)
     bucket: StrictInt | None = Field(default=None, ge=0)
+    # With a bucket: its keys and versions instead of its entries (what a repair compares first).
+    versions: StrictBool = False
+    # Instead of a bucket: the entries of these keys (those of a bucket that differ).
+    keys: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_KEYS)
     # Only versions below this HLC count in a digest (anti-entropy leaves out what may be in flight).
     before: StrictInt | None = Field(default=None, ge=0, lt=1 << 63)
 
@@ -151,11 +156,17 @@ def replication_routes(
         body: _DigestRequest = await parsed(request, _DigestRequest)
         if body.table not in schemas:
             return error_response(400, "ValidationError", f"table {body.table!r} is not replicated")
+        if body.keys is not None:
+            entries = await asyncio.to_thread(store.entries_of, body.table, body.keys)
+            return json_response({"entries": [entry_json(e) for e in entries]})
         if body.bucket is None:
             digest = await asyncio.to_thread(store.digest, body.table, body.buckets, body.before)
             return json_response({"digest": digest})
         if body.bucket >= body.buckets:
             return error_response(400, "ValidationError", "bucket must be below buckets")
+        if body.versions:
+            versions = await asyncio.to_thread(store.bucket_versions, body.table, body.bucket, body.buckets)
+            return json_response({"versions": [[key, hlc, region] for key, (hlc, region) in versions]})
         entries = await asyncio.to_thread(store.bucket_entries, body.table, body.bucket, body.buckets)
         return json_response({"entries": [entry_json(e) for e in entries]})
 
@@ -315,6 +326,21 @@ class HttpPeer:
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]:
         raw = await self._post("/replication/digest", {"table": table, "buckets": buckets, "bucket": bucket})
         return parse_entries(raw.get("entries"), self.schemas, self.regions)
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+        raw = await self._post(
+            "/replication/digest", {"table": table, "buckets": buckets, "bucket": bucket, "versions": True}
+        )
+        return parse_versions(raw.get("versions"))
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        found: list[LogEntry] = []
+        for start in range(0, len(keys), MAX_KEYS):
+            raw = await self._post(
+                "/replication/digest", {"table": table, "keys": keys[start : start + MAX_KEYS]}
+            )
+            found += parse_entries(raw.get("entries"), self.schemas, self.regions)
+        return found
 
     async def push(self, entries: list[LogEntry]) -> None:
         if entries:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from bookstore.replication.tables.model import ApplyResult, ConflictRecord, LogEntry, LogRead, SnapshotPage
+from bookstore.ports import Key
+from bookstore.replication.tables.model import (
+    ApplyResult,
+    ConflictRecord,
+    LogEntry,
+    LogRead,
+    SnapshotPage,
+    Version,
+)
 
 
 class LogSource(Protocol):
@@ -65,11 +73,25 @@ class Applier(Protocol):
 
 
 class AntiEntropy(Protocol):
-    """Digests of key buckets, and a bucket's entries, to find and repair what following missed."""
+    """Digests of key buckets, and a bucket's entries, to find and repair what following missed.
+
+    `buckets` is a power of two up to digests.LEAVES; bucket b holds the keys whose leaf (the top
+    LEAF_BITS of the key hash) falls in digests.leaf_range(b, buckets). A bucket's digest is
+    digests.fold of the XOR of digests.row_hash over its items and tombstones (only versions below
+    `before` when given), so every store spells the same contents alike; a store keeps the leaves as
+    it writes, so a digest costs the same whatever the size of the table.
+    """
 
     def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]: ...
 
     def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]: ...
+
+    def bucket_versions(self, table: str, bucket: int, buckets: int = 64) -> list[tuple[Key, Version]]:
+        """The key and version of each item and tombstone of a bucket: a repair compares these, then
+        moves the entries of the keys that differ only (`entries_of`)."""
+        ...
+
+    def entries_of(self, table: str, keys: Sequence[Key]) -> list[LogEntry]: ...
 
 
 class Trimming(Protocol):

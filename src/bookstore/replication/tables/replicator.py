@@ -27,7 +27,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookstore.kernel.clock import HybridLogicalClock
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Key
+from bookstore.replication.tables.digests import LEAVES
 from bookstore.replication.tables.model import (
     ApplyResult,
     ClockRefusal,
@@ -35,10 +36,12 @@ from bookstore.replication.tables.model import (
     LogRead,
     LogTrimmed,
     SnapshotPage,
+    Version,
     ahead_ms,
     within_bound,
 )
 from bookstore.replication.tables.ports import ReplicatorStore
+from bookstore.replication.tables.wire import MAX_BATCH
 
 log = logging.getLogger("bookstore.replication")
 
@@ -54,7 +57,23 @@ MAX_CLOCK_OFFSET_MS = 500
 CLOCK_RECHECK_S = 1.0
 # A peer's measured clock offset counts for the clock ceiling this long (streams carry one a second).
 OFFSET_FRESH_MS = 5_000
+# A repair compares the keys and versions of this many differing leaves per batch (one apply, one push),
+# asking the peer for at most REPAIR_FETCHES leaves at once: round trips overlap on a slow link.
+REPAIR_LEAVES = 64
+REPAIR_FETCHES = 16
+# A repair asks for a whole bucket of REPAIR_SPAN when at least REPAIR_SPAN_LEAVES of its leaves differ.
+REPAIR_SPAN = 64
+REPAIR_SPAN_LEAVES = 16
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
+
+
+def _key_id(key: Key) -> tuple[Any, ...]:
+    """A key as a comparable value: 1 and 1.0 compare equal, as SQLite holds them as one key.
+
+    Its values in order: every store lists a key's attributes in its schema's order, and the wire
+    keeps that order.
+    """
+    return tuple(key.values())
 
 
 # Told of each batch applied: (source region, entries applied, start and end in ns since the epoch).
@@ -77,6 +96,14 @@ class Peer(Protocol):
         ...
 
     async def bucket(self, table: str, bucket: int, buckets: int) -> list[LogEntry]: ...
+
+    async def bucket_versions(self, table: str, bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+        """The key and version of each item and tombstone of one of the peer's buckets."""
+        ...
+
+    async def entries(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        """The peer's entries of `keys` (those it holds)."""
+        ...
 
     async def push(self, entries: list[LogEntry]) -> None: ...
 
@@ -484,25 +511,68 @@ class Replicator:
         for table in self.tables:
             theirs = await peer.digest(table, self.digest_buckets, before)
             ours = await asyncio.to_thread(self.store.digest, table, self.digest_buckets, before)
-            for bucket, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-                if a == b:
-                    continue
-                now = self.clock.now_ms()
-                incoming = [
-                    e
-                    for e in await peer.bucket(table, bucket, self.digest_buckets)
-                    if ahead_ms(e, now) <= self.max_clock_offset_ms
-                ]
-                result = await self._apply(peer.region, incoming, None, live=False)
-                outgoing = await asyncio.to_thread(
-                    self.store.bucket_entries, table, bucket, self.digest_buckets
-                )
-                await peer.push(outgoing)
-                repaired += result.applied
+            if ours == theirs:
+                continue
+            # Some bucket differs: compare the leaves (the finest buckets the stores keep), so a repair
+            # exchanges the rows of the leaves that differ only, whatever the size of the table.
+            if self.digest_buckets != LEAVES:
+                theirs = await peer.digest(table, LEAVES, before)
+                ours = await asyncio.to_thread(self.store.digest, table, LEAVES, before)
+            differing = [leaf for leaf, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+            for start in range(0, len(differing), REPAIR_LEAVES):
+                repaired += await self._repair(peer, table, differing[start : start + REPAIR_LEAVES])
         if repaired:
             self.metrics.repaired.labels(peer.region).inc(repaired)
             log.info("anti-entropy with %s repaired %d entries here", peer.region, repaired)
         return repaired
+
+    async def _repair(self, peer: Peer, table: str, leaves: Sequence[int]) -> int:
+        """Exchange what differs in `leaves` with `peer`: keys and versions first, then the entries of
+        the keys whose versions differ only, so a leaf that differs by one row moves one row."""
+        limit = asyncio.Semaphore(REPAIR_FETCHES)
+        # Where many leaves of one of the 64 buckets differ, one request for the bucket's versions
+        # replaces one per leaf: on a slow link round trips, not rows, are what a mass repair waits for.
+        width = LEAVES // REPAIR_SPAN
+        spans: dict[int, list[int]] = {}
+        for leaf in leaves:
+            spans.setdefault(leaf // width, []).append(leaf)
+        units = [
+            (span, REPAIR_SPAN) if len(members) >= REPAIR_SPAN_LEAVES else (leaf, LEAVES)
+            for span, members in spans.items()
+            for leaf in (members[:1] if len(members) >= REPAIR_SPAN_LEAVES else members)
+        ]
+
+        async def fetch(bucket: int, buckets: int) -> list[tuple[Key, Version]]:
+            async with limit:
+                return await peer.bucket_versions(table, bucket, buckets)
+
+        fetched = await asyncio.gather(*(fetch(bucket, buckets) for bucket, buckets in units))
+        listed = [(_key_id(key), key, version) for versions in fetched for key, version in versions]
+        theirs = {kid: version for kid, _, version in listed}
+        ours = await asyncio.to_thread(
+            lambda: {
+                _key_id(key): (key, version)
+                for bucket, buckets in units
+                for key, version in self.store.bucket_versions(table, bucket, buckets)
+            }
+        )
+        missing = (None, None)
+        wanted = [key for kid, key, version in listed if ours.get(kid, missing)[1] != version]
+        now = self.clock.now_ms()
+        incoming = (
+            [e for e in await peer.entries(table, wanted) if ahead_ms(e, now) <= self.max_clock_offset_ms]
+            if wanted
+            else []
+        )
+        result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
+        # What we just took from the peer superseded ours: the peer needs ours only where we kept it.
+        taken = set() if result is None else {_key_id(e.key) for e in result.applied_entries}
+        sending = [key for k, (key, version) in ours.items() if theirs.get(k) != version and k not in taken]
+        if sending:
+            outgoing = await asyncio.to_thread(self.store.entries_of, table, sending)
+            for start in range(0, len(outgoing), MAX_BATCH):
+                await peer.push(outgoing[start : start + MAX_BATCH])
+        return 0 if result is None else result.applied
 
     async def _anti_entropy_all(self) -> None:
         for peer in self.peers:

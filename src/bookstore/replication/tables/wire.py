@@ -8,10 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from bookstore.domain import errors
-from bookstore.ports import TableSchema
-from bookstore.replication.tables.model import LogEntry
+from bookstore.ports import Key, TableSchema
+from bookstore.replication.tables.model import LogEntry, Version
 
 MAX_BATCH = 5000
+# Keys asked for in one request of a repair.
+MAX_KEYS = 1000
 
 
 class _Entry(BaseModel):
@@ -69,6 +71,24 @@ def parse_entries(raw: Any, schemas: Mapping[str, TableSchema], regions: Collect
     if entries is None:
         raise errors.ValidationError("entries must be a list of change entries")
     return [_checked(e, schemas, regions) for e in entries]
+
+
+def parse_versions(raw: Any) -> list[tuple[Key, Version]]:
+    """A bucket's (key, version) pairs from untrusted JSON ([key, hlc, region] each)."""
+    if not isinstance(raw, list):
+        raise errors.ValidationError("versions must be a list of [key, hlc, region]")
+    versions: list[tuple[Key, Version]] = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], dict)
+            or type(item[1]) is not int
+            or type(item[2]) is not str
+        ):
+            raise errors.ValidationError(f"malformed version {item!r}: expected [key, hlc, region]")
+        versions.append((item[0], (item[1], item[2])))
+    return versions
 
 
 def parse_batch(

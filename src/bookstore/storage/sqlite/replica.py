@@ -12,7 +12,8 @@ import orjson
 
 from bookstore.domain.errors import StorageError, ValidationError
 from bookstore.kernel.clock import HybridLogicalClock
-from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item
+from bookstore.ports import FIRST_WRITER_WINS, ChangeKind, Item, Key
+from bookstore.replication.tables import digests
 from bookstore.replication.tables.model import (
     ApplyResult,
     ConflictRecord,
@@ -32,7 +33,7 @@ from bookstore.storage.items import (
 )
 from bookstore.storage.sqlite import log as change_log
 from bookstore.storage.sqlite.tables import (
-    KEY_HASH_BITS,
+    LEAF_AND_HASH,
     NO_SORT,
     SqliteDatabase,
     SqliteTable,
@@ -42,8 +43,6 @@ from bookstore.storage.sqlite.tables import (
 
 # The conflict log keeps this many newest records; the count of conflicts ever detected is kept apart.
 MAX_CONFLICTS = 10_000
-MAX_BUCKETS = 1 << 16
-_HASH_SPACE = 1 << KEY_HASH_BITS
 
 _REPLICA_SQL = (
     "CREATE TABLE IF NOT EXISTS checkpoints (source TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
@@ -110,32 +109,6 @@ def _row_entry(table: SqliteTable, row: tuple[Any, ...]) -> LogEntry:
         version=(hlc, region),
         previous=None if prev_hlc is None else (prev_hlc, prev_region),
     )
-
-
-def _bucket_range(bucket: int, buckets: int) -> tuple[int, int]:
-    """The key hashes h of `bucket`, lo <= h < hi: those with h * buckets >> KEY_HASH_BITS == bucket."""
-    if type(buckets) is not int or not 1 <= buckets <= MAX_BUCKETS:
-        raise ValidationError(f"buckets must be an integer from 1 to {MAX_BUCKETS}, got {buckets!r}")
-    if type(bucket) is not int or not 0 <= bucket < buckets:
-        raise ValidationError(f"bucket must be an integer from 0 to {buckets - 1}, got {bucket!r}")
-    return -(-bucket * _HASH_SPACE // buckets), -(-(bucket + 1) * _HASH_SPACE // buckets)
-
-
-def _canonical_sql(column: str) -> str:
-    """SQL for canonical_key_value: a REAL key that is a whole number spelled as the INTEGER it equals."""
-    return (
-        f"quote(CASE WHEN typeof({column}) = 'real' AND {column} = CAST({column} AS INTEGER) "
-        f"THEN CAST({column} AS INTEGER) ELSE {column} END)"
-    )
-
-
-# One line per item or tombstone in a digest: key, sort key and version, unambiguous (quote() escapes).
-_DIGEST_LINE = " || ',' || ".join(
-    (_canonical_sql("pk"), _canonical_sql("sk"), "hlc", "quote(region) || char(10)")
-)
-
-
-_NO_BOUND = (1 << 63) - 1  # the largest SQLite integer: no version is above it
 
 
 class SqliteReplica:
@@ -488,34 +461,71 @@ class SqliteReplica:
         return SnapshotPage(entries=entries, cursor=cursor, head_seq=head)
 
     def digest(self, table: str, buckets: int = 64, before: int | None = None) -> list[str]:
-        """Per bucket of key hashes, a digest of the sorted (key, version) of its items and tombstones.
+        """Per bucket of key hashes, the XOR of the hashes of (key, version, tombstone) of its rows.
 
-        Equal digests mean equal versions, hence equal contents, in every region. With `before`, only
-        versions below it count (both sides of a comparison pass the same bound).
+        Equal digests mean equal versions, hence equal contents, in every region. The leaves are kept by
+        triggers as rows are written (tables.py), so a digest reads LEAVES small rows whatever the size
+        of the table. With `before`, only versions below it count: the rows at or above it (the last
+        seconds' writes, found by the hlc index) are XORed back out.
         """
-        _bucket_range(0, buckets)
+        digests.check_buckets(buckets)
         sql_table = self._table(table).sql_table
-        hashers = [hashlib.blake2b(digest_size=16) for _ in range(buckets)]
-        # SQLite spells each line (in C, without the GIL): Python only hashes it. Anti-entropy digests
-        # whole tables every few seconds in both regions, so this must stay cheap as tables grow.
-        rows = self._read_all(
-            f"SELECT khash, CAST({_DIGEST_LINE} AS BLOB) FROM {sql_table} "
-            "WHERE (doc IS NOT NULL OR hlc >= ?) AND hlc < ? ORDER BY khash, pk, sk",
-            (self._horizon, _NO_BOUND if before is None else before),
-        )
-        for khash, line in rows:
-            hashers[(khash * buckets) >> KEY_HASH_BITS].update(line)
-        return [h.hexdigest() for h in hashers]
+        leaves = [0] * digests.LEAVES
+        try:
+            with self.db.engine.read() as conn:
+                for leaf, x in conn.execute("SELECT leaf, x FROM digests WHERE tbl = ?", (table,)):
+                    leaves[leaf] = x
+                if before is not None:
+                    young = conn.execute(
+                        f"SELECT {LEAF_AND_HASH} FROM {sql_table} WHERE hlc >= ?",
+                        (before,),
+                    )
+                    for leaf, x in young:
+                        leaves[leaf] ^= x
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading the digests of {self.db.path} failed: {exc}") from exc
+        return digests.fold(leaves, buckets)
 
     def bucket_entries(self, table: str, bucket: int, buckets: int = 64) -> list[LogEntry]:
         """The items and tombstones of one digest bucket, as entries that recreate them elsewhere."""
-        low, high = _bucket_range(bucket, buckets)
+        leaves = digests.leaf_range(bucket, buckets)
+        low, high = leaves.start << digests.LEAF_SHIFT, leaves.stop << digests.LEAF_SHIFT
         sqlite_table = self._table(table)
         rows = self._read_all(
             f"SELECT {_ROW_SELECT} FROM {sqlite_table.sql_table} WHERE khash >= ? AND khash < ? "
             "AND (doc IS NOT NULL OR hlc >= ?) ORDER BY khash, pk, sk",
             (low, high, self._horizon),
         )
+        return [_row_entry(sqlite_table, row) for row in rows]
+
+    def bucket_versions(self, table: str, bucket: int, buckets: int = 64) -> list[tuple[Key, Version]]:
+        """The key and version of each item and tombstone of one digest bucket (what a repair compares).
+
+        Read from the key-hash index alone (ten times faster than reaching each row for its tombstone
+        flag), so a tombstone under the horizon would be listed too; `entries_of` leaves it out.
+        """
+        leaves = digests.leaf_range(bucket, buckets)
+        low, high = leaves.start << digests.LEAF_SHIFT, leaves.stop << digests.LEAF_SHIFT
+        sqlite_table = self._table(table)
+        rows = self._read_all(
+            f"SELECT pk, sk, hlc, region FROM {sqlite_table.sql_table} WHERE khash >= ? AND khash < ?",
+            (low, high),
+        )
+        return [(sqlite_table.key_of_row(pk, sk), (hlc, region)) for pk, sk, hlc, region in rows]
+
+    def entries_of(self, table: str, keys: Sequence[Key]) -> list[LogEntry]:
+        """The items and tombstones of `keys` (those held here), as entries that recreate them elsewhere."""
+        sqlite_table = self._table(table)
+        stored = [sqlite_table.stored_key(key) for key in keys]
+        sql = (
+            f"SELECT {_ROW_SELECT} FROM {sqlite_table.sql_table} "
+            "WHERE pk = ? AND sk = ? AND (doc IS NOT NULL OR hlc >= ?)"
+        )
+        try:
+            with self.db.engine.read() as conn:
+                rows = [row for pk, sk in stored for row in conn.execute(sql, (pk, sk, self._horizon))]
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading entries of {self.db.path} failed: {exc}") from exc
         return [_row_entry(sqlite_table, row) for row in rows]
 
     def state_digest(self, tables: Collection[str]) -> str:

@@ -31,6 +31,7 @@ from bookstore.ports import (
     SortRange,
     TableSchema,
 )
+from bookstore.replication.tables import digests
 from bookstore.replication.tables.model import LogRead, Version
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
 from bookstore.storage.durability import Durability
@@ -53,7 +54,16 @@ from bookstore.storage.sqlite.engine import SqliteEngine
 # Tables without a sort key store this constant in the sort column, so one primary key shape fits all.
 NO_SORT = ""
 # Keys hash to this many bits; anti-entropy buckets are ranges of the hash space, so an index serves them.
-KEY_HASH_BITS = 32
+KEY_HASH_BITS = digests.KEY_HASH_BITS
+# The SQL function the digest triggers call: (x, pk, sk, hlc, region, tombstone) -> x XOR the row's hash.
+DIGEST_FUNCTION = "bookstore_digest_xor"
+# A row's leaf and hash, as a digest reads them.
+LEAF_AND_HASH = f"khash >> {digests.LEAF_SHIFT}, {DIGEST_FUNCTION}(0, pk, sk, hlc, region, doc IS NULL)"
+# Each table's leaves: the XOR of the row hashes of its items and tombstones whose key falls in the leaf.
+DIGESTS_SQL = (
+    "CREATE TABLE IF NOT EXISTS digests (tbl TEXT NOT NULL, leaf INTEGER NOT NULL, x INTEGER NOT NULL, "
+    "PRIMARY KEY (tbl, leaf)) WITHOUT ROWID"
+)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 log = logging.getLogger("bookstore.storage.sqlite")
@@ -80,6 +90,13 @@ def canonical_key_value(value: KeyValue) -> KeyValue:
     if type(value) is float and value.is_integer():
         return int(value)
     return value
+
+
+def digest_xor(x: int, pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: int) -> int:
+    """`x` XOR the hash of a stored row (DIGEST_FUNCTION): keys as every region spells them."""
+    return x ^ digests.row_hash(
+        canonical_key_value(pk), canonical_key_value(sk), hlc, region, bool(tombstone)
+    )
 
 
 def key_hash(pk: KeyValue, sk: KeyValue) -> int:
@@ -124,7 +141,9 @@ class SqliteDatabase:
         # hlc row once, when the group ends).
         self._group_logged = False
         self._group_version: int | None = None
-        self.engine = SqliteEngine(self.path, durability=durability)
+        self.engine = SqliteEngine(
+            self.path, durability=durability, functions=[(DIGEST_FUNCTION, 6, digest_xor)]
+        )
         self.engine.script(change_log.SCHEMA, "creating the change log")
         with self.engine.transaction("migrating the change log") as conn:
             change_log.migrate(conn)
@@ -351,6 +370,56 @@ class SqliteTable:
         )
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {_quoted('tomb_' + self._name)} ON {t} (seq) WHERE doc IS NULL"
+        )
+        self._create_digests(conn)
+
+    def _create_digests(self, conn: sqlite3.Connection) -> None:
+        """The table's digest leaves, kept right by triggers in the transaction of every write of a row.
+
+        Every path that writes rows (local writes, applies, snapshots, trims, raw SQL) goes through the
+        triggers, so none can forget them. A file from before them gets its leaves computed once here.
+        """
+        t = self._sql_table
+        # Versions younger than anti-entropy's settle bound are taken back out of a digest by this index.
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {_quoted('hlc_' + self._name)} ON {t} (hlc)")
+        conn.execute(DIGESTS_SQL)
+        triggers = {"dg_insert_" + self._name, "dg_update_" + self._name, "dg_delete_" + self._name}
+        present = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                ("items_" + self._name,),
+            )
+        }
+        if triggers <= present:
+            return
+        leaves = [0] * digests.LEAVES
+        for leaf, x in conn.execute(f"SELECT {LEAF_AND_HASH} FROM {t}"):
+            leaves[leaf] ^= x
+        conn.execute("DELETE FROM digests WHERE tbl = ?", (self._name,))
+        conn.executemany(
+            "INSERT INTO digests (tbl, leaf, x) VALUES (?, ?, ?)",
+            [(self._name, leaf, x) for leaf, x in enumerate(leaves)],
+        )
+        name = f"'{self._name}'"  # checked by _NAME: no quote can occur in it
+
+        def fold(row: str) -> str:
+            return (
+                f"UPDATE digests SET x = {DIGEST_FUNCTION}(x, {row}.pk, {row}.sk, {row}.hlc, {row}.region, "
+                f"{row}.doc IS NULL) WHERE tbl = {name} AND leaf = {row}.khash >> {digests.LEAF_SHIFT};"
+            )
+
+        for trigger in present & triggers:
+            conn.execute(f"DROP TRIGGER {_quoted(trigger)}")
+        conn.execute(
+            f"CREATE TRIGGER {_quoted('dg_insert_' + self._name)} AFTER INSERT ON {t} BEGIN {fold('NEW')} END"
+        )
+        conn.execute(
+            f"CREATE TRIGGER {_quoted('dg_update_' + self._name)} AFTER UPDATE ON {t} "
+            f"BEGIN {fold('OLD')} {fold('NEW')} END"
+        )
+        conn.execute(
+            f"CREATE TRIGGER {_quoted('dg_delete_' + self._name)} AFTER DELETE ON {t} BEGIN {fold('OLD')} END"
         )
 
     def stored_key(self, key: Key) -> tuple[KeyValue, KeyValue]:
