@@ -73,3 +73,40 @@ def test_the_api_is_repaired_when_the_workload_raises(function: Any) -> None:
         raise RuntimeError("the workload failed")
     assert not breaker.is_broken()
     assert breaker.variables() == VARIABLES
+
+
+class _Stacks:
+    """A Deployer's status as `bookstore aws status` shows it, without AWS."""
+
+    def __init__(self, outputs: dict[tuple[str, str], dict[str, str]]) -> None:
+        from bookstore.cloud.settings import CloudSettings
+
+        self.settings = CloudSettings(("eu-west-1", "us-east-1"), "eu-west-1", "shop.example.com", "Z1")
+        self.rows = outputs
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"stack": s, "region": r, "status": "x", "outputs": o} for (s, r), o in self.rows.items()]
+
+
+def test_the_drill_reaches_cloudfront_and_each_regions_execute_api_host() -> None:
+    from typing import cast
+
+    from bookstore.cloud.deploy import Deployer
+    from bookstore.cloud.drill import deployed
+    from bookstore.domain.errors import StorageError
+
+    outputs = {
+        ("bookstore-global", "eu-west-1"): {"StackRegion": "eu-west-1"},
+        ("bookstore-region", "eu-west-1"): {"ApiHost": "a1.execute-api.eu-west-1.amazonaws.com"},
+        ("bookstore-region", "us-east-1"): {"ApiHost": "b2.execute-api.us-east-1.amazonaws.com"},
+        ("bookstore-edge", "eu-west-1"): {"DistributionDomainName": "d3.cloudfront.net"},
+    }
+    found = deployed(cast(Deployer, _Stacks(outputs)))
+    assert found.public_url == "https://d3.cloudfront.net"
+    assert found.regions == {
+        "eu-west-1": "https://a1.execute-api.eu-west-1.amazonaws.com",
+        "us-east-1": "https://b2.execute-api.us-east-1.amazonaws.com",
+    }
+    outputs[("bookstore-edge", "eu-west-1")] = {}
+    with pytest.raises(StorageError, match="not deployed: bookstore-edge in eu-west-1"):
+        deployed(cast(Deployer, _Stacks(outputs)))
