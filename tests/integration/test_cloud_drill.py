@@ -110,3 +110,25 @@ def test_the_drill_reaches_cloudfront_and_each_regions_execute_api_host() -> Non
     outputs[("bookstore-edge", "eu-west-1")] = {}
     with pytest.raises(StorageError, match="not deployed: bookstore-edge in eu-west-1"):
         deployed(cast(Deployer, _Stacks(outputs)))
+
+
+def test_the_drills_shoppers_are_confirmed_accounts_in_the_users_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bookstore.cloud.drill import add_users
+
+    fake_credentials(tmp_path, monkeypatch)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(
+            TableName="bookstore-users",
+            KeySchema=[{"AttributeName": "email", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "email", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        add = add_users(dynamodb, boto3.client("dynamodbstreams", region_name=REGION), "bookstore-", REGION)
+        ids = add(["drill-1@example.com", "drill-2@example.com"], "drill shopper password")
+        item = dynamodb.get_item(TableName="bookstore-users", Key={"email": {"S": "drill-1@example.com"}})
+    assert len(set(ids)) == 2
+    assert item["Item"]["confirmed"] == {"BOOL": True} and item["Item"]["userId"] == {"S": ids[0]}
+    assert item["Item"]["passwordHash"]["S"].startswith("$argon2")
