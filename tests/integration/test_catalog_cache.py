@@ -50,3 +50,20 @@ def test_loading_the_catalog_replaces_the_cache_at_once(services: RegionServices
     old = catalog.get(BOOK)
     assert catalog.load([{**old, "name": "A New Title"}]) == 1
     assert catalog.get(BOOK)["name"] == "A New Title"
+
+
+def test_a_cached_search_follows_the_books_stream(services: RegionServices) -> None:
+    search, books = services.search, services.tables["books"]
+    while search.consumer.poll_once():
+        pass
+    first = search.search("skillet")
+    assert [b["id"] for b in first] == ["bk-cook-002"] and search.search("skillet") == first
+
+    # A book deleted since is left out at once, though the index (and its cached ranking) still has it.
+    old = books.delete({"id": "bk-cook-002"})
+    assert old is not None and search.search("skillet") == []
+    # A new book is found once the index has it: applying the batch empties the cached rankings.
+    books.put({**old, "id": "bk-cook-902", "name": "The Second Skillet"})
+    while search.consumer.poll_once():
+        pass
+    assert [b["id"] for b in search.search("skillet")] == ["bk-cook-902"]
