@@ -3,6 +3,7 @@ memory fake (MemoryObjectStore)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,8 +22,12 @@ import pytest
 from moto import mock_aws
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore import checksums
+from bookstore.objectstore.checksums import Checksum
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import (
+    AccessDenied,
     BadDigest,
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
@@ -273,7 +278,7 @@ def test_odd_keys_are_stored_and_returned_exactly(adapter: Adapter, bucket: str,
         assert sorted(p.name for p in adapter.root.parent.iterdir()) == [adapter.root.name]
         for path in adapter.root.rglob("*"):
             rel = path.relative_to(adapter.root)
-            assert rel.parts[0] in ("blobs", "tmp") or rel.name.startswith("objects.sqlite3"), rel
+            assert rel.parts[0] in ("blobs", "tmp", "key.sse") or rel.name.startswith("objects.sqlite3"), rel
     store.delete_object(bucket, key)
     with pytest.raises(NoSuchKey):
         store.get_object(bucket, key)
@@ -973,3 +978,54 @@ def test_state_survives_a_reopen(tmp_path: Path) -> None:
     later = again.put_object("bkt", "k", b"later")
     assert later.version_id > v.version_id
     again.close()
+
+
+# Checksums and SSE-C (issue 14). S3 computes its own checksums, so the S3 adapter is left out of those.
+
+
+def test_a_version_keeps_its_checksum_and_an_upload_composes_one(adapter: Adapter, bucket: str) -> None:
+    if adapter.moto:
+        pytest.skip("S3 computes and keeps its own checksums: the adapter does not send ours")
+    store = adapter.store
+    body = b"checksummed"
+    given = Checksum("SHA256", checksums.of(body, "SHA256"))
+    assert store.put_object(bucket, "k", body, checksum=given).checksum == given
+    assert store.head_object(bucket, "k").checksum == given
+    upload_id = store.create_upload(bucket, "big", checksum=("CRC32C", "FULL_OBJECT"))
+    parts = [b"a" * 5 * 1024 * 1024, b"tail"]
+    with pytest.raises(InvalidRequest):
+        store.upload_part(bucket, "big", upload_id, 1, parts[0], checksum=Checksum("CRC32", "AAAAAA=="))
+    done = []
+    for number, part in enumerate(parts, start=1):
+        checksum = Checksum("CRC32C", checksums.of(part, "CRC32C"))
+        done.append(
+            (number, store.upload_part(bucket, "big", upload_id, number, part, checksum=checksum).etag)
+        )
+    version = store.complete_upload(bucket, "big", upload_id, done)
+    assert version.checksum == Checksum("CRC32C", checksums.of(b"".join(parts), "CRC32C"), "FULL_OBJECT")
+    listed = store.completed_parts(bucket, "big")
+    assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in listed] == [
+        (n, len(part), checksums.of(part, "CRC32C"), "CRC32C") for n, part in enumerate(parts, start=1)
+    ]
+    store.put_object(bucket, "small", b"one piece")
+    assert store.completed_parts(bucket, "small") == []
+
+
+def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:
+    if adapter.moto:
+        pytest.skip("moto does not check SSE-C keys")
+    store = adapter.store
+    raw = bytes(range(32))
+    key = CustomerKey(raw, base64.b64encode(hashlib.md5(raw).digest()).decode())
+    other = CustomerKey(bytes(32), base64.b64encode(hashlib.md5(bytes(32)).digest()).decode())
+    written = store.put_object(bucket, "secret", b"for the key holder", customer_key=key)
+    assert (written.encryption, written.sse_key_md5) == ("SSE-C", key.md5)
+    assert store.get_object(bucket, "secret", customer_key=key).read() == b"for the key holder"
+    with pytest.raises(InvalidRequest):
+        store.get_object(bucket, "secret")
+    with pytest.raises(AccessDenied):
+        store.head_object(bucket, "secret", customer_key=other)
+    store.put_object(bucket, "plain", b"plain")
+    assert store.head_object(bucket, "plain").encryption == "AES256"
+    with pytest.raises(InvalidRequest):
+        store.get_object(bucket, "plain", customer_key=key)

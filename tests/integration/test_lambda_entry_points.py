@@ -17,7 +17,7 @@ from mangum import Mangum
 from moto import mock_aws
 
 from bookstore.cloud.lambdas.bestsellers import count
-from bookstore.cloud.lambdas.compose import LambdaEnvironment, api_app, build_services
+from bookstore.cloud.lambdas.compose import LambdaEnvironment, api_app, build_services, lambda_app
 from bookstore.domain.errors import ValidationError
 from bookstore.domain.orders import OrderLine
 from bookstore.region.services import RegionServices
@@ -125,6 +125,17 @@ def test_the_api_function_serves_the_catalog_and_an_idempotent_checkout(services
     again = handler(http_event("POST", "/orders", order, auth), None)
     assert (first["statusCode"], again["statusCode"]) == (201, 200)
     assert json.loads(first["body"])["orderId"] == json.loads(again["body"])["orderId"]
+
+
+def test_the_api_function_answers_as_broken_while_its_environment_says_so(services: RegionServices) -> None:
+    # `bookstore aws drill`'s break: the same 403 as the local api-break switch; the paths that are not
+    # behind the mapping go on to the app (which has no /status on Lambda: its 404, not the break's 403).
+    broken = Mangum(cast(Any, lambda_app(services, REGION, {"BOOKSTORE_API_BROKEN": "1"})), lifespan="auto")
+    books = broken(http_event("GET", "/books"), cast(Any, None))
+    assert books["statusCode"] == 403 and "not mapped" in json.loads(books["body"])["message"]
+    assert broken(http_event("GET", "/status"), cast(Any, None))["statusCode"] == 404
+    repaired = Mangum(cast(Any, lambda_app(services, REGION, {})), lifespan="auto")
+    assert repaired(http_event("GET", "/books"), cast(Any, None))["statusCode"] == 200
 
 
 def test_the_bestsellers_function_counts_the_orders_stream(services: RegionServices) -> None:

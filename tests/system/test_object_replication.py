@@ -440,7 +440,7 @@ def test_odd_keys_are_stored_and_returned_exactly_through_forwarding_and_replica
         assert sorted(listed) == sorted(ODD_KEYS)
     # Nothing outside the stores' roots, nothing inside named after a key.
     data = system.data_dir
-    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp"}
+    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp", "key.sse"}
     for region in (EU, AP):
         assert {p.name for p in (data / region / "objects").iterdir()} <= allowed
     names = {p.name for p in data.rglob("*")}
@@ -496,3 +496,38 @@ def aws(system: System, home: Path, *args: str) -> subprocess.CompletedProcess[s
     )
     assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "sse")
+    marker = b"REPLICATED-PLAINTEXT-" * 4000
+    put = s3.put_object(Bucket=ireland, Key="book.txt", Body=marker, ChecksumAlgorithm="SHA256")
+    version_id = put["VersionId"]
+    replicated(s3, singapore, "book.txt", version_id)
+    copy = s3.head_object(Bucket=singapore, Key="book.txt", VersionId=version_id, ChecksumMode="ENABLED")
+    assert copy["ChecksumSHA256"] == put["ChecksumSHA256"]
+    assert copy["ServerSideEncryption"] == "AES256"
+    got = client(system, AP).get_object(Bucket=singapore, Key="book.txt", VersionId=version_id)
+    assert got["Body"].read() == marker
+    # Each region encrypts with its own key; neither keeps the plaintext on disk.
+    keys = sorted(system.data_dir.rglob("key.sse"))
+    assert len({k.read_bytes() for k in keys}) == len(keys) >= 2
+    for key in keys:
+        for path in key.parent.rglob("*"):
+            if path.is_file():
+                assert marker[:4096] not in path.read_bytes(), path
+    # An SSE-C object is not replicated (as S3 by default): it has no replication status.
+    secret = "k" * 32
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": secret}
+    kept = s3.put_object(Bucket=ireland, Key="secret.txt", Body=b"customer keyed", **sse_c)
+    head = s3.head_object(Bucket=ireland, Key="secret.txt", **sse_c)
+    assert head["SSECustomerAlgorithm"] == "AES256" and "ReplicationStatus" not in head
+    later = s3.put_object(Bucket=ireland, Key="after.txt", Body=b"after")
+    replicated(s3, singapore, "after.txt", later["VersionId"])
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=singapore, Key="secret.txt", VersionId=kept["VersionId"], **sse_c)
+    # SSE-C through the Ireland endpoint into a Singapore bucket: the request, key included, is forwarded.
+    s3.put_object(Bucket=singapore, Key="direct-secret.txt", Body=b"forwarded", **sse_c)
+    assert s3.get_object(Bucket=singapore, Key="direct-secret.txt", **sse_c)["Body"].read() == b"forwarded"
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=singapore, Key="direct-secret.txt")

@@ -1,5 +1,5 @@
-"""`bookstore aws plan | deploy | status | destroy`: the AWS version of the topology as CloudFormation
-stacks, written, applied in order, shown and removed."""
+"""`bookstore aws plan | deploy | status | destroy | drill`: the AWS version of the topology as
+CloudFormation stacks, written, applied in order, shown, drilled (module 4) and removed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from bookstore.cli import render
 from bookstore.cli.exits import fail
-from bookstore.cli.options import AsJson, TopologyFile, load_topology
+from bookstore.cli.options import AsJson, DataDir, TopologyFile, load_topology
 from bookstore.domain.errors import BookstoreError
 
 Domain = Annotated[
@@ -176,3 +176,100 @@ def plan(
         typer.echo(json.dumps({**summary, "files": files}, indent=2))
     else:
         render.cloud_plan(summary, files)
+
+
+def drill(
+    domain: Domain,
+    hosted_zone_id: ZoneId,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Requests per second of the workload.")] = 5.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration",
+            min=60,
+            help="Seconds of workload; the break lasts from 30% to 60% of it, long enough for Route 53 "
+            "(3 failed checks 10 s apart) and the resolvers (60 s TTL) to fail over.",
+        ),
+    ] = 400.0,
+    settle: Annotated[
+        float,
+        typer.Option("--settle", min=1, help="Most seconds to wait for every order in every region."),
+    ] = 120.0,
+    rto_window: Annotated[
+        float,
+        typer.Option(
+            "--rto-window",
+            min=0.1,
+            help="Seconds without a failed request of a kind after which that kind has recovered.",
+        ),
+    ] = 2.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the workload's random choices.")] = 1,
+    repair_only: Annotated[
+        bool,
+        typer.Option("--repair", help="Only repair the home region's API (after an interrupted drill)."),
+    ] = False,
+    blog: Blog = True,
+    as_json: AsJson = False,
+    data_dir: DataDir = Path("data"),
+    topology: TopologyFile = None,
+) -> None:
+    """Module 4 against the deployed system: break the home region's API (its function answers 403, as
+    with its mapping removed), measure RTO and RPO through CloudFront with the drill's code, repair.
+
+    The break is BOOKSTORE_API_BROKEN=1 in the home API function's environment; the repair removes it,
+    however the drill ends (`--repair` does only that). Progress on stderr; the summary (or the record
+    with --json) on stdout; the record and report under DATA_DIR/drills/. Not yet run against real AWS.
+    """
+    import boto3
+
+    from bookstore.cloud.drill import FAILOVER_ALLOWANCE_S, LambdaBreaker, add_users, api_function, deployed
+    from bookstore.drills import remote
+    from bookstore.drills.runner import Options
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        fail(
+            "no AWS credentials: set a profile (AWS_PROFILE, aws configure) or the environment's "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the drill needs the permissions README lists",
+            2,
+        )
+    deployer = _deployer(domain, hosted_zone_id, blog, topology)
+    home = deployer.settings.home
+    try:
+        breaker = LambdaBreaker(session.client("lambda", region_name=home), api_function(deployer, home), say)
+        if repair_only:
+            done = breaker.repair()
+            typer.echo(f"{home}'s API {'repaired' if done else 'was not broken'}")
+            return
+        where = deployed(deployer)
+    except BookstoreError as exc:
+        fail(exc.message, 2)
+    target = remote.site(
+        where.public_url,
+        where.regions,
+        home,
+        add_users(
+            session.client("dynamodb", region_name=home),
+            session.client("dynamodbstreams", region_name=home),
+            deployer.settings.table_prefix,
+            home,
+        ),
+        breaker,
+        api_rto_allowance=(FAILOVER_ALLOWANCE_S, "Route 53's 3 failed checks and the records' TTL"),
+    )
+    options = Options(
+        remote.SCENARIO, rate, duration, True, data_dir, topology, seed, settle,
+        rto_window_s=rto_window, progress=say,
+    )  # fmt: skip
+    try:
+        record = remote.run(target, breaker, options)
+    except (RuntimeError, BookstoreError) as exc:
+        fail(str(exc), 2)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        render.drill_summary(record)
+    raise typer.Exit(0 if record["passed"] else 1)

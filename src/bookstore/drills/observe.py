@@ -30,17 +30,22 @@ class Observer:
     edge_url: str
     now_s: Callable[[], float]
     wall_t0: float  # time.time() at the drill's start, to place the edge's timestamps
-    token: str  # the operator token: the edge's /edge/status is the operator's
+    token: str | None  # the operator token of our edge's /edge/status; None: an edge not ours
     lag: list[LagPoint] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     conflicts: dict[str, int] = field(default_factory=dict)
     _seen_changes: set[tuple[str, int]] = field(default_factory=set)
+    # The regions' /status reports our replication (lag, conflicts); False: the engines replicate.
+    replication: bool = True
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
             await self._edge(client, announce=False)
             while not stop.is_set():
-                await asyncio.gather(self._statuses(client), self._edge(client, announce=True))
+                looks = [self._edge(client, announce=True)]
+                if self.replication:
+                    looks.append(self._statuses(client))
+                await asyncio.gather(*looks)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
 
@@ -59,6 +64,8 @@ class Observer:
                 self.conflicts[destination] = int(replication["conflicts"])
 
     async def _edge(self, client: httpx.AsyncClient, announce: bool) -> None:
+        if self.token is None:
+            return
         try:
             answer = await client.get(f"{self.edge_url}/edge/status", headers=operator_headers(self.token))
             targets = answer.json()["targets"]

@@ -1,14 +1,16 @@
-"""Runs a drill: the system (started or attached), shoppers, the fault schedule, the checks, the record."""
+"""Runs a drill: the system (started or attached, or a Site such as the deployed system on AWS), shoppers,
+the fault schedule, the checks, the record."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -31,9 +33,9 @@ from bookstore.drills.observe import (
     wait_converged,
     with_retries,
 )
-from bookstore.drills.record import Check, Record
+from bookstore.drills.record import Check, Record, RegionRef
 from bookstore.drills.scenarios import SCENARIOS, Control, Scenario
-from bookstore.drills.workload import API_KINDS, BLOG_POST, WRITER, Shopper, Workload, drill_clock
+from bookstore.drills.workload import API_KINDS, BLOG_POST, MIX, WRITER, Shopper, Workload, drill_clock
 from bookstore.runtime.operator import operator_headers
 from bookstore.runtime.secret import MissingCredential, operator_secret, operator_token
 from bookstore.supervisor.launch import LaunchError, launched
@@ -71,6 +73,79 @@ class Options:
     progress: Callable[[str], None] | None = None
 
 
+# A control call of a scenario (method, path, body) answered by the site itself.
+Switch = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class Site:
+    """What a drill drives and reads: the endpoint its shoppers go through, each active region's API read
+    directly (the home region's first), how its shoppers are made and, when it is not the supervisor's
+    system, who answers the scenario's control calls."""
+
+    edge: str
+    regions: dict[str, str]
+    home: str
+    # Confirmed accounts (emails, password) -> their user ids; blocking.
+    add_users: Callable[[list[str], str], list[str]]
+    names: tuple[RegionRef, ...]
+    # The operator token of our edge's /edge/status (health events); None: an edge not ours (CloudFront).
+    token: str | None = None
+    # The regions' /status reports our replication (log heads, digests, conflicts, lag); False: the
+    # engines replicate (DynamoDB global tables), and the drill waits for the orders themselves.
+    replication_status: bool = True
+    # Answers the scenario's control calls instead of the supervisor (AWS: the Lambda breaker).
+    switch: Switch | None = None
+    # Seconds the API's RTO goal allows on top of its own, and why (AWS: Route 53's detection and TTL).
+    api_rto_allowance: tuple[float, str] | None = None
+    # The workload's mix of requests (what the endpoint serves).
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(MIX))
+
+    @property
+    def other(self) -> str:
+        return next(r for r in self.regions if r != self.home)
+
+
+def run_site(site: Site, options: Options) -> Record:
+    """Run one drill against `site` (not started nor stopped here) and write its record and report. Only
+    scenarios that need neither the supervisor nor the blog's author run there."""
+    scenario = SCENARIOS[options.scenario]()
+    if site.switch is None or scenario.needs_supervisor or scenario.writes_blog or options.write_rate:
+        raise RuntimeError(f"{scenario.name} cannot run against {site.edge}: api-break can")
+    say = options.progress or (lambda _: None)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder = (options.data_dir / "drills" / f"{scenario.name}-{stamp}").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"drill {scenario.name}: {scenario.description}; regions {', '.join(site.regions)} via {site.edge}")
+    record = asyncio.run(_drill(scenario, site, options, options.data_dir, folder))
+    return _finish(record, folder, say)
+
+
+def _local_site(topology: Topology, data_dir: Path) -> Site:
+    """The system `bookstore up` runs (or the hosts of a topology without a supervisor)."""
+    from bookstore.kernel.clock import SystemClock
+    from bookstore.runtime.commands import RegionCommands
+
+    home = topology.home_region
+
+    def add_users(emails: list[str], password: str) -> list[str]:
+        # Through the running home region: its data directory is its own (storage.local.ownership).
+        secret = operator_secret(data_dir)
+        with RegionCommands(home, topology.region(home).api_url, secret, SystemClock()) as running:
+            return [str(running.add_user(e, password)["userId"]) for e in emails]
+
+    return Site(
+        edge=topology.edge.url,
+        regions={r: topology.region(r).api_url for r in topology.active},
+        home=home,
+        add_users=add_users,
+        names=tuple(
+            RegionRef(id=r.id, name=r.name, flag=r.flag) for r in topology.regions if r.id in topology.active
+        ),
+        token=operator_token(data_dir),
+    )
+
+
 def run(options: Options) -> Record:
     """Run one drill and write its record (and report); the record says whether every check held."""
     scenario = SCENARIOS[options.scenario]()
@@ -86,10 +161,23 @@ def run(options: Options) -> Record:
         _without_supervisor(scenario, options)
     say(f"drill {scenario.name}: {scenario.description}; regions {', '.join(topology.active)}")
     with _system(topology, options, system_dir, folder):
-        record = asyncio.run(_drill(scenario, topology, options, system_dir, folder))
+        site = _local_site(topology, system_dir)
+        control = partial(_control, topology, options)
+        record = asyncio.run(_drill(scenario, site, options, system_dir, folder, control))
+    return _finish(record, folder, say)
+
+
+def _control(topology: Topology, options: Options, c: Control) -> Control:
+    """The local system's control: the supervisor's API, or the regions' own switches without one."""
+    return replace(
+        c, control_url=topology.control_url, unsupervised=None if topology.supervised else topology
+    )
+
+
+def _finish(record: Record, folder: Path, say: Callable[[str], None]) -> Record:
     _write(record, folder)
     say(
-        f"drill {scenario.name}: {'passed' if record['passed'] else 'FAILED'}; "
+        f"drill {record['scenario']}: {'passed' if record['passed'] else 'FAILED'}; "
         f"report {folder / 'report.html'}"
     )
     return record
@@ -210,51 +298,58 @@ async def _ticker(
 
 
 async def _drill(
-    scenario: Scenario, topology: Topology, options: Options, data_dir: Path, folder: Path
+    scenario: Scenario,
+    site: Site,
+    options: Options,
+    data_dir: Path,
+    folder: Path,
+    local: Callable[[Control], Control] | None = None,
 ) -> Record:
+    """The drill itself against `site`; `local` completes the control of the local system (without it,
+    the site's switch answers the scenario's calls)."""
     say = options.progress or (lambda _: None)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    regions = {r: topology.region(r).api_url for r in topology.active}
-    home = topology.home_region
-    other = next(r for r in topology.active if r != home)
-    edge = topology.edge.url
+    regions, home, other, edge = site.regions, site.home, site.other, site.edge
     say("start-up: signing in the drill's shoppers")
-    shoppers, books = await _prepare(topology, data_dir, home, other, scenario.both_sides, edge)
-    shoppers = _spread(shoppers, list(topology.active), scenario.both_sides)
+    shoppers, books = await _prepare(site, scenario.both_sides)
+    shoppers = _spread(shoppers, list(regions), scenario.both_sides)
     # The drill's clock starts once the system is ready and the shoppers signed in.
     now_s, wall_t0 = drill_clock(), time.time()
-    control = Control(
-        topology.control_url, home, other, now_s, data_dir, options.topology_file, say=say,
-        unsupervised=None if topology.supervised else topology,
-    )  # fmt: skip
+    control = Control("", home, other, now_s, data_dir, options.topology_file, say=say, switch=site.switch)
+    if local is not None:
+        control = local(control)
     author = await _author(control, edge, home) if scenario.writes_blog else None
     blog_tag = f"drill-{os.urandom(4).hex()}"
     fresh = not options.attach
     control.note("note", f"{'fresh system' if fresh else 'attached'}; {len(shoppers)} shoppers")
-    await wait_converged(regions, now_s, now_s() + options.settle_s)
+    if site.replication_status:
+        await wait_converged(regions, now_s, now_s() + options.settle_s)
     before = {r: await bestsellers_of(u) or {} for r, u in regions.items()}
-    conflicts_before = await conflict_counts(regions)
+    conflicts_before = await conflict_counts(regions) if site.replication_status else {}
     links = await control.call("GET", "/links")
     one_way_ms = max(
         (float(x["delayMs"]) for x in links["links"] if {x["src"], x["dst"]} == {home, other}), default=0.0
     )
 
-    workload = Workload(edge, shoppers, books, options.rate, options.seed, now_s)
+    workload = Workload(edge, shoppers, books, options.rate, options.seed, now_s, mix=site.mix)
     workload.writer_url, workload.write_rate = regions[home], options.write_rate
     if author is not None:
         workload.author, workload.blog_rate, workload.blog_tag = author, BLOG_POST_RATE, blog_tag
-    observer = Observer(regions, edge, now_s, wall_t0, operator_token(data_dir))
+    observer = Observer(regions, edge, now_s, wall_t0, site.token, replication=site.replication_status)
     stop = asyncio.Event()
     watching = asyncio.create_task(observer.run(stop))
     say(f"workload: {options.duration_s:g} s at {options.rate:g} requests/s through the edge {edge}")
     traffic = asyncio.create_task(workload.run(options.duration_s))
     ticking = asyncio.create_task(_ticker(now_s, options.duration_s, workload, say))
     survivors: dict[str, dict[str, dict[str, int]] | None] | None = None
+    broken = False
     converged_s: float | None = None
     recovered_s: float | None = None
     looked_s = 0.0
     try:
         await _until(now_s, options.duration_s * FAULT_AT)
+        # Set first: a fault that failed half-way through its start is lifted too (lifting is safe twice).
+        broken = True
         await scenario.begin(control)
         if scenario.measures_rpo:
             # In-flight replication lands one one-way delay after the fault; then what is missing is lost.
@@ -262,15 +357,22 @@ async def _drill(
             survivors = {r: await orders_of(u, shoppers) for r, u in regions.items() if r != home}
             looked_s = now_s()
         await _until(now_s, options.duration_s * RECOVER_AT)
+        broken = False
         await scenario.end(control)
         recovered_s = now_s()
         say(
             "recovery: waiting until every region holds what the others had logged at the "
             + scenario.recovery_word
         )
-        heads = await log_heads(regions)
-        if heads is not None:
-            converged_s = await wait_caught_up(regions, heads, now_s, recovered_s + options.settle_s)
+        if site.replication_status:
+            heads = await log_heads(regions)
+            if heads is not None:
+                converged_s = await wait_caught_up(regions, heads, now_s, recovered_s + options.settle_s)
+        else:
+            acked = set(checks.acknowledged_orders(workload.samples))
+            converged_s, _ = await _orders_everywhere(
+                regions, shoppers, acked, now_s, recovered_s + options.settle_s
+            )
         if converged_s is not None:
             control.note(
                 "convergence",
@@ -281,6 +383,11 @@ async def _drill(
             say(f"recovery: the regions did not catch up within {options.settle_s:g} s")
         await traffic
     finally:
+        if broken:
+            # The drill failed between the fault and its end: lift the fault all the same.
+            say("the drill stopped with its fault in place: lifting it")
+            with contextlib.suppress(Exception):
+                await scenario.end(control)
         if not traffic.done():
             traffic.cancel()
         ticking.cancel()
@@ -291,20 +398,30 @@ async def _drill(
     # After the workload: everything acknowledged must be everywhere, each order once, counted once.
     say("checks: waiting for equal digests, then reading every region's orders")
     quiet_s = now_s()
-    equal_s = await wait_converged(regions, now_s, quiet_s + options.settle_s)
-    reads_until = now_s() + FINAL_READ_S
-    orders: dict[str, dict[str, dict[str, int]] | None] = {
-        r: await with_retries(partial(orders_of, u, shoppers), now_s, reads_until) for r, u in regions.items()
-    }
+    equal_s: float | None = None
+    orders: dict[str, dict[str, dict[str, int]] | None]
+    if site.replication_status:
+        equal_s = await wait_converged(regions, now_s, quiet_s + options.settle_s)
+        reads_until = now_s() + FINAL_READ_S
+        orders = {
+            r: await with_retries(partial(orders_of, u, shoppers), now_s, reads_until)
+            for r, u in regions.items()
+        }
+    else:
+        # No digest to compare: every acknowledged order in every region (or the settle time) is the end.
+        acked = set(checks.acknowledged_orders(workload.samples))
+        _, orders = await _orders_everywhere(regions, shoppers, acked, now_s, quiet_s + options.settle_s)
     answered = {r: o for r, o in orders.items() if o is not None}
     samples = workload.samples
     say("checks: best sellers, conflicts")
     after = await _bestsellers_settled(regions, answered, before, books, now_s, options.settle_s)
-    conflicts_after = await conflict_counts(regions)
+    conflicts_after = await conflict_counts(regions) if site.replication_status else {}
     until_s = options.duration_s
     fault_s = scenario.fault["startS"] if scenario.fault is not None else options.duration_s * FAULT_AT
     found: list[Check] = [
-        checks.rto_check(kind, samples, options.rto_window_s, until_s, _allowance(kind, control, fault_s))
+        checks.rto_check(
+            kind, samples, options.rto_window_s, until_s, _allowance(kind, control, fault_s, site)
+        )
         for kind in RTO_KINDS
         if any(s.kind == kind for s in samples)
     ]
@@ -337,9 +454,12 @@ async def _drill(
         checks.duplicates_check(samples, orders),
         checks.bestsellers_check(answered, before, after, books, fresh),
         checks.convergence_check(f"convergence after {scenario.recovery_word}", recovered_s, converged_s),
-        checks.equal_check(quiet_s, equal_s),
-        checks.conflicts_check(conflicts_before, conflicts_after),
     ]
+    if site.replication_status:
+        found += [
+            checks.equal_check(quiet_s, equal_s),
+            checks.conflicts_check(conflicts_before, conflicts_after),
+        ]
     events = sorted(control.events + observer.events, key=lambda e: e["atS"])
     missed = [c["name"] for c in found if not c["held"]]
     say(
@@ -366,8 +486,9 @@ async def _drill(
             "apiKinds": list(API_KINDS),
             "regions": len(regions),
             "rtoWindowS": options.rto_window_s,
+            "endpoint": edge,
         },
-        regions=[{"id": r.id, "name": r.name, "flag": r.flag} for r in topology.regions if r.id in regions],
+        regions=list(site.names),
         faults=control.faults,
         events=events,
         timeline=checks.timeline(samples),
@@ -379,9 +500,12 @@ async def _drill(
     )
 
 
-def _allowance(kind: str, control: Control, fault_s: float) -> tuple[float, str] | None:
+def _allowance(kind: str, control: Control, fault_s: float, site: Site) -> tuple[float, str] | None:
     """For the blog's writes, the time from the fault until the promotion had answered: no primary takes
-    them before; the RTO goal of the edge routing them to the new one starts from there."""
+    them before; the RTO goal of the edge routing them to the new one starts from there. For the API's
+    requests, what the site allows (AWS: Route 53's checks and the resolvers' TTL)."""
+    if kind in API_KINDS:
+        return site.api_rto_allowance
     promoted = [e["atS"] for e in control.events if e["kind"] == "failover"]
     if kind != BLOG_POST or not promoted:
         return None
@@ -392,25 +516,14 @@ async def _until(now_s: Any, at_s: float) -> None:
     await asyncio.sleep(max(0.0, at_s - now_s()))
 
 
-async def _prepare(
-    topology: Topology, data_dir: Path, home: str, other: str, both_sides: bool, edge: str
-) -> tuple[list[Shopper], list[str]]:
+async def _prepare(site: Site, both_sides: bool) -> tuple[list[Shopper], list[str]]:
     """Drill shoppers (new confirmed users, signed in through the edge) and the books they buy."""
-    from bookstore.kernel.clock import SystemClock
-    from bookstore.runtime.commands import RegionCommands
-
     run_id = os.urandom(4).hex()
     emails = [f"drill-{run_id}-{i}@example.com" for i in range(SHOPPERS)]
-    target = topology.region(home)
-
-    def add_users() -> list[str]:
-        # Through the running home region: its data directory is its own (storage.local.ownership).
-        with RegionCommands(home, target.api_url, operator_secret(data_dir), SystemClock()) as running:
-            return [str(running.add_user(e, PASSWORD)["userId"]) for e in emails]
-
-    user_ids = await asyncio.to_thread(add_users)
+    home, other = site.home, site.other
+    user_ids = await asyncio.to_thread(site.add_users, emails, PASSWORD)
     shoppers: list[Shopper] = []
-    async with httpx.AsyncClient(base_url=edge, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=site.edge, timeout=10) as client:
         books = [b["id"] for b in (await client.get("/api/books")).raise_for_status().json()][:DRILL_BOOKS]
         for i, (email, user_id) in enumerate(zip(emails, user_ids, strict=True)):
             location = other if both_sides and i % 2 else home
@@ -422,6 +535,20 @@ async def _prepare(
             answer.raise_for_status()
             shoppers.append(Shopper(email, user_id, answer.json()["accessToken"], location))
     return shoppers, books
+
+
+async def _orders_everywhere(
+    regions: Mapping[str, str], shoppers: list[Shopper], acked: set[str], now_s: Any, deadline_s: float
+) -> tuple[float | None, dict[str, dict[str, dict[str, int]] | None]]:
+    """For engines that replicate by themselves: the drill time at which every region held every order
+    of `acked` (None by the deadline), and the orders each region last answered."""
+    while True:
+        orders = {r: await orders_of(u, shoppers) for r, u in regions.items()}
+        if all(held is not None and acked <= set(held) for held in orders.values()):
+            return now_s(), orders
+        if now_s() >= deadline_s:
+            return None, orders
+        await asyncio.sleep(0.5)
 
 
 async def _bestsellers_settled(

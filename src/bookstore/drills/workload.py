@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,8 @@ class Workload:
     seed: int
     now_s: Callable[[], float]
     samples: list[Sample] = field(default_factory=list)
+    # Share of each kind of request (what the endpoint serves: CloudFront has no /blog).
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(MIX))
     # The home region's API and the orders/s written straight to it (0: none).
     writer_url: str | None = None
     write_rate: float = 0.0
@@ -104,7 +106,7 @@ class Workload:
 
     async def run(self, duration_s: float) -> None:
         rng = random.Random(self.seed)
-        kinds, weights = list(MIX), list(MIX.values())
+        kinds, weights = list(self.mix), list(self.mix.values())
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=3.0)
         # The writer speaks HTTP/1.1 through the edge's own lean client: httpx costs more CPU per

@@ -20,6 +20,8 @@ from bookstore.objectstore import headers as rules
 from bookstore.objectstore.bodies import Payload
 from bookstore.objectstore.completed import CompletedUploads
 from bookstore.objectstore.conditional import WriteConditions
+from bookstore.objectstore.encryption import CustomerKey
+from bookstore.objectstore.errors import NotImplementedS3
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import Forwarded, PeerUnavailable, RegionPeer
 from bookstore.objectstore.port import ObjectContent, ObjectStore
@@ -75,17 +77,33 @@ class S3Context:
         return _relayed(answer)
 
     async def source(
-        self, bucket: str, key: str, version_id: str | None, byte_range: str | None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        byte_range: str | None,
+        *,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectContent:
         """A copy source and its bytes, read from this region's store or from the region that owns it.
 
         Its body may stream (from a file, from the peer): store it in a worker thread, then `release` it.
+        An SSE-C source (`customer_key`) is read from this region only: the key is never sent on.
         """
         owner = None if self.cluster is None else await self.cluster.owner(bucket)
         if self.cluster is None or owner is None or owner.region == self.region:
             wanted = rules.byte_range(byte_range) if byte_range else None
             return await run_in_threadpool(
-                self.store.get_object, bucket, key, version_id=version_id, byte_range=wanted
+                self.store.get_object,
+                bucket,
+                key,
+                version_id=version_id,
+                byte_range=wanted,
+                customer_key=customer_key,
+            )
+        if customer_key is not None:
+            raise NotImplementedS3(
+                "Copying an SSE-C object from a bucket of another region is not implemented"
             )
         peer = self.cluster.peers.get(owner.region)
         if peer is None:

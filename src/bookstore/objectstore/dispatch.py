@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from bookstore.objectstore import (
     acl,
+    attributes,
     bucket_configs,
+    bucket_encryption,
     bucket_tags,
     buckets,
     cors,
@@ -28,7 +30,7 @@ from bookstore.objectstore.port import check_key
 from bookstore.objectstore.request import Call, creates_bucket
 
 # Query keys that name an S3 sub-resource this API does not serve (answered 501, never misrouted).
-_UNSERVED = frozenset(["attributes", "encryption", "policyStatus", "restore", "select", "session", "torrent"])
+_UNSERVED = frozenset(["policyStatus", "restore", "select", "session", "torrent"])
 # Bucket sub-resources served on GET only (PUT, DELETE and any of an object stay 501); see unkept.py.
 _READ_ONLY = frozenset(["accelerate", "analytics", "intelligent-tiering", "inventory", "logging", "metrics"])
 _READ_ONLY |= frozenset(["notification", "ownershipControls", "publicAccessBlock", "requestPayment"])
@@ -80,6 +82,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.put_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.put_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.put_encryption(ctx, call)
         if "tagging" in query:
             return await bucket_tags.put_bucket_tagging(ctx, call)
         if "acl" in query:
@@ -102,6 +106,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.get_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.get_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.get_encryption(ctx, call)
         if "location" in query:
             return await bucket_configs.get_location(ctx, call)
         if "versions" in query:
@@ -131,6 +137,8 @@ async def _bucket(ctx: S3Context, call: Call) -> Response:
             return await cors.delete_cors(ctx, call)
         if "lifecycle" in query:
             return await lifecycle.delete_lifecycle(ctx, call)
+        if "encryption" in query:
+            return await bucket_encryption.delete_encryption(ctx, call)
         if "tagging" in query:
             return await bucket_tags.delete_bucket_tagging(ctx, call)
         if _NOT_DELETED.intersection(query):
@@ -155,6 +163,8 @@ async def _object(ctx: S3Context, call: Call) -> Response:
             return await objects.get_tagging(ctx, call)
         if "acl" in query:
             return await acl.get_object_acl(ctx, call)
+        if "attributes" in query:
+            return await attributes.get_attributes(ctx, call)
         return await objects.get(ctx, call, head=False)
     if method == "HEAD":
         return await objects.get(ctx, call, head=True)

@@ -273,11 +273,12 @@ def initiate_upload(bucket: str, key: str, upload_id: str) -> bytes:
     )
 
 
-def complete_upload(location: str, bucket: str, key: str, etag: str) -> bytes:
+def complete_upload(location: str, bucket: str, key: str, etag: str, checksum: str = "") -> bytes:
+    """CompleteMultipartUploadResult; `checksum` its rendered checksum elements, if any."""
     return document(
         "CompleteMultipartUploadResult",
         f"<Location>{text(location)}</Location><Bucket>{text(bucket)}</Bucket><Key>{text(key)}</Key>"
-        f'<ETag>"{etag}"</ETag>',
+        f'<ETag>"{etag}"</ETag>{checksum}',
     )
 
 
@@ -294,7 +295,7 @@ def list_parts(
 ) -> bytes:
     items = "".join(
         f"<Part><PartNumber>{p.number}</PartNumber><LastModified>{iso(p.last_modified_ms)}</LastModified>"
-        f'<ETag>"{p.etag}"</ETag><Size>{p.size}</Size></Part>'
+        f'<ETag>"{p.etag}"</ETag><Size>{p.size}</Size>{_part_checksum(p)}</Part>'
         for p in parts
     )
     next_marker = parts[-1].number if parts else marker
@@ -319,3 +320,9 @@ def delete_result(deleted: Iterable[Mapping[str, str]], errors: Iterable[Mapping
     for entry in errors:
         out.append("<Error>" + "".join(f"<{k}>{text(v)}</{k}>" for k, v in entry.items()) + "</Error>")
     return document("DeleteResult", "".join(out))
+
+
+def _part_checksum(part: Part) -> str:
+    """A listed part's checksum element, when it has one."""
+    name = part.checksum_algorithm
+    return f"<Checksum{name}>{text(part.checksum)}</Checksum{name}>" if name and part.checksum else ""

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import documents, objects
+from bookstore.objectstore import attributes, documents, encryption, objects
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
@@ -28,8 +28,19 @@ async def abort_upload(ctx: S3Context, call: Call) -> Response:
 
 async def create_upload(ctx: S3Context, call: Call) -> Response:
     key = call.object_key
-    upload_id = await ctx.run(ctx.store.create_upload, call.bucket, key, **rules.write_fields(call.headers))
-    return xml(documents.initiate_upload(call.bucket, key, upload_id))
+    fields = rules.write_fields(call.headers)
+    customer_key = attributes.write_key(call.headers)
+    checksum = attributes.upload_checksum(call.headers)
+    upload_id = await ctx.run(
+        ctx.store.create_upload, call.bucket, key, checksum=checksum, customer_key=customer_key, **fields
+    )
+    out = encryption.response_headers(
+        encryption.SSE_S3 if customer_key is None else encryption.SSE_C,
+        "" if customer_key is None else customer_key.md5,
+    )
+    if checksum is not None:
+        out.update({"x-amz-checksum-algorithm": checksum[0], "x-amz-checksum-type": checksum[1]})
+    return xml(documents.initiate_upload(call.bucket, key, upload_id), out)
 
 
 async def upload_part(ctx: S3Context, call: Call) -> Response:
@@ -47,7 +58,11 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
             raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
         try:
             content = await ctx.source(
-                source_bucket, source_key, source_version, wanted if byte_range else None
+                source_bucket,
+                source_key,
+                source_version,
+                wanted if byte_range else None,
+                customer_key=encryption.customer_key(call.headers, encryption.COPY_CUSTOMER),
             )
         except InvalidRange as exc:
             raise InvalidArgument(
@@ -60,7 +75,14 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
                 raise InvalidArgument(f"Range specified is not valid for source object of size: {size}")
             rules.copy_preconditions(content.version, call.headers)
             part = await run_in_threadpool(
-                ctx.store.upload_part, call.bucket, key, upload_id, number, content.body
+                ctx.store.upload_part,
+                call.bucket,
+                key,
+                upload_id,
+                number,
+                content.body,
+                customer_key=encryption.customer_key(call.headers),
+                copied=True,
             )
         finally:
             await release(content)
@@ -68,9 +90,25 @@ async def upload_part(ctx: S3Context, call: Call) -> Response:
             documents.copy_result("CopyPartResult", part.etag, part.last_modified_ms),
             {"x-amz-copy-source-version-id": content.version.version_id},
         )
+    customer_key = encryption.customer_key(call.headers)
     body, _ = object_content(call)
-    part = await ctx.run(ctx.store.upload_part, call.bucket, key, upload_id, number, body, big=True)
-    return Response(status_code=200, headers={"ETag": f'"{part.etag}"', **call.verified})
+    part = await ctx.run(
+        ctx.store.upload_part,
+        call.bucket,
+        key,
+        upload_id,
+        number,
+        body,
+        big=True,
+        checksum=attributes.verified_checksum(call.verified),
+        customer_key=customer_key,
+    )
+    out = {"ETag": f'"{part.etag}"', **call.verified}
+    if customer_key is not None:
+        out.update(encryption.response_headers(encryption.SSE_C, customer_key.md5))
+    else:
+        out.update(encryption.response_headers(encryption.SSE_S3, ""))
+    return Response(status_code=200, headers=out)
 
 
 async def list_parts(ctx: S3Context, call: Call) -> Response:
@@ -102,6 +140,7 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
             raise MalformedXML("Each Part needs a PartNumber and an ETag")
         number = int_param(documents.scalar(part["PartNumber"], "PartNumber"), 0, "PartNumber", 1, 10_000)
         parts.append((number, documents.scalar(part["ETag"], "ETag")))
+    await attributes.check_part_checksums(ctx, call, doc.get("Parts", []))
     upload_id = call.query["uploadId"]
     try:
         async with ctx.conditions.guard(
@@ -115,12 +154,17 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
             raise
         return _completed(call.bucket, key, done.version_id, done.etag)
     ctx.completed.add(upload_id, Completed(call.bucket, key, version.version_id, version.etag, ctx.now_ms()))
-    return _completed(call.bucket, key, version.version_id, version.etag)
+    answer = _completed(
+        call.bucket, key, version.version_id, version.etag, attributes.checksum_elements(version.checksum)
+    )
+    answer.headers.update(encryption.response_headers(version.encryption, version.sse_key_md5))
+    return answer
 
 
-def _completed(bucket: str, key: str, version_id: str, etag: str) -> Response:
+def _completed(bucket: str, key: str, version_id: str, etag: str, checksum: str = "") -> Response:
+    """The answer of a completed upload; `checksum` its rendered checksum elements (not on a retry's)."""
     out = {}
     if version_id != "null":
         out["x-amz-version-id"] = version_id
     location = f"/{quote(bucket)}/{quote(key)}"
-    return xml(documents.complete_upload(location, bucket, key, etag), out)
+    return xml(documents.complete_upload(location, bucket, key, etag, checksum), out)

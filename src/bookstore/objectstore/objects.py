@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from bookstore.objectstore import documents, inputs, parts
+from bookstore.objectstore import attributes, documents, encryption, inputs, parts
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.context import S3Context, release, xml
 from bookstore.objectstore.errors import (
@@ -42,8 +42,15 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     if "partNumber" in query:
         by_part = await parts.part(ctx, call, version_id)
         byte_range = by_part[0]
+    customer_key = encryption.customer_key(headers)
     if head:
-        version = await ctx.run(ctx.store.head_object, call.bucket, call.object_key, version_id=version_id)
+        version = await ctx.run(
+            ctx.store.head_object,
+            call.bucket,
+            call.object_key,
+            version_id=version_id,
+            customer_key=customer_key,
+        )
         content = None
     else:
         content = await ctx.run(
@@ -52,12 +59,15 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
             call.object_key,
             version_id=version_id,
             byte_range=byte_range,
+            customer_key=customer_key,
         )
         version = content.version
     answer = rules.preconditions(version, headers)
     if answer is not None:
         return answer
     out = rules.object_headers(version)
+    whole = by_part is None and (content is None or not content.partial)
+    out.update(attributes.read_headers(version, headers, whole=whole))
     out.update(inputs.response_overrides(query))
     if by_part is not None:
         out.update(parts.part_headers(by_part[1]))
@@ -88,15 +98,30 @@ async def current(ctx: S3Context, bucket: str, key: str) -> ObjectVersion | None
         return await ctx.run(ctx.store.head_object, bucket, key)
     except NoSuchKey:
         return None
+    except InvalidRequest:
+        # An SSE-C version, which a HEAD without its key may not read: conditions need only its ETag,
+        # which a listing gives without the key.
+        page = await ctx.run(ctx.store.list_objects, bucket, prefix=key, max_keys=1)
+        return next((v for v in page.objects if v.key == key), None)
 
 
 async def put(ctx: S3Context, call: Call) -> Response:
     fields = rules.write_fields(call.headers)
+    customer_key = attributes.write_key(call.headers)
     body, big = object_content(call)
     key = call.object_key
     async with ctx.conditions.guard(call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key)):
-        version = await ctx.run(ctx.store.put_object, call.bucket, call.object_key, body, big=big, **fields)
-    out = {"ETag": f'"{version.etag}"', **call.verified}
+        version = await ctx.run(
+            ctx.store.put_object,
+            call.bucket,
+            call.object_key,
+            body,
+            big=big,
+            checksum=attributes.verified_checksum(call.verified),
+            customer_key=customer_key,
+            **fields,
+        )
+    out = {"ETag": f'"{version.etag}"', **call.verified, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
     return Response(status_code=200, headers=out)
@@ -109,14 +134,19 @@ async def copy(ctx: S3Context, call: Call) -> Response:
     tag_directive = call.headers.get("x-amz-tagging-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE") or tag_directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("x-amz-metadata-directive and x-amz-tagging-directive are COPY or REPLACE")
-    if (source_bucket, source_key) == (call.bucket, key) and source_version is None and directive == "COPY":
+    # Copying an object onto itself is how S3 changes its encryption (SSE-C to SSE-S3, or a new key).
+    encrypts = any(h in call.headers for h in ("x-amz-server-side-encryption", encryption.CUSTOMER + "key"))
+    same = (source_bucket, source_key) == (call.bucket, key) and source_version is None
+    if same and directive == "COPY" and not encrypts:
         raise InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without "
             "changing the object's metadata, storage class, website redirect location or encryption "
             "attributes."
         )
     fields = rules.write_fields(call.headers)
-    content = await ctx.source(source_bucket, source_key, source_version, None)
+    customer_key = attributes.write_key(call.headers)
+    source_sse = encryption.customer_key(call.headers, encryption.COPY_CUSTOMER)
+    content = await ctx.source(source_bucket, source_key, source_version, None, customer_key=source_sse)
     try:
         source = content.version
         rules.copy_preconditions(source, call.headers)
@@ -125,10 +155,20 @@ async def copy(ctx: S3Context, call: Call) -> Response:
             write.update(content_type=source.content_type, metadata=source.metadata, headers=source.headers)
         if tag_directive == "COPY":
             write["tags"] = source.tags
-        version = await run_in_threadpool(ctx.store.put_object, call.bucket, key, content.body, **write)
+        # The content is the same: so is a whole-object checksum (a composite one is of the parts).
+        checksum = source.checksum if source.checksum and source.checksum.type == "FULL_OBJECT" else None
+        version = await run_in_threadpool(
+            ctx.store.put_object,
+            call.bucket,
+            key,
+            content.body,
+            checksum=checksum,
+            customer_key=customer_key,
+            **write,
+        )
     finally:
         await release(content)
-    out = {"x-amz-copy-source-version-id": source.version_id}
+    out = {"x-amz-copy-source-version-id": source.version_id, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
     return xml(documents.copy_result("CopyObjectResult", version.etag, version.last_modified_ms), out)

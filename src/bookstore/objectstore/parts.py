@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bookstore.objectstore import encryption
 from bookstore.objectstore.context import S3Context
 from bookstore.objectstore.errors import InvalidPartNumber, InvalidRequest, NotImplementedS3
 from bookstore.objectstore.port import ByteRange
@@ -18,7 +19,13 @@ async def part(ctx: S3Context, call: Call, version_id: str | None) -> tuple[Byte
     number = int_param(call.query.get("partNumber"), 1, "partNumber", 1, 10_000)
     if "range" in call.headers:
         raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
-    version = await ctx.run(ctx.store.head_object, call.bucket, call.object_key, version_id=version_id)
+    version = await ctx.run(
+        ctx.store.head_object,
+        call.bucket,
+        call.object_key,
+        version_id=version_id,
+        customer_key=encryption.customer_key(call.headers),
+    )
     count = version.parts_count or 1
     if number > count:
         raise InvalidPartNumber("The requested partnumber is not satisfiable")

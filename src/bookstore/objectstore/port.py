@@ -9,7 +9,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidBucketName, KeyTooLongError
 
 ReplicationStatus = Literal["PENDING", "COMPLETED", "FAILED", "REPLICA"]
@@ -88,6 +90,12 @@ class ObjectVersion:
     # Why replication FAILED (or is being retried); never shown by S3, shown by `bookstore status`.
     replication_reason: str = ""
     parts_count: int | None = None
+    # The checksum verified (or computed) when the version was written; None for older versions.
+    checksum: Checksum | None = None
+    # How it is encrypted at rest: "AES256" (SSE-S3), "SSE-C", or "" (written before encryption).
+    encryption: str = ""
+    # The base64 MD5 of its SSE-C key (S3 returns it); never the key.
+    sse_key_md5: str = ""
 
 
 @dataclass
@@ -164,6 +172,9 @@ class Part:
     etag: str
     size: int
     last_modified_ms: int
+    # The part's base64 checksum of its upload's algorithm (or the default one), "" when it has none.
+    checksum: str = ""
+    checksum_algorithm: str = ""
 
 
 class Buckets(Protocol):
@@ -229,15 +240,32 @@ class Objects(Protocol):
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
-    ) -> ObjectVersion: ...
-
-    def get_object(
-        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
-    ) -> ObjectContent:
-        """The version (latest by default) and its bytes; an unsatisfiable range raises InvalidRange."""
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+    ) -> ObjectVersion:
+        """Write a version, with the `checksum` the request verified; encrypted with `customer_key`
+        (SSE-C) when given, else SSE-S3."""
         ...
 
-    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion: ...
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: ByteRange | None = None,
+        customer_key: CustomerKey | None = None,
+    ) -> ObjectContent:
+        """The version (latest by default) and its bytes; an unsatisfiable range raises InvalidRange.
+
+        An SSE-C version needs its key (InvalidRequest without, AccessDenied when wrong); any other
+        refuses one (InvalidRequest). So does head_object.
+        """
+        ...
+
+    def head_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
+    ) -> ObjectVersion: ...
 
     def part_range(
         self, bucket: str, key: str, number: int, *, version_id: str | None = None
@@ -299,15 +327,40 @@ class MultipartUploads(Protocol):
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: tuple[Algorithm, ChecksumType] | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> str:
-        """Start a multipart upload; returns its upload id."""
+        """Start a multipart upload; returns its upload id. With `checksum`, every part must carry one of
+        that algorithm, and the object's is composed from them; with `customer_key`, every part must
+        be sent with that key (SSE-C)."""
         ...
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
-        """Store part `number` (1..10000), replacing an earlier part of that number."""
+    def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+        copied: bool = False,
+    ) -> Part:
+        """Store part `number` (1..10000), replacing an earlier part of that number.
+
+        A `copied` part (UploadPartCopy) gets its upload's checksum computed as it is stored.
+        """
         ...
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]: ...
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        """The parts a version was completed from, in order: number, size and checksum (ETag empty).
+
+        [] for a version not written by a multipart upload, or whose parts are not known (a replica).
+        """
+        ...
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]

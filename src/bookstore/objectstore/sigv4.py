@@ -11,14 +11,13 @@ import calendar
 import hashlib
 import hmac
 import re
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import quote, unquote
 
+from bookstore.objectstore import checksums
 from bookstore.objectstore.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
@@ -544,24 +543,30 @@ def _refuse_unsigned(headers: Mapping[str, str], signed: list[str]) -> None:
 
 
 class Checksums:
-    """Content-MD5 and x-amz-checksum-{crc32,sha1,sha256} of a body, computed as it arrives.
+    """Content-MD5 and x-amz-checksum-{crc32,crc32c,crc64nvme,sha1,sha256} of a body, computed as it arrives.
 
     Only what the request names is computed: the checksum headers it carries and the trailers its
-    x-amz-trailer header announces. CRC32C and CRC64NVME are not verified.
+    x-amz-trailer header announces. A body that names none gets the default one (CRC64NVME), computed
+    and returned as verified, as S3 stores one for every object.
     """
 
     def __init__(self, headers: Mapping[str, str]) -> None:
         announced = {t.strip().lower() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()}
-        wanted = announced | {name for name in _CHECKSUMS if name in headers}
+        names = {header: name for name, header in checksums.HEADERS.items()}
+        wanted = [names[h] for h in names if h in announced or h in headers]
+        if len(wanted) > 1:
+            raise InvalidRequest(
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            )
+        self.defaulted = not wanted
+        if self.defaulted:
+            wanted = [checksums.DEFAULT]
         self.md5 = hashlib.md5(usedforsecurity=False) if "content-md5" in headers else None
-        self.crc32 = 0 if "x-amz-checksum-crc32" in wanted else None
-        self.hashes = {name: factory() for name, factory in _HASHES.items() if name in wanted}
+        self.hashes = {checksums.HEADERS[name]: checksums.hasher(name) for name in wanted}
 
     def update(self, data: bytes) -> None:
         if self.md5 is not None:
             self.md5.update(data)
-        if self.crc32 is not None:
-            self.crc32 = zlib.crc32(data, self.crc32)
         for digest in self.hashes.values():
             digest.update(data)
 
@@ -578,10 +583,10 @@ class Checksums:
             if expected != self.md5.digest():
                 raise BadDigest("The Content-MD5 you specified did not match what we received.")
         computed = {name: digest.digest() for name, digest in self.hashes.items()}
-        if self.crc32 is not None:
-            computed["x-amz-checksum-crc32"] = self.crc32.to_bytes(4, "big")
+        if self.defaulted:
+            return {name: base64.b64encode(value).decode() for name, value in computed.items()}
         verified: dict[str, str] = {}
-        for name in _CHECKSUMS:
+        for name in checksums.HEADERS.values():
             given = fields.get(name)
             if given is None:
                 continue
@@ -593,10 +598,3 @@ class Checksums:
                 raise BadDigest(f"The {algorithm} you specified did not match the calculated checksum.")
             verified[name] = given.strip()
         return verified
-
-
-_CHECKSUMS = ("x-amz-checksum-crc32", "x-amz-checksum-sha1", "x-amz-checksum-sha256")
-_HASHES: dict[str, Callable[[], Any]] = {
-    "x-amz-checksum-sha1": lambda: hashlib.sha1(usedforsecurity=False),
-    "x-amz-checksum-sha256": hashlib.sha256,
-}

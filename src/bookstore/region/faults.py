@@ -18,7 +18,8 @@ The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unav
 "clockSkewMs": N, "replication": "paused"|"ok"}, signed with the deployment's shared secret as the
 operator (bookstore.kernel.auth), so only whoever runs the deployment (the supervisor's control
 API, `bookstore api break|repair`) can flip it. The switch's path, bounds and client are
-bookstore.runtime.switches, which the supervisor shares.
+bookstore.runtime.switches, which the supervisor shares. On AWS, where a function has no such switch,
+BrokenApi gives the same answer to a function started with BOOKSTORE_API_BROKEN=1 (`bookstore aws drill`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -51,6 +53,8 @@ log = logging.getLogger("bookstore.region.faults")
 
 MAX_SWITCH_BODY = 4096
 TEST_FAULTS_ENV: Final = "BOOKSTORE_TEST_FAULTS"
+# Set to "1" in a Lambda function's environment: its API answers as broken (BrokenApi).
+API_BROKEN_ENV: Final = "BOOKSTORE_API_BROKEN"
 SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication"})
 # Paths of the API port that are not behind the (removed) API mapping.
 _UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
@@ -66,6 +70,33 @@ def _json(status: int, content: dict[str, Any]) -> tuple[int, list[tuple[bytes, 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _unmapped(region: str, repair: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The answer of an API whose mapping is removed (module 4's break), saying what restores it."""
+    message = f"the API of {region} is not mapped (broken on purpose: {repair} restores it)"
+    return _json(403, {"error": "Forbidden", "message": message})
+
+
+def api_broken_by_environment(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the process was started with its API broken (`bookstore aws drill` sets the variable on
+    the home region's function: each new instance reads it, so the break and the repair reach them all)."""
+    return (os.environ if environ is None else environ).get(API_BROKEN_ENV) == "1"
+
+
+class BrokenApi:
+    """The API switch of RegionFaults alone, always broken: the same 403 on the same paths, for a
+    process that has no switch endpoint (a Lambda function, whose environment holds the break)."""
+
+    def __init__(self, app: ASGIApp, region: str) -> None:
+        self.app = app
+        self.region = region
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(_UNMAPPED):
+            await _answer(send, *_unmapped(self.region, "`bookstore aws drill`'s repair"))
+            return
+        await self.app(scope, receive, send)
 
 
 class RegionFaults:
@@ -125,17 +156,7 @@ class RegionFaults:
             await _answer(send, *await self._switch(scope, receive))
             return
         elif self.api_broken and not path.startswith(_UNMAPPED):
-            await _answer(
-                send,
-                *_json(
-                    403,
-                    {
-                        "error": "Forbidden",
-                        "message": f"the API of {self.region} is not mapped (broken on purpose: "
-                        f"`bookstore api repair {self.region}` restores it)",
-                    },
-                ),
-            )
+            await _answer(send, *_unmapped(self.region, f"`bookstore api repair {self.region}`"))
             return
         await self.app(scope, receive, send)
 

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from bookstore.api.app import create_app
 from bookstore.blog.port import SqlDatabase
 from bookstore.config import Region, Storage, Topology
 from bookstore.domain.errors import ValidationError
 from bookstore.region.compose import build_region
+from bookstore.region.faults import BrokenApi, api_broken_by_environment
 from bookstore.region.services import RegionServices
 
 # The variables the stack sets (bookstore.cloud.compute._environment), and what each one is.
@@ -134,3 +136,10 @@ def api_app(services: RegionServices) -> FastAPI:
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def lambda_app(services: RegionServices, region: str, environ: Mapping[str, str] | None = None) -> ASGIApp:
+    """api_app as the API function serves it: answering as a broken API (module 4's removed mapping)
+    while its environment says so, which `bookstore aws drill` sets and removes."""
+    app = api_app(services)
+    return BrokenApi(app, region) if api_broken_by_environment(environ) else app

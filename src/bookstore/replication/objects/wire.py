@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from bookstore.objectstore.checksums import Checksum
 from bookstore.objectstore.peer import INTERNAL_PREFIX
 from bookstore.objectstore.port import ObjectVersion
 
@@ -42,7 +43,8 @@ def decode_fields(text: str) -> dict[str, Any]:
 
 
 def version_fields(version: ObjectVersion) -> dict[str, Any]:
-    """The fields of a version a replica keeps: id, times, ETag, size, type, metadata, headers, tags."""
+    """The fields of a version a replica keeps: id, times, ETag, size, type, metadata, headers, tags,
+    checksum, and how the source is encrypted (the replica is encrypted with its own region's key)."""
     return {
         "bucket": version.bucket,
         "key": version.key,
@@ -56,6 +58,8 @@ def version_fields(version: ObjectVersion) -> dict[str, Any]:
         "headers": dict(version.headers),
         "tags": dict(version.tags),
         "partsCount": version.parts_count,
+        "checksum": None if version.checksum is None else version.checksum.to_json(),
+        "encryption": version.encryption,
     }
 
 
@@ -76,6 +80,9 @@ def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:
             headers=_strings(doc["headers"]),
             tags=_strings(doc["tags"]),
             parts_count=None if parts is None else int(parts),
+            # Absent from an older region's answer: no checksum, encryption unknown.
+            checksum=Checksum.from_json(_strings(doc.get("checksum") or {})),
+            encryption=_str(doc.get("encryption", "")),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a version: {exc}") from exc

@@ -1,5 +1,8 @@
 """The blob files of the local object store: content taken in, written durably, read by range, swept.
 
+With a cipher (storage.local.encryption), what is written is encrypted (the IV first) and what is read
+decrypted; `Content` keeps the size and MD5 of the plaintext, and an inline body its ciphertext.
+
 Under `root`: blobs/xx/<random id> holds one body or multipart part each, never shared; a write goes to
 tmp/, is fsynced and renamed into blobs/ (and under durability "power" the directory is fsynced too)
 before the metadata transaction that refers to it commits. A crash in between leaves an unreferenced
@@ -21,6 +24,7 @@ from typing import Any
 from bookstore.domain.errors import StorageError
 from bookstore.objectstore.port import Body
 from bookstore.storage.durability import Durability, fsync_directory
+from bookstore.storage.local.encryption import IV_BYTES, BlobCipher
 
 # Bodies up to this many bytes live in the metadata row (a small PUT is one SQLite transaction).
 INLINE_MAX = 64 * 1024
@@ -51,15 +55,15 @@ class BlobFiles:
     def path(self, blob_id: str) -> Path:
         return self._blobs / blob_id[:2] / blob_id
 
-    def take(self, body: Body, *, inline: bool = True) -> Content:
+    def take(self, body: Body, *, inline: bool = True, cipher: BlobCipher | None = None) -> Content:
         """Take a body in: small ones stay in memory, the rest goes to a durable blob file."""
         digest = hashlib.md5(usedforsecurity=False)
         if isinstance(body, bytes | bytearray | memoryview):
             data = bytes(body)
             if inline and len(data) <= INLINE_MAX:
                 digest.update(data)
-                return Content(len(data), digest.hexdigest(), inline=data)
-            return self.write((data,))
+                return Content(len(data), digest.hexdigest(), inline=_sealed(data, cipher))
+            return self.write((data,), cipher)
         head: list[bytes] = []
         size = 0
         chunks = iter(body)
@@ -72,21 +76,27 @@ class BlobFiles:
             else:
                 data = b"".join(head)
                 digest.update(data)
-                return Content(len(data), digest.hexdigest(), inline=data)
-        return self.write(_chain(head, chunks))
+                return Content(len(data), digest.hexdigest(), inline=_sealed(data, cipher))
+        return self.write(_chain(head, chunks), cipher)
 
-    def write(self, chunks: Iterable[bytes]) -> Content:
+    def write(self, chunks: Iterable[bytes], cipher: BlobCipher | None = None) -> Content:
         """Write a new blob file durably (see the module docstring) and return its content."""
         blob_id = secrets.token_hex(16)
         temp = self._tmp / blob_id
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
+
+        def plain() -> Iterator[bytes]:
+            nonlocal size
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+
         try:
             with open(temp, "wb") as f:
-                for chunk in chunks:
+                for chunk in plain() if cipher is None else cipher.encrypt(plain()):
                     f.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             target = self.path(blob_id)
@@ -124,7 +134,9 @@ class BlobFiles:
                 if path.name not in referenced:
                     path.unlink(missing_ok=True)
 
-    def reader(self, segments: list[tuple[str, int]], first: int, last: int) -> Iterator[bytes]:
+    def reader(
+        self, segments: list[tuple[str, int]], first: int, last: int, cipher: BlobCipher | None = None
+    ) -> Iterator[bytes]:
         """Bytes first..last of the segments; the first file opens now, so a later delete cannot race it."""
         plan: list[tuple[str, int, int]] = []
         offset = 0
@@ -139,26 +151,36 @@ class BlobFiles:
             opened = open(self.path(plan[0][0]), "rb")  # noqa: SIM115 - closed by the generator
         except OSError as exc:
             raise StorageError(f"object store: content missing: {exc}") from exc
-        return self._stream(opened, plan)
+        return self._stream(opened, plan, cipher)
 
-    def _stream(self, opened: Any, plan: list[tuple[str, int, int]]) -> Iterator[bytes]:
+    def _stream(
+        self, opened: Any, plan: list[tuple[str, int, int]], cipher: BlobCipher | None
+    ) -> Iterator[bytes]:
         f = opened
         try:
             for i, (blob_id, start, length) in enumerate(plan):
                 if i > 0:
                     f.close()
                     f = open(self.path(blob_id), "rb")  # noqa: SIM115 - closed below
+                decrypt = None
+                if cipher is not None:
+                    decrypt = cipher.decryptor(f.read(IV_BYTES), start).update
+                    start += IV_BYTES
                 f.seek(start)
                 while length > 0:
                     chunk = f.read(min(_CHUNK, length))
                     if not chunk:
                         raise StorageError(f"object store: content {blob_id} is shorter than recorded")
                     length -= len(chunk)
-                    yield chunk
+                    yield chunk if decrypt is None else decrypt(chunk)
         except OSError as exc:
             raise StorageError(f"object store: cannot read content: {exc}") from exc
         finally:
             f.close()
+
+
+def _sealed(data: bytes, cipher: BlobCipher | None) -> bytes:
+    return data if cipher is None else cipher.encrypt_bytes(data)
 
 
 def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -3,6 +3,8 @@
 objects.sqlite3 (WAL) holds buckets (with their versioning, replication and website configurations),
 versions (a delete marker is a version; a body up to blobs.INLINE_MAX lives in the row, a larger one is
 a list of blob segments), multipart uploads and their parts. Its engine is storage.sqlite.engine.
+A version's `meta` holds, beside metadata, headers and tags, its checksum ("c"), how it is encrypted
+("e") and the proof of its SSE-C key ("k"); an upload's also the checksum its parts carry ("u").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bookstore.objectstore.checksums import Checksum
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.port import Bucket, ObjectVersion
 
@@ -65,9 +68,18 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     blob_id TEXT NOT NULL,
     last_modified_ms INTEGER NOT NULL,
+    checksum TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to SCHEMA (columns added since)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
+    if "checksum" not in columns:
+        conn.execute("ALTER TABLE parts ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+
 
 BY_VERSION_ID = (
     "SELECT id, latest, marker, blobs FROM versions WHERE bucket = ? AND key = ? AND version_id = ?"
@@ -88,10 +100,25 @@ class BucketState:
 
 
 def encode_meta(
-    metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None, tags: Mapping[str, str] | None
+    metadata: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    tags: Mapping[str, str] | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The `meta` column of a version or upload: user metadata, stored headers and tags."""
-    return orjson.dumps({"m": dict(metadata or {}), "h": dict(headers or {}), "t": dict(tags or {})})
+    """The `meta` column of a version or upload: user metadata, stored headers and tags (and `extra`)."""
+    return orjson.dumps(
+        {"m": dict(metadata or {}), "h": dict(headers or {}), "t": dict(tags or {}), **(extra or {})}
+    )
+
+
+def extras(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ObjectVersion fields of a parsed `meta` beyond metadata, headers and tags."""
+    proof = meta.get("k") or {}
+    return {
+        "checksum": Checksum.from_json(meta.get("c")),
+        "encryption": meta.get("e", ""),
+        "sse_key_md5": proof.get("m", ""),
+    }
 
 
 def version_of(row: tuple[Any, ...]) -> ObjectVersion:
@@ -113,6 +140,7 @@ def version_of(row: tuple[Any, ...]) -> ObjectVersion:
         replication_status=row[12],
         replication_reason=row[13],
         parts_count=row[14],
+        **extras(meta),
     )
 
 

@@ -6,6 +6,9 @@ Layout under `root` (nothing below it is named after a bucket or key, so no key 
 - blobs/xx/<random id> (see local.blobs): larger bodies and every multipart part, one file each, never
   shared, durable before the transaction that refers to it commits. A completed multipart upload keeps
   its part files as the object's segments (no copy).
+- Every body written is encrypted at rest (local.encryption): with the region's key in key.sse (SSE-S3),
+  or the customer's (SSE-C, given with each request and never stored: the version keeps a salted HMAC
+  of it). Versions written before encryption existed are read as they are.
 - Committed transactions survive kill -9 (WAL, synchronous=NORMAL); the last ones may be lost on power
   failure, unless durability is "power" (synchronous=FULL, and the blob directory fsynced after each
   rename). One process opens a root at a time (storage.local.ownership).
@@ -25,7 +28,10 @@ from typing import Any, Literal
 import orjson
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore import checksums
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import SSE_C, SSE_S3, CustomerKey, KeyProof, refuse_key
 from bookstore.objectstore.errors import (
     BadDigest,
     BucketAlreadyOwnedByYou,
@@ -69,12 +75,14 @@ from bookstore.storage.durability import Durability
 from bookstore.storage.local import listing, metadata
 from bookstore.storage.local.blobs import BlobFiles, Content
 from bookstore.storage.local.configs import BucketConfigs
+from bookstore.storage.local.encryption import BlobCipher, deployment_key
 from bookstore.storage.local.metadata import (
     BY_VERSION_ID,
     VERSION_COLUMNS,
     BucketState,
     blob_ids,
     encode_meta,
+    extras,
     version_of,
 )
 from bookstore.storage.local.version_ids import VersionIds
@@ -116,6 +124,9 @@ class LocalObjectStore:
                 self.root / "objects.sqlite3", durability=durability, kind="object store"
             )
             self.engine.script(metadata.SCHEMA, "creating the schema")
+            with self.engine.exclusive() as db:
+                metadata.migrate(db)
+            self._sse = BlobCipher(deployment_key(self.root))
             # Reads hold the writer's lock too (engine.exclusive): a read that found a blob file opens it
             # before a delete can unlink it, and sees the in-memory bucket states its writes keep.
             with self.engine.exclusive() as db:
@@ -259,10 +270,15 @@ class LocalObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         check_key(key)
         self._state(bucket)
-        content = self._files.take(body)
+        extra = _sealing(customer_key)
+        if checksum is not None:
+            extra["c"] = checksum.to_json()
+        content = self._files.take(body, cipher=self._cipher(customer_key))
 
         def write(db: sqlite3.Connection) -> tuple[ObjectVersion, list[str]]:
             return self._insert(
@@ -271,7 +287,7 @@ class LocalObjectStore:
                 key,
                 content=content,
                 content_type=content_type or DEFAULT_CONTENT_TYPE,
-                meta=encode_meta(metadata, headers, tags),
+                meta=encode_meta(metadata, headers, tags, extra),
                 tags=tags or {},
             )
 
@@ -288,23 +304,35 @@ class LocalObjectStore:
         return version
 
     def get_object(
-        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: ByteRange | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectContent:
         with self.engine.exclusive() as db:
             row, inline, blobs = self._row(db, bucket, key, version_id, body=True)
+            cipher = self._unlock(row, customer_key)
             version = version_of(row)
             first, last, partial = resolve_range(version.size, byte_range)
             if inline is not None:
+                if cipher is not None:
+                    inline = cipher.decrypt_bytes(inline)
                 return ObjectContent(version, (inline[first : last + 1],), first, last, partial)
             segments = [(str(b), int(n)) for b, n in orjson.loads(blobs)] if blobs else []
-            reader = self._files.reader(segments, first, last)
+            reader = self._files.reader(segments, first, last, cipher)
         if last - first < _EAGER_READ:
             return ObjectContent(version, (b"".join(reader),), first, last, partial)
         return ObjectContent(version, reader, first, last, partial)
 
-    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
+    def head_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
+    ) -> ObjectVersion:
         with self.engine.exclusive() as db:
             row, _, _ = self._row(db, bucket, key, version_id, body=False)
+            self._unlock(row, customer_key)
             return version_of(row)
 
     def part_range(
@@ -413,9 +441,14 @@ class LocalObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: tuple[Algorithm, ChecksumType] | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> str:
         check_key(key)
         upload_id = secrets.token_urlsafe(32)
+        extra = _sealing(customer_key)
+        if checksum is not None:
+            extra["u"] = checksums.upload_to_json(checksum)
         with self._tx() as db:
             self._state(bucket)
             db.execute(
@@ -427,17 +460,36 @@ class LocalObjectStore:
                     key,
                     self._clock.now_ms(),
                     content_type or DEFAULT_CONTENT_TYPE,
-                    encode_meta(metadata, headers, tags),
+                    encode_meta(metadata, headers, tags, extra),
                 ),
             )
         return upload_id
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
+    def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+        copied: bool = False,
+    ) -> Part:
         if not 1 <= number <= _MAX_PART_NUMBER:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         with self.engine.exclusive() as db:
-            self._upload(db, bucket, key, upload_id)
-        content = self._files.take(body, inline=False)
+            upload = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
+        cipher = self._unlock_meta(upload, customer_key)
+        wanted = checksums.upload_from_json(upload.get("u"))
+        if copied and wanted is not None:
+            body, computed = checksums.tap(body, wanted[0])
+            content = self._files.take(body, inline=False, cipher=cipher)
+            kept = computed().value
+        else:
+            kept = checksums.part_value(wanted, checksum)
+            content = self._files.take(body, inline=False, cipher=cipher)
         assert content.blob_id is not None
         try:
             with self._tx() as db:
@@ -445,11 +497,19 @@ class LocalObjectStore:
                 old = db.execute(
                     "SELECT blob_id FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
                 ).fetchone()
-                part = Part(number, content.md5, content.size, self._clock.now_ms())
+                part = Part(
+                    number,
+                    content.md5,
+                    content.size,
+                    self._clock.now_ms(),
+                    kept,
+                    checksums.part_algorithm(wanted, kept),
+                )
                 db.execute(
-                    "INSERT OR REPLACE INTO parts (upload_id, number, etag, size, blob_id, last_modified_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (upload_id, number, part.etag, part.size, content.blob_id, part.last_modified_ms),
+                    "INSERT OR REPLACE INTO parts "
+                    "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (upload_id, number, part.etag, part.size, content.blob_id, part.last_modified_ms, kept),
                 )
         except BaseException:
             self._files.discard(content)
@@ -460,12 +520,31 @@ class LocalObjectStore:
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
         with self.engine.exclusive() as db:
-            self._upload(db, bucket, key, upload_id)
+            meta = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
             rows = db.execute(
-                "SELECT number, etag, size, last_modified_ms FROM parts WHERE upload_id = ? ORDER BY number",
+                "SELECT number, etag, size, last_modified_ms, checksum FROM parts "
+                "WHERE upload_id = ? ORDER BY number",
                 (upload_id,),
             ).fetchall()
-        return [Part(*row) for row in rows]
+        wanted = checksums.upload_from_json(meta.get("u"))
+        return [
+            Part(n, etag, size, ms, kept, checksums.part_algorithm(wanted, kept))
+            for n, etag, size, ms, kept in rows
+        ]
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        with self.engine.exclusive() as db:
+            row, _, blobs = self._row(db, bucket, key, version_id, body=True)
+        version = version_of(row)
+        segments = orjson.loads(blobs) if blobs else []
+        if version.parts_count is None or len(segments) != version.parts_count:
+            return []
+        kept = orjson.loads(row[11]).get("p") or [""] * len(segments)
+        name = version.checksum.algorithm if version.checksum is not None else ""
+        return [
+            Part(n, "", int(size), version.last_modified_ms, value, name if value else "")
+            for n, ((_, size), value) in enumerate(zip(segments, kept, strict=True), start=1)
+        ]
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
@@ -481,10 +560,12 @@ class LocalObjectStore:
             stored = {
                 row[0]: row
                 for row in db.execute(
-                    "SELECT number, etag, size, blob_id FROM parts WHERE upload_id = ?", (upload_id,)
+                    "SELECT number, etag, size, blob_id, checksum FROM parts WHERE upload_id = ?",
+                    (upload_id,),
                 ).fetchall()
             }
             segments: list[tuple[str, int]] = []
+            kept: list[tuple[str, int]] = []
             digest = hashlib.md5(usedforsecurity=False)
             for i, (number, etag) in enumerate(parts):
                 row = stored.get(number)
@@ -498,18 +579,24 @@ class LocalObjectStore:
                         f"{self._min_part_size} bytes"
                     )
                 segments.append((row[3], row[2]))
+                kept.append((row[4], row[2]))
                 digest.update(bytes.fromhex(row[1]))
             used = {blob for blob, _ in segments}
             doomed = [row[3] for row in stored.values() if row[3] not in used]
             content = Content(size=sum(n for _, n in segments), md5=f"{digest.hexdigest()}-{len(parts)}")
             meta = orjson.loads(upload[1])
+            checksum = checksums.completed(checksums.upload_from_json(meta.pop("u", None)), kept)
+            if checksum is not None:
+                meta["c"] = checksum.to_json()
+                # The parts' checksums, for GetObjectAttributes (their sizes are the segments').
+                meta["p"] = [value for value, _ in kept]
             version, replaced = self._insert(
                 db,
                 state,
                 key,
                 content=content,
                 content_type=upload[0],
-                meta=upload[1],
+                meta=orjson.dumps(meta),
                 tags=meta.get("t", {}),
                 segments=segments,
                 parts_count=len(parts),
@@ -551,7 +638,12 @@ class LocalObjectStore:
     def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
         check_key(version.key)
         state = self._state(version.bucket)
-        content = None if version.is_delete_marker else self._files.take(body)
+        if version.encryption == SSE_C:
+            raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
+        content = None if version.is_delete_marker else self._files.take(body, cipher=self._sse)
+        extra: dict[str, Any] = {} if version.is_delete_marker else {"e": SSE_S3}
+        if version.checksum is not None:
+            extra["c"] = version.checksum.to_json()
         if (
             content is not None
             and version.parts_count is None
@@ -583,7 +675,7 @@ class LocalObjectStore:
                     version.key,
                     content=content,
                     content_type=version.content_type,
-                    meta=encode_meta(version.metadata, version.headers, version.tags),
+                    meta=encode_meta(version.metadata, version.headers, version.tags, extra),
                     tags=version.tags,
                     replica=version,
                 )
@@ -629,6 +721,24 @@ class LocalObjectStore:
             queued, self._queued = self._queued, False
         if queued:
             self._notify()
+
+    def _cipher(self, customer_key: CustomerKey | None) -> BlobCipher:
+        return self._sse if customer_key is None else BlobCipher(customer_key.key)
+
+    def _unlock(self, row: tuple[Any, ...], customer_key: CustomerKey | None) -> BlobCipher | None:
+        """The cipher of a version row's content (None: stored in clear), once its SSE-C key checks out."""
+        return self._unlock_meta(orjson.loads(row[11]), customer_key)
+
+    def _unlock_meta(self, meta: Mapping[str, Any], customer_key: CustomerKey | None) -> BlobCipher | None:
+        mode = meta.get("e", "")
+        if mode == SSE_C:
+            proof = KeyProof.from_json(meta.get("k"))
+            assert proof is not None
+            proof.check(customer_key)
+            assert customer_key is not None
+            return BlobCipher(customer_key.key)
+        refuse_key(customer_key)
+        return self._sse if mode == SSE_S3 else None
 
     def _notify(self) -> None:
         for listener in self._listeners:
@@ -682,6 +792,7 @@ class LocalObjectStore:
         """Add a version (or a delete marker when `content` is None); returns it and the blobs to unlink."""
         bucket = state.bucket
         marker = content is None
+        parsed = orjson.loads(meta)
         latest = db.execute(
             "SELECT id, sort_id FROM versions WHERE bucket = ? AND key = ? AND latest = 1", (bucket.name, key)
         ).fetchone()
@@ -703,6 +814,9 @@ class LocalObjectStore:
             status = None
             enabled = bucket.versioning == "Enabled" and replicate
             replication = state.replication if enabled else None
+            # SSE-C versions are not replicated (as S3 by default): the other region could not read them.
+            if parsed.get("e") == SSE_C:
+                replication = None
             if replication is not None and replication.rule_for(key, tags, delete_marker=marker) is not None:
                 status = "PENDING"
                 self._queued = True
@@ -740,7 +854,6 @@ class LocalObjectStore:
                 None if content is None or segments is not None else (content.inline or b""),
             ),
         )
-        parsed = orjson.loads(meta)
         version = ObjectVersion(
             bucket=bucket.name,
             key=key,
@@ -756,6 +869,7 @@ class LocalObjectStore:
             tags=parsed["t"],
             replication_status=status,
             parts_count=parts_count,
+            **extras(parsed),
         )
         return version, doomed
 
@@ -803,3 +917,10 @@ class LocalObjectStore:
         if body:
             return row[:-2], row[-2], row[-1]
         return row, None, None
+
+
+def _sealing(customer_key: CustomerKey | None) -> dict[str, Any]:
+    """What a version's or upload's `meta` records of how its content is encrypted."""
+    if customer_key is None:
+        return {"e": SSE_S3}
+    return {"e": SSE_C, "k": KeyProof.of(customer_key).to_json()}

@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from bookstore.objectstore import checksums
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import SSE_C, SSE_S3, CustomerKey, KeyProof, refuse_key
 from bookstore.objectstore.errors import (
     BadDigest,
     BucketAlreadyOwnedByYou,
@@ -78,6 +81,10 @@ class _Stored:
     seq: int
     # The size of each part of a completed multipart upload (None: written whole).
     part_sizes: tuple[int, ...] | None = None
+    # The proof of its SSE-C key (the fake keeps bytes in clear, but checks keys as the real stores do).
+    proof: KeyProof | None = None
+    # The parts it was completed from (multipart uploads).
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass
@@ -90,6 +97,8 @@ class _Upload:
     tags: dict[str, str]
     parts: dict[int, tuple[Part, bytes]] = field(default_factory=dict)
     created_ms: int = 0
+    checksum: tuple[Algorithm, ChecksumType] | None = None
+    proof: KeyProof | None = None
 
 
 def _bytes(body: Body) -> bytes:
@@ -217,10 +226,13 @@ class MemoryObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
         check_key(key)
         self._state(bucket)
         data = _bytes(body)
+        proof = None if customer_key is None else KeyProof.of(customer_key)
         template = ObjectVersion(
             bucket=bucket,
             key=key,
@@ -232,21 +244,35 @@ class MemoryObjectStore:
             metadata=dict(metadata or {}),
             headers=dict(headers or {}),
             tags=dict(tags or {}),
+            checksum=checksum,
+            encryption=SSE_S3 if proof is None else SSE_C,
+            sse_key_md5="" if proof is None else proof.md5,
         )
-        return self._write(template, data)
+        return self._write(template, data, proof=proof)
 
     def get_object(
-        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: ByteRange | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectContent:
         with self._lock:
             stored = self._find(bucket, key, version_id)
+            _unlock(stored.proof, customer_key)
             version = self._shown(stored)
             first, last, partial = resolve_range(version.size, byte_range)
             return ObjectContent(version, (stored.data[first : last + 1],), first, last, partial)
 
-    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
+    def head_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
+    ) -> ObjectVersion:
         with self._lock:
-            return self._shown(self._find(bucket, key, version_id))
+            stored = self._find(bucket, key, version_id)
+            _unlock(stored.proof, customer_key)
+            return self._shown(stored)
 
     def part_range(
         self, bucket: str, key: str, number: int, *, version_id: str | None = None
@@ -374,6 +400,8 @@ class MemoryObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: tuple[Algorithm, ChecksumType] | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> str:
         check_key(key)
         upload_id = secrets.token_urlsafe(32)
@@ -387,16 +415,39 @@ class MemoryObjectStore:
                 dict(headers or {}),
                 dict(tags or {}),
                 created_ms=self._clock.now_ms(),
+                checksum=checksum,
+                proof=None if customer_key is None else KeyProof.of(customer_key),
             )
         return upload_id
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
+    def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+        copied: bool = False,
+    ) -> Part:
         if not 1 <= number <= _MAX_PART_NUMBER:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
-        self._upload(bucket, key, upload_id)
+        upload = self._upload(bucket, key, upload_id)
+        _unlock(upload.proof, customer_key)
         data = _bytes(body)
+        if copied and upload.checksum is not None:
+            kept = checksums.of(data, upload.checksum[0])
+        else:
+            kept = checksums.part_value(upload.checksum, checksum)
         part = Part(
-            number, hashlib.md5(data, usedforsecurity=False).hexdigest(), len(data), self._clock.now_ms()
+            number,
+            hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            len(data),
+            self._clock.now_ms(),
+            kept,
+            checksums.part_algorithm(upload.checksum, kept),
         )
         with self._lock:
             self._upload(bucket, key, upload_id).parts[number] = (part, data)
@@ -406,6 +457,10 @@ class MemoryObjectStore:
         with self._lock:
             upload = self._upload(bucket, key, upload_id)
             return [upload.parts[n][0] for n in sorted(upload.parts)]
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        with self._lock:
+            return list(self._find(bucket, key, version_id).parts)
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
@@ -419,6 +474,7 @@ class MemoryObjectStore:
             self._state(bucket)
             upload = self._upload(bucket, key, upload_id)
             pieces: list[bytes] = []
+            kept: list[tuple[str, int]] = []
             digest = hashlib.md5(usedforsecurity=False)
             for i, (number, etag) in enumerate(parts):
                 held = upload.parts.get(number)
@@ -432,6 +488,7 @@ class MemoryObjectStore:
                         f"{self._min_part_size} bytes"
                     )
                 pieces.append(held[1])
+                kept.append((held[0].checksum, held[0].size))
                 digest.update(bytes.fromhex(held[0].etag))
             data = b"".join(pieces)
             template = ObjectVersion(
@@ -446,8 +503,25 @@ class MemoryObjectStore:
                 headers=upload.headers,
                 tags=upload.tags,
                 parts_count=len(parts),
+                checksum=checksums.completed(upload.checksum, kept),
+                encryption=SSE_S3 if upload.proof is None else SSE_C,
+                sse_key_md5="" if upload.proof is None else upload.proof.md5,
             )
-            version = self._write(template, data, part_sizes=tuple(len(p) for p in pieces))
+            checksum = template.checksum
+            done = tuple(
+                Part(
+                    n,
+                    "",
+                    size,
+                    0,
+                    value if checksum else "",
+                    checksum.algorithm if checksum and value else "",
+                )
+                for n, (value, size) in enumerate(kept, start=1)
+            )
+            version = self._write(
+                template, data, proof=upload.proof, parts=done, part_sizes=tuple(len(p) for p in pieces)
+            )
             del self._uploads[upload_id]
             return version
 
@@ -482,6 +556,8 @@ class MemoryObjectStore:
     def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
         check_key(version.key)
         self._state(version.bucket)
+        if version.encryption == SSE_C:
+            raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
         data = b"" if version.is_delete_marker else _bytes(body)
         if (
             not version.is_delete_marker
@@ -509,6 +585,7 @@ class MemoryObjectStore:
                 tags=dict(version.tags),
                 replication_status="REPLICA",
                 replication_reason="",
+                encryption="" if version.is_delete_marker else SSE_S3,
             )
             stored = _Stored(written, data, (version.last_modified_ms, version.version_id), next(self._seq))
             held.append(stored)
@@ -603,6 +680,8 @@ class MemoryObjectStore:
         data: bytes,
         *,
         replicate: bool = True,
+        proof: KeyProof | None = None,
+        parts: tuple[Part, ...] = (),
         part_sizes: tuple[int, ...] | None = None,
     ) -> ObjectVersion:
         """Add a version (or delete marker) as a new write: its id, time and replication status."""
@@ -618,7 +697,9 @@ class MemoryObjectStore:
             sort_id = f"{ms:013d}{seq:012d}{secrets.token_hex(4)}"
             version_id = sort_id if versioning == "Enabled" else NULL_VERSION
             status: ReplicationStatus | None = None
-            replication = state.replication if versioning == "Enabled" and replicate else None
+            # SSE-C versions are not replicated (as S3 by default): the other region could not read them.
+            replicable = replicate and template.encryption != SSE_C
+            replication = state.replication if versioning == "Enabled" and replicable else None
             if (
                 replication is not None
                 and replication.rule_for(template.key, template.tags, delete_marker=template.is_delete_marker)
@@ -630,7 +711,7 @@ class MemoryObjectStore:
             version = replace(
                 template, version_id=version_id, last_modified_ms=now, replication_status=status
             )
-            stored = _Stored(version, data, (ms, sort_id), seq, part_sizes)
+            stored = _Stored(version, data, (ms, sort_id), seq, part_sizes, proof, parts)
             held.append(stored)
             shown = self._shown(stored)
         if queued:
@@ -651,3 +732,11 @@ def _position(held: list[_Stored], version_id: str) -> int:
     if version_id == NULL_VERSION or len(version_id) != len(held[0].order[1] if held else ""):
         return len(held)
     return sum(1 for s in held if s.order[1] < version_id)
+
+
+def _unlock(proof: KeyProof | None, customer_key: CustomerKey | None) -> None:
+    """Check the SSE-C key of a request against what a version or upload was stored with."""
+    if proof is None:
+        refuse_key(customer_key)
+    else:
+        proof.check(customer_key)

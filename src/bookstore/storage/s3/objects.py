@@ -23,7 +23,9 @@ from urllib.parse import urlencode
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore.checksums import ALGORITHMS, Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import (
     ERRORS_BY_CODE,
     AccessDenied,
@@ -188,17 +190,27 @@ class S3ObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectVersion:
+        # `checksum` is not sent: S3 computes and keeps its own (boto3 sends one with each body).
         check_key(key)
         args = self._write_args(bucket, key, content_type, metadata, headers, tags)
+        args.update(_sse_c(customer_key))
         with _spooled(body) as (data, _size):
             written = self._call(self._client.put_object, Body=data, **args)
-        return self.head_object(bucket, key, version_id=_real_id(written))
+        return self.head_object(bucket, key, version_id=_real_id(written), customer_key=customer_key)
 
     def get_object(
-        self, bucket: str, key: str, *, version_id: str | None = None, byte_range: ByteRange | None = None
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: ByteRange | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> ObjectContent:
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, **_sse_c(customer_key)}
         if version_id is not None:
             args["VersionId"] = version_id
         if byte_range is not None:
@@ -217,8 +229,10 @@ class S3ObjectStore:
             return ObjectContent(version, (self._guard(stream.read),), first, last, partial)
         return ObjectContent(version, self._chunks(stream), first, last, partial)
 
-    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectVersion:
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    def head_object(
+        self, bucket: str, key: str, *, version_id: str | None = None, customer_key: CustomerKey | None = None
+    ) -> ObjectVersion:
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key, **_sse_c(customer_key)}
         if version_id is not None:
             args["VersionId"] = version_id
         found = self._read_call(self._client.head_object, bucket, version_id, **args)
@@ -338,12 +352,26 @@ class S3ObjectStore:
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        checksum: tuple[Algorithm, ChecksumType] | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> str:
         check_key(key)
         args = self._write_args(bucket, key, content_type, metadata, headers, tags)
+        args.update(_sse_c(customer_key))
         return str(self._call(self._client.create_multipart_upload, **args)["UploadId"])
 
-    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body) -> Part:
+    def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        checksum: Checksum | None = None,
+        customer_key: CustomerKey | None = None,
+        copied: bool = False,
+    ) -> Part:
         with _spooled(body) as (data, size):
             found = self._call(
                 self._client.upload_part,
@@ -352,6 +380,7 @@ class S3ObjectStore:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=data,
+                **_sse_c(customer_key),
             )
         return Part(number, _etag(found["ETag"]), size, self._server_ms(found))
 
@@ -369,6 +398,10 @@ class S3ObjectStore:
             if not found.get("IsTruncated"):
                 return parts
             marker = found["NextPartNumberMarker"]
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
+        # S3 keeps them, and answers GetObjectAttributes itself; the API over this adapter lists none.
+        return []
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
@@ -554,6 +587,11 @@ class S3ObjectStore:
             tags={t["Key"]: t["Value"] for t in tag_set},
             replication_status=status if status in ("PENDING", "COMPLETED", "FAILED", "REPLICA") else None,
             parts_count=found.get("PartsCount"),
+            checksum=_checksum(found),
+            encryption="SSE-C"
+            if found.get("SSECustomerAlgorithm")
+            else str(found.get("ServerSideEncryption") or ""),
+            sse_key_md5=str(found.get("SSECustomerKeyMD5") or ""),
         )
 
     def _listed(self, bucket: str, entry: Mapping[str, Any], *, marker: bool) -> ObjectVersion:
@@ -687,3 +725,20 @@ def _spooled(body: Body) -> Iterator[tuple[bytes | IO[bytes], int]]:
             size += len(piece)
         spool.seek(0)
         yield spool, size
+
+
+def _sse_c(customer_key: CustomerKey | None) -> dict[str, Any]:
+    """boto3's arguments of an SSE-C key (it computes the key's MD5 itself)."""
+    if customer_key is None:
+        return {}
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": customer_key.key}
+
+
+def _checksum(found: Mapping[str, Any]) -> Checksum | None:
+    """The checksum S3 returned (with ChecksumMode, which this adapter does not ask for: mostly None)."""
+    for name in ALGORITHMS:
+        value = found.get(f"Checksum{name}")
+        if value:
+            kind: ChecksumType = "COMPOSITE" if found.get("ChecksumType") == "COMPOSITE" else "FULL_OBJECT"
+            return Checksum(name, str(value), kind)
+    return None
