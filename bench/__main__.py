@@ -23,6 +23,7 @@ MODULES: tuple[str, ...] = (
     "edge",
     "durability",
     "limits",
+    "catalog",
 )
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"

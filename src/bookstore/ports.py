@@ -47,6 +47,8 @@ class TableSchema:
     sort_key: str | None = None
     indexes: tuple[Index, ...] = ()
     conflict_rule: ConflictRule = LAST_WRITER_WINS
+    # Key attributes (of the table or an index) that hold numbers: DynamoDB must declare their type.
+    number_keys: tuple[str, ...] = ()
 
     def key_of(self, item: Mapping[str, Any]) -> Key:
         """The key attributes of `item`; raises ValidationError when one is missing."""

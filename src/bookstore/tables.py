@@ -5,8 +5,18 @@ from __future__ import annotations
 from bookstore.ports import FIRST_WRITER_WINS, Index, TableSchema
 
 BOOKS = TableSchema("books", "id", indexes=(Index("category-index", "category", "id"),))
+ORDERS_BY_DATE = "date-index"
 # Orders are immutable: a key written in two regions before either saw the other keeps its first version.
-ORDERS = TableSchema("orders", "customerId", "orderId", conflict_rule=FIRST_WRITER_WINS)
+# A customer's history is read newest first a page at a time through the date index (ids of orders with
+# an Idempotency-Key are hashes, so the table's own order is not the date order).
+ORDERS = TableSchema(
+    "orders",
+    "customerId",
+    "orderId",
+    indexes=(Index(ORDERS_BY_DATE, "customerId", "orderDate"),),
+    conflict_rule=FIRST_WRITER_WINS,
+    number_keys=("orderDate",),
+)
 CARTS = TableSchema("carts", "customerId", "bookId")
 # Identity: users by normalised email; public signing keys by key id; refresh sessions by token id.
 USERS = TableSchema("users", "email")

@@ -32,7 +32,7 @@ from bookstore.storage.dynamodb.tables import DynamoTable
 from bookstore.storage.items import decode_cursor, encode_cursor
 from bookstore.storage.memory import MemoryTable
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
-from bookstore.tables import BOOKS, CARTS, ORDERS
+from bookstore.tables import BOOKS, CARTS, ORDERS, ORDERS_BY_DATE
 from tests.support.aws import fake_credentials
 
 # A table with a numeric sort key, to prove that numbers sort as numbers.
@@ -804,3 +804,25 @@ def test_dynamodb_a_cursor_into_a_shard_gone_from_the_stream_is_stale(
         # One read to its end ("") may age out harmlessly.
         done = encode_cursor({**decode_cursor(cursor), "shardId-00000000000000000000-done": ""})
         assert books.changes(done).records == []
+
+
+def test_the_orders_date_index_pages_down_from_a_date_with_numbers_sorted_as_numbers(
+    make_table: MakeTable,
+) -> None:
+    orders = make_table(ORDERS)
+    dates = [5, 40, 40, 300, 7, 40, 1000, 9]
+    for i, date in enumerate(dates):
+        orders.put({"customerId": "c1", "orderId": f"o{i}", "orderDate": date})
+    orders.put({"customerId": "c2", "orderId": "o0", "orderDate": 50})
+
+    def dates_of(sort_range: SortRange | None) -> list[int]:
+        items, _ = all_pages(
+            lambda c: orders.query(
+                "c1", index=ORDERS_BY_DATE, sort_range=sort_range, descending=True, limit=3, cursor=c
+            )
+        )
+        assert all(i["customerId"] == "c1" for i in items)
+        return [int(i["orderDate"]) for i in items]
+
+    assert dates_of(None) == sorted(dates, reverse=True)
+    assert dates_of(SortRange(high=40)) == [40, 40, 40, 9, 7, 5]

@@ -84,6 +84,15 @@ queries = st.one_of(
     st.builds(lambda c: {"category": c}, st.text(max_size=300)),
     st.just([("category", "Cars"), ("category", "Database")]),
     st.builds(lambda c: {"category": "Woodwork", "other": c}, st.text(max_size=5)),
+    st.builds(
+        lambda n: {"category": "Cookbooks", "limit": n},
+        st.sampled_from(["3", "0", "05", "1000", "1001", "x"]),
+    ),
+    st.builds(
+        lambda c: {"limit": "2", "cursor": c},
+        st.text(max_size=8) | st.just("WyJib29rcyIsImJrLWNvb2stMDAyIl0"),
+    ),
+    st.just([("limit", "2"), ("limit", "3")]),
 )
 # Ids around the declared 256-character limit, so the hot path's own check of it is tried on both sides.
 long_ids = st.text(alphabet="ab", min_size=255, max_size=258)
@@ -214,3 +223,18 @@ def test_hot_paths_keep_the_declared_limits(
     fast = _send(client, method, path, query, body, None, headers)
     slow = _send(plain, method, path, query, body, None, headers)
     assert _seen(fast) == _seen(slow)
+
+
+def test_a_page_with_more_after_it_carries_the_same_next_page_headers(
+    client: TestClient, plain: TestClient
+) -> None:
+    for query in (
+        {"category": "Cookbooks", "limit": "3"},
+        {"limit": "2", "cursor": "WyJib29rcyIsImJrLWNvb2stMDAyIl0"},
+    ):
+        fast, slow = client.get("/books", params=query), plain.get("/books", params=query)
+        assert fast.status_code == slow.status_code == 200
+        assert fast.json() == slow.json() and len(fast.json()) == int(query["limit"])
+        for name in ("x-next-cursor", "link", "content-type", "x-bookstore-region"):
+            assert fast.headers.get(name) == slow.headers.get(name), name
+        assert fast.headers.get("x-next-cursor")

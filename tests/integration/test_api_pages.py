@@ -121,3 +121,23 @@ def test_bad_pages_are_refused_with_what_was_wrong(client: TestClient, services:
     answer = client.get("/orders", params={"cursor": books_cursor}, headers=auth)
     assert_error(answer, 400, "ValidationError")
     assert_error(client.get("/orders", params={"limit": 0}, headers=auth), 400, "ValidationError")
+
+
+def test_orders_of_one_date_are_paged_exactly_once_by_their_ids(services: RegionServices) -> None:
+    # Many orders in one millisecond (group commit, replication): the date index alone cannot order them.
+    dates = [1_000] * 7 + [2_000] * 9 + [500] * 2
+    for i, date in enumerate(random.Random(16).sample(dates, len(dates))):
+        services.checkout.orders.put(
+            {"customerId": "c-ties", "orderId": f"k-{i:02d}", "orderDate": date, "books": [], "total": 0.0}
+        )
+    for limit in (1, 3, 7, 100):
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page, cursor = services.checkout.history_page("c-ties", limit, cursor)
+            assert len(page) <= limit
+            seen += page
+            if cursor is None:
+                break
+        keys = [(o["orderDate"], o["orderId"]) for o in seen]
+        assert len(seen) == len(dates) and keys == sorted(keys, reverse=True) and len(set(keys)) == len(keys)

@@ -17,14 +17,17 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi.routing import APIRoute
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.api.auth import bearer_principal
+from bookstore.api.paging import page_answer
 from bookstore.domain.errors import BookstoreError
 from bookstore.domain.orders import OrderLine
 from bookstore.domain.users import Principal
 from bookstore.kernel.http import error_for
+from bookstore.services import pages
 from bookstore.services.cart import Cart
 from bookstore.services.catalog import Catalog
 from bookstore.services.checkout import Checkout
@@ -36,8 +39,9 @@ SHORT = 256
 MAX_ORDER_LINES = 200
 BOOK_PREFIX = "/books/"
 
-# What a handler answers: (status, JSON content), or None to leave the request to FastAPI.
-Answer = tuple[int, Any] | None
+# What a handler answers: (status, JSON content), a whole response (one with headers of its own, as a
+# page with a next cursor), or None to leave the request to FastAPI.
+Answer = tuple[int, Any] | Response | None
 Handler = Callable[[Scope, bytes], Awaitable[Answer]]
 
 
@@ -102,6 +106,9 @@ class HotPaths:
             await self.app(scope, _replay(body, receive) if method == "POST" else receive, send)
             return
         scope["route"] = route
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
         status, content = answer
         data = orjson.dumps(content)
         headers = [(b"content-length", str(len(data)).encode()), (b"content-type", b"application/json")]
@@ -115,17 +122,30 @@ class HotPaths:
 
     async def _list_books(self, scope: Scope, _: bytes) -> Answer:
         query: bytes = scope["query_string"]
-        category = None
+        params: dict[str, str] = {}
         if query:
-            # Parsed as Starlette parses it; anything but one `category` of the allowed length (a limit, a
-            # cursor) is FastAPI's.
+            # Parsed as Starlette parses it; a parameter given twice, another parameter, or a value FastAPI
+            # would refuse (an over-long category or cursor, a limit not plainly 1 to MAX_LIMIT) is
+            # FastAPI's, so its refusals keep one source.
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            if len(pairs) != 1 or pairs[0][0] != "category" or len(pairs[0][1]) > SHORT:
+            params = dict(pairs)
+            if len(params) != len(pairs) or not params.keys() <= {"category", "limit", "cursor"}:
                 return None
-            category = pairs[0][1]
-        books, more = self.catalog.page(category)
-        # A first page with more after it needs the next-page headers: FastAPI's route answers it.
-        return None if more is not None else (200, books)
+        category = params.get("category")
+        limit_text = params.get("limit", str(pages.DEFAULT_LIMIT))
+        cursor = params.get("cursor")
+        if (
+            (category is not None and len(category) > SHORT)
+            or (cursor is not None and len(cursor) > pages.MAX_CURSOR)
+            or not (limit_text.isascii() and limit_text.isdigit() and limit_text[0] != "0")
+            or int(limit_text) > pages.MAX_LIMIT
+        ):
+            return None
+        limit = int(limit_text)
+        books, more = self.catalog.page(category, limit, cursor)
+        if more is None:
+            return 200, books
+        return page_answer(books, more, {"category": category, "limit": limit})
 
     async def _get_cart(self, scope: Scope, _: bytes) -> Answer:
         return 200, self.cart.rows(self._principal(scope).user_id)

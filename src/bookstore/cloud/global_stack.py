@@ -29,7 +29,10 @@ def global_table(schema: TableSchema, settings: CloudSettings) -> Json:
     properties: Json = {
         "TableName": settings.table_prefix + schema.name,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in sorted(names)],
+        "AttributeDefinitions": [
+            {"AttributeName": n, "AttributeType": "N" if n in schema.number_keys else "S"}
+            for n in sorted(names)
+        ],
         "KeySchema": _key_schema(schema.partition_key, schema.sort_key),
         "StreamSpecification": {"StreamViewType": STREAM_VIEW},
         "SSESpecification": {"SSEEnabled": True},

@@ -17,6 +17,8 @@ from bookstore.services.streams import StreamConsumer
 CATEGORY_INDEX = "category-index"
 # Entries kept in memory at most (books, and lists by category): past it, reads go to the table.
 MAX_CACHED = 10_000
+# Changes of one batch applied to the cached lists at most; a larger batch empties the cache instead.
+MAX_APPLIED = 1_000
 
 
 def all_pages(fetch: Any) -> Iterator[Item]:
@@ -41,10 +43,13 @@ class Catalog:
     """Reads the books table; books are public.
 
     Books and lists are answered from memory once read. The cache follows the Books stream with a
-    consumer of its own (`consumer`, run by the region like the others): any change to the table, local,
-    replicated from another region or written by another process (`bookstore seed`), empties it, so a
-    stale answer lasts at most one poll of that consumer (StreamConsumer.run: 50 ms) after the change
-    is in the table. `load` empties it at once. Answers are shared: callers must not change them.
+    consumer of its own (`consumer`, run by the region like the others): each change to the table, local,
+    replicated from another region or written by another process (`bookstore seed`), is applied to the
+    cached lists (the book put in or taken out of each list by bisection, on copies, so a list already
+    answered never changes), so a stale answer lasts at most one poll of that consumer
+    (StreamConsumer.run: 50 ms) after the change is in the table, and a change never makes the next
+    read load 100k books again. A batch larger than MAX_APPLIED empties the cache instead; `load`
+    empties it at once. Answers are shared: callers must not change them.
     """
 
     def __init__(self, books: Table, *, region: str = "", clock: Clock | None = None) -> None:
@@ -117,8 +122,25 @@ class Catalog:
         self._lists = {}
 
     def _changed(self, batch: ChangeBatch) -> None:
-        if batch.records:
+        if not batch.records:
+            return
+        if len(batch.records) > MAX_APPLIED:
             self.forget()
+            return
+        books = dict(self._books)
+        lists = {category: list(listed) for category, listed in self._lists.items()}
+        for record in batch.records:
+            book_id = str(record.key.get("id", ""))
+            books.pop(book_id, None)
+            new = None if record.kind == "REMOVE" or record.new is None else public_view(record.new)
+            for category, listed in lists.items():
+                at = bisect.bisect_left(listed, book_id, key=lambda b: str(b["id"]))
+                if at < len(listed) and str(listed[at]["id"]) == book_id:
+                    del listed[at]
+                if new is not None and (category is None or new["category"] == category):
+                    listed.insert(at, new)
+        # Swapped in whole: a read under way fills the old, dropped dicts (as after `forget`).
+        self._books, self._lists = books, lists
 
     def load(self, books: Iterable[dict[str, Any]]) -> int:
         """Put each book that is missing or differs; returns how many were written (0 on a re-run)."""

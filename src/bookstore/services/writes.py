@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bookstore.ports import GroupRunner
+from bookstore.ports import GroupRunner, Outcome
 
 T = TypeVar("T")
 # Units per transaction at most, so one group never holds the event loop (and the writer) for long.
@@ -39,6 +39,19 @@ class GroupCommit:
         ] = {}
         self.groups = 0
         self.units = 0
+
+    def run_now(self, units: Sequence[Callable[[], Any]]) -> list[Outcome]:
+        """Run `units` at once, off any event loop, in one shared transaction where the engine has them
+        (a bulk load: seeding a large catalog or history); each unit's result or exception, in order."""
+        if self._run_group is not None:
+            return self._run_group(units)
+        outcomes: list[Outcome] = []
+        for unit in units:
+            try:
+                outcomes.append(Outcome(value=unit()))
+            except Exception as exc:
+                outcomes.append(Outcome(error=exc))
+        return outcomes
 
     async def run(self, unit: Callable[[], T]) -> T:
         """`unit()`'s result (or exception) once the transaction holding its writes has committed."""

@@ -97,7 +97,7 @@ class DynamoTable:
         names = {*key_names(schema)}
         for index in schema.indexes:
             names.update(n for n in (index.partition_key, index.sort_key) if n is not None)
-        types = dict(key_types or {})
+        types = {name: "N" for name in schema.number_keys} | dict(key_types or {})
         for name, kind in types.items():
             if kind not in ("S", "N"):
                 raise ValidationError(f"key type of {name} must be 'S' or 'N', got {kind!r}")
