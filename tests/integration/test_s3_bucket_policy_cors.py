@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,6 @@ from tests.support.aws_cli import aws
 from tests.support.s3_server import REGION, S3Server, error_code, s3_server
 
 BUCKET = "site"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
 
 
 @pytest.fixture

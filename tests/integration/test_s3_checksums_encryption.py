@@ -7,7 +7,6 @@ import hashlib
 import json
 import secrets
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,10 @@ from botocore.exceptions import ClientError
 
 from bookstore.objectstore import checksums
 from tests.support.aws_cli import aws
-from tests.support.s3_server import REGION, S3Server, s3_server
+from tests.support.s3_server import REGION, S3Server
 
 BUCKET = "data"
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,10 @@ from bookstore.objectstore.conditional import WriteConditions
 from bookstore.objectstore.errors import ConditionalRequestConflict
 from bookstore.objectstore.sigv4 import signing_key
 from tests.support.aws_cli import aws, aws_fails
-from tests.support.s3_server import KEY, REGION, SECRET, S3Server, error_code, s3_server
+from tests.support.s3_server import KEY, REGION, SECRET, S3Server, error_code
 
 BUCKET = "conformance"
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
 
 
 @pytest.fixture

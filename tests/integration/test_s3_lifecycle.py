@@ -19,16 +19,10 @@ from bookstore.objectstore.sweeper import LifecycleSweeper
 from bookstore.storage.local import LocalObjectStore
 from bookstore.storage.memory import MemoryObjectStore
 from tests.support.aws_cli import aws
-from tests.support.s3_server import REGION, S3Server, s3_server
+from tests.support.s3_server import REGION, S3Server
 
 BUCKET = "logs"
 DAY = 1000  # one lifecycle "day" of the tests, in ms of the test clock
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    with s3_server(tmp_path / "objects") as running:
-        yield running
 
 
 @pytest.fixture
