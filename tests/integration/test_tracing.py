@@ -27,6 +27,7 @@ from bookstore.runtime.secret import deployment_credentials
 from bookstore.services.catalog import seed_books
 from tests.support.regions import isolated_topology
 from tests.support.threaded_server import serving
+from tests.support.waiting import wait_for
 
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.trace import ReadableSpan
@@ -108,6 +109,15 @@ def test_a_request_id_and_trace_follow_a_write_from_the_edge_to_the_other_region
         edge = topology.edge
         stack.enter_context(serving(server_config(edge_app), listening_socket(edge.address, edge.port), 20))
 
+        # Singapore first catches up with Ireland's seed (a snapshot, which carries no traces); only then
+        # is the traced write sure to reach it through the replication stream, the path traced here.
+        ap_api = topology.region(AP).api_url
+        wait_for(
+            "Singapore holds Ireland's seed",
+            lambda: httpx.get(f"{ap_api}/books/bk-cook-001", timeout=5).status_code,
+            lambda status: status == 200,
+            timeout=60,
+        )
         with httpx.Client(base_url=edge.url, headers={"X-Client-Region": EU}, timeout=10) as client:
             signed_in = client.post(
                 "/api/auth/signin", json={"email": "trace@example.com", "password": PASSWORD}

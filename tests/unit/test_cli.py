@@ -33,6 +33,7 @@ GROUPS = {
         "destroy",
         "publish",
         "promote-blog",
+        "drill",
     ],
     "blog": ["promote", "rejoin", "switchover", "diverged"],
     "config": ["show"],
