@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from botocore.exceptions import ClientError
 from bookstore.objectstore.app import create_s3_app
 from bookstore.objectstore.errors import NoSuchKey
 from bookstore.storage.local import LocalObjectStore
+from tests.support.aws_cli import run_aws
 from tests.support.threaded_server import serving
 
 REGION = "ap-southeast-1"
@@ -147,33 +147,6 @@ def error_code(response: httpx.Response) -> str:
 # The seed's commands, with the real aws CLI.
 
 
-def run_aws(server: Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = home / "aws-config"
-    if not config.exists():
-        config.write_text("[default]\ns3 =\n    addressing_style = path\n")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "AWS_ACCESS_KEY_ID": KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ENDPOINT_URL": server.endpoint,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(config),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_PAGER": "",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "awscli", *args],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 @pytest.fixture
 def aws(server: Server, tmp_path: Path) -> Any:
     pytest.importorskip("awscli", reason="the aws CLI (awscli from PyPI) is not installed")
@@ -181,7 +154,7 @@ def aws(server: Server, tmp_path: Path) -> Any:
     home.mkdir()
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = run_aws(server, home, *args)
+        done = run_aws(server.endpoint, home, *args)
         if ok:
             assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done

@@ -14,19 +14,20 @@ from tests.support.s3_server import KEY, REGION, SECRET, S3Server
 
 def aws(server: S3Server, home: Path, *args: str) -> str:
     """The output of an aws CLI command that must succeed."""
-    done = _run(server, home, *args)
+    done = run_aws(server.endpoint, home, *args)
     assert done.returncode == 0, f"aws {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
 def aws_fails(server: S3Server, home: Path, *args: str) -> str:
     """The error output of an aws CLI command that must fail."""
-    done = _run(server, home, *args)
+    done = run_aws(server.endpoint, home, *args)
     assert done.returncode != 0, f"aws {' '.join(args)} succeeded:\n{done.stdout}"
     return done.stderr
 
 
-def _run(server: S3Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_aws(endpoint: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An aws CLI command against the S3 API at `endpoint` with the test key pair; not checked."""
     pytest.importorskip("awscli", reason="the aws CLI (awscli from PyPI) is not installed")
     config = home / "aws-config"
     if not config.exists():
@@ -36,7 +37,7 @@ def _run(server: S3Server, home: Path, *args: str) -> subprocess.CompletedProces
         "HOME": str(home),
         "AWS_ACCESS_KEY_ID": KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ENDPOINT_URL": server.endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_CONFIG_FILE": str(config),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
