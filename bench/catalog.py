@@ -275,7 +275,7 @@ def run_bench() -> Section:
     load = _load()
     section = Section(
         module="catalog",
-        title="Catalog and history size (issue 16, curve 5 and the memory of curve 7)",
+        title="Catalog and history size at 56, 10k and 100k books",
         figures=figures,
         method=" ".join(
             (

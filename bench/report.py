@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -195,8 +196,32 @@ def render(machine: Machine, sections: Sequence[Section], failures: Sequence[str
     return "\n".join(out).rstrip() + "\n"
 
 
+SEPARATE_RUN = "(a separate run)"
+
+
+def separate_runs(text: str) -> list[str]:
+    """The sections of a report whose heading ends with SEPARATE_RUN, each from its heading on."""
+    sections = re.split(r"(?m)^(?=## )", text)
+    return [
+        s.rstrip() + "\n"
+        for s in sections
+        if s.startswith("## ") and s.split("\n", 1)[0].rstrip().endswith(SEPARATE_RUN)
+    ]
+
+
 def write(path: Path, text: str) -> None:
+    """Write the report `text` to `path`, keeping the separate-run sections the file held.
+
+    Those were measured by hand or by a module run alone (see their own text), not by `make bench`:
+    a full run replaces its own figures and must not drop them, except a section of the same title.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = separate_runs(path.read_text(encoding="utf-8")) if path.exists() else []
+    # A module measured again by this run replaces its separate run of the same title.
+    titles = {line[3:].strip() for line in text.splitlines() if line.startswith("## ")}
+    kept = [k for k in kept if k.split("\n", 1)[0][3:].removesuffix(SEPARATE_RUN).strip() not in titles]
+    if kept:
+        text = text.rstrip() + "\n\n" + "\n".join(kept)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

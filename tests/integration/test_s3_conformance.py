@@ -150,6 +150,24 @@ def test_a_repeated_complete_answers_200_with_the_same_result(s3: Any) -> None:
     assert code(other) == "NoSuchUpload"
 
 
+def test_a_repeated_complete_answers_with_the_first_answers_checksum_and_encryption(s3: Any) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="sums", ChecksumAlgorithm="SHA256")["UploadId"]
+    body = b"q" * 10
+    part = s3.upload_part(
+        Bucket=BUCKET, Key="sums", UploadId=upload_id, PartNumber=1, Body=body, ChecksumAlgorithm="SHA256"
+    )
+    parts = [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}]
+    first = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="sums", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    again = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="sums", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    assert first["ChecksumSHA256"] and first["ServerSideEncryption"] == "AES256"
+    for field in ("ETag", "ChecksumSHA256", "ServerSideEncryption"):
+        assert again.get(field) == first[field], field
+
+
 # Bug 3: conditional writes.
 
 

@@ -13,13 +13,16 @@ MAX_KEPT = 10_000
 
 @dataclass(frozen=True)
 class Completed:
-    """What CompleteMultipartUpload answered: the object's version id and ETag, and when."""
+    """What CompleteMultipartUpload answered: the object's version id, ETag, checksum elements (rendered)
+    and encryption headers, and when."""
 
     bucket: str
     key: str
     version_id: str
     etag: str
     at_ms: int
+    checksum: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class CompletedUploads:

@@ -152,19 +152,24 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
         done = ctx.completed.get(call.bucket, key, upload_id, ctx.now_ms())
         if done is None:
             raise
-        return _completed(call.bucket, key, done.version_id, done.etag)
-    ctx.completed.add(upload_id, Completed(call.bucket, key, version.version_id, version.etag, ctx.now_ms()))
-    answer = _completed(
-        call.bucket, key, version.version_id, version.etag, attributes.checksum_elements(version.checksum)
+        return _completed(done)
+    done = Completed(
+        call.bucket,
+        key,
+        version.version_id,
+        version.etag,
+        ctx.now_ms(),
+        attributes.checksum_elements(version.checksum),
+        tuple(encryption.response_headers(version.encryption, version.sse_key_md5).items()),
     )
-    answer.headers.update(encryption.response_headers(version.encryption, version.sse_key_md5))
-    return answer
+    ctx.completed.add(upload_id, done)
+    return _completed(done)
 
 
-def _completed(bucket: str, key: str, version_id: str, etag: str, checksum: str = "") -> Response:
-    """The answer of a completed upload; `checksum` its rendered checksum elements (not on a retry's)."""
-    out = {}
-    if version_id != "null":
-        out["x-amz-version-id"] = version_id
-    location = f"/{quote(bucket)}/{quote(key)}"
-    return xml(documents.complete_upload(location, bucket, key, etag, checksum), out)
+def _completed(done: Completed) -> Response:
+    """The answer of a completed upload, the same to the first request and to a retry."""
+    out = dict(done.headers)
+    if done.version_id != "null":
+        out["x-amz-version-id"] = done.version_id
+    location = f"/{quote(done.bucket)}/{quote(done.key)}"
+    return xml(documents.complete_upload(location, done.bucket, done.key, done.etag, done.checksum), out)
