@@ -334,7 +334,7 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
                 f"{used[SOURCE]:.2f} CPU-s over {writes:,} writes ({run.written.rate:,.0f} writes/s for "
                 f"{run.written.elapsed_s:.1f} s), sent to {n - 1} peer(s): "
                 f"{per_write[SOURCE] / (n - 1):.0f} us per write per peer; CPU at rest before the run: "
-                f"{idle_note}; link simulator meanwhile {links:.2f} CPU-s"
+                f"{idle_note}; supervisor (the link simulator) meanwhile {links:.2f} CPU-s"
             ),
         ),
         Figure(
@@ -406,27 +406,30 @@ def _ratios(by_size: Mapping[int, OneSource]) -> list[Figure]:
 
 
 METHOD = f"""
-For each size (2, 3, 5 regions: {", ".join(REGIONS)}, the first N) `bookstore up` runs every region
-as a process of its own on a loopback /24 of its own, on an isolated topology in a temporary directory,
-with the link simulator between every pair at {DELAY_MS:.0f} ms one way (both ways, no jitter or loss,
-set through the control API); each region follows every other region's log. Phase one: a writer process
-(bench.replication's) opens {SOURCE}'s tables.db and puts {RATE} items/s into `carts` for {SECONDS:.0f} s
-on an absolute schedule, one transaction each (the API's write path minus HTTP); a writer that falls
-below {PACE_TOLERANCE:.0%} of its rate keeps its figures, labelled with the rate it held, but gets no
-verdict, and the run reports it as a failure. Lag per item and pair
-is the destination's `changes.logged_ms` (when it applied the item) minus `written_ms` (the source's
-write time), read from the destination's own change log once it holds every item (a missing item fails
-the run); both clocks are this machine's. CPU per replicated write is a region process's CPU seconds
-(user + system of all its threads, /proc/PID/stat) from the writer's start until every destination held
-every item, divided by the items written: the sender is {SOURCE} (it polls its log, which the writer
-fills, and streams each item to every peer), a receiver any other region (it applies each item and, as
-every region relays what it applied to peers other than the item's origin, streams it on too). The count
-is raw: it includes what a region spends at rest over that window (streams' heartbeats, anti-entropy every
-30 s), stated in the notes as measured for {IDLE_S:.0f} s before the run. Phase two: one writer per region,
-all at once, {RATE} writes/s split evenly across the regions (not {RATE}/s each: two cores run every region,
-writer and the link simulator), lag p99 for every ordered pair. Pinning (taskset): phase one puts the
-writer and {SOURCE} on one core and every receiver with the link simulator on the other; phase two
-alternates regions between the two cores, each writer with its region, the link simulator with the last.
+For each size (2, 3, 5 regions: {", ".join(REGIONS)}, the first N) `bookstore up` runs every
+region as a process of its own on a loopback /24 of its own, on an isolated topology in a temporary
+directory, with the link simulator between every pair at {DELAY_MS:.0f} ms one way (both ways, no jitter
+or loss, set through the control API); each region follows every other region's log. Each phase gets a
+fresh topology. Phase one: a writer process (bench.replication's) opens {SOURCE}'s tables.db and puts
+{RATE} items/s into `carts` for {SECONDS:.0f} s on an absolute schedule, one transaction each (the API's
+write path minus HTTP); a writer that falls below {PACE_TOLERANCE:.0%} of its rate keeps its figures,
+labelled with the rate it held, but gets no verdict, and the run reports it as a failure. Lag per item
+and pair is the destination's `changes.logged_ms` (when it applied the item) minus `written_ms` (the
+source's write time), read from the destination's own change log once it holds every item (a missing
+item fails the run); both clocks are this machine's. CPU per replicated write is a region process's CPU
+seconds (user + system of all its threads, /proc/PID/stat) from the writer's start until every
+destination held every item, divided by the items written: the sender is {SOURCE} (it polls its log,
+which the writer fills, and streams each item to every peer), a receiver any other region (it applies
+each item and, as every region relays what it applied to peers other than the item's origin, streams
+it on too). The count is raw: it includes what a region spends at rest over that window (streams'
+heartbeats, anti-entropy every 30 s), stated in the notes as measured for {IDLE_S:.0f} s before the run.
+The receivers' notes also count the changes each took in from all its peers over the run (the deltas of
+its `bookstore_replication_applied_total` and `_skipped_total` on /metrics), per write. Phase two: one
+writer per region, all at once, {RATE} writes/s split evenly across the regions (not {RATE}/s each: two
+cores run every region, every writer and the link simulator), lag p99 for every ordered pair (the worst
+in the table, all of them in its note). Pinning (taskset): phase one puts the writer and {SOURCE} on one
+core and every receiver with the supervisor (the link simulator) on the other; phase two alternates
+regions between the two cores, each writer with its region, the supervisor with the last region.
 No plot: no other curve bench draws one.
 """.strip()
 
