@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -19,7 +20,7 @@ import httpx
 
 from bench.loadgen import cores, pin
 from bench.replication import POLL_NOTE, ROOT, Arrived, System, Written, _head_seq, _read_only
-from bench.report import BenchError, Figure, Goal, PartialResult, Section
+from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import end_process, pin_threads, set_link_delay
 from bookstore.runtime.secret import operator_token
 from bookstore.supervisor.launch import LaunchError, launched, loopback_topology
@@ -41,6 +42,8 @@ LAG_GOAL_MS = DELAY_MS + 20.0
 CPU_RATIO_GOAL = 1.2
 # A paced writer that fell this far below its target rate did not measure the lag at that rate.
 PACE_TOLERANCE = 0.98
+# A core this busy (its regions and the supervisor over the run's window) counts as saturated.
+SATURATED = 0.85
 ARRIVAL_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 60.0
 
@@ -334,10 +337,24 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
     # What a region would have spent at rest over the same window: the part of the raw count that is
     # not the writes', stated beside it so a slow run's longer window does not pass for a costlier write.
     net = {r: max(0.0, used[r] - idle[r] * measured.window_s) / writes * 1e6 for r in ids}
+    # A saturated core time-shares its processes, so their work at rest does not go on at its idle rate
+    # and the net figure means nothing there: say how busy each core was (the writer not counted).
+    busy: dict[int | None, float] = {}
+    for r in ids:
+        busy[system.cores[r]] = busy.get(system.cores[r], 0.0) + used[r]
+    busy[system.cores[ids[-1]]] = busy.get(system.cores[ids[-1]], 0.0) + links
+    busy_note = ", ".join(
+        f"core {core}: {cpu / measured.window_s:.0%}"
+        for core, cpu in sorted(busy.items(), key=lambda kv: str(kv[0]))
+    )
+    saturated = any(cpu / measured.window_s > SATURATED for cpu in busy.values())
+    if saturated:
+        net = {r: math.nan for r in ids}
     idle_note = (
         f"CPU at rest before the run ({IDLE_S:.0f} s): "
         + ", ".join(f"{r} {idle[r] * 1000:.0f} ms/s" for r in ids)
-        + f"; CPU counted over {measured.window_s:.1f} s"
+        + f"; CPU counted over {measured.window_s:.1f} s; regions and supervisor per core, busy: {busy_note}"
+        + (" (saturated: no figure net of CPU at rest)" if saturated else "")
     )
     figures += [
         Figure(
@@ -347,9 +364,9 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
             note=(
                 f"{used[SOURCE]:.2f} CPU-s over {writes:,} writes ({run.written.rate:,.0f} writes/s for "
                 f"{run.written.elapsed_s:.1f} s), sent to {n - 1} peer(s): "
-                f"{per_write[SOURCE] / (n - 1):.0f} us per write per peer; net of its CPU at rest over the "
-                f"window {net[SOURCE]:.0f} us per write; {idle_note}; supervisor (the link simulator) "
-                f"meanwhile {links:.2f} CPU-s"
+                f"{per_write[SOURCE] / (n - 1):.0f} us per write per peer; net of its CPU at rest over "
+                f"the window {format_number(net[SOURCE])} us per write; {idle_note}; supervisor (the link "
+                f"simulator) meanwhile {links:.2f} CPU-s"
             ),
         ),
         Figure(
@@ -359,7 +376,7 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
             note=(
                 "each receiver: "
                 + ", ".join(
-                    f"{r} {us:.0f} us ({used[r]:.2f} CPU-s; net of its CPU at rest {net[r]:.0f} us)"
+                    f"{r} {us:.0f} us ({used[r]:.2f} CPU-s; net of CPU at rest {format_number(net[r])} us)"
                     for r, us in receivers.items()
                 )
                 + _received_note(measured.received, receivers, writes)
@@ -405,7 +422,9 @@ def _every_region(system: System, ids: Sequence[str]) -> tuple[list[Figure], lis
 
 
 def _ratio(large: float, small: float) -> str:
-    return f"{large:.0f} us / {small:.0f} us = {large / small:.2f} x" if small > 0 else "n/a"
+    if math.isnan(large) or math.isnan(small) or small <= 0:
+        return "n/a (a core was saturated)"
+    return f"{large:.0f} us / {small:.0f} us = {large / small:.2f} x"
 
 
 def _ratios(by_size: Mapping[int, OneSource]) -> list[Figure]:
@@ -456,7 +475,9 @@ destination held every item, divided by the items written: the sender is {SOURCE
 which the writer fills, and streams each item to every peer), a receiver any other region (it applies
 each item and, as every region relays what it applied to peers other than the item's origin, streams
 it on too). The count is raw: it includes what a region spends at rest over that window (streams'
-heartbeats, anti-entropy every 30 s), stated in the notes as measured for {IDLE_S:.0f} s before the run.
+heartbeats, anti-entropy every 30 s), stated in the notes as measured for {IDLE_S:.0f} s before the run,
+with the figure net of it unless a core was saturated (over {SATURATED:.0%} busy with its regions and
+the supervisor: time-shared, they do not idle at their rate at rest).
 The receivers' notes also count the changes each took in from all its peers over the run (the deltas of
 its `bookstore_replication_applied_total` and `_skipped_total` on /metrics), per write. Phase two: one
 writer per region, all at once, {RATE} writes/s split evenly across the regions (not {RATE}/s each: two
