@@ -18,6 +18,7 @@ MODULES: tuple[str, ...] = (
     "replication",
     "antientropy",
     "backlog",
+    "regions",
     "objects",
     "blog",
     "edge",

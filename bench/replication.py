@@ -97,10 +97,12 @@ class Arrived:
 # -- the writer (a process of its own) ----------------------------------------------------------------
 
 
-def write(db_path: Path, run_id: str, rate: float, seconds: float, count: int) -> Written:
-    """Put items into the source's carts table: `count` at `rate`/s on an absolute schedule, or (rate 0)
+def write(
+    db_path: Path, run_id: str, rate: float, seconds: float, count: int, region: str = SOURCE
+) -> Written:
+    """Put items into `region`'s carts table: `count` at `rate`/s on an absolute schedule, or (rate 0)
     as fast as possible until `count` items or `seconds` have passed."""
-    with SqliteDatabase(db_path, SOURCE) as db:
+    with SqliteDatabase(db_path, region) as db:
         carts = db.table(CARTS)
         behind = 0.0
         i = 0
@@ -128,8 +130,9 @@ def _writer_main(argv: Sequence[str]) -> int:
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--seconds", type=float, default=math.inf)
     parser.add_argument("--count", type=int, default=sys.maxsize)
+    parser.add_argument("--region", default=SOURCE, help="the region whose tables.db `db` is")
     args = parser.parse_args(argv)
-    done = write(args.db, args.run_id, args.rate, args.seconds, args.count)
+    done = write(args.db, args.run_id, args.rate, args.seconds, args.count, args.region)
     print(json.dumps({"count": done.count, "elapsedS": done.elapsed_s, "maxBehindMs": done.max_behind_ms}))
     return 0
 

@@ -47,7 +47,8 @@ def loopback_topology(
     `control` is the address of the control API and of the edge (and its DNS server); `addresses` maps
     each region to its own address (a /24 of its own, so the link simulator tells regions apart). The
     edge is disabled unless `edge` is given: "" for its defaults, or lines of the [edge] table.
-    `extra` is appended as is (more tables, e.g. [replication]).
+    `extra` is appended as is (more tables, e.g. [replication]). A region outside the defaults is named
+    by its id, without a flag (a bench's topology of five, say).
     """
     defaults = {r.id: r for r in Topology().regions}
     regions = list(addresses)
@@ -66,12 +67,12 @@ def loopback_topology(
         "",
     ]
     for region_id, address in addresses.items():
-        base = defaults[region_id]
+        base = defaults.get(region_id)
         lines += [
             "[[regions]]",
-            f'id = "{base.id}"',
-            f'name = "{base.name}"',
-            f'flag = "{base.flag}"',
+            f'id = "{region_id}"',
+            f'name = "{base.name if base else region_id}"',
+            f'flag = "{base.flag if base else ""}"',
             f'address = "{address}"',
             f"api_port = {free_port(address)}",
             f"s3_port = {free_port(address)}",
