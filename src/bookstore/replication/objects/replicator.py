@@ -140,6 +140,7 @@ class ObjectReplicator:
         concurrency: int = 32,
         max_inflight_bytes: int = 64 * 1024 * 1024,
         poll_s: float = 1.0,
+        relist_s: float = 0.05,
         base_backoff_s: float = 0.05,
         max_backoff_s: float = 5.0,
         max_refusals: int = 8,
@@ -158,6 +159,9 @@ class ObjectReplicator:
         self.max_inflight_bytes = max_inflight_bytes
         self._inflight_bytes = 0
         self.poll_s = poll_s
+        # While copies run, the queue is listed again at most this often (new versions wait that long
+        # for a free slot at most); an idle replicator lists it at once when a version is queued.
+        self.relist_s = relist_s
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_refusals = max_refusals
@@ -186,6 +190,9 @@ class ObjectReplicator:
         self._routes: dict[str, _Route] = {}
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # When the queue was last listed, and how many listed jobs were waiting out a backoff then.
+        self._listed_at = float("-inf")
+        self._waiting = 0
         add_listener = getattr(self.store, "add_listener", None)
         if add_listener is not None:
             add_listener(self.wake)
@@ -229,9 +236,17 @@ class ObjectReplicator:
 
     async def _tick(self) -> float:
         """Start the copies that are due; returns how long to wait before the next look at most."""
-        limit = min(20_000, max(256, len(self._jobs) + 4 * self.concurrency))
+        now = time.monotonic()
+        if now < self._listed_at + self.relist_s and self._start_known(now):
+            # Copies finishing in a burst free their slots one by one: refilled from the jobs listed
+            # last time, instead of listing hundreds of queued versions again for each copy.
+            return max(0.005, self._listed_at + self.relist_s - now)
+        # The listing reaches past the versions waiting out a backoff, so a failing destination at the
+        # head of the queue does not hide the versions behind it.
+        limit = min(20_000, max(256, self._waiting + len(self._active) + 4 * self.concurrency))
         self._finished.clear()
         pending = await asyncio.to_thread(self.store.pending_replications, limit=limit)
+        self._listed_at = now = time.monotonic()
         self.pending_operations = len(pending)
         self.pending_bytes = sum(v.size for v in pending)
         self.pending_exact = len(pending) < limit
@@ -241,21 +256,36 @@ class ObjectReplicator:
         if self.pending_exact:
             for gone in [k for k in self._jobs if k not in listed and k not in self._active]:
                 del self._jobs[gone]
-        now = time.monotonic()
-        next_due = now + self.poll_s
         for ident, version in listed.items():
+            if ident not in self._jobs and ident not in self._active and ident not in self._finished:
+                self._jobs[ident] = _Job(version)
+        return self._start_due([i for i in listed if i in self._jobs], now)
+
+    def _start_known(self, now: float) -> bool:
+        """Start due jobs from the last listing; False when there is a free slot and none to fill it."""
+        if len(self._active) >= self.concurrency:
+            return True
+        started = len(self._active)
+        self._start_due(list(self._jobs), now)
+        return len(self._active) > started
+
+    def _start_due(self, idents: list[tuple[str, str, str]], now: float) -> float:
+        """Start the jobs of `idents` (in queue order) that are due, up to the concurrency and bytes in
+        flight; returns how long until the next of the others is due (at most poll_s)."""
+        next_due = now + self.poll_s
+        waiting = 0
+        for ident in idents:
             if ident in self._active or ident in self._finished:
                 continue
-            job = self._jobs.get(ident)
-            if job is None:
-                job = self._jobs[ident] = _Job(version)
+            job = self._jobs[ident]
             due = max(job.not_before, self._blocked_until(job, now))
             if due > now:
+                waiting += 1
                 next_due = min(next_due, due)
                 continue
             if len(self._active) >= self.concurrency:
                 break
-            held = _held(version)
+            held = _held(job.version)
             if self._inflight_bytes and self._inflight_bytes + held > self.max_inflight_bytes:
                 continue
             self._active.add(ident)
@@ -263,6 +293,7 @@ class ObjectReplicator:
             task = asyncio.create_task(self._replicate(ident, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        self._waiting = waiting
         return max(0.005, next_due - now)
 
     def _blocked_until(self, job: _Job, now: float) -> float:
