@@ -19,6 +19,7 @@ MODULES: tuple[str, ...] = (
     "antientropy",
     "backlog",
     "objects",
+    "bucket_scale",
     "blog",
     "edge",
     "durability",
