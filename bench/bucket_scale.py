@@ -20,7 +20,7 @@ import httpx
 from bench.loadgen import cores
 from bench.objects import ACCESS_KEY, BIN, SECRET_KEY, Target, cpu_seconds, one_region_topology, s3_client
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
-from bench.servers import control, end_process, pin_threads, running
+from bench.servers import control, end_process, pin_threads, running, set_link_delay
 from bookstore.config import Topology
 from bookstore.kernel.clock import SystemClock
 from bookstore.runtime.secret import operator_token, s3_credentials
@@ -358,6 +358,7 @@ class Burst:
 def burst(work: Path, source_core: int | None, dest_core: int | None) -> Burst:
     with system_up(work, source_core, dest_core) as (topology, data):
         token = operator_token(data)
+        set_link_delay(topology.control_url, token, SOURCE, DEST, 0.0)
         src_bucket, dst_bucket = _replicating_buckets(topology, data)
         dest_db = data / DEST / "objects" / "objects.sqlite3"
         control(topology.control_url, token, "POST", f"/regions/{SOURCE}/stop")
@@ -435,18 +436,19 @@ filled to {", ".join(_size(s) for s in SIZES)} objects in turn (the region stopp
 same bucket grown), and at each size the region is started, left {SETTLE_S:g} s to settle, and each
 kind of ListObjectsV2 request (MaxKeys {PAGE:,}) is sent {REQUESTS} times after {WARMUP} warm-up requests,
 one at a time: the first page; a page from the middle (its ContinuationToken taken from a listing
-with StartAfter `p{PREFIXES // 2}/`, half the keys sort before it); the first page of Prefix `p7/` (a tenth of the keys); and Delimiter `/`
-(the ten prefixes rolled up into CommonPrefixes, each skipped with a seek). Each request is a
-boto3-presigned URL (SigV4 query signature, checked by the region as any other) sent by httpx; its
-latency runs from sending to the last byte of the answer read (the XML is not parsed; the first answer
-of each kind is checked to hold {PAGE:,} keys, or {PREFIXES} prefixes). p50 and p99 by nearest rank over
-the {REQUESTS} requests. Goal (the issue's intent, costs that stay flat): each kind's p99 at the largest
-size within {FLAT_GOAL:g} x its p99 at 10k. RSS is the region's VmRSS (and VmHWM, its peak since start)
-from /proc after the listing requests of that size.
+with StartAfter `p{PREFIXES // 2}/`, half the keys sort before it); the first page of Prefix `p7/` (a
+tenth of the keys); and Delimiter `/` (the ten prefixes rolled up into CommonPrefixes, each skipped
+with a seek). Each request is a boto3-presigned URL (SigV4 query signature, checked by the region as
+any other) sent by httpx; its latency runs from sending to the last byte of the answer read (the XML
+is not parsed; the first answer of each kind is checked to hold {PAGE:,} keys, or {PREFIXES} prefixes).
+p50 and p99 by nearest rank over the {REQUESTS} requests. Goal (the issue's intent, costs that stay
+flat): each kind's p99 at the largest size within {FLAT_GOAL:g} x its p99 at 10k. RSS is the region's
+VmRSS (and VmHWM, its peak since start) from /proc after the listing requests of that size.
 
-Replication: `bookstore up` of two regions on an isolated loopback topology (127.206.x; no link delay,
-no edge), the source region on one core, the destination and the supervisor on the other. A versioned
-bucket in each region, created through the S3 API, and a replication rule on the source's covering
+Replication: `bookstore up` of two regions on an isolated loopback topology (127.206.x; the link
+simulator between them set to no delay through the control API; no edge), the source region on one
+core, the destination and the supervisor on the other. A versioned bucket in each region, created
+through the S3 API, and a replication rule on the source's covering
 everything. The source region is stopped through the control API, the burst of {BURST:,} objects of
 {len(BODY)} B is put into its bucket's store as above (so each version is queued PENDING by the store's
 own rule check, as a PUT queues it), and the source is started again: its replicator finds the whole
