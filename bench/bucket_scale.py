@@ -138,9 +138,11 @@ def pages(client: object, bucket: str) -> list[Page]:
     ]
 
 
-def time_page(http: httpx.Client, url: str, page: Page) -> list[float]:
-    """Milliseconds of REQUESTS GETs of one presigned ListObjectsV2 URL, each to the last byte read."""
+def time_page(http: httpx.Client, url: str, page: Page, pid: int) -> tuple[list[float], float]:
+    """Milliseconds of REQUESTS GETs of one presigned ListObjectsV2 URL, each to the last byte read, and
+    the region's CPU milliseconds per request over them (all its threads, from /proc)."""
     latencies = []
+    cpu_before = 0.0
     for n in range(WARMUP + REQUESTS):
         sent = time.perf_counter()
         answer = http.get(url)
@@ -154,7 +156,9 @@ def time_page(http: httpx.Client, url: str, page: Page) -> list[float]:
                 raise BenchError(f"{page.label}: {entries} entries in the page, {page.entries} expected")
         if n >= WARMUP:
             latencies.append(elapsed)
-    return latencies
+        if n == WARMUP - 1:
+            cpu_before = cpu_seconds(pid)
+    return latencies, (cpu_seconds(pid) - cpu_before) * 1000 / REQUESTS
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class SizeRun:
 
     size: int
     latencies: dict[str, list[float]]
+    cpu_ms: dict[str, float]
     rss_mib: float
     hwm_mib: float
     fill_s: float
@@ -179,13 +184,14 @@ def measure_size(work: Path, topology: Path, size: int, fill_s: float, server: i
         time.sleep(SETTLE_S)
         client = s3_client(target, 1)
         latencies: dict[str, list[float]] = {}
+        cpu_ms: dict[str, float] = {}
         with httpx.Client(timeout=60) as http:
             for page in pages(client, BUCKET):
                 url = client.generate_presigned_url("list_objects_v2", Params=page.params, ExpiresIn=3600)
-                latencies[page.label] = time_page(http, url, page)
+                latencies[page.label], cpu_ms[page.label] = time_page(http, url, page, proc.pid)
         rss, hwm = memory_mib(proc.pid)
     db = work / "region-data" / SOURCE / "objects" / "objects.sqlite3"
-    return SizeRun(size, latencies, rss, hwm, fill_s, db.stat().st_size / 2**20)
+    return SizeRun(size, latencies, cpu_ms, rss, hwm, fill_s, db.stat().st_size / 2**20)
 
 
 def listing_runs(work: Path, server: int | None) -> list[SizeRun]:
@@ -224,6 +230,13 @@ def listing_figures(runs: Sequence[SizeRun]) -> list[Figure]:
                     note=f"max {max(values):.1f} ms over {len(values)} requests",
                 )
             )
+            figures.append(
+                Figure(
+                    f"ListObjectsV2 {label}, {_size(run.size)} objects: region CPU per request",
+                    run.cpu_ms[label],
+                    "ms",
+                )
+            )
     small, large = runs[0], runs[-1]
     for label in small.latencies:
         before, after = percentile(small.latencies[label], 0.99), percentile(large.latencies[label], 0.99)
@@ -233,7 +246,12 @@ def listing_figures(runs: Sequence[SizeRun]) -> list[Figure]:
                 after / before,
                 "x",
                 Goal.maximum(FLAT_GOAL),
-                note=f"{before:.1f} ms at {_size(small.size)}, {after:.1f} ms at {_size(large.size)}",
+                note=(
+                    f"{before:.1f} ms at {_size(small.size)}, {after:.1f} ms at {_size(large.size)}; the "
+                    f"region's CPU per request {small.cpu_ms[label]:.1f} ms at {_size(small.size)}, "
+                    f"{large.cpu_ms[label]:.1f} ms at {_size(large.size)} "
+                    f"({large.cpu_ms[label] / small.cpu_ms[label]:.2f} x)"
+                ),
             )
         )
     for run in runs:
@@ -443,7 +461,10 @@ any other) sent by httpx; its latency runs from sending to the last byte of the 
 is not parsed; the first answer of each kind is checked to hold {PAGE:,} keys, or {PREFIXES} prefixes).
 p50 and p99 by nearest rank over the {REQUESTS} requests. Goal (the issue's intent, costs that stay
 flat): each kind's p99 at the largest size within {FLAT_GOAL:g} x its p99 at 10k. RSS is the region's
-VmRSS (and VmHWM, its peak since start) from /proc after the listing requests of that size.
+VmRSS (and VmHWM, its peak since start) from /proc after the listing requests of that size. On a
+shared machine a p99 mostly shows whoever else had the cores; the region's CPU per request (user +
+system time of all its threads from /proc over the {REQUESTS} requests, divided by {REQUESTS}) is the
+figure that load does not move much.
 
 Replication: `bookstore up` of two regions on an isolated loopback topology (127.206.x; the link
 simulator between them set to no delay through the control API; no edge), the source region on one
