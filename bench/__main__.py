@@ -20,6 +20,7 @@ MODULES: tuple[str, ...] = (
     "backlog",
     "regions",
     "objects",
+    "bucket_scale",
     "blog",
     "edge",
     "durability",
