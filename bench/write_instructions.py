@@ -1,0 +1,89 @@
+"""Instructions per table write in the SQLite storage layer, counted by callgrind: this code beside another's.
+
+    .venv/bin/python -m bench.write_instructions [--against SRC ...] [--puts N]
+
+The storage part of a write without HTTP or background loops, so the count is the same from one run
+to the next (unlike bench/instructions.py, which counts a whole region process). For each source tree
+(this checkout, then each `--against` src/ through PYTHONPATH, with this checkout's virtualenv), a
+fresh SqliteDatabase takes 1,024 warm-up puts and then N puts in groups of 32 through `run_group`
+(as the group commit of a region sends them): cart items (updates of 500 keys) and orders (inserts).
+The figure is (instructions with N puts - instructions with 0) / N, each a whole process under
+`valgrind --tool=callgrind`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+TOTALS = re.compile(r"Collected : (\d+)")
+GROUP = 32
+
+# Run inside the measured process: only what every tree since the first round offers.
+WRITER = """
+import sys, tempfile
+from pathlib import Path
+from bookstore.storage.sqlite.tables import SqliteDatabase
+from bookstore.tables import CARTS, ORDERS
+kind, n, group = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+db = SqliteDatabase(Path(tempfile.mkdtemp()) / "r.db", "eu-west-1")
+carts, orders = db.table(CARTS), db.table(ORDERS)
+def unit(i):
+    if kind == "cart":
+        return lambda: carts.put({"customerId": f"c{i % 500}", "bookId": "bk-cook-001", "quantity": i})
+    order = {"customerId": f"c{i % 50}", "orderId": f"o{i}", "total": 10, "orderDate": 1765000000000 + i,
+             "books": [{"bookId": "bk-cook-001", "quantity": 1}]}
+    return lambda: orders.put(order)
+for start in range(0, 1024, group):
+    db.run_group([unit(i) for i in range(start, start + group)])
+for start in range(0, n, group):
+    db.run_group([unit(10**6 + i) for i in range(start, start + group)])
+"""
+
+
+def _instructions(src: Path | None, kind: str, puts: int) -> int:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    argv += ["-c", WRITER, kind, str(puts), str(GROUP)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    found = TOTALS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(
+            f"the writer failed under callgrind ({src or 'this checkout'}):\n{done.stderr[-2000:]}"
+        )
+    return int(found.group(1))
+
+
+def per_put(src: Path | None, kind: str, puts: int) -> float:
+    """Instructions per put of `kind` ("cart" or "order") in the tree `src` (None: this checkout)."""
+    return (_instructions(src, kind, puts) - _instructions(src, kind, 0)) / puts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--against", type=Path, action="append", default=[], help="another tree's src/")
+    parser.add_argument("--puts", type=int, default=2048, help="measured puts of each kind (default 2048)")
+    args = parser.parse_args()
+    trees: list[tuple[str, Path | None]] = [("this checkout", None)]
+    trees += [(str(src), src.resolve()) for src in args.against]
+    print(f"Instructions per put (callgrind, {args.puts} puts in groups of {GROUP})\n")
+    print("| Tree | cart put (an update) | order put (an insert) |")
+    print("|---|---:|---:|")
+    base: dict[str, float] = {}
+    for name, src in trees:
+        cells = []
+        for kind in ("cart", "order"):
+            value = per_put(src, kind, args.puts)
+            base.setdefault(kind, value)
+            cells.append(f"{value:,.0f} ({value / base[kind]:.3f}x)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
