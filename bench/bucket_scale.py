@@ -18,7 +18,16 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import cores
-from bench.objects import ACCESS_KEY, BIN, SECRET_KEY, Target, cpu_seconds, one_region_topology, s3_client
+from bench.objects import (
+    ACCESS_KEY,
+    BIN,
+    SECRET_KEY,
+    Target,
+    cpu_seconds,
+    one_region_topology,
+    replicate_every_version,
+    s3_client,
+)
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import control, end_process, pin_threads, running, set_link_delay
 from bookstore.config import Topology
@@ -325,21 +334,7 @@ def _replicating_buckets(topology: Topology, data: Path) -> tuple[str, str]:
         client = clients[region]
         client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    clients[SOURCE].put_bucket_replication(
-        Bucket=buckets[SOURCE],
-        ReplicationConfiguration={
-            "Role": "arn:aws:iam::000000000000:role/bench",
-            "Rules": [
-                {
-                    "Status": "Enabled",
-                    "Priority": 1,
-                    "DeleteMarkerReplication": {"Status": "Disabled"},
-                    "Filter": {},
-                    "Destination": {"Bucket": f"arn:aws:s3:::{buckets[DEST]}"},
-                }
-            ],
-        },
-    )
+    replicate_every_version(clients[SOURCE], buckets[SOURCE], buckets[DEST])
     return buckets[SOURCE], buckets[DEST]
 
 

@@ -141,6 +141,25 @@ def s3_client(target: Target, pool: int) -> Any:
     )
 
 
+def replicate_every_version(client: Any, src_bucket: str, dst_bucket: str) -> None:
+    """One replication rule on `src_bucket` (versioned) copying every new version to `dst_bucket`."""
+    client.put_bucket_replication(
+        Bucket=src_bucket,
+        ReplicationConfiguration={
+            "Role": "arn:aws:iam::000000000000:role/bench",
+            "Rules": [
+                {
+                    "Status": "Enabled",
+                    "Priority": 1,
+                    "DeleteMarkerReplication": {"Status": "Disabled"},
+                    "Filter": {},
+                    "Destination": {"Bucket": f"arn:aws:s3:::{dst_bucket}"},
+                }
+            ],
+        },
+    )
+
+
 def _drive(
     target: Target,
     bucket: str,
@@ -485,21 +504,7 @@ def replication_latency(work: Path, samples: int) -> dict[int, list[float]]:
         dest.create_bucket(Bucket=dst_bucket, CreateBucketConfiguration={"LocationConstraint": DEST})
         for client, bucket in ((source, src_bucket), (dest, dst_bucket)):
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        source.put_bucket_replication(
-            Bucket=src_bucket,
-            ReplicationConfiguration={
-                "Role": "arn:aws:iam::000000000000:role/bench",
-                "Rules": [
-                    {
-                        "Status": "Enabled",
-                        "Priority": 1,
-                        "DeleteMarkerReplication": {"Status": "Disabled"},
-                        "Filter": {},
-                        "Destination": {"Bucket": f"arn:aws:s3:::{dst_bucket}"},
-                    }
-                ],
-            },
-        )
+        replicate_every_version(source, src_bucket, dst_bucket)
         _wait_idle(topology)
         rng = random.Random(7)
         order = [size for size in REPLICATION_SIZES for _ in range(samples)]
