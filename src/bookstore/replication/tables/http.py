@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -59,6 +59,9 @@ class _FollowRequest(BaseModel):
     after: StrictInt = Field(ge=0)
     limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
     streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=3_600_000)
+    # The origins whose changes the follower wants from this region: its own, and those of regions the
+    # follower cannot reach itself (relayed). Absent: every change but the follower's own.
+    origins: list[StrictStr] | None = Field(default=None, max_length=64)
 
 
 class _AckRequest(BaseModel):
@@ -255,7 +258,14 @@ async def _stream(
 
 def _read(store: LogSource, body: _FollowRequest, after: int, tables: tuple[str, ...]) -> LogRead:
     # The follower re-derives old images from its own state: they need not cross the link.
-    return store.read_log(after, limit=body.limit, tables=tables, exclude_origin=body.peer, old_images=False)
+    return store.read_log(
+        after,
+        limit=body.limit,
+        tables=tables,
+        exclude_origin=body.peer,
+        origins=body.origins,
+        old_images=False,
+    )
 
 
 def _signer(request: Request) -> str | None:
@@ -296,8 +306,10 @@ class HttpPeer:
             base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s)
         )
 
-    async def follow(self, after: int) -> AsyncIterator[LogRead]:
-        body = {"peer": self.me, "after": after, "limit": BATCH}
+    async def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
+        body: dict[str, Any] = {"peer": self.me, "after": after, "limit": BATCH}
+        if origins is not None:
+            body["origins"] = list(origins)
         async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
             if response.status_code == 410:
                 raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")
