@@ -25,7 +25,6 @@ from bookstore.kernel.stream import (
     follower_timeout,
     ndjson_line,
     object_lines,
-    wait_for,
 )
 from bookstore.ports import Clock, Key, TableSchema
 from bookstore.replication.tables.model import (
@@ -108,6 +107,8 @@ def replication_routes(
     back whole, so "not followed" means nothing of theirs is applied by any path.
     """
     tables = tuple(schemas)
+    # Other processes' commits (the CLI's, a bench's writer) are seen by the feed's poll of the head.
+    feed.watch(store.head_seq, POLL_S)
     wall: Clock = clock if clock is not None else SystemClock()
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
@@ -243,12 +244,9 @@ async def _stream(
         wake = feed.current()
         read = await asyncio.to_thread(_read, store, body, after, tables)
         if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
-            # Nothing new: wait for a commit here, or another process's (the head moves), or the time
-            # of a heartbeat, which tells the follower this region lives.
-            while not wake.is_set() and loop.time() - last_sent < HEARTBEAT_S:
-                await wait_for(wake, POLL_S)
-                if store.head_seq() != read.head_seq:
-                    break
+            # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
+            # time of a heartbeat, which tells the follower this region lives.
+            await feed.wait(wake, HEARTBEAT_S - (loop.time() - last_sent))
             continue
         # On a thread, as the read: a batch of thousands takes ms to encode, which the API must not wait for.
         yield await asyncio.to_thread(_line, read, clock)
