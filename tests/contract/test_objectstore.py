@@ -815,6 +815,15 @@ def test_replication_state_follows_the_rules(adapter: Adapter, versioned: str) -
         store.set_replication_status(versioned, "covers/new.svg", "0" * 26, "COMPLETED")
 
 
+def test_metadata_beyond_ascii_is_kept_as_text(adapter: Adapter, bucket: str) -> None:
+    # The S3 API hands the store text; the S3 adapter sends it as RFC 2047 encoded words (botocore takes
+    # ASCII only) and reads them back as text.
+    metadata = {"title": "Café 東京", "plain": "ok", "literal": "=?x-none?B?AA==?="}
+    adapter.store.put_object(bucket, "k", b"x", metadata=metadata)
+    assert adapter.store.head_object(bucket, "k").metadata == metadata
+    assert adapter.store.get_object(bucket, "k").version.metadata == metadata
+
+
 def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -> None:
     store = adapter.store
     source = store.put_object(

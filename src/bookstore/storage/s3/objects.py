@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore import encoded_words
 from bookstore.objectstore.checksums import ALGORITHMS, Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.encryption import CustomerKey
@@ -528,7 +529,8 @@ class S3ObjectStore:
             "ContentType": content_type or DEFAULT_CONTENT_TYPE,
         }
         if metadata:
-            args["Metadata"] = dict(metadata)
+            # botocore sends ASCII only: other text as an encoded word, which S3 decodes before storing.
+            args["Metadata"] = {name: encoded_words.to_header(value) for name, value in metadata.items()}
         for name, value in (headers or {}).items():
             param = _HEADER_PARAMS.get(name)
             if param == "Expires":
@@ -582,7 +584,7 @@ class S3ObjectStore:
             size=size,
             is_latest=is_latest,
             content_type=found.get("ContentType") or DEFAULT_CONTENT_TYPE,
-            metadata=dict(found.get("Metadata", {})),
+            metadata={name: encoded_words.decode(value) for name, value in found.get("Metadata", {}).items()},
             headers=headers,
             tags={t["Key"]: t["Value"] for t in tag_set},
             replication_status=status if status in ("PENDING", "COMPLETED", "FAILED", "REPLICA") else None,
