@@ -881,6 +881,49 @@ def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -
         store.get_object("copies", "covers/a.svg")
 
 
+def test_a_replica_keeps_the_parts_of_its_multipart_source(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big.bin", checksum=("SHA256", "COMPOSITE"))
+    done = []
+    for number, part in enumerate((part1, part2), start=1):
+        checksum = Checksum("SHA256", checksums.of(part, "SHA256"))
+        done.append(
+            (number, store.upload_part(versioned, "big.bin", upload, number, part, checksum=checksum).etag)
+        )
+    source = store.complete_upload(versioned, "big.bin", upload, done)
+    parts = store.completed_parts(versioned, "big.bin", version_id=source.version_id)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    replica = replace(source, bucket="copies")
+    # Parts that do not fit the version are refused, and nothing is written.
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, parts[:1])
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, [replace(parts[0], size=1), parts[1]])
+    assert store.list_versions("copies").versions == []
+    # The content arrives whole; the part sizes and checksums say where its parts lie, as at the source.
+    store.put_replica(replica, part1 + part2, parts)
+    assert store.head_object("copies", "big.bin").parts_count == 2
+    assert store.part_range("copies", "big.bin", 1) == (0, len(part1) - 1)
+    assert store.part_range("copies", "big.bin", 2, version_id=source.version_id) == (
+        len(part1),
+        len(part1) + len(part2) - 1,
+    )
+    copied = store.completed_parts("copies", "big.bin")
+    assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in copied] == [
+        (n, len(part), checksums.of(part, "SHA256"), "SHA256")
+        for n, part in enumerate((part1, part2), start=1)
+    ]
+    # Without them (a source region from before), the replica knows only the count.
+    store.put_replica(replace(source, bucket="copies", key="whole.bin"), part1 + part2)
+    assert store.head_object("copies", "whole.bin").parts_count == 2
+    assert store.part_range("copies", "whole.bin", 1) is None
+    assert store.completed_parts("copies", "whole.bin") == []
+
+
 def test_replica_content_must_match_its_etag(adapter: Adapter, versioned: str) -> None:
     if adapter.manages_replication:
         pytest.skip("S3 copies replicas itself")

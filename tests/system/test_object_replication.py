@@ -7,6 +7,7 @@ requests for Singapore's buckets are forwarded through the link.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -187,6 +188,97 @@ def test_a_large_multipart_object_replicates_with_its_etag(system: System, s3: A
     copy = replicated(s3, singapore, "app.bin", done["VersionId"])
     assert copy["ETag"] == done["ETag"] and done["ETag"].endswith('-2"')
     assert s3.get_object(Bucket=singapore, Key="app.bin")["Body"].read() == data
+
+
+def test_a_replica_answers_part_number_reads_as_its_source(system: System, s3: Any, tmp_path: Path) -> None:
+    ireland, singapore = pair(s3, "parts")
+    part1, part2 = os.urandom(5 * 1024 * 1024), os.urandom(1000)
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="app.bin", ChecksumAlgorithm="SHA256")["UploadId"]
+    parts = []
+    for number, chunk in enumerate((part1, part2), start=1):
+        done = s3.upload_part(
+            Bucket=ireland,
+            Key="app.bin",
+            UploadId=upload,
+            PartNumber=number,
+            Body=chunk,
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append({"PartNumber": number, "ETag": done["ETag"], "ChecksumSHA256": done["ChecksumSHA256"]})
+    done = s3.complete_multipart_upload(
+        Bucket=ireland, Key="app.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    version_id = done["VersionId"]
+    replicated(s3, singapore, "app.bin", version_id)
+    singapore_s3 = client(system, AP)
+    fields = ("ContentRange", "ContentLength", "PartsCount", "ETag", "VersionId")
+    for number, chunk in ((1, part1), (2, part2)):
+        origin = s3.get_object(Bucket=ireland, Key="app.bin", PartNumber=number)
+        # Read from Singapore's own endpoint: its own store answers, not a forward to Ireland.
+        replica = singapore_s3.get_object(Bucket=singapore, Key="app.bin", PartNumber=number)
+        assert replica["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert {f: replica[f] for f in fields} == {f: origin[f] for f in fields}
+        assert replica["Body"].read() == chunk == origin["Body"].read()
+        head = singapore_s3.head_object(
+            Bucket=singapore, Key="app.bin", PartNumber=number, VersionId=version_id
+        )
+        assert (head["ContentRange"], head["PartsCount"]) == (origin["ContentRange"], 2)
+    with pytest.raises(ClientError) as past:
+        singapore_s3.head_object(Bucket=singapore, Key="app.bin", PartNumber=3)
+    assert past.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    # The parts' sizes and checksums, as GetObjectAttributes lists them, are the source's.
+    wanted = ["ObjectParts", "Checksum", "ETag", "ObjectSize"]
+    source_attributes = s3.get_object_attributes(Bucket=ireland, Key="app.bin", ObjectAttributes=wanted)
+    replica_attributes = singapore_s3.get_object_attributes(
+        Bucket=singapore, Key="app.bin", ObjectAttributes=wanted
+    )
+    for field in ("ObjectParts", "Checksum", "ETag", "ObjectSize"):
+        assert replica_attributes[field] == source_attributes[field], field
+    assert [p["Size"] for p in replica_attributes["ObjectParts"]["Parts"]] == [len(part1), len(part2)]
+    # The aws CLI reads the same part through the Ireland endpoint (forwarded to Singapore).
+    cli = json.loads(
+        aws(
+            system,
+            tmp_path,
+            "s3api",
+            "head-object",
+            "--bucket",
+            singapore,
+            "--key",
+            "app.bin",
+            "--part-number",
+            "2",
+        ).stdout
+    )
+    assert (cli["ContentLength"], cli["PartsCount"], cli["ContentRange"]) == (
+        len(part2),
+        2,
+        f"bytes {len(part1)}-{len(part1) + len(part2) - 1}/{len(part1) + len(part2)}",
+    )
+
+
+def test_non_ascii_metadata_replicates_as_text(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "meta")
+    encoded = "=?UTF-8?B?" + base64.b64encode("Café 東京".encode()).decode() + "?="
+    put = s3.put_object(Bucket=ireland, Key="k", Body=b"x", Metadata={"title": encoded, "plain": "ok"})
+    copy = replicated(s3, singapore, "k", put["VersionId"])
+    # Stored as text in each region, answered as the RFC 2047 encoded word S3 sends, by either region.
+    assert copy["Metadata"] == {"title": encoded, "plain": "ok"}
+    local = client(system, AP).get_object(Bucket=singapore, Key="k")
+    assert local["Metadata"] == {"title": encoded, "plain": "ok"}
+    assert s3.head_object(Bucket=ireland, Key="k")["Metadata"] == copy["Metadata"]
+
+    # Sent as UTF-8 (as most SDKs send it; botocore only through a hook), it is the same text.
+    def add_title(request: Any, **_: Any) -> None:
+        request.headers["x-amz-meta-title"] = "Café 東京"
+
+    s3.meta.events.register("before-sign.s3.PutObject", add_title)
+    try:
+        raw = s3.put_object(Bucket=ireland, Key="raw", Body=b"x")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add_title)
+    assert replicated(s3, singapore, "raw", raw["VersionId"])["Metadata"] == {"title": encoded}
+    assert client(system, AP).head_object(Bucket=singapore, Key="raw")["Metadata"] == {"title": encoded}
 
 
 # Deletes.

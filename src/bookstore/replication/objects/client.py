@@ -18,7 +18,7 @@ version read from a peer (a copy's source) comes back as a stream that the store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -27,7 +27,7 @@ import orjson
 from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectVersion
+from bookstore.objectstore.port import Bucket, ObjectVersion, Part
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
     BUCKETS_PATH,
@@ -39,6 +39,7 @@ from bookstore.replication.objects.wire import (
     decode_fields,
     digest,
     encode_fields,
+    parts_fields,
     version_fields,
     version_from_fields,
 )
@@ -170,13 +171,19 @@ class PeerS3:
         finally:
             await response.aclose()
 
-    async def put_replica(self, version: ObjectVersion, body: bytes | Streamed) -> None:
-        """Write `version` (with `body`, sent as it is read when Streamed) into the peer's store as a
-        replica; idempotent.
+    async def put_replica(
+        self, version: ObjectVersion, body: bytes | Streamed, parts: Sequence[Part] = ()
+    ) -> None:
+        """Write `version` (with `body`, sent as it is read when Streamed, and the `parts` it was completed
+        from) into the peer's store as a replica; idempotent.
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses.
         """
-        encoded = encode_fields(version_fields(version))
+        fields = version_fields(version)
+        if parts:
+            # Optional on the wire: a region from before ignores it, and sends none.
+            fields["parts"] = parts_fields(parts)
+        encoded = encode_fields(fields)
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)
         request = self._client.build_request(

@@ -52,7 +52,14 @@ from bookstore.objectstore.errors import (
 )
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Buckets, Objects, ObjectVersion, ReplicationQueue, ReplicationStatus
+from bookstore.objectstore.port import (
+    Buckets,
+    Objects,
+    ObjectVersion,
+    Part,
+    ReplicationQueue,
+    ReplicationStatus,
+)
 from bookstore.ports import Clock
 from bookstore.replication.objects.client import PeerS3
 from bookstore.replication.objects.metrics import ObjectReplicationMetrics
@@ -62,9 +69,12 @@ log = logging.getLogger("bookstore.replication.objects")
 
 
 class ReplicatedStore(Buckets, Objects, ReplicationQueue, Protocol):
-    """What the replicator uses of its region's store: replication rules, versions' content, the queue."""
+    """What the replicator uses of its region's store: replication rules, versions' content, the queue,
+    and the parts a multipart version was completed from (which travel with its copy)."""
 
     runs_inline: bool
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]: ...
 
 
 # Versions up to this size are read on the event loop (they are in SQLite rows); larger ones in a thread.
@@ -340,12 +350,13 @@ class ObjectReplicator:
                     route.probing = True
                 try:
                     body = await self._read(version)
+                    parts = await self._parts(version)
                 except BaseException:
                     for route in probes:
                         route.probing = False
                     raise
                 outcomes = await asyncio.gather(
-                    *(self._copy(job, bucket, region, body) for bucket, region in targets),
+                    *(self._copy(job, bucket, region, body, parts) for bucket, region in targets),
                     return_exceptions=True,
                 )
                 for outcome in outcomes:
@@ -397,7 +408,22 @@ class ObjectReplicator:
             return read()
         return await asyncio.to_thread(read)
 
-    async def _copy(self, job: _Job, bucket: str, region: str, body: bytes | Stored) -> None:
+    async def _parts(self, version: ObjectVersion) -> list[Part]:
+        """The parts a multipart version was completed from (sizes, checksums), [] when not known: they
+        travel with the copy, so that the replica answers partNumber reads as this region does."""
+        if version.is_delete_marker or version.parts_count is None:
+            return []
+
+        def parts() -> list[Part]:
+            return self.store.completed_parts(version.bucket, version.key, version_id=version.version_id)
+
+        if self.store.runs_inline:
+            return parts()
+        return await asyncio.to_thread(parts)
+
+    async def _copy(
+        self, job: _Job, bucket: str, region: str, body: bytes | Stored, parts: list[Part]
+    ) -> None:
         """Write the version into `bucket` in `region`; transient failures leave it for a later try."""
         route = self._route(region)
         replica = replace(job.version, bucket=bucket, replication_status=None, replication_reason="")
@@ -405,12 +431,12 @@ class ObjectReplicator:
         try:
             if region == self.region:
                 content = body if isinstance(body, bytes) else body.chunks()
-                await asyncio.to_thread(self.store.put_replica, replica, content)
+                await asyncio.to_thread(self.store.put_replica, replica, content, parts)
             else:
                 peer = self.cluster.peers.get(region)
                 if peer is None:
                     raise _Refused(f"no link from {self.region} to {region}", "no-link")
-                await peer.put_replica(replica, body)
+                await peer.put_replica(replica, body, parts)
         except PeerUnavailable as exc:
             self._attempt_failed(route, region, "unreachable", exc.message)
             job.reason = exc.message

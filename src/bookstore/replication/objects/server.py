@@ -40,6 +40,7 @@ from bookstore.replication.objects.wire import (
     decode_fields,
     digest,
     encode_fields,
+    parts_from_fields,
     version_fields,
     version_from_fields,
 )
@@ -106,7 +107,9 @@ class PeerEndpoints:
         if digest(encoded) != request.query_params.get("version"):
             raise InvalidRequest("the replica's version does not match the signed request")
         try:
-            version = version_from_fields(decode_fields(encoded))
+            doc = decode_fields(encoded)
+            version = version_from_fields(doc)
+            parts = parts_from_fields(doc, version)
         except ValueError as exc:
             raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
         declared = request.headers.get("content-length")
@@ -123,7 +126,7 @@ class PeerEndpoints:
                 )
             small = payload.size <= INLINE_BODY
             replica: Body = payload.read(payload.size) if small else payload.chunks()
-            written = await api.run(api.store.put_replica, version, replica, big=not small)
+            written = await api.run(api.store.put_replica, version, replica, parts, big=not small)
         finally:
             payload.close()
         return Response(

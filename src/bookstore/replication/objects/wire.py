@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from bookstore.objectstore.checksums import Checksum
 from bookstore.objectstore.peer import INTERNAL_PREFIX
-from bookstore.objectstore.port import ObjectVersion
+from bookstore.objectstore.port import ObjectVersion, Part
 
 FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
 OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
@@ -61,6 +61,32 @@ def version_fields(version: ObjectVersion) -> dict[str, Any]:
         "checksum": None if version.checksum is None else version.checksum.to_json(),
         "encryption": version.encryption,
     }
+
+
+def parts_fields(parts: Sequence[Part]) -> list[list[str | int]]:
+    """The "parts" field of a replica: [size, checksum] of each part of a multipart version, in order
+    (their numbers run from 1), so that the replica answers partNumber reads as the source does."""
+    return [[part.size, part.checksum] for part in parts]
+
+
+def parts_from_fields(doc: Mapping[str, Any], version: ObjectVersion) -> list[Part]:
+    """The parts `parts_fields` described ([] when absent: a region from before sends none); ValueError
+    when malformed."""
+    listed = doc.get("parts")
+    if not listed:
+        return []
+    if not isinstance(listed, list):
+        raise ValueError("not a version: parts is not a list")
+    algorithm = version.checksum.algorithm if version.checksum is not None else ""
+    parts = []
+    for number, item in enumerate(listed, start=1):
+        if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
+            raise ValueError(f"not a version: part {number} is not [size, checksum]")
+        if not isinstance(item[1], str):
+            raise ValueError(f"not a version: the checksum of part {number} is not text")
+        checksum = item[1]
+        parts.append(Part(number, "", item[0], 0, checksum, algorithm if checksum else ""))
+    return parts
 
 
 def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:

@@ -68,6 +68,7 @@ from bookstore.objectstore.port import (
     VersionPage,
     check_bucket_name,
     check_key,
+    check_replica_parts,
 )
 from bookstore.ports import Clock
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
@@ -340,10 +341,8 @@ class LocalObjectStore:
     ) -> tuple[int, int] | None:
         with self.engine.exclusive() as db:
             row, _, blobs = self._row(db, bucket, key, version_id, body=True)
-        version = version_of(row)
-        # A completed upload keeps one segment per part; a replica's content arrives as one piece.
-        sizes = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
-        if version.parts_count is None or len(sizes) != version.parts_count or number > len(sizes):
+        sizes = _part_sizes(version_of(row), blobs, orjson.loads(row[11]))
+        if sizes is None or number > len(sizes):
             return None
         first = sum(sizes[: number - 1])
         return first, first + sizes[number - 1] - 1
@@ -535,15 +534,15 @@ class LocalObjectStore:
     def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
         with self.engine.exclusive() as db:
             row, _, blobs = self._row(db, bucket, key, version_id, body=True)
-        version = version_of(row)
-        segments = orjson.loads(blobs) if blobs else []
-        if version.parts_count is None or len(segments) != version.parts_count:
+        version, meta = version_of(row), orjson.loads(row[11])
+        sizes = _part_sizes(version, blobs, meta)
+        if sizes is None:
             return []
-        kept = orjson.loads(row[11]).get("p") or [""] * len(segments)
+        kept = meta.get("p") or [""] * len(sizes)
         name = version.checksum.algorithm if version.checksum is not None else ""
         return [
-            Part(n, "", int(size), version.last_modified_ms, value, name if value else "")
-            for n, ((_, size), value) in enumerate(zip(segments, kept, strict=True), start=1)
+            Part(n, "", size, version.last_modified_ms, value, name if value else "")
+            for n, (size, value) in enumerate(zip(sizes, kept, strict=True), start=1)
         ]
 
     def complete_upload(
@@ -635,15 +634,21 @@ class LocalObjectStore:
 
     # Replication state.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(self, version: ObjectVersion, body: Body, parts: Sequence[Part] = ()) -> ObjectVersion:
         check_key(version.key)
         state = self._state(version.bucket)
         if version.encryption == SSE_C:
             raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
+        check_replica_parts(version, parts)
         content = None if version.is_delete_marker else self._files.take(body, cipher=self._sse)
         extra: dict[str, Any] = {} if version.is_delete_marker else {"e": SSE_S3}
         if version.checksum is not None:
             extra["c"] = version.checksum.to_json()
+        if parts and not version.is_delete_marker:
+            # The content is one piece here: the source's part sizes say where its parts lie.
+            extra["s"] = [part.size for part in parts]
+            if any(part.checksum for part in parts):
+                extra["p"] = [part.checksum for part in parts]
         if (
             content is not None
             and version.parts_count is None
@@ -677,6 +682,8 @@ class LocalObjectStore:
                     content_type=version.content_type,
                     meta=encode_meta(version.metadata, version.headers, version.tags, extra),
                     tags=version.tags,
+                    # Its parts count, as the source's (x-amz-mp-parts-count, partNumber past the last).
+                    parts_count=None if content is None else version.parts_count,
                     replica=version,
                 )
         except BaseException:
@@ -924,3 +931,20 @@ def _sealing(customer_key: CustomerKey | None) -> dict[str, Any]:
     if customer_key is None:
         return {"e": SSE_S3}
     return {"e": SSE_C, "k": KeyProof.of(customer_key).to_json()}
+
+
+def _part_sizes(version: ObjectVersion, blobs: bytes | None, meta: Mapping[str, Any]) -> list[int] | None:
+    """The sizes of a multipart version's parts, None when not known.
+
+    A completed upload keeps one segment per part; a replica's content arrives as one piece, with the
+    source's part sizes in its `meta` ("s") when the source sent them.
+    """
+    if version.parts_count is None:
+        return None
+    segments = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
+    if len(segments) == version.parts_count:
+        return segments
+    sizes = meta.get("s")
+    if isinstance(sizes, list) and len(sizes) == version.parts_count:
+        return [int(n) for n in sizes]
+    return None

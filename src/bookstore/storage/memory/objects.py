@@ -55,6 +55,7 @@ from bookstore.objectstore.port import (
     VersionPage,
     check_bucket_name,
     check_key,
+    check_replica_parts,
 )
 from bookstore.ports import Clock
 
@@ -553,11 +554,12 @@ class MemoryObjectStore:
 
     # Replication state.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(self, version: ObjectVersion, body: Body, parts: Sequence[Part] = ()) -> ObjectVersion:
         check_key(version.key)
         self._state(version.bucket)
         if version.encryption == SSE_C:
             raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
+        check_replica_parts(version, parts)
         data = b"" if version.is_delete_marker else _bytes(body)
         if (
             not version.is_delete_marker
@@ -587,7 +589,18 @@ class MemoryObjectStore:
                 replication_reason="",
                 encryption="" if version.is_delete_marker else SSE_S3,
             )
-            stored = _Stored(written, data, (version.last_modified_ms, version.version_id), next(self._seq))
+            kept = tuple(
+                Part(n, "", part.size, 0, part.checksum, part.checksum_algorithm)
+                for n, part in enumerate(parts, start=1)
+            )
+            stored = _Stored(
+                written,
+                data,
+                (version.last_modified_ms, version.version_id),
+                next(self._seq),
+                part_sizes=tuple(part.size for part in kept) if kept else None,
+                parts=kept,
+            )
             held.append(stored)
             held.sort(key=lambda s: s.order)
             return self._shown(stored)

@@ -455,7 +455,7 @@ class S3ObjectStore:
 
     # Replication state: S3's own business.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(self, version: ObjectVersion, body: Body, parts: Sequence[Part] = ()) -> ObjectVersion:
         raise NotSupported(_NOT_SUPPORTED)
 
     def set_replication_status(
