@@ -623,3 +623,65 @@ def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System,
     assert s3.get_object(Bucket=singapore, Key="direct-secret.txt", **sse_c)["Body"].read() == b"forwarded"
     with pytest.raises(ClientError):
         s3.get_object(Bucket=singapore, Key="direct-secret.txt")
+
+
+def test_an_sse_c_object_is_copied_from_another_region_with_its_key(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "ssecopy", rule_now=False)
+    key, other = "k" * 32, "o" * 32
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    source = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
+    big = os.urandom(2 * 1024 * 1024 + 5)  # streamed between the regions, not read whole
+    for name_, body in (("small.txt", b"across the link"), ("big.bin", big)):
+        # Into Singapore through the Ireland endpoint (forwarded), then copied back into Ireland.
+        s3.put_object(Bucket=singapore, Key=name_, Body=body, **sse_c)
+        s3.copy_object(Bucket=ireland, Key=name_, CopySource={"Bucket": singapore, "Key": name_}, **source)
+        assert s3.get_object(Bucket=ireland, Key=name_)["Body"].read() == body
+        # Sealed again with another key on the way.
+        s3.copy_object(
+            Bucket=ireland,
+            Key=f"rekeyed-{name_}",
+            CopySource={"Bucket": singapore, "Key": name_},
+            SSECustomerAlgorithm="AES256",
+            SSECustomerKey=other,
+            **source,
+        )
+        got = s3.get_object(
+            Bucket=ireland, Key=f"rekeyed-{name_}", SSECustomerAlgorithm="AES256", SSECustomerKey=other
+        )
+        assert got["Body"].read() == body
+    # A part copied from it into an upload in Ireland.
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="assembled")["UploadId"]
+    part = s3.upload_part_copy(
+        Bucket=ireland,
+        Key="assembled",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": singapore, "Key": "small.txt"},
+        CopySourceRange="bytes=0-5",
+        **source,
+    )
+    s3.complete_multipart_upload(
+        Bucket=ireland,
+        Key="assembled",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]},
+    )
+    assert s3.get_object(Bucket=ireland, Key="assembled")["Body"].read() == b"across"
+    # Without the key, or with another, Singapore refuses the read as S3 does: 400 and 403, not 501.
+    with pytest.raises(ClientError) as keyless:
+        s3.copy_object(Bucket=ireland, Key="no", CopySource={"Bucket": singapore, "Key": "small.txt"})
+    assert keyless.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    wrong = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": other}
+    with pytest.raises(ClientError) as refused:
+        s3.copy_object(
+            Bucket=ireland, Key="no", CopySource={"Bucket": singapore, "Key": "small.txt"}, **wrong
+        )
+    assert (
+        refused.value.response["Error"]["Code"],
+        refused.value.response["ResponseMetadata"]["HTTPStatusCode"],
+    ) == (
+        "AccessDenied",
+        403,
+    )
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=ireland, Key="no")

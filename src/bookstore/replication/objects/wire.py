@@ -24,6 +24,8 @@ BUCKETS_PATH = f"{INTERNAL_PREFIX}buckets"
 PING_PATH = f"{INTERNAL_PREFIX}ping"
 FORWARDED_HEADERS = "x-bookstore-forwarded-headers"
 VERSION_HEADER = "x-bookstore-version"
+# An SSE-C key for one read (a copy source in another region), bound to the target by `sseKey`.
+CUSTOMER_KEY_HEADER = "x-bookstore-sse-customer-key"
 
 
 def digest(text: str) -> str:
