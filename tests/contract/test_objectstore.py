@@ -1081,3 +1081,53 @@ def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:
     assert store.head_object(bucket, "plain").encryption == "AES256"
     with pytest.raises(InvalidRequest):
         store.get_object(bucket, "plain", customer_key=key)
+
+
+def _customer_key(raw: bytes) -> CustomerKey:
+    return CustomerKey(raw, base64.b64encode(hashlib.md5(raw).digest()).decode())
+
+
+def test_an_sse_c_version_replicates_sealed(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    key, other = _customer_key(bytes(range(32))), _customer_key(bytes(32))
+    store.put_replication(versioned, ReplicationConfiguration.from_json(SEED_REPLICATION))
+    small = store.put_object(versioned, "small", b"for the key holder", customer_key=key)
+    # Replicated as S3 replicates SSE-C objects: PENDING like any other.
+    assert small.replication_status == "PENDING"
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big", customer_key=key)
+    done = [
+        (n, store.upload_part(versioned, "big", upload, n, part, customer_key=key).etag)
+        for n, part in ((1, part1), (2, part2))
+    ]
+    big = store.complete_upload(versioned, "big", upload, done)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    for source, content in ((small, b"for the key holder"), (big, part1 + part2)):
+        seal, body = store.read_sealed(versioned, source.key, source.version_id)
+        sealed = b"".join(body)
+        if adapter.root is not None:
+            assert content[:16] not in sealed  # the local store's is ciphertext (the fake's is clear)
+        replica = replace(source, bucket="copies")
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed)  # an SSE-C replica needs its seal
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed[:-1], seal=seal)  # and all of its sealed content
+        parts = store.completed_parts(versioned, source.key, version_id=source.version_id)
+        written = store.put_replica(replica, sealed, parts, seal)
+        assert (written.encryption, written.sse_key_md5, written.etag) == ("SSE-C", key.md5, source.etag)
+        # Read with the key, as the source is; refused without it, or with another.
+        assert store.get_object("copies", source.key, customer_key=key).read() == content
+        with pytest.raises(InvalidRequest):
+            store.head_object("copies", source.key)
+        with pytest.raises(AccessDenied):
+            store.get_object("copies", source.key, customer_key=other)
+    assert store.get_object(
+        "copies", "big", byte_range=(5 * MIB - 3, 5 * MIB + 2), customer_key=key
+    ).read() == (part1[-3:] + part2[:3])
+    assert store.part_range("copies", "big", 2) == (5 * MIB, 5 * MIB + 999)
+    plain = store.put_object(versioned, "plain", b"x")
+    with pytest.raises(InvalidRequest):
+        store.read_sealed(versioned, "plain", plain.version_id)

@@ -113,6 +113,15 @@ def replicated(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any
     )
 
 
+def replicated_with(s3: Any, bucket: str, key: str, version_id: str, sse_c: dict[str, str]) -> dict[str, Any]:
+    """The head of the copy of an SSE-C `version_id` in `bucket` (read with its key), once it is there."""
+    return wait_for(
+        f"{key} {version_id} in {bucket}",
+        lambda: s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, **sse_c),
+        lambda head: head["VersionId"] == version_id,
+    )
+
+
 def source_status(s3: Any, bucket: str, key: str, version_id: str) -> str | None:
     status: str | None = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("ReplicationStatus")
     return status
@@ -590,7 +599,7 @@ def aws(system: System, home: Path, *args: str) -> subprocess.CompletedProcess[s
     return done
 
 
-def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System, s3: Any) -> None:
+def test_checksums_and_encryption_replicate_sse_c_objects_too(system: System, s3: Any) -> None:
     ireland, singapore = pair(s3, "sse")
     marker = b"REPLICATED-PLAINTEXT-" * 4000
     put = s3.put_object(Bucket=ireland, Key="book.txt", Body=marker, ChecksumAlgorithm="SHA256")
@@ -608,16 +617,53 @@ def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System,
         for path in key.parent.rglob("*"):
             if path.is_file():
                 assert marker[:4096] not in path.read_bytes(), path
-    # An SSE-C object is not replicated (as S3 by default): it has no replication status.
-    secret = "k" * 32
+    # An SSE-C object is replicated, as S3 replicates them: its sealed content and the proof of its key
+    # travel (never the key), and the replica is read with the key, as the source is.
+    secret, other = "k" * 32, "o" * 32
     sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": secret}
-    kept = s3.put_object(Bucket=ireland, Key="secret.txt", Body=b"customer keyed", **sse_c)
-    head = s3.head_object(Bucket=ireland, Key="secret.txt", **sse_c)
-    assert head["SSECustomerAlgorithm"] == "AES256" and "ReplicationStatus" not in head
-    later = s3.put_object(Bucket=ireland, Key="after.txt", Body=b"after")
-    replicated(s3, singapore, "after.txt", later["VersionId"])
-    with pytest.raises(ClientError):
-        s3.head_object(Bucket=singapore, Key="secret.txt", VersionId=kept["VersionId"], **sse_c)
+    small_secret = b"CUSTOMER-KEYED-" * 10
+    kept = s3.put_object(Bucket=ireland, Key="secret.txt", Body=small_secret, **sse_c)
+    copy = replicated_with(s3, singapore, "secret.txt", kept["VersionId"], sse_c)
+    assert (copy["ReplicationStatus"], copy["SSECustomerAlgorithm"]) == ("REPLICA", "AES256")
+    assert copy["SSECustomerKeyMD5"] == kept["SSECustomerKeyMD5"] and copy["ETag"] == kept["ETag"]
+    singapore_s3 = client(system, AP)
+    assert singapore_s3.get_object(Bucket=singapore, Key="secret.txt", **sse_c)["Body"].read() == small_secret
+    with pytest.raises(ClientError) as keyless:
+        singapore_s3.get_object(Bucket=singapore, Key="secret.txt")
+    assert keyless.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as wrong:
+        singapore_s3.get_object(
+            Bucket=singapore, Key="secret.txt", SSECustomerAlgorithm="AES256", SSECustomerKey=other
+        )
+    assert wrong.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert wait_for(
+        "the SSE-C source COMPLETED",
+        lambda: s3.head_object(Bucket=ireland, Key="secret.txt", **sse_c).get("ReplicationStatus"),
+        lambda status: status == "COMPLETED",
+    )
+    # A multipart one, streamed (over a MiB): its parts' pieces and part numbers as at the source.
+    parts_data = [b"SECRET-PART-ONE-" * (5 * 1024 * 1024 // 16), b"SECRET-TAIL" * 100]
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="secret.bin", **sse_c)["UploadId"]
+    parts = []
+    for number, chunk in enumerate(parts_data, start=1):
+        done = s3.upload_part(
+            Bucket=ireland, Key="secret.bin", UploadId=upload, PartNumber=number, Body=chunk, **sse_c
+        )
+        parts.append({"PartNumber": number, "ETag": done["ETag"]})
+    done = s3.complete_multipart_upload(
+        Bucket=ireland, Key="secret.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    replicated_with(s3, singapore, "secret.bin", done["VersionId"], sse_c)
+    whole = singapore_s3.get_object(Bucket=singapore, Key="secret.bin", **sse_c)
+    assert whole["Body"].read() == b"".join(parts_data)
+    second = singapore_s3.get_object(Bucket=singapore, Key="secret.bin", PartNumber=2, **sse_c)
+    assert (second["PartsCount"], second["Body"].read()) == (2, parts_data[1])
+    # Neither region keeps the plaintext on disk.
+    for key in sorted(system.data_dir.rglob("key.sse")):
+        for path in key.parent.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert small_secret[:64] not in data and parts_data[0][:4096] not in data, path
     # SSE-C through the Ireland endpoint into a Singapore bucket: the request, key included, is forwarded.
     s3.put_object(Bucket=singapore, Key="direct-secret.txt", Body=b"forwarded", **sse_c)
     assert s3.get_object(Bucket=singapore, Key="direct-secret.txt", **sse_c)["Body"].read() == b"forwarded"

@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 
 from bookstore.objectstore.checksums import Checksum
-from bookstore.objectstore.port import ObjectVersion, Part
+from bookstore.objectstore.encryption import KeyProof
+from bookstore.objectstore.port import ObjectVersion, Part, Seal
 from bookstore.replication.objects.wire import (
     decode_fields,
     encode_fields,
     parts_fields,
     parts_from_fields,
+    seal_fields,
+    seal_from_fields,
     version_fields,
     version_from_fields,
 )
@@ -47,3 +50,19 @@ def test_malformed_parts_are_refused(parts: Any) -> None:
     doc = {**version_fields(VERSION), "parts": parts}
     with pytest.raises(ValueError):
         parts_from_fields(doc, VERSION)
+
+
+def test_an_sse_c_replica_carries_its_seal_never_a_key() -> None:
+    seal = Seal(KeyProof("c2FsdA==", "bWFj", "bWQ1"), (16 + 5, 16 + 2))
+    doc = decode_fields(encode_fields({**version_fields(VERSION), "seal": seal_fields(seal)}))
+    assert seal_from_fields(doc) == seal
+    assert set(doc["seal"]["proof"]) == {"s", "h", "m"}  # salt, HMAC, MD5: what S3 stores of a key
+    assert seal_from_fields(version_fields(VERSION)) is None
+
+
+@pytest.mark.parametrize(
+    "seal", [{"pieces": [1]}, {"proof": {}, "pieces": [1]}, {"proof": {"s": "a"}, "pieces": [1]}]
+)
+def test_malformed_seals_are_refused(seal: Any) -> None:
+    with pytest.raises(ValueError):
+        seal_from_fields({"seal": seal})

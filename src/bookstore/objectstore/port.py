@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
-from bookstore.objectstore.encryption import CustomerKey
+from bookstore.objectstore.encryption import CustomerKey, KeyProof
 from bookstore.objectstore.errors import InvalidBucketName, InvalidRequest, KeyTooLongError
 
 ReplicationStatus = Literal["PENDING", "COMPLETED", "FAILED", "REPLICA"]
@@ -175,6 +175,16 @@ class Part:
     # The part's base64 checksum of its upload's algorithm (or the default one), "" when it has none.
     checksum: str = ""
     checksum_algorithm: str = ""
+
+
+@dataclass(frozen=True)
+class Seal:
+    """How an SSE-C version's content is stored, which travels with its replicas (S3 replicates SSE-C
+    objects): the proof of its key (salt, HMAC, MD5; never the key), and the stored size of each piece of
+    the sealed content, in the store's own layout (the local store: each part's IV and ciphertext)."""
+
+    proof: KeyProof
+    pieces: tuple[int, ...]
 
 
 def check_replica_parts(version: ObjectVersion, parts: Sequence[Part]) -> None:
@@ -396,13 +406,22 @@ class MultipartUploads(Protocol):
 class ReplicationQueue(Protocol):
     """What replication needs of a store beyond reads: the PENDING queue, statuses, and replica writes."""
 
-    def put_replica(self, version: ObjectVersion, body: Body, parts: Sequence[Part] = ()) -> ObjectVersion:
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
         """Write `version` (a version or delete marker from another store) with its id, times and metadata.
 
         `parts`: the parts a multipart version was completed from (sizes and checksums, as the source's
         `completed_parts`), kept so that the replica answers partNumber reads and lists its parts as
         the source does; () when the source did not send them (then neither is known here).
+        An SSE-C version comes with its `seal` and `body` is its sealed content (`read_sealed`), kept as
+        it is: it is read with the customer's key, as at the source (InvalidRequest without a seal).
         """
+        ...
+
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
+        """An SSE-C version's seal and its content as stored (ciphertext: its key is never here), for its
+        replicas; InvalidRequest for a version that is not SSE-C."""
         ...
 
     def set_replication_status(

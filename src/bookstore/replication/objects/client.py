@@ -29,7 +29,7 @@ from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectVersion, Part
+from bookstore.objectstore.port import Bucket, ObjectVersion, Part, Seal
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
     BUCKETS_PATH,
@@ -43,6 +43,7 @@ from bookstore.replication.objects.wire import (
     digest,
     encode_fields,
     parts_fields,
+    seal_fields,
     version_fields,
     version_from_fields,
 )
@@ -175,10 +176,15 @@ class PeerS3:
             await response.aclose()
 
     async def put_replica(
-        self, version: ObjectVersion, body: bytes | Streamed, parts: Sequence[Part] = ()
+        self,
+        version: ObjectVersion,
+        body: bytes | Streamed,
+        parts: Sequence[Part] = (),
+        seal: Seal | None = None,
     ) -> None:
-        """Write `version` (with `body`, sent as it is read when Streamed, and the `parts` it was completed
-        from) into the peer's store as a replica; idempotent.
+        """Write `version` (with `body`, sent as it is read when Streamed, the `parts` it was completed
+        from, and an SSE-C version's `seal`, its body then sealed) into the peer's store as a replica;
+        idempotent.
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses.
         """
@@ -186,6 +192,8 @@ class PeerS3:
         if parts:
             # Optional on the wire: a region from before ignores it, and sends none.
             fields["parts"] = parts_fields(parts)
+        if seal is not None:
+            fields["seal"] = seal_fields(seal)
         encoded = encode_fields(fields)
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)

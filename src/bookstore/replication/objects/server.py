@@ -44,6 +44,7 @@ from bookstore.replication.objects.wire import (
     digest,
     encode_fields,
     parts_from_fields,
+    seal_from_fields,
     version_fields,
     version_from_fields,
 )
@@ -113,23 +114,26 @@ class PeerEndpoints:
             doc = decode_fields(encoded)
             version = version_from_fields(doc)
             parts = parts_from_fields(doc, version)
+            seal = seal_from_fields(doc)
         except ValueError as exc:
             raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+        # A sealed (SSE-C) body is as its source stored it: each piece's IV and ciphertext.
+        size = version.size if seal is None else sum(seal.pieces)
         declared = request.headers.get("content-length")
-        if declared is not None and declared != str(version.size):
+        if declared is not None and declared != str(size):
             # Refused before any of it is spooled: that body cannot be the version's.
             raise InvalidRequest(
-                f"the replica's body declares {declared[:20]} bytes; its version says {version.size}"
+                f"the replica's body declares {declared[:20]} bytes; its version says {size}"
             )
         payload = await receive(request, PayloadReader(), request.headers, MAX_PUT, api.staging)
         try:
-            if payload.size != version.size:
+            if payload.size != size:
                 raise InvalidRequest(
-                    f"the replica's body holds {payload.size} bytes; its version says {version.size}"
+                    f"the replica's body holds {payload.size} bytes; its version says {size}"
                 )
             small = payload.size <= INLINE_BODY
             replica: Body = payload.read(payload.size) if small else payload.chunks()
-            written = await api.run(api.store.put_replica, version, replica, parts, big=not small)
+            written = await api.run(api.store.put_replica, version, replica, parts, seal, big=not small)
         finally:
             payload.close()
         return Response(

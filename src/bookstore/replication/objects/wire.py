@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 
 from bookstore.objectstore.checksums import Checksum
+from bookstore.objectstore.encryption import KeyProof
 from bookstore.objectstore.peer import INTERNAL_PREFIX
-from bookstore.objectstore.port import ObjectVersion, Part
+from bookstore.objectstore.port import ObjectVersion, Part, Seal
 
 FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
 OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
@@ -89,6 +90,26 @@ def parts_from_fields(doc: Mapping[str, Any], version: ObjectVersion) -> list[Pa
         checksum = item[1]
         parts.append(Part(number, "", item[0], 0, checksum, algorithm if checksum else ""))
     return parts
+
+
+def seal_fields(seal: Seal) -> dict[str, Any]:
+    """The "seal" field of an SSE-C replica: the proof of its key (never the key) and its pieces' sizes."""
+    return {"proof": seal.proof.to_json(), "pieces": list(seal.pieces)}
+
+
+def seal_from_fields(doc: Mapping[str, Any]) -> Seal | None:
+    """The seal `seal_fields` described, None when absent; ValueError when malformed."""
+    sent = doc.get("seal")
+    if sent is None:
+        return None
+    try:
+        proof = KeyProof.from_json(_strings(sent["proof"]))
+        pieces = sent["pieces"]
+        if proof is None or not isinstance(pieces, list) or any(type(n) is not int or n < 0 for n in pieces):
+            raise TypeError("expected a proof and a list of sizes")
+        return Seal(proof, tuple(pieces))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a seal: {exc}") from exc
 
 
 def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:

@@ -13,7 +13,7 @@ import itertools
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -53,6 +53,7 @@ from bookstore.objectstore.port import (
     ObjectVersion,
     Part,
     ReplicationStatus,
+    Seal,
     StartedUpload,
     VersionPage,
     check_bucket_name,
@@ -455,7 +456,12 @@ class S3ObjectStore:
 
     # Replication state: S3's own business.
 
-    def put_replica(self, version: ObjectVersion, body: Body, parts: Sequence[Part] = ()) -> ObjectVersion:
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
+        raise NotSupported(_NOT_SUPPORTED)
+
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
         raise NotSupported(_NOT_SUPPORTED)
 
     def set_replication_status(
