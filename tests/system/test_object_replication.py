@@ -284,10 +284,14 @@ def test_non_ascii_metadata_replicates_as_text(system: System, s3: Any) -> None:
     s3.meta.events.register("before-sign.s3.PutObject", add_title)
     try:
         raw = s3.put_object(Bucket=ireland, Key="raw", Body=b"x")
+        # Into Singapore's bucket through the Ireland endpoint: forwarded with its bytes as received.
+        s3.put_object(Bucket=singapore, Key="forwarded", Body=b"x")
     finally:
         s3.meta.events.unregister("before-sign.s3.PutObject", add_title)
     assert replicated(s3, singapore, "raw", raw["VersionId"])["Metadata"] == {"title": encoded}
     assert client(system, AP).head_object(Bucket=singapore, Key="raw")["Metadata"] == {"title": encoded}
+    assert client(system, AP).head_object(Bucket=singapore, Key="forwarded")["Metadata"] == {"title": encoded}
+    assert s3.head_object(Bucket=singapore, Key="forwarded")["Metadata"] == {"title": encoded}
 
 
 # Deletes.
