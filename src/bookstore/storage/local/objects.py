@@ -654,12 +654,12 @@ class LocalObjectStore:
             extra = {} if version.is_delete_marker else {"e": SSE_S3}
         if version.checksum is not None:
             extra["c"] = version.checksum.to_json()
-        if parts and not version.is_delete_marker and not sealed:
-            # The content is one piece here: the source's part sizes say where its parts lie (a sealed
-            # one keeps the source's pieces, one a part).
+        if parts and not version.is_delete_marker:
+            # A clear replica's content is one piece here: the source's part sizes say where its parts
+            # lie (a sealed one keeps the source's pieces, which are its parts as well).
             extra["s"] = [part.size for part in parts]
-        if parts and any(part.checksum for part in parts) and not version.is_delete_marker:
-            extra["p"] = [part.checksum for part in parts]
+            if any(part.checksum for part in parts):
+                extra["p"] = [part.checksum for part in parts]
         if (
             content is not None
             and not sealed
