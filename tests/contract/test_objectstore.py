@@ -815,6 +815,15 @@ def test_replication_state_follows_the_rules(adapter: Adapter, versioned: str) -
         store.set_replication_status(versioned, "covers/new.svg", "0" * 26, "COMPLETED")
 
 
+def test_metadata_beyond_ascii_is_kept_as_text(adapter: Adapter, bucket: str) -> None:
+    # The S3 API hands the store text; the S3 adapter sends it as RFC 2047 encoded words (botocore takes
+    # ASCII only) and reads them back as text.
+    metadata = {"title": "Café 東京", "plain": "ok", "literal": "=?x-none?B?AA==?="}
+    adapter.store.put_object(bucket, "k", b"x", metadata=metadata)
+    assert adapter.store.head_object(bucket, "k").metadata == metadata
+    assert adapter.store.get_object(bucket, "k").version.metadata == metadata
+
+
 def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -> None:
     store = adapter.store
     source = store.put_object(
@@ -870,6 +879,49 @@ def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -
     store.put_replica(marker, b"")
     with pytest.raises(NoSuchKey):
         store.get_object("copies", "covers/a.svg")
+
+
+def test_a_replica_keeps_the_parts_of_its_multipart_source(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big.bin", checksum=("SHA256", "COMPOSITE"))
+    done = []
+    for number, part in enumerate((part1, part2), start=1):
+        checksum = Checksum("SHA256", checksums.of(part, "SHA256"))
+        done.append(
+            (number, store.upload_part(versioned, "big.bin", upload, number, part, checksum=checksum).etag)
+        )
+    source = store.complete_upload(versioned, "big.bin", upload, done)
+    parts = store.completed_parts(versioned, "big.bin", version_id=source.version_id)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    replica = replace(source, bucket="copies")
+    # Parts that do not fit the version are refused, and nothing is written.
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, parts[:1])
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, [replace(parts[0], size=1), parts[1]])
+    assert store.list_versions("copies").versions == []
+    # The content arrives whole; the part sizes and checksums say where its parts lie, as at the source.
+    store.put_replica(replica, part1 + part2, parts)
+    assert store.head_object("copies", "big.bin").parts_count == 2
+    assert store.part_range("copies", "big.bin", 1) == (0, len(part1) - 1)
+    assert store.part_range("copies", "big.bin", 2, version_id=source.version_id) == (
+        len(part1),
+        len(part1) + len(part2) - 1,
+    )
+    copied = store.completed_parts("copies", "big.bin")
+    assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in copied] == [
+        (n, len(part), checksums.of(part, "SHA256"), "SHA256")
+        for n, part in enumerate((part1, part2), start=1)
+    ]
+    # Without them (a source region from before), the replica knows only the count.
+    store.put_replica(replace(source, bucket="copies", key="whole.bin"), part1 + part2)
+    assert store.head_object("copies", "whole.bin").parts_count == 2
+    assert store.part_range("copies", "whole.bin", 1) is None
+    assert store.completed_parts("copies", "whole.bin") == []
 
 
 def test_replica_content_must_match_its_etag(adapter: Adapter, versioned: str) -> None:
@@ -1029,3 +1081,53 @@ def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:
     assert store.head_object(bucket, "plain").encryption == "AES256"
     with pytest.raises(InvalidRequest):
         store.get_object(bucket, "plain", customer_key=key)
+
+
+def _customer_key(raw: bytes) -> CustomerKey:
+    return CustomerKey(raw, base64.b64encode(hashlib.md5(raw).digest()).decode())
+
+
+def test_an_sse_c_version_replicates_sealed(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    key, other = _customer_key(bytes(range(32))), _customer_key(bytes(32))
+    store.put_replication(versioned, ReplicationConfiguration.from_json(SEED_REPLICATION))
+    small = store.put_object(versioned, "small", b"for the key holder", customer_key=key)
+    # Replicated as S3 replicates SSE-C objects: PENDING like any other.
+    assert small.replication_status == "PENDING"
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big", customer_key=key)
+    done = [
+        (n, store.upload_part(versioned, "big", upload, n, part, customer_key=key).etag)
+        for n, part in ((1, part1), (2, part2))
+    ]
+    big = store.complete_upload(versioned, "big", upload, done)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    for source, content in ((small, b"for the key holder"), (big, part1 + part2)):
+        seal, body = store.read_sealed(versioned, source.key, source.version_id)
+        sealed = b"".join(body)
+        if adapter.root is not None:
+            assert content[:16] not in sealed  # the local store's is ciphertext (the fake's is clear)
+        replica = replace(source, bucket="copies")
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed)  # an SSE-C replica needs its seal
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed[:-1], seal=seal)  # and all of its sealed content
+        parts = store.completed_parts(versioned, source.key, version_id=source.version_id)
+        written = store.put_replica(replica, sealed, parts, seal)
+        assert (written.encryption, written.sse_key_md5, written.etag) == ("SSE-C", key.md5, source.etag)
+        # Read with the key, as the source is; refused without it, or with another.
+        assert store.get_object("copies", source.key, customer_key=key).read() == content
+        with pytest.raises(InvalidRequest):
+            store.head_object("copies", source.key)
+        with pytest.raises(AccessDenied):
+            store.get_object("copies", source.key, customer_key=other)
+    assert store.get_object(
+        "copies", "big", byte_range=(5 * MIB - 3, 5 * MIB + 2), customer_key=key
+    ).read() == (part1[-3:] + part2[:3])
+    assert store.part_range("copies", "big", 2) == (5 * MIB, 5 * MIB + 999)
+    plain = store.put_object(versioned, "plain", b"x")
+    with pytest.raises(InvalidRequest):
+        store.read_sealed(versioned, "plain", plain.version_id)

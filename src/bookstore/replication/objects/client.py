@@ -18,7 +18,8 @@ version read from a peer (a copy's source) comes back as a stream that the store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+import base64
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -26,11 +27,13 @@ import orjson
 
 from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectVersion
+from bookstore.objectstore.port import Bucket, ObjectVersion, Part, Seal
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
     BUCKETS_PATH,
+    CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
     FORWARDED_HEADERS,
     OBJECTS_PATH,
@@ -39,6 +42,8 @@ from bookstore.replication.objects.wire import (
     decode_fields,
     digest,
     encode_fields,
+    parts_fields,
+    seal_fields,
     version_fields,
     version_from_fields,
 )
@@ -170,13 +175,26 @@ class PeerS3:
         finally:
             await response.aclose()
 
-    async def put_replica(self, version: ObjectVersion, body: bytes | Streamed) -> None:
-        """Write `version` (with `body`, sent as it is read when Streamed) into the peer's store as a
-        replica; idempotent.
+    async def put_replica(
+        self,
+        version: ObjectVersion,
+        body: bytes | Streamed,
+        parts: Sequence[Part] = (),
+        seal: Seal | None = None,
+    ) -> None:
+        """Write `version` (with `body`, sent as it is read when Streamed, the `parts` it was completed
+        from, and an SSE-C version's `seal`, its body then sealed) into the peer's store as a replica;
+        idempotent.
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses.
         """
-        encoded = encode_fields(version_fields(version))
+        fields = version_fields(version)
+        if parts:
+            # Optional on the wire: a region from before ignores it, and sends none.
+            fields["parts"] = parts_fields(parts)
+        if seal is not None:
+            fields["seal"] = seal_fields(seal)
+        encoded = encode_fields(fields)
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)
         request = self._client.build_request(
@@ -191,9 +209,15 @@ class PeerS3:
             raise _refusal(self.region, response)
 
     async def get_version(
-        self, bucket: str, key: str, version_id: str | None, byte_range: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        byte_range: str | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> tuple[ObjectVersion, bytes | Incoming]:
-        """A version of an object in a bucket the peer owns, and its bytes (or the `bytes=` range of them).
+        """A version of an object in a bucket the peer owns, and its bytes (or the `bytes=` range of them);
+        an SSE-C version's with its `customer_key` (sent over the signed link for this read only).
 
         Up to a MiB the bytes come whole; beyond, as an Incoming stream the caller must `aclose`.
         """
@@ -202,8 +226,18 @@ class PeerS3:
             fields["versionId"] = version_id
         if byte_range:
             fields["range"] = byte_range
+        headers = {}
+        if customer_key is not None:
+            # In a header, not the query (which logs may keep); its digest in the signed query binds it.
+            encoded = encode_fields(
+                {"key": base64.b64encode(customer_key.key).decode("ascii"), "md5": customer_key.md5}
+            )
+            headers[CUSTOMER_KEY_HEADER] = encoded
+            fields["sseKey"] = digest(encoded)
         response = await self._send(
-            self._client.build_request("GET", f"{OBJECTS_PATH}?{urlencode(fields, quote_via=quote)}"),
+            self._client.build_request(
+                "GET", f"{OBJECTS_PATH}?{urlencode(fields, quote_via=quote)}", headers=headers
+            ),
             stream=True,
         )
         try:

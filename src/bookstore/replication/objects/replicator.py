@@ -37,13 +37,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bookstore.domain.errors import BookstoreError
 from bookstore.objectstore.bodies import READ_BYTES, Stored
 from bookstore.objectstore.configs import ReplicationConfiguration
+from bookstore.objectstore.encryption import SSE_C
 from bookstore.objectstore.errors import (
     NoSuchBucket,
     NoSuchKey,
@@ -52,7 +53,15 @@ from bookstore.objectstore.errors import (
 )
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Buckets, Objects, ObjectVersion, ReplicationQueue, ReplicationStatus
+from bookstore.objectstore.port import (
+    Buckets,
+    Objects,
+    ObjectVersion,
+    Part,
+    ReplicationQueue,
+    ReplicationStatus,
+    Seal,
+)
 from bookstore.ports import Clock
 from bookstore.replication.objects.client import PeerS3
 from bookstore.replication.objects.metrics import ObjectReplicationMetrics
@@ -62,9 +71,31 @@ log = logging.getLogger("bookstore.replication.objects")
 
 
 class ReplicatedStore(Buckets, Objects, ReplicationQueue, Protocol):
-    """What the replicator uses of its region's store: replication rules, versions' content, the queue."""
+    """What the replicator uses of its region's store: replication rules, versions' content, the queue,
+    and the parts a multipart version was completed from (which travel with its copy)."""
 
     runs_inline: bool
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]: ...
+
+
+class _SealedStored(Stored):
+    """An SSE-C version's sealed content in this region's store, streamed as Stored streams a clear one."""
+
+    def __init__(self, store: ReplicatedStore, version: ObjectVersion, seal: Seal) -> None:
+        super().__init__(store, version)
+        self.sealed_store = store
+        self.size = sum(seal.pieces)
+
+    def chunks(self) -> Iterator[bytes]:
+        v = self.version
+        _, body = self.sealed_store.read_sealed(v.bucket, v.key, v.version_id)
+        try:
+            yield from body
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
 
 
 # Versions up to this size are read on the event loop (they are in SQLite rows); larger ones in a thread.
@@ -339,13 +370,14 @@ class ObjectReplicator:
                 for route in probes:
                     route.probing = True
                 try:
-                    body = await self._read(version)
+                    body, seal = await self._read(version)
+                    parts = await self._parts(version)
                 except BaseException:
                     for route in probes:
                         route.probing = False
                     raise
                 outcomes = await asyncio.gather(
-                    *(self._copy(job, bucket, region, body) for bucket, region in targets),
+                    *(self._copy(job, bucket, region, body, parts, seal) for bucket, region in targets),
                     return_exceptions=True,
                 )
                 for outcome in outcomes:
@@ -383,21 +415,57 @@ class ObjectReplicator:
             raise _Refused("no enabled replication rule covers this version any more", "no-rule")
         return names
 
-    async def _read(self, version: ObjectVersion) -> bytes | Stored:
-        """The version's content: in memory up to _BUFFERED bytes, else to be streamed from the store."""
+    async def _read(self, version: ObjectVersion) -> tuple[bytes | Stored, Seal | None]:
+        """The version's content: in memory up to _BUFFERED bytes, else to be streamed from the store.
+
+        An SSE-C version's is its sealed content and seal (S3 replicates SSE-C objects): the key is not
+        here, and the replica is read with it as this one is.
+        """
         if version.is_delete_marker:
-            return b""
+            return b"", None
+        if version.encryption == SSE_C:
+            return await self._read_sealed(version)
         if version.size > _BUFFERED:
-            return Stored(self.store, version)
+            return Stored(self.store, version), None
 
         def read() -> bytes:
             return self.store.get_object(version.bucket, version.key, version_id=version.version_id).read()
 
         if version.size <= _INLINE_READ and self.store.runs_inline:
-            return read()
-        return await asyncio.to_thread(read)
+            return read(), None
+        return await asyncio.to_thread(read), None
 
-    async def _copy(self, job: _Job, bucket: str, region: str, body: bytes | Stored) -> None:
+    async def _read_sealed(self, version: ObjectVersion) -> tuple[bytes | Stored, Seal]:
+        def read() -> tuple[Seal, bytes | None]:
+            seal, body = self.store.read_sealed(version.bucket, version.key, version.version_id)
+            if sum(seal.pieces) > _BUFFERED:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+                return seal, None
+            return seal, b"".join(body)
+
+        seal, data = await asyncio.to_thread(read)
+        if data is None:
+            return _SealedStored(self.store, version, seal), seal
+        return data, seal
+
+    async def _parts(self, version: ObjectVersion) -> list[Part]:
+        """The parts a multipart version was completed from (sizes, checksums), [] when not known: they
+        travel with the copy, so that the replica answers partNumber reads as this region does."""
+        if version.is_delete_marker or version.parts_count is None:
+            return []
+
+        def parts() -> list[Part]:
+            return self.store.completed_parts(version.bucket, version.key, version_id=version.version_id)
+
+        if self.store.runs_inline:
+            return parts()
+        return await asyncio.to_thread(parts)
+
+    async def _copy(
+        self, job: _Job, bucket: str, region: str, body: bytes | Stored, parts: list[Part], seal: Seal | None
+    ) -> None:
         """Write the version into `bucket` in `region`; transient failures leave it for a later try."""
         route = self._route(region)
         replica = replace(job.version, bucket=bucket, replication_status=None, replication_reason="")
@@ -405,12 +473,12 @@ class ObjectReplicator:
         try:
             if region == self.region:
                 content = body if isinstance(body, bytes) else body.chunks()
-                await asyncio.to_thread(self.store.put_replica, replica, content)
+                await asyncio.to_thread(self.store.put_replica, replica, content, parts, seal)
             else:
                 peer = self.cluster.peers.get(region)
                 if peer is None:
                     raise _Refused(f"no link from {self.region} to {region}", "no-link")
-                await peer.put_replica(replica, body)
+                await peer.put_replica(replica, body, parts, seal)
         except PeerUnavailable as exc:
             self._attempt_failed(route, region, "unreachable", exc.message)
             job.reason = exc.message

@@ -21,8 +21,10 @@ from starlette.types import ASGIApp
 
 from bookstore.kernel.auth import PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
+from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.app import S3Api, s3_asgi
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import INTERNAL_PREFIX
@@ -32,6 +34,7 @@ from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, PayloadRea
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
     BUCKETS_PATH,
+    CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
     FORWARDED_HEADERS,
     OBJECTS_PATH,
@@ -40,6 +43,8 @@ from bookstore.replication.objects.wire import (
     decode_fields,
     digest,
     encode_fields,
+    parts_from_fields,
+    seal_from_fields,
     version_fields,
     version_from_fields,
 )
@@ -106,24 +111,29 @@ class PeerEndpoints:
         if digest(encoded) != request.query_params.get("version"):
             raise InvalidRequest("the replica's version does not match the signed request")
         try:
-            version = version_from_fields(decode_fields(encoded))
+            doc = decode_fields(encoded)
+            version = version_from_fields(doc)
+            parts = parts_from_fields(doc, version)
+            seal = seal_from_fields(doc)
         except ValueError as exc:
             raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+        # A sealed (SSE-C) body is as its source stored it: each piece's IV and ciphertext.
+        size = version.size if seal is None else sum(seal.pieces)
         declared = request.headers.get("content-length")
-        if declared is not None and declared != str(version.size):
+        if declared is not None and declared != str(size):
             # Refused before any of it is spooled: that body cannot be the version's.
             raise InvalidRequest(
-                f"the replica's body declares {declared[:20]} bytes; its version says {version.size}"
+                f"the replica's body declares {declared[:20]} bytes; its version says {size}"
             )
         payload = await receive(request, PayloadReader(), request.headers, MAX_PUT, api.staging)
         try:
-            if payload.size != version.size:
+            if payload.size != size:
                 raise InvalidRequest(
-                    f"the replica's body holds {payload.size} bytes; its version says {version.size}"
+                    f"the replica's body holds {payload.size} bytes; its version says {size}"
                 )
             small = payload.size <= INLINE_BODY
             replica: Body = payload.read(payload.size) if small else payload.chunks()
-            written = await api.run(api.store.put_replica, version, replica, big=not small)
+            written = await api.run(api.store.put_replica, version, replica, parts, seal, big=not small)
         finally:
             payload.close()
         return Response(
@@ -141,6 +151,7 @@ class PeerEndpoints:
             key,
             version_id=query.get("versionId") or None,
             byte_range=rules.byte_range(wanted) if wanted else None,
+            customer_key=_customer_key(request),
         )
         status = 206 if content.partial else 200
         out = {VERSION_HEADER: encode_fields(version_fields(content.version))}
@@ -169,3 +180,23 @@ class PeerEndpoints:
         # The region that forwarded this request checked its signature and decoded its payload.
         auth = Authorized(f"region:{peer}", UNSIGNED_PAYLOAD, "", b"", "", "", False)
         return await self.api.serve_forwarded(request, method, raw_path, raw_query, headers, auth)
+
+
+def _customer_key(request: Request) -> CustomerKey | None:
+    """The SSE-C key a peer sent for this read (a copy source), checked as a client's; never stored."""
+    encoded = request.headers.get(CUSTOMER_KEY_HEADER)
+    if encoded is None:
+        return None
+    if digest(encoded) != request.query_params.get("sseKey"):
+        raise InvalidRequest("the customer key does not match the signed request")
+    try:
+        sent = decode_fields(encoded)
+    except ValueError as exc:
+        raise InvalidRequest(f"the customer key is malformed: {exc}") from exc
+    return encryption.customer_key(
+        {
+            encryption.CUSTOMER + "algorithm": "AES256",
+            encryption.CUSTOMER + "key": str(sent.get("key", "")),
+            encryption.CUSTOMER + "key-md5": str(sent.get("md5", "")),
+        }
+    )

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from bookstore.objectstore.checksums import Checksum
+from bookstore.objectstore.encryption import KeyProof
 from bookstore.objectstore.peer import INTERNAL_PREFIX
-from bookstore.objectstore.port import ObjectVersion
+from bookstore.objectstore.port import ObjectVersion, Part, Seal
 
 FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
 OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
@@ -24,6 +25,8 @@ BUCKETS_PATH = f"{INTERNAL_PREFIX}buckets"
 PING_PATH = f"{INTERNAL_PREFIX}ping"
 FORWARDED_HEADERS = "x-bookstore-forwarded-headers"
 VERSION_HEADER = "x-bookstore-version"
+# An SSE-C key for one read (a copy source in another region), bound to the target by `sseKey`.
+CUSTOMER_KEY_HEADER = "x-bookstore-sse-customer-key"
 
 
 def digest(text: str) -> str:
@@ -61,6 +64,52 @@ def version_fields(version: ObjectVersion) -> dict[str, Any]:
         "checksum": None if version.checksum is None else version.checksum.to_json(),
         "encryption": version.encryption,
     }
+
+
+def parts_fields(parts: Sequence[Part]) -> list[list[str | int]]:
+    """The "parts" field of a replica: [size, checksum] of each part of a multipart version, in order
+    (their numbers run from 1), so that the replica answers partNumber reads as the source does."""
+    return [[part.size, part.checksum] for part in parts]
+
+
+def parts_from_fields(doc: Mapping[str, Any], version: ObjectVersion) -> list[Part]:
+    """The parts `parts_fields` described ([] when absent: a region from before sends none); ValueError
+    when malformed."""
+    listed = doc.get("parts")
+    if not listed:
+        return []
+    if not isinstance(listed, list):
+        raise ValueError("not a version: parts is not a list")
+    algorithm = version.checksum.algorithm if version.checksum is not None else ""
+    parts = []
+    for number, item in enumerate(listed, start=1):
+        if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
+            raise ValueError(f"not a version: part {number} is not [size, checksum]")
+        if not isinstance(item[1], str):
+            raise ValueError(f"not a version: the checksum of part {number} is not text")
+        checksum = item[1]
+        parts.append(Part(number, "", item[0], 0, checksum, algorithm if checksum else ""))
+    return parts
+
+
+def seal_fields(seal: Seal) -> dict[str, Any]:
+    """The "seal" field of an SSE-C replica: the proof of its key (never the key) and its pieces' sizes."""
+    return {"proof": seal.proof.to_json(), "pieces": list(seal.pieces)}
+
+
+def seal_from_fields(doc: Mapping[str, Any]) -> Seal | None:
+    """The seal `seal_fields` described, None when absent; ValueError when malformed."""
+    sent = doc.get("seal")
+    if sent is None:
+        return None
+    try:
+        proof = KeyProof.from_json(_strings(sent["proof"]))
+        pieces = sent["pieces"]
+        if proof is None or not isinstance(pieces, list) or any(type(n) is not int or n < 0 for n in pieces):
+            raise TypeError("expected a proof and a list of sizes")
+        return Seal(proof, tuple(pieces))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a seal: {exc}") from exc
 
 
 def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:
