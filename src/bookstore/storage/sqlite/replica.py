@@ -38,7 +38,7 @@ from bookstore.storage.sqlite.tables import (
     SqliteDatabase,
     SqliteTable,
     canonical_key_value,
-    key_hash,
+    row_hashes,
 )
 
 # The conflict log keeps this many newest records; the count of conflicts ever detected is kept apart.
@@ -281,6 +281,7 @@ class SqliteReplica:
             kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
             hlc, region = entry.version
             prev_hlc, prev_region = (None, None) if entry.previous is None else entry.previous
+            khash, rhash = row_hashes(change.pk, change.sk, hlc, region, change.doc is None)
             log_rows.append(
                 (
                     seq,
@@ -309,7 +310,8 @@ class SqliteReplica:
                     prev_hlc,
                     prev_region,
                     seq,
-                    key_hash(change.pk, change.sk),
+                    khash,
+                    rhash,
                 )
             )
             current[change.slot] = (change.doc, entry.version, entry.previous)
@@ -479,11 +481,12 @@ class SqliteReplica:
         seconds' writes, found by the hlc index) are XORed back out.
         """
         digests.check_buckets(buckets)
-        sql_table = self._table(table).sql_table
+        sqlite_table = self._table(table)
+        sql_table = sqlite_table.sql_table
         leaves = [0] * digests.LEAVES
         try:
             with self.db.engine.read() as conn:
-                for leaf, x in conn.execute("SELECT leaf, x FROM digests WHERE tbl = ?", (table,)):
+                for leaf, x in conn.execute(f"SELECT leaf, x FROM {sqlite_table.sql_leaves}"):
                     leaves[leaf] = x
                 if before is not None:
                     young = conn.execute(
