@@ -38,6 +38,7 @@ from bookstore.storage.sqlite.tables import (
     SqliteDatabase,
     SqliteTable,
     canonical_key_value,
+    row_hash,
     row_hashes,
 )
 
@@ -281,7 +282,12 @@ class SqliteReplica:
             kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
             hlc, region = entry.version
             prev_hlc, prev_region = (None, None) if entry.previous is None else entry.previous
-            khash, rhash = row_hashes(change.pk, change.sk, hlc, region, change.doc is None)
+            if local_version is None:
+                khash, rhash = row_hashes(change.pk, change.sk, hlc, region, change.doc is None)
+            else:
+                # The row exists (here or earlier in the batch), so the upsert updates it and keeps its
+                # key hash (it does not set khash): hashing the key again would cost as much as the row.
+                khash, rhash = 0, row_hash(change.pk, change.sk, hlc, region, change.doc is None)
             log_rows.append(
                 (
                     seq,

@@ -104,6 +104,11 @@ def row_hashes(pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: boo
     return _key_hash(pk, sk), digests.row_hash(pk, sk, hlc, region, tombstone)
 
 
+def row_hash(pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: bool) -> int:
+    """A row's hash (digests.row_hash of its key as every region spells it): its rhash column."""
+    return digests.row_hash(canonical_key_value(pk), canonical_key_value(sk), hlc, region, tombstone)
+
+
 def _key_hash(pk: KeyValue, sk: KeyValue) -> int:
     hasher = _BLAKE2B_KEY.copy()
     hasher.update(orjson.dumps([pk, sk]))
@@ -735,7 +740,12 @@ class SqliteTable:
         version = db.next_version(conn)
         prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])
         now = db.clock.now_ms()
-        khash, rhash = row_hashes(pk, sk, version, db.region, doc is None)
+        if row is None:
+            khash, rhash = row_hashes(pk, sk, version, db.region, doc is None)
+        else:
+            # The row exists, so the upsert updates it and keeps its key hash (it does not set khash):
+            # hashing the key again would cost as much as hashing the row.
+            khash, rhash = 0, row_hash(pk, sk, version, db.region, doc is None)
         seq = conn.execute(
             change_log.APPEND,
             (
