@@ -24,7 +24,7 @@ from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage, 
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.replication.tables.wire import entry_json, parse_entries, parse_versions
 from bookstore.storage.sqlite.replica import SqliteReplica
-from bookstore.storage.sqlite.tables import SqliteDatabase, key_hash
+from bookstore.storage.sqlite.tables import SqliteDatabase, row_hashes
 from bookstore.tables import BOOKS
 
 HERE, THERE, ELSEWHERE = "eu-west-1", "ap-southeast-1", "us-east-1"
@@ -101,9 +101,8 @@ def build(path: Path, n: int, oldest_ms: int) -> None:
             for i in range(start, min(n, start + LOAD_BATCH)):
                 pk = f"b{i:07d}"
                 hlc = HybridLogicalClock.pack(oldest_ms) + i
-                rows.append(
-                    (pk, "", orjson.dumps(book(i)).decode(), hlc, HERE, None, None, 0, key_hash(pk, ""))
-                )
+                khash, rhash = row_hashes(pk, "", hlc, HERE, False)
+                rows.append((pk, "", orjson.dumps(book(i)).decode(), hlc, HERE, None, None, 0, khash, rhash))
             with db.transaction("loading books") as conn:
                 conn.executemany(table.sql_upsert, rows)
 
@@ -185,8 +184,9 @@ def write_cost(work: Path, with_digests: bool) -> float:
         books = db.table(BOOKS)
         if not with_digests:
             with db.transaction("dropping the digests") as conn:
-                for kind in ("insert", "update", "delete"):
-                    conn.execute(f'DROP TRIGGER "dg_{kind}_books"')
+                triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name GLOB 'dg_*'"
+                for (trigger,) in conn.execute(triggers).fetchall():
+                    conn.execute(f'DROP TRIGGER "{trigger}"')
                 conn.execute('DROP INDEX "hlc_books"')
         for i in range(500):
             books.put(book(i))  # warm up

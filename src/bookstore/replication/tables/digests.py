@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 
@@ -16,6 +18,9 @@ LEAF_BITS = 12
 LEAVES = 1 << LEAF_BITS
 LEAF_SHIFT = KEY_HASH_BITS - LEAF_BITS
 _MASK = (1 << 64) - 1
+# Every write hashes its row: copying a hasher made once costs less than making one with its parameters.
+_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
+_SIGNED_64 = struct.Struct(">q").unpack
 
 
 def row_hash(pk: object, sk: object, hlc: int, region: str, tombstone: bool) -> int:
@@ -24,8 +29,9 @@ def row_hash(pk: object, sk: object, hlc: int, region: str, tombstone: bool) -> 
     Signed, because SQLite integers are: a store keeps XORs of these in INTEGER columns. The same in
     every region and process (orjson spells values deterministically).
     """
-    data = orjson.dumps([pk, sk, hlc, region, bool(tombstone)])
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+    hasher = _BLAKE2B_64.copy()
+    hasher.update(orjson.dumps([pk, sk, hlc, region, bool(tombstone)]))
+    return cast(int, _SIGNED_64(hasher.digest())[0])
 
 
 def leaf_of(khash: int) -> int:

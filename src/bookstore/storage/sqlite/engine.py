@@ -39,8 +39,6 @@ _SAVEPOINT = ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write")
 T = TypeVar("T")
 # Turns an engine error met while doing `what` into the error the caller raises (a StorageError by default).
 Translate = Callable[[str, sqlite3.Error], Exception]
-# An SQL function every connection of an engine registers: (name, number of arguments, implementation).
-SqlFunction = tuple[str, int, Callable[..., Any]]
 
 
 @dataclass
@@ -63,12 +61,8 @@ class SqliteEngine:
         durability: Durability = DEFAULT_DURABILITY,
         kind: str = "SQLite database",
         translate: Translate | None = None,
-        functions: Sequence[SqlFunction] = (),
     ) -> None:
         self.path = Path(path)
-        # Registered on every connection before its first statement: triggers of the file call them, so
-        # a connection without them fails those writes instead of leaving what they maintain wrong.
-        self._functions = tuple(functions)
         self.durability = durability
         self.kind = kind
         self._translate = translate
@@ -94,8 +88,6 @@ class SqliteEngine:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
-        for name, arguments, function in self._functions:
-            conn.create_function(name, arguments, function, deterministic=True)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA synchronous={synchronous(self.durability)}")
         return conn

@@ -38,7 +38,8 @@ from bookstore.storage.sqlite.tables import (
     SqliteDatabase,
     SqliteTable,
     canonical_key_value,
-    key_hash,
+    row_hash,
+    row_hashes,
 )
 
 # The conflict log keeps this many newest records; the count of conflicts ever detected is kept apart.
@@ -287,6 +288,12 @@ class SqliteReplica:
             kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
             hlc, region = entry.version
             prev_hlc, prev_region = (None, None) if entry.previous is None else entry.previous
+            if local_version is None:
+                khash, rhash = row_hashes(change.pk, change.sk, hlc, region, change.doc is None)
+            else:
+                # The row exists (here or earlier in the batch), so the upsert updates it and keeps its
+                # key hash (it does not set khash): hashing the key again would cost as much as the row.
+                khash, rhash = 0, row_hash(change.pk, change.sk, hlc, region, change.doc is None)
             log_rows.append(
                 (
                     seq,
@@ -315,7 +322,8 @@ class SqliteReplica:
                     prev_hlc,
                     prev_region,
                     seq,
-                    key_hash(change.pk, change.sk),
+                    khash,
+                    rhash,
                 )
             )
             current[change.slot] = (change.doc, entry.version, entry.previous)
@@ -485,11 +493,12 @@ class SqliteReplica:
         seconds' writes, found by the hlc index) are XORed back out.
         """
         digests.check_buckets(buckets)
-        sql_table = self._table(table).sql_table
+        sqlite_table = self._table(table)
+        sql_table = sqlite_table.sql_table
         leaves = [0] * digests.LEAVES
         try:
             with self.db.engine.read() as conn:
-                for leaf, x in conn.execute("SELECT leaf, x FROM digests WHERE tbl = ?", (table,)):
+                for leaf, x in conn.execute(f"SELECT leaf, x FROM {sqlite_table.sql_leaves}"):
                     leaves[leaf] = x
                 if before is not None:
                     young = conn.execute(

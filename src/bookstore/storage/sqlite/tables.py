@@ -55,19 +55,17 @@ from bookstore.storage.sqlite.engine import SqliteEngine
 NO_SORT = ""
 # Keys hash to this many bits; anti-entropy buckets are ranges of the hash space, so an index serves them.
 KEY_HASH_BITS = digests.KEY_HASH_BITS
-# The SQL function the digest triggers call: (x, pk, sk, hlc, region, tombstone) -> x XOR the row's hash.
-DIGEST_FUNCTION = "bookstore_digest_xor"
-# The SQL function the update trigger calls when a row keeps its key: (x, pk, sk, old hlc, region,
-# tombstone, new hlc, region, tombstone) -> x XOR both row hashes; one statement instead of two per write.
-DIGEST_SWAP_FUNCTION = "bookstore_digest_swap"
+# Each row carries its hash (digests.row_hash) in its rhash column, computed by row_hashes where the row
+# is written, so the digest triggers fold old and new hashes in plain SQL. What they say when they refuse
+# a write that does not set it:
+REFUSED = "rhash must be set to the hash of the row (row_hashes) by a write of its key, version or tombstone"
 # A row's leaf and hash, as a digest reads them.
-LEAF_AND_HASH = f"khash >> {digests.LEAF_SHIFT}, {DIGEST_FUNCTION}(0, pk, sk, hlc, region, doc IS NULL)"
-# Each table's leaves: the XOR of the row hashes of its items and tombstones whose key falls in the leaf.
-DIGESTS_SQL = (
-    "CREATE TABLE IF NOT EXISTS digests (tbl TEXT NOT NULL, leaf INTEGER NOT NULL, x INTEGER NOT NULL, "
-    "PRIMARY KEY (tbl, leaf)) WITHOUT ROWID"
-)
+LEAF_AND_HASH = f"khash >> {digests.LEAF_SHIFT}, rhash"
+# Where files of before held every table's leaves (tbl, leaf, x); each table has its own now (leaves_).
+OLD_DIGESTS = "digests"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Every write hashes its key: copying a hasher made once costs less than making one with its parameters.
+_BLAKE2B_KEY = hashlib.blake2b(digest_size=KEY_HASH_BITS // 8)
 
 log = logging.getLogger("bookstore.storage.sqlite")
 
@@ -95,37 +93,26 @@ def canonical_key_value(value: KeyValue) -> KeyValue:
     return value
 
 
-def digest_xor(x: int, pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: int) -> int:
-    """`x` XOR the hash of a stored row (DIGEST_FUNCTION): keys as every region spells them."""
-    return x ^ digests.row_hash(
-        canonical_key_value(pk), canonical_key_value(sk), hlc, region, bool(tombstone)
-    )
-
-
-def digest_swap(
-    x: int,
-    pk: KeyValue,
-    sk: KeyValue,
-    old_hlc: int,
-    old_region: str,
-    old_tombstone: int,
-    new_hlc: int,
-    new_region: str,
-    new_tombstone: int,
-) -> int:
-    """`x` XOR the hashes of a row before and after an update that kept its key (DIGEST_SWAP_FUNCTION)."""
-    pk, sk = canonical_key_value(pk), canonical_key_value(sk)
-    return (
-        x
-        ^ digests.row_hash(pk, sk, old_hlc, old_region, bool(old_tombstone))
-        ^ digests.row_hash(pk, sk, new_hlc, new_region, bool(new_tombstone))
-    )
-
-
 def key_hash(pk: KeyValue, sk: KeyValue) -> int:
     """A stable hash of a stored key (0 <= hash < 2**KEY_HASH_BITS), equal in every region and process."""
-    data = orjson.dumps([canonical_key_value(pk), canonical_key_value(sk)])
-    return int.from_bytes(hashlib.blake2b(data, digest_size=KEY_HASH_BITS // 8).digest(), "big")
+    return _key_hash(canonical_key_value(pk), canonical_key_value(sk))
+
+
+def row_hashes(pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: bool) -> tuple[int, int]:
+    """A row's key hash (key_hash) and row hash (digests.row_hash): its khash and rhash columns."""
+    pk, sk = canonical_key_value(pk), canonical_key_value(sk)
+    return _key_hash(pk, sk), digests.row_hash(pk, sk, hlc, region, tombstone)
+
+
+def row_hash(pk: KeyValue, sk: KeyValue, hlc: int, region: str, tombstone: bool) -> int:
+    """A row's hash (digests.row_hash of its key as every region spells it): its rhash column."""
+    return digests.row_hash(canonical_key_value(pk), canonical_key_value(sk), hlc, region, tombstone)
+
+
+def _key_hash(pk: KeyValue, sk: KeyValue) -> int:
+    hasher = _BLAKE2B_KEY.copy()
+    hasher.update(orjson.dumps([pk, sk]))
+    return int.from_bytes(hasher.digest(), "big")
 
 
 class SqliteDatabase:
@@ -164,11 +151,7 @@ class SqliteDatabase:
         # hlc row once, when the group ends).
         self._group_logged = False
         self._group_version: int | None = None
-        self.engine = SqliteEngine(
-            self.path,
-            durability=durability,
-            functions=[(DIGEST_FUNCTION, 6, digest_xor), (DIGEST_SWAP_FUNCTION, 9, digest_swap)],
-        )
+        self.engine = SqliteEngine(self.path, durability=durability)
         self.engine.script(change_log.SCHEMA, "creating the change log")
         with self.engine.transaction("migrating the change log") as conn:
             change_log.migrate(conn)
@@ -337,8 +320,9 @@ class SqliteTable:
     """The Table port over one SQL table of a SqliteDatabase; deletes leave versioned tombstones."""
 
     # Columns of an item row: the key, the item (NULL = tombstone), its version, the version it replaced
-    # (for conflict detection), the log seq that wrote it (for tombstone trimming), its key hash.
-    ROW_COLUMNS = "pk, sk, doc, hlc, region, prev_hlc, prev_region, seq, khash"
+    # (for conflict detection), the log seq that wrote it (for tombstone trimming), its key hash, and
+    # its row hash (what the digests XOR, written with the row: the triggers refuse a write without it).
+    ROW_COLUMNS = "pk, sk, doc, hlc, region, prev_hlc, prev_region, seq, khash, rhash"
 
     def __init__(self, db: SqliteDatabase, schema: TableSchema) -> None:
         self.schema = schema
@@ -347,15 +331,20 @@ class SqliteTable:
         self._sql_table = _quoted("items_" + self._name)
         t = self._sql_table
         self.sql_table = t
+        # The table's leaves, one row per leaf: the XOR of the row hashes of its items and tombstones
+        # whose key falls in the leaf. Keyed by rowid, so a trigger reaches a leaf by an integer seek and
+        # rewrites it in place (one WITHOUT ROWID table keyed by (table, leaf) cost about 7,000 more
+        # instructions per write: a text comparison per step of the seek, a delete and an insert).
+        self.sql_leaves = _quoted("leaves_" + self._name)
         self._sql_get = f"SELECT doc FROM {t} WHERE pk = ? AND sk = ?"
         # SQL the replica of this package shares: the current row of a key, and writing a whole row.
         self.sql_current = f"SELECT doc, hlc, region, prev_hlc, prev_region FROM {t} WHERE pk = ? AND sk = ?"
         # khash is the key's, so an update leaves it (and, in the triggers, the row's leaf) as it was.
         self.sql_upsert = (
-            f"INSERT INTO {t} ({self.ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO {t} ({self.ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (pk, sk) DO UPDATE SET doc = excluded.doc, hlc = excluded.hlc, "
             "region = excluded.region, prev_hlc = excluded.prev_hlc, prev_region = excluded.prev_region, "
-            "seq = excluded.seq"
+            "seq = excluded.seq, rhash = excluded.rhash"
         )
         self._sql_changes = (
             "SELECT seq, kind, key, old, new, written_ms, origin FROM changes "
@@ -370,7 +359,7 @@ class SqliteTable:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {t} (pk NOT NULL, sk NOT NULL, doc TEXT, hlc INTEGER NOT NULL, "
             "region TEXT NOT NULL, prev_hlc INTEGER, prev_region TEXT, seq INTEGER NOT NULL DEFAULT 0, "
-            "khash INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
+            "khash INTEGER NOT NULL DEFAULT 0, rhash INTEGER, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
         )
         present = change_log.columns(conn, t)
         for column, declaration in (
@@ -378,6 +367,7 @@ class SqliteTable:
             ("prev_region", "TEXT"),
             ("seq", "INTEGER NOT NULL DEFAULT 0"),
             ("khash", "INTEGER NOT NULL DEFAULT 0"),
+            ("rhash", "INTEGER"),
         ):
             if column not in present:
                 conn.execute(f"ALTER TABLE {t} ADD COLUMN {column} {declaration}")
@@ -408,65 +398,104 @@ class SqliteTable:
         """The table's digest leaves, kept right by triggers in the transaction of every write of a row.
 
         Every path that writes rows (local writes, applies, snapshots, trims, raw SQL) goes through the
-        triggers, so none can forget them. A file from before them gets its leaves computed once here.
+        triggers, so none can forget them. A file from before them, or with other triggers than these
+        (an older version's), gets its row hashes and leaves computed once here.
         """
         t = self._sql_table
         # Versions younger than anti-entropy's settle bound are taken back out of a digest by this index.
         conn.execute(f"CREATE INDEX IF NOT EXISTS {_quoted('hlc_' + self._name)} ON {t} (hlc)")
-        conn.execute(DIGESTS_SQL)
-        # dg_update_ (two statements for any update) was the trigger of files written before dg_keep_.
-        triggers = {"dg_insert_", "dg_keep_", "dg_rekey_", "dg_delete_"}
-        triggers = {prefix + self._name for prefix in triggers}
+        leaves_table = (
+            f"CREATE TABLE IF NOT EXISTS {self.sql_leaves} (leaf INTEGER PRIMARY KEY, x INTEGER NOT NULL)"
+        )
+        triggers = self._digest_triggers()
         present = {
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+            trigger: sql
+            for trigger, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
                 ("items_" + self._name,),
             )
+            if trigger.startswith("dg_")
         }
-        if present == triggers:
+        if present == triggers and change_log.columns(conn, self.sql_leaves):
             return
+        conn.execute(leaves_table)
+        for trigger in present:
+            conn.execute(f"DROP TRIGGER {_quoted(trigger)}")
+        # With no trigger left, rows are written without touching the leaves, computed next. Every row
+        # is hashed again: an older version's writes left rhash absent, or stale.
+        rows = conn.execute(f"SELECT pk, sk, hlc, region, doc IS NULL FROM {t}").fetchall()
+        hashes = [
+            (row_hashes(pk, sk, hlc, region, bool(tombstone))[1], pk, sk)
+            for pk, sk, hlc, region, tombstone in rows
+        ]
+        conn.executemany(f"UPDATE {t} SET rhash = ? WHERE pk = ? AND sk = ?", hashes)
         leaves = [0] * digests.LEAVES
         for leaf, x in conn.execute(f"SELECT {LEAF_AND_HASH} FROM {t}"):
             leaves[leaf] ^= x
-        conn.execute("DELETE FROM digests WHERE tbl = ?", (self._name,))
-        conn.executemany(
-            "INSERT INTO digests (tbl, leaf, x) VALUES (?, ?, ?)",
-            [(self._name, leaf, x) for leaf, x in enumerate(leaves)],
-        )
-        name = f"'{self._name}'"  # checked by _NAME: no quote can occur in it
+        conn.execute(f"DELETE FROM {self.sql_leaves}")
+        conn.executemany(f"INSERT INTO {self.sql_leaves} (leaf, x) VALUES (?, ?)", enumerate(leaves))
+        if change_log.columns(conn, OLD_DIGESTS):
+            conn.execute(f"DELETE FROM {OLD_DIGESTS} WHERE tbl = ?", (self._name,))
+            if conn.execute(f"SELECT 1 FROM {OLD_DIGESTS} LIMIT 1").fetchone() is None:
+                conn.execute(f"DROP TABLE {OLD_DIGESTS}")
+        for sql in triggers.values():
+            conn.execute(sql)
 
-        def fold(row: str) -> str:
+    def _digest_triggers(self) -> dict[str, str]:
+        """The digest triggers of this table, by name: the statements that create them.
+
+        They fold the rhash of the rows written in plain SQL, hashing nothing. SQLite has no XOR
+        operator; (a | b) & ~(a & b) is one on its 64-bit integers (no arithmetic, so nothing overflows
+        into a float). A write that leaves rhash NULL, or leaves it as it was while it changes what the
+        hash is made of (key, version, tombstone flag), is refused: only raw SQL does that, and it could
+        not keep the leaves right without hashing in SQL, which is what this design takes off every write.
+        """
+        t = self._sql_table
+
+        def xor(a: str, b: str) -> str:
+            return f"(({a}) | ({b})) & ~(({a}) & ({b}))"
+
+        def fold(leaf_of: str, value: str, refused: str) -> str:
+            # RAISE inside the expression rather than in a trigger of its own: every trigger a write
+            # runs costs a frame of registers, and this one is the only trigger an upsert runs.
             return (
-                f"UPDATE digests SET x = {DIGEST_FUNCTION}(x, {row}.pk, {row}.sk, {row}.hlc, {row}.region, "
-                f"{row}.doc IS NULL) WHERE tbl = {name} AND leaf = {row}.khash >> {digests.LEAF_SHIFT};"
+                f"UPDATE {self.sql_leaves} SET x = CASE WHEN {refused} THEN RAISE(ABORT, '{t}: {REFUSED}') "
+                f"ELSE {xor('x', value)} END WHERE leaf = {leaf_of}.khash >> {digests.LEAF_SHIFT};"
             )
 
-        # Every update through the API or replication keeps the row's key (an upsert): its old and new
-        # hashes fall in the same leaf and are folded in by one statement, the cost of every write.
-        swap = (
-            f"UPDATE digests SET x = {DIGEST_SWAP_FUNCTION}(x, NEW.pk, NEW.sk, OLD.hlc, OLD.region, "
-            "OLD.doc IS NULL, NEW.hlc, NEW.region, NEW.doc IS NULL) "
-            f"WHERE tbl = {name} AND leaf = NEW.khash >> {digests.LEAF_SHIFT};"
-        )
         same_key = "OLD.pk IS NEW.pk AND OLD.sk IS NEW.sk AND OLD.khash = NEW.khash"
-        for trigger in present:
-            if trigger.startswith("dg_"):
-                conn.execute(f"DROP TRIGGER {_quoted(trigger)}")
-        conn.execute(
-            f"CREATE TRIGGER {_quoted('dg_insert_' + self._name)} AFTER INSERT ON {t} BEGIN {fold('NEW')} END"
+        # The write changed what the row's hash is made of and left rhash as it was (or NULL). Never so
+        # on our paths, so the changes are looked at only when rhash kept its value.
+        refused = (
+            "NEW.rhash IS NULL OR (NEW.rhash = OLD.rhash AND (OLD.pk IS NOT NEW.pk OR OLD.sk IS NOT NEW.sk "
+            "OR OLD.hlc IS NOT NEW.hlc OR OLD.region IS NOT NEW.region "
+            "OR (OLD.doc IS NULL) IS NOT (NEW.doc IS NULL)))"
         )
-        conn.execute(
-            f"CREATE TRIGGER {_quoted('dg_keep_' + self._name)} AFTER UPDATE ON {t} "
-            f"WHEN {same_key} BEGIN {swap} END"
-        )
-        conn.execute(
-            f"CREATE TRIGGER {_quoted('dg_rekey_' + self._name)} AFTER UPDATE ON {t} "
-            f"WHEN NOT ({same_key}) BEGIN {fold('OLD')} {fold('NEW')} END"
-        )
-        conn.execute(
-            f"CREATE TRIGGER {_quoted('dg_delete_' + self._name)} AFTER DELETE ON {t} BEGIN {fold('OLD')} END"
-        )
+        bodies = {
+            "dg_insert_": ("AFTER INSERT", None, fold("NEW", "NEW.rhash", "NEW.rhash IS NULL")),
+            # Every update through the API or replication keeps the row's key (an upsert): its old and
+            # new hashes fall in the same leaf and are folded in by one statement, the cost of every write.
+            "dg_keep_": (
+                "AFTER UPDATE",
+                same_key,
+                fold("NEW", xor("OLD.rhash", "NEW.rhash"), refused),
+            ),
+            # Only a statement that sets a key column runs this (our upserts do not).
+            "dg_rekey_": (
+                "AFTER UPDATE OF pk, sk, khash",
+                f"NOT ({same_key})",
+                fold("OLD", "OLD.rhash", "false") + " " + fold("NEW", "NEW.rhash", refused),
+            ),
+            "dg_delete_": ("AFTER DELETE", None, fold("OLD", "OLD.rhash", "false")),
+        }
+        triggers: dict[str, str] = {}
+        for prefix, (event, when, body) in bodies.items():
+            trigger = prefix + self._name
+            condition = "" if when is None else f"WHEN {when} "
+            triggers[trigger] = (
+                f"CREATE TRIGGER {_quoted(trigger)} {event} ON {t} {condition}BEGIN {body} END"
+            )
+        return triggers
 
     def stored_key(self, key: Key) -> tuple[KeyValue, KeyValue]:
         """The (pk, sk) columns of `key`; ValidationError unless it holds exactly the key attributes."""
@@ -716,6 +745,12 @@ class SqliteTable:
         version = db.next_version(conn)
         prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])
         now = db.clock.now_ms()
+        if row is None:
+            khash, rhash = row_hashes(pk, sk, version, db.region, doc is None)
+        else:
+            # The row exists, so the upsert updates it and keeps its key hash (it does not set khash):
+            # hashing the key again would cost as much as hashing the row.
+            khash, rhash = 0, row_hash(pk, sk, version, db.region, doc is None)
         seq = conn.execute(
             change_log.APPEND,
             (
@@ -735,6 +770,6 @@ class SqliteTable:
             ),
         ).lastrowid
         conn.execute(
-            self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, key_hash(pk, sk))
+            self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
         )
         return old, True
