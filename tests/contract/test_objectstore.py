@@ -49,7 +49,7 @@ from bookstore.objectstore.errors import (
     NotSupported,
     ReplicationConfigurationNotFoundError,
 )
-from bookstore.objectstore.port import ObjectStore, ObjectVersion
+from bookstore.objectstore.port import ObjectStore, ObjectVersion, StatusChange
 from bookstore.storage.local import LocalObjectStore
 from bookstore.storage.memory import MemoryObjectStore
 from bookstore.storage.s3 import S3ObjectStore
@@ -881,6 +881,70 @@ def test_replica_content_must_match_its_etag(adapter: Adapter, versioned: str) -
     with pytest.raises(BadDigest):
         adapter.store.put_replica(replace(source, bucket="copies"), b"wrong")
     assert adapter.store.list_versions("copies").versions == []
+
+
+def test_replicas_in_a_batch_are_refused_one_by_one(adapter: Adapter, versioned: str) -> None:
+    store = adapter.store
+    a = store.put_object(versioned, "a", b"alpha")
+    b = store.put_object(versioned, "b", b"beta")
+    if adapter.manages_replication:
+        with pytest.raises(NotSupported):
+            store.put_replicas([(replace(a, bucket="copies"), b"alpha")])
+        return
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    marker = ObjectVersion("copies", "a", "7" + "Z" * 25, a.last_modified_ms + 1, is_delete_marker=True)
+    outcomes = store.put_replicas(
+        [
+            (replace(a, bucket="copies"), b"alpha"),
+            (replace(b, bucket="copies"), b"not beta"),
+            (replace(b, bucket="nowhere"), b"beta"),
+            (marker, b""),
+            (replace(b, bucket="copies"), b"beta"),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else o.value.version_id for o in outcomes] == [
+        a.version_id,
+        "BadDigest",
+        "NoSuchBucket",
+        marker.version_id,
+        b.version_id,
+    ]
+    # The ones refused left nothing behind; the others are all there, the marker latest for "a".
+    assert sorted((v.key, v.version_id) for v in store.list_versions("copies").versions) == sorted(
+        [("a", a.version_id), ("a", marker.version_id), ("b", b.version_id)]
+    )
+    with pytest.raises(NoSuchKey):
+        store.get_object("copies", "a")
+    assert store.get_object("copies", "b").read() == b"beta"
+    # Idempotent, as put_replica is.
+    again = store.put_replicas([(replace(a, bucket="copies"), b"alpha"), (marker, b"")])
+    assert [o.error for o in again] == [None, None]
+    assert len(store.list_versions("copies").versions) == 3
+
+
+def test_statuses_set_together_each_stand_alone(adapter: Adapter, versioned: str) -> None:
+    store = adapter.store
+    if adapter.manages_replication:
+        with pytest.raises(NotSupported):
+            store.set_replication_statuses([StatusChange(versioned, "k", "v", "COMPLETED")])
+        return
+    store.put_replication(versioned, ReplicationConfiguration.from_json(SEED_REPLICATION))
+    a = store.put_object(versioned, "a", b"a")
+    b = store.put_object(versioned, "b", b"b")
+    c = store.put_object(versioned, "c", b"c")
+    outcomes = store.set_replication_statuses(
+        [
+            StatusChange(versioned, "a", a.version_id, "COMPLETED"),
+            StatusChange(versioned, "b", "0" * 26, "COMPLETED"),
+            StatusChange(versioned, "b", b.version_id, "FAILED", "refused"),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else None for o in outcomes] == [None, "NoSuchVersion", None]
+    assert store.head_object(versioned, "a").replication_status == "COMPLETED"
+    failed = store.head_object(versioned, "b")
+    assert (failed.replication_status, failed.replication_reason) == ("FAILED", "refused")
+    assert [v.version_id for v in store.pending_replications()] == [c.version_id]
 
 
 # Durability of the local store: real processes killed with SIGKILL.

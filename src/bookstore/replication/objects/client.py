@@ -18,7 +18,8 @@ version read from a peer (a copy's source) comes back as a stream that the store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -30,6 +31,8 @@ from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
 from bookstore.objectstore.port import Bucket, ObjectVersion
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
+    BATCH_MAX_BYTES,
+    BATCH_PATH,
     BUCKETS_PATH,
     FORWARD_PATH,
     FORWARDED_HEADERS,
@@ -37,14 +40,20 @@ from bookstore.replication.objects.wire import (
     PING_PATH,
     VERSION_HEADER,
     decode_fields,
+    decode_results,
     digest,
+    encode_batch,
     encode_fields,
     version_fields,
     version_from_fields,
 )
 
+log = logging.getLogger("bookstore.replication.objects")
+
 # How long an idle connection to a peer is kept: below the region server's keep-alive timeout.
 KEEPALIVE_S = 55.0
+# Connections to one peer for replication's copies (batches, big versions one at a time) and pings.
+REPLICA_CONNECTIONS = 8
 # A forwarded response or a version read up to this size is read whole (one write back); larger ones stream.
 _BUFFERED_RESPONSE = 1024 * 1024
 # How long a thread storing a peer's answer waits for its next piece before giving up on it.
@@ -105,9 +114,12 @@ class PeerS3:
         self.base_url = base_url
         self.me = me
         self.timeout_s = timeout_s
+        # False once the peer has answered that it takes no batches of replicas (put_replicas).
+        self._batches = True
+        auth = PeerAuth(secret, me, clock, destination=region)
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            auth=PeerAuth(secret, me, clock, destination=region),
+            auth=auth,
             timeout=httpx.Timeout(timeout_s, connect=min(3.0, timeout_s)),
             # Connections through the link are costly (a round trip to open), so idle ones are kept a
             # while, though dropped before the peer's server closes them (region.process: after 65 s), so
@@ -117,9 +129,25 @@ class PeerS3:
             ),
             transport=transport,
         )
+        # Replication's copies and pings have a pool of their own, so that a burst of copies never makes a
+        # user's forwarded request wait for a connection. It is small: small versions travel many to a
+        # request (put_replicas), and httpcore scans every pooled connection on each request and each
+        # response's close, which cost more than the copies themselves with 64 of them.
+        self._replicas = httpx.AsyncClient(
+            base_url=base_url,
+            auth=auth,
+            timeout=httpx.Timeout(timeout_s, connect=min(3.0, timeout_s)),
+            limits=httpx.Limits(
+                max_connections=REPLICA_CONNECTIONS,
+                max_keepalive_connections=REPLICA_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_S,
+            ),
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._replicas.aclose()
 
     async def forward(
         self,
@@ -184,11 +212,61 @@ class PeerS3:
             f"{OBJECTS_PATH}?{query}",
             content=content,
             headers={VERSION_HEADER: encoded, **sent_headers},
-            timeout=self._timeout(size),
+            timeout=self._timeout(size, copy=True),
         )
-        response = await self._send(request)
+        response = await self._send(request, client=self._replicas)
         if response.status_code != 200:
             raise _refusal(self.region, response)
+
+    async def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[PeerRefused | None]:
+        """Write small versions (each with its whole content) into the peer's store in one request; per
+        replica, in order, None once written or the PeerRefused that refused it alone. Idempotent.
+
+        Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses the whole batch
+        (a region without the batch endpoint answers 405 MethodNotAllowed).
+        """
+        if not self._batches:
+            return await self._one_by_one(replicas)
+        body = encode_batch(replicas)
+        if len(body) > BATCH_MAX_BYTES and len(replicas) > 1:
+            # Versions with much metadata: more than the peer takes in one batch.
+            half = len(replicas) // 2
+            return [*await self.put_replicas(replicas[:half]), *await self.put_replicas(replicas[half:])]
+        request = self._client.build_request(
+            "POST", BATCH_PATH, content=body, timeout=self._timeout(len(body), copy=True)
+        )
+        response = await self._send(request, client=self._replicas)
+        if response.status_code == 405:
+            # A region of an earlier release, without batches: its versions go one per request.
+            log.info("%s takes no batches of replicas; sending them one by one", self.region)
+            self._batches = False
+            return await self._one_by_one(replicas)
+        if response.status_code != 200:
+            raise _refusal(self.region, response)
+        try:
+            results = decode_results(response.content, len(replicas))
+        except ValueError as exc:
+            raise PeerUnavailable(f"{self.region} answered a batch of replicas with {exc}") from exc
+        return [
+            None
+            if r["status"] == 200
+            else PeerRefused(
+                str(r.get("message") or f"{self.region} answered {r['status']}"),
+                r["status"],
+                str(r.get("code") or "InternalError"),
+            )
+            for r in results
+        ]
+
+    async def _one_by_one(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[PeerRefused | None]:
+        async def one(version: ObjectVersion, body: bytes) -> PeerRefused | None:
+            try:
+                await self.put_replica(version, body)
+            except PeerRefused as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(v, b) for v, b in replicas)))
 
     async def get_version(
         self, bucket: str, key: str, version_id: str | None, byte_range: str | None = None
@@ -246,20 +324,26 @@ class PeerS3:
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """A signed round trip; keeps a connection through the link open, so a copy pays no handshake."""
-        response = await self._send(self._client.build_request("GET", PING_PATH, timeout=timeout_s))
+        response = await self._send(
+            self._client.build_request("GET", PING_PATH, timeout=timeout_s), client=self._replicas
+        )
         if response.status_code != 200:
             raise _refusal(self.region, response)
 
-    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+    async def _send(
+        self, request: httpx.Request, *, stream: bool = False, client: httpx.AsyncClient | None = None
+    ) -> httpx.Response:
         try:
-            return await self._client.send(request, stream=stream)
+            return await (client or self._client).send(request, stream=stream)
         except httpx.HTTPError as exc:
             raise PeerUnavailable(f"{self.region} unreachable: {_describe(exc)}") from exc
 
-    def _timeout(self, size: int) -> httpx.Timeout:
-        # Big bodies take longer to cross; a few MiB per second is far below any link's speed.
+    def _timeout(self, size: int, *, copy: bool = False) -> httpx.Timeout:
+        # Big bodies take longer to cross; a few MiB per second is far below any link's speed. A copy's
+        # wait for a pooled connection is not bounded: with replication's small pool a copy may wait
+        # behind big ones still crossing, which says nothing of whether the peer answers.
         total = self.timeout_s + size / (4 * 1024 * 1024)
-        return httpx.Timeout(total, connect=min(3.0, total))
+        return httpx.Timeout(total, connect=min(3.0, total), pool=None if copy else total)
 
 
 class Incoming:

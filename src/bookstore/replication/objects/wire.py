@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +20,8 @@ from bookstore.objectstore.port import ObjectVersion
 
 FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
 OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
+# Many small replicas in one signed request (encode_batch); larger ones travel alone to OBJECTS_PATH.
+BATCH_PATH = f"{INTERNAL_PREFIX}objects/batch"
 BUCKETS_PATH = f"{INTERNAL_PREFIX}buckets"
 PING_PATH = f"{INTERNAL_PREFIX}ping"
 FORWARDED_HEADERS = "x-bookstore-forwarded-headers"
@@ -87,6 +89,63 @@ def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a version: {exc}") from exc
     return version
+
+
+# What one batch may carry at most: its replicas, and their contents and manifest together.
+BATCH_MAX_VERSIONS = 1000
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+
+def encode_batch(replicas: Sequence[tuple[ObjectVersion, bytes]]) -> bytes:
+    """A batch of replicas as one body: their versions' fields as a JSON list on the first line, then their
+    contents one after the other (each as long as its version's size: a delete marker's is empty).
+
+    Bytes rather than JSON for the contents, so that they travel as they are (no base64), and one HMAC
+    over the whole body covers every version and its content.
+    """
+    manifest = orjson.dumps([version_fields(v) for v, _ in replicas])
+    return b"".join([manifest, b"\n", *(body for _, body in replicas)])
+
+
+def decode_batch(data: bytes) -> list[tuple[ObjectVersion, bytes]]:
+    """The replicas `encode_batch` sent; ValueError when the body is not such a batch."""
+    manifest, newline, rest = data.partition(b"\n")
+    if not newline:
+        raise ValueError("no manifest line")
+    docs = orjson.loads(manifest)
+    if not isinstance(docs, list) or not docs or len(docs) > BATCH_MAX_VERSIONS:
+        raise ValueError(f"the manifest is not a list of 1 to {BATCH_MAX_VERSIONS} versions")
+    versions = [version_from_fields(d) if isinstance(d, dict) else _not_a_version(d) for d in docs]
+    sizes = [0 if v.is_delete_marker else v.size for v in versions]
+    if any(n < 0 for n in sizes) or sum(sizes) != len(rest):
+        raise ValueError(f"the contents hold {len(rest)} bytes; the versions say {sum(sizes)}")
+    out, at = [], 0
+    view = memoryview(rest)
+    for version, size in zip(versions, sizes, strict=True):
+        out.append((version, bytes(view[at : at + size])))
+        at += size
+    return out
+
+
+def encode_results(outcomes: Sequence[Mapping[str, Any]]) -> bytes:
+    """A batch's answer: per replica, in order, {"status": 200} or {"status", "code", "message"}."""
+    return orjson.dumps({"results": list(outcomes)})
+
+
+def decode_results(data: bytes, count: int) -> list[dict[str, Any]]:
+    """The per-replica results of a batch of `count`; ValueError when the answer is not that."""
+    doc = orjson.loads(data)
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list) or len(results) != count:
+        raise ValueError(f"expected {count} results")
+    for result in results:
+        if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+            raise ValueError("a result without its status")
+    return results
+
+
+def _not_a_version(doc: Any) -> ObjectVersion:
+    raise ValueError(f"not a version: {type(doc).__name__}")
 
 
 def _str(value: Any) -> str:

@@ -16,6 +16,7 @@ Layout under `root` (nothing below it is named after a bucket or key, so no key 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import secrets
@@ -65,11 +66,12 @@ from bookstore.objectstore.port import (
     Part,
     ReplicationStatus,
     StartedUpload,
+    StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
 )
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Outcome
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
 from bookstore.storage.durability import Durability
 from bookstore.storage.local import listing, metadata
@@ -684,6 +686,24 @@ class LocalObjectStore:
             raise
         self._files.unlink(doomed)
         return written
+
+    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
+        # One commit for the lot: a replica's own commit costs more than writing its row.
+        return self.engine.run_group(
+            [functools.partial(self.put_replica, version, body) for version, body in replicas],
+            what="replica writes",
+        )
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
+        return self.engine.run_group(
+            [
+                functools.partial(
+                    self.set_replication_status, c.bucket, c.key, c.version_id, c.status, c.reason
+                )
+                for c in changes
+            ],
+            what="replication statuses",
+        )
 
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""

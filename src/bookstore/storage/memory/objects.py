@@ -52,11 +52,12 @@ from bookstore.objectstore.port import (
     Part,
     ReplicationStatus,
     StartedUpload,
+    StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
 )
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Outcome
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 _MAX_PART_NUMBER = 10_000
@@ -592,6 +593,15 @@ class MemoryObjectStore:
             held.sort(key=lambda s: s.order)
             return self._shown(stored)
 
+    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
+        return [_outcome(self.put_replica, version, body) for version, body in replicas]
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
+        return [
+            _outcome(self.set_replication_status, c.bucket, c.key, c.version_id, c.status, c.reason)
+            for c in changes
+        ]
+
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""
     ) -> None:
@@ -740,3 +750,10 @@ def _unlock(proof: KeyProof | None, customer_key: CustomerKey | None) -> None:
         refuse_key(customer_key)
     else:
         proof.check(customer_key)
+
+
+def _outcome(call: Callable[..., object], *args: object) -> Outcome:
+    try:
+        return Outcome(value=call(*args))
+    except Exception as exc:
+        return Outcome(error=exc)
