@@ -68,11 +68,16 @@ class Recorder(httpx.AsyncBaseTransport):
     inner: httpx.AsyncBaseTransport
     # False: answer batches as a region of an earlier release does (no such endpoint: 405).
     batches: bool = True
+    # Batches lost on the way (the link drops the connection), the first ones.
+    drop: int = 0
     sent: list[tuple[str, list[str]]] = field(default_factory=list)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and request.url.path == BATCH_PATH:
             self.sent.append(("batch", [v.key for v, _ in decode_batch(await request.aread())]))
+            if self.drop:
+                self.drop -= 1
+                raise httpx.ConnectError("the link dropped it")
             if not self.batches:
                 refusal = b"<Error><Code>MethodNotAllowed</Code><Message>no</Message></Error>"
                 return httpx.Response(405, content=refusal)
@@ -226,3 +231,16 @@ def test_a_region_without_batches_gets_its_versions_one_by_one(regions: Regions)
     assert_replicated(regions, written)
     assert [kind for kind, _ in regions.link.sent].count("batch") == 1
     assert sorted(regions.link.keys("one")) == sorted(v.key for v in written)
+
+
+def test_a_lost_batch_is_one_failed_attempt_for_the_backoff(regions: Regions) -> None:
+    regions.link.drop = 1
+    # Ten failures in a row would mean a backoff of 0.01 s x 2^9, over 5 s; one failure, 0.01 s.
+    regions.replicator.max_backoff_s = 60.0
+    written = [regions.source.put_object(SOURCE, f"lost/{i}", b"x") for i in range(10)]
+
+    replicate_all(regions, timeout_s=4.0)
+
+    assert_replicated(regions, written)
+    assert [kind for kind, _ in regions.link.sent][:1] == ["batch"]
+    assert sorted(regions.link.sent[0][1]) == sorted(v.key for v in written)

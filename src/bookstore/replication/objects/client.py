@@ -207,7 +207,7 @@ class PeerS3:
         encoded = encode_fields(version_fields(version))
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)
-        request = self._client.build_request(
+        request = self._replicas.build_request(
             "PUT",
             f"{OBJECTS_PATH}?{query}",
             content=content,
@@ -222,8 +222,8 @@ class PeerS3:
         """Write small versions (each with its whole content) into the peer's store in one request; per
         replica, in order, None once written or the PeerRefused that refused it alone. Idempotent.
 
-        Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses the whole batch
-        (a region without the batch endpoint answers 405 MethodNotAllowed).
+        Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses the whole batch.
+        A region without the batch endpoint (it answers 405) gets them one per request from then on.
         """
         if not self._batches:
             return await self._one_by_one(replicas)
@@ -232,7 +232,7 @@ class PeerS3:
             # Versions with much metadata: more than the peer takes in one batch.
             half = len(replicas) // 2
             return [*await self.put_replicas(replicas[:half]), *await self.put_replicas(replicas[half:])]
-        request = self._client.build_request(
+        request = self._replicas.build_request(
             "POST", BATCH_PATH, content=body, timeout=self._timeout(len(body), copy=True)
         )
         response = await self._send(request, client=self._replicas)
@@ -325,7 +325,7 @@ class PeerS3:
     async def ping(self, timeout_s: float = 2.0) -> None:
         """A signed round trip; keeps a connection through the link open, so a copy pays no handshake."""
         response = await self._send(
-            self._client.build_request("GET", PING_PATH, timeout=timeout_s), client=self._replicas
+            self._replicas.build_request("GET", PING_PATH, timeout=timeout_s), client=self._replicas
         )
         if response.status_code != 200:
             raise _refusal(self.region, response)

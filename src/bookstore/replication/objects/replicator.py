@@ -159,6 +159,8 @@ class _Route:
     reachable: bool | None = None
     last_error: str = ""
     last_contact: float = 0.0
+    # The error that last counted as a failed attempt (the copies of one batch share theirs).
+    last_cause: BaseException | None = None
     completed: int = 0
     failed: int = 0
     bytes: int = 0
@@ -198,6 +200,10 @@ class ObjectReplicator:
         self.batched = batched
         self.batch_requests = batch_requests
         self._small_active = 0
+        # True when the last pass over the known jobs left some that were due for want of a free slot;
+        # and how long until the next of those waiting out a backoff is due.
+        self._held_back = False
+        self._next_due_s = 0.0
         self._outboxes: dict[str, _Outbox] = {}
         self._statuses: list[tuple[StatusChange, asyncio.Future[None]]] = []
         self._writing_statuses = False
@@ -284,12 +290,17 @@ class ObjectReplicator:
     async def _tick(self) -> float:
         """Start the copies that are due; returns how long to wait before the next look at most."""
         now = time.monotonic()
-        # While the last listing did not reach the end of the queue, versions queued since are behind
-        # the ones it held: listing again before those have started would find nothing new.
-        if (now < self._listed_at + self.relist_s or not self.pending_exact) and self._start_known(now):
+        # Listing again finds nothing that could start while the known jobs lack free slots, nor while the
+        # last listing did not reach the end of the queue (versions queued since are behind its own).
+        if self._start_known(now) and (
+            now < self._listed_at + self.relist_s or not self.pending_exact or self._held_back
+        ):
             # Copies finishing in a burst free their slots one by one: refilled from the jobs listed
             # last time, instead of listing hundreds of queued versions again for each copy.
-            return max(0.005, self._listed_at + self.relist_s - now)
+            if now < self._listed_at + self.relist_s:
+                return max(0.005, self._listed_at + self.relist_s - now)
+            # Until a copy finishes (it wakes the loop) or a job waiting out a backoff is due.
+            return self._next_due_s
         # The listing reaches past the versions waiting out a backoff, so a failing destination at the
         # head of the queue does not hide the versions behind it.
         limit = min(20_000, max(256, self._waiting + len(self._active) + self.batched + 4 * self.concurrency))
@@ -313,16 +324,20 @@ class ObjectReplicator:
     def _start_known(self, now: float) -> bool:
         """Start due jobs from the last listing; False when there is a free slot and none to fill it."""
         if self._full(small=True) and self._full(small=False):
+            self._held_back, self._next_due_s = True, self.poll_s
             return True
         started = len(self._active)
-        self._start_due(list(self._jobs), now)
-        return len(self._active) > started
+        self._next_due_s = self._start_due(list(self._jobs), now)
+        # Known jobs held back only for want of a slot (small ones while big slots are free, or past the
+        # bytes in flight): a new listing would find nothing that could start either.
+        return len(self._active) > started or self._held_back
 
     def _start_due(self, idents: list[tuple[str, str, str]], now: float) -> float:
         """Start the jobs of `idents` (in queue order) that are due, up to the concurrency and bytes in
         flight; returns how long until the next of the others is due (at most poll_s)."""
         next_due = now + self.poll_s
         waiting = 0
+        self._held_back = False
         for ident in idents:
             if ident in self._active or ident in self._finished:
                 continue
@@ -334,11 +349,13 @@ class ObjectReplicator:
                 continue
             small = _small(job.version)
             if self._full(small):
+                self._held_back = True
                 if self._full(not small):
                     break
                 continue
             held = _held(job.version)
             if self._inflight_bytes and self._inflight_bytes + held > self.max_inflight_bytes:
+                self._held_back = True
                 continue
             self._active.add(ident)
             self._small_active += small
@@ -478,7 +495,7 @@ class ObjectReplicator:
                     raise _Refused(f"no link from {self.region} to {region}", "no-link")
                 await peer.put_replica(replica, body)
         except PeerUnavailable as exc:
-            self._attempt_failed(route, region, "unreachable", exc.message)
+            self._attempt_failed(route, region, "unreachable", exc.message, exc)
             job.reason = exc.message
             return
         except PeerRefused as exc:
@@ -486,7 +503,7 @@ class ObjectReplicator:
             route.last_contact = time.monotonic()
             if exc.status >= 500 or exc.status in (408, 429):
                 self._attempt_failed(
-                    route, region, f"error:{exc.code}", f"{region}: {exc.code}: {exc.message}"
+                    route, region, f"error:{exc.code}", f"{region}: {exc.code}: {exc.message}", exc
                 )
                 return
             raise _Refused(
@@ -583,13 +600,20 @@ class ObjectReplicator:
             if box.waiting and not box.scheduled:
                 self._flush(region)
 
-    def _attempt_failed(self, route: _Route, region: str, kind: str, reason: str) -> None:
+    def _attempt_failed(
+        self, route: _Route, region: str, kind: str, reason: str, cause: BaseException
+    ) -> None:
+        self.metrics.attempt_failures.labels(region, kind).inc()
+        if cause is route.last_cause:
+            # One failed batch fails each of its copies with the same error: one attempt for the backoff,
+            # or a batch of 256 would send the next try to the longest backoff at once.
+            return
+        route.last_cause = cause
         route.failures += 1
         route.probing = False
         route.reachable = False
         route.last_error = reason
         route.retry_at = time.monotonic() + self._backoff(route.failures)
-        self.metrics.attempt_failures.labels(region, kind).inc()
         if route.failures == 1:
             log.warning("object replication to %s: %s; retrying with backoff", region, reason)
 
