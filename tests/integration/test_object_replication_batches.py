@@ -13,6 +13,7 @@ import pytest
 
 from bookstore import tables
 from bookstore.domain.errors import StorageError
+from bookstore.kernel.auth import sign
 from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore import checksums
 from bookstore.objectstore.checksums import Checksum
@@ -30,6 +31,7 @@ from bookstore.replication.objects.wire import (
     VERSION_HEADER,
     decode_batch,
     decode_fields,
+    encode_batch,
 )
 from bookstore.storage.local import LocalObjectStore
 from bookstore.storage.memory.tables import MemoryTable
@@ -244,3 +246,22 @@ def test_a_lost_batch_is_one_failed_attempt_for_the_backoff(regions: Regions) ->
     assert_replicated(regions, written)
     assert [kind for kind, _ in regions.link.sent][:1] == ["batch"]
     assert sorted(regions.link.sent[0][1]) == sorted(v.key for v in written)
+
+
+def test_a_batch_unsigned_or_altered_on_the_way_is_refused_and_writes_nothing(regions: Regions) -> None:
+    source = regions.source.put_object(SOURCE, "forged", b"real")
+    genuine = encode_batch([(ObjectVersion(**{**vars(source), "bucket": DEST}), b"real")])
+    altered = genuine.replace(b"real", b"fake")
+    signed = sign(SECRET, "POST", BATCH_PATH, genuine, EU, int(time.time() * 1000), AP)
+
+    async def post(body: bytes, headers: dict[str, str]) -> int:
+        async with httpx.AsyncClient(transport=regions.link.inner, base_url="http://ap.test") as client:
+            return (await client.post(BATCH_PATH, content=body, headers=headers)).status_code
+
+    assert asyncio.run(post(genuine, {})) == 401
+    assert asyncio.run(post(altered, signed)) == 403
+    assert regions.dest.list_versions(DEST).versions == []
+    # The same batch, signed as it is sent, is taken.
+    resigned = sign(SECRET, "POST", BATCH_PATH, genuine, EU, int(time.time() * 1000), AP)
+    assert asyncio.run(post(genuine, resigned)) == 200
+    assert regions.dest.get_object(DEST, "forged").read() == b"real"
