@@ -10,7 +10,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -74,7 +74,7 @@ class DirectPeer:
         if entries:
             self.store.apply(self.source, self._wire(entries), None)
 
-    def follow(self, after: int) -> AsyncIterator[LogRead]:
+    def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
         raise NotImplementedError("anti-entropy only")
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage:

@@ -473,11 +473,12 @@ item fails the run); both clocks are this machine's. CPU per replicated write is
 seconds (user + system of all its threads, /proc/PID/stat) from the writer's start until every
 destination held every item, divided by the items written: the sender is {SOURCE} (it polls its log,
 which the writer fills, and streams each item to every peer), a receiver any other region (it applies
-each item and, as every region relays what it applied to peers other than the item's origin, streams
-it on too). The count is raw: it includes what a region spends at rest over that window (streams'
-heartbeats, anti-entropy every 30 s), stated in the notes as measured for {IDLE_S:.0f} s before the run,
-with the figure net of it unless a core was saturated (over {SATURATED:.0%} busy with its regions and
-the supervisor: time-shared, they do not idle at their rate at rest).
+each item, which comes from the origin only: a region relays a third region's changes to a peer only
+while that peer cannot reach the third one). The count is raw: it includes what a region spends at
+rest over that window (streams' heartbeats, anti-entropy every 30 s), stated in the notes as measured
+for {IDLE_S:.0f} s before the run, with the figure net of it unless a core was saturated (over
+{SATURATED:.0%} busy with its regions and the supervisor: time-shared, they do not idle at their rate at
+rest).
 The receivers' notes also count the changes each took in from all its peers over the run (the deltas of
 its `bookstore_replication_applied_total` and `_skipped_total` on /metrics), per write. Phase two: one
 writer per region, all at once, {RATE} writes/s split evenly across the regions (not {RATE}/s each: two

@@ -49,7 +49,7 @@ from bookstore.objectstore.errors import (
     NotSupported,
     ReplicationConfigurationNotFoundError,
 )
-from bookstore.objectstore.port import ObjectStore, ObjectVersion, StatusChange
+from bookstore.objectstore.port import ObjectStore, ObjectVersion, Replica, StatusChange
 from bookstore.storage.local import LocalObjectStore
 from bookstore.storage.memory import MemoryObjectStore
 from bookstore.storage.s3 import S3ObjectStore
@@ -815,6 +815,15 @@ def test_replication_state_follows_the_rules(adapter: Adapter, versioned: str) -
         store.set_replication_status(versioned, "covers/new.svg", "0" * 26, "COMPLETED")
 
 
+def test_metadata_beyond_ascii_is_kept_as_text(adapter: Adapter, bucket: str) -> None:
+    # The S3 API hands the store text; the S3 adapter sends it as RFC 2047 encoded words (botocore takes
+    # ASCII only) and reads them back as text.
+    metadata = {"title": "Café 東京", "plain": "ok", "literal": "=?x-none?B?AA==?="}
+    adapter.store.put_object(bucket, "k", b"x", metadata=metadata)
+    assert adapter.store.head_object(bucket, "k").metadata == metadata
+    assert adapter.store.get_object(bucket, "k").version.metadata == metadata
+
+
 def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -> None:
     store = adapter.store
     source = store.put_object(
@@ -872,6 +881,49 @@ def test_replicas_keep_id_times_and_metadata(adapter: Adapter, versioned: str) -
         store.get_object("copies", "covers/a.svg")
 
 
+def test_a_replica_keeps_the_parts_of_its_multipart_source(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big.bin", checksum=("SHA256", "COMPOSITE"))
+    done = []
+    for number, part in enumerate((part1, part2), start=1):
+        checksum = Checksum("SHA256", checksums.of(part, "SHA256"))
+        done.append(
+            (number, store.upload_part(versioned, "big.bin", upload, number, part, checksum=checksum).etag)
+        )
+    source = store.complete_upload(versioned, "big.bin", upload, done)
+    parts = store.completed_parts(versioned, "big.bin", version_id=source.version_id)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    replica = replace(source, bucket="copies")
+    # Parts that do not fit the version are refused, and nothing is written.
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, parts[:1])
+    with pytest.raises(InvalidRequest):
+        store.put_replica(replica, part1 + part2, [replace(parts[0], size=1), parts[1]])
+    assert store.list_versions("copies").versions == []
+    # The content arrives whole; the part sizes and checksums say where its parts lie, as at the source.
+    store.put_replica(replica, part1 + part2, parts)
+    assert store.head_object("copies", "big.bin").parts_count == 2
+    assert store.part_range("copies", "big.bin", 1) == (0, len(part1) - 1)
+    assert store.part_range("copies", "big.bin", 2, version_id=source.version_id) == (
+        len(part1),
+        len(part1) + len(part2) - 1,
+    )
+    copied = store.completed_parts("copies", "big.bin")
+    assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in copied] == [
+        (n, len(part), checksums.of(part, "SHA256"), "SHA256")
+        for n, part in enumerate((part1, part2), start=1)
+    ]
+    # Without them (a source region from before), the replica knows only the count.
+    store.put_replica(replace(source, bucket="copies", key="whole.bin"), part1 + part2)
+    assert store.head_object("copies", "whole.bin").parts_count == 2
+    assert store.part_range("copies", "whole.bin", 1) is None
+    assert store.completed_parts("copies", "whole.bin") == []
+
+
 def test_replica_content_must_match_its_etag(adapter: Adapter, versioned: str) -> None:
     if adapter.manages_replication:
         pytest.skip("S3 copies replicas itself")
@@ -889,18 +941,18 @@ def test_replicas_in_a_batch_are_refused_one_by_one(adapter: Adapter, versioned:
     b = store.put_object(versioned, "b", b"beta")
     if adapter.manages_replication:
         with pytest.raises(NotSupported):
-            store.put_replicas([(replace(a, bucket="copies"), b"alpha")])
+            store.put_replicas([Replica(replace(a, bucket="copies"), b"alpha")])
         return
     store.create_bucket("copies")
     store.set_versioning("copies", "Enabled")
     marker = ObjectVersion("copies", "a", "7" + "Z" * 25, a.last_modified_ms + 1, is_delete_marker=True)
     outcomes = store.put_replicas(
         [
-            (replace(a, bucket="copies"), b"alpha"),
-            (replace(b, bucket="copies"), b"not beta"),
-            (replace(b, bucket="nowhere"), b"beta"),
-            (marker, b""),
-            (replace(b, bucket="copies"), b"beta"),
+            Replica(replace(a, bucket="copies"), b"alpha"),
+            Replica(replace(b, bucket="copies"), b"not beta"),
+            Replica(replace(b, bucket="nowhere"), b"beta"),
+            Replica(marker, b""),
+            Replica(replace(b, bucket="copies"), b"beta"),
         ]
     )
     assert [type(o.error).__name__ if o.error else o.value.version_id for o in outcomes] == [
@@ -918,9 +970,57 @@ def test_replicas_in_a_batch_are_refused_one_by_one(adapter: Adapter, versioned:
         store.get_object("copies", "a")
     assert store.get_object("copies", "b").read() == b"beta"
     # Idempotent, as put_replica is.
-    again = store.put_replicas([(replace(a, bucket="copies"), b"alpha"), (marker, b"")])
+    again = store.put_replicas([Replica(replace(a, bucket="copies"), b"alpha"), Replica(marker, b"")])
     assert [o.error for o in again] == [None, None]
     assert len(store.list_versions("copies").versions) == 3
+
+
+def test_replicas_in_a_batch_keep_their_parts_and_seals(adapter: Adapter, versioned: str) -> None:
+    # What put_replica takes beside a version travels with each replica of a batch: a multipart version's
+    # parts and an SSE-C version's seal (its content then sealed), each checked for that replica alone.
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    key = _customer_key(bytes(range(32)))
+    # A multipart version can be small: the last part has no minimum size, so a one-part upload is one.
+    chunk = b"a small multipart version"
+    upload = store.create_upload(versioned, "one-part", checksum=("SHA256", "COMPOSITE"))
+    checksum = Checksum("SHA256", checksums.of(chunk, "SHA256"))
+    etag = store.upload_part(versioned, "one-part", upload, 1, chunk, checksum=checksum).etag
+    multipart = store.complete_upload(versioned, "one-part", upload, [(1, etag)])
+    parts = tuple(store.completed_parts(versioned, "one-part", version_id=multipart.version_id))
+    secret = store.put_object(versioned, "secret", b"for the key holder", customer_key=key)
+    seal, body = store.read_sealed(versioned, "secret", secret.version_id)
+    sealed = b"".join(body)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    outcomes = store.put_replicas(
+        [
+            Replica(replace(multipart, bucket="copies"), chunk, parts),
+            Replica(replace(secret, bucket="copies"), sealed, (), seal),
+            Replica(replace(secret, bucket="copies", key="no-seal"), sealed),
+            Replica(
+                replace(multipart, bucket="copies", key="bad-parts"), chunk, (replace(parts[0], size=1),)
+            ),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else None for o in outcomes] == [
+        None,
+        None,
+        "InvalidRequest",
+        "InvalidRequest",
+    ]
+    assert sorted(v.key for v in store.list_versions("copies").versions) == ["one-part", "secret"]
+    assert store.head_object("copies", "one-part").parts_count == 1
+    assert store.part_range("copies", "one-part", 1) == (0, len(chunk) - 1)
+    assert [(p.number, p.size, p.checksum) for p in store.completed_parts("copies", "one-part")] == [
+        (1, len(chunk), checksum.value)
+    ]
+    written = outcomes[1].value
+    assert (written.encryption, written.sse_key_md5, written.etag) == ("SSE-C", key.md5, secret.etag)
+    assert store.get_object("copies", "secret", customer_key=key).read() == b"for the key holder"
+    with pytest.raises(InvalidRequest):
+        store.head_object("copies", "secret")
 
 
 def test_statuses_set_together_each_stand_alone(adapter: Adapter, versioned: str) -> None:
@@ -1093,3 +1193,53 @@ def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:
     assert store.head_object(bucket, "plain").encryption == "AES256"
     with pytest.raises(InvalidRequest):
         store.get_object(bucket, "plain", customer_key=key)
+
+
+def _customer_key(raw: bytes) -> CustomerKey:
+    return CustomerKey(raw, base64.b64encode(hashlib.md5(raw).digest()).decode())
+
+
+def test_an_sse_c_version_replicates_sealed(adapter: Adapter, versioned: str) -> None:
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    key, other = _customer_key(bytes(range(32))), _customer_key(bytes(32))
+    store.put_replication(versioned, ReplicationConfiguration.from_json(SEED_REPLICATION))
+    small = store.put_object(versioned, "small", b"for the key holder", customer_key=key)
+    # Replicated as S3 replicates SSE-C objects: PENDING like any other.
+    assert small.replication_status == "PENDING"
+    part1, part2 = os.urandom(5 * MIB), os.urandom(1000)
+    upload = store.create_upload(versioned, "big", customer_key=key)
+    done = [
+        (n, store.upload_part(versioned, "big", upload, n, part, customer_key=key).etag)
+        for n, part in ((1, part1), (2, part2))
+    ]
+    big = store.complete_upload(versioned, "big", upload, done)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    for source, content in ((small, b"for the key holder"), (big, part1 + part2)):
+        seal, body = store.read_sealed(versioned, source.key, source.version_id)
+        sealed = b"".join(body)
+        if adapter.root is not None:
+            assert content[:16] not in sealed  # the local store's is ciphertext (the fake's is clear)
+        replica = replace(source, bucket="copies")
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed)  # an SSE-C replica needs its seal
+        with pytest.raises(InvalidRequest):
+            store.put_replica(replica, sealed[:-1], seal=seal)  # and all of its sealed content
+        parts = store.completed_parts(versioned, source.key, version_id=source.version_id)
+        written = store.put_replica(replica, sealed, parts, seal)
+        assert (written.encryption, written.sse_key_md5, written.etag) == ("SSE-C", key.md5, source.etag)
+        # Read with the key, as the source is; refused without it, or with another.
+        assert store.get_object("copies", source.key, customer_key=key).read() == content
+        with pytest.raises(InvalidRequest):
+            store.head_object("copies", source.key)
+        with pytest.raises(AccessDenied):
+            store.get_object("copies", source.key, customer_key=other)
+    assert store.get_object(
+        "copies", "big", byte_range=(5 * MIB - 3, 5 * MIB + 2), customer_key=key
+    ).read() == (part1[-3:] + part2[:3])
+    assert store.part_range("copies", "big", 2) == (5 * MIB, 5 * MIB + 999)
+    plain = store.put_object(versioned, "plain", b"x")
+    with pytest.raises(InvalidRequest):
+        store.read_sealed(versioned, "plain", plain.version_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -10,17 +12,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from bookstore import tables
 from bookstore.domain.errors import StorageError
 from bookstore.kernel.auth import sign
 from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore import checksums
-from bookstore.objectstore.checksums import Checksum
+from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidRequest
 from bookstore.objectstore.namespace import BucketDirectory, Cluster
-from bookstore.objectstore.port import ObjectVersion
+from bookstore.objectstore.port import ObjectVersion, Replica
 from bookstore.ports import Outcome
 from bookstore.replication.objects.client import PeerS3
 from bookstore.replication.objects.replicator import ObjectReplicator
@@ -42,6 +48,11 @@ SECRET = "batches-between-regions"
 SOURCE, DEST = "source", "copies"
 # Bigger than what travels in a batch (256 KiB), and than what is read into memory (a MiB): streamed alone.
 LARGE = 1024 * 1024 + 5
+# The destination's S3 API credentials, for reads of its replicas through it.
+ACCESS_KEY, ACCESS_SECRET = "AKIABATCHES", "unused"
+# The source's minimum part size, lowered from S3's 5 MiB so that a small multipart version has several
+# parts (with S3's, a small one has one: the last part has no minimum).
+MIN_PART = 1024
 
 
 class DestinationStore(LocalObjectStore):
@@ -50,9 +61,10 @@ class DestinationStore(LocalObjectStore):
     fail_once: set[str]
     refuse_once: set[str]
 
-    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
         errors: dict[int, Exception] = {}
-        for i, (version, _) in enumerate(replicas):
+        for i, replica in enumerate(replicas):
+            version = replica.version
             if version.key in self.fail_once:
                 self.fail_once.discard(version.key)
                 errors[i] = StorageError("the disk hiccuped")
@@ -76,7 +88,7 @@ class Recorder(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and request.url.path == BATCH_PATH:
-            self.sent.append(("batch", [v.key for v, _ in decode_batch(await request.aread())]))
+            self.sent.append(("batch", [r.version.key for r in decode_batch(await request.aread())]))
             if self.drop:
                 self.drop -= 1
                 raise httpx.ConnectError("the link dropped it")
@@ -102,7 +114,7 @@ class Regions:
 @pytest.fixture
 def regions(tmp_path: Path) -> Iterator[Regions]:
     clock = SystemClock()
-    source = LocalObjectStore(tmp_path / "eu", EU, clock)
+    source = LocalObjectStore(tmp_path / "eu", EU, clock, min_part_size=MIN_PART)
     dest = DestinationStore(tmp_path / "ap", AP, clock)
     dest.fail_once, dest.refuse_once = set(), set()
     for store, name in ((source, SOURCE), (dest, DEST)):
@@ -115,7 +127,7 @@ def regions(tmp_path: Path) -> Iterator[Regions]:
     (tmp_path / "staging").mkdir()
     app = create_region_s3_app(
         dest,
-        {"AKIABATCHES": "unused"},
+        {ACCESS_KEY: ACCESS_SECRET},
         AP,
         clock=clock,
         cluster=Cluster(AP, dest, BucketDirectory(MemoryTable(tables.BUCKETS), AP), {}, (EU, AP)),
@@ -250,7 +262,7 @@ def test_a_lost_batch_is_one_failed_attempt_for_the_backoff(regions: Regions) ->
 
 def test_a_batch_unsigned_or_altered_on_the_way_is_refused_and_writes_nothing(regions: Regions) -> None:
     source = regions.source.put_object(SOURCE, "forged", b"real")
-    genuine = encode_batch([(ObjectVersion(**{**vars(source), "bucket": DEST}), b"real")])
+    genuine = encode_batch([Replica(ObjectVersion(**{**vars(source), "bucket": DEST}), b"real")])
     altered = genuine.replace(b"real", b"fake")
     signed = sign(SECRET, "POST", BATCH_PATH, genuine, EU, int(time.time() * 1000), AP)
 
@@ -265,3 +277,97 @@ def test_a_batch_unsigned_or_altered_on_the_way_is_refused_and_writes_nothing(re
     resigned = sign(SECRET, "POST", BATCH_PATH, genuine, EU, int(time.time() * 1000), AP)
     assert asyncio.run(post(genuine, resigned)) == 200
     assert regions.dest.get_object(DEST, "forged").read() == b"real"
+
+
+def s3_get(regions: Regions, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A signed GET of `target` (path and query) from the destination's own S3 API."""
+    url = f"http://ap.test{target}"
+    request = AWSRequest(method="GET", url=url, headers=headers or {})
+    S3SigV4Auth(Credentials(ACCESS_KEY, ACCESS_SECRET), "s3", AP).add_auth(request)
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=regions.link.inner) as client:
+            return await client.get(url, headers=dict(request.headers.items()))
+
+    return asyncio.run(get())
+
+
+def upload(
+    store: LocalObjectStore, key: str, chunks: Sequence[bytes], customer_key: CustomerKey | None = None
+) -> ObjectVersion:
+    """A multipart version of `chunks`, one part each (SHA-256 checksums unless SSE-C)."""
+    algorithm: tuple[Algorithm, ChecksumType] | None = None if customer_key else ("SHA256", "COMPOSITE")
+    upload_id = store.create_upload(SOURCE, key, checksum=algorithm, customer_key=customer_key)
+    done = []
+    for number, chunk in enumerate(chunks, start=1):
+        checksum = None if customer_key is not None else Checksum("SHA256", checksums.of(chunk, "SHA256"))
+        part = store.upload_part(
+            SOURCE, key, upload_id, number, chunk, checksum=checksum, customer_key=customer_key
+        )
+        done.append((number, part.etag))
+    return store.complete_upload(SOURCE, key, upload_id, done)
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batched", "region-without-batches"])
+def test_small_multipart_and_sse_c_versions_carry_their_parts_and_seal(
+    regions: Regions, batches: bool
+) -> None:
+    """Small multipart and SSE-C versions go in batches like any small version (or one by one to a region
+    without batches), with their parts and seal: the replica answers partNumber reads, and is read with
+    the customer's key only."""
+    regions.link.batches = batches
+    store = regions.source
+    raw = bytes(range(32))
+    key = CustomerKey(raw, base64.b64encode(hashlib.md5(raw).digest()).decode())
+    sse_c = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(raw).decode(),
+        "x-amz-server-side-encryption-customer-key-MD5": key.md5,
+    }
+    chunks = [b"first part " * 100, b"the last one"]
+    secret_chunks = [b"sealed first " * 100, b"sealed last"]
+    multipart = upload(store, "parts.bin", chunks)
+    one_part = upload(store, "one-part.bin", [b"a one-part upload is a multipart version"])
+    sealed_parts = upload(store, "secret-parts.bin", secret_chunks, key)
+    secret = store.put_object(SOURCE, "secret.txt", b"for the key holder", customer_key=key)
+    plain = store.put_object(SOURCE, "plain.txt", b"plain")
+    written = [multipart, one_part, sealed_parts, secret, plain]
+    assert all(v.replication_status == "PENDING" and v.size <= 256 * 1024 for v in written)
+
+    replicate_all(regions)
+
+    keys = sorted(v.key for v in written)
+    if batches:
+        assert sorted(regions.link.keys("batch")) == keys and regions.link.keys("one") == []
+    else:
+        assert sorted(regions.link.keys("one")) == keys
+    assert_replicated(regions, [multipart, one_part, plain])
+    for version in (sealed_parts, secret):
+        held = store.head_object(SOURCE, version.key, version_id=version.version_id, customer_key=key)
+        assert held.replication_status == "COMPLETED"
+    # The parts' sizes and checksums are the source's; partNumber reads answer each part as at the source.
+    for version in (multipart, one_part):
+        source_parts = store.completed_parts(SOURCE, version.key, version_id=version.version_id)
+        replica_parts = regions.dest.completed_parts(DEST, version.key, version_id=version.version_id)
+        assert [(p.number, p.size, p.checksum, p.checksum_algorithm) for p in replica_parts] == [
+            (p.number, p.size, p.checksum, p.checksum_algorithm) for p in source_parts
+        ]
+    total = sum(len(c) for c in chunks)
+    for number, (first, chunk) in enumerate(((0, chunks[0]), (len(chunks[0]), chunks[1])), start=1):
+        got = s3_get(regions, f"/{DEST}/parts.bin?partNumber={number}")
+        assert (got.status_code, got.content, got.headers["x-amz-mp-parts-count"]) == (206, chunk, "2")
+        assert got.headers["content-range"] == f"bytes {first}-{first + len(chunk) - 1}/{total}"
+    assert s3_get(regions, f"/{DEST}/parts.bin?partNumber=3").status_code == 416
+    # The SSE-C ones are read with the customer's key, as at the source; without it, refused.
+    got = s3_get(regions, f"/{DEST}/secret.txt", sse_c)
+    assert (got.status_code, got.content) == (200, b"for the key holder")
+    assert got.headers["x-amz-server-side-encryption-customer-key-md5"] == key.md5
+    assert s3_get(regions, f"/{DEST}/secret.txt").status_code == 400
+    got = s3_get(regions, f"/{DEST}/secret-parts.bin?partNumber=2", sse_c)
+    assert (got.status_code, got.content, got.headers["x-amz-mp-parts-count"]) == (206, secret_chunks[1], "2")
+    whole = regions.dest.get_object(DEST, "secret-parts.bin", customer_key=key).read()
+    assert whole == b"".join(secret_chunks)
+    # Sealed at the destination as at the source: its blobs hold no plaintext.
+    for path in (regions.dest.root).rglob("*"):
+        if path.is_file():
+            assert b"for the key holder" not in path.read_bytes() and b"sealed first" not in path.read_bytes()

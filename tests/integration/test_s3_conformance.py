@@ -497,17 +497,117 @@ def test_v1_listing_with_url_encoding_keeps_the_prefix(s3: Any, server: S3Server
 # Bug 5: non-ASCII metadata is signed as the client signed it.
 
 
+def _rfc2047(text: str) -> str:
+    return "=?UTF-8?B?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def _send_title(title: str) -> Callable[..., None]:
+    """A hook that puts `title` in x-amz-meta-title (botocore sends it as UTF-8) before signing."""
+
+    def add_title(request: Any, **_: Any) -> None:
+        request.headers["x-amz-meta-title"] = title
+
+    return add_title
+
+
 def test_non_ascii_metadata(s3: Any, server: S3Server, tmp_path: Path) -> None:
     # botocore refuses such metadata as a parameter; other SDKs send it as UTF-8, and so does this hook.
-    def add_title(request: Any, **_: Any) -> None:
-        request.headers["x-amz-meta-title"] = "Café déjà vu"
-
-    s3.meta.events.register("before-sign.s3.PutObject", add_title)
+    hook = _send_title("Café déjà vu 書")
+    s3.meta.events.register("before-sign.s3.PutObject", hook)
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"x", Metadata={"plain": "ok"})
-    s3.meta.events.unregister("before-sign.s3.PutObject", add_title)
-    got = s3.head_object(Bucket=BUCKET, Key="k")["Metadata"]
-    assert got["plain"] == "ok"
-    assert got["title"].encode("latin-1").decode("utf-8") == "Café déjà vu"
+    s3.meta.events.unregister("before-sign.s3.PutObject", hook)
+    # Stored as text (its signature checked over the UTF-8 bytes sent) ...
+    assert server.store.head_object(BUCKET, "k").metadata == {"plain": "ok", "title": "Café déjà vu 書"}
+    # ... and answered as S3 answers it: an RFC 2047 encoded word (a header is ASCII), ASCII as is.
+    wanted = {"plain": "ok", "title": _rfc2047("Café déjà vu 書")}
+    assert s3.head_object(Bucket=BUCKET, Key="k")["Metadata"] == wanted
+    assert s3.get_object(Bucket=BUCKET, Key="k")["Metadata"] == wanted
+    assert s3.get_object(Bucket=BUCKET, Key="k", Range="bytes=0-0")["Metadata"] == wanted
+
+
+def test_metadata_sent_as_encoded_words_is_stored_decoded(s3: Any, server: S3Server, tmp_path: Path) -> None:
+    # What botocore lets through: the encoded word itself (B or Q encoding), decoded before it is stored.
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="b",
+        Body=b"x",
+        Metadata={
+            "title": _rfc2047("Ærø"),
+            "q": "=?utf-8?Q?caf=C3=A9_cr=C3=A8me?=",
+            "odd": "=?x-none?B?AA==?=",
+        },
+    )
+    assert server.store.head_object(BUCKET, "b").metadata == {
+        "title": "Ærø",
+        "q": "café crème",
+        "odd": "=?x-none?B?AA==?=",  # an unknown charset: kept as written
+    }
+    got = s3.head_object(Bucket=BUCKET, Key="b")["Metadata"]
+    assert got == {"title": _rfc2047("Ærø"), "q": _rfc2047("café crème"), "odd": "=?x-none?B?AA==?="}
+    # A copy that keeps the metadata keeps the text; one that replaces it reads the new headers so too.
+    s3.copy_object(Bucket=BUCKET, Key="copy", CopySource=f"{BUCKET}/b")
+    assert s3.head_object(Bucket=BUCKET, Key="copy")["Metadata"]["title"] == _rfc2047("Ærø")
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="copy",
+        CopySource=f"{BUCKET}/b",
+        Metadata={"title": _rfc2047("Œuvre")},
+        MetadataDirective="REPLACE",
+    )
+    assert server.store.head_object(BUCKET, "copy").metadata == {"title": "Œuvre"}
+    # Multipart uploads too.
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="mp", Metadata={"title": _rfc2047("Ça")})
+    part = s3.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload["UploadId"], PartNumber=1, Body=b"x")
+    s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key="mp",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert s3.head_object(Bucket=BUCKET, Key="mp")["Metadata"] == {"title": _rfc2047("Ça")}
+    # The aws CLI (which sends ASCII only, as botocore) reads the same answer.
+    aws(
+        server,
+        tmp_path,
+        "s3api",
+        "put-object",
+        "--bucket",
+        BUCKET,
+        "--key",
+        "cli",
+        "--metadata",
+        json.dumps({"title": _rfc2047("Ñandú")}),
+    )
+    assert server.store.head_object(BUCKET, "cli").metadata == {"title": "Ñandú"}
+    head = json.loads(aws(server, tmp_path, "s3api", "head-object", "--bucket", BUCKET, "--key", "cli"))
+    assert head["Metadata"] == {"title": _rfc2047("Ñandú")}
+
+
+def test_the_metadata_limit_counts_the_utf8_of_the_text(s3: Any, server: S3Server) -> None:
+    # 2 KB of UTF-8 text fits however it was sent; a byte more does not.
+    s3.put_object(Bucket=BUCKET, Key="fits", Body=b"x", Metadata={"tt": _rfc2047("é" * 1023)})
+    assert server.store.head_object(BUCKET, "fits").metadata == {"tt": "é" * 1023}
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=BUCKET, Key="over", Body=b"x", Metadata={"ttt": _rfc2047("é" * 1023)})
+    assert (status(refused), code(refused)) == (400, "MetadataTooLarge")
+
+
+def test_post_object_metadata_beyond_latin1(s3: Any, server: S3Server) -> None:
+    # A form's fields are UTF-8 text; before, such a value made every later GET of the object a 500.
+    post = s3.generate_presigned_post(
+        BUCKET,
+        "form.txt",
+        Fields={"x-amz-meta-title": "東京", "Content-Disposition": 'inline; filename="東京.txt"'},
+        Conditions=[{"x-amz-meta-title": "東京"}, {"Content-Disposition": 'inline; filename="東京.txt"'}],
+    )
+    answer = _post(post, b"hello")
+    assert answer.status_code == 204, answer.text
+    assert server.store.head_object(BUCKET, "form.txt").metadata == {"title": "東京"}
+    got = httpx.get(s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "form.txt"}))
+    assert got.status_code == 200, got.text
+    assert got.headers["x-amz-meta-title"] == _rfc2047("東京")
+    # Other stored headers go out as the UTF-8 bytes a request's header would have brought.
+    assert dict(got.headers.raw)[b"content-disposition"] == 'inline; filename="東京.txt"'.encode()
 
 
 # Bug 7: the smaller ones.

@@ -71,14 +71,26 @@ def access_lines() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
-def wait_for_span(exporter: InMemorySpanExporter, name: str, timeout_s: float = 20.0) -> list[ReadableSpan]:
+def wait_for_span(
+    exporter: InMemorySpanExporter, name: str, table: str, timeout_s: float = 20.0
+) -> list[ReadableSpan]:
+    """All finished spans once one called `name` has applied a change to `table`.
+
+    Waiting for any span of that name is not enough: the sign-in's own write (another trace) may be
+    applied in the other region first, before the cart's."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         spans = list(exporter.get_finished_spans())
-        if any(s.name == name for s in spans):
+        if any(s.name == name and table in _tables(s) for s in spans):
             return spans
         time.sleep(0.1)
-    raise AssertionError(f"no {name!r} span in {[s.name for s in exporter.get_finished_spans()]}")
+    raise AssertionError(f"no {name!r} span for {table} in {[s.name for s in exporter.get_finished_spans()]}")
+
+
+def _tables(span: ReadableSpan) -> tuple[str, ...]:
+    """The tables of the changes a "replicate" span applied (none for another span)."""
+    tables = (span.attributes or {}).get("bookstore.replication.tables", ())
+    return tuple(tables) if isinstance(tables, (list, tuple)) else ()
 
 
 def test_a_request_id_and_trace_follow_a_write_from_the_edge_to_the_other_region(tmp_path: Path) -> None:
@@ -133,7 +145,7 @@ def test_a_request_id_and_trace_follow_a_write_from_the_edge_to_the_other_region
         assert added.headers["x-request-id"] == "trace-me-42"
         assert added.headers["x-edge-origin"] == EU
 
-        spans = wait_for_span(exporter, "replicate")
+        spans = wait_for_span(exporter, "replicate", "carts")
         logged = [json.loads(line) for line in lines.getvalue().splitlines()]
 
     # The region's JSON access line names the edge's request id.

@@ -12,6 +12,7 @@ region; the edge drops the signing headers from shoppers' requests.
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +25,13 @@ import pytest
 from bookstore.edge.requests import inspect
 from bookstore.edge.server import build
 from bookstore.kernel.auth import SIGNING_HEADERS, sign
-from bookstore.replication.objects.wire import OBJECTS_PATH, PING_PATH
+from bookstore.replication.objects.wire import (
+    CUSTOMER_KEY_HEADER,
+    OBJECTS_PATH,
+    PING_PATH,
+    digest,
+    encode_fields,
+)
 from bookstore.runtime.secret import Credentials
 from bookstore.runtime.switches import FAULTS_PATH, OPERATOR
 from tests.support.regions import System, isolated_topology, system_up
@@ -194,3 +201,17 @@ def test_the_edge_drops_the_signing_headers_of_shoppers(tmp_path: Path) -> None:
     }
     forwarded = {name for name, _ in inspect(scope, edge.allowed_hosts, edge.settings.url).forward}
     assert not forwarded & {name.lower().encode() for name in SIGNING_HEADERS}
+
+
+def test_a_copy_source_key_between_regions_is_bound_to_the_signed_request(system: System) -> None:
+    # The SSE-C key of a copy source read from another region travels in a header; the signed query
+    # holds its digest, so one swapped on the way is refused before the store is asked anything.
+    sent = encode_fields({"key": base64.b64encode(b"k" * 32).decode(), "md5": "x"})
+    swapped = encode_fields({"key": base64.b64encode(b"o" * 32).decode(), "md5": "y"})
+    target = f"{OBJECTS_PATH}?bucket=any-bucket&key=k&sseKey={digest(sent)}"
+    signed = sign(secret(system), "GET", target, b"", EU, now_ms(), AP)
+    answer = httpx.get(
+        system.topology.region(AP).s3_url + target, headers={**signed, CUSTOMER_KEY_HEADER: swapped}
+    )
+    assert answer.status_code == 400, answer.text
+    assert "does not match the signed request" in answer.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,10 +81,15 @@ class InProcessPeer:
     def _store(self) -> SqliteReplica:
         return self.network.reach(self.me, self.region)
 
-    def _read(self, after: int) -> LogRead:
+    def _read(self, after: int, origins: Sequence[str] | None) -> LogRead:
         # As the HTTP endpoint reads: no old images, nothing that originated at the follower itself.
         read = self._store().read_log(
-            after, limit=self.batch, tables=self.tables, exclude_origin=self.me, old_images=False
+            after,
+            limit=self.batch,
+            tables=self.tables,
+            exclude_origin=self.me,
+            origins=origins,
+            old_images=False,
         )
         raw = _wire({"entries": [entry_json(e) for e in read.entries]})
         entries = parse_entries(raw["entries"], self.schemas, self.regions)
@@ -92,14 +97,14 @@ class InProcessPeer:
         sent = self._store().db.clock.now_ms()
         return LogRead(entries=entries, last_seq=read.last_seq, head_seq=read.head_seq, sent_ms=sent)
 
-    async def follow(self, after: int) -> AsyncIterator[LogRead]:
-        first = self._read(after)  # LogTrimmed from the store passes to the follower, as a 410 does
+    async def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
+        first = self._read(after, origins)  # LogTrimmed from the store passes to the follower, as a 410 does
         self._store().record_ack(self.me, after)
         yield first  # at once, even when empty, as the stream's first line
         sent = 1
         position = first.last_seq
         while self.max_batches is None or sent < self.max_batches:
-            read = self._read(position)
+            read = self._read(position, origins)
             if read.last_seq == position:
                 return
             yield read

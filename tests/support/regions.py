@@ -33,12 +33,13 @@ def isolated_topology(
     active: tuple[str, ...] | None = None,
     extra: str = "",
     edge: str | None = None,
+    anti_entropy_s: float = 2.0,
 ) -> tuple[Topology, Path]:
     """A topology like the default but on addresses and ports no other test uses; written to `path`.
 
     The edge (and its DNS server) listens on the control address, on ports of its own. It is disabled
     (`bookstore up` starts no edge process) unless `edge` is given: "" for the defaults, or more lines
-    of the [edge] table (e.g. 'health_preset = "workshop"'). Anti-entropy runs every 2 s.
+    of the [edge] table (e.g. 'health_preset = "workshop"'). Anti-entropy runs every `anti_entropy_s`.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
     network = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) + int(worker)
@@ -50,7 +51,7 @@ def isolated_topology(
         addresses,
         active=active,
         edge=edge,
-        extra="\n[replication]\nanti_entropy_s = 2.0\nanti_entropy_settle_s = 1.0\n" + extra,
+        extra=f"\n[replication]\nanti_entropy_s = {anti_entropy_s}\nanti_entropy_settle_s = 1.0\n" + extra,
     )
     return topology, path
 
@@ -145,9 +146,12 @@ def system_up(
     active: tuple[str, ...] | None = None,
     extra: str = "",
     edge: str | None = None,
+    anti_entropy_s: float = 2.0,
 ) -> Iterator[System]:
     """`bookstore up` on an isolated topology: every active region healthy on entry; stopped on exit."""
-    topology, topo_file = isolated_topology(tmp_path / "topology.toml", regions, active, extra, edge)
+    topology, topo_file = isolated_topology(
+        tmp_path / "topology.toml", regions, active, extra, edge, anti_entropy_s=anti_entropy_s
+    )
     data = tmp_path / "data"
     with launched(data, tmp_path / "up.log", topo_file) as process:
         yield System(topology, topo_file, data, process)

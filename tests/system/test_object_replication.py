@@ -7,6 +7,7 @@ requests for Singapore's buckets are forwarded through the link.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -112,6 +113,15 @@ def replicated(s3: Any, bucket: str, key: str, version_id: str) -> dict[str, Any
     )
 
 
+def replicated_with(s3: Any, bucket: str, key: str, version_id: str, sse_c: dict[str, str]) -> dict[str, Any]:
+    """The head of the copy of an SSE-C `version_id` in `bucket` (read with its key), once it is there."""
+    return wait_for(
+        f"{key} {version_id} in {bucket}",
+        lambda: s3.head_object(Bucket=bucket, Key=key, VersionId=version_id, **sse_c),
+        lambda head: head["VersionId"] == version_id,
+    )
+
+
 def source_status(s3: Any, bucket: str, key: str, version_id: str) -> str | None:
     status: str | None = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("ReplicationStatus")
     return status
@@ -187,6 +197,101 @@ def test_a_large_multipart_object_replicates_with_its_etag(system: System, s3: A
     copy = replicated(s3, singapore, "app.bin", done["VersionId"])
     assert copy["ETag"] == done["ETag"] and done["ETag"].endswith('-2"')
     assert s3.get_object(Bucket=singapore, Key="app.bin")["Body"].read() == data
+
+
+def test_a_replica_answers_part_number_reads_as_its_source(system: System, s3: Any, tmp_path: Path) -> None:
+    ireland, singapore = pair(s3, "parts")
+    part1, part2 = os.urandom(5 * 1024 * 1024), os.urandom(1000)
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="app.bin", ChecksumAlgorithm="SHA256")["UploadId"]
+    parts = []
+    for number, chunk in enumerate((part1, part2), start=1):
+        done = s3.upload_part(
+            Bucket=ireland,
+            Key="app.bin",
+            UploadId=upload,
+            PartNumber=number,
+            Body=chunk,
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append({"PartNumber": number, "ETag": done["ETag"], "ChecksumSHA256": done["ChecksumSHA256"]})
+    done = s3.complete_multipart_upload(
+        Bucket=ireland, Key="app.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    version_id = done["VersionId"]
+    replicated(s3, singapore, "app.bin", version_id)
+    singapore_s3 = client(system, AP)
+    fields = ("ContentRange", "ContentLength", "PartsCount", "ETag", "VersionId")
+    for number, chunk in ((1, part1), (2, part2)):
+        origin = s3.get_object(Bucket=ireland, Key="app.bin", PartNumber=number)
+        # Read from Singapore's own endpoint: its own store answers, not a forward to Ireland.
+        replica = singapore_s3.get_object(Bucket=singapore, Key="app.bin", PartNumber=number)
+        assert replica["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert {f: replica[f] for f in fields} == {f: origin[f] for f in fields}
+        assert replica["Body"].read() == chunk == origin["Body"].read()
+        head = singapore_s3.head_object(
+            Bucket=singapore, Key="app.bin", PartNumber=number, VersionId=version_id
+        )
+        assert (head["ContentRange"], head["PartsCount"]) == (origin["ContentRange"], 2)
+    with pytest.raises(ClientError) as past:
+        singapore_s3.head_object(Bucket=singapore, Key="app.bin", PartNumber=3)
+    assert past.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    # The parts' sizes and checksums, as GetObjectAttributes lists them, are the source's.
+    wanted = ["ObjectParts", "Checksum", "ETag", "ObjectSize"]
+    source_attributes = s3.get_object_attributes(Bucket=ireland, Key="app.bin", ObjectAttributes=wanted)
+    replica_attributes = singapore_s3.get_object_attributes(
+        Bucket=singapore, Key="app.bin", ObjectAttributes=wanted
+    )
+    for field in ("ObjectParts", "Checksum", "ETag", "ObjectSize"):
+        assert replica_attributes[field] == source_attributes[field], field
+    assert [p["Size"] for p in replica_attributes["ObjectParts"]["Parts"]] == [len(part1), len(part2)]
+    # The aws CLI reads the same part through the Ireland endpoint (forwarded to Singapore).
+    cli = json.loads(
+        aws(
+            system,
+            tmp_path,
+            "s3api",
+            "head-object",
+            "--bucket",
+            singapore,
+            "--key",
+            "app.bin",
+            "--part-number",
+            "2",
+        ).stdout
+    )
+    assert (cli["ContentLength"], cli["PartsCount"], cli["ContentRange"]) == (
+        len(part2),
+        2,
+        f"bytes {len(part1)}-{len(part1) + len(part2) - 1}/{len(part1) + len(part2)}",
+    )
+
+
+def test_non_ascii_metadata_replicates_as_text(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "meta")
+    encoded = "=?UTF-8?B?" + base64.b64encode("Café 東京".encode()).decode() + "?="
+    put = s3.put_object(Bucket=ireland, Key="k", Body=b"x", Metadata={"title": encoded, "plain": "ok"})
+    copy = replicated(s3, singapore, "k", put["VersionId"])
+    # Stored as text in each region, answered as the RFC 2047 encoded word S3 sends, by either region.
+    assert copy["Metadata"] == {"title": encoded, "plain": "ok"}
+    local = client(system, AP).get_object(Bucket=singapore, Key="k")
+    assert local["Metadata"] == {"title": encoded, "plain": "ok"}
+    assert s3.head_object(Bucket=ireland, Key="k")["Metadata"] == copy["Metadata"]
+
+    # Sent as UTF-8 (as most SDKs send it; botocore only through a hook), it is the same text.
+    def add_title(request: Any, **_: Any) -> None:
+        request.headers["x-amz-meta-title"] = "Café 東京"
+
+    s3.meta.events.register("before-sign.s3.PutObject", add_title)
+    try:
+        raw = s3.put_object(Bucket=ireland, Key="raw", Body=b"x")
+        # Into Singapore's bucket through the Ireland endpoint: forwarded with its bytes as received.
+        s3.put_object(Bucket=singapore, Key="forwarded", Body=b"x")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add_title)
+    assert replicated(s3, singapore, "raw", raw["VersionId"])["Metadata"] == {"title": encoded}
+    assert client(system, AP).head_object(Bucket=singapore, Key="raw")["Metadata"] == {"title": encoded}
+    assert client(system, AP).head_object(Bucket=singapore, Key="forwarded")["Metadata"] == {"title": encoded}
+    assert s3.head_object(Bucket=singapore, Key="forwarded")["Metadata"] == {"title": encoded}
 
 
 # Deletes.
@@ -498,7 +603,7 @@ def aws(system: System, home: Path, *args: str) -> subprocess.CompletedProcess[s
     return done
 
 
-def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System, s3: Any) -> None:
+def test_checksums_and_encryption_replicate_sse_c_objects_too(system: System, s3: Any) -> None:
     ireland, singapore = pair(s3, "sse")
     marker = b"REPLICATED-PLAINTEXT-" * 4000
     put = s3.put_object(Bucket=ireland, Key="book.txt", Body=marker, ChecksumAlgorithm="SHA256")
@@ -516,18 +621,117 @@ def test_checksums_and_encryption_replicate_sse_c_objects_do_not(system: System,
         for path in key.parent.rglob("*"):
             if path.is_file():
                 assert marker[:4096] not in path.read_bytes(), path
-    # An SSE-C object is not replicated (as S3 by default): it has no replication status.
-    secret = "k" * 32
+    # An SSE-C object is replicated, as S3 replicates them: its sealed content and the proof of its key
+    # travel (never the key), and the replica is read with the key, as the source is.
+    secret, other = "k" * 32, "o" * 32
     sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": secret}
-    kept = s3.put_object(Bucket=ireland, Key="secret.txt", Body=b"customer keyed", **sse_c)
-    head = s3.head_object(Bucket=ireland, Key="secret.txt", **sse_c)
-    assert head["SSECustomerAlgorithm"] == "AES256" and "ReplicationStatus" not in head
-    later = s3.put_object(Bucket=ireland, Key="after.txt", Body=b"after")
-    replicated(s3, singapore, "after.txt", later["VersionId"])
-    with pytest.raises(ClientError):
-        s3.head_object(Bucket=singapore, Key="secret.txt", VersionId=kept["VersionId"], **sse_c)
+    small_secret = b"CUSTOMER-KEYED-" * 10
+    kept = s3.put_object(Bucket=ireland, Key="secret.txt", Body=small_secret, **sse_c)
+    copy = replicated_with(s3, singapore, "secret.txt", kept["VersionId"], sse_c)
+    assert (copy["ReplicationStatus"], copy["SSECustomerAlgorithm"]) == ("REPLICA", "AES256")
+    assert copy["SSECustomerKeyMD5"] == kept["SSECustomerKeyMD5"] and copy["ETag"] == kept["ETag"]
+    singapore_s3 = client(system, AP)
+    assert singapore_s3.get_object(Bucket=singapore, Key="secret.txt", **sse_c)["Body"].read() == small_secret
+    with pytest.raises(ClientError) as keyless:
+        singapore_s3.get_object(Bucket=singapore, Key="secret.txt")
+    assert keyless.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as wrong:
+        singapore_s3.get_object(
+            Bucket=singapore, Key="secret.txt", SSECustomerAlgorithm="AES256", SSECustomerKey=other
+        )
+    assert wrong.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert wait_for(
+        "the SSE-C source COMPLETED",
+        lambda: s3.head_object(Bucket=ireland, Key="secret.txt", **sse_c).get("ReplicationStatus"),
+        lambda status: status == "COMPLETED",
+    )
+    # A multipart one, streamed (over a MiB): its parts' pieces and part numbers as at the source.
+    parts_data = [b"SECRET-PART-ONE-" * (5 * 1024 * 1024 // 16), b"SECRET-TAIL" * 100]
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="secret.bin", **sse_c)["UploadId"]
+    parts = []
+    for number, chunk in enumerate(parts_data, start=1):
+        done = s3.upload_part(
+            Bucket=ireland, Key="secret.bin", UploadId=upload, PartNumber=number, Body=chunk, **sse_c
+        )
+        parts.append({"PartNumber": number, "ETag": done["ETag"]})
+    done = s3.complete_multipart_upload(
+        Bucket=ireland, Key="secret.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    replicated_with(s3, singapore, "secret.bin", done["VersionId"], sse_c)
+    whole = singapore_s3.get_object(Bucket=singapore, Key="secret.bin", **sse_c)
+    assert whole["Body"].read() == b"".join(parts_data)
+    second = singapore_s3.get_object(Bucket=singapore, Key="secret.bin", PartNumber=2, **sse_c)
+    assert (second["PartsCount"], second["Body"].read()) == (2, parts_data[1])
+    # Neither region keeps the plaintext on disk.
+    for key in sorted(system.data_dir.rglob("key.sse")):
+        for path in key.parent.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert small_secret[:64] not in data and parts_data[0][:4096] not in data, path
     # SSE-C through the Ireland endpoint into a Singapore bucket: the request, key included, is forwarded.
     s3.put_object(Bucket=singapore, Key="direct-secret.txt", Body=b"forwarded", **sse_c)
     assert s3.get_object(Bucket=singapore, Key="direct-secret.txt", **sse_c)["Body"].read() == b"forwarded"
     with pytest.raises(ClientError):
         s3.get_object(Bucket=singapore, Key="direct-secret.txt")
+
+
+def test_an_sse_c_object_is_copied_from_another_region_with_its_key(system: System, s3: Any) -> None:
+    ireland, singapore = pair(s3, "ssecopy", rule_now=False)
+    key, other = "k" * 32, "o" * 32
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    source = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
+    big = os.urandom(2 * 1024 * 1024 + 5)  # streamed between the regions, not read whole
+    for name_, body in (("small.txt", b"across the link"), ("big.bin", big)):
+        # Into Singapore through the Ireland endpoint (forwarded), then copied back into Ireland.
+        s3.put_object(Bucket=singapore, Key=name_, Body=body, **sse_c)
+        s3.copy_object(Bucket=ireland, Key=name_, CopySource={"Bucket": singapore, "Key": name_}, **source)
+        assert s3.get_object(Bucket=ireland, Key=name_)["Body"].read() == body
+        # Sealed again with another key on the way.
+        s3.copy_object(
+            Bucket=ireland,
+            Key=f"rekeyed-{name_}",
+            CopySource={"Bucket": singapore, "Key": name_},
+            SSECustomerAlgorithm="AES256",
+            SSECustomerKey=other,
+            **source,
+        )
+        got = s3.get_object(
+            Bucket=ireland, Key=f"rekeyed-{name_}", SSECustomerAlgorithm="AES256", SSECustomerKey=other
+        )
+        assert got["Body"].read() == body
+    # A part copied from it into an upload in Ireland.
+    upload = s3.create_multipart_upload(Bucket=ireland, Key="assembled")["UploadId"]
+    part = s3.upload_part_copy(
+        Bucket=ireland,
+        Key="assembled",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": singapore, "Key": "small.txt"},
+        CopySourceRange="bytes=0-5",
+        **source,
+    )
+    s3.complete_multipart_upload(
+        Bucket=ireland,
+        Key="assembled",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]},
+    )
+    assert s3.get_object(Bucket=ireland, Key="assembled")["Body"].read() == b"across"
+    # Without the key, or with another, Singapore refuses the read as S3 does: 400 and 403, not 501.
+    with pytest.raises(ClientError) as keyless:
+        s3.copy_object(Bucket=ireland, Key="no", CopySource={"Bucket": singapore, "Key": "small.txt"})
+    assert keyless.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    wrong = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": other}
+    with pytest.raises(ClientError) as refused:
+        s3.copy_object(
+            Bucket=ireland, Key="no", CopySource={"Bucket": singapore, "Key": "small.txt"}, **wrong
+        )
+    assert (
+        refused.value.response["Error"]["Code"],
+        refused.value.response["ResponseMetadata"]["HTTPStatusCode"],
+    ) == (
+        "AccessDenied",
+        403,
+    )
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=ireland, Key="no")

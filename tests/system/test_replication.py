@@ -794,3 +794,61 @@ def test_a_one_hour_skew_through_the_switch_contaminates_no_other_region(tmp_pat
         converge(system, (EU, AP))
         assert int(eu.get(f"/cart/{book}", headers=eu_auth).json()["quantity"]) == 2
         assert int(ap.get(f"/cart/{book}", headers=signin(ap, "hour@example.com")).json()["quantity"]) == 2
+
+
+# -- 6. three regions: each change comes from its origin, relayed by a peer only while a link is cut ----
+
+
+def received_from(api: httpx.Client, source: str) -> float:
+    """Changes the region took in from `source`'s stream: applied, or dropped as not newer."""
+    return metric(api, "bookstore_replication_applied_total", source=source) + metric(
+        api, "bookstore_replication_skipped_total", source=source
+    )
+
+
+def test_a_change_comes_once_from_its_origin_and_through_a_peer_only_while_its_link_is_cut(
+    tmp_path: Path,
+) -> None:
+    # Anti-entropy out of the way: what reaches Virginia during the cut came through Singapore's stream.
+    with system_up(tmp_path, regions=(EU, AP, US), anti_entropy_s=3600.0) as system:
+        eu, us = system.api(EU), system.api(US)
+        add_user(system, "relay@example.com", EU)
+        auth = signin(eu, "relay@example.com")
+        books = book_ids(system)
+        converge(system, (EU, AP, US))
+        settle(system, (EU, AP, US))
+
+        # With every link up, Ireland's writes reach Virginia from Ireland only: Singapore, which applied
+        # them too, does not send them to Virginia a second time (in N regions, N-1 times).
+        before = received_from(us, AP)
+        for i, book in enumerate(books[:20]):
+            assert eu.post("/cart", json={"bookId": book, "quantity": i + 1}, headers=auth).status_code == 201
+        wanted = {book: i + 1 for i, book in enumerate(books[:20])}
+        wait_for("Ireland's cart in Virginia", lambda: cart_of(us, auth), lambda cart: cart == wanted)
+        settle(system, (EU, AP, US))
+        assert received_from(us, AP) == before
+
+        # Ireland and Virginia cut apart: Ireland's writes reach Virginia through Singapore, those written
+        # at once (before Virginia knew it lost Ireland) included.
+        system.cli("link", "cut", EU, US)
+        for book in books[20:25]:
+            assert eu.post("/cart", json={"bookId": book, "quantity": 7}, headers=auth).status_code == 201
+            wanted[book] = 7
+        wait_for(
+            "Ireland's cart in Virginia through Singapore", lambda: cart_of(us, auth), lambda c: c == wanted
+        )
+        peers = us.get("/status").json()["replication"]["peers"]
+        assert peers[AP]["relays"] == [EU] and not peers[EU]["connected"]
+        assert received_from(us, AP) > before
+
+        # Healed: Singapore stops relaying once Virginia follows Ireland again.
+        system.cli("link", "heal", EU, US)
+        wait_for(
+            "Virginia following Ireland directly again",
+            lambda: us.get("/status").json()["replication"]["peers"],
+            lambda p: p[EU]["connected"] and p[AP]["relays"] == [],
+        )
+        assert eu.post("/cart", json={"bookId": books[30], "quantity": 9}, headers=auth).status_code == 201
+        wanted[books[30]] = 9
+        wait_for("Ireland's cart in Virginia, directly", lambda: cart_of(us, auth), lambda c: c == wanted)
+        assert converge(system, (EU, AP, US))

@@ -44,3 +44,47 @@ def test_a_commit_from_another_thread_wakes_the_waiting_stream() -> None:
         return idle, await wait_for(wake, 5.0)
 
     assert asyncio.run(run()) == (False, True)
+
+
+def test_another_processs_commit_wakes_every_waiting_stream_with_one_probe_per_poll() -> None:
+    head = [0]
+    probes = [0]
+
+    def probe() -> int:
+        probes[0] += 1
+        return head[0]
+
+    async def run() -> tuple[list[bool], int, float]:
+        feed = ChangeFeed()
+        feed.watch(probe, 0.005)
+        loop = asyncio.get_running_loop()
+        await feed.wait(feed.current(), 0.05)  # the first poll takes in the head (and wakes, for nothing)
+        probes[0] = 0
+        wake = feed.current()
+        waiting = [asyncio.create_task(feed.wait(wake, 5.0)) for _ in range(10)]
+        await asyncio.sleep(0.1)  # about 20 polls of the same head: nobody woken
+        assert not any(t.done() for t in waiting)
+        polls_while_idle = probes[0]
+        started = loop.time()
+        head[0] = 1  # a commit of another process: only the head says so
+        woken = list(await asyncio.gather(*waiting))
+        return woken, polls_while_idle, loop.time() - started
+
+    woken, polls, waited = asyncio.run(run())
+    assert woken == [True] * 10 and waited < 1.0
+    # One probe per poll for the ten streams together (a stream each would have made ten per poll).
+    assert 1 <= polls <= 0.1 / 0.005 + 5
+
+
+def test_a_change_made_while_no_stream_waited_wakes_the_next_waiter() -> None:
+    head = [0]
+
+    async def run() -> bool:
+        feed = ChangeFeed()
+        feed.watch(lambda: head[0], 0.005)
+        await feed.wait(feed.current(), 0.05)  # the feed has seen head 0
+        wake = feed.current()  # a stream took its event, then read the log (head 0)...
+        head[0] = 1  # ...another process committed before the stream waits: nobody was polling
+        return await feed.wait(wake, 2.0)
+
+    assert asyncio.run(run()) is True

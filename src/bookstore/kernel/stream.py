@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import httpx
 import orjson
 
 from bookstore.domain import errors
+
+log = logging.getLogger("bookstore.stream")
 
 NDJSON: Final = "application/x-ndjson"
 # A stream sends a line at least this often (a heartbeat when nothing changed).
@@ -28,12 +31,56 @@ READ_TIMEOUT_S: Final = 3 * HEARTBEAT_S + 2.0
 
 
 class ChangeFeed:
-    """Wakes streams when this process commits; other writers' commits are seen by polling."""
+    """Wakes streams when this process commits; other writers' commits are seen by polling.
+
+    One poll serves every stream of the process: while any stream waits (`wait`), a timer on the loop
+    calls the watched probe (`watch`: e.g. the log's head) every poll and wakes the streams when its
+    value changed. Each stream polling for itself cost an asyncio.wait_for (a task and a timer) and a
+    read per stream every 2 ms: about 50 ms of CPU a second per idle stream.
+    """
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self.closed = False
+        self._probe: Callable[[], object] | None = None
+        self._poll_s = 0.0
+        self._seen: object = None
+        self._waiting = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, probe: Callable[[], object], poll_s: float) -> None:
+        """Poll `probe` every `poll_s` while a stream waits: a new value (another process committed)
+        wakes the streams. `probe` runs on the loop: it must be cheap (a read of one row)."""
+        self._probe, self._poll_s = probe, poll_s
+
+    async def wait(self, wake: asyncio.Event, timeout_s: float) -> bool:
+        """Wait until `wake` (taken from `current()` before the stream read) is set, or `timeout_s` passed."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._waiting += 1
+        if self._timer is None and self._probe is not None:
+            self._timer = self._loop.call_later(self._poll_s, self._poll)
+        try:
+            return await wait_for(wake, timeout_s)
+        finally:
+            self._waiting -= 1
+
+    def _poll(self) -> None:
+        self._timer = None
+        if self._probe is None or self._loop is None or self.closed or not self._waiting:
+            return
+        try:
+            value = self._probe()
+        except Exception as exc:  # a busy or closing database: the next poll, or a heartbeat, will do
+            log.debug("change feed probe failed: %s", exc)
+        else:
+            # `_seen` is not reset while nobody waits: a change made meanwhile wakes the next waiters
+            # (perhaps for nothing), rather than becoming the new baseline unseen.
+            if value != self._seen:
+                self._seen = value
+                self._wake()
+        self._timer = self._loop.call_later(self._poll_s, self._poll)
 
     def close(self) -> None:
         """End every open stream (the region is shutting down): followers reconnect elsewhere or later."""

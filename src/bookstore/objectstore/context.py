@@ -21,7 +21,6 @@ from bookstore.objectstore.bodies import Payload
 from bookstore.objectstore.completed import CompletedUploads
 from bookstore.objectstore.conditional import WriteConditions
 from bookstore.objectstore.encryption import CustomerKey
-from bookstore.objectstore.errors import NotImplementedS3
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import Forwarded, PeerUnavailable, RegionPeer
 from bookstore.objectstore.port import ObjectContent, ObjectStore
@@ -88,7 +87,8 @@ class S3Context:
         """A copy source and its bytes, read from this region's store or from the region that owns it.
 
         Its body may stream (from a file, from the peer): store it in a worker thread, then `release` it.
-        An SSE-C source (`customer_key`) is read from this region only: the key is never sent on.
+        An SSE-C source (`customer_key`) of another region is read there with the key, sent over the
+        signed link for that read (as a forwarded request's), never stored.
         """
         owner = None if self.cluster is None else await self.cluster.owner(bucket)
         if self.cluster is None or owner is None or owner.region == self.region:
@@ -101,16 +101,12 @@ class S3Context:
                 byte_range=wanted,
                 customer_key=customer_key,
             )
-        if customer_key is not None:
-            raise NotImplementedS3(
-                "Copying an SSE-C object from a bucket of another region is not implemented"
-            )
         peer = self.cluster.peers.get(owner.region)
         if peer is None:
             raise PeerUnavailable(
                 f"bucket {bucket!r} lives in {owner.region}, which this region cannot reach"
             )
-        version, data = await peer.get_version(bucket, key, version_id, byte_range)
+        version, data = await peer.get_version(bucket, key, version_id, byte_range, customer_key)
         first = rules.first_byte(byte_range, version.size)
         if isinstance(data, bytes):
             return ObjectContent(version, (data,), first, first + len(data) - 1, byte_range is not None)

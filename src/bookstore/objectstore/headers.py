@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from starlette.responses import Response
 
-from bookstore.objectstore import documents, inputs
+from bookstore.objectstore import documents, encoded_words, inputs
 from bookstore.objectstore import tags as tag_rules
 from bookstore.objectstore.errors import InvalidArgument, KeyTooLongError, PreconditionFailed
 from bookstore.objectstore.port import STORED_HEADERS, ByteRange, ObjectVersion, check_key
@@ -19,10 +19,18 @@ from bookstore.objectstore.port import STORED_HEADERS, ByteRange, ObjectVersion,
 _LOWER_STORED = {name.lower(): name for name in STORED_HEADERS}
 
 
-def write_fields(headers: Mapping[str, str]) -> dict[str, Any]:
-    """What a write stores from its request headers: content type, user metadata, stored headers, tags."""
-    metadata = inputs.user_metadata(headers)
+def write_fields(headers: Mapping[str, str], *, as_received: bool = True) -> dict[str, Any]:
+    """What a write stores from its request headers: content type, user metadata, stored headers, tags.
+
+    `as_received`: header values as the HTTP server read them (bytes as Latin-1), not a form's text.
+    """
+    metadata = inputs.user_metadata(headers, as_received=as_received)
     stored = {canonical: headers[lower] for lower, canonical in _LOWER_STORED.items() if lower in headers}
+    content_type = headers.get("content-type") or None
+    if not as_received:
+        # Kept as a request's header would bring them (UTF-8 bytes as Latin-1), so they can be answered.
+        stored = {name: _as_header_bytes(value) for name, value in stored.items()}
+        content_type = None if content_type is None else _as_header_bytes(content_type)
     encoding = stored.get("Content-Encoding")
     if encoding is not None:
         # aws-chunked is how this request was sent, not how the object is stored.
@@ -33,11 +41,15 @@ def write_fields(headers: Mapping[str, str]) -> dict[str, Any]:
             del stored["Content-Encoding"]
     tags = tag_rules.from_header(headers["x-amz-tagging"]) if "x-amz-tagging" in headers else None
     return {
-        "content_type": headers.get("content-type") or None,
+        "content_type": content_type,
         "metadata": metadata,
         "headers": stored,
         "tags": tags,
     }
+
+
+def _as_header_bytes(text: str) -> str:
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def first_byte(header: str | None, size: int) -> int:
@@ -61,7 +73,8 @@ def object_headers(version: ObjectVersion) -> dict[str, str]:
         out["x-amz-version-id"] = version.version_id
     out.update(version.headers)
     for name, value in version.metadata.items():
-        out[f"x-amz-meta-{name}"] = value
+        # A header carries ASCII: other text goes out as an RFC 2047 encoded word, as S3 sends it.
+        out[f"x-amz-meta-{name}"] = encoded_words.to_header(value)
     if version.replication_status:
         out["x-amz-replication-status"] = version.replication_status
     if version.tags:

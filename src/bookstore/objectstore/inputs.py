@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bookstore.objectstore import encoded_words
 from bookstore.objectstore.errors import InvalidArgument, MetadataTooLarge
 
 # S3's limit on user metadata: the UTF-8 bytes of every x-amz-meta-* name (after the prefix) and value.
@@ -53,15 +54,20 @@ def response_overrides(query: Mapping[str, str]) -> dict[str, str]:
     return {header: query[name] for name, header in RESPONSE_OVERRIDES.items() if name in query}
 
 
-def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
-    """The x-amz-meta-* headers by name (lower case, prefix removed); MetadataTooLarge above S3's 2 KB.
+def user_metadata(headers: Mapping[str, str], *, as_received: bool = True) -> dict[str, str]:
+    """The x-amz-meta-* headers by name (lower case, prefix removed), their values as text (RFC 2047
+    encoded words decoded, see encoded_words); MetadataTooLarge above S3's 2 KB of UTF-8.
 
-    Header values were decoded as Latin-1, one character per byte received, so lengths are byte counts.
+    `as_received`: the values are header bytes read as Latin-1 (an HTTP request's), not text already
+    (a POST form's fields).
     """
+    read = encoded_words.from_header if as_received else encoded_words.decode
     metadata = {
-        name[len(META_PREFIX) :]: value for name, value in headers.items() if name.startswith(META_PREFIX)
+        name[len(META_PREFIX) :]: read(value)
+        for name, value in headers.items()
+        if name.startswith(META_PREFIX)
     }
-    size = sum(len(name) + len(value) for name, value in metadata.items())
+    size = sum(len(name) + len(value.encode("utf-8", "surrogatepass")) for name, value in metadata.items())
     if size > MAX_METADATA_BYTES:
         raise MetadataTooLarge(
             f"Your metadata headers exceed the maximum allowed metadata size: {size} bytes, "

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bookstore.domain.errors import Unavailable
 from bookstore.objectstore.bodies import Streamed
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import S3Error
 from bookstore.objectstore.port import Bucket, ObjectVersion
 
@@ -71,9 +72,15 @@ class RegionPeer(Protocol):
         ...
 
     async def get_version(
-        self, bucket: str, key: str, version_id: str | None, byte_range: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        byte_range: str | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> tuple[ObjectVersion, bytes | PeerBody]:
-        """A version in a bucket the peer owns and its bytes (or the `bytes=` range of them)."""
+        """A version in a bucket the peer owns and its bytes (or the `bytes=` range of them); an SSE-C
+        version's with its `customer_key`, which the peer uses for this read only and never stores."""
         ...
 
     async def bucket(self, name: str) -> Bucket | None:

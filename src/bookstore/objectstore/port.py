@@ -11,8 +11,8 @@ from typing import Literal, Protocol
 
 from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
-from bookstore.objectstore.encryption import CustomerKey
-from bookstore.objectstore.errors import InvalidBucketName, KeyTooLongError
+from bookstore.objectstore.encryption import CustomerKey, KeyProof
+from bookstore.objectstore.errors import InvalidBucketName, InvalidRequest, KeyTooLongError
 from bookstore.ports import Outcome
 
 ReplicationStatus = Literal["PENDING", "COMPLETED", "FAILED", "REPLICA"]
@@ -178,6 +178,29 @@ class Part:
     checksum_algorithm: str = ""
 
 
+@dataclass(frozen=True)
+class Seal:
+    """How an SSE-C version's content is stored, which travels with its replicas (S3 replicates SSE-C
+    objects): the proof of its key (salt, HMAC, MD5; never the key), and the stored size of each piece of
+    the sealed content, in the store's own layout (the local store: each part's IV and ciphertext)."""
+
+    proof: KeyProof
+    pieces: tuple[int, ...]
+
+
+def check_replica_parts(version: ObjectVersion, parts: Sequence[Part]) -> None:
+    """InvalidRequest unless `parts` (for put_replica) are none, or the parts of `version`: as many as its
+    parts count, their sizes adding up to its size."""
+    if not parts:
+        return
+    if version.is_delete_marker or version.parts_count != len(parts):
+        raise InvalidRequest(
+            f"the replica names {len(parts)} parts; its version has {version.parts_count or 'no'} parts"
+        )
+    if any(part.size < 0 for part in parts) or sum(part.size for part in parts) != version.size:
+        raise InvalidRequest(f"the replica's part sizes do not add up to its size, {version.size} bytes")
+
+
 class Buckets(Protocol):
     """Buckets and their configurations (versioning, replication, website, named ones): the bucket side."""
 
@@ -273,8 +296,8 @@ class Objects(Protocol):
     ) -> tuple[int, int] | None:
         """First and last byte of part `number` of a multipart version (GetObject's partNumber).
 
-        None when the store does not know where its parts lie (a replica written whole); the caller
-        has checked that the version has that many parts.
+        None when the store does not know where its parts lie (a replica whose source sent no part
+        sizes); the caller has checked that the version has that many parts.
         """
         ...
 
@@ -359,7 +382,8 @@ class MultipartUploads(Protocol):
     def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
         """The parts a version was completed from, in order: number, size and checksum (ETag empty).
 
-        [] for a version not written by a multipart upload, or whose parts are not known (a replica).
+        [] for a version not written by a multipart upload, or whose parts are not known (a replica
+        whose source sent none).
         """
         ...
 
@@ -391,16 +415,42 @@ class StatusChange:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One replica for `put_replicas`: what `put_replica` takes, its content whole (a sealed one's as
+    `read_sealed` gave it), with a multipart version's `parts` and an SSE-C version's `seal`."""
+
+    version: ObjectVersion
+    body: bytes
+    parts: tuple[Part, ...] = ()
+    seal: Seal | None = None
+
+
 class ReplicationQueue(Protocol):
     """What replication needs of a store beyond reads: the PENDING queue, statuses, and replica writes."""
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
-        """Write `version` (a version or delete marker from another store) with its id, times and metadata."""
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
+        """Write `version` (a version or delete marker from another store) with its id, times and metadata.
+
+        `parts`: the parts a multipart version was completed from (sizes and checksums, as the source's
+        `completed_parts`), kept so that the replica answers partNumber reads and lists its parts as
+        the source does; () when the source did not send them (then neither is known here).
+        An SSE-C version comes with its `seal` and `body` is its sealed content (`read_sealed`), kept as
+        it is: it is read with the customer's key, as at the source (InvalidRequest without a seal).
+        """
         ...
 
-    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
-        """`put_replica` of each (version, content) in order, each all-or-nothing, committed together:
-        an Outcome per replica, its written version or the error that refused it alone."""
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
+        """An SSE-C version's seal and its content as stored (ciphertext: its key is never here), for its
+        replicas; InvalidRequest for a version that is not SSE-C."""
+        ...
+
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        """`put_replica` of each replica (its version, content, parts and seal) in order, each
+        all-or-nothing, committed together: an Outcome per replica, its written version or the error
+        that refused it alone."""
         ...
 
     def set_replication_status(

@@ -274,7 +274,7 @@ async def post_object(ctx: S3Context, call: Call) -> Response:
         if "acl" in headers:
             acl.check_headers({"x-amz-acl": headers["acl"]})
         unkept.refuse_lock_on_write(headers)
-        write = rules.write_fields(headers)
+        write = rules.write_fields(headers, as_received=False)
         if "tagging" in fields:
             write["tags"] = from_document(fields["tagging"].encode(), MAX_OBJECT_TAGS)
         version = await run_in_threadpool(

@@ -18,6 +18,7 @@ version read from a peer (a copy's source) comes back as a stream that the store
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
@@ -27,13 +28,15 @@ import orjson
 
 from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectVersion
+from bookstore.objectstore.port import Bucket, ObjectVersion, Part, Replica, Seal
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
     BATCH_MAX_BYTES,
     BATCH_PATH,
     BUCKETS_PATH,
+    CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
     FORWARDED_HEADERS,
     OBJECTS_PATH,
@@ -44,7 +47,7 @@ from bookstore.replication.objects.wire import (
     digest,
     encode_batch,
     encode_fields,
-    version_fields,
+    replica_fields,
     version_from_fields,
 )
 
@@ -198,13 +201,20 @@ class PeerS3:
         finally:
             await response.aclose()
 
-    async def put_replica(self, version: ObjectVersion, body: bytes | Streamed) -> None:
-        """Write `version` (with `body`, sent as it is read when Streamed) into the peer's store as a
-        replica; idempotent.
+    async def put_replica(
+        self,
+        version: ObjectVersion,
+        body: bytes | Streamed,
+        parts: Sequence[Part] = (),
+        seal: Seal | None = None,
+    ) -> None:
+        """Write `version` (with `body`, sent as it is read when Streamed, the `parts` it was completed
+        from, and an SSE-C version's `seal`, its body then sealed) into the peer's store as a replica;
+        idempotent.
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses.
         """
-        encoded = encode_fields(version_fields(version))
+        encoded = encode_fields(replica_fields(version, parts, seal))
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)
         request = self._replicas.build_request(
@@ -218,9 +228,10 @@ class PeerS3:
         if response.status_code != 200:
             raise _refusal(self.region, response)
 
-    async def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[PeerRefused | None]:
-        """Write small versions (each with its whole content) into the peer's store in one request; per
-        replica, in order, None once written or the PeerRefused that refused it alone. Idempotent.
+    async def put_replicas(self, replicas: Sequence[Replica]) -> list[PeerRefused | None]:
+        """Write small versions (each with its whole content, and its parts and seal as put_replica sends
+        them) into the peer's store in one request; per replica, in order, None once written or the
+        PeerRefused that refused it alone. Idempotent.
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses the whole batch.
         A region without the batch endpoint (it answers 405) gets them one per request from then on.
@@ -258,20 +269,26 @@ class PeerS3:
             for r in results
         ]
 
-    async def _one_by_one(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[PeerRefused | None]:
-        async def one(version: ObjectVersion, body: bytes) -> PeerRefused | None:
+    async def _one_by_one(self, replicas: Sequence[Replica]) -> list[PeerRefused | None]:
+        async def one(replica: Replica) -> PeerRefused | None:
             try:
-                await self.put_replica(version, body)
+                await self.put_replica(replica.version, replica.body, replica.parts, replica.seal)
             except PeerRefused as exc:
                 return exc
             return None
 
-        return list(await asyncio.gather(*(one(v, b) for v, b in replicas)))
+        return list(await asyncio.gather(*(one(r) for r in replicas)))
 
     async def get_version(
-        self, bucket: str, key: str, version_id: str | None, byte_range: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        byte_range: str | None = None,
+        customer_key: CustomerKey | None = None,
     ) -> tuple[ObjectVersion, bytes | Incoming]:
-        """A version of an object in a bucket the peer owns, and its bytes (or the `bytes=` range of them).
+        """A version of an object in a bucket the peer owns, and its bytes (or the `bytes=` range of them);
+        an SSE-C version's with its `customer_key` (sent over the signed link for this read only).
 
         Up to a MiB the bytes come whole; beyond, as an Incoming stream the caller must `aclose`.
         """
@@ -280,8 +297,18 @@ class PeerS3:
             fields["versionId"] = version_id
         if byte_range:
             fields["range"] = byte_range
+        headers = {}
+        if customer_key is not None:
+            # In a header, not the query (which logs may keep); its digest in the signed query binds it.
+            encoded = encode_fields(
+                {"key": base64.b64encode(customer_key.key).decode("ascii"), "md5": customer_key.md5}
+            )
+            headers[CUSTOMER_KEY_HEADER] = encoded
+            fields["sseKey"] = digest(encoded)
         response = await self._send(
-            self._client.build_request("GET", f"{OBJECTS_PATH}?{urlencode(fields, quote_via=quote)}"),
+            self._client.build_request(
+                "GET", f"{OBJECTS_PATH}?{urlencode(fields, quote_via=quote)}", headers=headers
+            ),
             stream=True,
         )
         try:

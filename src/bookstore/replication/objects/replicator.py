@@ -31,6 +31,8 @@ MiB of content), at most `batch_requests` of them in flight per region while the
 the destination writes them in one commit with a result per version, so a refused one is retried alone
 and a failed request leaves all of its versions PENDING. A burst of small objects then costs a request
 and a commit per batch instead of per object; their COMPLETED statuses are written in batches too.
+A version in a batch carries what it would alone: a multipart version's parts (sizes, checksums) and
+an SSE-C version's sealed content and seal, so small SSE-C and multipart versions are batched as well.
 A bigger version travels alone: up to a MiB it is read into memory (at most `max_inflight_bytes` of
 them at once); beyond, it is streamed from the store's file as the link takes it (bodies.Stored: its
 SHA-256 is read first, for the signature, then its pieces), so no copy holds a body whole, on either
@@ -43,13 +45,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bookstore.domain.errors import BookstoreError
 from bookstore.objectstore.bodies import READ_BYTES, Stored
 from bookstore.objectstore.configs import ReplicationConfiguration
+from bookstore.objectstore.encryption import SSE_C
 from bookstore.objectstore.errors import (
     NoSuchBucket,
     NoSuchKey,
@@ -62,8 +65,11 @@ from bookstore.objectstore.port import (
     Buckets,
     Objects,
     ObjectVersion,
+    Part,
+    Replica,
     ReplicationQueue,
     ReplicationStatus,
+    Seal,
     StatusChange,
 )
 from bookstore.ports import Clock
@@ -75,9 +81,31 @@ log = logging.getLogger("bookstore.replication.objects")
 
 
 class ReplicatedStore(Buckets, Objects, ReplicationQueue, Protocol):
-    """What the replicator uses of its region's store: replication rules, versions' content, the queue."""
+    """What the replicator uses of its region's store: replication rules, versions' content, the queue,
+    and the parts a multipart version was completed from (which travel with its copy)."""
 
     runs_inline: bool
+
+    def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]: ...
+
+
+class _SealedStored(Stored):
+    """An SSE-C version's sealed content in this region's store, streamed as Stored streams a clear one."""
+
+    def __init__(self, store: ReplicatedStore, version: ObjectVersion, seal: Seal) -> None:
+        super().__init__(store, version)
+        self.sealed_store = store
+        self.size = sum(seal.pieces)
+
+    def chunks(self) -> Iterator[bytes]:
+        v = self.version
+        _, body = self.sealed_store.read_sealed(v.bucket, v.key, v.version_id)
+        try:
+            yield from body
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
 
 
 # Versions up to this size are read on the event loop (they are in SQLite rows); larger ones in a thread.
@@ -143,7 +171,7 @@ class _Job:
 class _Outbox:
     """Small copies waiting to go to one destination region in the next batch, and the batches in flight."""
 
-    waiting: list[tuple[ObjectVersion, bytes, asyncio.Future[None]]] = field(default_factory=list)
+    waiting: list[tuple[Replica, asyncio.Future[None]]] = field(default_factory=list)
     size: int = 0
     sending: int = 0
     scheduled: bool = False
@@ -415,17 +443,18 @@ class ObjectReplicator:
                 for route in probes:
                     route.probing = True
                 try:
-                    body = await self._read(version)
+                    body, seal = await self._read(version)
+                    parts = await self._parts(version)
                 except BaseException:
                     for route in probes:
                         route.probing = False
                     raise
                 if len(targets) == 1:
                     # Most versions have one destination: no task of its own for the copy.
-                    await self._copy(job, *targets[0], body)
+                    await self._copy(job, *targets[0], body, parts, seal)
                 else:
                     outcomes = await asyncio.gather(
-                        *(self._copy(job, bucket, region, body) for bucket, region in targets),
+                        *(self._copy(job, bucket, region, body, parts, seal) for bucket, region in targets),
                         return_exceptions=True,
                     )
                     for outcome in outcomes:
@@ -464,36 +493,77 @@ class ObjectReplicator:
             raise _Refused("no enabled replication rule covers this version any more", "no-rule")
         return names
 
-    async def _read(self, version: ObjectVersion) -> bytes | Stored:
-        """The version's content: in memory up to _BUFFERED bytes, else to be streamed from the store."""
+    async def _read(self, version: ObjectVersion) -> tuple[bytes | Stored, Seal | None]:
+        """The version's content: in memory up to _BUFFERED bytes, else to be streamed from the store.
+
+        An SSE-C version's is its sealed content and seal (S3 replicates SSE-C objects): the key is not
+        here, and the replica is read with it as this one is.
+        """
         if version.is_delete_marker:
-            return b""
+            return b"", None
+        if version.encryption == SSE_C:
+            return await self._read_sealed(version)
         if version.size > _BUFFERED:
-            return Stored(self.store, version)
+            return Stored(self.store, version), None
 
         def read() -> bytes:
             return self.store.get_object(version.bucket, version.key, version_id=version.version_id).read()
 
         if version.size <= _INLINE_READ and self.store.runs_inline:
-            return read()
-        return await asyncio.to_thread(read)
+            return read(), None
+        return await asyncio.to_thread(read), None
 
-    async def _copy(self, job: _Job, bucket: str, region: str, body: bytes | Stored) -> None:
+    async def _read_sealed(self, version: ObjectVersion) -> tuple[bytes | Stored, Seal]:
+        def read() -> tuple[Seal, bytes | None]:
+            seal, body = self.store.read_sealed(version.bucket, version.key, version.version_id)
+            if sum(seal.pieces) > _BUFFERED:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+                return seal, None
+            return seal, b"".join(body)
+
+        seal, data = await asyncio.to_thread(read)
+        if data is None:
+            return _SealedStored(self.store, version, seal), seal
+        return data, seal
+
+    async def _parts(self, version: ObjectVersion) -> list[Part]:
+        """The parts a multipart version was completed from (sizes, checksums), [] when not known: they
+        travel with the copy, so that the replica answers partNumber reads as this region does."""
+        if version.is_delete_marker or version.parts_count is None:
+            return []
+
+        def parts() -> list[Part]:
+            return self.store.completed_parts(version.bucket, version.key, version_id=version.version_id)
+
+        if self.store.runs_inline:
+            return parts()
+        return await asyncio.to_thread(parts)
+
+    async def _copy(
+        self, job: _Job, bucket: str, region: str, body: bytes | Stored, parts: list[Part], seal: Seal | None
+    ) -> None:
         """Write the version into `bucket` in `region`; transient failures leave it for a later try."""
         route = self._route(region)
         replica = replace(job.version, bucket=bucket, replication_status=None, replication_reason="")
         size = len(body) if isinstance(body, bytes) else body.size
         try:
             if isinstance(body, bytes) and _small(replica):
-                await self._batched_copy(region, replica, body)
+                # Parts and seal travel in the batch as they do alone (wire.replica_fields), so a small
+                # multipart version (one part, or parts under a lowered minimum) and a small SSE-C one
+                # (its sealed pieces, whose sizes its seal gives) go in batches like any other: keeping
+                # them apart would need a rule of their own here for no gain, and a batch is written by
+                # put_replicas exactly as put_replica writes each.
+                await self._batched_copy(region, Replica(replica, body, tuple(parts), seal))
             elif region == self.region:
                 content = body if isinstance(body, bytes) else body.chunks()
-                await asyncio.to_thread(self.store.put_replica, replica, content)
+                await asyncio.to_thread(self.store.put_replica, replica, content, parts, seal)
             else:
                 peer = self.cluster.peers.get(region)
                 if peer is None:
                     raise _Refused(f"no link from {self.region} to {region}", "no-link")
-                await peer.put_replica(replica, body)
+                await peer.put_replica(replica, body, parts, seal)
         except PeerUnavailable as exc:
             self._attempt_failed(route, region, "unreachable", exc.message, exc)
             job.reason = exc.message
@@ -531,7 +601,7 @@ class ObjectReplicator:
         if was_failing:
             log.info("object replication to %s resumed", region)
 
-    async def _batched_copy(self, region: str, replica: ObjectVersion, body: bytes) -> None:
+    async def _batched_copy(self, region: str, replica: Replica) -> None:
         """Write a small version into its destination with the next batch to `region`; raises what
         refused it (as put_replica would), or what failed the whole batch."""
         if region != self.region and region not in self.cluster.peers:
@@ -540,8 +610,8 @@ class ObjectReplicator:
         if box is None:
             box = self._outboxes[region] = _Outbox()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        box.waiting.append((replica, body, done))
-        box.size += len(body)
+        box.waiting.append((replica, done))
+        box.size += len(replica.body)
         if len(box.waiting) >= _BATCH_VERSIONS or box.size >= _BATCH_BYTES:
             self._flush(region)
         elif not box.scheduled:
@@ -556,14 +626,14 @@ class ObjectReplicator:
         box = self._outboxes[region]
         box.scheduled = False
         while box.waiting and box.sending < self.batch_requests:
-            batch: list[tuple[ObjectVersion, bytes, asyncio.Future[None]]] = []
+            batch: list[tuple[Replica, asyncio.Future[None]]] = []
             size = 0
             while box.waiting and len(batch) < _BATCH_VERSIONS:
-                item = box.waiting[0]
-                if batch and size + len(item[1]) > _BATCH_BYTES:
+                body = box.waiting[0][0].body
+                if batch and size + len(body) > _BATCH_BYTES:
                     break
                 batch.append(box.waiting.pop(0))
-                size += len(item[1])
+                size += len(body)
             box.size -= size
             box.sending += 1
             task = asyncio.create_task(self._send_batch(region, box, batch))
@@ -571,9 +641,9 @@ class ObjectReplicator:
             task.add_done_callback(self._tasks.discard)
 
     async def _send_batch(
-        self, region: str, box: _Outbox, batch: list[tuple[ObjectVersion, bytes, asyncio.Future[None]]]
+        self, region: str, box: _Outbox, batch: list[tuple[Replica, asyncio.Future[None]]]
     ) -> None:
-        replicas = [(replica, body) for replica, body, _ in batch]
+        replicas = [replica for replica, _ in batch]
         try:
             results: list[Exception | None]
             if region == self.region:
@@ -582,13 +652,13 @@ class ObjectReplicator:
             else:
                 results = list(await self.cluster.peers[region].put_replicas(replicas))
         except BaseException as exc:
-            for _, _, done in batch:
+            for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (_, _, done), error in zip(batch, results, strict=True):
+            for (_, done), error in zip(batch, results, strict=True):
                 if done.done():
                     continue
                 if error is None:

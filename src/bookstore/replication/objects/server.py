@@ -23,8 +23,10 @@ from starlette.types import ASGIApp
 from bookstore.domain.errors import BookstoreError, StorageError
 from bookstore.kernel.auth import PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
+from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.app import S3Api, s3_asgi
+from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed, code_and_status
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import INTERNAL_PREFIX
@@ -36,18 +38,20 @@ from bookstore.replication.objects.wire import (
     BATCH_MAX_BYTES,
     BATCH_PATH,
     BUCKETS_PATH,
+    CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
     FORWARDED_HEADERS,
     OBJECTS_PATH,
     PING_PATH,
     VERSION_HEADER,
+    body_size,
     decode_batch,
     decode_fields,
     digest,
     encode_fields,
     encode_results,
+    replica_from_fields,
     version_fields,
-    version_from_fields,
 )
 
 log = logging.getLogger("bookstore.replication.objects")
@@ -116,24 +120,27 @@ class PeerEndpoints:
         if digest(encoded) != request.query_params.get("version"):
             raise InvalidRequest("the replica's version does not match the signed request")
         try:
-            version = version_from_fields(decode_fields(encoded))
+            described = replica_from_fields(decode_fields(encoded))
         except ValueError as exc:
             raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+        version, parts, seal = described.version, described.parts, described.seal
+        # A sealed (SSE-C) body is as its source stored it: each piece's IV and ciphertext.
+        size = body_size(version, seal)
         declared = request.headers.get("content-length")
-        if declared is not None and declared != str(version.size):
+        if declared is not None and declared != str(size):
             # Refused before any of it is spooled: that body cannot be the version's.
             raise InvalidRequest(
-                f"the replica's body declares {declared[:20]} bytes; its version says {version.size}"
+                f"the replica's body declares {declared[:20]} bytes; its version says {size}"
             )
         payload = await receive(request, PayloadReader(), request.headers, MAX_PUT, api.staging)
         try:
-            if payload.size != version.size:
+            if payload.size != size:
                 raise InvalidRequest(
-                    f"the replica's body holds {payload.size} bytes; its version says {version.size}"
+                    f"the replica's body holds {payload.size} bytes; its version says {size}"
                 )
             small = payload.size <= INLINE_BODY
             replica: Body = payload.read(payload.size) if small else payload.chunks()
-            written = await api.run(api.store.put_replica, version, replica, big=not small)
+            written = await api.run(api.store.put_replica, version, replica, parts, seal, big=not small)
         finally:
             payload.close()
         return Response(
@@ -142,8 +149,9 @@ class PeerEndpoints:
         )
 
     async def _put_replicas(self, request: Request) -> Response:
-        """A batch of small replicas (wire.encode_batch), written together; a result per replica, so
-        that one refused (no such bucket, versioning off, bad digest) is retried alone."""
+        """A batch of small replicas (wire.encode_batch), written together, each with its parts and seal as
+        `_put_replica` writes one; a result per replica, so that one refused (no such bucket, versioning
+        off, bad digest, parts that do not add up, a sealed one without its seal) is retried alone."""
         declared = request.headers.get("content-length", "")
         if not declared.isdigit() or int(declared) > BATCH_MAX_BYTES:
             raise InvalidRequest(f"a batch of replicas declares its length, at most {BATCH_MAX_BYTES} bytes")
@@ -176,6 +184,7 @@ class PeerEndpoints:
             key,
             version_id=query.get("versionId") or None,
             byte_range=rules.byte_range(wanted) if wanted else None,
+            customer_key=_customer_key(request),
         )
         status = 206 if content.partial else 200
         out = {VERSION_HEADER: encode_fields(version_fields(content.version))}
@@ -204,3 +213,23 @@ class PeerEndpoints:
         # The region that forwarded this request checked its signature and decoded its payload.
         auth = Authorized(f"region:{peer}", UNSIGNED_PAYLOAD, "", b"", "", "", False)
         return await self.api.serve_forwarded(request, method, raw_path, raw_query, headers, auth)
+
+
+def _customer_key(request: Request) -> CustomerKey | None:
+    """The SSE-C key a peer sent for this read (a copy source), checked as a client's; never stored."""
+    encoded = request.headers.get(CUSTOMER_KEY_HEADER)
+    if encoded is None:
+        return None
+    if digest(encoded) != request.query_params.get("sseKey"):
+        raise InvalidRequest("the customer key does not match the signed request")
+    try:
+        sent = decode_fields(encoded)
+    except ValueError as exc:
+        raise InvalidRequest(f"the customer key is malformed: {exc}") from exc
+    return encryption.customer_key(
+        {
+            encryption.CUSTOMER + "algorithm": "AES256",
+            encryption.CUSTOMER + "key": str(sent.get("key", "")),
+            encryption.CUSTOMER + "key-md5": str(sent.get("md5", "")),
+        }
+    )

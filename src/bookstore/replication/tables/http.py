@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -25,7 +25,6 @@ from bookstore.kernel.stream import (
     follower_timeout,
     ndjson_line,
     object_lines,
-    wait_for,
 )
 from bookstore.ports import Clock, Key, TableSchema
 from bookstore.replication.tables.model import (
@@ -59,6 +58,9 @@ class _FollowRequest(BaseModel):
     after: StrictInt = Field(ge=0)
     limit: StrictInt = Field(default=BATCH, ge=1, le=5000)
     streamMs: StrictInt = Field(default=int(STREAM_S * 1000), ge=0, le=3_600_000)
+    # The origins whose changes the follower wants from this region: its own, and those of regions the
+    # follower cannot reach itself (relayed). Absent: every change but the follower's own.
+    origins: list[StrictStr] | None = Field(default=None, max_length=64)
 
 
 class _AckRequest(BaseModel):
@@ -105,6 +107,8 @@ def replication_routes(
     back whole, so "not followed" means nothing of theirs is applied by any path.
     """
     tables = tuple(schemas)
+    # Other processes' commits (the CLI's, a bench's writer) are seen by the feed's poll of the head.
+    feed.watch(store.head_seq, POLL_S)
     wall: Clock = clock if clock is not None else SystemClock()
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
@@ -240,12 +244,9 @@ async def _stream(
         wake = feed.current()
         read = await asyncio.to_thread(_read, store, body, after, tables)
         if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
-            # Nothing new: wait for a commit here, or another process's (the head moves), or the time
-            # of a heartbeat, which tells the follower this region lives.
-            while not wake.is_set() and loop.time() - last_sent < HEARTBEAT_S:
-                await wait_for(wake, POLL_S)
-                if store.head_seq() != read.head_seq:
-                    break
+            # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
+            # time of a heartbeat, which tells the follower this region lives.
+            await feed.wait(wake, HEARTBEAT_S - (loop.time() - last_sent))
             continue
         # On a thread, as the read: a batch of thousands takes ms to encode, which the API must not wait for.
         yield await asyncio.to_thread(_line, read, clock)
@@ -255,7 +256,14 @@ async def _stream(
 
 def _read(store: LogSource, body: _FollowRequest, after: int, tables: tuple[str, ...]) -> LogRead:
     # The follower re-derives old images from its own state: they need not cross the link.
-    return store.read_log(after, limit=body.limit, tables=tables, exclude_origin=body.peer, old_images=False)
+    return store.read_log(
+        after,
+        limit=body.limit,
+        tables=tables,
+        exclude_origin=body.peer,
+        origins=body.origins,
+        old_images=False,
+    )
 
 
 def _signer(request: Request) -> str | None:
@@ -296,8 +304,10 @@ class HttpPeer:
             base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s)
         )
 
-    async def follow(self, after: int) -> AsyncIterator[LogRead]:
-        body = {"peer": self.me, "after": after, "limit": BATCH}
+    async def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
+        body: dict[str, Any] = {"peer": self.me, "after": after, "limit": BATCH}
+        if origins is not None:
+            body["origins"] = list(origins)
         async with self.client.stream("POST", "/replication/follow", content=orjson.dumps(body)) as response:
             if response.status_code == 410:
                 raise LogTrimmed(f"{self.region} trimmed its log past seq {after}")

@@ -24,7 +24,9 @@ from bookstore.replication.tables.model import (
 class LogSource(Protocol):
     """This region's log as its followers read it: batches after a position, the head, a snapshot.
 
-    `read_log` returns entries after a sequence number; `last_seq` passes filtered rows too.
+    `read_log` returns entries after a sequence number, of the origins in `origins` when given (a
+    follower takes a region's own changes from it, and a third region's only while it cannot reach that
+    one); `last_seq` passes filtered rows too.
     """
 
     def read_log(
@@ -34,6 +36,7 @@ class LogSource(Protocol):
         limit: int,
         tables: Collection[str] | None = None,
         exclude_origin: str | None = None,
+        origins: Collection[str] | None = None,
         old_images: bool = True,
     ) -> LogRead: ...
 

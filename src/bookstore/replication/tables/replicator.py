@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +71,14 @@ REPAIR_SPAN_LEAVES = 16
 # would list and exchange the whole backlog a second time, beside the stream.
 CATCHING_UP_PENDING = 4_000
 CATCHING_UP_ACKED = 50_000
+# A region's changes come from it, not relayed by every other peer too (which would apply each write
+# N-1 times in N regions); a peer relays a third region's only while this region cannot follow that one.
+# When one is lost, the streams from the others start again REWIND_MARGIN_S before it was last heard
+# (their checkpoints are sampled every MARK_EVERY_S, for REWIND_WINDOW_S): its changes that reached them
+# while this region still expected them directly are read again, not left to anti-entropy.
+MARK_EVERY_S = 1.0
+REWIND_MARGIN_S = 5.0
+REWIND_WINDOW_S = 300.0
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -92,8 +100,10 @@ class Peer(Protocol):
 
     region: str
 
-    def follow(self, after: int) -> AsyncIterator[LogRead]:
-        """Batches of the peer's log after `after`, as they are written; raises LogTrimmed when behind."""
+    def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
+        """Batches of the peer's log after `after`, as they are written; raises LogTrimmed when behind.
+
+        Only changes of `origins` when given (the last_seq of each batch still passes the others)."""
         ...
 
     async def snapshot(self, after: str | None, limit: int) -> SnapshotPage: ...
@@ -269,6 +279,11 @@ class Replicator:
         for p in self.peers:
             self.metrics.followed.labels(p.region).set(1)
         self._backfilling = asyncio.Lock()
+        # Per peer: the third regions it relays to us now, when we last heard from it (monotonic), and
+        # samples of our checkpoint of its log (monotonic time, seq) to rewind to when one is lost.
+        self.relays: dict[str, tuple[str, ...]] = {}
+        self._heard: dict[str, float] = {}
+        self._marks: dict[str, deque[tuple[float, int]]] = {}
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
         self.apply_paused = False
 
@@ -329,12 +344,66 @@ class Replicator:
                 checkpoint = self.store.checkpoint(peer.region)
                 if checkpoint is None:
                     checkpoint = await self.backfill(peer)
+        relays = self._relays_wanted(peer.region)
+        start = self._rewound(peer.region, checkpoint, relays)
+        try:
+            await self._stream(peer, start, relays)
+        except LogTrimmed:
+            if start < checkpoint:
+                # The peer trimmed the part to read again: what it relayed there is anti-entropy's now.
+                log.info(
+                    "%s trimmed its log before seq %d; following from %d", peer.region, start, checkpoint
+                )
+                await self._stream(peer, checkpoint, relays)
+            else:
+                log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
+                await self.backfill(peer)
+
+    def _relays_wanted(self, source: str) -> tuple[str, ...]:
+        """The third regions whose changes `source` should relay to us: those we cannot follow now.
+
+        Not one held for its clock: its changes would hold this stream too."""
+        return tuple(
+            sorted(
+                p.region
+                for p in self.peers
+                if p.region != source and not self.connected.get(p.region) and p.region not in self.held
+            )
+        )
+
+    def _rewound(self, source: str, checkpoint: int, relays: tuple[str, ...]) -> int:
+        """Where to read `source`'s log from: earlier than `checkpoint` when it is to relay a region it
+        did not relay before, so that region's changes it logged since we last heard that one come too."""
+        added = set(relays) - set(self.relays.get(source, ()))
+        marks = self._marks.get(source)
+        if not added or not marks:
+            return checkpoint
+        since = min(self._heard.get(region, 0.0) for region in added) - REWIND_MARGIN_S
+        before = [seq for at, seq in marks if at <= since]
+        return min(checkpoint, before[-1] if before else marks[0][1])
+
+    def _mark(self, source: str, seq: int) -> None:
+        marks = self._marks.setdefault(source, deque())
+        now = time.monotonic()
+        if marks and now - marks[-1][0] < MARK_EVERY_S:
+            return
+        marks.append((now, seq))
+        while now - marks[0][0] > REWIND_WINDOW_S and len(marks) > 1:
+            marks.popleft()
+
+    async def _stream(self, peer: Peer, checkpoint: int, relays: tuple[str, ...]) -> None:
+        """Apply one stream of `peer`'s log from `checkpoint`, its own changes and those of `relays`;
+        it ends (to be opened again) when the regions this region cannot reach change."""
         acks: set[asyncio.Task[None]] = set()
         acked, acked_at = checkpoint, self.clock.now_ms()
-        try:
-            stored = checkpoint
-            stored_at = self.clock.now_ms()
-            async for read in peer.follow(checkpoint):
+        self.relays[peer.region] = relays
+        if relays:
+            log.info("%s relays %s's changes: not reached directly", peer.region, ", ".join(relays))
+        stored = checkpoint
+        stored_at = self.clock.now_ms()
+        async with contextlib.aclosing(peer.follow(checkpoint, (peer.region, *relays))) as stream:
+            async for read in stream:
+                self._heard[peer.region] = time.monotonic()
                 if not self.connected.get(peer.region):
                     log.info("following %s from seq %d", peer.region, checkpoint)
                     self.connected[peer.region] = True
@@ -362,9 +431,9 @@ class Replicator:
                     task.add_done_callback(acks.discard)
                 self.pending[peer.region] = max(0, read.head_seq - read.last_seq)
                 self.metrics.pending.labels(peer.region, self.region).set(self.pending[peer.region])
-        except LogTrimmed:
-            log.warning("fell behind %s's trimmed log; re-syncing from a snapshot", peer.region)
-            await self.backfill(peer)
+                self._mark(peer.region, stored)
+                if self._relays_wanted(peer.region) != relays:
+                    return
 
     def _check_clock(self, source: str, read: LogRead) -> tuple[list[LogEntry], PeerClockAhead] | None:
         """None when the read may be applied whole; else the entries before the held one and why."""
@@ -655,6 +724,8 @@ class Replicator:
                     "followed": not self.holds(p.region),
                     "clockOffsetMs": self.clock_offsets.get(p.region),
                     "notFollowed": self.held.get(p.region),
+                    # Third regions whose changes come through this peer: not reached directly now.
+                    "relays": list(self.relays.get(p.region, ())),
                 }
                 for p in self.peers
             },

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -64,12 +64,15 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
+    Seal,
     StartedUpload,
     StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
+    check_replica_parts,
 )
 from bookstore.ports import Clock, Outcome
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
@@ -77,7 +80,7 @@ from bookstore.storage.durability import Durability
 from bookstore.storage.local import listing, metadata
 from bookstore.storage.local.blobs import BlobFiles, Content
 from bookstore.storage.local.configs import BucketConfigs
-from bookstore.storage.local.encryption import BlobCipher, deployment_key
+from bookstore.storage.local.encryption import IV_BYTES, BlobCipher, deployment_key
 from bookstore.storage.local.metadata import (
     BY_VERSION_ID,
     VERSION_COLUMNS,
@@ -342,10 +345,8 @@ class LocalObjectStore:
     ) -> tuple[int, int] | None:
         with self.engine.exclusive() as db:
             row, _, blobs = self._row(db, bucket, key, version_id, body=True)
-        version = version_of(row)
-        # A completed upload keeps one segment per part; a replica's content arrives as one piece.
-        sizes = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
-        if version.parts_count is None or len(sizes) != version.parts_count or number > len(sizes):
+        sizes = _part_sizes(version_of(row), blobs, orjson.loads(row[11]))
+        if sizes is None or number > len(sizes):
             return None
         first = sum(sizes[: number - 1])
         return first, first + sizes[number - 1] - 1
@@ -537,15 +538,15 @@ class LocalObjectStore:
     def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
         with self.engine.exclusive() as db:
             row, _, blobs = self._row(db, bucket, key, version_id, body=True)
-        version = version_of(row)
-        segments = orjson.loads(blobs) if blobs else []
-        if version.parts_count is None or len(segments) != version.parts_count:
+        version, meta = version_of(row), orjson.loads(row[11])
+        sizes = _part_sizes(version, blobs, meta)
+        if sizes is None:
             return []
-        kept = orjson.loads(row[11]).get("p") or [""] * len(segments)
+        kept = meta.get("p") or [""] * len(sizes)
         name = version.checksum.algorithm if version.checksum is not None else ""
         return [
-            Part(n, "", int(size), version.last_modified_ms, value, name if value else "")
-            for n, ((_, size), value) in enumerate(zip(segments, kept, strict=True), start=1)
+            Part(n, "", size, version.last_modified_ms, value, name if value else "")
+            for n, (size, value) in enumerate(zip(sizes, kept, strict=True), start=1)
         ]
 
     def complete_upload(
@@ -637,17 +638,34 @@ class LocalObjectStore:
 
     # Replication state.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
         check_key(version.key)
         state = self._state(version.bucket)
-        if version.encryption == SSE_C:
-            raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
-        content = None if version.is_delete_marker else self._files.take(body, cipher=self._sse)
-        extra: dict[str, Any] = {} if version.is_delete_marker else {"e": SSE_S3}
+        check_replica_parts(version, parts)
+        sealed = version.encryption == SSE_C and not version.is_delete_marker
+        segments: list[tuple[str, int]] | None = None
+        content: Content | None
+        if sealed:
+            if seal is None:
+                raise InvalidRequest("An SSE-C replica needs the seal of its content (a region from before?)")
+            content, segments = self._take_sealed(version, body, seal)
+            extra: dict[str, Any] = {"e": SSE_C, "k": seal.proof.to_json()}
+        else:
+            content = None if version.is_delete_marker else self._files.take(body, cipher=self._sse)
+            extra = {} if version.is_delete_marker else {"e": SSE_S3}
         if version.checksum is not None:
             extra["c"] = version.checksum.to_json()
+        if parts and not version.is_delete_marker:
+            # A clear replica's content is one piece here: the source's part sizes say where its parts
+            # lie (a sealed one keeps the source's pieces, which are its parts as well).
+            extra["s"] = [part.size for part in parts]
+            if any(part.checksum for part in parts):
+                extra["p"] = [part.checksum for part in parts]
         if (
             content is not None
+            and not sealed
             and version.parts_count is None
             and len(version.etag) == 32
             and content.md5 != version.etag.lower()
@@ -668,6 +686,7 @@ class LocalObjectStore:
                 ).fetchone()
                 if existing is not None:
                     self._files.discard(content)
+                    self._files.unlink(blob for blob, _ in segments or ())
                     return version_of(existing)
                 if content is not None and version.parts_count is not None:
                     content.md5 = version.etag
@@ -679,18 +698,39 @@ class LocalObjectStore:
                     content_type=version.content_type,
                     meta=encode_meta(version.metadata, version.headers, version.tags, extra),
                     tags=version.tags,
+                    # Its parts count, as the source's (x-amz-mp-parts-count, partNumber past the last).
+                    parts_count=None if content is None else version.parts_count,
+                    segments=segments,
                     replica=version,
                 )
         except BaseException:
             self._files.discard(content)
+            self._files.unlink(blob for blob, _ in segments or ())
             raise
         self._files.unlink(doomed)
         return written
 
-    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
+        with self.engine.exclusive() as db:
+            row, inline, blobs = self._row(db, bucket, key, version_id, body=True)
+            meta = orjson.loads(row[11])
+            proof = KeyProof.from_json(meta.get("k"))
+            if meta.get("e") != SSE_C or proof is None:
+                raise InvalidRequest(
+                    f"The version {version_id!r} of {key!r} is not encrypted with a customer key"
+                )
+            if inline is not None:
+                return Seal(proof, (len(inline),)), (inline,)
+            # Each piece as its file holds it: the IV, then the ciphertext.
+            stored = [(str(b), int(n) + IV_BYTES) for b, n in orjson.loads(blobs)] if blobs else []
+            pieces = tuple(n for _, n in stored)
+            reader = self._files.reader(stored, 0, sum(pieces) - 1)
+        return Seal(proof, pieces), reader
+
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
         # One commit for the lot: a replica's own commit costs more than writing its row.
         return self.engine.run_group(
-            [functools.partial(self.put_replica, version, body) for version, body in replicas],
+            [functools.partial(self.put_replica, r.version, r.body, r.parts, r.seal) for r in replicas],
             what="replica writes",
         )
 
@@ -741,6 +781,27 @@ class LocalObjectStore:
             queued, self._queued = self._queued, False
         if queued:
             self._notify()
+
+    def _take_sealed(
+        self, version: ObjectVersion, body: Body, seal: Seal
+    ) -> tuple[Content, list[tuple[str, int]]]:
+        """An SSE-C replica's sealed content, one blob file per piece as the source stored it (its IV and
+        ciphertext, written as they are: the key is not here to encrypt or decrypt them)."""
+        sizes = [piece - IV_BYTES for piece in seal.pieces]
+        if not sizes or min(sizes) < 0 or sum(sizes) != version.size:
+            raise InvalidRequest(f"the replica's sealed pieces do not hold its {version.size} bytes")
+        chunks = _Exact(body)
+        written: list[str] = []
+        try:
+            for piece in seal.pieces:
+                blob_id = self._files.write(chunks.take(piece)).blob_id
+                assert blob_id is not None
+                written.append(blob_id)
+            chunks.end()
+        except BaseException:
+            self._files.unlink(written)
+            raise
+        return Content(size=version.size, md5=version.etag), list(zip(written, sizes, strict=True))
 
     def _cipher(self, customer_key: CustomerKey | None) -> BlobCipher:
         return self._sse if customer_key is None else BlobCipher(customer_key.key)
@@ -834,9 +895,6 @@ class LocalObjectStore:
             status = None
             enabled = bucket.versioning == "Enabled" and replicate
             replication = state.replication if enabled else None
-            # SSE-C versions are not replicated (as S3 by default): the other region could not read them.
-            if parsed.get("e") == SSE_C:
-                replication = None
             if replication is not None and replication.rule_for(key, tags, delete_marker=marker) is not None:
                 status = "PENDING"
                 self._queued = True
@@ -944,3 +1002,48 @@ def _sealing(customer_key: CustomerKey | None) -> dict[str, Any]:
     if customer_key is None:
         return {"e": SSE_S3}
     return {"e": SSE_C, "k": KeyProof.of(customer_key).to_json()}
+
+
+def _part_sizes(version: ObjectVersion, blobs: bytes | None, meta: Mapping[str, Any]) -> list[int] | None:
+    """The sizes of a multipart version's parts, None when not known.
+
+    A completed upload keeps one segment per part; a replica's content arrives as one piece, with the
+    source's part sizes in its `meta` ("s") when the source sent them.
+    """
+    if version.parts_count is None:
+        return None
+    segments = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
+    if len(segments) == version.parts_count:
+        return segments
+    sizes = meta.get("s")
+    if isinstance(sizes, list) and len(sizes) == version.parts_count:
+        return [int(n) for n in sizes]
+    return None
+
+
+class _Exact:
+    """A body cut into pieces of given sizes; InvalidRequest when it is shorter or longer than them."""
+
+    def __init__(self, body: Body) -> None:
+        self._chunks = iter((bytes(body),) if isinstance(body, bytes | bytearray | memoryview) else body)
+        self._held = b""
+
+    def take(self, size: int) -> Iterator[bytes]:
+        while size > 0:
+            if not self._held:
+                self._held = self._next()
+                if not self._held:
+                    raise InvalidRequest("the replica's sealed content is shorter than its pieces")
+            piece, self._held = self._held[:size], self._held[size:]
+            size -= len(piece)
+            yield piece
+
+    def end(self) -> None:
+        if self._held or self._next():
+            raise InvalidRequest("the replica's sealed content is longer than its pieces")
+
+    def _next(self) -> bytes:
+        for chunk in self._chunks:
+            if chunk:
+                return bytes(chunk)
+        return b""

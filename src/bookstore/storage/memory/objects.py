@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -50,12 +50,15 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
+    Seal,
     StartedUpload,
     StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
+    check_replica_parts,
 )
 from bookstore.ports import Clock, Outcome
 
@@ -554,14 +557,22 @@ class MemoryObjectStore:
 
     # Replication state.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
         check_key(version.key)
         self._state(version.bucket)
-        if version.encryption == SSE_C:
-            raise InvalidRequest("Objects encrypted with a customer-provided key (SSE-C) are not replicated")
+        check_replica_parts(version, parts)
+        sealed = version.encryption == SSE_C and not version.is_delete_marker
+        if sealed and seal is None:
+            raise InvalidRequest("An SSE-C replica needs the seal of its content (a region from before?)")
         data = b"" if version.is_delete_marker else _bytes(body)
+        # The fake's sealed content is its clear bytes, in pieces of its parts' sizes.
+        if sealed and seal is not None and (sum(seal.pieces) != len(data) or len(data) != version.size):
+            raise InvalidRequest(f"the replica's sealed pieces do not hold its {version.size} bytes")
         if (
-            not version.is_delete_marker
+            not sealed
+            and not version.is_delete_marker
             and version.parts_count is None
             and len(version.etag) == 32
             and hashlib.md5(data, usedforsecurity=False).hexdigest() != version.etag.lower()
@@ -586,15 +597,38 @@ class MemoryObjectStore:
                 tags=dict(version.tags),
                 replication_status="REPLICA",
                 replication_reason="",
-                encryption="" if version.is_delete_marker else SSE_S3,
+                encryption="" if version.is_delete_marker else SSE_C if sealed else SSE_S3,
+                sse_key_md5=seal.proof.md5 if sealed and seal is not None else "",
             )
-            stored = _Stored(written, data, (version.last_modified_ms, version.version_id), next(self._seq))
+            kept = tuple(
+                Part(n, "", part.size, 0, part.checksum, part.checksum_algorithm)
+                for n, part in enumerate(parts, start=1)
+            )
+            stored = _Stored(
+                written,
+                data,
+                (version.last_modified_ms, version.version_id),
+                next(self._seq),
+                part_sizes=tuple(part.size for part in kept) if kept else None,
+                proof=seal.proof if sealed and seal is not None else None,
+                parts=kept,
+            )
             held.append(stored)
             held.sort(key=lambda s: s.order)
             return self._shown(stored)
 
-    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
-        return [_outcome(self.put_replica, version, body) for version, body in replicas]
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
+        with self._lock:
+            stored = self._find(bucket, key, version_id)
+        if stored.proof is None:
+            raise InvalidRequest(
+                f"The version {version_id!r} of {key!r} is not encrypted with a customer key"
+            )
+        pieces = stored.part_sizes or (len(stored.data),)
+        return Seal(stored.proof, tuple(pieces)), (stored.data,)
+
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        return [_outcome(self.put_replica, r.version, r.body, r.parts, r.seal) for r in replicas]
 
     def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
         return [
@@ -707,9 +741,7 @@ class MemoryObjectStore:
             sort_id = f"{ms:013d}{seq:012d}{secrets.token_hex(4)}"
             version_id = sort_id if versioning == "Enabled" else NULL_VERSION
             status: ReplicationStatus | None = None
-            # SSE-C versions are not replicated (as S3 by default): the other region could not read them.
-            replicable = replicate and template.encryption != SSE_C
-            replication = state.replication if versioning == "Enabled" and replicable else None
+            replication = state.replication if versioning == "Enabled" and replicate else None
             if (
                 replication is not None
                 and replication.rule_for(template.key, template.tags, delete_marker=template.is_delete_marker)

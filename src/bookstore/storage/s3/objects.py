@@ -13,7 +13,7 @@ import itertools
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
+from bookstore.objectstore import encoded_words
 from bookstore.objectstore.checksums import ALGORITHMS, Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.encryption import CustomerKey
@@ -51,7 +52,9 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
+    Seal,
     StartedUpload,
     StatusChange,
     VersionPage,
@@ -456,7 +459,12 @@ class S3ObjectStore:
 
     # Replication state: S3's own business.
 
-    def put_replica(self, version: ObjectVersion, body: Body) -> ObjectVersion:
+    def put_replica(
+        self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
+    ) -> ObjectVersion:
+        raise NotSupported(_NOT_SUPPORTED)
+
+    def read_sealed(self, bucket: str, key: str, version_id: str) -> tuple[Seal, Iterable[bytes]]:
         raise NotSupported(_NOT_SUPPORTED)
 
     def set_replication_status(
@@ -464,7 +472,7 @@ class S3ObjectStore:
     ) -> None:
         raise NotSupported(_NOT_SUPPORTED)
 
-    def put_replicas(self, replicas: Sequence[tuple[ObjectVersion, bytes]]) -> list[Outcome]:
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
         raise NotSupported(_NOT_SUPPORTED)
 
     def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
@@ -536,7 +544,8 @@ class S3ObjectStore:
             "ContentType": content_type or DEFAULT_CONTENT_TYPE,
         }
         if metadata:
-            args["Metadata"] = dict(metadata)
+            # botocore sends ASCII only: other text as an encoded word, which S3 decodes before storing.
+            args["Metadata"] = {name: encoded_words.to_header(value) for name, value in metadata.items()}
         for name, value in (headers or {}).items():
             param = _HEADER_PARAMS.get(name)
             if param == "Expires":
@@ -590,7 +599,7 @@ class S3ObjectStore:
             size=size,
             is_latest=is_latest,
             content_type=found.get("ContentType") or DEFAULT_CONTENT_TYPE,
-            metadata=dict(found.get("Metadata", {})),
+            metadata={name: encoded_words.decode(value) for name, value in found.get("Metadata", {}).items()},
             headers=headers,
             tags={t["Key"]: t["Value"] for t in tag_set},
             replication_status=status if status in ("PENDING", "COMPLETED", "FAILED", "REPLICA") else None,

@@ -147,11 +147,17 @@ class SqliteReplica:
         limit: int,
         tables: Collection[str] | None = None,
         exclude_origin: str | None = None,
+        origins: Collection[str] | None = None,
         old_images: bool = True,
     ) -> LogRead:
         """See SqliteDatabase.read_log."""
         return self.db.read_log(
-            after, limit=limit, tables=tables, exclude_origin=exclude_origin, old_images=old_images
+            after,
+            limit=limit,
+            tables=tables,
+            exclude_origin=exclude_origin,
+            origins=origins,
+            old_images=old_images,
         )
 
     def head_seq(self) -> int:

@@ -246,19 +246,22 @@ class SqliteDatabase:
         limit: int = 100,
         tables: Collection[str] | None = None,
         exclude_origin: str | None = None,
+        origins: Collection[str] | None = None,
         old_images: bool = True,
     ) -> LogRead:
         """Log records with seq > `after` in commit order, scanning at most `limit` rows.
 
-        Rows of other tables than `tables` (when given) or of origin `exclude_origin` are scanned but not
-        returned, and `last_seq` still moves past them, so a reader resuming after `last_seq` skips them
-        for good. `old_images=False` leaves `old` None (a peer applying the entry never needs it).
+        Rows of other tables than `tables` (when given), of origin `exclude_origin`, or of an origin not
+        in `origins` (when given) are scanned but not returned, and `last_seq` still moves past them, so
+        a reader resuming after `last_seq` skips them for good. `old_images=False` leaves `old` None (a
+        peer applying the entry never needs it).
         Raises LogTrimmed when records after `after` were trimmed away.
         """
         check_limit(limit)
         if type(after) is not int or after < 0:
             raise ValidationError(f"a log position is a non-negative integer, got {after!r}")
         wanted = None if tables is None else frozenset(tables)
+        from_origins = None if origins is None else frozenset(origins)
         try:
             with self.engine.read() as conn:
                 change_log.check_not_trimmed(conn, after, self.region)
@@ -272,7 +275,9 @@ class SqliteDatabase:
         entries = [
             change_log.log_entry(row, old_image=old_images)
             for row in rows
-            if (wanted is None or row[1] in wanted) and row[7] != exclude_origin
+            if (wanted is None or row[1] in wanted)
+            and row[7] != exclude_origin
+            and (from_origins is None or row[7] in from_origins)
         ]
         return LogRead(entries=entries, last_seq=rows[-1][0] if rows else after, head_seq=head)
 
