@@ -49,7 +49,7 @@ from bookstore.objectstore.errors import (
     NotSupported,
     ReplicationConfigurationNotFoundError,
 )
-from bookstore.objectstore.port import ObjectStore, ObjectVersion
+from bookstore.objectstore.port import ObjectStore, ObjectVersion, Replica, StatusChange
 from bookstore.storage.local import LocalObjectStore
 from bookstore.storage.memory import MemoryObjectStore
 from bookstore.storage.s3 import S3ObjectStore
@@ -933,6 +933,118 @@ def test_replica_content_must_match_its_etag(adapter: Adapter, versioned: str) -
     with pytest.raises(BadDigest):
         adapter.store.put_replica(replace(source, bucket="copies"), b"wrong")
     assert adapter.store.list_versions("copies").versions == []
+
+
+def test_replicas_in_a_batch_are_refused_one_by_one(adapter: Adapter, versioned: str) -> None:
+    store = adapter.store
+    a = store.put_object(versioned, "a", b"alpha")
+    b = store.put_object(versioned, "b", b"beta")
+    if adapter.manages_replication:
+        with pytest.raises(NotSupported):
+            store.put_replicas([Replica(replace(a, bucket="copies"), b"alpha")])
+        return
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    marker = ObjectVersion("copies", "a", "7" + "Z" * 25, a.last_modified_ms + 1, is_delete_marker=True)
+    outcomes = store.put_replicas(
+        [
+            Replica(replace(a, bucket="copies"), b"alpha"),
+            Replica(replace(b, bucket="copies"), b"not beta"),
+            Replica(replace(b, bucket="nowhere"), b"beta"),
+            Replica(marker, b""),
+            Replica(replace(b, bucket="copies"), b"beta"),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else o.value.version_id for o in outcomes] == [
+        a.version_id,
+        "BadDigest",
+        "NoSuchBucket",
+        marker.version_id,
+        b.version_id,
+    ]
+    # The ones refused left nothing behind; the others are all there, the marker latest for "a".
+    assert sorted((v.key, v.version_id) for v in store.list_versions("copies").versions) == sorted(
+        [("a", a.version_id), ("a", marker.version_id), ("b", b.version_id)]
+    )
+    with pytest.raises(NoSuchKey):
+        store.get_object("copies", "a")
+    assert store.get_object("copies", "b").read() == b"beta"
+    # Idempotent, as put_replica is.
+    again = store.put_replicas([Replica(replace(a, bucket="copies"), b"alpha"), Replica(marker, b"")])
+    assert [o.error for o in again] == [None, None]
+    assert len(store.list_versions("copies").versions) == 3
+
+
+def test_replicas_in_a_batch_keep_their_parts_and_seals(adapter: Adapter, versioned: str) -> None:
+    # What put_replica takes beside a version travels with each replica of a batch: a multipart version's
+    # parts and an SSE-C version's seal (its content then sealed), each checked for that replica alone.
+    if adapter.manages_replication:
+        pytest.skip("S3 copies replicas itself")
+    store = adapter.store
+    key = _customer_key(bytes(range(32)))
+    # A multipart version can be small: the last part has no minimum size, so a one-part upload is one.
+    chunk = b"a small multipart version"
+    upload = store.create_upload(versioned, "one-part", checksum=("SHA256", "COMPOSITE"))
+    checksum = Checksum("SHA256", checksums.of(chunk, "SHA256"))
+    etag = store.upload_part(versioned, "one-part", upload, 1, chunk, checksum=checksum).etag
+    multipart = store.complete_upload(versioned, "one-part", upload, [(1, etag)])
+    parts = tuple(store.completed_parts(versioned, "one-part", version_id=multipart.version_id))
+    secret = store.put_object(versioned, "secret", b"for the key holder", customer_key=key)
+    seal, body = store.read_sealed(versioned, "secret", secret.version_id)
+    sealed = b"".join(body)
+    store.create_bucket("copies")
+    store.set_versioning("copies", "Enabled")
+    outcomes = store.put_replicas(
+        [
+            Replica(replace(multipart, bucket="copies"), chunk, parts),
+            Replica(replace(secret, bucket="copies"), sealed, (), seal),
+            Replica(replace(secret, bucket="copies", key="no-seal"), sealed),
+            Replica(
+                replace(multipart, bucket="copies", key="bad-parts"), chunk, (replace(parts[0], size=1),)
+            ),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else None for o in outcomes] == [
+        None,
+        None,
+        "InvalidRequest",
+        "InvalidRequest",
+    ]
+    assert sorted(v.key for v in store.list_versions("copies").versions) == ["one-part", "secret"]
+    assert store.head_object("copies", "one-part").parts_count == 1
+    assert store.part_range("copies", "one-part", 1) == (0, len(chunk) - 1)
+    assert [(p.number, p.size, p.checksum) for p in store.completed_parts("copies", "one-part")] == [
+        (1, len(chunk), checksum.value)
+    ]
+    written = outcomes[1].value
+    assert (written.encryption, written.sse_key_md5, written.etag) == ("SSE-C", key.md5, secret.etag)
+    assert store.get_object("copies", "secret", customer_key=key).read() == b"for the key holder"
+    with pytest.raises(InvalidRequest):
+        store.head_object("copies", "secret")
+
+
+def test_statuses_set_together_each_stand_alone(adapter: Adapter, versioned: str) -> None:
+    store = adapter.store
+    if adapter.manages_replication:
+        with pytest.raises(NotSupported):
+            store.set_replication_statuses([StatusChange(versioned, "k", "v", "COMPLETED")])
+        return
+    store.put_replication(versioned, ReplicationConfiguration.from_json(SEED_REPLICATION))
+    a = store.put_object(versioned, "a", b"a")
+    b = store.put_object(versioned, "b", b"b")
+    c = store.put_object(versioned, "c", b"c")
+    outcomes = store.set_replication_statuses(
+        [
+            StatusChange(versioned, "a", a.version_id, "COMPLETED"),
+            StatusChange(versioned, "b", "0" * 26, "COMPLETED"),
+            StatusChange(versioned, "b", b.version_id, "FAILED", "refused"),
+        ]
+    )
+    assert [type(o.error).__name__ if o.error else None for o in outcomes] == [None, "NoSuchVersion", None]
+    assert store.head_object(versioned, "a").replication_status == "COMPLETED"
+    failed = store.head_object(versioned, "b")
+    assert (failed.replication_status, failed.replication_reason) == ("FAILED", "refused")
+    assert [v.version_id for v in store.pending_replications()] == [c.version_id]
 
 
 # Durability of the local store: real processes killed with SIGKILL.

@@ -13,6 +13,7 @@ from bookstore.objectstore.checksums import Algorithm, Checksum, ChecksumType
 from bookstore.objectstore.configs import ReplicationConfiguration, WebsiteConfiguration
 from bookstore.objectstore.encryption import CustomerKey, KeyProof
 from bookstore.objectstore.errors import InvalidBucketName, InvalidRequest, KeyTooLongError
+from bookstore.ports import Outcome
 
 ReplicationStatus = Literal["PENDING", "COMPLETED", "FAILED", "REPLICA"]
 VersioningStatus = Literal["", "Enabled", "Suspended"]
@@ -403,6 +404,28 @@ class MultipartUploads(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One version's new replication status (and its reason), for `set_replication_statuses`."""
+
+    bucket: str
+    key: str
+    version_id: str
+    status: ReplicationStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica for `put_replicas`: what `put_replica` takes, its content whole (a sealed one's as
+    `read_sealed` gave it), with a multipart version's `parts` and an SSE-C version's `seal`."""
+
+    version: ObjectVersion
+    body: bytes
+    parts: tuple[Part, ...] = ()
+    seal: Seal | None = None
+
+
 class ReplicationQueue(Protocol):
     """What replication needs of a store beyond reads: the PENDING queue, statuses, and replica writes."""
 
@@ -424,9 +447,20 @@ class ReplicationQueue(Protocol):
         replicas; InvalidRequest for a version that is not SSE-C."""
         ...
 
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        """`put_replica` of each replica (its version, content, parts and seal) in order, each
+        all-or-nothing, committed together: an Outcome per replica, its written version or the error
+        that refused it alone."""
+        ...
+
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""
     ) -> None: ...
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
+        """`set_replication_status` of each change, committed together: an Outcome per change (its error,
+        such as NoSuchVersion, affects it alone)."""
+        ...
 
     def pending_replications(self, *, limit: int = 100) -> list[ObjectVersion]: ...
 
@@ -464,7 +498,9 @@ class ObjectStore(Buckets, Objects, MultipartUploads, ReplicationQueue, Protocol
       rule matching it (delete markers only where the rule replicates them) starts PENDING, in the same
       atomic step as the write; `put_replica` writes a version with the given id, times, metadata and
       ETag, status REPLICA, and is idempotent; `set_replication_status` changes only the status and
-      reason; `pending_replications` lists PENDING versions oldest first. Deleting a version by id never
+      reason; `put_replicas` and `set_replication_statuses` do the same for many at once, each one
+      refused alone (its Outcome carries the error) and the others written together;
+      `pending_replications` lists PENDING versions oldest first. Deleting a version by id never
       queues anything.
     """
 

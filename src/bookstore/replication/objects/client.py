@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
@@ -29,9 +30,11 @@ from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
-from bookstore.objectstore.port import Bucket, ObjectVersion, Part, Seal
+from bookstore.objectstore.port import Bucket, ObjectVersion, Part, Replica, Seal
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
+    BATCH_MAX_BYTES,
+    BATCH_PATH,
     BUCKETS_PATH,
     CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
@@ -40,16 +43,20 @@ from bookstore.replication.objects.wire import (
     PING_PATH,
     VERSION_HEADER,
     decode_fields,
+    decode_results,
     digest,
+    encode_batch,
     encode_fields,
-    parts_fields,
-    seal_fields,
-    version_fields,
+    replica_fields,
     version_from_fields,
 )
 
+log = logging.getLogger("bookstore.replication.objects")
+
 # How long an idle connection to a peer is kept: below the region server's keep-alive timeout.
 KEEPALIVE_S = 55.0
+# Connections to one peer for replication's copies (batches, big versions one at a time) and pings.
+REPLICA_CONNECTIONS = 8
 # A forwarded response or a version read up to this size is read whole (one write back); larger ones stream.
 _BUFFERED_RESPONSE = 1024 * 1024
 # How long a thread storing a peer's answer waits for its next piece before giving up on it.
@@ -110,9 +117,12 @@ class PeerS3:
         self.base_url = base_url
         self.me = me
         self.timeout_s = timeout_s
+        # False once the peer has answered that it takes no batches of replicas (put_replicas).
+        self._batches = True
+        auth = PeerAuth(secret, me, clock, destination=region)
         self._client = httpx.AsyncClient(
             base_url=base_url,
-            auth=PeerAuth(secret, me, clock, destination=region),
+            auth=auth,
             timeout=httpx.Timeout(timeout_s, connect=min(3.0, timeout_s)),
             # Connections through the link are costly (a round trip to open), so idle ones are kept a
             # while, though dropped before the peer's server closes them (region.process: after 65 s), so
@@ -122,9 +132,25 @@ class PeerS3:
             ),
             transport=transport,
         )
+        # Replication's copies and pings have a pool of their own, so that a burst of copies never makes a
+        # user's forwarded request wait for a connection. It is small: small versions travel many to a
+        # request (put_replicas), and httpcore scans every pooled connection on each request and each
+        # response's close, which cost more than the copies themselves with 64 of them.
+        self._replicas = httpx.AsyncClient(
+            base_url=base_url,
+            auth=auth,
+            timeout=httpx.Timeout(timeout_s, connect=min(3.0, timeout_s)),
+            limits=httpx.Limits(
+                max_connections=REPLICA_CONNECTIONS,
+                max_keepalive_connections=REPLICA_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_S,
+            ),
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._replicas.aclose()
 
     async def forward(
         self,
@@ -188,25 +214,70 @@ class PeerS3:
 
         Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses.
         """
-        fields = version_fields(version)
-        if parts:
-            # Optional on the wire: a region from before ignores it, and sends none.
-            fields["parts"] = parts_fields(parts)
-        if seal is not None:
-            fields["seal"] = seal_fields(seal)
-        encoded = encode_fields(fields)
+        encoded = encode_fields(replica_fields(version, parts, seal))
         query = urlencode({"version": digest(encoded)}, quote_via=quote)
         content, sent_headers, size = await _outgoing(body)
-        request = self._client.build_request(
+        request = self._replicas.build_request(
             "PUT",
             f"{OBJECTS_PATH}?{query}",
             content=content,
             headers={VERSION_HEADER: encoded, **sent_headers},
-            timeout=self._timeout(size),
+            timeout=self._timeout(size, copy=True),
         )
-        response = await self._send(request)
+        response = await self._send(request, client=self._replicas)
         if response.status_code != 200:
             raise _refusal(self.region, response)
+
+    async def put_replicas(self, replicas: Sequence[Replica]) -> list[PeerRefused | None]:
+        """Write small versions (each with its whole content, and its parts and seal as put_replica sends
+        them) into the peer's store in one request; per replica, in order, None once written or the
+        PeerRefused that refused it alone. Idempotent.
+
+        Raises PeerUnavailable when the peer does not answer, PeerRefused when it refuses the whole batch.
+        A region without the batch endpoint (it answers 405) gets them one per request from then on.
+        """
+        if not self._batches:
+            return await self._one_by_one(replicas)
+        body = encode_batch(replicas)
+        if len(body) > BATCH_MAX_BYTES and len(replicas) > 1:
+            # Versions with much metadata: more than the peer takes in one batch.
+            half = len(replicas) // 2
+            return [*await self.put_replicas(replicas[:half]), *await self.put_replicas(replicas[half:])]
+        request = self._replicas.build_request(
+            "POST", BATCH_PATH, content=body, timeout=self._timeout(len(body), copy=True)
+        )
+        response = await self._send(request, client=self._replicas)
+        if response.status_code == 405:
+            # A region of an earlier release, without batches: its versions go one per request.
+            log.info("%s takes no batches of replicas; sending them one by one", self.region)
+            self._batches = False
+            return await self._one_by_one(replicas)
+        if response.status_code != 200:
+            raise _refusal(self.region, response)
+        try:
+            results = decode_results(response.content, len(replicas))
+        except ValueError as exc:
+            raise PeerUnavailable(f"{self.region} answered a batch of replicas with {exc}") from exc
+        return [
+            None
+            if r["status"] == 200
+            else PeerRefused(
+                str(r.get("message") or f"{self.region} answered {r['status']}"),
+                r["status"],
+                str(r.get("code") or "InternalError"),
+            )
+            for r in results
+        ]
+
+    async def _one_by_one(self, replicas: Sequence[Replica]) -> list[PeerRefused | None]:
+        async def one(replica: Replica) -> PeerRefused | None:
+            try:
+                await self.put_replica(replica.version, replica.body, replica.parts, replica.seal)
+            except PeerRefused as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(r) for r in replicas)))
 
     async def get_version(
         self,
@@ -280,20 +351,26 @@ class PeerS3:
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """A signed round trip; keeps a connection through the link open, so a copy pays no handshake."""
-        response = await self._send(self._client.build_request("GET", PING_PATH, timeout=timeout_s))
+        response = await self._send(
+            self._replicas.build_request("GET", PING_PATH, timeout=timeout_s), client=self._replicas
+        )
         if response.status_code != 200:
             raise _refusal(self.region, response)
 
-    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+    async def _send(
+        self, request: httpx.Request, *, stream: bool = False, client: httpx.AsyncClient | None = None
+    ) -> httpx.Response:
         try:
-            return await self._client.send(request, stream=stream)
+            return await (client or self._client).send(request, stream=stream)
         except httpx.HTTPError as exc:
             raise PeerUnavailable(f"{self.region} unreachable: {_describe(exc)}") from exc
 
-    def _timeout(self, size: int) -> httpx.Timeout:
-        # Big bodies take longer to cross; a few MiB per second is far below any link's speed.
+    def _timeout(self, size: int, *, copy: bool = False) -> httpx.Timeout:
+        # Big bodies take longer to cross; a few MiB per second is far below any link's speed. A copy's
+        # wait for a pooled connection is not bounded: with replication's small pool a copy may wait
+        # behind big ones still crossing, which says nothing of whether the peer answers.
         total = self.timeout_s + size / (4 * 1024 * 1024)
-        return httpx.Timeout(total, connect=min(3.0, total))
+        return httpx.Timeout(total, connect=min(3.0, total), pool=None if copy else total)
 
 
 class Incoming:

@@ -25,10 +25,18 @@ Retries, and what FAILED means:
 Not replicated: tag changes (PutObjectTagging) of sources and replicas alike, so a rule's
 ReplicaModifications is stored but has nothing to carry; ExistingObjectReplication is stored, and
 versions written before a rule stay where they are (`aws s3 sync` copies them), as in S3.
-A copy travels as one request. A version up to a MiB is read into memory (at most
-`max_inflight_bytes` of them at once); a bigger one is streamed from the store's file as the link takes
-it (bodies.Stored: its SHA-256 is read first, for the signature, then its pieces), so no copy holds a
-body whole, on either side: the destination spools what arrives before its store takes it.
+Small versions (up to 256 KiB, delete markers included) travel in batches: the copies waiting for the
+same destination region go in one signed request (client.PeerS3.put_replicas, up to 256 of them and a
+MiB of content), at most `batch_requests` of them in flight per region while the next one fills, and
+the destination writes them in one commit with a result per version, so a refused one is retried alone
+and a failed request leaves all of its versions PENDING. A burst of small objects then costs a request
+and a commit per batch instead of per object; their COMPLETED statuses are written in batches too.
+A version in a batch carries what it would alone: a multipart version's parts (sizes, checksums) and
+an SSE-C version's sealed content and seal, so small SSE-C and multipart versions are batched as well.
+A bigger version travels alone: up to a MiB it is read into memory (at most `max_inflight_bytes` of
+them at once); beyond, it is streamed from the store's file as the link takes it (bodies.Stored: its
+SHA-256 is read first, for the signature, then its pieces), so no copy holds a body whole, on either
+side: the destination spools what arrives before its store takes it.
 """
 
 from __future__ import annotations
@@ -58,9 +66,11 @@ from bookstore.objectstore.port import (
     Objects,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationQueue,
     ReplicationStatus,
     Seal,
+    StatusChange,
 )
 from bookstore.ports import Clock
 from bookstore.replication.objects.client import PeerS3
@@ -102,6 +112,14 @@ class _SealedStored(Stored):
 _INLINE_READ = 64 * 1024
 # Versions up to this size travel from memory; larger ones stream from the store (a piece at a time).
 _BUFFERED = 1024 * 1024
+# Versions up to this size travel in batches; larger ones one per request.
+_BATCHED = 256 * 1024
+# A batch carries at most this many versions and this much content (the wire allows more: headroom for
+# the versions' fields).
+_BATCH_VERSIONS = 256
+_BATCH_BYTES = 1024 * 1024
+# Statuses written in one commit at most.
+_STATUS_BATCH = 1000
 _RECENT_FAILURES = 20
 
 
@@ -115,6 +133,11 @@ def destinations(config: ReplicationConfiguration, version: ObjectVersion) -> li
             continue
         names.add(rule.destination_bucket_name)
     return sorted(names)
+
+
+def _small(version: ObjectVersion) -> bool:
+    """True when the version's copies travel in batches."""
+    return version.is_delete_marker or version.size <= _BATCHED
 
 
 def _held(version: ObjectVersion) -> int:
@@ -145,6 +168,16 @@ class _Job:
 
 
 @dataclass
+class _Outbox:
+    """Small copies waiting to go to one destination region in the next batch, and the batches in flight."""
+
+    waiting: list[tuple[Replica, asyncio.Future[None]]] = field(default_factory=list)
+    size: int = 0
+    sending: int = 0
+    scheduled: bool = False
+
+
+@dataclass
 class _Route:
     """One destination region: its health as copies and heartbeats see it, and its figures."""
 
@@ -154,6 +187,8 @@ class _Route:
     reachable: bool | None = None
     last_error: str = ""
     last_contact: float = 0.0
+    # The error that last counted as a failed attempt (the copies of one batch share theirs).
+    last_cause: BaseException | None = None
     completed: int = 0
     failed: int = 0
     bytes: int = 0
@@ -169,6 +204,8 @@ class ObjectReplicator:
         clock: Clock,
         *,
         concurrency: int = 32,
+        batched: int = 1024,
+        batch_requests: int = 4,
         max_inflight_bytes: int = 64 * 1024 * 1024,
         poll_s: float = 1.0,
         relist_s: float = 0.05,
@@ -184,7 +221,20 @@ class ObjectReplicator:
         self.store = store
         self.region = cluster.region
         self.clock = clock
+        # Versions copied one per request (big ones), in flight at once.
         self.concurrency = concurrency
+        # Small versions in flight at once: enough to fill `batch_requests` batches per destination region
+        # while the next ones gather.
+        self.batched = batched
+        self.batch_requests = batch_requests
+        self._small_active = 0
+        # True when the last pass over the known jobs left some that were due for want of a free slot;
+        # and how long until the next of those waiting out a backoff is due.
+        self._held_back = False
+        self._next_due_s = 0.0
+        self._outboxes: dict[str, _Outbox] = {}
+        self._statuses: list[tuple[StatusChange, asyncio.Future[None]]] = []
+        self._writing_statuses = False
         # Small copies hold their content in memory, streamed ones a piece or two: past this many bytes
         # in flight, the next ones wait their turn.
         self.max_inflight_bytes = max_inflight_bytes
@@ -268,13 +318,20 @@ class ObjectReplicator:
     async def _tick(self) -> float:
         """Start the copies that are due; returns how long to wait before the next look at most."""
         now = time.monotonic()
-        if now < self._listed_at + self.relist_s and self._start_known(now):
+        # Listing again finds nothing that could start while the known jobs lack free slots, nor while the
+        # last listing did not reach the end of the queue (versions queued since are behind its own).
+        if self._start_known(now) and (
+            now < self._listed_at + self.relist_s or not self.pending_exact or self._held_back
+        ):
             # Copies finishing in a burst free their slots one by one: refilled from the jobs listed
             # last time, instead of listing hundreds of queued versions again for each copy.
-            return max(0.005, self._listed_at + self.relist_s - now)
+            if now < self._listed_at + self.relist_s:
+                return max(0.005, self._listed_at + self.relist_s - now)
+            # Until a copy finishes (it wakes the loop) or a job waiting out a backoff is due.
+            return self._next_due_s
         # The listing reaches past the versions waiting out a backoff, so a failing destination at the
         # head of the queue does not hide the versions behind it.
-        limit = min(20_000, max(256, self._waiting + len(self._active) + 4 * self.concurrency))
+        limit = min(20_000, max(256, self._waiting + len(self._active) + self.batched + 4 * self.concurrency))
         self._finished.clear()
         pending = await asyncio.to_thread(self.store.pending_replications, limit=limit)
         self._listed_at = now = time.monotonic()
@@ -294,17 +351,21 @@ class ObjectReplicator:
 
     def _start_known(self, now: float) -> bool:
         """Start due jobs from the last listing; False when there is a free slot and none to fill it."""
-        if len(self._active) >= self.concurrency:
+        if self._full(small=True) and self._full(small=False):
+            self._held_back, self._next_due_s = True, self.poll_s
             return True
         started = len(self._active)
-        self._start_due(list(self._jobs), now)
-        return len(self._active) > started
+        self._next_due_s = self._start_due(list(self._jobs), now)
+        # Known jobs held back only for want of a slot (small ones while big slots are free, or past the
+        # bytes in flight): a new listing would find nothing that could start either.
+        return len(self._active) > started or self._held_back
 
     def _start_due(self, idents: list[tuple[str, str, str]], now: float) -> float:
         """Start the jobs of `idents` (in queue order) that are due, up to the concurrency and bytes in
         flight; returns how long until the next of the others is due (at most poll_s)."""
         next_due = now + self.poll_s
         waiting = 0
+        self._held_back = False
         for ident in idents:
             if ident in self._active or ident in self._finished:
                 continue
@@ -314,18 +375,30 @@ class ObjectReplicator:
                 waiting += 1
                 next_due = min(next_due, due)
                 continue
-            if len(self._active) >= self.concurrency:
-                break
+            small = _small(job.version)
+            if self._full(small):
+                self._held_back = True
+                if self._full(not small):
+                    break
+                continue
             held = _held(job.version)
             if self._inflight_bytes and self._inflight_bytes + held > self.max_inflight_bytes:
+                self._held_back = True
                 continue
             self._active.add(ident)
+            self._small_active += small
             self._inflight_bytes += held
             task = asyncio.create_task(self._replicate(ident, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._waiting = waiting
         return max(0.005, next_due - now)
+
+    def _full(self, small: bool) -> bool:
+        """No slot left for another small (batched) version, or for another big one."""
+        if small:
+            return self._small_active >= self.batched
+        return len(self._active) - self._small_active >= self.concurrency
 
     def _blocked_until(self, job: _Job, now: float) -> float:
         """When the job's destinations let it try again: all of them failing and not yet due (or probed)."""
@@ -376,13 +449,17 @@ class ObjectReplicator:
                     for route in probes:
                         route.probing = False
                     raise
-                outcomes = await asyncio.gather(
-                    *(self._copy(job, bucket, region, body, parts, seal) for bucket, region in targets),
-                    return_exceptions=True,
-                )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
+                if len(targets) == 1:
+                    # Most versions have one destination: no task of its own for the copy.
+                    await self._copy(job, *targets[0], body, parts, seal)
+                else:
+                    outcomes = await asyncio.gather(
+                        *(self._copy(job, bucket, region, body, parts, seal) for bucket, region in targets),
+                        return_exceptions=True,
+                    )
+                    for outcome in outcomes:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
             if not job.remaining:
                 await self._finish(version, "COMPLETED", "")
                 self._forget(ident)
@@ -399,6 +476,7 @@ class ObjectReplicator:
             job.not_before = time.monotonic() + self.max_backoff_s
         finally:
             self._active.discard(ident)
+            self._small_active -= _small(version)
             self._inflight_bytes -= _held(version)
             if self._event is not None:
                 self._event.set()
@@ -471,7 +549,14 @@ class ObjectReplicator:
         replica = replace(job.version, bucket=bucket, replication_status=None, replication_reason="")
         size = len(body) if isinstance(body, bytes) else body.size
         try:
-            if region == self.region:
+            if isinstance(body, bytes) and _small(replica):
+                # Parts and seal travel in the batch as they do alone (wire.replica_fields), so a small
+                # multipart version (one part, or parts under a lowered minimum) and a small SSE-C one
+                # (its sealed pieces, whose sizes its seal gives) go in batches like any other: keeping
+                # them apart would need a rule of their own here for no gain, and a batch is written by
+                # put_replicas exactly as put_replica writes each.
+                await self._batched_copy(region, Replica(replica, body, tuple(parts), seal))
+            elif region == self.region:
                 content = body if isinstance(body, bytes) else body.chunks()
                 await asyncio.to_thread(self.store.put_replica, replica, content, parts, seal)
             else:
@@ -480,7 +565,7 @@ class ObjectReplicator:
                     raise _Refused(f"no link from {self.region} to {region}", "no-link")
                 await peer.put_replica(replica, body, parts, seal)
         except PeerUnavailable as exc:
-            self._attempt_failed(route, region, "unreachable", exc.message)
+            self._attempt_failed(route, region, "unreachable", exc.message, exc)
             job.reason = exc.message
             return
         except PeerRefused as exc:
@@ -488,7 +573,7 @@ class ObjectReplicator:
             route.last_contact = time.monotonic()
             if exc.status >= 500 or exc.status in (408, 429):
                 self._attempt_failed(
-                    route, region, f"error:{exc.code}", f"{region}: {exc.code}: {exc.message}"
+                    route, region, f"error:{exc.code}", f"{region}: {exc.code}: {exc.message}", exc
                 )
                 return
             raise _Refused(
@@ -516,13 +601,89 @@ class ObjectReplicator:
         if was_failing:
             log.info("object replication to %s resumed", region)
 
-    def _attempt_failed(self, route: _Route, region: str, kind: str, reason: str) -> None:
+    async def _batched_copy(self, region: str, replica: Replica) -> None:
+        """Write a small version into its destination with the next batch to `region`; raises what
+        refused it (as put_replica would), or what failed the whole batch."""
+        if region != self.region and region not in self.cluster.peers:
+            raise _Refused(f"no link from {self.region} to {region}", "no-link")
+        box = self._outboxes.get(region)
+        if box is None:
+            box = self._outboxes[region] = _Outbox()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        box.waiting.append((replica, done))
+        box.size += len(replica.body)
+        if len(box.waiting) >= _BATCH_VERSIONS or box.size >= _BATCH_BYTES:
+            self._flush(region)
+        elif not box.scheduled:
+            # Sent once the copies started with this one have joined it (they run before this callback).
+            box.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, region)
+        await done
+
+    def _flush(self, region: str) -> None:
+        """Send the copies waiting for `region` in batches, as far as `batch_requests` allows; the rest
+        wait for a batch in flight to end, gathering into the next."""
+        box = self._outboxes[region]
+        box.scheduled = False
+        while box.waiting and box.sending < self.batch_requests:
+            batch: list[tuple[Replica, asyncio.Future[None]]] = []
+            size = 0
+            while box.waiting and len(batch) < _BATCH_VERSIONS:
+                body = box.waiting[0][0].body
+                if batch and size + len(body) > _BATCH_BYTES:
+                    break
+                batch.append(box.waiting.pop(0))
+                size += len(body)
+            box.size -= size
+            box.sending += 1
+            task = asyncio.create_task(self._send_batch(region, box, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_batch(
+        self, region: str, box: _Outbox, batch: list[tuple[Replica, asyncio.Future[None]]]
+    ) -> None:
+        replicas = [replica for replica, _ in batch]
+        try:
+            results: list[Exception | None]
+            if region == self.region:
+                outcomes = await asyncio.to_thread(self.store.put_replicas, replicas)
+                results = [o.error for o in outcomes]
+            else:
+                results = list(await self.cluster.peers[region].put_replicas(replicas))
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, done), error in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        finally:
+            box.sending -= 1
+            if box.waiting and not box.scheduled:
+                self._flush(region)
+
+    def _attempt_failed(
+        self, route: _Route, region: str, kind: str, reason: str, cause: BaseException
+    ) -> None:
+        self.metrics.attempt_failures.labels(region, kind).inc()
+        if cause is route.last_cause:
+            # One failed batch fails each of its copies with the same error: one attempt for the backoff,
+            # or a batch of 256 would send the next try to the longest backoff at once.
+            return
+        route.last_cause = cause
         route.failures += 1
         route.probing = False
         route.reachable = False
         route.last_error = reason
         route.retry_at = time.monotonic() + self._backoff(route.failures)
-        self.metrics.attempt_failures.labels(region, kind).inc()
         if route.failures == 1:
             log.warning("object replication to %s: %s; retrying with backoff", region, reason)
 
@@ -561,14 +722,44 @@ class ObjectReplicator:
         )
 
     async def _finish(self, version: ObjectVersion, status: ReplicationStatus, reason: str) -> None:
-        args = (version.bucket, version.key, version.version_id, status, reason)
+        """Set the version's status, with the others finishing about now (one commit for them all)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        change = StatusChange(version.bucket, version.key, version.version_id, status, reason)
+        self._statuses.append((change, done))
+        if not self._writing_statuses:
+            self._writing_statuses = True
+            task = asyncio.create_task(self._write_statuses())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
-            if self.store.runs_inline:
-                self.store.set_replication_status(*args)
-            else:
-                await asyncio.to_thread(self.store.set_replication_status, *args)
+            await done
         except (NoSuchVersion, NoSuchBucket):
             return
+
+    async def _write_statuses(self) -> None:
+        """Write the statuses waiting, a commit at a time, until none is left."""
+        try:
+            while self._statuses:
+                batch, self._statuses = self._statuses[:_STATUS_BATCH], self._statuses[_STATUS_BATCH:]
+                changes = [change for change, _ in batch]
+                try:
+                    outcomes = await asyncio.to_thread(self.store.set_replication_statuses, changes)
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    if done.done():
+                        continue
+                    if outcome.error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(outcome.error)
+        finally:
+            self._writing_statuses = False
 
     def _forget(self, ident: tuple[str, str, str]) -> None:
         self._jobs.pop(ident, None)

@@ -9,6 +9,7 @@ spooled as they arrive, a version read streams from the store's file as the peer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp
 
+from bookstore.domain.errors import BookstoreError, StorageError
 from bookstore.kernel.auth import PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.app import S3Api, s3_asgi
 from bookstore.objectstore.encryption import CustomerKey
-from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed
+from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed, code_and_status
 from bookstore.objectstore.namespace import Cluster
 from bookstore.objectstore.peer import INTERNAL_PREFIX
 from bookstore.objectstore.port import Body, ObjectStore, check_key
@@ -33,6 +35,8 @@ from bookstore.objectstore.request import INLINE_BODY, MAX_PUT, receive
 from bookstore.objectstore.sigv4 import UNSIGNED_PAYLOAD, Authorized, PayloadReader
 from bookstore.ports import Clock
 from bookstore.replication.objects.wire import (
+    BATCH_MAX_BYTES,
+    BATCH_PATH,
     BUCKETS_PATH,
     CUSTOMER_KEY_HEADER,
     FORWARD_PATH,
@@ -40,14 +44,17 @@ from bookstore.replication.objects.wire import (
     OBJECTS_PATH,
     PING_PATH,
     VERSION_HEADER,
+    body_size,
+    decode_batch,
     decode_fields,
     digest,
     encode_fields,
-    parts_from_fields,
-    seal_from_fields,
+    encode_results,
+    replica_from_fields,
     version_fields,
-    version_from_fields,
 )
+
+log = logging.getLogger("bookstore.replication.objects")
 
 
 def create_region_s3_app(
@@ -93,6 +100,8 @@ class PeerEndpoints:
             return await self._forwarded(request, method, peer)
         if path == OBJECTS_PATH and method == "PUT":
             return await self._put_replica(request)
+        if path == BATCH_PATH and method == "POST":
+            return await self._put_replicas(request)
         if path == OBJECTS_PATH and method == "GET":
             return await self._get_version(request)
         if path == BUCKETS_PATH and method == "GET":
@@ -111,14 +120,12 @@ class PeerEndpoints:
         if digest(encoded) != request.query_params.get("version"):
             raise InvalidRequest("the replica's version does not match the signed request")
         try:
-            doc = decode_fields(encoded)
-            version = version_from_fields(doc)
-            parts = parts_from_fields(doc, version)
-            seal = seal_from_fields(doc)
+            described = replica_from_fields(decode_fields(encoded))
         except ValueError as exc:
             raise InvalidRequest(f"the replica's version is malformed: {exc}") from exc
+        version, parts, seal = described.version, described.parts, described.seal
         # A sealed (SSE-C) body is as its source stored it: each piece's IV and ciphertext.
-        size = version.size if seal is None else sum(seal.pieces)
+        size = body_size(version, seal)
         declared = request.headers.get("content-length")
         if declared is not None and declared != str(size):
             # Refused before any of it is spooled: that body cannot be the version's.
@@ -140,6 +147,32 @@ class PeerEndpoints:
             orjson.dumps({"versionId": written.version_id, "status": written.replication_status}),
             media_type="application/json",
         )
+
+    async def _put_replicas(self, request: Request) -> Response:
+        """A batch of small replicas (wire.encode_batch), written together, each with its parts and seal as
+        `_put_replica` writes one; a result per replica, so that one refused (no such bucket, versioning
+        off, bad digest, parts that do not add up, a sealed one without its seal) is retried alone."""
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > BATCH_MAX_BYTES:
+            raise InvalidRequest(f"a batch of replicas declares its length, at most {BATCH_MAX_BYTES} bytes")
+        data = await request.body()
+        try:
+            replicas = decode_batch(data)
+        except ValueError as exc:
+            raise InvalidRequest(f"the batch of replicas is malformed: {exc}") from exc
+        outcomes = await self.api.run(self.api.store.put_replicas, replicas, big=len(data) > INLINE_BODY)
+        results: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            error = outcome.error
+            if error is None:
+                results.append({"status": 200})
+                continue
+            if not isinstance(error, BookstoreError):
+                log.error("a replica of a batch failed", exc_info=error)
+                error = StorageError(f"{type(error).__name__}: {error}")
+            code, status = code_and_status(error)
+            results.append({"status": status, "code": code, "message": error.message})
+        return Response(encode_results(results), media_type="application/json")
 
     async def _get_version(self, request: Request) -> Response:
         query = request.query_params

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,10 +18,12 @@ import orjson
 from bookstore.objectstore.checksums import Checksum
 from bookstore.objectstore.encryption import KeyProof
 from bookstore.objectstore.peer import INTERNAL_PREFIX
-from bookstore.objectstore.port import ObjectVersion, Part, Seal
+from bookstore.objectstore.port import ObjectVersion, Part, Replica, Seal
 
 FORWARD_PATH = f"{INTERNAL_PREFIX}forward"
 OBJECTS_PATH = f"{INTERNAL_PREFIX}objects"
+# Many small replicas in one signed request (encode_batch); larger ones travel alone to OBJECTS_PATH.
+BATCH_PATH = f"{INTERNAL_PREFIX}objects/batch"
 BUCKETS_PATH = f"{INTERNAL_PREFIX}buckets"
 PING_PATH = f"{INTERNAL_PREFIX}ping"
 FORWARDED_HEADERS = "x-bookstore-forwarded-headers"
@@ -136,6 +139,98 @@ def version_from_fields(doc: Mapping[str, Any]) -> ObjectVersion:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a version: {exc}") from exc
     return version
+
+
+# What one batch may carry at most: its replicas, and their contents and manifest together.
+BATCH_MAX_VERSIONS = 1000
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+
+def replica_fields(
+    version: ObjectVersion, parts: Sequence[Part] = (), seal: Seal | None = None
+) -> dict[str, Any]:
+    """What describes a replica on the wire, alone (PUT, its VERSION_HEADER) or in a batch (a manifest
+    entry) alike: its version's fields, and a multipart version's "parts" and an SSE-C version's "seal"
+    when it has them. Both are optional: a region from before ignores them, and sends none."""
+    fields = version_fields(version)
+    if parts:
+        fields["parts"] = parts_fields(parts)
+    if seal is not None:
+        fields["seal"] = seal_fields(seal)
+    return fields
+
+
+def replica_from_fields(doc: Mapping[str, Any]) -> Replica:
+    """The version, parts and seal `replica_fields` described (its body left empty); ValueError when
+    malformed."""
+    version = version_from_fields(doc)
+    return Replica(version, b"", tuple(parts_from_fields(doc, version)), seal_from_fields(doc))
+
+
+def body_size(version: ObjectVersion, seal: Seal | None) -> int:
+    """How many bytes a replica's body holds on the wire: a delete marker's none, a sealed (SSE-C)
+    version's its pieces as stored (each part's IV and ciphertext), any other's its size."""
+    if version.is_delete_marker:
+        return 0
+    return version.size if seal is None else sum(seal.pieces)
+
+
+# What one batch may carry at most: its replicas, and their contents and manifest together.
+BATCH_MAX_VERSIONS = 1000
+BATCH_MAX_BYTES = 4 * 1024 * 1024
+
+
+def encode_batch(replicas: Sequence[Replica]) -> bytes:
+    """A batch of replicas as one body: their fields (`replica_fields`: parts and seal included, as a
+    replica sent alone has them) as a JSON list on the first line, then their contents one after the
+    other (each `body_size` long: a delete marker's is empty, a sealed one's is its sealed pieces).
+
+    Bytes rather than JSON for the contents, so that they travel as they are (no base64), and one HMAC
+    over the whole body covers every version and its content.
+    """
+    manifest = orjson.dumps([replica_fields(r.version, r.parts, r.seal) for r in replicas])
+    return b"".join([manifest, b"\n", *(r.body for r in replicas)])
+
+
+def decode_batch(data: bytes) -> list[Replica]:
+    """The replicas `encode_batch` sent; ValueError when the body is not such a batch."""
+    manifest, newline, rest = data.partition(b"\n")
+    if not newline:
+        raise ValueError("no manifest line")
+    docs = orjson.loads(manifest)
+    if not isinstance(docs, list) or not docs or len(docs) > BATCH_MAX_VERSIONS:
+        raise ValueError(f"the manifest is not a list of 1 to {BATCH_MAX_VERSIONS} versions")
+    described = [replica_from_fields(d) if isinstance(d, dict) else _not_a_version(d) for d in docs]
+    sizes = [body_size(r.version, r.seal) for r in described]
+    if any(n < 0 for n in sizes) or sum(sizes) != len(rest):
+        raise ValueError(f"the contents hold {len(rest)} bytes; the versions say {sum(sizes)}")
+    out, at = [], 0
+    view = memoryview(rest)
+    for replica, size in zip(described, sizes, strict=True):
+        out.append(replace(replica, body=bytes(view[at : at + size])))
+        at += size
+    return out
+
+
+def encode_results(outcomes: Sequence[Mapping[str, Any]]) -> bytes:
+    """A batch's answer: per replica, in order, {"status": 200} or {"status", "code", "message"}."""
+    return orjson.dumps({"results": list(outcomes)})
+
+
+def decode_results(data: bytes, count: int) -> list[dict[str, Any]]:
+    """The per-replica results of a batch of `count`; ValueError when the answer is not that."""
+    doc = orjson.loads(data)
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list) or len(results) != count:
+        raise ValueError(f"expected {count} results")
+    for result in results:
+        if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+            raise ValueError("a result without its status")
+    return results
+
+
+def _not_a_version(doc: Any) -> Replica:
+    raise ValueError(f"not a version: {type(doc).__name__}")
 
 
 def _str(value: Any) -> str:

@@ -16,6 +16,7 @@ Layout under `root` (nothing below it is named after a bucket or key, so no key 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import secrets
@@ -63,15 +64,17 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
     Seal,
     StartedUpload,
+    StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
     check_replica_parts,
 )
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Outcome
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
 from bookstore.storage.durability import Durability
 from bookstore.storage.local import listing, metadata
@@ -723,6 +726,24 @@ class LocalObjectStore:
             pieces = tuple(n for _, n in stored)
             reader = self._files.reader(stored, 0, sum(pieces) - 1)
         return Seal(proof, pieces), reader
+
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        # One commit for the lot: a replica's own commit costs more than writing its row.
+        return self.engine.run_group(
+            [functools.partial(self.put_replica, r.version, r.body, r.parts, r.seal) for r in replicas],
+            what="replica writes",
+        )
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
+        return self.engine.run_group(
+            [
+                functools.partial(
+                    self.set_replication_status, c.bucket, c.key, c.version_id, c.status, c.reason
+                )
+                for c in changes
+            ],
+            what="replication statuses",
+        )
 
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""

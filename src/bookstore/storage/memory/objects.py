@@ -50,15 +50,17 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
     Seal,
     StartedUpload,
+    StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
     check_replica_parts,
 )
-from bookstore.ports import Clock
+from bookstore.ports import Clock, Outcome
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 _MAX_PART_NUMBER = 10_000
@@ -625,6 +627,15 @@ class MemoryObjectStore:
         pieces = stored.part_sizes or (len(stored.data),)
         return Seal(stored.proof, tuple(pieces)), (stored.data,)
 
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        return [_outcome(self.put_replica, r.version, r.body, r.parts, r.seal) for r in replicas]
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
+        return [
+            _outcome(self.set_replication_status, c.bucket, c.key, c.version_id, c.status, c.reason)
+            for c in changes
+        ]
+
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""
     ) -> None:
@@ -771,3 +782,10 @@ def _unlock(proof: KeyProof | None, customer_key: CustomerKey | None) -> None:
         refuse_key(customer_key)
     else:
         proof.check(customer_key)
+
+
+def _outcome(call: Callable[..., object], *args: object) -> Outcome:
+    try:
+        return Outcome(value=call(*args))
+    except Exception as exc:
+        return Outcome(error=exc)

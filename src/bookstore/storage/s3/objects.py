@@ -52,13 +52,16 @@ from bookstore.objectstore.port import (
     ObjectPage,
     ObjectVersion,
     Part,
+    Replica,
     ReplicationStatus,
     Seal,
     StartedUpload,
+    StatusChange,
     VersionPage,
     check_bucket_name,
     check_key,
 )
+from bookstore.ports import Outcome
 
 _EAGER_READ = 1024 * 1024
 # boto3 parameter names of the standard headers S3 stores with an object.
@@ -467,6 +470,12 @@ class S3ObjectStore:
     def set_replication_status(
         self, bucket: str, key: str, version_id: str, status: ReplicationStatus, reason: str = ""
     ) -> None:
+        raise NotSupported(_NOT_SUPPORTED)
+
+    def put_replicas(self, replicas: Sequence[Replica]) -> list[Outcome]:
+        raise NotSupported(_NOT_SUPPORTED)
+
+    def set_replication_statuses(self, changes: Sequence[StatusChange]) -> list[Outcome]:
         raise NotSupported(_NOT_SUPPORTED)
 
     def pending_replications(self, *, limit: int = 100) -> list[ObjectVersion]:
