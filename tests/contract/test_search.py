@@ -3,6 +3,8 @@ hostile queries, removal."""
 
 from __future__ import annotations
 
+import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from bookstore.ports import SearchIndex
 from bookstore.services.catalog import seed_books
 from bookstore.storage.memory.search import MemorySearchIndex
 from bookstore.storage.sqlite.search import SqliteSearchIndex, match_expression
-from bookstore.storage.words import tokens
+from bookstore.storage.words import RANKED_MATCHES, tokens, word_count
 
 
 def fields(book: dict[str, str]) -> dict[str, str]:
@@ -221,3 +223,98 @@ def test_unusable_place_raises_storage_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError):
         SqliteSearchIndex(tmp_path / "file" / "search.db")
+
+
+# More matches than RANKED_MATCHES are not scored; these tests hold the order they get instead.
+MANY = RANKED_MATCHES + 200
+ADJECTIVES = ("Silent", "Golden", "Hidden", "Broken")
+NOUNS = ("Harbor", "Garden", "River", "Orchard", "Mirror", "Tower")
+
+
+def many_lantern_titles(count: int = MANY) -> list[tuple[str, dict[str, str]]]:
+    """`count` books whose titles hold 'lantern' among six other words; a quarter hold 'silent'."""
+    rnd = random.Random(7)
+    return [
+        (
+            f"gen-{n:05d}",
+            {
+                "name": f"The {rnd.choice(ADJECTIVES)} Lantern of the {rnd.choice(NOUNS)} {n}",
+                "author": "Ada Okafor",
+                "category": "Fiction",
+            },
+        )
+        for n in range(count)
+    ]
+
+
+def test_an_exact_title_match_leads_thousands_of_matches_of_a_common_word(index: SearchIndex) -> None:
+    index.rebuild(many_lantern_titles(), cursor="1")
+    # Indexed last, after more matches than are scored: an order by indexing would leave it out.
+    index.upsert("exact", {"name": "Lantern", "author": "Ada Okafor", "category": "Fiction"})
+    index.upsert("two", {"name": "Silent Lantern", "author": "Ada Okafor", "category": "Fiction"})
+    assert index.search("lantern", limit=5)[0] == "exact"
+    assert index.search("lant", limit=5)[0] == "exact"
+    assert index.search("silent lantern", limit=5)[0] == "two"
+    assert index.search("Silent lant", limit=5)[0] == "two"
+
+
+def test_title_matches_lead_the_other_fields_when_too_many_to_score(index: SearchIndex) -> None:
+    # Shorter books holding the word in their author or category only would lead an order by length.
+    docs = [
+        (f"cat-{n:05d}", {"name": f"Tide {n}", "author": "B", "category": "Lantern"}) for n in range(MANY)
+    ]
+    docs += [("title-long", {"name": "A Lantern for the Long Night Watch", "author": "C D", "category": "X"})]
+    docs += [("title-short", {"name": "Lantern Light", "author": "C", "category": "X"})]
+    index.rebuild(docs, cursor="1")
+    found = index.search("lantern", limit=4)
+    assert found[:2] == ["title-short", "title-long"]
+    assert all(doc_id.startswith("cat-") for doc_id in found[2:]) and len(found) == 4
+
+
+def test_bm25_orders_up_to_ranked_matches_and_static_rank_beyond(index: SearchIndex) -> None:
+    """bm25 puts 'Soup Soup' (the word twice) above 'Soup' (a shorter title); static rank the reverse."""
+    fillers = [
+        (f"f-{n:05d}", {"name": f"Soup and Bread for Many {n}", "author": "A", "category": "C"})
+        for n in range(RANKED_MATCHES - 2)
+    ]
+    pair = [
+        ("twice", {"name": "Soup Soup", "author": "A", "category": "C"}),
+        ("once", {"name": "Soup", "author": "A", "category": "C"}),
+    ]
+    index.rebuild(fillers + pair, cursor="1")
+    assert index.search("soup", limit=2) == ["twice", "once"]
+    index.upsert("one-more", {"name": "Soup and Bread for Many More", "author": "A", "category": "C"})
+    assert index.search("soup", limit=2) == ["once", "twice"]
+
+
+def test_both_adapters_order_many_matches_alike(tmp_path: Path) -> None:
+    sqlite, memory = SqliteSearchIndex(tmp_path / "search.db"), MemorySearchIndex()
+    docs = many_lantern_titles()
+    for adapter in (sqlite, memory):
+        adapter.rebuild(docs[:600], cursor="1")
+        for doc_id, doc in docs[600:]:
+            adapter.upsert(doc_id, doc)
+        adapter.upsert("gen-00003", {"name": "Lantern", "author": "Ada Okafor", "category": "Fiction"})
+        # Another word, as many words: the book keeps its place among its static rank's books.
+        adapter.upsert("gen-00005", {**docs[5][1], "name": docs[5][1]["name"].replace("The", "Our")})
+        adapter.remove("gen-00010")
+    for query in ("lantern", "the lantern", "silent lant", "okafor", "t", "fiction"):
+        assert sqlite.search(query, limit=100) == memory.search(query, limit=100), query
+
+
+def test_an_index_of_an_older_layout_is_emptied_for_a_rebuild(tmp_path: Path) -> None:
+    index = SqliteSearchIndex(tmp_path / "search.db")
+    index.upsert("b1", {"name": "One", "author": "A", "category": "C"}, cursor="1")
+    index.close()
+    # As a file written before rowids were static ranks: no layout recorded.
+    with sqlite3.connect(tmp_path / "search.db") as db:
+        db.execute("DELETE FROM meta WHERE name = 'layout'")
+    reopened = SqliteSearchIndex(tmp_path / "search.db")
+    # No cursor: the consumer rebuilds from the table.
+    assert reopened.cursor() is None
+    assert reopened.search("one") == []
+
+
+@given(text=st.text(max_size=60) | st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_word_count_counts_the_tokenizers_words(text: str) -> None:
+    assert word_count(text) == len(tokens(text))

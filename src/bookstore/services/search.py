@@ -21,10 +21,11 @@ MAX_CACHED_QUERIES = 1024
 class BookSearch:
     """Follows the Books stream into `index` (upsert on INSERT/MODIFY, remove on REMOVE) and searches it.
 
-    The ranked ids of a query are kept in memory until the index changes: ranking every match of a
-    common word costs tens of milliseconds at 100k books, a repeated query then costs the table reads
-    of its books alone. Any batch the consumer applies (or a rebuild) empties the cache, so an answer
-    trails the table by no more than the index itself does; books deleted since are still left out.
+    The ranked ids of a query are kept in memory until the index changes, so a repeated query costs
+    the table reads of its books alone (a first one adds the index's query, bounded however common its
+    words: the SearchIndex adapters say what ranks first). Any batch the consumer applies (or a
+    rebuild) empties the cache, so an answer trails the table by no more than the index itself does;
+    books deleted since are still left out.
     """
 
     def __init__(

@@ -1,4 +1,18 @@
-"""The embedded SearchIndex adapter: SQLite FTS5 over name, author and category, ranked by bm25."""
+"""The embedded SearchIndex adapter: SQLite FTS5 over name, author and category, each query's work bounded.
+
+A book matches when every word of the query occurs in one of its fields, the last word as a prefix.
+How matches are ordered depends on how many there are:
+- Up to RANKED_MATCHES (500): by FTS5's bm25 (fields weighted by WEIGHTS: title 10, author 4,
+  category 2), best first, ties by document id.
+- More than that (a common word, or a short prefix): not scored. Books whose title holds every word
+  come first, then the others; each group in static rank order: fewer words in the title first, then
+  fewer words in all, then the order the books were indexed in (a change that keeps both word counts
+  keeps a book's place). So an exact title match leads the
+  thousands of longer titles holding its words, as it does under bm25.
+The static rank is the FTS5 rowid (title words << 48 | all words << 32 | sequence within that pair),
+so `ORDER BY rowid LIMIT k` reads the first k matches of a doclist and stops: no query reads or
+scores more than RANKED_MATCHES + 1 rows of the index (prefixes aside, which FTS5 expands first).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bookstore.storage.sqlite.engine import SqliteEngine
-from bookstore.storage.words import FIELDS, MAX_TOKENS, WEIGHTS, tokens
+from bookstore.storage.words import FIELDS, MAX_TOKENS, RANKED_MATCHES, WEIGHTS, static_rank, tokens
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (rid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE);
@@ -16,6 +30,22 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+# Files written before rowids were static ranks have no layout, and are emptied (cursor too) on open:
+# the consumer then rebuilds the index from the table, as after a trimmed stream.
+_LAYOUT = "static-rank-rowid"
+_SEQUENCE_BITS = 32
+_MAX_WORDS = 0xFFFF
+_MAX_TITLE_WORDS = 0x7FFF
+
+_MATCHED = "SELECT count(*) FROM (SELECT rowid FROM fts WHERE fts MATCH ? LIMIT ?)"
+_SCORED = (
+    "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
+    " WHERE fts MATCH ? ORDER BY bm25(fts, ?, ?, ?), d.doc_id LIMIT ?"
+)
+_IN_STATIC_ORDER = (
+    "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
+    " WHERE fts MATCH ? ORDER BY fts.rowid LIMIT ?"
+)
 
 
 def match_expression(text: str) -> str | None:
@@ -30,6 +60,12 @@ def match_expression(text: str) -> str | None:
     return " ".join(quoted)
 
 
+def rank_bits(fields: Mapping[str, str]) -> int:
+    """The static rank part of a document's rowid (its low bits are the sequence within that rank)."""
+    title, words = static_rank(fields)
+    return (min(title, _MAX_TITLE_WORDS) << 16 | min(words, _MAX_WORDS)) << _SEQUENCE_BITS
+
+
 class SqliteSearchIndex:
     """Full-text index of documents' fields in one SQLite file, with the feeding consumer's cursor."""
 
@@ -37,41 +73,75 @@ class SqliteSearchIndex:
         self.path = path
         self._engine = SqliteEngine(path, kind="search index")
         self._engine.script(_SCHEMA, "creating the schema")
+        with self._engine.transaction("checking the layout") as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'layout'").fetchone()
+            if row is None or row[0] != _LAYOUT:
+                db.execute("DELETE FROM fts")
+                db.execute("DELETE FROM documents")
+                db.execute("DELETE FROM meta")
+                db.execute("INSERT INTO meta (name, value) VALUES ('layout', ?)", (_LAYOUT,))
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
+        rank = rank_bits(fields)
         with self._engine.transaction("upsert") as db:
-            _upsert(db, doc_id, fields)
+            row = db.execute("SELECT rid FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is not None and int(row[0]) >> _SEQUENCE_BITS == rank >> _SEQUENCE_BITS:
+                # Same static rank (a price change leaves every field as it was): same place, fewer writes.
+                db.execute("DELETE FROM fts WHERE rowid = ?", (row[0],))
+                db.execute(
+                    "INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)",
+                    (row[0], *_values(fields)),
+                )
+            else:
+                _remove(db, doc_id)
+                # The next sequence number among documents of the same static rank: later ones come after.
+                top = db.execute(
+                    "SELECT max(rid) FROM documents WHERE rid BETWEEN ? AND ?",
+                    (rank, rank + (1 << _SEQUENCE_BITS) - 1),
+                ).fetchone()[0]
+                _insert(db, rank if top is None else int(top) + 1, doc_id, fields)
             if cursor is not None:
                 _store_cursor(db, cursor)
 
     def remove(self, doc_id: str, cursor: str | None = None) -> None:
         with self._engine.transaction("remove") as db:
-            rid = _rid(db, doc_id)
-            if rid is not None:
-                db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-                db.execute("DELETE FROM documents WHERE rid = ?", (rid,))
+            _remove(db, doc_id)
             if cursor is not None:
                 _store_cursor(db, cursor)
 
     def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None:
+        # A document listed twice is indexed once, with its last fields, where it was first listed.
+        latest = dict(docs)
+        sequence: dict[int, int] = {}
+        rows = []
+        for doc_id, fields in latest.items():
+            rank = rank_bits(fields)
+            n = sequence[rank] = sequence.get(rank, -1) + 1
+            rows.append((rank + n, doc_id, fields))
+        # In rowid order, FTS5 appends to each doclist instead of merging into it.
+        rows.sort(key=lambda row: row[0])
         with self._engine.transaction("rebuild") as db:
             db.execute("DELETE FROM fts")
             db.execute("DELETE FROM documents")
-            for doc_id, fields in docs:
-                _upsert(db, doc_id, fields)
+            for rid, doc_id, fields in rows:
+                _insert(db, rid, doc_id, fields)
             _store_cursor(db, cursor)
 
     def search(self, query: str, limit: int = 50) -> list[str]:
         expression = match_expression(query)
         if expression is None or limit <= 0:
             return []
-        rows = self._engine.query(
-            "SELECT d.doc_id FROM fts JOIN documents d ON d.rid = fts.rowid"
-            " WHERE fts MATCH ? ORDER BY bm25(fts, ?, ?, ?), d.doc_id LIMIT ?",
-            (expression, *WEIGHTS, limit),
-            "search",
-        )
-        return [str(row[0]) for row in rows]
+        matched = self._engine.query(_MATCHED, (expression, RANKED_MATCHES + 1), "search")[0][0]
+        if matched <= RANKED_MATCHES:
+            rows = self._engine.query(_SCORED, (expression, *WEIGHTS, limit), "search")
+            return [str(row[0]) for row in rows]
+        in_title = f"{{name}} : ({expression})"
+        found = [str(row[0]) for row in self._engine.query(_IN_STATIC_ORDER, (in_title, limit), "search")]
+        if len(found) < limit:
+            elsewhere = f"({expression}) NOT ({in_title})"
+            rows = self._engine.query(_IN_STATIC_ORDER, (elsewhere, limit - len(found)), "search")
+            found += [str(row[0]) for row in rows]
+        return found
 
     def cursor(self) -> str | None:
         rows = self._engine.query("SELECT value FROM meta WHERE name = 'cursor'", (), "reading the cursor")
@@ -81,19 +151,20 @@ class SqliteSearchIndex:
         self._engine.close()
 
 
-def _upsert(db: sqlite3.Connection, doc_id: str, fields: Mapping[str, str]) -> None:
-    values = tuple(str(fields.get(name) or "") for name in FIELDS)
-    rid = _rid(db, doc_id)
-    if rid is None:
-        rid = db.execute("INSERT INTO documents (doc_id) VALUES (?)", (doc_id,)).lastrowid
-    else:
-        db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-    db.execute("INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)", (rid, *values))
+def _values(fields: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(str(fields.get(name) or "") for name in FIELDS)
 
 
-def _rid(db: sqlite3.Connection, doc_id: str) -> int | None:
+def _insert(db: sqlite3.Connection, rid: int, doc_id: str, fields: Mapping[str, str]) -> None:
+    db.execute("INSERT INTO documents (rid, doc_id) VALUES (?, ?)", (rid, doc_id))
+    db.execute("INSERT INTO fts (rowid, name, author, category) VALUES (?, ?, ?, ?)", (rid, *_values(fields)))
+
+
+def _remove(db: sqlite3.Connection, doc_id: str) -> None:
     row = db.execute("SELECT rid FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-    return None if row is None else int(row[0])
+    if row is not None:
+        db.execute("DELETE FROM fts WHERE rowid = ?", (row[0],))
+        db.execute("DELETE FROM documents WHERE rid = ?", (row[0],))
 
 
 def _store_cursor(db: sqlite3.Connection, cursor: str) -> None:
