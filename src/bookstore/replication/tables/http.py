@@ -50,6 +50,11 @@ POLL_S = 0.002
 # (changes written meanwhile wait for it); followers acknowledge their progress (for trimming) on a
 # request of its own every ACK_EVERY_MS, so streams may last long and the round trip stays rare.
 STREAM_S = 3600.0
+# A batch of at most this many rows is read, encoded and checked on the event loop: a hop to a thread
+# and back (the GIL handed over twice) costs more CPU than that work does, and at a steady few hundred
+# writes/s most batches hold one or two rows. Larger batches (a backlog) go to a thread, as the API
+# must not wait for them.
+INLINE_ROWS = 64
 
 
 class _FollowRequest(BaseModel):
@@ -242,14 +247,18 @@ async def _stream(
     last_sent = loop.time()
     while loop.time() < deadline and not feed.closed:
         wake = feed.current()
-        read = await asyncio.to_thread(_read, store, body, after, tables)
+        if store.head_seq() - after <= INLINE_ROWS:
+            read = _read(store, body, after, tables)
+        else:
+            read = await asyncio.to_thread(_read, store, body, after, tables)
         if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
             # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
             # time of a heartbeat, which tells the follower this region lives.
             await feed.wait(wake, HEARTBEAT_S - (loop.time() - last_sent))
             continue
-        # On a thread, as the read: a batch of thousands takes ms to encode, which the API must not wait for.
-        yield await asyncio.to_thread(_line, read, clock)
+        # A batch of thousands takes ms to encode, which the API must not wait for: on a thread.
+        small = len(read.entries) <= INLINE_ROWS
+        yield _line(read, clock) if small else await asyncio.to_thread(_line, read, clock)
         after = read.last_seq
         last_sent = loop.time()
 
@@ -317,9 +326,13 @@ class HttpPeer:
                 raise ClockRefusal(self.region, int(clock), message)
             _raise_for(response.status_code, self.region, "follow")
             async for raw in object_lines(response, self.region):
-                # On a thread: a batch of thousands takes tens of ms to check, which the loop serving
-                # the API must not wait for (the GIL is handed back every few ms).
-                yield await asyncio.to_thread(self._read, raw)
+                # On a thread when large: a batch of thousands takes tens of ms to check, which the loop
+                # serving the API must not wait for (the GIL is handed back every few ms).
+                entries = raw.get("entries")
+                if isinstance(entries, list) and len(entries) <= INLINE_ROWS:
+                    yield self._read(raw)
+                else:
+                    yield await asyncio.to_thread(self._read, raw)
 
     def _read(self, raw: Any) -> LogRead:
         entries = parse_entries(raw.get("entries"), self.schemas, self.regions)

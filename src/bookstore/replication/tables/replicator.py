@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -228,6 +228,61 @@ class ReplicationMetrics:
         )
 
 
+# Lines of a stream received while the previous batch was being applied, queued at most this many.
+QUEUED_READS = 64
+
+
+async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator[LogRead, None]:
+    """The reads of a stream, those that arrived while the last one was applied merged into one.
+
+    A peer sends a line as soon as it has a change, so at a few hundred writes/s most lines hold one
+    entry; applying each in a transaction of its own caps a follower at its commits per second, and
+    behind that cap a lag that grows for good. Lines are read on (a task) while a batch is applied,
+    and whatever is waiting when the next is wanted is applied at once, up to `limit` entries: one
+    transaction when behind, no waiting when not.
+    """
+    end = object()  # the stream ended
+    queue: asyncio.Queue[object] = asyncio.Queue(QUEUED_READS)
+
+    async def pump() -> None:
+        try:
+            async for read in reads:
+                await queue.put(read)
+            await queue.put(end)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # passed to the reader in order, after what came before it
+            await queue.put(exc)
+
+    task = asyncio.create_task(pump())
+    try:
+        item = await queue.get()
+        while item is not end:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, LogRead)
+            merged = item
+            item = None
+            while len(merged.entries) < limit and not queue.empty():
+                more = queue.get_nowait()
+                if not isinstance(more, LogRead) or len(merged.entries) + len(more.entries) > limit:
+                    item = more  # the end, an error, or a read for the next batch
+                    break
+                merged = LogRead(
+                    entries=merged.entries + more.entries,
+                    last_seq=more.last_seq,
+                    head_seq=more.head_seq,
+                    sent_ms=more.sent_ms,
+                )
+            yield merged
+            if item is None:
+                item = await queue.get()
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
 class Replicator:
     """Keeps one region's tables converged with every peer's."""
 
@@ -401,8 +456,12 @@ class Replicator:
             log.info("%s relays %s's changes: not reached directly", peer.region, ", ".join(relays))
         stored = checkpoint
         stored_at = self.clock.now_ms()
-        async with contextlib.aclosing(peer.follow(checkpoint, (peer.region, *relays))) as stream:
-            async for read in stream:
+        async with (
+            contextlib.aclosing(peer.follow(checkpoint, (peer.region, *relays))) as stream,
+            # Closed first, whatever ends the loop: its reading task ends before the stream is closed.
+            contextlib.aclosing(coalesced(stream, MAX_BATCH)) as reads,
+        ):
+            async for read in reads:
                 self._heard[peer.region] = time.monotonic()
                 if not self.connected.get(peer.region):
                     log.info("following %s from seq %d", peer.region, checkpoint)

@@ -1,0 +1,95 @@
+"""A follower merges the lines of a stream that arrived while it applied the last batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bookstore.replication.tables.model import LogEntry, LogRead
+from bookstore.replication.tables.replicator import coalesced
+
+
+def entry(seq: int) -> LogEntry:
+    return LogEntry(
+        seq=seq,
+        table="carts",
+        kind="MODIFY",
+        key={"customerId": "c1", "bookId": f"b{seq}"},
+        new={"customerId": "c1", "bookId": f"b{seq}", "quantity": 1},
+        old=None,
+        origin="eu-west-1",
+        version=(1_765_000_000_000 + seq, "eu-west-1"),
+        previous=None,
+        written_ms=1_765_000_000_000 + seq,
+    )
+
+
+def line(seq: int, head: int, entries: int = 1) -> LogRead:
+    return LogRead(
+        entries=[entry(s) for s in range(seq - entries + 1, seq + 1)],
+        last_seq=seq,
+        head_seq=head,
+        sent_ms=seq,
+    )
+
+
+async def lines(reads: list[LogRead | Exception], arrived: asyncio.Event) -> AsyncIterator[LogRead]:
+    for read in reads:
+        if isinstance(read, Exception):
+            raise read
+        yield read
+    arrived.set()
+
+
+def test_lines_that_arrived_while_a_batch_was_applied_come_as_one_read() -> None:
+    async def stream(applying: asyncio.Event, arrived: asyncio.Event) -> AsyncIterator[LogRead]:
+        yield line(1, 10)
+        await applying.wait()  # the rest arrive while the first line is applied
+        for seq in range(2, 11):
+            yield line(seq, 10)
+        arrived.set()
+
+    async def run() -> list[LogRead]:
+        applying, arrived = asyncio.Event(), asyncio.Event()
+        got: list[LogRead] = []
+        async for read in coalesced(stream(applying, arrived), limit=100):
+            got.append(read)
+            applying.set()
+            await arrived.wait()  # a slow apply
+        return got
+
+    got = asyncio.run(run())
+    assert [r.last_seq for r in got] == [1, 10]
+    assert [e.seq for e in got[1].entries] == list(range(2, 11))
+    assert got[1].head_seq == 10 and got[1].sent_ms == 10
+
+
+def test_a_merged_read_holds_at_most_the_limit() -> None:
+    async def run() -> list[LogRead]:
+        arrived = asyncio.Event()
+        reads = [line(s * 3, 30, entries=3) for s in range(1, 11)]
+        got: list[LogRead] = []
+        async for read in coalesced(lines(reads, arrived), limit=7):  # type: ignore[arg-type]
+            got.append(read)
+            await arrived.wait()
+        return got
+
+    got = asyncio.run(run())
+    assert all(len(r.entries) <= 7 for r in got)
+    assert [e.seq for r in got for e in r.entries] == list(range(1, 31))  # nothing lost, nothing twice
+
+
+def test_an_error_of_the_stream_comes_after_the_lines_before_it() -> None:
+    async def run() -> list[int]:
+        arrived = asyncio.Event()
+        seen: list[int] = []
+        reads: list[LogRead | Exception] = [line(1, 3), line(2, 3), ConnectionResetError("link cut")]
+        with pytest.raises(ConnectionResetError):
+            async for read in coalesced(lines(reads, arrived), limit=100):
+                seen.extend(e.seq for e in read.entries)
+                await asyncio.sleep(0.01)
+        return seen
+
+    assert asyncio.run(run()) == [1, 2]
