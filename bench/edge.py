@@ -21,10 +21,13 @@ retries and breaker, each on a fresh system.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -268,7 +271,13 @@ def nginx_in_front(work: Path, upstream: str, check_path: str, core: int | None)
         yield base
 
 
-def measure_overhead(work: Path, load: Load) -> list[Figure]:
+def measure_overhead(
+    work: Path, load: Load, *, with_static: bool = True, hold_s: float = 0.0
+) -> list[Figure]:
+    """The API's figures (direct, nginx, edge), then static content's unless `with_static` is False.
+
+    `hold_s`: keep the system up that long after the API's runs (for a profiler), printing its URLs.
+    """
     server_core, wrk_core = cores()
     with system_up(work / "overhead", (), wrk_core) as system:
         system.pin(server_core, wrk_core)
@@ -288,6 +297,14 @@ def measure_overhead(work: Path, load: Load) -> list[Figure]:
                 Target("through the edge", through, script),
             ]
             figures = _figures("API GET /books/{id}", _alternate(targets, load, wrk_core))
+            if hold_s > 0:
+                edge_pid = system.control("GET", "/edge")["pid"]
+                print(
+                    f"edge pid {edge_pid}; " + "; ".join(f"{t.label}: {t.url}" for t in targets), flush=True
+                )
+                time.sleep(hold_s)
+        if not with_static:
+            return figures
         s3_direct, signed = _signed_s3(topology, system.data, work)
         s3_edge = f"{topology.edge.url}/{COVER}"
         _check(s3_edge, HOME)
@@ -421,3 +438,23 @@ def run_bench() -> Section:
     if failures:
         raise PartialResult(section, failures)
     return section
+
+
+def main() -> None:
+    """`python -m bench.edge [--hold S]`: the API's overhead only (direct, nginx, edge), printed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.edge", description=main.__doc__)
+    parser.add_argument("--hold", type=float, default=0.0, help="keep the system up S seconds after")
+    args = parser.parse_args()
+    # SIGTERM (a background run's only stop) unwinds the blocks that stop the system and nginx.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-") as tmp:
+        figures = measure_overhead(Path(tmp), Load.from_env(), with_static=False, hold_s=args.hold)
+    for figure in figures:
+        print(f"{figure.name}: {figure.value:,.2f} {figure.unit}")
+        if figure.note:
+            print(f"    {figure.note}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -82,7 +82,7 @@ def wait_for_span(
     while time.monotonic() < deadline:
         spans = list(exporter.get_finished_spans())
         if any(
-            s.name == name and table in (s.attributes or {}).get("bookstore.replication.tables", ())
+            s.name == name and table in tuple((s.attributes or {}).get("bookstore.replication.tables") or ())  # type: ignore[arg-type]
             for s in spans
         ):
             return spans
