@@ -31,7 +31,7 @@ import urllib.parse
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from bookstore.edge.app import EdgeApp
 from bookstore.edge.health import Kind
@@ -128,7 +128,7 @@ class _Direct:
         path = self.path
         try:
             request = inspect_parts(
-                self.raw_path, self.query, path, self.headers, edge.allowed_hosts, edge.settings.url
+                self.raw_path, self.query, path, self.headers, edge.allowed_hosts, self.protocol.edge_url
             )
             if self.record == "api" and not shopper_api(path):
                 raise refuse(
@@ -202,18 +202,19 @@ class _Direct:
         if self.disconnected:
             return
         protocol = self.protocol
-        parts = [STATUS_LINE[reply.status]]
-        for name, value in reply.headers:
-            parts += [name, b": ", value, b"\r\n"]
-        length = reply.length if reply.length is not None else str(len(reply.body)).encode("ascii")
-        parts += [b"content-length: ", length, b"\r\n"]
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        if self.method != "HEAD":
-            parts.append(reply.body)
+        length = reply.length if reply.length is not None else b"%d" % len(reply.body)
+        lines = [b": ".join(header) for header in reply.headers]
+        lines.append(b"content-length: " + length)
+        data = b"".join(
+            [
+                STATUS_LINE[reply.status],
+                b"\r\n".join(lines),
+                b"\r\n\r\n" if self.keep_alive else b"\r\nconnection: close\r\n\r\n",
+                reply.body if self.method != "HEAD" else b"",
+            ]
+        )
         transport = protocol.transport
-        transport.write_now(b"".join(parts))
+        transport.write_now(data)
         if not self.keep_alive:
             transport.close()
         protocol.on_response_complete()
@@ -244,28 +245,57 @@ class EdgeProtocol(BoundedHttpProtocol):
         app = config.app
         # The app whose proxy this protocol calls, when it may (see EdgeApp.direct_proxy).
         self.edge: EdgeApp | None = app if isinstance(app, EdgeApp) and app.direct_proxy else None
+        self.edge_url = app.settings.url if self.edge is not None else ""
+
+    # The parser's callbacks: the listeners' and uvicorn's in one call each (a busy edge pays for every
+    # Python call per header), with the ASGI scope made only for a request that goes to the app.
 
     def on_message_begin(self) -> None:
-        self._url_bytes = 0
-        super().on_message_begin()
+        self._url_bytes = self._header_bytes = self._header_count = 0
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        """uvicorn's scope for the request whose head was read (its on_message_begin, made late)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
 
     def on_url(self, url: bytes) -> None:
         self._url_bytes += len(url)
         if self._url_bytes > MAX_URL_BYTES:
             self._refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes")
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._header_bytes + len(name) + len(value) + 4 > MAX_HEADER_BYTES:
+        size = self._header_bytes + len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
             self._refuse(
                 431,
                 "RequestHeaderFieldsTooLarge",
                 f"at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all",
             )
-        super().on_header(name, value)
+        self._header_bytes = size
+        self._header_count += 1
+        limits = self.limits
+        if self._header_count > limits.max_headers:
+            self._refuse(431, "RequestHeaderFieldsTooLarge", f"more than {limits.max_headers} headers")
+        if size > limits.max_head_bytes:
+            self._refuse(
+                431,
+                "RequestHeaderFieldsTooLarge",
+                f"the request line and headers exceed {limits.max_head_bytes} bytes",
+            )
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.edge is None:
+            self._asgi_scope()
             super().on_headers_complete()
             return
         parsed = httptools.parse_url(self.url)
@@ -275,9 +305,11 @@ class EdgeProtocol(BoundedHttpProtocol):
             path = urllib.parse.unquote(path)
         record = is_proxied(path)
         if record is None:
+            self._asgi_scope()
             super().on_headers_complete()
             return
-        self._head_complete()
+        self._in_head = False
+        self._head_since = None
         parser = self.parser
         cycle = _Direct(
             self,
@@ -313,10 +345,14 @@ class EdgeProtocol(BoundedHttpProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         cycle: object = self.cycle
         if type(cycle) is _Direct:
+            self._in_head = True
+            self._head_bytes = 0
+            self._tail = b""
             cycle.complete()
+        else:
+            super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle: object = self.cycle

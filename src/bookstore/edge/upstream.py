@@ -61,8 +61,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = time.monotonic()
-        # The request in flight's callback (Origin._done, bound to the caller's); None when idle.
+        # The request in flight's completion (its origin's) and the caller's callback; None when idle.
         self.waiter: Callable[[_Connection, Answer | None, UpstreamError | None], None] | None = None
+        self.done: Done | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
@@ -264,7 +265,8 @@ class Origin:
         head = method == "HEAD"
         conn = self._pooled() if self.keep_alive else None
         if conn is not None:
-            conn.send(request, head, timeout_s, lambda c, a, e: self._done(c, a, e, done))
+            conn.done = done
+            conn.send(request, head, timeout_s, self._done)
             return
         asyncio.get_running_loop().create_task(self._connect_and_send(request, head, timeout_s, done))
 
@@ -274,11 +276,11 @@ class Origin:
         except UpstreamError as exc:
             done(None, exc)
             return
-        conn.send(request, head, timeout_s, lambda c, a, e: self._done(c, a, e, done))
+        conn.done = done
+        conn.send(request, head, timeout_s, self._done)
 
-    def _done(
-        self, conn: _Connection, answer: Answer | None, error: UpstreamError | None, done: Done
-    ) -> None:
+    def _done(self, conn: _Connection, answer: Answer | None, error: UpstreamError | None) -> None:
+        done, conn.done = conn.done, None
         if answer is not None and self.keep_alive and conn.keep_alive and not conn.closed:
             if len(self.idle) < MAX_IDLE:
                 conn.idle_since = time.monotonic()
@@ -287,7 +289,8 @@ class Origin:
                 conn.close()
         else:
             conn.close()
-        done(answer, error)
+        if done is not None:
+            done(answer, error)
 
     async def request(
         self,

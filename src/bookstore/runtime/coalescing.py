@@ -33,6 +33,9 @@ class CoalescingTransport:
         elif not self._transport.is_closing():
             self._transport.write(data)
 
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
