@@ -331,3 +331,11 @@ def test_a_failed_idempotent_request_is_retried_on_the_next_region(edge: Edge) -
     # Not idempotent: sent once, and the region's 503 is the answer.
     once = httpx.post(edge.url + "/api/books/fail", content=b"{}")
     assert once.status_code in (200, 503)  # the breaker may have taken Ireland out of rotation already
+
+
+def test_the_blog_record_is_served_by_the_listener_too(edge: Edge) -> None:
+    answers, closed = edge.exchange(edge.get("/blog/2026/a-post?page=2") + edge.get("/blog"), 2)
+    assert [a.status for a in answers] == [200, 200] and not closed
+    assert (answers[0].json()["path"], answers[0].json()["query"]) == ("/blog/2026/a-post", "page=2")
+    assert answers[1].json()["path"] == "/blog"
+    assert all(a.header(b"x-edge-origin") for a in answers)
