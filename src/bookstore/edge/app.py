@@ -355,7 +355,12 @@ class EdgeApp:
         body = await read_body(receive, request)
         client = scope.get("client")
         answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.proxy.forward(way, body, client[0] if client else "unknown", answered.set_result)
+
+        def done(reply: Reply) -> None:
+            if not answered.done():  # cancelled, when the server is stopping
+                answered.set_result(reply)
+
+        self.proxy.forward(way, body, client[0] if client else "unknown", done)
         await send_reply(send, await answered)
 
     # static -----------------------------------------------------------------------------------------
