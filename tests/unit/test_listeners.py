@@ -48,3 +48,26 @@ def test_requests_on_one_connection_are_counted_each_from_its_own_start(server: 
         for _ in range(3):
             s.sendall(head_of(LIMIT))
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_the_head_deadline_and_the_idle_timeout_hold_over_many_requests_on_one_connection() -> None:
+    """Each deadline is one timer per connection, checked when it fires against the head or idleness then."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with ok_listener(Limits(header_timeout_s=0.5, keep_alive_s=1)) as address:
+        with socket.create_connection(address, timeout=5) as s:
+            # Used every 0.3 s for 2.1 s: every head and every idle gap is within its bound.
+            for _ in range(7):
+                s.sendall(request)
+                assert s.recv(65536).startswith(b"HTTP/1.1 200")
+                time.sleep(0.3)
+            # A head begun and left unfinished: 408 at its own deadline, not at an earlier head's.
+            s.sendall(b"GET / HTTP/1.1\r\nHo")
+            started = time.monotonic()
+            assert s.recv(65536).startswith(b"HTTP/1.1 408")
+            assert 0.4 < time.monotonic() - started < 1.0
+        with socket.create_connection(address, timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert s.recv(65536) == b""  # closed once idle for keep_alive_s, with no 408
+            assert 0.9 < time.monotonic() - started < 2.0

@@ -13,11 +13,9 @@ sign-in, cart and orders); operations (/status with its digests, /metrics, /docs
 /health) and the regions' internal endpoints are served only on the regions' own addresses.
 
 An idempotent request (GET, HEAD, OPTIONS, or any with an Idempotency-Key header) that meets a
-connection failure, a timeout, a 5xx, or the 403 of an API whose mapping is gone (a 403 that no
-Bookstore app answered: it lacks X-Bookstore-Region) is retried once on the record's next region, and
-the failed target's breaker opens. Other requests are sent once, whatever happens: a POST without an
-Idempotency-Key is never failed over. Every answer names its origin in X-Edge-Origin, and one that was
-retried says from where and why in X-Edge-Failover.
+failure is retried once on the record's next region (proxy.py, which forwards /api/ and /blog/; the
+edge's listener calls it without this app unless tracing is on: edge/listener.py). Every answer names
+its origin in X-Edge-Origin, and one that was retried says from where and why in X-Edge-Failover.
 
 The edge checks what it forwards (requests.py: its own host names, bounded URLs, headers and bodies,
 clean paths, no hop-by-hop or inter-region signing headers). It builds every upstream address from
@@ -35,18 +33,17 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bookstore.api.client_address import HEADER as CLIENT_HEADER
-from bookstore.api.client_address import vouch
 from bookstore.config import Topology
 from bookstore.edge import cdn
 from bookstore.edge.cdn import Bucket, Signer
 from bookstore.edge.dns import start_dns
 from bookstore.edge.health import KINDS, HealthChecker, Kind, Probe, Target, judge
 from bookstore.edge.metrics import EdgeCollector, EdgeCounters
-from bookstore.edge.replies import DROPPED_ANSWER, VIA, error_body, head_response, respond, respond_error
+from bookstore.edge.proxy import ALLOW_STATIC, ORIGIN_HEADER, Proxy, log_access
+from bookstore.edge.replies import VIA, Reply, error_body, head_response, respond, respond_error, send_reply
 from bookstore.edge.requests import EdgeRequest, Refusal, inspect, read_body, refuse, shopper_api
 from bookstore.edge.routing import Routing
-from bookstore.edge.upstream import Answer, Origin, UpstreamError
+from bookstore.edge.upstream import Origin, UpstreamError
 from bookstore.kernel import request_ids
 from bookstore.objectstore.namespace import site_bucket
 from bookstore.runtime.logs import ACCESS
@@ -55,14 +52,6 @@ from bookstore.runtime.secret import Credentials
 from bookstore.runtime.tracing import Tracing
 
 log = logging.getLogger("bookstore.edge")
-
-REGION_HEADER = b"x-bookstore-region"
-ORIGIN_HEADER = b"x-edge-origin"
-FAILOVER_HEADER = b"x-edge-failover"
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PROXY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
-_ALLOW_STATIC = b"GET, HEAD, OPTIONS"
-_ALLOW_PROXY = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 
 
 class EdgeApp:
@@ -131,6 +120,9 @@ class EdgeApp:
         # Chosen once: without an access log a request pays nothing for it.
         self.access_log = logging.getLogger(ACCESS) if topology.observability.access_log else None
         self.collector = EdgeCollector(self.counters, self.checker, self.routing)
+        self.proxy = Proxy(
+            edge, self.api_origins, self.routing, self.checker, self.counters, self.secret, self.access_log
+        )
         self.allowed_hosts = self._hosts()
         self.dns_enabled = dns
         self.dns_state: dict[str, Any] = {"listening": False, "error": None}
@@ -143,6 +135,9 @@ class EdgeApp:
         self._serve_http: ASGIApp = (
             self._http if traces is None else traces.middleware(self._http, propagate=True)
         )
+        # Whether the listener may forward /api/ and /blog/ itself (edge/listener.py): not when traced,
+        # as the span of a request is this app's middleware's.
+        self.direct_proxy = traces is None
         # /edge/...: operations (status, metrics, overview, control, the operator page); set by server.py.
         self.operations: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
@@ -331,13 +326,7 @@ class EdgeApp:
             else:
                 await self._static(scope, send, request, started)
         except Refusal as exc:
-            self.counters.refused[exc.reason] += 1
-            extra = []
-            if exc.status == 405:
-                proxied = path.startswith(("/api/", "/blog/")) or path in ("/api", "/blog")
-                extra.append((b"allow", _ALLOW_PROXY if proxied else _ALLOW_STATIC))
-            extra.append((request_ids.HEADER, request_ids.new()))
-            await respond_error(send, exc.status, exc.code, exc.message, extra)
+            await send_reply(send, self.proxy.refused(exc, path))
         except Exception:
             # A fault of the edge itself: logged, and answered as JSON like every error.
             rid = request_ids.new()
@@ -352,109 +341,27 @@ class EdgeApp:
 
     # API and blog -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _failure(answer: Answer) -> str | None:
-        """Why an answer counts as the target failing (5xx; a 403 no Bookstore app gave), or None."""
-        status = answer.status
-        if status >= 500:
-            return f"answered {status}"
-        if status == 403 and answer.header(REGION_HEADER) is None:
-            return "answered 403 without X-Bookstore-Region (API not mapped)"
-        return None
-
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, request: EdgeRequest, record: Kind, started: float
     ) -> None:
-        method: str = scope["method"]
-        if method not in PROXY_METHODS:
-            raise refuse(405, "MethodNotAllowed", f"{method} is not served", "method")
+        """What the listener does itself for an untraced request (listener.py), in ASGI terms."""
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
-        if record == "api":
-            target = raw[4:] or b"/"
-            # Checked on the decoded path, as the region routes it: /api/%72eplication is /replication.
-            if scope["path"][4:].startswith(("/replication", "/_replication")):
-                raise refuse(
-                    404, "NotFound", "the regions' internal endpoints are not served here", "internal"
-                )
-            order = self.routing.api_order(self.routing.client_region(request.client_header, request.cookie))
-        else:
-            target = raw
-            order = self.routing.blog_order()
-        query: bytes = scope.get("query_string", b"")
-        if query:
-            target = target + b"?" + query
-        if not order:
-            self.counters.failed[(record, "no healthy region")] += 1
-            await respond_error(
-                send, 503, "Unavailable", f"no region serves the {record} now; try again shortly"
-            )
+        way = self.proxy.prepare(
+            scope["method"], scope["path"], raw, scope.get("query_string", b""), request, record, started
+        )
+        if isinstance(way, Reply):
+            await send_reply(send, way)
             return
         body = await read_body(receive, request)
-        forward = request.forward
-        id_header = (request_ids.HEADER, request.request_id)
-        forward.append(id_header)
         client = scope.get("client")
-        forward.append((b"x-forwarded-for", (client[0] if client else "unknown").encode()))
-        forward.append((CLIENT_HEADER, vouch(self.secret, client[0] if client else "unknown")))
-        forward.append((b"x-forwarded-host", request.host or b""))
-        forward.append((b"x-forwarded-proto", b"http"))
-        idempotent = method in IDEMPOTENT_METHODS or request.idempotency_key
-        attempts = order[:2] if idempotent and self.settings.retry else order[:1]
-        timeout = self.settings.api_timeout_s
-        problem = ""
-        timed_out = False
-        answer: Answer | None = None
-        served_by = ""
-        for i, region in enumerate(attempts):
-            if i:
-                self.counters.retries[(record, attempts[0], region)] += 1
-                log.info(
-                    "event=retry record=%s from=%s to=%s reason=%s", record, attempts[0], region, problem
-                )
-            try:
-                answer = await self.api_origins[region].request(method, target, forward, body, timeout)
-            except UpstreamError as exc:
-                problem, timed_out = str(exc), exc.timeout
-                answer = None
-                self.checker.report_failure(self.checker.target(record, region), problem)
-                continue
-            served_by = region
-            failure = self._failure(answer)
-            if failure is None:
-                break
-            problem = failure
-            self.checker.report_failure(self.checker.target(record, region), failure)
-        if answer is None:
-            status = 504 if timed_out else 502
-            self.counters.failed[(record, "timeout" if timed_out else "no answer")] += 1
-            self.counters.served(record, None, status, time.perf_counter() - started)
-            if self.access_log is not None:
-                self._log_access(scope, request, status, "", started)
-            await respond_error(
-                send,
-                status,
-                "GatewayTimeout" if timed_out else "BadGateway",
-                f"{' and '.join(attempts)} did not answer ({problem}); "
-                + ("try again" if idempotent else "the request was not retried: it is not idempotent"),
-                [(ORIGIN_HEADER, attempts[-1].encode()), id_header],
-            )
-            return
-        if served_by != attempts[0]:
-            self.counters.failovers[(record, attempts[0], served_by)] += 1
-        headers = [(k, v) for k, v in answer.headers if k not in DROPPED_ANSWER]
-        headers.append((ORIGIN_HEADER, served_by.encode()))
-        headers.append(id_header)
-        if served_by != attempts[0]:
-            # As the origin group says it for static content: the client (a drill) sees the retry.
-            headers.append((FAILOVER_HEADER, f"{attempts[0]}: {problem}"[:300].encode("latin-1", "replace")))
-        headers.append(VIA)
-        self.counters.served(record, served_by, answer.status, time.perf_counter() - started)
-        if self.access_log is not None:
-            self._log_access(scope, request, answer.status, served_by, started)
-        if method == "HEAD":
-            await head_response(send, answer, headers)
-            return
-        await respond(send, answer.status, headers, answer.body)
+        answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def done(reply: Reply) -> None:
+            if not answered.done():  # cancelled, when the server is stopping
+                answered.set_result(reply)
+
+        self.proxy.forward(way, body, client[0] if client else "unknown", done)
+        await send_reply(send, await answered)
 
     # static -----------------------------------------------------------------------------------------
 
@@ -471,7 +378,7 @@ class EdgeApp:
         if method == "OPTIONS":
             # The buckets answer no OPTIONS (no CORS configuration): the edge says what it allows.
             await respond(
-                send, 204, [(b"allow", _ALLOW_STATIC), VIA, (request_ids.HEADER, request.request_id)], b""
+                send, 204, [(b"allow", ALLOW_STATIC), VIA, (request_ids.HEADER, request.request_id)], b""
             )
             return
         extra = [(k, v) for k, v in request.forward if k in cdn.FORWARDED_HEADERS]
@@ -499,7 +406,9 @@ class EdgeApp:
             self.counters.failed[("static", "no answer")] += 1
             self.counters.served("static", None, 504 if timed_out else 502, time.perf_counter() - started)
             if self.access_log is not None:
-                self._log_access(scope, request, 504 if timed_out else 502, "", started)
+                log_access(
+                    self.access_log, request, method, scope["path"], 504 if timed_out else 502, "", started
+                )
             await respond_error(
                 send,
                 504 if timed_out else 502,
@@ -515,7 +424,9 @@ class EdgeApp:
             tags.append((b"x-edge-failover", "; ".join(f"{r}: {why}" for r, why in fetched.failed).encode()))
         self.counters.served("static", fetched.region, answer.status, time.perf_counter() - started)
         if self.access_log is not None:
-            self._log_access(scope, request, answer.status, fetched.region, started)
+            log_access(
+                self.access_log, request, method, scope["path"], answer.status, fetched.region, started
+            )
         if answer.status >= 400:
             code = {403: "Forbidden", 404: "NotFound"}.get(answer.status, "BadGateway")
             message = f"no file at /{key}" if answer.status == 404 else f"the origin answered {answer.status}"
@@ -528,31 +439,6 @@ class EdgeApp:
             await head_response(send, answer, [*headers, *tags])
             return
         await respond(send, answer.status, [*headers, *tags], answer.body)
-
-    def _log_access(
-        self, scope: Scope, request: EdgeRequest, status: int, origin: str, started: float
-    ) -> None:
-        assert self.access_log is not None
-        rid = request.request_id.decode()
-        path = scope["path"][:200]
-        ms = round((time.perf_counter() - started) * 1000, 2)
-        self.access_log.info(
-            "event=request request_id=%s method=%s path=%s status=%d origin=%s ms=%.2f",
-            rid,
-            scope["method"],
-            path,
-            status,
-            origin or "-",
-            ms,
-            extra={
-                "request_id": rid,
-                "method": scope["method"],
-                "path": path,
-                "status": status,
-                "origin": origin,
-                "ms": ms,
-            },
-        )
 
     def _origin_failed(self, region: str, reason: str) -> None:
         self.checker.report_failure(self.checker.target("s3", region), reason)

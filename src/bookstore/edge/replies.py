@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 from starlette.types import Send
 
@@ -22,6 +24,24 @@ DROPPED_ANSWER = frozenset(
     }
 )
 VIA = (b"via", b"1.1 bookstore-edge")
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole answer for the client, without its Content-Length; `length`: a HEAD answer's (no body)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    length: bytes | None = None
+
+
+def error_reply(
+    status: int, code: str, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> Reply:
+    """A JSON error answer, like every error of the system."""
+    return Reply(status, [_JSON, VIA, *(extra or ())], error_body(code, message))
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -59,3 +79,11 @@ async def head_response(send: Send, answer: Answer, headers: list[tuple[bytes, b
         }
     )
     await send({"type": "http.response.body", "body": b""})
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    """A Reply as ASGI messages."""
+    length = reply.length if reply.length is not None else str(len(reply.body)).encode("ascii")
+    headers = [*reply.headers, (b"content-length", length)]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -8,6 +8,8 @@ one is refused with a 4xx (`Refusal`), never forwarded.
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import Receive, Scope
 
 from bookstore.kernel import request_ids
@@ -45,6 +47,8 @@ DROPPED = frozenset(
     }
     | {name.lower().encode("ascii") for name in SIGNING_HEADERS}
 )
+# Characters a decoded path must not hold: controls (DEL too) and backslashes.
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\\]").search
 # The first segments of the API paths shoppers use (the storefront, the drills' shoppers, `curl`).
 SHOPPER_API = frozenset({"truth", "books", "search", "bestsellers", "auth", ".well-known", "cart", "orders"})
 
@@ -99,20 +103,29 @@ def inspect(scope: Scope, allowed_hosts: frozenset[bytes], edge_url: str) -> Edg
     """Check the request's target and headers; gather what routing needs and the headers to forward."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
     query: bytes = scope.get("query_string", b"")
+    return inspect_parts(raw, query, scope["path"], scope["headers"], allowed_hosts, edge_url)
+
+
+def inspect_parts(
+    raw: bytes,
+    query: bytes,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    allowed_hosts: frozenset[bytes],
+    edge_url: str,
+) -> EdgeRequest:
+    """`inspect` on a request's parts: its raw and decoded paths, its query, its (lower-case) headers."""
     if len(raw) + len(query) > MAX_URL_BYTES:
         raise refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes", "url")
-    path: str = scope["path"]
     if not path.startswith("/"):
         raise refuse(400, "BadRequest", "the request target must be a path starting with '/'", "path")
-    for c in path:
-        if c < " " or c == "\x7f" or c == "\\":
-            raise refuse(400, "BadRequest", "the path holds control characters or backslashes", "path")
+    if _UNSAFE_PATH(path) is not None:
+        raise refuse(400, "BadRequest", "the path holds control characters or backslashes", "path")
     if "/." in path:
         for segment in path.split("/"):
             if segment in (".", ".."):
                 raise refuse(400, "BadRequest", "the path holds '.' or '..' segments", "path")
     request = EdgeRequest()
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
     if len(headers) > MAX_HEADERS:
         raise refuse(431, "RequestHeaderFieldsTooLarge", f"more than {MAX_HEADERS} headers", "headers")
     size = 0

@@ -5,9 +5,10 @@ slow the link simulator (which carries all traffic between regions on the superv
 a region's crash must not touch it, and the benchmarks can give it its own core. The supervisor
 starts it and stops it like a region.
 
-The edge's listener has every listener's bounds (runtime.listeners: head bytes counted before the
-parser, header deadline, idle timeout, connection cap) and tighter ones of its own: 414 to a URL over
-MAX_URL_BYTES and 431 to headers over MAX_HEADER_BYTES (or more than MAX_HEADERS of them).
+The edge's listener (listener.EdgeProtocol) has every listener's bounds (runtime.listeners: head bytes
+counted before the parser, header deadline, idle timeout, connection cap) and tighter ones of its own,
+and serves /api/ and /blog/ itself, calling the app's proxy without ASGI. This module is the edge's
+composition root: the app, its operations, the listener's protocol and uvicorn's settings.
 """
 
 from __future__ import annotations
@@ -18,39 +19,13 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.edge.app import EdgeApp
+from bookstore.edge.listener import EdgeProtocol
 from bookstore.edge.operations import operations_app
-from bookstore.edge.requests import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from bookstore.runtime import listeners, logs, tracing
-from bookstore.runtime.listeners import BoundedHttpProtocol, Limits, listening_socket
+from bookstore.runtime.listeners import listening_socket
 from bookstore.runtime.secret import Credentials
 
 log = logging.getLogger("bookstore.edge")
-
-
-class EdgeProtocol(BoundedHttpProtocol):
-    """The listeners' bounded protocol with the edge's own, tighter bounds on the URL and the headers."""
-
-    limits = Limits(max_head_bytes=MAX_URL_BYTES + MAX_HEADER_BYTES + 1024, max_headers=MAX_HEADERS)
-    _url_bytes = 0
-
-    def on_message_begin(self) -> None:
-        self._url_bytes = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._url_bytes += len(url)
-        if self._url_bytes > MAX_URL_BYTES:
-            self._refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes")
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._header_bytes + len(name) + len(value) + 4 > MAX_HEADER_BYTES:
-            self._refuse(
-                431,
-                "RequestHeaderFieldsTooLarge",
-                f"at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all",
-            )
-        super().on_header(name, value)
 
 
 def build(

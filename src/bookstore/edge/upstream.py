@@ -5,6 +5,9 @@ direct request), so the edge speaks HTTP/1.1 itself: one asyncio protocol per co
 written in one piece, the answer parsed by httptools and buffered whole (the edge must be able to fail
 over before the first byte reaches its client). Idle connections are kept per origin and dropped as
 soon as the origin closes them, or after IDLE_S, well before the regions' own 65 s keep-alive.
+
+`Origin.send` is the core: it calls back with the answer or the error, with no task or future per
+request (the edge's proxy path runs on callbacks, edge/proxy.py); `Origin.request` awaits it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -30,7 +34,7 @@ class UpstreamError(Exception):
         self.timeout = timeout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Answer:
     """An origin's whole answer; header names are lower case, in the order received."""
 
@@ -45,6 +49,10 @@ class Answer:
         return None
 
 
+# Called once per request: with the answer, or with None and the reason there is none.
+Done = Callable[[Answer | None, UpstreamError | None], None]
+
+
 class _Connection(asyncio.Protocol):
     """One connection; carries one request at a time."""
 
@@ -53,7 +61,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = time.monotonic()
-        self.waiter: asyncio.Future[Answer] | None = None
+        # The request in flight's completion (its origin's) and the caller's callback; None when idle.
+        self.waiter: Callable[[_Connection, Answer | None, UpstreamError | None], None] | None = None
+        self.done: Done | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
@@ -61,7 +71,13 @@ class _Connection(asyncio.Protocol):
         self.head = False
         self.got_headers = False
         self.keep_alive = False
+        # The request's deadline (loop time) and one timer that outlives requests: arming and cancelling
+        # a timer per request cost more than the rest of the client; the timer, when it fires, either
+        # times the request out or sleeps until the deadline of the request then in flight.
+        self.deadline = 0.0
+        self.timeout_s = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # asyncio protocol -------------------------------------------------------------------------------
 
@@ -70,7 +86,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
+        if self.waiter is None:
             # Bytes nobody asked for: the origin is confused; this connection cannot be trusted again.
             self.close()
             return
@@ -79,10 +95,14 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"malformed answer: {exc}"))
             self.close()
+        # A callback's own error (the caller's) must not leave the answer half read: drop the connection.
+        except Exception:
+            self.close()
+            raise
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.waiter is not None and not self.waiter.done():
+        if self.waiter is not None:
             if self.got_headers and not self._framed():
                 # An answer delimited by the end of the connection.
                 self._finish()
@@ -111,47 +131,69 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
+        if self.waiter is not None:
             self.keep_alive = self.parser.should_keep_alive()
             self._finish()
 
     # the request ------------------------------------------------------------------------------------
 
-    def send(self, request: bytes, head: bool, timeout_s: float) -> asyncio.Future[Answer]:
+    def send(
+        self,
+        request: bytes,
+        head: bool,
+        timeout_s: float,
+        waiter: Callable[[_Connection, Answer | None, UpstreamError | None], None],
+    ) -> None:
         assert self.transport is not None
-        self.waiter = self.loop.create_future()
+        self.waiter = waiter
         self.headers = []
         self.chunks = []
         self.size = 0
         self.head = head
         self.got_headers = False
         self.keep_alive = False
-        self.timer = self.loop.call_later(timeout_s, self._timed_out, timeout_s)
+        self.timeout_s = timeout_s
+        self.deadline = deadline = self.loop.time() + timeout_s
+        if self.timer is None or self.timer_at > deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+            self.timer_at = deadline
         self.transport.write(request)
-        return self.waiter
 
     def _framed(self) -> bool:
         return any(k in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
 
     def _finish(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.waiter is not None and not self.waiter.done():
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
             body = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
-            self.waiter.set_result(Answer(self.parser.get_status_code(), self.headers, body))
+            waiter(self, Answer(self.parser.get_status_code(), self.headers, body), None)
 
     def _fail(self, exc: UpstreamError) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            # Closed first: the origin does not take a connection back that failed.
+            self.close()
+            waiter(self, None, exc)
 
-    def _timed_out(self, timeout_s: float) -> None:
-        self._fail(UpstreamError(f"no answer within {timeout_s:g} s", timeout=True))
+    def _check_deadline(self) -> None:
+        self.timer = None
+        if self.waiter is None or self.closed:
+            return
+        now = self.loop.time()
+        if now < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
+            self.timer_at = self.deadline
+            return
+        self._fail(UpstreamError(f"no answer within {self.timeout_s:g} s", timeout=True))
         self.close()
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -194,6 +236,62 @@ class Origin:
             conn.close()
         return None
 
+    def _head(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
+        for name, value in headers:
+            parts += [name, b": ", value, b"\r\n"]
+        if body or method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            parts += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n"]
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += [b"\r\n", body]
+        return b"".join(parts)
+
+    def send(
+        self,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout_s: float,
+        done: Done,
+    ) -> None:
+        """Send one request (headers without Host, Content-Length or Connection); `done` gets the answer.
+
+        `done` is called exactly once, never from within this call: with the answer, or with None and
+        an UpstreamError when no complete answer came back.
+        """
+        request = self._head(method, target, headers, body)
+        head = method == "HEAD"
+        conn = self._pooled() if self.keep_alive else None
+        if conn is not None:
+            conn.done = done
+            conn.send(request, head, timeout_s, self._done)
+            return
+        asyncio.get_running_loop().create_task(self._connect_and_send(request, head, timeout_s, done))
+
+    async def _connect_and_send(self, request: bytes, head: bool, timeout_s: float, done: Done) -> None:
+        try:
+            conn = await self._connect()
+        except UpstreamError as exc:
+            done(None, exc)
+            return
+        conn.done = done
+        conn.send(request, head, timeout_s, self._done)
+
+    def _done(self, conn: _Connection, answer: Answer | None, error: UpstreamError | None) -> None:
+        done, conn.done = conn.done, None
+        if answer is not None and self.keep_alive and conn.keep_alive and not conn.closed:
+            if len(self.idle) < MAX_IDLE:
+                conn.idle_since = time.monotonic()
+                self.idle.append(conn)
+            else:
+                conn.close()
+        else:
+            conn.close()
+        if done is not None:
+            done(answer, error)
+
     async def request(
         self,
         method: str,
@@ -206,32 +304,18 @@ class Origin:
 
         Raises UpstreamError when no complete answer came back.
         """
-        conn = self._pooled() if self.keep_alive else None
-        if conn is None:
-            conn = await self._connect()
-        parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
-        for name, value in headers:
-            parts += [name, b": ", value, b"\r\n"]
-        if body or method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            parts += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n"]
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += [b"\r\n", body]
-        try:
-            answer = await conn.send(b"".join(parts), method == "HEAD", timeout_s)
-        except UpstreamError:
-            conn.close()
-            raise
-        except asyncio.CancelledError:
-            conn.close()
-            raise
-        if self.keep_alive and conn.keep_alive and not conn.closed and len(self.idle) < MAX_IDLE:
-            conn.idle_since = time.monotonic()
-            conn.waiter = None
-            self.idle.append(conn)
-        else:
-            conn.close()
-        return answer
+        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def done(answer: Answer | None, error: UpstreamError | None) -> None:
+            if waiter.done():
+                return
+            if answer is not None:
+                waiter.set_result(answer)
+            else:
+                waiter.set_exception(error or UpstreamError("no answer"))
+
+        self.send(method, target, headers, body, timeout_s, done)
+        return await waiter
 
     def close(self) -> None:
         while self.idle:

@@ -26,6 +26,16 @@ class CoalescingTransport:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
+    def write_now(self, data: bytes) -> None:
+        """Send `data` at once (one whole answer), after any writes still gathered, keeping the order."""
+        if self._pending:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)

@@ -7,14 +7,16 @@ request's head in `data_received`, before the parser sees them, and answers 431 
 `Limits.max_head_bytes` (the parser never holds more); more than `max_headers` headers get 431 too.
 A request's head must arrive within `header_timeout_s` of its first byte (of the connection, for a
 new one), else 408 and the connection closes; between requests an idle connection closes after
-`keep_alive_s`. A listener holds at most `max_connections` connections: one more is answered 503
+`keep_alive_s`. Both deadlines are kept by one timer each per connection that outlives requests (it
+checks, when it fires, the head or the idleness then current): arming and cancelling two timers per
+request cost a busy listener more than parsing the request.
+A listener holds at most `max_connections` connections: one more is answered 503
 with a message and closed, with a log line. Every refusal is JSON {"error", "message"} and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -22,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 import orjson
 import uvicorn
 
@@ -70,6 +73,10 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
     _header_count = 0
     _refused = False
     _deadline: asyncio.TimerHandle | None = None
+    # Loop time the head being read began; None between a head's end and the next one's first byte.
+    _head_since: float | None = None
+    # Loop time the last answer was complete; None while a request is read or answered.
+    _idle_since: float | None = None
     _listener: tuple[str, int] | None = None
 
     @classmethod
@@ -93,7 +100,7 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
                     "try again shortly",
                 )
                 return
-        self._arm_deadline()
+        self._head_begins()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._listener is not None:
@@ -102,14 +109,48 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
                 del _OPEN[self._listener]
             self._listener = None
         self._disarm_deadline()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         super().connection_lost(exc)
+
+    # Keep-alive: uvicorn's, with one lasting timer instead of one armed per answer and cancelled by
+    # the next request's first bytes.
+
+    def _unset_keepalive_if_required(self) -> None:
+        # Called by uvicorn whenever bytes arrive: the connection is busy; its timer stays armed.
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = now = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(now + self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None or self.transport.is_closing():
+            # Busy: armed again when its answer is complete.
+            return
+        due = self._idle_since + self.timeout_keep_alive
+        if self.loop.time() < due:
+            self.timeout_keep_alive_task = self.loop.call_at(due, self._idle_check)
+            return
+        self.timeout_keep_alive_handler()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         if self._in_head:
-            if self._deadline is None:
-                self._arm_deadline()
+            if self._head_since is None:
+                self._head_begins()
             window = self._tail + data
             end = window.find(b"\r\n\r\n")
             size = self._head_bytes + (end + 4 - len(self._tail) if end >= 0 else len(data))
@@ -124,8 +165,20 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
             if end < 0:
                 self._head_bytes = size
                 self._tail = window[-3:]
-        with contextlib.suppress(_Refused):
-            super().data_received(data)
+        # uvicorn's data_received, inlined (one call less per read on a busy listener).
+        self._idle_since = None
+        try:
+            self.parser.feed_data(data)
+        except _Refused:
+            pass
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     # Parser callbacks.
 
@@ -148,9 +201,13 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._disarm_deadline()
+        self._head_complete()
         super().on_headers_complete()
+
+    def _head_complete(self) -> None:
+        """The head arrived in time: its deadline is met (the timer stays, for the next head)."""
+        self._in_head = False
+        self._head_since = None
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -183,20 +240,29 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
             self.transport.write(head % (status, _REASONS.get(status, b""), len(body)) + body)
             self.transport.close()
 
-    def _arm_deadline(self) -> None:
-        self._disarm_deadline()
-        self._deadline = self.loop.call_later(self.limits.header_timeout_s, self._headers_late)
+    def _head_begins(self) -> None:
+        self._head_since = now = self.loop.time()
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(now + self.limits.header_timeout_s, self._headers_late)
 
     def _disarm_deadline(self) -> None:
+        self._head_since = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _headers_late(self) -> None:
         self._deadline = None
+        if self._refused or self._head_since is None:
+            # No head is being read: the next one's first byte arms the timer again.
+            return
+        due = self._head_since + self.limits.header_timeout_s
+        if self.loop.time() < due:
+            self._deadline = self.loop.call_at(due, self._headers_late)
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined request waits for the answer before it: its head is read after that one.
-            self._arm_deadline()
+            self._head_begins()
             return
         log.info(
             "event=headers_timeout client=%s after_s=%g",
