@@ -45,7 +45,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -78,6 +78,17 @@ from bookstore.replication.objects.metrics import ObjectReplicationMetrics
 from bookstore.replication.tables.replicator import LagWindow
 
 log = logging.getLogger("bookstore.replication.objects")
+
+
+def _settle(waiting: Sequence[asyncio.Future[None]], errors: Sequence[BaseException | None]) -> None:
+    """Each future still waiting done: with its error, or with None when it has none."""
+    for done, error in zip(waiting, errors, strict=True):
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 class ReplicatedStore(Buckets, Objects, ReplicationQueue, Protocol):
@@ -652,19 +663,11 @@ class ObjectReplicator:
             else:
                 results = list(await self.cluster.peers[region].put_replicas(replicas))
         except BaseException as exc:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            _settle([done for _, done in batch], [exc] * len(batch))
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (_, done), error in zip(batch, results, strict=True):
-                if done.done():
-                    continue
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
+            _settle([done for _, done in batch], results)
         finally:
             box.sending -= 1
             if box.waiting and not box.scheduled:
@@ -745,19 +748,11 @@ class ObjectReplicator:
                 try:
                     outcomes = await asyncio.to_thread(self.store.set_replication_statuses, changes)
                 except BaseException as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
+                    _settle([done for _, done in batch], [exc] * len(batch))
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, done), outcome in zip(batch, outcomes, strict=True):
-                    if done.done():
-                        continue
-                    if outcome.error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(outcome.error)
+                _settle([done for _, done in batch], [o.error for o in outcomes])
         finally:
             self._writing_statuses = False
 
