@@ -15,6 +15,9 @@ import binascii
 import re
 
 _PREFIX = "=?UTF-8?B?"
+# RFC 2047 (section 2) caps an encoded word at 75 characters: 12 of them are `=?UTF-8?B?` and `?=`, and
+# the 63 left hold 60 base64 characters, 45 bytes of UTF-8.
+_WORD_BYTES = 45
 # An encoded word: =?charset?B|Q?text?= (an RFC 2231 language after `*` in the charset is allowed).
 _WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 # What is sent as is: printable US-ASCII and tab, as S3 returns a value of US-ASCII only.
@@ -53,12 +56,30 @@ def decode(value: str) -> str:
 
 
 def to_header(value: str) -> str:
-    """The header value that carries stored `value`: itself when printable US-ASCII, else one encoded
-    word of its UTF-8 (`=?UTF-8?B?...?=`, which boto3 and the aws CLI hand over as received, as S3's)."""
+    """The header value that carries stored `value`: itself when printable US-ASCII, else its UTF-8 as
+    encoded words (`=?UTF-8?B?...?=`, which boto3 and the aws CLI hand over as received, as S3's).
+
+    A word holds at most 75 characters (RFC 2047), so a long value is several words separated by a space,
+    as S3 answers it; each holds whole characters, so each decodes alone, and a decoder drops the space
+    between words (RFC 2047, section 6.2), which gives the value back exactly.
+    """
     if _AS_IS.fullmatch(value):
         return value
-    data = value.encode("utf-8", "surrogatepass")
-    return f"{_PREFIX}{base64.b64encode(data).decode('ascii')}?="
+    return " ".join(f"{_PREFIX}{base64.b64encode(piece).decode('ascii')}?=" for piece in _pieces(value))
+
+
+def _pieces(value: str) -> list[bytes]:
+    """The UTF-8 of `value` cut between characters into pieces of at most _WORD_BYTES bytes."""
+    pieces: list[bytes] = []
+    current = bytearray()
+    for char in value:
+        data = char.encode("utf-8", "surrogatepass")
+        if len(current) + len(data) > _WORD_BYTES:
+            pieces.append(bytes(current))
+            current.clear()
+        current += data
+    pieces.append(bytes(current))
+    return pieces
 
 
 def _decoded_word(match: re.Match[str]) -> str | None:
