@@ -278,7 +278,7 @@ def test_odd_keys_are_stored_and_returned_exactly(adapter: Adapter, bucket: str,
         assert sorted(p.name for p in adapter.root.parent.iterdir()) == [adapter.root.name]
         for path in adapter.root.rglob("*"):
             rel = path.relative_to(adapter.root)
-            assert rel.parts[0] in ("blobs", "tmp", "key.sse") or rel.name.startswith("objects.sqlite3"), rel
+            assert rel.parts[0] in ("blobs", "tmp", "keys") or rel.name.startswith("objects.sqlite3"), rel
     store.delete_object(bucket, key)
     with pytest.raises(NoSuchKey):
         store.get_object(bucket, key)

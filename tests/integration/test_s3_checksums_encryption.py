@@ -182,7 +182,7 @@ def test_objects_are_encrypted_at_rest_with_sse_s3(server: S3Server, s3: Any) ->
     for path in root.rglob("*"):
         if path.is_file():
             assert marker not in path.read_bytes(), path
-    key = root / "key.sse"
+    key = root / "keys" / "sse-000001.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert len(key.read_bytes()) == 32
 

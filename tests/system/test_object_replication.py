@@ -545,7 +545,7 @@ def test_odd_keys_are_stored_and_returned_exactly_through_forwarding_and_replica
         assert sorted(listed) == sorted(ODD_KEYS)
     # Nothing outside the stores' roots, nothing inside named after a key.
     data = system.data_dir
-    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp", "key.sse"}
+    allowed = {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm", "blobs", "tmp", "keys"}
     for region in (EU, AP):
         assert {p.name for p in (data / region / "objects").iterdir()} <= allowed
     names = {p.name for p in data.rglob("*")}
@@ -615,10 +615,10 @@ def test_checksums_and_encryption_replicate_sse_c_objects_too(system: System, s3
     got = client(system, AP).get_object(Bucket=singapore, Key="book.txt", VersionId=version_id)
     assert got["Body"].read() == marker
     # Each region encrypts with its own key; neither keeps the plaintext on disk.
-    keys = sorted(system.data_dir.rglob("key.sse"))
+    keys = sorted(system.data_dir.rglob("sse-*.key"))
     assert len({k.read_bytes() for k in keys}) == len(keys) >= 2
     for key in keys:
-        for path in key.parent.rglob("*"):
+        for path in key.parent.parent.rglob("*"):
             if path.is_file():
                 assert marker[:4096] not in path.read_bytes(), path
     # An SSE-C object is replicated, as S3 replicates them: its sealed content and the proof of its key
@@ -663,8 +663,8 @@ def test_checksums_and_encryption_replicate_sse_c_objects_too(system: System, s3
     second = singapore_s3.get_object(Bucket=singapore, Key="secret.bin", PartNumber=2, **sse_c)
     assert (second["PartsCount"], second["Body"].read()) == (2, parts_data[1])
     # Neither region keeps the plaintext on disk.
-    for key in sorted(system.data_dir.rglob("key.sse")):
-        for path in key.parent.rglob("*"):
+    for key in sorted(system.data_dir.rglob("sse-*.key")):
+        for path in key.parent.parent.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
                 assert small_secret[:64] not in data and parts_data[0][:4096] not in data, path

@@ -12,7 +12,8 @@ import pytest
 
 from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore import checksums
-from bookstore.storage.local.encryption import IV_BYTES, BlobCipher, deployment_key
+from bookstore.storage.local.encryption import IV_BYTES, BlobCipher
+from bookstore.storage.local.keyring import KeyRing
 from bookstore.storage.local.objects import LocalObjectStore
 
 
@@ -27,16 +28,20 @@ def test_ctr_decrypts_from_any_offset(offset: int) -> None:
 
 
 def test_the_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:
-    first = deployment_key(tmp_path)
-    assert deployment_key(tmp_path) == first and len(first) == 32
-    assert (tmp_path / "key.sse").stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.sse"]
+    first = KeyRing(tmp_path)
+    again = KeyRing(tmp_path)
+    assert first.ids() == again.ids() == [1]
+    assert first.cipher(1).encrypt_bytes(b"x")[IV_BYTES:] != b"x"
+    key = tmp_path / "keys" / "sse-000001.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["sse-000001.key"]
 
 
 def test_a_short_key_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "key.sse").write_bytes(b"short")
     with pytest.raises(Exception, match="32-byte key"):
-        deployment_key(tmp_path)
+        KeyRing(tmp_path)
 
 
 def test_a_store_from_before_encryption_still_reads_and_gains_the_parts_column(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ from bookstore.cli.control import region_action
 api_app = typer.Typer(
     help="Break and repair a region's API (module 4's failover drill).", no_args_is_help=True
 )
-s3_app = typer.Typer(help="Make a region's S3 API unavailable (503) and back.", no_args_is_help=True)
+s3_app = typer.Typer(
+    help="Make a region's S3 API unavailable (503) and back; rotate its SSE-S3 keys.", no_args_is_help=True
+)
 
 
 def _said(region: str, state: Any) -> str:

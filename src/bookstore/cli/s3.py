@@ -1,16 +1,23 @@
-"""The S3 API from the command line: `aws-env` points the `aws` CLI at a region; `publish` the storefront."""
+"""The S3 API from the command line: `aws-env` points the `aws` CLI at a region; `publish` the storefront;
+`s3 rotate-key` and `s3 keys` a region's SSE-S3 keys."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bookstore.cli.exits import fail
-from bookstore.cli.options import AsJson, DataDir, TopologyFile, load_topology, show
+from bookstore.cli.options import AsJson, DataDir, RegionOpt, TopologyFile, load_topology, show
 from bookstore.config import ObjectStoreAccess, Topology
 from bookstore.domain.errors import BookstoreError
+
+if TYPE_CHECKING:
+    from bookstore.objectstore.sse_keys import KeyRotation
+    from bookstore.region.services import RegionServices
+    from bookstore.runtime.commands import RegionCommands
 
 
 def aws_env(
@@ -91,3 +98,89 @@ def _s3_access(topo: Topology, data_dir: Path) -> ObjectStoreAccess:
         return s3_access(topo, data_dir, create=False)
     except MissingCredential as exc:
         fail(str(exc), 2)
+
+
+def rotate_key(
+    region: RegionOpt = None,
+    reencrypt: Annotated[
+        bool,
+        typer.Option(
+            "--reencrypt",
+            help="Rewrite every body under the new key (in the region's background), then retire the "
+            "older keys.",
+        ),
+    ] = False,
+    topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
+    as_json: AsJson = False,
+) -> None:
+    """Make a new SSE-S3 key for a region's objects: new writes use it, older bodies stay readable.
+
+    After a suspected leak, use --reencrypt: the running region rewrites every body in the background and
+    then removes the older keys (`bookstore s3 keys` shows the progress); a region that is not running
+    has it done by this command before it returns.
+    """
+
+    def local(services: RegionServices) -> dict[str, Any]:
+        keys = _keys_of(services)
+        status = keys.rotate_key(reencrypt=reencrypt)
+        while reencrypt and not keys.reencrypt_step(64).done:
+            pass
+        return keys.key_status().to_json() if reencrypt else status.to_json()
+
+    target, document = _on_keys(
+        topology, region, data_dir, "s3 rotate-key", local, lambda r: r.rotate_key(reencrypt)
+    )
+    show(as_json, document, f"{target}: new SSE-S3 key {document['newest']}; {_said_keys(document)}")
+
+
+def keys(
+    region: RegionOpt = None,
+    topology: TopologyFile = None,
+    data_dir: DataDir = Path("data"),
+    as_json: AsJson = False,
+) -> None:
+    """A region's SSE-S3 keys, how many bodies each encrypts, and whether a re-encryption is running."""
+    target, document = _on_keys(
+        topology,
+        region,
+        data_dir,
+        "s3 keys",
+        lambda s: _keys_of(s).key_status().to_json(),
+        lambda r: r.sse_keys(),
+    )
+    show(as_json, document, f"{target}: {_said_keys(document)}")
+
+
+def _keys_of(services: RegionServices) -> KeyRotation:
+    if services.sse_keys is None:
+        fail(f"{services.region.id} keeps its objects on S3, which rotates its SSE-S3 keys itself")
+    return services.sse_keys
+
+
+def _on_keys(
+    topology: Path | None,
+    region: str | None,
+    data_dir: Path,
+    command: str,
+    local: Callable[[RegionServices], dict[str, Any]],
+    remote: Callable[[RegionCommands], dict[str, Any]],
+) -> tuple[str, dict[str, Any]]:
+    from bookstore.cli.region_access import on_region
+
+    target = region or load_topology(topology).home_region
+    document = on_region(topology, target, data_dir, command, local, remote)
+    document.pop("region", None)
+    return target, {"region": target, **document}
+
+
+def _said_keys(document: dict[str, Any]) -> str:
+    keys = ", ".join(str(k) for k in document["keys"])
+    bodies = ", ".join(
+        f"{'in clear' if k == '0' else 'key ' + k}: {n}" for k, n in document["bodies"].items()
+    )
+    retiring = document.get("retiringBelow")
+    state = (
+        f"re-encrypting, keys below {retiring} retire when done" if retiring else "no re-encryption pending"
+    )
+    return f"keys {keys} (newest {document['newest']}); {state}; bodies by key: {bodies or 'none'}"

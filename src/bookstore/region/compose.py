@@ -36,6 +36,7 @@ from bookstore.kernel.openapi import error_answers
 from bookstore.kernel.stream import ChangeFeed
 from bookstore.objectstore.namespace import BucketDirectory, Cluster, site_bucket
 from bookstore.objectstore.port import ObjectStore
+from bookstore.objectstore.sse_keys import KeyRotation, Reencryptor
 from bookstore.objectstore.sweeper import LifecycleSweeper
 from bookstore.ports import Clock, GroupRunner, Ranking, SearchIndex, SigningKeyStore, Table
 from bookstore.region.commands import create_commands_router
@@ -107,7 +108,7 @@ def build_region(
     stack.callback(ownership.release)
     try:
         table_map, replica, run_group = _tables(topology, region, home, clock, stack, tracing)
-        objects = _objects(topology, region, home, clock, stack)
+        objects, sse_keys = _objects(topology, region, home, clock, stack)
         catalog = Catalog(table_map["books"], region=region.id, clock=clock)
         blog = _blog(topology, region, home, clock, stack, catalog, blog_sql)
         ranking = _ranking(topology, region, home, stack)
@@ -139,6 +140,7 @@ def build_region(
             identity=identity,
             replica=replica,
             objects=objects,
+            sse_keys=sse_keys,
             blog=blog,
             writes=GroupCommit(run_group, bind=tracing.bind if tracing is not None else None),
             _resources=stack,
@@ -222,17 +224,20 @@ def build_native(services: RegionServices) -> NativeReplication | None:
     return native
 
 
-def _objects(topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack) -> ObjectStore:
+def _objects(
+    topology: Topology, region: Region, home: Path, clock: Clock, stack: ExitStack
+) -> tuple[ObjectStore, KeyRotation | None]:
+    """The region's object store, and its SSE-S3 keys when it keeps them (S3 rotates its own)."""
     if topology.storage.objects == "s3":
         from bookstore.storage.s3.objects import S3ObjectStore
 
-        return S3ObjectStore(_aws_client(topology, region, "s3"))
+        return S3ObjectStore(_aws_client(topology, region, "s3")), None
 
     from bookstore.storage.local.objects import LocalObjectStore
 
     store = LocalObjectStore(home / "objects", region.id, clock, durability=topology.storage.durability)
     stack.callback(store.close)
-    return store
+    return store, store
 
 
 def _blog(
@@ -411,9 +416,11 @@ def region_app(
             confirm_peers=[r for r in topology.active if r != me],
         )
         app.router.routes.extend(blog_routes(blog))
+    # Re-encryption after a key rotation runs in the background of the process that owns the store.
+    reencryptor = Reencryptor(services.sse_keys) if services.sse_keys is not None else None
     if secret:
         # The operator's commands (`bookstore users add`...), signed: the CLI never opens this directory.
-        app.include_router(create_commands_router(services))
+        app.include_router(create_commands_router(services, reencryptor))
     feed = feed or ChangeFeed()
     if replicator is not None and services.replica is not None:
         schemas = {s.name: s for s in tables.ALL if s.name in replicator.tables}
@@ -469,6 +476,8 @@ def region_app(
             # S3's lifecycle rules, carried out here (S3 itself runs them for the "s3" backend).
             day_ms = int(services.topology.storage.lifecycle_day_seconds * 1000)
             jobs["lifecycle"] = LifecycleSweeper(services.objects, services.clock, day_ms=day_ms).run(stop)
+        if reencryptor is not None:
+            jobs["reencryption"] = reencryptor.run(stop)
         tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
         log.info("serving %s (%s) at %s", services.region.name, services.region.id, services.region.api_url)
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from bookstore.blog.service import BlogService
 from bookstore.config import Region, Topology
 from bookstore.objectstore.port import ObjectStore
+from bookstore.objectstore.sse_keys import KeyRotation
 from bookstore.ports import Clock, Table
 from bookstore.replication.tables.ports import ReplicaStore
 from bookstore.services.bestsellers import BestSellers
@@ -39,6 +40,8 @@ class RegionServices:
     # Our replicator's store on the embedded default; None where the engine replicates natively (DynamoDB).
     replica: ReplicaStore | None = None
     objects: ObjectStore | None = None
+    # The object store's SSE-S3 keys when it keeps them (the local store); S3 rotates its own.
+    sse_keys: KeyRotation | None = None
     blog: BlogService | None = None
     # Cart and checkout writes of concurrent requests, committed in shared transactions where possible.
     writes: GroupCommit = field(default_factory=GroupCommit)

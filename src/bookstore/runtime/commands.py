@@ -61,6 +61,14 @@ class RegionCommands:
         """How many seed books the region wrote (0 when it had them all)."""
         return int(self._call("POST", "/seed", {})["written"])
 
+    def rotate_key(self, reencrypt: bool) -> dict[str, Any]:
+        """The region's SSE-S3 keys after a new one is made (re-encryption then runs in its background)."""
+        return self._call("POST", "/s3/rotate-key", {"reencrypt": reencrypt})
+
+    def sse_keys(self) -> dict[str, Any]:
+        """{region, keys, newest, retiringBelow, bodies}: the region's SSE-S3 keys and their bodies."""
+        return self._call("GET", "/s3/keys")
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             response = self.client.request(

@@ -15,7 +15,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ class Content:
     md5: str
     inline: bytes | None = None
     blob_id: str | None = None
+    # The SSE-S3 key that encrypts it (storage.local.keyring); None under a customer's key.
+    key_id: int | None = None
 
 
 class BlobFiles:
@@ -135,15 +137,20 @@ class BlobFiles:
                     path.unlink(missing_ok=True)
 
     def reader(
-        self, segments: list[tuple[str, int]], first: int, last: int, cipher: BlobCipher | None = None
+        self,
+        segments: Sequence[tuple[str, int]],
+        first: int,
+        last: int,
+        ciphers: Sequence[BlobCipher | None] = (),
     ) -> Iterator[bytes]:
-        """Bytes first..last of the segments; the first file opens now, so a later delete cannot race it."""
-        plan: list[tuple[str, int, int]] = []
+        """Bytes first..last of the segments, each decrypted with its cipher (`ciphers`, one a segment;
+        none: read as stored); the first file opens now, so a later delete cannot race it."""
+        plan: list[tuple[str, int, int, BlobCipher | None]] = []
         offset = 0
-        for blob_id, size in segments:
+        for index, (blob_id, size) in enumerate(segments):
             start, end = max(first, offset), min(last, offset + size - 1)
             if start <= end:
-                plan.append((blob_id, start - offset, end - start + 1))
+                plan.append((blob_id, start - offset, end - start + 1, ciphers[index] if ciphers else None))
             offset += size
         if not plan:
             return iter(())
@@ -151,14 +158,12 @@ class BlobFiles:
             opened = open(self.path(plan[0][0]), "rb")  # noqa: SIM115 - closed by the generator
         except OSError as exc:
             raise StorageError(f"object store: content missing: {exc}") from exc
-        return self._stream(opened, plan, cipher)
+        return self._stream(opened, plan)
 
-    def _stream(
-        self, opened: Any, plan: list[tuple[str, int, int]], cipher: BlobCipher | None
-    ) -> Iterator[bytes]:
+    def _stream(self, opened: Any, plan: list[tuple[str, int, int, BlobCipher | None]]) -> Iterator[bytes]:
         f = opened
         try:
-            for i, (blob_id, start, length) in enumerate(plan):
+            for i, (blob_id, start, length, cipher) in enumerate(plan):
                 if i > 0:
                     f.close()
                     f = open(self.path(blob_id), "rb")  # noqa: SIM115 - closed below

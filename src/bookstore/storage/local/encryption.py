@@ -4,53 +4,21 @@ Each body (a blob file, or an inline body in its SQLite row) is stored as a rand
 counter block followed by the AES-256-CTR ciphertext of the content, same length. CTR lets a range GET
 start decrypting at any byte (the counter of block n is the initial one plus n), and costs one AES
 pass, no padding and no per-chunk tag: the content's integrity is the ETag and checksum already kept.
-The key is the region's (SSE-S3: `key.sse` in the store's directory, 32 random bytes, mode 0600,
-created on first open) or the customer's (SSE-C, given with each request, never written anywhere).
+The key is one of the region's (SSE-S3: see storage.local.keyring, which names the key of each body)
+or the customer's (SSE-C, given with each request, never written anywhere).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from bookstore.domain.errors import StorageError
-from bookstore.storage.durability import fsync_directory
 
-KEY_FILE = "key.sse"
 IV_BYTES = 16
 _BLOCK = 16
-
-
-def deployment_key(root: Path) -> bytes:
-    """The region's SSE-S3 key, from `root`/key.sse, written (mode 0600) by the first open.
-
-    Written whole to a temporary file, fsynced, then linked into place and the directory fsynced: a
-    crash leaves no key or the whole key, never a short one (every blob would be unreadable).
-    """
-    path = root / KEY_FILE
-    if not path.exists():
-        temp = root / f".{KEY_FILE}.{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, path)
-            fsync_directory(root)
-        except FileExistsError:
-            pass  # another opener's key won; this one was never used
-        finally:
-            temp.unlink(missing_ok=True)
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise StorageError(f"object store: {path} is not a 32-byte key")
-    return key
 
 
 class BlobCipher:

@@ -5,6 +5,11 @@ versions (a delete marker is a version; a body up to blobs.INLINE_MAX lives in t
 a list of blob segments), multipart uploads and their parts. Its engine is storage.sqlite.engine.
 A version's `meta` holds, beside metadata, headers and tags, its checksum ("c"), how it is encrypted
 ("e") and the proof of its SSE-C key ("k"); an upload's also the checksum its parts carry ("u").
+
+Which SSE-S3 key encrypts a body (storage.local.keyring): a version's `sse_key` is the key of its inline
+body, or the oldest key among its segments, each of which is [blob id, size, key id] (a segment of two
+members is under the row's `sse_key`); a part's `key_id` is its key. Key 0 is a body stored in clear
+(written before encryption at rest); NULL is a body under a customer's key (SSE-C), or no body.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ CREATE TABLE IF NOT EXISTS versions (
     replication_reason TEXT NOT NULL DEFAULT '',
     parts_count INTEGER,
     blobs BLOB,
-    inline BLOB
+    inline BLOB,
+    sse_key INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_order ON versions (bucket, key, sort_id);
 CREATE UNIQUE INDEX IF NOT EXISTS versions_id ON versions (bucket, key, version_id);
@@ -69,16 +75,33 @@ CREATE TABLE IF NOT EXISTS parts (
     blob_id TEXT NOT NULL,
     last_modified_ms INTEGER NOT NULL,
     checksum TEXT NOT NULL DEFAULT '',
+    key_id INTEGER,
     PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
 """
 
 
+# The key id a body from before the keyring has, from how its version or upload's `meta` says it is
+# encrypted: the single key of those days (1, the old key.sse), none (0, in clear), or a customer's.
+_KEY_OF_META = (
+    "CASE json_extract(CAST({meta} AS TEXT), '$.e') WHEN 'AES256' THEN 1 WHEN 'SSE-C' THEN NULL ELSE 0 END"
+)
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store written by an older version up to SCHEMA (columns added since)."""
+    """Bring a store written by an older version up to SCHEMA (columns added since), in one transaction."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
     if "checksum" not in columns:
         conn.execute("ALTER TABLE parts ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+    if "key_id" not in columns:
+        conn.execute("ALTER TABLE parts ADD COLUMN key_id INTEGER")
+        key = _KEY_OF_META.format(meta="u.meta")
+        conn.execute(
+            f"UPDATE parts SET key_id = (SELECT {key} FROM uploads u WHERE u.upload_id = parts.upload_id)"
+        )
+    if "sse_key" not in {row[1] for row in conn.execute("PRAGMA table_info(versions)")}:
+        conn.execute("ALTER TABLE versions ADD COLUMN sse_key INTEGER")
+        conn.execute(f"UPDATE versions SET sse_key = {_KEY_OF_META.format(meta='meta')} WHERE marker = 0")
 
 
 BY_VERSION_ID = (
@@ -86,7 +109,7 @@ BY_VERSION_ID = (
 )
 VERSION_COLUMNS = (
     "id, bucket, key, sort_id, version_id, latest, marker, last_modified_ms, size, etag, content_type, meta, "
-    "replication_status, replication_reason, parts_count"
+    "replication_status, replication_reason, parts_count, sse_key"
 )
 
 
@@ -146,7 +169,7 @@ def version_of(row: tuple[Any, ...]) -> ObjectVersion:
 
 def blob_ids(blobs: bytes | None) -> list[str]:
     """The blob files of a version's `blobs` column (its segments)."""
-    return [] if blobs is None else [str(b) for b, _ in orjson.loads(blobs)]
+    return [] if blobs is None else [str(segment[0]) for segment in orjson.loads(blobs)]
 
 
 def load_buckets(conn: sqlite3.Connection) -> dict[str, BucketState]:

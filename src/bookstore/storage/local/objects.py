@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import secrets
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,13 +75,15 @@ from bookstore.objectstore.port import (
     check_key,
     check_replica_parts,
 )
+from bookstore.objectstore.sse_keys import KeyStatus, Progress
 from bookstore.ports import Clock, Outcome
 from bookstore.storage.durability import DEFAULT as DEFAULT_DURABILITY
 from bookstore.storage.durability import Durability
 from bookstore.storage.local import listing, metadata
 from bookstore.storage.local.blobs import BlobFiles, Content
 from bookstore.storage.local.configs import BucketConfigs
-from bookstore.storage.local.encryption import IV_BYTES, BlobCipher, deployment_key
+from bookstore.storage.local.encryption import IV_BYTES, BlobCipher
+from bookstore.storage.local.keyring import KeyRing
 from bookstore.storage.local.metadata import (
     BY_VERSION_ID,
     VERSION_COLUMNS,
@@ -129,9 +132,11 @@ class LocalObjectStore:
                 self.root / "objects.sqlite3", durability=durability, kind="object store"
             )
             self.engine.script(metadata.SCHEMA, "creating the schema")
-            with self.engine.exclusive() as db:
+            with self.engine.transaction("migrating the schema") as db:
                 metadata.migrate(db)
-            self._sse = BlobCipher(deployment_key(self.root))
+            self._keys = KeyRing(self.root)
+            # Where re-encryption's pass over the versions is (their ids ascending).
+            self._cursor = 0
             # Reads hold the writer's lock too (engine.exclusive): a read that found a blob file opens it
             # before a delete can unlink it, and sees the in-memory bucket states its writes keep.
             with self.engine.exclusive() as db:
@@ -283,26 +288,28 @@ class LocalObjectStore:
         extra = _sealing(customer_key)
         if checksum is not None:
             extra["c"] = checksum.to_json()
-        content = self._files.take(body, cipher=self._cipher(customer_key))
+        with self._encrypting(customer_key) as (cipher, key_id):
+            content = self._files.take(body, cipher=cipher)
+            content.key_id = key_id
 
-        def write(db: sqlite3.Connection) -> tuple[ObjectVersion, list[str]]:
-            return self._insert(
-                db,
-                self._state(bucket),
-                key,
-                content=content,
-                content_type=content_type or DEFAULT_CONTENT_TYPE,
-                meta=encode_meta(metadata, headers, tags, extra),
-                tags=tags or {},
-            )
+            def write(db: sqlite3.Connection) -> tuple[ObjectVersion, list[str]]:
+                return self._insert(
+                    db,
+                    self._state(bucket),
+                    key,
+                    content=content,
+                    content_type=content_type or DEFAULT_CONTENT_TYPE,
+                    meta=encode_meta(metadata, headers, tags, extra),
+                    tags=tags or {},
+                )
 
-        try:
-            # Concurrent PUTs share one commit, and under durability "power" its fsync (group commit);
-            # each returns only once the transaction holding its own row has committed.
-            version, doomed = self.engine.commit_shared(write, "a PUT")
-        except BaseException:
-            self._files.discard(content)
-            raise
+            try:
+                # Concurrent PUTs share one commit, and under durability "power" its fsync (group
+                # commit); each returns only once the transaction holding its own row has committed.
+                version, doomed = self.engine.commit_shared(write, "a PUT")
+            except BaseException:
+                self._files.discard(content)
+                raise
         self._files.unlink(doomed)
         if version.replication_status == "PENDING":
             self._notify()
@@ -319,15 +326,15 @@ class LocalObjectStore:
     ) -> ObjectContent:
         with self.engine.exclusive() as db:
             row, inline, blobs = self._row(db, bucket, key, version_id, body=True)
-            cipher = self._unlock(row, customer_key)
+            segments = _segments(blobs, row[15])
+            ciphers = self._unlock(row, customer_key, [kid for _, _, kid in segments] or [row[15]])
             version = version_of(row)
             first, last, partial = resolve_range(version.size, byte_range)
             if inline is not None:
-                if cipher is not None:
-                    inline = cipher.decrypt_bytes(inline)
+                if ciphers[0] is not None:
+                    inline = ciphers[0].decrypt_bytes(inline)
                 return ObjectContent(version, (inline[first : last + 1],), first, last, partial)
-            segments = [(str(b), int(n)) for b, n in orjson.loads(blobs)] if blobs else []
-            reader = self._files.reader(segments, first, last, cipher)
+            reader = self._files.reader([(b, n) for b, n, _ in segments], first, last, ciphers)
         if last - first < _EAGER_READ:
             return ObjectContent(version, (b"".join(reader),), first, last, partial)
         return ObjectContent(version, reader, first, last, partial)
@@ -337,7 +344,7 @@ class LocalObjectStore:
     ) -> ObjectVersion:
         with self.engine.exclusive() as db:
             row, _, _ = self._row(db, bucket, key, version_id, body=False)
-            self._unlock(row, customer_key)
+            self._unlock(row, customer_key, [])
             return version_of(row)
 
     def part_range(
@@ -484,7 +491,29 @@ class LocalObjectStore:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         with self.engine.exclusive() as db:
             upload = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
-        cipher = self._unlock_meta(upload, customer_key)
+        sealed = upload.get("e") == SSE_C
+        if sealed:
+            self._unlock_meta(upload, customer_key, [])
+        else:
+            refuse_key(customer_key)
+        with self._encrypting(customer_key if sealed else None) as (cipher, key_id):
+            return self._take_part(
+                bucket, key, upload_id, number, body, upload, checksum, copied, cipher, key_id
+            )
+
+    def _take_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        upload: Mapping[str, Any],
+        checksum: Checksum | None,
+        copied: bool,
+        cipher: BlobCipher,
+        key_id: int | None,
+    ) -> Part:
         wanted = checksums.upload_from_json(upload.get("u"))
         if copied and wanted is not None:
             body, computed = checksums.tap(body, wanted[0])
@@ -510,9 +539,18 @@ class LocalObjectStore:
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO parts "
-                    "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (upload_id, number, part.etag, part.size, content.blob_id, part.last_modified_ms, kept),
+                    "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum, key_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        upload_id,
+                        number,
+                        part.etag,
+                        part.size,
+                        content.blob_id,
+                        part.last_modified_ms,
+                        kept,
+                        key_id,
+                    ),
                 )
         except BaseException:
             self._files.discard(content)
@@ -563,11 +601,11 @@ class LocalObjectStore:
             stored = {
                 row[0]: row
                 for row in db.execute(
-                    "SELECT number, etag, size, blob_id, checksum FROM parts WHERE upload_id = ?",
+                    "SELECT number, etag, size, blob_id, checksum, key_id FROM parts WHERE upload_id = ?",
                     (upload_id,),
                 ).fetchall()
             }
-            segments: list[tuple[str, int]] = []
+            segments: list[tuple[Any, ...]] = []
             kept: list[tuple[str, int]] = []
             digest = hashlib.md5(usedforsecurity=False)
             for i, (number, etag) in enumerate(parts):
@@ -581,13 +619,22 @@ class LocalObjectStore:
                         f"Part {number} is {row[2]} bytes; every part but the last needs at least "
                         f"{self._min_part_size} bytes"
                     )
-                segments.append((row[3], row[2]))
+                # A part under a customer's key (key_id NULL) is a segment of two members, as before.
+                segments.append((row[3], row[2]) if row[5] is None else (row[3], row[2], row[5]))
                 kept.append((row[4], row[2]))
                 digest.update(bytes.fromhex(row[1]))
-            used = {blob for blob, _ in segments}
+            used = {segment[0] for segment in segments}
             doomed = [row[3] for row in stored.values() if row[3] not in used]
-            content = Content(size=sum(n for _, n in segments), md5=f"{digest.hexdigest()}-{len(parts)}")
+            keys = [segment[2] for segment in segments if len(segment) > 2]
+            content = Content(
+                size=sum(segment[1] for segment in segments),
+                md5=f"{digest.hexdigest()}-{len(parts)}",
+                key_id=min(keys) if keys else None,
+            )
             meta = orjson.loads(upload[1])
+            if "e" not in meta and keys and min(keys) > 0:
+                # An upload begun before encryption at rest whose parts all came (or were re-encrypted) since.
+                meta["e"] = SSE_S3
             checksum = checksums.completed(checksums.upload_from_json(meta.pop("u", None)), kept)
             if checksum is not None:
                 meta["c"] = checksum.to_json()
@@ -641,6 +688,19 @@ class LocalObjectStore:
     def put_replica(
         self, version: ObjectVersion, body: Body, parts: Sequence[Part] = (), seal: Seal | None = None
     ) -> ObjectVersion:
+        # The newest key is leased until the row commits (a sealed replica, which does not use it, too).
+        with self._keys.writing() as (key_id, cipher):
+            return self._put_replica(version, body, parts, seal, cipher, key_id)
+
+    def _put_replica(
+        self,
+        version: ObjectVersion,
+        body: Body,
+        parts: Sequence[Part],
+        seal: Seal | None,
+        cipher: BlobCipher,
+        key_id: int,
+    ) -> ObjectVersion:
         check_key(version.key)
         state = self._state(version.bucket)
         check_replica_parts(version, parts)
@@ -653,7 +713,9 @@ class LocalObjectStore:
             content, segments = self._take_sealed(version, body, seal)
             extra: dict[str, Any] = {"e": SSE_C, "k": seal.proof.to_json()}
         else:
-            content = None if version.is_delete_marker else self._files.take(body, cipher=self._sse)
+            content = None if version.is_delete_marker else self._files.take(body, cipher=cipher)
+            if content is not None:
+                content.key_id = key_id
             extra = {} if version.is_delete_marker else {"e": SSE_S3}
         if version.checksum is not None:
             extra["c"] = version.checksum.to_json()
@@ -722,7 +784,7 @@ class LocalObjectStore:
             if inline is not None:
                 return Seal(proof, (len(inline),)), (inline,)
             # Each piece as its file holds it: the IV, then the ciphertext.
-            stored = [(str(b), int(n) + IV_BYTES) for b, n in orjson.loads(blobs)] if blobs else []
+            stored = [(b, n + IV_BYTES) for b, n, _ in _segments(blobs, None)]
             pieces = tuple(n for _, n in stored)
             reader = self._files.reader(stored, 0, sum(pieces) - 1)
         return Seal(proof, pieces), reader
@@ -770,6 +832,167 @@ class LocalObjectStore:
             ).fetchall()
             return [version_of(r) for r in rows]
 
+    # SSE-S3 keys (the KeyRotation port; storage.local.keyring says why a key id per body).
+
+    def rotate_key(self, *, reencrypt: bool) -> KeyStatus:
+        self._keys.rotate(reencrypt=reencrypt)
+        self._cursor = 0
+        return self.key_status()
+
+    def key_status(self) -> KeyStatus:
+        bodies: Counter[int] = Counter()
+        with self.engine.exclusive() as db:
+            for table, column in (("versions", "sse_key"), ("parts", "key_id")):
+                for key_id, count in db.execute(
+                    f"SELECT {column}, count(*) FROM {table} WHERE {column} IS NOT NULL GROUP BY {column}"
+                ):
+                    bodies[int(key_id)] += int(count)
+            ids = self._keys.ids()
+        return KeyStatus(tuple(ids), max(ids), self._keys.retiring_below(), dict(bodies))
+
+    def reencrypt_step(self, limit: int = 16) -> Progress:
+        bound = self._keys.retiring_below()
+        if bound is None:
+            return Progress(0, True)
+        # A pass walks the versions by id from `_cursor` (so a pass is linear in the rows), then the parts.
+        with self.engine.exclusive() as db:
+            rows = db.execute(
+                "SELECT id, sse_key, inline, blobs, etag, parts_count FROM versions "
+                "WHERE id > ? AND sse_key < ? ORDER BY id LIMIT ?",
+                (self._cursor, bound, limit),
+            ).fetchall()
+            parts = []
+            if len(rows) < limit:
+                parts = db.execute(
+                    "SELECT upload_id, number, blob_id, size, key_id, etag FROM parts "
+                    "WHERE key_id < ? LIMIT ?",
+                    (bound, limit - len(rows)),
+                ).fetchall()
+        rewritten = 0
+        for row in rows:
+            rewritten += self._reencrypt_version(row, bound)
+            self._cursor = row[0]
+        for part in parts:
+            rewritten += self._reencrypt_part(part)
+        if len(rows) + len(parts) < limit:
+            self._cursor = 0
+            return Progress(rewritten, self._retire(bound))
+        return Progress(rewritten, False)
+
+    def _reencrypt_version(self, row: tuple[Any, ...], bound: int) -> int:
+        """Rewrite a version's pieces under keys older than `bound` with the newest key; 1 when done, 0
+        when the row changed meanwhile (a later pass sees it again, or it is gone)."""
+        row_id, sse_key, inline, blobs, etag, parts_count = row
+        whole_md5 = etag if parts_count is None and len(etag) == 32 else None
+        with self._keys.writing() as (key_id, cipher):
+            if blobs is None:
+                plain = inline if not sse_key else self._keys.cipher(sse_key).decrypt_bytes(inline)
+                _check_md5(plain, whole_md5, f"version row {row_id}")
+                sealed = cipher.encrypt_bytes(plain)
+                return int(
+                    self._swap_version(row_id, inline, blobs, {"inline": sealed, "sse_key": key_id}, [])
+                )
+            segments: list[tuple[str, int, int | None]] = []
+            written: list[str] = []
+            try:
+                for blob_id, size, old_key in _segments(blobs, sse_key):
+                    if old_key is not None and old_key >= bound:
+                        segments.append((blob_id, size, old_key))
+                        continue
+                    old_cipher = None if not old_key else self._keys.cipher(old_key)
+                    with self.engine.exclusive() as db:
+                        current = db.execute("SELECT blobs FROM versions WHERE id = ?", (row_id,)).fetchone()
+                        if current is None or current[0] != blobs:
+                            self._files.unlink(written)
+                            return 0
+                        # Opened under the lock, as a GET opens it: no delete can unlink it first.
+                        reader = self._files.reader([(blob_id, size)], 0, size - 1, [old_cipher])
+                    content = self._files.write(reader, cipher)
+                    assert content.blob_id is not None
+                    written.append(content.blob_id)
+                    if len(segments) == 0 and whole_md5 is not None and parts_count is None:
+                        _check_md5_hex(content.md5, whole_md5, f"version row {row_id}")
+                    segments.append((content.blob_id, size, key_id))
+                keys = [k for _, _, k in segments if k is not None]
+                changes = {"blobs": orjson.dumps(segments), "sse_key": min(keys) if keys else key_id}
+                if self._swap_version(row_id, inline, blobs, changes, written):
+                    replaced = {b for b, _, _ in _segments(blobs, sse_key)} - {b for b, _, _ in segments}
+                    self._files.unlink(replaced)
+                    return 1
+                return 0
+            except BaseException:
+                self._files.unlink(written)
+                raise
+
+    def _swap_version(
+        self,
+        row_id: int,
+        inline: bytes | None,
+        blobs: bytes | None,
+        changes: dict[str, Any],
+        written: list[str],
+    ) -> bool:
+        """Point version `row_id` at its re-encrypted content, if its content is still what was read; else
+        remove the files `written` for it. A body stored in clear becomes SSE-S3 in its meta."""
+        with self._tx() as db:
+            current = db.execute(
+                "SELECT inline, blobs, meta FROM versions WHERE id = ?", (row_id,)
+            ).fetchone()
+            if current is None or current[0] != inline or current[1] != blobs:
+                self._files.unlink(written)
+                return False
+            meta = orjson.loads(current[2])
+            meta.setdefault("e", SSE_S3)
+            columns = ", ".join(f"{name} = ?" for name in changes)
+            db.execute(
+                f"UPDATE versions SET {columns}, meta = ? WHERE id = ?",
+                (*changes.values(), orjson.dumps(meta), row_id),
+            )
+        return True
+
+    def _reencrypt_part(self, part: tuple[Any, ...]) -> int:
+        """Rewrite a part of an upload under the newest key; 1 when done, 0 when it changed meanwhile."""
+        upload_id, number, blob_id, size, old_key, etag = part
+        old_cipher = None if not old_key else self._keys.cipher(old_key)
+        with self._keys.writing() as (key_id, cipher):
+            with self.engine.exclusive() as db:
+                if not db.execute(
+                    "SELECT 1 FROM parts WHERE upload_id = ? AND number = ? AND blob_id = ?",
+                    (upload_id, number, blob_id),
+                ).fetchone():
+                    return 0
+                reader = self._files.reader([(blob_id, size)], 0, size - 1, [old_cipher])
+            content = self._files.write(reader, cipher)
+            assert content.blob_id is not None
+            try:
+                _check_md5_hex(content.md5, etag, f"part {number} of upload {upload_id}")
+                with self._tx() as db:
+                    swapped = db.execute(
+                        "UPDATE parts SET blob_id = ?, key_id = ? "
+                        "WHERE upload_id = ? AND number = ? AND blob_id = ?",
+                        (content.blob_id, key_id, upload_id, number, blob_id),
+                    ).rowcount
+            except BaseException:
+                self._files.unlink([content.blob_id])
+                raise
+        self._files.unlink([blob_id] if swapped else [content.blob_id])
+        return swapped
+
+    def _retire(self, bound: int) -> bool:
+        """Retire the keys below `bound` if nothing uses them any more; whether they are retired."""
+        with self.engine.exclusive() as db:
+            if db.execute("SELECT 1 FROM versions WHERE sse_key < ? LIMIT 1", (bound,)).fetchone():
+                return False
+            if db.execute("SELECT 1 FROM parts WHERE key_id < ? LIMIT 1", (bound,)).fetchone():
+                return False
+            if self._keys.leased_below(bound):
+                return False
+            # The commits that moved every body off the old keys reach the database file before the keys
+            # go (under the default durability a commit is only in the WAL, not yet fsynced).
+            db.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+            self._keys.retire_below(bound)
+        return True
+
     # Internals.
 
     @contextmanager
@@ -803,23 +1026,34 @@ class LocalObjectStore:
             raise
         return Content(size=version.size, md5=version.etag), list(zip(written, sizes, strict=True))
 
-    def _cipher(self, customer_key: CustomerKey | None) -> BlobCipher:
-        return self._sse if customer_key is None else BlobCipher(customer_key.key)
+    @contextmanager
+    def _encrypting(self, customer_key: CustomerKey | None) -> Iterator[tuple[BlobCipher, int | None]]:
+        """The cipher of a body to write and its SSE-S3 key id (None: the customer's key); the key is
+        leased until the block ends, so end it after the row that names the key has committed."""
+        if customer_key is not None:
+            yield BlobCipher(customer_key.key), None
+            return
+        with self._keys.writing() as (key_id, cipher):
+            yield cipher, key_id
 
-    def _unlock(self, row: tuple[Any, ...], customer_key: CustomerKey | None) -> BlobCipher | None:
-        """The cipher of a version row's content (None: stored in clear), once its SSE-C key checks out."""
-        return self._unlock_meta(orjson.loads(row[11]), customer_key)
+    def _unlock(
+        self, row: tuple[Any, ...], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
+    ) -> list[BlobCipher | None]:
+        """The ciphers of a version row's pieces of content, whose SSE-S3 keys are `key_ids` (None: in
+        clear), once its SSE-C key checks out."""
+        return self._unlock_meta(orjson.loads(row[11]), customer_key, key_ids)
 
-    def _unlock_meta(self, meta: Mapping[str, Any], customer_key: CustomerKey | None) -> BlobCipher | None:
-        mode = meta.get("e", "")
-        if mode == SSE_C:
+    def _unlock_meta(
+        self, meta: Mapping[str, Any], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
+    ) -> list[BlobCipher | None]:
+        if meta.get("e", "") == SSE_C:
             proof = KeyProof.from_json(meta.get("k"))
             assert proof is not None
             proof.check(customer_key)
             assert customer_key is not None
-            return BlobCipher(customer_key.key)
+            return [BlobCipher(customer_key.key)] * len(key_ids)
         refuse_key(customer_key)
-        return self._sse if mode == SSE_S3 else None
+        return [None if not kid else self._keys.cipher(kid) for kid in key_ids]
 
     def _notify(self) -> None:
         for listener in self._listeners:
@@ -865,7 +1099,7 @@ class LocalObjectStore:
         content_type: str,
         meta: bytes,
         tags: Mapping[str, str],
-        segments: list[tuple[str, int]] | None = None,
+        segments: Sequence[tuple[Any, ...]] | None = None,
         parts_count: int | None = None,
         replica: ObjectVersion | None = None,
         replicate: bool = True,
@@ -908,12 +1142,13 @@ class LocalObjectStore:
                     db.execute("DELETE FROM versions WHERE id = ?", (old[0],))
         if is_latest and latest is not None:
             db.execute("UPDATE versions SET latest = 0 WHERE id = ?", (latest[0],))
+        key_id = None if content is None else content.key_id
         if segments is None and content is not None and content.blob_id is not None:
-            segments = [(content.blob_id, content.size)]
+            segments = [(content.blob_id, content.size) + (() if key_id is None else (key_id,))]
         db.execute(
             "INSERT INTO versions (bucket, key, sort_id, version_id, latest, marker, last_modified_ms, size, "
-            "etag, content_type, meta, replication_status, parts_count, blobs, inline) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "etag, content_type, meta, replication_status, parts_count, blobs, inline, sse_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 bucket.name,
                 key,
@@ -930,6 +1165,7 @@ class LocalObjectStore:
                 parts_count,
                 None if segments is None else orjson.dumps(segments),
                 None if content is None or segments is not None else (content.inline or b""),
+                key_id,
             ),
         )
         version = ObjectVersion(
@@ -1004,6 +1240,25 @@ def _sealing(customer_key: CustomerKey | None) -> dict[str, Any]:
     return {"e": SSE_C, "k": KeyProof.of(customer_key).to_json()}
 
 
+def _check_md5(plain: bytes, wanted: str | None, what: str) -> None:
+    if wanted is not None:
+        _check_md5_hex(hashlib.md5(plain, usedforsecurity=False).hexdigest(), wanted, what)
+
+
+def _check_md5_hex(got: str, wanted: str | None, what: str) -> None:
+    """Re-encryption stops rather than store what its old key did not give back (a wrong key, a bad disk)."""
+    if wanted is not None and got != wanted.lower():
+        raise StorageError(f"object store: {what} does not read back as its MD5 {wanted}; left as it was")
+
+
+def _segments(blobs: bytes | None, sse_key: int | None) -> list[tuple[str, int, int | None]]:
+    """A version's `blobs` as (blob id, size, SSE-S3 key id): a segment of two members is under the
+    row's `sse_key` (one from before the keyring, or under a customer's key)."""
+    if not blobs:
+        return []
+    return [(str(s[0]), int(s[1]), int(s[2]) if len(s) > 2 else sse_key) for s in orjson.loads(blobs)]
+
+
 def _part_sizes(version: ObjectVersion, blobs: bytes | None, meta: Mapping[str, Any]) -> list[int] | None:
     """The sizes of a multipart version's parts, None when not known.
 
@@ -1012,7 +1267,7 @@ def _part_sizes(version: ObjectVersion, blobs: bytes | None, meta: Mapping[str, 
     """
     if version.parts_count is None:
         return None
-    segments = [int(n) for _, n in orjson.loads(blobs)] if blobs else []
+    segments = [size for _, size, _ in _segments(blobs, None)]
     if len(segments) == version.parts_count:
         return segments
     sizes = meta.get("s")
