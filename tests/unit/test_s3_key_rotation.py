@@ -304,3 +304,24 @@ def part_number_range(store: LocalObjectStore) -> Any:
     found = store.part_range(BUCKET, "multipart", 2)
     assert found is not None
     return {"byte_range": found}
+
+
+def test_encrypted_reads_interleaved_each_read_their_own_bytes(tmp_path: Path) -> None:
+    # Each stream holds its own reused read buffer until it ends: interleaved, none sees another's bytes.
+    store = open_store(tmp_path)
+    store.create_bucket(BUCKET)
+    bodies = {f"k{n}": os.urandom(3 * MIB + n) for n in range(3)}
+    for key, data in bodies.items():
+        store.put_object(BUCKET, key, data)
+    for _ in range(2):
+        streams = {key: iter(store.get_object(BUCKET, key).body) for key in bodies}
+        got: dict[str, list[bytes]] = {key: [] for key in bodies}
+        while streams:
+            for key in list(streams):
+                piece = next(streams[key], None)
+                if piece is None:
+                    del streams[key]
+                else:
+                    got[key].append(piece)
+        assert {key: b"".join(pieces) for key, pieces in got.items()} == bodies
+    store.close()

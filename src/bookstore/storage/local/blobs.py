@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ class BlobFiles:
 
     def _stream(self, opened: Any, plan: list[tuple[str, int, int, BlobCipher | None]]) -> Iterator[bytes]:
         f = opened
+        held: memoryview | None = None
         try:
             for i, (blob_id, start, length, cipher) in enumerate(plan):
                 if i > 0:
@@ -172,16 +174,55 @@ class BlobFiles:
                     decrypt = cipher.decryptor(f.read(IV_BYTES), start).update
                     start += IV_BYTES
                 f.seek(start)
+                if decrypt is not None and held is None:
+                    held = _READ_BUFFERS.take()
                 while length > 0:
-                    chunk = f.read(min(_CHUNK, length))
-                    if not chunk:
+                    if decrypt is None or held is None:
+                        chunk = f.read(min(_CHUNK, length))
+                        got = len(chunk)
+                    else:
+                        # The ciphertext goes into a reused buffer; only the clear piece is a new object.
+                        got = f.readinto(held[: min(_CHUNK, length)])
+                        chunk = decrypt(held[:got])
+                    if not got:
                         raise StorageError(f"object store: content {blob_id} is shorter than recorded")
-                    length -= len(chunk)
-                    yield chunk if decrypt is None else decrypt(chunk)
+                    length -= got
+                    yield chunk
         except OSError as exc:
             raise StorageError(f"object store: cannot read content: {exc}") from exc
         finally:
             f.close()
+            if held is not None:
+                _READ_BUFFERS.give(held)
+
+
+class _ReadBuffers:
+    """MiB buffers that encrypted reads take for the ciphertext and give back when their stream ends.
+
+    Why: a piece read into a new MiB, decrypted into another new MiB and dropped made the process's
+    allocator hand out memory the kernel had to map in again (about 740 minor page faults per 8 MiB GET,
+    where reading in clear had one); a reused buffer stays mapped. At most MAX_IDLE wait here.
+    """
+
+    MAX_IDLE = 8
+
+    def __init__(self) -> None:
+        self._idle: list[memoryview] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> memoryview:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return memoryview(bytearray(_CHUNK))
+
+    def give(self, buffer: memoryview) -> None:
+        with self._lock:
+            if len(self._idle) < self.MAX_IDLE:
+                self._idle.append(buffer)
+
+
+_READ_BUFFERS = _ReadBuffers()
 
 
 def _sealed(data: bytes, cipher: BlobCipher | None) -> bytes:

@@ -496,65 +496,49 @@ class LocalObjectStore:
             self._unlock_meta(upload, customer_key, [])
         else:
             refuse_key(customer_key)
+        # The newest key is leased until the part's row has committed.
         with self._encrypting(customer_key if sealed else None) as (cipher, key_id):
-            return self._take_part(
-                bucket, key, upload_id, number, body, upload, checksum, copied, cipher, key_id
-            )
-
-    def _take_part(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        number: int,
-        body: Body,
-        upload: Mapping[str, Any],
-        checksum: Checksum | None,
-        copied: bool,
-        cipher: BlobCipher,
-        key_id: int | None,
-    ) -> Part:
-        wanted = checksums.upload_from_json(upload.get("u"))
-        if copied and wanted is not None:
-            body, computed = checksums.tap(body, wanted[0])
-            content = self._files.take(body, inline=False, cipher=cipher)
-            kept = computed().value
-        else:
-            kept = checksums.part_value(wanted, checksum)
-            content = self._files.take(body, inline=False, cipher=cipher)
-        assert content.blob_id is not None
-        try:
-            with self._tx() as db:
-                self._upload(db, bucket, key, upload_id)
-                old = db.execute(
-                    "SELECT blob_id FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
-                ).fetchone()
-                part = Part(
-                    number,
-                    content.md5,
-                    content.size,
-                    self._clock.now_ms(),
-                    kept,
-                    checksums.part_algorithm(wanted, kept),
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO parts "
-                    "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum, key_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        upload_id,
+            wanted = checksums.upload_from_json(upload.get("u"))
+            if copied and wanted is not None:
+                body, computed = checksums.tap(body, wanted[0])
+                content = self._files.take(body, inline=False, cipher=cipher)
+                kept = computed().value
+            else:
+                kept = checksums.part_value(wanted, checksum)
+                content = self._files.take(body, inline=False, cipher=cipher)
+            assert content.blob_id is not None
+            try:
+                with self._tx() as db:
+                    self._upload(db, bucket, key, upload_id)
+                    old = db.execute(
+                        "SELECT blob_id FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)
+                    ).fetchone()
+                    part = Part(
                         number,
-                        part.etag,
-                        part.size,
-                        content.blob_id,
-                        part.last_modified_ms,
+                        content.md5,
+                        content.size,
+                        self._clock.now_ms(),
                         kept,
-                        key_id,
-                    ),
-                )
-        except BaseException:
-            self._files.discard(content)
-            raise
+                        checksums.part_algorithm(wanted, kept),
+                    )
+                    db.execute(
+                        "INSERT OR REPLACE INTO parts "
+                        "(upload_id, number, etag, size, blob_id, last_modified_ms, checksum, key_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            upload_id,
+                            number,
+                            part.etag,
+                            part.size,
+                            content.blob_id,
+                            part.last_modified_ms,
+                            kept,
+                            key_id,
+                        ),
+                    )
+            except BaseException:
+                self._files.discard(content)
+                raise
         if old is not None:
             self._files.unlink([old[0]])
         return part
