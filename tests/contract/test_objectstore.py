@@ -1175,6 +1175,26 @@ def test_a_version_keeps_its_checksum_and_an_upload_composes_one(adapter: Adapte
     assert store.completed_parts(bucket, "small") == []
 
 
+def test_complete_checks_the_checksum_the_client_expects(adapter: Adapter, bucket: str) -> None:
+    if adapter.moto:
+        pytest.skip("S3 computes and keeps its own checksums: the adapter does not send ours")
+    store = adapter.store
+    upload_id = store.create_upload(bucket, "k", checksum=("SHA256", "COMPOSITE"))
+    part = b"only part"
+    etag = store.upload_part(
+        bucket, "k", upload_id, 1, part, checksum=Checksum("SHA256", checksums.of(part, "SHA256"))
+    ).etag
+    with pytest.raises(BadDigest):
+        store.complete_upload(bucket, "k", upload_id, [(1, etag)], expected=Checksum("SHA256", "AAAA"))
+    with pytest.raises(BadDigest):
+        store.complete_upload(bucket, "k", upload_id, [(1, etag)], expected=Checksum("CRC32", "AAAAAA=="))
+    with pytest.raises(NoSuchKey):
+        store.head_object(bucket, "k")
+    whole = checksums.of(base64.b64decode(checksums.of(part, "SHA256")), "SHA256")
+    version = store.complete_upload(bucket, "k", upload_id, [(1, etag)], expected=Checksum("SHA256", whole))
+    assert version.checksum == Checksum("SHA256", f"{whole}-1", "COMPOSITE")
+
+
 def test_an_sse_c_version_needs_its_key(adapter: Adapter, bucket: str) -> None:
     if adapter.moto:
         pytest.skip("moto does not check SSE-C keys")

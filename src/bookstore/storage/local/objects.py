@@ -550,7 +550,13 @@ class LocalObjectStore:
         ]
 
     def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        expected: Checksum | None = None,
     ) -> ObjectVersion:
         if not parts:
             raise MalformedXML("You must specify at least one part")
@@ -589,6 +595,7 @@ class LocalObjectStore:
             content = Content(size=sum(n for _, n in segments), md5=f"{digest.hexdigest()}-{len(parts)}")
             meta = orjson.loads(upload[1])
             checksum = checksums.completed(checksums.upload_from_json(meta.pop("u", None)), kept)
+            checksums.check_expected(expected, checksum)
             if checksum is not None:
                 meta["c"] = checksum.to_json()
                 # The parts' checksums, for GetObjectAttributes (their sizes are the segments').
