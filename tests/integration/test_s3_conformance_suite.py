@@ -1,4 +1,4 @@
-"""What the ceph/s3-tests conformance suite found wrong on the core data path, each as S3 answers it, by boto3."""
+"""What the ceph/s3-tests conformance suite found wrong on the core data path, as S3 answers it, by boto3."""
 
 from __future__ import annotations
 
