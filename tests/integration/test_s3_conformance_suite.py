@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -97,3 +99,17 @@ def test_complete_with_a_wrong_checksum_is_bad_digest_and_writes_nothing(s3: Any
         Bucket=BUCKET, Key="wrong", UploadId=upload_id, MultipartUpload={"Parts": listed}
     )
     assert done["ChecksumSHA256"].endswith("-1")
+
+
+# SigV4 signed with a Date header as botocore's own signer writes it (RFC 2822 "-0000", meaning UTC). boto3
+# without awscrt signs so; with awscrt (as here) it sends X-Amz-Date too, so the signer is called directly.
+
+
+def test_botocore_signing_with_a_date_header_is_accepted(s3: Any, server: S3Server) -> None:
+    s3.put_object(Bucket=BUCKET, Key="dated", Body=b"bar")
+    url = f"{server.endpoint}/{BUCKET}/dated"
+    headers = server.signed_headers("GET", url, {"Date": email.utils.formatdate(usegmt=True)})
+    assert headers["Date"].endswith("-0000")
+    assert "X-Amz-Date" not in headers
+    answer = httpx.get(url, headers=headers)
+    assert (answer.status_code, answer.content) == (200, b"bar")
