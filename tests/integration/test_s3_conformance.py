@@ -990,3 +990,17 @@ def test_botocore_signing_with_a_date_header_is_accepted(s3: Any, server: S3Serv
     assert "X-Amz-Date" not in headers
     answer = httpx.get(url, headers=headers)
     assert (answer.status_code, answer.content) == (200, b"bar")
+
+
+def test_a_delete_markers_405_carries_its_last_modified(s3: Any, server: S3Server) -> None:
+    versioned(s3)
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    marker = s3.delete_object(Bucket=BUCKET, Key="k")["VersionId"]
+    listed = s3.list_object_versions(Bucket=BUCKET)["DeleteMarkers"][0]["LastModified"]
+    for operation in (s3.head_object, s3.get_object):
+        with pytest.raises(ClientError) as refused:
+            operation(Bucket=BUCKET, Key="k", VersionId=marker)
+        assert status(refused) == 405
+        answered = refused.value.response["ResponseMetadata"]["HTTPHeaders"]
+        assert answered["x-amz-delete-marker"] == "true"
+        assert email.utils.parsedate_to_datetime(answered["last-modified"]) == listed.replace(microsecond=0)

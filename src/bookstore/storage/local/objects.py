@@ -998,6 +998,7 @@ class LocalObjectStore:
                     "The specified method is not allowed against this resource: a delete marker",
                     delete_marker=True,
                     version_id=row[4],
+                    last_modified_ms=int(row[7]),
                 )
         if body:
             return row[:-2], row[-2], row[-1]

@@ -718,6 +718,7 @@ class MemoryObjectStore:
                 "The specified method is not allowed against this resource: a delete marker",
                 delete_marker=True,
                 version_id=version_id,
+                last_modified_ms=found.version.last_modified_ms,
             )
         return found
 

@@ -708,6 +708,14 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _http_ms(headers: Mapping[str, str]) -> int | None:
+    """The Last-Modified of an error answer (a delete marker's 405), in epoch ms; None without one."""
+    try:
+        return int(parsedate_to_datetime(headers["last-modified"]).timestamp() * 1000)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _translate(exc: ClientError) -> Exception:
     """The port's error for an S3 error answer; unknown codes become StorageError."""
     code = _code(exc)
@@ -718,7 +726,9 @@ def _translate(exc: ClientError) -> Exception:
     if code in ("NoSuchKey", "404", "NotFound"):
         return NoSuchKey(message, delete_marker=marker, version_id=version_id)
     if code in ("MethodNotAllowed", "405"):
-        return MethodNotAllowed(message, delete_marker=marker, version_id=version_id)
+        return MethodNotAllowed(
+            message, delete_marker=marker, version_id=version_id, last_modified_ms=_http_ms(headers)
+        )
     if code in ("InvalidRange", "416"):
         size = headers.get("content-range", "").rpartition("/")[2]
         return InvalidRange(message, size=int(size) if size.isdigit() else 0)
