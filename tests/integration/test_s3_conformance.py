@@ -22,6 +22,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bookstore.objectstore import checksums
 from bookstore.objectstore.conditional import WriteConditions
 from bookstore.objectstore.errors import ConditionalRequestConflict
 from bookstore.objectstore.sigv4 import signing_key
@@ -900,3 +901,106 @@ def test_a_broken_post_form_is_a_4xx(s3: Any, server: S3Server, content_type: st
     answer = httpx.post(f"{server.endpoint}/{BUCKET}", content=body, headers={"Content-Type": content_type})
     assert 400 <= answer.status_code < 500, answer.text
     assert error_code(answer)
+
+
+# Found by the ceph/s3-tests conformance suite (see docs/architecture.md, "Measured against ceph/s3-tests").
+
+
+def started(
+    s3: Any, key: str, parts: list[bytes], algorithm: str, **create: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """An upload of `parts` with their `algorithm` checksums, not completed: its id and its Parts list."""
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm=algorithm, **create)[
+        "UploadId"
+    ]
+    listed = []
+    for number, body in enumerate(parts, start=1):
+        value = checksums.of(body, algorithm)  # type: ignore[arg-type]
+        answer = s3.upload_part(
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            **{"ChecksumAlgorithm": algorithm, f"Checksum{algorithm}": value},
+        )
+        listed.append({"PartNumber": number, "ETag": answer["ETag"], f"Checksum{algorithm}": value})
+    return upload_id, listed
+
+
+# CompleteMultipartUpload's x-amz-checksum-* is the object's checksum, not its XML body's.
+
+
+def test_complete_with_the_uploads_composite_checksum_succeeds(s3: Any) -> None:
+    parts = [b"a" * (5 * MIB), b"tail"]
+    upload_id, listed = started(s3, "composite", parts, "SHA256")
+    inner = b"".join(base64.b64decode(checksums.of(p, "SHA256")) for p in parts)
+    whole = checksums.of(inner, "SHA256")
+    done = s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key="composite",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+        ChecksumSHA256=f"{whole}-2",
+    )
+    assert done["ChecksumSHA256"] == f"{whole}-2"
+    head = s3.head_object(Bucket=BUCKET, Key="composite", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == f"{whole}-2"
+
+
+def test_complete_with_the_full_object_crc_succeeds(s3: Any) -> None:
+    parts = [b"b" * (5 * MIB), b"end"]
+    upload_id, listed = started(s3, "full", parts, "CRC32C", ChecksumType="FULL_OBJECT")
+    whole = checksums.of(b"".join(parts), "CRC32C")
+    done = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="full", UploadId=upload_id, MultipartUpload={"Parts": listed}, ChecksumCRC32C=whole
+    )
+    assert done["ChecksumCRC32C"] == whole
+    assert done["ChecksumType"] == "FULL_OBJECT"
+
+
+def test_complete_with_a_wrong_checksum_is_bad_digest_and_writes_nothing(s3: Any) -> None:
+    upload_id, listed = started(s3, "wrong", [b"c" * 100], "SHA256")
+    with pytest.raises(ClientError) as refused:
+        s3.complete_multipart_upload(
+            Bucket=BUCKET,
+            Key="wrong",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": listed},
+            ChecksumSHA256=checksums.of(b"something else", "SHA256"),
+        )
+    assert (code(refused), status(refused)) == ("BadDigest", 400)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+    # The upload is still there: completing it with the right checksum (or none) works.
+    done = s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="wrong", UploadId=upload_id, MultipartUpload={"Parts": listed}
+    )
+    assert done["ChecksumSHA256"].endswith("-1")
+
+
+# SigV4 signed with a Date header as botocore's own signer writes it (RFC 2822 "-0000", meaning UTC). boto3
+# without awscrt signs so; with awscrt (as here) it sends X-Amz-Date too, so the signer is called directly.
+
+
+def test_botocore_signing_with_a_date_header_is_accepted(s3: Any, server: S3Server) -> None:
+    s3.put_object(Bucket=BUCKET, Key="dated", Body=b"bar")
+    url = f"{server.endpoint}/{BUCKET}/dated"
+    headers = server.signed_headers("GET", url, {"Date": email.utils.formatdate(usegmt=True)})
+    assert headers["Date"].endswith("-0000")
+    assert "X-Amz-Date" not in headers
+    answer = httpx.get(url, headers=headers)
+    assert (answer.status_code, answer.content) == (200, b"bar")
+
+
+def test_a_delete_markers_405_carries_its_last_modified(s3: Any, server: S3Server) -> None:
+    versioned(s3)
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    marker = s3.delete_object(Bucket=BUCKET, Key="k")["VersionId"]
+    listed = s3.list_object_versions(Bucket=BUCKET)["DeleteMarkers"][0]["LastModified"]
+    for operation in (s3.head_object, s3.get_object):
+        with pytest.raises(ClientError) as refused:
+            operation(Bucket=BUCKET, Key="k", VersionId=marker)
+        assert status(refused) == 405
+        answered = refused.value.response["ResponseMetadata"]["HTTPHeaders"]
+        assert answered["x-amz-delete-marker"] == "true"
+        assert email.utils.parsedate_to_datetime(answered["last-modified"]) == listed.replace(microsecond=0)

@@ -187,6 +187,8 @@ class S3Api(S3Context):
                 headers["x-amz-version-id"] = version_id
         if isinstance(exc, MethodNotAllowed) and marker:
             headers["Allow"] = "DELETE"
+            if exc.last_modified_ms is not None:
+                headers["Last-Modified"] = documents.http_date(exc.last_modified_ms)
         if isinstance(exc, InvalidRange):
             headers["Content-Range"] = f"bytes */{exc.size}"
             extra["ActualObjectSize"] = str(exc.size)

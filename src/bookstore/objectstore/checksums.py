@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 from awscrt import checksums as crt
 
-from bookstore.objectstore.errors import InvalidArgument, InvalidRequest
+from bookstore.objectstore.errors import BadDigest, InvalidArgument, InvalidRequest
 
 Algorithm = Literal["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]
 ChecksumType = Literal["FULL_OBJECT", "COMPOSITE"]
@@ -152,6 +152,27 @@ def multipart(name: Algorithm, kind: ChecksumType, parts: Sequence[tuple[str, in
     for value, size in parts:
         crc = crc_combine(crc, int.from_bytes(decode(value, name), "big"), size, poly, width)
     return Checksum(name, encode(crc.to_bytes(width // 8, "big")), "FULL_OBJECT")
+
+
+def named(headers: Mapping[str, str]) -> Checksum | None:
+    """The checksum a request names in its x-amz-checksum-* header (CompleteMultipartUpload's, of the
+    object it completes), as sent; None when it names none."""
+    for name, header in HEADERS.items():
+        if header in headers:
+            return Checksum(name, headers[header].strip())
+    return None
+
+
+def check_expected(expected: Checksum | None, computed: Checksum | None) -> None:
+    """BadDigest unless the checksum a client `expected` of an upload is the one `computed` from its
+    parts: the same algorithm and value, a composite one with or without its "-N"."""
+    if expected is None:
+        return
+    if computed is not None and computed.algorithm == expected.algorithm:
+        bare = computed.value.rpartition("-")[0] if computed.type == "COMPOSITE" else computed.value
+        if expected.value in (computed.value, bare):
+            return
+    raise BadDigest(f"The {expected.algorithm} you specified did not match the calculated checksum.")
 
 
 def crc_combine(crc1: int, crc2: int, len2: int, poly: int, width: int) -> int:

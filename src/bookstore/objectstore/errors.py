@@ -83,15 +83,24 @@ class InvalidBucketState(Conflict, S3Error):
 
 
 class MethodNotAllowed(S3Error):
-    """E.g. GET or HEAD of a version that is a delete marker (S3 answers 405)."""
+    """E.g. GET or HEAD of a version that is a delete marker (S3 answers 405, with the marker's
+    Last-Modified)."""
 
     code = "MethodNotAllowed"
     status = 405
 
-    def __init__(self, message: str, *, delete_marker: bool = False, version_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        delete_marker: bool = False,
+        version_id: str | None = None,
+        last_modified_ms: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.delete_marker = delete_marker
         self.version_id = version_id
+        self.last_modified_ms = last_modified_ms
 
 
 class InvalidArgument(ValidationError, S3Error):

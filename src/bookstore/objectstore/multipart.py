@@ -7,7 +7,7 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bookstore.objectstore import attributes, documents, encryption, objects
+from bookstore.objectstore import attributes, checksums, documents, encryption, objects
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.completed import Completed
 from bookstore.objectstore.context import S3Context, release, xml
@@ -146,7 +146,15 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
         async with ctx.conditions.guard(
             call.bucket, key, call.headers, lambda: objects.current(ctx, call.bucket, key)
         ):
-            version = await ctx.run(ctx.store.complete_upload, call.bucket, key, upload_id, parts, big=True)
+            version = await ctx.run(
+                ctx.store.complete_upload,
+                call.bucket,
+                key,
+                upload_id,
+                parts,
+                big=True,
+                expected=checksums.named(call.headers),
+            )
     except (NoSuchUpload, PreconditionFailed):
         # A retry of a complete that succeeded (its answer lost to a timeout) answers as the first did.
         done = ctx.completed.get(call.bucket, key, upload_id, ctx.now_ms())

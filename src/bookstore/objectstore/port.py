@@ -388,9 +388,20 @@ class MultipartUploads(Protocol):
         ...
 
     def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        expected: Checksum | None = None,
     ) -> ObjectVersion:
-        """Assemble the (number, etag) parts, in that order, into a new version of the object."""
+        """Assemble the (number, etag) parts, in that order, into a new version of the object.
+
+        With `expected` (the checksum the client gives of the whole object), BadDigest and nothing
+        written unless the upload's checksum is that one (checksums.check_expected); a store whose
+        engine keeps its own checksums (S3) leaves the check to it.
+        """
         ...
 
     def abort_upload(self, bucket: str, key: str, upload_id: str) -> None: ...

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
-from bookstore.objectstore import bodies, documents, inputs
+from bookstore.objectstore import bodies, checksums, documents, inputs
 from bookstore.objectstore.bodies import Payload
 from bookstore.objectstore.errors import InvalidArgument, InvalidURI
 from bookstore.objectstore.port import Body
@@ -154,7 +154,7 @@ async def read_call(
             call.payload = await receive(request, reader, headers, MAX_PUT + MAX_FORM_FIELDS, staging)
             call.trailers, call.verified = call.payload.trailers, call.payload.verified
         else:
-            payload = await receive(request, reader, headers, documents.MAX_DOCUMENT, staging)
+            payload = await receive(request, reader, _document_headers(call), documents.MAX_DOCUMENT, staging)
             try:
                 call.body = payload.read(documents.MAX_DOCUMENT)
                 call.trailers, call.verified = payload.trailers, payload.verified
@@ -178,6 +178,15 @@ async def drain(request: Request) -> None:
     except Exception:
         # Already consumed, or the client went away: nothing is left to drain.
         return
+
+
+def _document_headers(call: Call) -> Mapping[str, str]:
+    """The headers that describe a document body: CompleteMultipartUpload's x-amz-checksum-* is the
+    checksum of the object it completes (checked against the upload's), not of its XML."""
+    if call.method != "POST" or call.key is None or "uploadId" not in call.query:
+        return call.headers
+    named = set(checksums.HEADERS.values())
+    return {name: value for name, value in call.headers.items() if name not in named}
 
 
 def _form_upload(call: Call) -> bool:

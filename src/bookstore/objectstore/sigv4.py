@@ -101,7 +101,8 @@ def _basic_time(date: str) -> str:
     except (TypeError, ValueError, IndexError):
         return ""
     if when.tzinfo is None:
-        return ""
+        # "-0000" (what botocore's formatdate writes): the time is UTC, its sender's zone unsaid (RFC 2822).
+        when = when.replace(tzinfo=UTC)
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 

@@ -572,7 +572,13 @@ class LocalObjectStore:
         ]
 
     def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        expected: Checksum | None = None,
     ) -> ObjectVersion:
         if not parts:
             raise MalformedXML("You must specify at least one part")
@@ -620,6 +626,7 @@ class LocalObjectStore:
                 # An upload begun before encryption at rest whose parts all came (or were re-encrypted) since.
                 meta["e"] = SSE_S3
             checksum = checksums.completed(checksums.upload_from_json(meta.pop("u", None)), kept)
+            checksums.check_expected(expected, checksum)
             if checksum is not None:
                 meta["c"] = checksum.to_json()
                 # The parts' checksums, for GetObjectAttributes (their sizes are the segments').
@@ -1211,6 +1218,7 @@ class LocalObjectStore:
                     "The specified method is not allowed against this resource: a delete marker",
                     delete_marker=True,
                     version_id=row[4],
+                    last_modified_ms=int(row[7]),
                 )
         if body:
             return row[:-2], row[-2], row[-1]

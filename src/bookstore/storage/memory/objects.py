@@ -467,7 +467,13 @@ class MemoryObjectStore:
             return list(self._find(bucket, key, version_id).parts)
 
     def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        expected: Checksum | None = None,
     ) -> ObjectVersion:
         if not parts:
             raise MalformedXML("You must specify at least one part")
@@ -512,6 +518,7 @@ class MemoryObjectStore:
                 sse_key_md5="" if upload.proof is None else upload.proof.md5,
             )
             checksum = template.checksum
+            checksums.check_expected(expected, checksum)
             done = tuple(
                 Part(
                     n,
@@ -711,6 +718,7 @@ class MemoryObjectStore:
                 "The specified method is not allowed against this resource: a delete marker",
                 delete_marker=True,
                 version_id=version_id,
+                last_modified_ms=found.version.last_modified_ms,
             )
         return found
 
