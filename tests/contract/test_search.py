@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
@@ -390,3 +392,76 @@ def test_an_index_of_an_older_layout_is_emptied_for_a_rebuild(tmp_path: Path) ->
 @given(text=st.text(max_size=60) | st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
 def test_word_count_counts_the_tokenizers_words(text: str) -> None:
     assert word_count(text) == len(tokens(text))
+
+
+class FailingClient:
+    """A DynamoDB client whose `fail_at`-th call (counting every operation) raises, as a network error."""
+
+    def __init__(self, client: Any, fail_at: int) -> None:
+        self._client = client
+        self._left = fail_at
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+
+        def call(**request: Any) -> Any:
+            with self._lock:
+                self._left -= 1
+                fail = self._left == 0
+            if fail:
+                raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+            return real(**request)
+
+        return call
+
+
+def stats_agree_with_postings(client: Any, table: str) -> None:
+    """Every stats item counts the postings of its partition: no counter moved twice or not at all."""
+    pages = client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+    items = [item for page in pages for item in page["Items"]]
+    postings: dict[str, int] = {}
+    stats: dict[str, int] = {}
+    for item in items:
+        term, entry = item["term"]["S"], item["entry"]["S"]
+        if "|p|" not in term:
+            continue
+        if entry == "#":
+            stats[term] = int(item["docs"]["N"])
+            # Every token is taken out once its change is done.
+            assert not item.get("applied"), term
+        else:
+            postings[term] = postings.get(term, 0) + 1
+    assert {t: n for t, n in stats.items() if n} == postings
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 5, 20, 40, 60, 80, 100])
+def test_a_dynamodb_change_cut_short_is_finished_once_by_the_retry(dynamodb: Any, fail_at: int) -> None:
+    """A batch retried after a failure at any call of an upsert or removal leaves the index exact."""
+    books = [(book["id"], fields(book)) for book in seed_books()[:12]]
+    memory = MemorySearchIndex(DYNAMO_RANKED)
+    dynamo_index(dynamodb).rebuild(books, cursor="1")
+    memory.rebuild(books, cursor="1")
+    changes: list[tuple[str, dict[str, str] | None]] = [
+        (
+            "bk-cook-003",
+            {"name": "Sourdough and Rye, a Baker's Year", "author": "A Baker", "category": "Food"},
+        ),
+        ("bk-cook-001", None),
+        ("new-book", {"name": "Bread Machines Explained", "author": "Olwen Price", "category": "Cookbooks"}),
+    ]
+    for n, (doc_id, doc) in enumerate(changes):
+        flaky = DynamoSearchIndex("bookstore-search", client=FailingClient(dynamodb, fail_at))
+        flaky.ranked_matches = DYNAMO_RANKED
+        try:
+            flaky.upsert(doc_id, doc, cursor=str(n)) if doc else flaky.remove(doc_id, cursor=str(n))
+        except StorageError:
+            pass
+        # The stream consumer's retry: the same change again, on a client that works.
+        retry = dynamo_index(dynamodb)
+        retry.upsert(doc_id, doc, cursor=str(n)) if doc else retry.remove(doc_id, cursor=str(n))
+        memory.upsert(doc_id, doc) if doc else memory.remove(doc_id)
+        assert retry.cursor() == str(n)
+    stats_agree_with_postings(dynamodb, "bookstore-search")
+    for query in ("bread", "cook", "olwen", "s", "baker", "sourdough rye", "the", "salt"):
+        assert retry.search(query, limit=100) == memory.search(query, limit=100), query

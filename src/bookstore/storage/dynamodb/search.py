@@ -30,8 +30,9 @@ one stops after RANKED_MATCHES + 1 matches when enough of them hold the words in
 Writes: an upsert or removal writes the change down in the document's item, puts the new postings and
 deletes the stale ones (both idempotent), moves the counters (stats, and the meta item's totals with the
 cursor), each update conditional on the change's token not being in the item's `applied` set and adding
-it, then stores the document and takes the tokens out again. A failure anywhere is finished by the next
-write of that document (a retried batch), and no counter moves twice. No TransactWriteItems: a change
+it, then stores the document with the change (`before`, `token`), takes the tokens out again and stores
+the document alone. A failure anywhere is finished by the next write of that document (a retried
+batch): no counter moves twice, no token is left behind. No TransactWriteItems: a change
 can move more counters than a transaction holds (100 items), and moto copies the whole table for each
 item of a transaction, which no test could afford. One writer
 per document is assumed (a stream's records of one key come in order, from one shard); a rebuild racing
@@ -227,11 +228,15 @@ class DynamoSearchIndex:
         if item is None:
             return None
         current = _State.from_json(item["state"]["S"])
-        if "target" not in item:
-            return current
-        target = _State.from_json(item["target"]["S"])
-        self._apply(generation, doc_id, current, target, None, token=item["token"]["S"])
-        return target
+        if "target" in item:
+            target = _State.from_json(item["target"]["S"])
+            self._apply(generation, doc_id, current, target, None, token=item["token"]["S"])
+            return target
+        if "before" in item:
+            # Counted already; only the tokens were left to take out.
+            before = _State.from_json(item["before"]["S"])
+            self._forget(generation, doc_id, before, current, item["token"]["S"])
+        return current
 
     def _apply(
         self,
@@ -257,8 +262,8 @@ class DynamoSearchIndex:
                 TableName=self.table_name,
                 Item={
                     **key,
-                    "state": {"S": json.dumps(None) if current is None else current.to_json()},
-                    "target": {"S": json.dumps(None) if target is None else target.to_json()},
+                    "state": {"S": _json(current)},
+                    "target": {"S": _json(target)},
                     "token": {"S": token},
                 },
             )
@@ -266,19 +271,44 @@ class DynamoSearchIndex:
         old = [] if current is None else _postings(generation, doc_id, current)
         kept = {_key_of(p) for p in new}
         self._write(new, [_key(p) for p in old if _key_of(p) not in kept])
-        changes = _counter_changes(current, target)
+        self._each(
+            lambda c: self._once(c[0], c[1], c[2], token), self._counters(generation, current, target, cursor)
+        )
+        # Counted: the document holds its target, with the change until its tokens are taken out again.
+        self._call(
+            "put_item",
+            TableName=self.table_name,
+            Item={
+                **key,
+                "state": {"S": _json(target)},
+                "before": {"S": _json(current)},
+                "token": {"S": token},
+            },
+        )
+        self._forget(generation, doc_id, current, target, token)
+
+    def _counters(
+        self, generation: int, current: _State | None, target: _State | None, cursor: str | None
+    ) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """The updates of the stats items and of the meta item that a change makes."""
         counters = [
             (_stats_key(generation, prefix), "ADD docs :d, exact :e", {":d": _n(d), ":e": _n(e)})
-            for prefix, d, e in changes
+            for prefix, d, e in _counter_changes(current, target)
         ]
         counters.append(self._totals(current, target, cursor))
-        self._each(lambda c: self._once(c[0], c[1], c[2], token), counters)
+        return counters
+
+    def _forget(
+        self, generation: int, doc_id: str, current: _State | None, target: _State | None, token: str
+    ) -> None:
+        """Take the change's token out of every item it counted in, then settle the document's item."""
+        counters = self._counters(generation, current, target, None)
+        self._each(lambda c: self._untoken(c[0], token), counters)
+        key = _doc_key(generation, doc_id)
         if target is None:
             self._call("delete_item", TableName=self.table_name, Key=key)
         else:
             self._call("put_item", TableName=self.table_name, Item=_document(generation, doc_id, target))
-        # The tokens have done their work once the document holds its target: no retry comes after.
-        self._each(lambda c: self._forget(c[0], token), counters)
 
     def _once(self, key: dict[str, Any], expression: str, values: dict[str, Any], token: str) -> None:
         """Update the item with `expression` unless the change `token` did already."""
@@ -299,7 +329,7 @@ class DynamoSearchIndex:
         except BotoCoreError as exc:
             raise StorageError(f"search index {self.table_name}: update failed: {exc}") from exc
 
-    def _forget(self, key: dict[str, Any], token: str) -> None:
+    def _untoken(self, key: dict[str, Any], token: str) -> None:
         self._call(
             "update_item",
             TableName=self.table_name,
@@ -514,6 +544,10 @@ def _counter_changes(current: _State | None, target: _State | None) -> list[tupl
         if docs or exact:
             changes.append((prefix, docs, exact))
     return changes
+
+
+def _json(state: _State | None) -> str:
+    return json.dumps(None) if state is None else state.to_json()
 
 
 def _n(value: int) -> dict[str, str]:
