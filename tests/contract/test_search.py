@@ -3,6 +3,7 @@ words of every field, prefixes, ranking, hostile queries, removal."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
@@ -435,6 +436,14 @@ def stats_agree_with_postings(client: Any, table: str) -> None:
     assert {t: n for t, n in stats.items() if n} == postings
 
 
+def change(index: SearchIndex, doc_id: str, doc: dict[str, str] | None, cursor: str | None) -> None:
+    """An upsert of `doc`, or a removal when None."""
+    if doc is None:
+        index.remove(doc_id, cursor)
+    else:
+        index.upsert(doc_id, doc, cursor)
+
+
 @pytest.mark.parametrize("fail_at", [1, 2, 3, 5, 20, 40, 60, 80, 100])
 def test_a_dynamodb_change_cut_short_is_finished_once_by_the_retry(dynamodb: Any, fail_at: int) -> None:
     """A batch retried after a failure at any call of an upsert or removal leaves the index exact."""
@@ -452,15 +461,12 @@ def test_a_dynamodb_change_cut_short_is_finished_once_by_the_retry(dynamodb: Any
     ]
     for n, (doc_id, doc) in enumerate(changes):
         flaky = DynamoSearchIndex("bookstore-search", client=FailingClient(dynamodb, fail_at))
-        flaky.ranked_matches = DYNAMO_RANKED
-        try:
-            flaky.upsert(doc_id, doc, cursor=str(n)) if doc else flaky.remove(doc_id, cursor=str(n))
-        except StorageError:
-            pass
+        with contextlib.suppress(StorageError):
+            change(flaky, doc_id, doc, str(n))
         # The stream consumer's retry: the same change again, on a client that works.
         retry = dynamo_index(dynamodb)
-        retry.upsert(doc_id, doc, cursor=str(n)) if doc else retry.remove(doc_id, cursor=str(n))
-        memory.upsert(doc_id, doc) if doc else memory.remove(doc_id)
+        change(retry, doc_id, doc, str(n))
+        change(memory, doc_id, doc, None)
         assert retry.cursor() == str(n)
     stats_agree_with_postings(dynamodb, "bookstore-search")
     for query in ("bread", "cook", "olwen", "s", "baker", "sourdough rye", "the", "salt"):

@@ -9,37 +9,27 @@ table, which holds the batch's books too.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
+from bookstore.cloud.lambdas.batches import consume
 from bookstore.ports import ChangeBatch
 
 if TYPE_CHECKING:
     from bookstore.services.search import BookSearch
-
-log = logging.getLogger(__name__)
 
 _search: BookSearch | None = None
 
 
 def index(search: BookSearch, event: dict[str, Any]) -> dict[str, Any]:
     """Index the event's records; the answer lists the failed batch's first record, if any."""
-    raw = event.get("Records", [])
-    if not raw:
-        return {"batchItemFailures": []}
-    # The books table is a DynamoTable here, which reads the records of Lambda's events.
-    books: Any = search.books
-    records = [books.change_record(r) for r in raw]
-    cursor = str(raw[-1]["dynamodb"]["SequenceNumber"])
-    try:
+
+    def apply(batch: ChangeBatch) -> None:
         if search.index.cursor() is None:
-            search.rebuild(cursor)
+            search.rebuild(batch.cursor)
         else:
-            search.handle(ChangeBatch(records, cursor))
-    except Exception:
-        log.exception("event=search_batch_failed records=%d", len(raw))
-        return {"batchItemFailures": [{"itemIdentifier": str(raw[0]["dynamodb"]["SequenceNumber"])}]}
-    return {"batchItemFailures": []}
+            search.handle(batch)
+
+    return consume(search.books, event, apply, "search")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from typing import Any, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bookstore.domain.errors import StorageError
+from bookstore.storage.dynamodb.tables import create_if_absent, error_code, error_message
 from bookstore.storage.scoring import bm25_order, matches, occurrences
 from bookstore.storage.words import MAX_TOKENS, RANKED_MATCHES, folded, folded_fields, static_rank, tokens
 
@@ -129,34 +130,22 @@ class DynamoSearchIndex:
         self.ranked_matches = ranked_matches
 
     def ensure_table(self) -> None:
-        """Create the table (on-demand billing) if absent, and wait until it is active."""
-        try:
-            self._client.describe_table(TableName=self.table_name)
-            return
-        except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
-                raise StorageError(f"cannot describe table {self.table_name}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"cannot describe table {self.table_name}: {exc}") from exc
-        self._call(
-            "create_table",
-            TableName=self.table_name,
-            KeySchema=[
-                {"AttributeName": "term", "KeyType": "HASH"},
-                {"AttributeName": "entry", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "term", "AttributeType": "S"},
-                {"AttributeName": "entry", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
+        """Create the table (on-demand billing, no stream) if absent, and wait until it is active."""
+        create_if_absent(
+            self._client,
+            {
+                "TableName": self.table_name,
+                "KeySchema": [
+                    {"AttributeName": "term", "KeyType": "HASH"},
+                    {"AttributeName": "entry", "KeyType": "RANGE"},
+                ],
+                "AttributeDefinitions": [
+                    {"AttributeName": "term", "AttributeType": "S"},
+                    {"AttributeName": "entry", "AttributeType": "S"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
         )
-        try:
-            self._client.get_waiter("table_exists").wait(
-                TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"table {self.table_name} did not become active: {exc}") from exc
 
     # -- writes --------------------------------------------------------------------------------------
 
@@ -324,8 +313,10 @@ class DynamoSearchIndex:
         try:
             self._client.update_item(**request)
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise StorageError(f"search index {self.table_name}: update failed: {_message(exc)}") from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(
+                    f"search index {self.table_name}: update failed: {error_message(exc)}"
+                ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"search index {self.table_name}: update failed: {exc}") from exc
 
@@ -527,7 +518,7 @@ class DynamoSearchIndex:
             return cast(dict[str, Any], getattr(self._client, operation)(**request))
         except ClientError as exc:
             raise StorageError(
-                f"search index {self.table_name}: {operation} failed: {_code(exc)}: {_message(exc)}"
+                f"search index {self.table_name}: {operation} failed: {error_code(exc)}: {error_message(exc)}"
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"search index {self.table_name}: {operation} failed: {exc}") from exc
@@ -597,11 +588,3 @@ def _key(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def _words(posting: Mapping[str, Any]) -> Words:
     return tuple(tuple(field) for field in json.loads(posting["words"]["S"]))
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", exc))
