@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -434,6 +435,29 @@ def stats_agree_with_postings(client: Any, table: str) -> None:
         else:
             postings[term] = postings.get(term, 0) + 1
     assert {t: n for t, n in stats.items() if n} == postings
+
+
+def test_a_dynamodb_search_of_a_common_word_reads_one_more_posting_than_it_scores(dynamodb: Any) -> None:
+    index = dynamo_index(dynamodb)
+    index.rebuild(many_lantern_titles(3 * DYNAMO_RANKED), cursor="1")
+    read: list[int] = []
+    query = dynamodb.query
+
+    def counted(**request: Any) -> Any:
+        answer = query(**request)
+        read.append(len(answer["Items"]))
+        return answer
+
+    index._client = SimpleNamespace(
+        query=counted, get_item=dynamodb.get_item, batch_get_item=dynamodb.batch_get_item
+    )
+    # Every book holds the word in its title: the first RANKED + 1 postings are enough, whatever the size.
+    assert len(index.search("lantern", limit=5)) == 5
+    assert read == [DYNAMO_RANKED + 1]
+    read.clear()
+    # A rare word and a common one: the rare one's postings alone are read.
+    assert index.search("lantern 7", limit=5) == ["gen-00007"]
+    assert sum(read) == 1
 
 
 def change(index: SearchIndex, doc_id: str, doc: dict[str, str] | None, cursor: str | None) -> None:

@@ -63,7 +63,6 @@ MAX_PREFIX = 64
 _PARALLEL = 8
 _BATCH_WRITE = 25
 _BATCH_GET = 100
-_PAGE = 500
 _RETRIES = 8
 _META = {"term": {"S": "meta"}, "entry": {"S": "meta"}}
 _STATS = "#"
@@ -499,7 +498,8 @@ class DynamoSearchIndex:
             "ExpressionAttributeNames": {"#t": "term", "#e": "entry"},
             "ExpressionAttributeValues": {":t": {"S": partition}, ":s": {"S": _STATS}},
             "ConsistentRead": True,
-            "Limit": _PAGE,
+            # A page is one more than the matches scored: a common word's first page is all it reads.
+            "Limit": self.ranked_matches + 1,
         }
         while True:
             answer = self._call("query", **request)
