@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 REGION = "eu-west-1"
@@ -38,12 +39,12 @@ def main() -> None:
                 calls["postings read"] += len(answer.get("Items", []))
             return answer
 
-        client._make_api_call = counting  # type: ignore[method-assign]
+        client._make_api_call = counting
         index = DynamoSearchIndex("bench-search", client=client)
         index.ensure_table()
         books = [(b["id"], {k: b[k] for k in ("name", "author", "category")}) for b in seed_books()]
         book = {"name": "Bread from the Cold Oven, Again", "author": "Olwen Price", "category": "Cookbooks"}
-        steps = [
+        steps: list[tuple[str, Callable[[], object]]] = [
             ("rebuild, 56 books", lambda: index.rebuild(books, "1")),
             ("upsert, a new book", lambda: index.upsert("new", book)),
             (
