@@ -460,6 +460,24 @@ def test_a_dynamodb_search_of_a_common_word_reads_one_more_posting_than_it_score
     assert sum(read) == 1
 
 
+def test_a_dynamodb_rebuild_after_one_cut_short_keeps_nothing_of_it(dynamodb: Any) -> None:
+    index = dynamo_index(dynamodb)
+    books = [(book["id"], fields(book)) for book in seed_books()[:10]]
+    index.upsert("kept", {"name": "Kept Before", "author": "A", "category": "C"}, cursor="1")
+    # Cut short after most of its writes, before the switch: the index still serves what it held.
+    with contextlib.suppress(StorageError):
+        DynamoSearchIndex("bookstore-search", client=FailingClient(dynamodb, 20)).rebuild(books, "2")
+    assert index.search("kept") == ["kept"] and index.cursor() == "1"
+    # The retry lists the books in another order: their ranks differ from the first attempt's.
+    index.rebuild(list(reversed(books)), cursor="3")
+    memory = MemorySearchIndex(DYNAMO_RANKED)
+    memory.rebuild(list(reversed(books)), cursor="3")
+    assert index.search("kept") == [] and index.cursor() == "3"
+    for query in ("cook", "bread", "o", "the"):
+        assert index.search(query, limit=100) == memory.search(query, limit=100), query
+    stats_agree_with_postings(dynamodb, "bookstore-search")
+
+
 def change(index: SearchIndex, doc_id: str, doc: dict[str, str] | None, cursor: str | None) -> None:
     """An upsert of `doc`, or a removal when None."""
     if doc is None:

@@ -176,7 +176,9 @@ class DynamoSearchIndex:
 
     def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None:
         before = self._get(_META)
-        generation = self._meta_of(before).generation + 1
+        # A generation of its own, never one a rebuild cut short left half-written (the sweep below
+        # deletes those too).
+        generation = self._next("generations")
         # A document listed twice is indexed once, with its last fields, where it was first listed.
         latest = dict(docs)
         stats: dict[str, list[int]] = {}
@@ -195,15 +197,17 @@ class DynamoSearchIndex:
         self._write(puts, [])
         # The switch: from here searches read the new generation.
         self._call(
-            "put_item",
+            "update_item",
             TableName=self.table_name,
-            Item={
-                **_META,
-                "generation": _n(generation),
-                "cursor": {"S": cursor},
-                "docs": _n(len(latest)),
-                "words": _n(words),
-                "seq": _n(len(latest)),
+            Key=_META,
+            UpdateExpression="SET generation = :g, #c = :c, docs = :d, words = :w, seq = :s",
+            ExpressionAttributeNames={"#c": "cursor"},
+            ExpressionAttributeValues={
+                ":g": _n(generation),
+                ":c": {"S": cursor},
+                ":d": _n(len(latest)),
+                ":w": _n(words),
+                ":s": _n(len(latest)),
             },
         )
         if before is not None:
@@ -362,17 +366,19 @@ class DynamoSearchIndex:
             ExpressionAttributeValues={":c": {"S": cursor}},
         )
 
-    def _next(self) -> int:
-        """The next sequence number: documents of one static rank are listed in the order indexed."""
+    def _next(self, counter: str = "seq") -> int:
+        """The next number of the meta item's `counter`: `seq` orders the documents of one static rank
+        in the order indexed; `generations` numbers rebuilds."""
         answer = self._call(
             "update_item",
             TableName=self.table_name,
             Key=_META,
-            UpdateExpression="ADD seq :one",
+            UpdateExpression="ADD #n :one",
+            ExpressionAttributeNames={"#n": counter},
             ExpressionAttributeValues={":one": _n(1)},
             ReturnValues="UPDATED_NEW",
         )
-        return int(answer["Attributes"]["seq"]["N"])
+        return int(answer["Attributes"][counter]["N"])
 
     def _write(self, puts: list[dict[str, Any]], deletes: list[dict[str, Any]]) -> None:
         requests = [{"PutRequest": {"Item": item}} for item in puts]
