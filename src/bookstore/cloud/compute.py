@@ -10,6 +10,7 @@ from bookstore.cloud.cfn import Json, att, ref, resource, sub
 from bookstore.cloud.global_stack import table_arn, table_arns
 from bookstore.cloud.network import SUBNETS
 from bookstore.cloud.settings import PYTHON_RUNTIME, CloudSettings
+from bookstore.storage.dynamodb.search import TABLE_KEYS
 
 # The Lambda entry points in the package built by `make lambda`.
 API_HANDLER = "bookstore.cloud.lambdas.api"
@@ -123,14 +124,7 @@ def search_index_table(settings: CloudSettings, region: str) -> Json:
         {
             "TableName": f"{settings.table_prefix}search-{region}",
             "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [
-                {"AttributeName": "term", "AttributeType": "S"},
-                {"AttributeName": "entry", "AttributeType": "S"},
-            ],
-            "KeySchema": [
-                {"AttributeName": "term", "KeyType": "HASH"},
-                {"AttributeName": "entry", "KeyType": "RANGE"},
-            ],
+            **TABLE_KEYS,
             "SSESpecification": {"SSEEnabled": True},
         },
         DeletionPolicy="Delete",

@@ -71,6 +71,17 @@ _MAX_TITLE_WORDS = 0x7FFF
 _MAX_WORDS = 0xFFFF
 
 Words = tuple[tuple[str, ...], ...]
+# The table's keys, as CreateTable and CloudFormation (cloud.compute) both take them.
+TABLE_KEYS: dict[str, Any] = {
+    "KeySchema": [
+        {"AttributeName": "term", "KeyType": "HASH"},
+        {"AttributeName": "entry", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "term", "AttributeType": "S"},
+        {"AttributeName": "entry", "AttributeType": "S"},
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -131,19 +142,7 @@ class DynamoSearchIndex:
     def ensure_table(self) -> None:
         """Create the table (on-demand billing, no stream) if absent, and wait until it is active."""
         create_if_absent(
-            self._client,
-            {
-                "TableName": self.table_name,
-                "KeySchema": [
-                    {"AttributeName": "term", "KeyType": "HASH"},
-                    {"AttributeName": "entry", "KeyType": "RANGE"},
-                ],
-                "AttributeDefinitions": [
-                    {"AttributeName": "term", "AttributeType": "S"},
-                    {"AttributeName": "entry", "AttributeType": "S"},
-                ],
-                "BillingMode": "PAY_PER_REQUEST",
-            },
+            self._client, {"TableName": self.table_name, **TABLE_KEYS, "BillingMode": "PAY_PER_REQUEST"}
         )
 
     # -- writes --------------------------------------------------------------------------------------
