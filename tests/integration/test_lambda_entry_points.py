@@ -1,6 +1,7 @@
 """The Lambda entry points (issue 17), in-process, with API Gateway (HTTP API 2.0) and DynamoDB Streams
 events against moto (DynamoDB, Secrets Manager) and a real Redis: GET /books, a checkout with an
-Idempotency-Key, and best sellers counted from the orders stream's records."""
+Idempotency-Key, best sellers counted from the orders stream's records, and the books stream indexed
+into the region's shared search index, which the API function reads."""
 
 from __future__ import annotations
 
@@ -16,8 +17,16 @@ import pytest
 from mangum import Mangum
 from moto import mock_aws
 
+from bookstore.cloud.lambdas import search as search_function
 from bookstore.cloud.lambdas.bestsellers import count
-from bookstore.cloud.lambdas.compose import LambdaEnvironment, api_app, build_services, lambda_app
+from bookstore.cloud.lambdas.compose import (
+    API_CONSUMERS,
+    LambdaEnvironment,
+    api_app,
+    build_search,
+    build_services,
+    lambda_app,
+)
 from bookstore.domain.errors import ValidationError
 from bookstore.domain.orders import OrderLine
 from bookstore.region.services import RegionServices
@@ -28,6 +37,13 @@ from tests.support.redis_server import redis_server
 
 REGION = "eu-west-1"
 PASSWORD = "lambda-password-1"
+# What the region's stack sets for its functions (bookstore.cloud.compute), Redis's URL apart.
+ENVIRONMENT = {
+    "BOOKSTORE_REGION": REGION,
+    "BOOKSTORE_HOME_REGION": REGION,
+    "BOOKSTORE_TABLE_PREFIX": "bookstore-",
+    "BOOKSTORE_SEARCH_TABLE": "bookstore-search-eu-west-1",
+}
 
 
 @pytest.fixture
@@ -37,14 +53,7 @@ def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Region
     # use in the process, so TMPDIR alone is not enough (two tests then shared /tmp/bookstore's lock).
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with redis_server() as url, mock_aws():
-        env = LambdaEnvironment.from_env(
-            {
-                "BOOKSTORE_REGION": REGION,
-                "BOOKSTORE_HOME_REGION": REGION,
-                "BOOKSTORE_TABLE_PREFIX": "bookstore-",
-                "BOOKSTORE_REDIS_URL": url,
-            }
-        )
+        env = LambdaEnvironment.from_env({**ENVIRONMENT, "BOOKSTORE_REDIS_URL": url})
         built = build_services(env, secrets=boto3.client("secretsmanager", region_name=REGION))
         try:
             built.catalog.load(seed_books())
@@ -89,12 +98,12 @@ def http_event(
     }
 
 
-def stream_event(services: RegionServices) -> dict[str, Any]:
-    """Every record of the orders table's stream, as an event source mapping hands them to a function."""
+def stream_event(services: RegionServices, table: str = "orders") -> dict[str, Any]:
+    """Every record of a table's stream, as an event source mapping hands them to a function."""
     config = botocore.config.Config(account_id_endpoint_mode="disabled")
     client = boto3.client("dynamodb", region_name=REGION, config=config)
     streams = boto3.client("dynamodbstreams", region_name=REGION, config=config)
-    arn = client.describe_table(TableName="bookstore-orders")["Table"]["LatestStreamArn"]
+    arn = client.describe_table(TableName=f"bookstore-{table}")["Table"]["LatestStreamArn"]
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
@@ -151,6 +160,34 @@ def test_the_bestsellers_function_counts_the_orders_stream(services: RegionServi
         {"bookId": "bk-cook-001", "quantity": 3},
         {"bookId": "bk-cook-002", "quantity": 1},
     ]
+
+
+def test_the_search_function_feeds_the_index_the_api_function_reads(services: RegionServices) -> None:
+    api = Mangum(api_app(services), lifespan="auto")
+
+    def search(q: str) -> list[str]:
+        event = http_event("GET", "/search")
+        event["rawQueryString"] = f"q={q}"
+        answer: dict[str, Any] = api(event, cast(Any, None))
+        assert answer["statusCode"] == 200
+        return [book["id"] for book in json.loads(answer["body"])]
+
+    # The API indexes nothing itself: its instances share the index the search function feeds.
+    assert "search" not in API_CONSUMERS
+    assert search("bread") == []
+    function = build_search(LambdaEnvironment.from_env({**ENVIRONMENT, "BOOKSTORE_REDIS_URL": "redis://x"}))
+    # The index has no cursor yet: the first batch rebuilds it from the table.
+    assert search_function.index(function, stream_event(services, "books")) == {"batchItemFailures": []}
+    assert search("bread")[0] == "bk-cook-003"
+    books = services.tables["books"]
+    books.update({"id": "bk-cook-003"}, {"name": "Sourdough Loaves"})
+    books.delete({"id": "bk-cook-001"})
+    # Every record again (the first batch's retried with them): the index ends as the table.
+    assert search_function.index(function, stream_event(services, "books")) == {"batchItemFailures": []}
+    assert "bk-cook-003" not in search("bread") and search("sourdough") == ["bk-cook-003"]
+    # The API leaves out a deleted book by itself: the index must have dropped it too.
+    assert "bk-cook-001" not in function.index.search("salt smoke")
+    assert function.index.cursor() is not None
 
 
 def test_a_function_without_its_environment_says_what_is_missing() -> None:

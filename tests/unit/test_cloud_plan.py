@@ -148,6 +148,38 @@ def test_best_sellers_run_on_a_redis_cluster_fed_by_the_orders_stream() -> None:
         assert mapping["EventSourceArn"] == {"Ref": "OrdersStreamArn"}
 
 
+@pytest.mark.parametrize("regions", [TWO, THREE], ids=["two-regions", "three-regions"])
+def test_search_runs_on_a_regional_index_fed_by_the_books_stream_through_a_narrow_role(
+    regions: tuple[str, ...],
+) -> None:
+    plan = plan_of(regions)
+    index = {"Fn::GetAtt": ["SearchIndexTable", "Arn"]}
+    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+    for region in regions:
+        # Regional: each region's consumer feeds its own index from its replica of the books table.
+        found = resources_of(plan, "region", region, "AWS::DynamoDB::Table")
+        assert [t["TableName"] for t in found.values()] == [f"bookstore-search-{region}"]
+        mapping = resources_of(plan, "region", region, "AWS::Lambda::EventSourceMapping")["BooksToSearch"]
+        assert mapping["EventSourceArn"] == {"Ref": "BooksStreamArn"}
+        assert mapping["FunctionName"] == {"Ref": "SearchFunction"}
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        functions = resources_of(plan, "region", region, "AWS::Lambda::Function")
+        assert functions["SearchFunction"]["Handler"] == "bookstore.cloud.lambdas.search.handler"
+        assert functions["SearchFunction"]["Role"] == {"Fn::GetAtt": ["SearchRole", "Arn"]}
+        for function in ("ApiFunction", "SearchFunction"):
+            variables = functions[function]["Environment"]["Variables"]
+            assert variables["BOOKSTORE_SEARCH_TABLE"] == {"Ref": "SearchIndexTable"}
+        roles = resources_of(plan, "region", region, "AWS::IAM::Role")
+        search = roles["SearchRole"]["Policies"][0]["PolicyDocument"]["Statement"]
+        api = roles["FunctionRole"]["Policies"][0]["PolicyDocument"]["Statement"]
+        # The search function alone writes the index; it reads the books table and nothing else.
+        assert writes <= set(next(s for s in search if s["Resource"] == index)["Action"])
+        assert not writes & set(next(s for s in api if s["Resource"] == index)["Action"])
+        others = [s["Resource"]["Fn::Sub"] for s in search if s["Resource"] != index]
+        assert all(r.endswith(("table/bookstore-books", "table/bookstore-books/stream/*")) for r in others)
+        assert all("*" not in action for s in search + api for action in s["Action"])
+
+
 def test_the_deploy_order_creates_tables_first_and_replication_after_every_bucket() -> None:
     steps = plan_of(THREE).to_json()["steps"]
     assert [s["stacks"] for s in steps] == [

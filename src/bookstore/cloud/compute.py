@@ -1,18 +1,40 @@
 """A region's compute on AWS, as the original: the API and the blog as Lambdas behind API Gateway (HTTP
-APIs) on custom domains, and the best-sellers consumer as a Lambda fed by the Orders table's stream."""
+APIs) on custom domains, the best-sellers consumer as a Lambda fed by the Orders table's stream, and the
+search consumer as a Lambda fed by the Books table's stream into the region's search index table, which
+the API reads (regional: each region's consumer feeds its own from its replica of the books table)."""
 
 from __future__ import annotations
 
+from bookstore import tables
 from bookstore.cloud.cfn import Json, att, ref, resource, sub
-from bookstore.cloud.global_stack import table_arn_pattern
+from bookstore.cloud.global_stack import table_arn, table_arns
 from bookstore.cloud.network import SUBNETS
 from bookstore.cloud.settings import PYTHON_RUNTIME, CloudSettings
+from bookstore.storage.dynamodb.search import TABLE_KEYS
 
 # The Lambda entry points in the package built by `make lambda`.
 API_HANDLER = "bookstore.cloud.lambdas.api"
 # The blog is served by the same app (the region's app serves /blog/ too), on blog.<domain>.
 BLOG_HANDLER = API_HANDLER
 BESTSELLERS_HANDLER = "bookstore.cloud.lambdas.bestsellers"
+SEARCH_HANDLER = "bookstore.cloud.lambdas.search"
+SEARCH_INDEX = "SearchIndexTable"
+# What reading the index takes (the API), and writing it (the search consumer, its rebuild included).
+INDEX_READ = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable"]
+INDEX_WRITE = [
+    *INDEX_READ,
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:Scan",
+]
+STREAM_READ = [
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+]
 
 
 def _role(settings: CloudSettings) -> Json:
@@ -35,21 +57,11 @@ def _role(settings: CloudSettings) -> Json:
                 "dynamodb:ConditionCheckItem",
                 "dynamodb:DescribeTable",
             ],
-            "Resource": [
-                table_arn_pattern(settings),
-                {"Fn::Join": ["", [table_arn_pattern(settings), "/index/*"]]},
-            ],
+            "Resource": [*table_arns(settings), *table_arns(settings, "/index/*")],
         },
-        {
-            "Effect": "Allow",
-            "Action": [
-                "dynamodb:DescribeStream",
-                "dynamodb:GetRecords",
-                "dynamodb:GetShardIterator",
-                "dynamodb:ListStreams",
-            ],
-            "Resource": {"Fn::Join": ["", [table_arn_pattern(settings), "/stream/*"]]},
-        },
+        {"Effect": "Allow", "Action": STREAM_READ, "Resource": table_arns(settings, "/stream/*")},
+        # The region's search index: the API reads it, the search function alone writes it.
+        {"Effect": "Allow", "Action": INDEX_READ, "Resource": att(SEARCH_INDEX, "Arn")},
         {
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
@@ -60,6 +72,26 @@ def _role(settings: CloudSettings) -> Json:
         statements.append(
             {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": sub(secret)}
         )
+    return _lambda_role("AWSLambdaVPCAccessExecutionRole", statements)
+
+
+def _search_role(settings: CloudSettings) -> Json:
+    """The search function's: the books table's stream (read by its event source mapping), a scan of the
+    books table (a rebuild), and the index; nothing else of the region's data."""
+    books = table_arn(settings, tables.BOOKS.name)
+    statements: list[Json] = [
+        {"Effect": "Allow", "Action": ["dynamodb:Scan", "dynamodb:DescribeTable"], "Resource": books},
+        {
+            "Effect": "Allow",
+            "Action": STREAM_READ,
+            "Resource": table_arn(settings, tables.BOOKS.name, "/stream/*"),
+        },
+        {"Effect": "Allow", "Action": INDEX_WRITE, "Resource": att(SEARCH_INDEX, "Arn")},
+    ]
+    return _lambda_role("AWSLambdaBasicExecutionRole", statements)
+
+
+def _lambda_role(managed: str, statements: list[Json]) -> Json:
     return resource(
         "AWS::IAM::Role",
         {
@@ -73,9 +105,7 @@ def _role(settings: CloudSettings) -> Json:
                     }
                 ],
             },
-            "ManagedPolicyArns": [
-                sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole")
-            ],
+            "ManagedPolicyArns": [sub(f"arn:${{AWS::Partition}}:iam::aws:policy/service-role/{managed}")],
             "Policies": [
                 {
                     "PolicyName": "bookstore-data",
@@ -83,6 +113,22 @@ def _role(settings: CloudSettings) -> Json:
                 }
             ],
         },
+    )
+
+
+def search_index_table(settings: CloudSettings, region: str) -> Json:
+    """The region's search index (storage.dynamodb.search): regional, not global, since each region's
+    search function feeds its own from its replica's stream; derived data, so no backups are kept."""
+    return resource(
+        "AWS::DynamoDB::Table",
+        {
+            "TableName": f"{settings.table_prefix}search-{region}",
+            "BillingMode": "PAY_PER_REQUEST",
+            **TABLE_KEYS,
+            "SSESpecification": {"SSEEnabled": True},
+        },
+        DeletionPolicy="Delete",
+        UpdateReplacePolicy="Delete",
     )
 
 
@@ -95,6 +141,7 @@ def _environment(settings: CloudSettings, region: str) -> Json:
         "BOOKSTORE_REDIS_URL": sub(
             "rediss://${BestSellers.ConfigurationEndPoint.Address}:${BestSellers.ConfigurationEndPoint.Port}"
         ),
+        "BOOKSTORE_SEARCH_TABLE": ref(SEARCH_INDEX),
     }
     if settings.blog:
         variables["BOOKSTORE_BLOG_HOST"] = att("BlogCluster", "Endpoint.Address")
@@ -102,21 +149,32 @@ def _environment(settings: CloudSettings, region: str) -> Json:
     return {"Variables": variables}
 
 
-def _function(settings: CloudSettings, region: str, handler: str, what: str, timeout_s: int) -> Json:
-    return resource(
-        "AWS::Lambda::Function",
-        {
-            "Description": what,
-            "Runtime": PYTHON_RUNTIME,
-            "Handler": f"{handler}.handler",
-            "Code": {"S3Bucket": ref("ArtifactBucket"), "S3Key": ref("ArtifactKey")},
-            "Role": att("FunctionRole", "Arn"),
-            "MemorySize": 1024,
-            "Timeout": timeout_s,
-            "Environment": _environment(settings, region),
-            "VpcConfig": {"SubnetIds": [ref(s) for s in SUBNETS], "SecurityGroupIds": [ref("LambdaSg")]},
-        },
-    )
+def _function(
+    settings: CloudSettings,
+    region: str,
+    handler: str,
+    what: str,
+    timeout_s: int,
+    *,
+    role: str = "FunctionRole",
+    in_vpc: bool = True,
+) -> Json:
+    properties: Json = {
+        "Description": what,
+        "Runtime": PYTHON_RUNTIME,
+        "Handler": f"{handler}.handler",
+        "Code": {"S3Bucket": ref("ArtifactBucket"), "S3Key": ref("ArtifactKey")},
+        "Role": att(role, "Arn"),
+        "MemorySize": 1024,
+        "Timeout": timeout_s,
+        "Environment": _environment(settings, region),
+    }
+    if in_vpc:
+        properties["VpcConfig"] = {
+            "SubnetIds": [ref(s) for s in SUBNETS],
+            "SecurityGroupIds": [ref("LambdaSg")],
+        }
+    return resource("AWS::Lambda::Function", properties)
 
 
 def _http_api(prefix: str, function: str, host: str) -> Json:
@@ -175,6 +233,28 @@ def compute(settings: CloudSettings, region: str) -> Json:
             {
                 "FunctionName": ref("BestSellersFunction"),
                 "EventSourceArn": ref("OrdersStreamArn"),
+                "StartingPosition": "TRIM_HORIZON",
+                "BatchSize": 100,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            },
+        ),
+        SEARCH_INDEX: search_index_table(settings, region),
+        "SearchRole": _search_role(settings),
+        # Outside the VPC: it reaches nothing there (no Redis, no Aurora), only DynamoDB.
+        "SearchFunction": _function(
+            settings,
+            region,
+            SEARCH_HANDLER,
+            "Search index from the Books stream",
+            300,
+            role="SearchRole",
+            in_vpc=False,
+        ),
+        "BooksToSearch": resource(
+            "AWS::Lambda::EventSourceMapping",
+            {
+                "FunctionName": ref("SearchFunction"),
+                "EventSourceArn": ref("BooksStreamArn"),
                 "StartingPosition": "TRIM_HORIZON",
                 "BatchSize": 100,
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],

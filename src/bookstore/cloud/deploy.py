@@ -63,6 +63,7 @@ class Deployer:
                 "ArtifactBucket": artifacts[stack.region].bucket,
                 "ArtifactKey": artifacts[stack.region].key,
                 "OrdersStreamArn": self.stream_arn(stack.region, "orders"),
+                "BooksStreamArn": self.stream_arn(stack.region, "books"),
                 "EnableReplication": "false",
                 "DistributionArn": "",
             }

@@ -99,8 +99,14 @@ def global_template(settings: CloudSettings) -> Json:
     )
 
 
-def table_arn_pattern(settings: CloudSettings) -> Json:
-    """Every Bookstore table (and its indexes and stream) in the stack's region, for IAM policies."""
+def table_arn(settings: CloudSettings, name: str, suffix: str = "") -> Json:
+    """The Bookstore table `name` in the stack's region (with `suffix`: its "/index/*" or "/stream/*")."""
     return sub(
-        f"arn:${{AWS::Partition}}:dynamodb:${{AWS::Region}}:${{AWS::AccountId}}:table/{settings.table_prefix}*"
+        "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:"
+        f"table/{settings.table_prefix}{name}{suffix}"
     )
+
+
+def table_arns(settings: CloudSettings, suffix: str = "") -> list[Json]:
+    """Every global table of the Bookstore in the stack's region, for IAM policies: no other table."""
+    return [table_arn(settings, schema.name, suffix) for schema in tables.ALL]

@@ -114,6 +114,12 @@ def costs(settings: CloudSettings) -> tuple[Cost, ...]:
             None,
             "per request: each write is paid once per region (replicated write units)",
         ),
+        Cost(
+            f"DynamoDB search index x {n} regions (on demand)",
+            None,
+            "per request: a book change writes a posting per prefix of its words and two counter updates "
+            "per prefix it gains or loses; a search reads its rarest word's postings",
+        ),
         Cost("Lambda and API Gateway HTTP APIs", None, "per request and GB-second; nothing when idle"),
         Cost("S3 replication and CloudFront", None, "per GB stored, replicated between regions and served"),
     ]
@@ -154,7 +160,8 @@ def make_plan(settings: CloudSettings) -> Plan:
             "each region's stack, buckets not yet replicated",
             regional_names,
             "ArtifactBucket/ArtifactKey: the Lambda package uploaded to a bucket in the region; "
-            "OrdersStreamArn: DescribeTable of the orders table's replica in the region; "
+            "OrdersStreamArn, BooksStreamArn: DescribeTable of the orders and books tables' replicas in the "
+            "region; "
             "EnableReplication=false",
         ),
         Step(

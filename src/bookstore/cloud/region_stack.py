@@ -16,6 +16,7 @@ def region_template(settings: CloudSettings, region: str) -> Json:
         "ArtifactBucket": string_parameter("The bucket (in this region) holding the Lambda package"),
         "ArtifactKey": string_parameter("The Lambda package's key, from `make lambda`"),
         "OrdersStreamArn": string_parameter("The stream of this region's replica of the orders table"),
+        "BooksStreamArn": string_parameter("The stream of this region's replica of the books table"),
         "EnableReplication": {
             "Type": "String",
             "AllowedValues": ["true", "false"],
@@ -44,6 +45,7 @@ def region_template(settings: CloudSettings, region: str) -> Json:
         "ApiRegionalHostedZoneId": att("ApiDomain", "RegionalHostedZoneId"),
         "SiteBucketName": ref("SiteBucket"),
         "SiteBucketDomainName": att("SiteBucket", "RegionalDomainName"),
+        "SearchIndexTableName": ref("SearchIndexTable"),
     }
     if settings.blog:
         outputs["BlogHost"] = sub("${BlogApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")

@@ -88,6 +88,7 @@ def build_region(
     wait_s: float = 0.0,
     signing_keys: SigningKeyStore | None = None,
     blog_sql: SqlDatabase | None = None,
+    search_index: SearchIndex | None = None,
     tracing: Tracing | None = None,
 ) -> RegionServices:
     """The region's services on its data directory, which it owns until `close()`.
@@ -97,6 +98,8 @@ def build_region(
     `wait_s` seconds; `holder` says who owns it, for that message. `signing_keys` (default: key files in
     the data directory) is where the region's private signing keys are kept; `blog_sql` a blog database
     whose engine replicates it (Aurora), used as it is: no replication of ours is set up on it.
+    `search_index` an index another process feeds and shares (DynamoDB, fed by the search consumer
+    function): searches ask it every time, where the region's own index caches answers between batches.
     `tracing` (None: off, nothing installed) traces the cart and checkout writes and stores each
     change's trace context with its change record.
     """
@@ -112,7 +115,7 @@ def build_region(
         catalog = Catalog(table_map["books"], region=region.id, clock=clock)
         blog = _blog(topology, region, home, clock, stack, catalog, blog_sql)
         ranking = _ranking(topology, region, home, stack)
-        index = _search_index(home, stack)
+        index = search_index or _search_index(home, stack)
         identity = Identity(
             table_map["users"],
             table_map["keys"],
@@ -136,7 +139,7 @@ def build_region(
             cart=Cart(table_map["carts"], catalog),
             checkout=Checkout(table_map["orders"], table_map["carts"], catalog, clock, region.id),
             bestsellers=BestSellers(table_map["orders"], ranking, region.id, clock=clock),
-            search=BookSearch(table_map["books"], index, region.id, clock=clock),
+            search=BookSearch(table_map["books"], index, region.id, clock=clock, cached=search_index is None),
             identity=identity,
             replica=replica,
             objects=objects,

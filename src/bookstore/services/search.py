@@ -25,7 +25,8 @@ class BookSearch:
     the table reads of its books alone (a first one adds the index's query, bounded however common its
     words: the SearchIndex adapters say what ranks first). Any batch the consumer applies (or a
     rebuild) empties the cache, so an answer trails the table by no more than the index itself does;
-    books deleted since are still left out.
+    books deleted since are still left out. An index fed by another process (`cached=False`: the shared
+    index of a region's Lambda functions, fed by the search consumer function) is asked every time.
     """
 
     def __init__(
@@ -36,9 +37,11 @@ class BookSearch:
         *,
         batch_size: int = 100,
         clock: Clock | None = None,
+        cached: bool = True,
     ) -> None:
         self.books = books
         self.index = index
+        self._cached = cached
         self._ranked: dict[tuple[str, int], list[str]] = {}
         self.region = region
         self.consumer = StreamConsumer(
@@ -93,7 +96,8 @@ class BookSearch:
             ranked = self.index.search(query, limit)
             if len(cache) >= MAX_CACHED_QUERIES:
                 cache.clear()
-            cache[(query, limit)] = ranked
+            if self._cached:
+                cache[(query, limit)] = ranked
         for doc_id in ranked:
             # The index may trail the table by a moment: a book deleted since is left out.
             item = self.books.get({"id": doc_id})

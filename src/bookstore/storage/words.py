@@ -55,3 +55,8 @@ def static_rank(fields: Mapping[str, str]) -> tuple[int, int]:
 def folded(word: str) -> str:
     """`word` lower-cased and without diacritics, as the index compares words."""
     return "".join(c for c in unicodedata.normalize("NFKD", word) if unicodedata.category(c) != "Mn").lower()
+
+
+def folded_fields(fields: Mapping[str, str]) -> tuple[tuple[str, ...], ...]:
+    """The folded words of each of a document's FIELDS, as the index compares them."""
+    return tuple(tuple(folded(w) for w in tokens(str(fields.get(name) or ""))) for name in FIELDS)

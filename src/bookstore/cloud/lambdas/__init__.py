@@ -1,1 +1,2 @@
-"""The AWS Lambda entry points of a region (the API, the best-sellers stream consumer) and their wiring."""
+"""The AWS Lambda entry points of a region (the API, the best-sellers and search stream consumers) and their
+wiring."""

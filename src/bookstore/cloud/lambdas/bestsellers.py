@@ -8,13 +8,11 @@ twice. A ranking without a cursor (new, or Redis emptied) is rebuilt from a scan
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from bookstore.cloud.lambdas.batches import consume
 from bookstore.domain.errors import StaleCursor
 from bookstore.ports import ChangeBatch
-
-log = logging.getLogger(__name__)
 
 _services: Any = None
 
@@ -23,22 +21,14 @@ def count(services: Any, event: dict[str, Any]) -> dict[str, Any]:
     """Count the event's records; the answer lists the failed batch's first record, if any."""
     from bookstore import tables
 
-    orders = services.tables[tables.ORDERS.name]
-    raw = event.get("Records", [])
-    if not raw:
-        return {"batchItemFailures": []}
-    records = [orders.change_record(r) for r in raw]
-    cursor = str(raw[-1]["dynamodb"]["SequenceNumber"])
-    try:
+    def apply(batch: ChangeBatch) -> None:
         try:
-            services.bestsellers.handle(ChangeBatch(records, cursor))
+            services.bestsellers.handle(batch)
         except StaleCursor:
             # The scan sees these records' orders too: the table holds them already.
-            services.bestsellers.rebuild(cursor)
-    except Exception:
-        log.exception("event=bestsellers_batch_failed records=%d", len(raw))
-        return {"batchItemFailures": [{"itemIdentifier": str(raw[0]["dynamodb"]["SequenceNumber"])}]}
-    return {"batchItemFailures": []}
+            services.bestsellers.rebuild(batch.cursor)
+
+    return consume(services.tables[tables.ORDERS.name], event, apply, "bestsellers")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -16,13 +16,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from bookstore import tables
 from bookstore.api.app import create_app
 from bookstore.blog.port import SqlDatabase
 from bookstore.config import Region, Storage, Topology
 from bookstore.domain.errors import ValidationError
+from bookstore.ports import SearchIndex
 from bookstore.region.compose import build_region
 from bookstore.region.faults import BrokenApi, api_broken_by_environment
 from bookstore.region.services import RegionServices
+from bookstore.services.search import BookSearch
 
 # The variables the stack sets (bookstore.cloud.compute._environment), and what each one is.
 VARIABLES = {
@@ -34,8 +37,9 @@ VARIABLES = {
 # The database of the blog on the Aurora cluster (bookstore.cloud.data), and MySQL's port.
 BLOG_DATABASE = "blog"
 BLOG_PORT = 3306
-# The stream consumers a Lambda API runs beside its requests; best sellers have a function of their own.
-API_CONSUMERS = ("catalog", "search")
+# The stream consumers a Lambda API runs beside its requests; best sellers and search have functions of
+# their own (the search index is a table the region's instances share, fed by the search function).
+API_CONSUMERS = ("catalog",)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class LambdaEnvironment:
     # password), as the global stack makes it and replicates it to every region.
     blog_host: str | None = None
     blog_secret: str | None = None
+    # The region's search index table (bookstore.cloud.compute); by default named after the tables.
+    search_table: str | None = None
+
+    @property
+    def search_index_table(self) -> str:
+        return self.search_table or f"{self.table_prefix}search-{self.region}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LambdaEnvironment:
@@ -64,6 +74,7 @@ class LambdaEnvironment:
             env["BOOKSTORE_REDIS_URL"],
             blog_host=env.get("BOOKSTORE_BLOG_HOST") or None,
             blog_secret=env.get("BOOKSTORE_BLOG_SECRET") or None,
+            search_table=env.get("BOOKSTORE_SEARCH_TABLE") or None,
         )
 
     def topology(self) -> Topology:
@@ -88,12 +99,13 @@ def build_services(
     env: LambdaEnvironment, *, secrets: Any | None = None, blog_port: int = BLOG_PORT
 ) -> RegionServices:
     """The region's services in the function's /tmp, its signing key in Secrets Manager (shared by every
-    instance of the function in the region), the blog on the region's Aurora cluster when there is one."""
+    instance of the function in the region), the search index in the region's index table (shared too,
+    fed by the search function), the blog on the region's Aurora cluster when there is one."""
+    import boto3
+
     from bookstore.storage.secretsmanager.keys import SecretsManagerKeys
 
     if secrets is None:
-        import boto3
-
         secrets = boto3.client("secretsmanager", region_name=env.region)
     return build_region(
         env.topology(),
@@ -101,7 +113,40 @@ def build_services(
         Path(tempfile.gettempdir()) / "bookstore",
         signing_keys=SecretsManagerKeys(secrets),
         blog_sql=_blog_database(env, secrets, blog_port),
+        search_index=search_index(env),
     )
+
+
+def _dynamodb(env: LambdaEnvironment, service: str = "dynamodb") -> Any:
+    import boto3
+    import botocore.config
+
+    # Account-id endpoints are off, as for the region's tables (region.compose._aws_client).
+    config = botocore.config.Config(account_id_endpoint_mode="disabled")
+    return boto3.client(service, region_name=env.region, config=config)
+
+
+def search_index(env: LambdaEnvironment) -> SearchIndex:
+    """The region's search index table, shared by its functions (the stack creates it; tests too)."""
+    from bookstore.storage.dynamodb.search import DynamoSearchIndex
+
+    index = DynamoSearchIndex(env.search_index_table, client=_dynamodb(env))
+    index.ensure_table()
+    return index
+
+
+def build_search(env: LambdaEnvironment) -> BookSearch:
+    """The search function's one service: the books table's stream indexed into the region's index; no
+    Redis, blog or signing key (its role reaches none of them)."""
+    from bookstore.storage.dynamodb.tables import DynamoTable
+
+    books = DynamoTable(
+        tables.BOOKS,
+        client=_dynamodb(env),
+        streams_client=_dynamodb(env, "dynamodbstreams"),
+        prefix=env.table_prefix,
+    )
+    return BookSearch(books, search_index(env), env.region, cached=False)
 
 
 def _blog_database(env: LambdaEnvironment, secrets: Any, port: int) -> SqlDatabase | None:
@@ -117,9 +162,9 @@ def _blog_database(env: LambdaEnvironment, secrets: Any, port: int) -> SqlDataba
 
 
 def api_app(services: RegionServices) -> FastAPI:
-    """The region's API as the Lambda serves it: the catalog's cache and the search index follow the
-    books stream while the function runs (Lambda freezes them between invocations; a thawed function
-    catches up on its first poll)."""
+    """The region's API as the Lambda serves it: the catalog's cache follows the books stream while the
+    function runs (Lambda freezes it between invocations; a thawed function catches up on its first
+    poll); searches read the region's shared index."""
     app = create_app(services)
 
     @asynccontextmanager

@@ -108,14 +108,6 @@ class DynamoTable:
 
     def ensure_table(self) -> None:
         """Create the table (on demand billing, indexes projecting all, stream of both images) if absent."""
-        try:
-            self._client.describe_table(TableName=self.table_name)
-            return
-        except ClientError as exc:
-            if _code(exc) != "ResourceNotFoundException":
-                raise StorageError(f"cannot describe table {self.table_name}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"cannot describe table {self.table_name}: {exc}") from exc
         schema = self.schema
         request: dict[str, Any] = {
             "TableName": self.table_name,
@@ -135,20 +127,7 @@ class DynamoTable:
                 }
                 for index in schema.indexes
             ]
-        try:
-            self._client.create_table(**request)
-        except ClientError as exc:
-            # Another process created it meanwhile: fine, wait for it like for ours.
-            if _code(exc) != "ResourceInUseException":
-                raise StorageError(f"cannot create table {self.table_name}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"cannot create table {self.table_name}: {exc}") from exc
-        try:
-            self._client.get_waiter("table_exists").wait(
-                TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"table {self.table_name} did not become active: {exc}") from exc
+        create_if_absent(self._client, request)
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -487,13 +466,13 @@ class DynamoTable:
         try:
             return cast(dict[str, Any], getattr(self._client, operation)(**request))
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code == "ConditionalCheckFailedException":
                 raise ConditionFailed(f"table {self.schema.name}: condition does not hold") from exc
             if code == "ValidationException":
-                raise ValidationError(f"table {self.schema.name}: {_message(exc)}") from exc
+                raise ValidationError(f"table {self.schema.name}: {error_message(exc)}") from exc
             raise StorageError(
-                f"table {self.table_name}: {operation} failed: {code}: {_message(exc)}"
+                f"table {self.table_name}: {operation} failed: {code}: {error_message(exc)}"
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"table {self.table_name}: {operation} failed: {exc}") from exc
@@ -503,12 +482,37 @@ class DynamoTable:
             return cast(dict[str, Any], getattr(self._streams, operation)(**request))
         except ClientError as exc:
             # A position older than the stream's retention: what came after it is gone.
-            error = StaleCursor if _code(exc) == "TrimmedDataAccessException" else StorageError
+            error = StaleCursor if error_code(exc) == "TrimmedDataAccessException" else StorageError
             raise error(
-                f"stream of {self.table_name}: {operation} failed: {_code(exc)}: {_message(exc)}"
+                f"stream of {self.table_name}: {operation} failed: {error_code(exc)}: {error_message(exc)}"
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"stream of {self.table_name}: {operation} failed: {exc}") from exc
+
+
+def create_if_absent(client: Any, request: dict[str, Any]) -> None:
+    """Create the table `request` describes (CreateTable's arguments) unless it exists; wait until active."""
+    name = request["TableName"]
+    try:
+        client.describe_table(TableName=name)
+        return
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise StorageError(f"cannot describe table {name}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot describe table {name}: {exc}") from exc
+    try:
+        client.create_table(**request)
+    except ClientError as exc:
+        # Another process created it meanwhile: fine, wait for it like for ours.
+        if error_code(exc) != "ResourceInUseException":
+            raise StorageError(f"cannot create table {name}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot create table {name}: {exc}") from exc
+    try:
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"table {name} did not become active: {exc}") from exc
 
 
 def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:
@@ -518,9 +522,9 @@ def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]
     return schema
 
 
-def _code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _message(exc: ClientError) -> str:
+def error_message(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Message", exc))

@@ -10,14 +10,11 @@ persistence.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping, Sequence
 
-from bookstore.storage.words import FIELDS, MAX_TOKENS, RANKED_MATCHES, WEIGHTS, folded, static_rank, tokens
-
-_K1 = 1.2
-_B = 0.75
+from bookstore.storage.scoring import bm25_order, matches, occurrences
+from bookstore.storage.words import MAX_TOKENS, RANKED_MATCHES, folded, folded_fields, static_rank, tokens
 
 # A document as the index holds it: the folded words of each field, in FIELDS order.
 _Words = tuple[tuple[str, ...], ...]
@@ -26,7 +23,9 @@ _Words = tuple[tuple[str, ...], ...]
 class MemorySearchIndex:
     """Documents' folded words and the feeding consumer's cursor, behind one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, ranked_matches: int = RANKED_MATCHES) -> None:
+        # Matches scored by bm25 at most (storage.words); tests compare it with DynamoDB's at a lower one.
+        self.ranked_matches = ranked_matches
         self._lock = threading.Lock()
         self._docs: dict[str, _Words] = {}
         # Per document: its static rank and when it was indexed, the order of a common word's matches.
@@ -35,7 +34,7 @@ class MemorySearchIndex:
         self._cursor: str | None = None
 
     def upsert(self, doc_id: str, fields: Mapping[str, str], cursor: str | None = None) -> None:
-        words = _words(fields)
+        words = folded_fields(fields)
         with self._lock:
             self._docs[doc_id] = words
             rank = static_rank(fields)
@@ -55,7 +54,7 @@ class MemorySearchIndex:
                 self._cursor = cursor
 
     def rebuild(self, docs: Sequence[tuple[str, Mapping[str, str]]], cursor: str) -> None:
-        fresh = {doc_id: _words(fields) for doc_id, fields in docs}
+        fresh = {doc_id: folded_fields(fields) for doc_id, fields in docs}
         latest = dict(docs)
         order = {doc_id: (*static_rank(latest[doc_id]), n) for n, doc_id in enumerate(fresh)}
         with self._lock:
@@ -69,43 +68,23 @@ class MemorySearchIndex:
         with self._lock:
             docs = dict(self._docs)
             order = dict(self._order)
-        # Per term: how often it occurs in each field of each document that holds it.
-        hits: list[dict[str, list[int]]] = []
-        for i, term in enumerate(terms):
-            prefix = i == len(terms) - 1
-            found: dict[str, list[int]] = {}
-            for doc_id, words in docs.items():
-                counts = [
-                    sum(1 for w in field if (w.startswith(term) if prefix else w == term)) for field in words
-                ]
-                if any(counts):
-                    found[doc_id] = counts
-            hits.append(found)
-        matching = set(docs)
-        for found in hits:
-            matching &= set(found)
+        holding = [0] * len(terms)
+        matching: dict[str, list[list[int]]] = {}
+        for doc_id, words in docs.items():
+            counts = occurrences(words, terms)
+            for i, fields in enumerate(counts):
+                holding[i] += any(fields)
+            if matches(counts):
+                matching[doc_id] = counts
         if not matching:
             return []
-        if len(matching) > RANKED_MATCHES:
-            in_title = set.intersection(*({d for d, counts in found.items() if counts[0]} for found in hits))
+        if len(matching) > self.ranked_matches:
+            in_title = {d for d, counts in matching.items() if all(fields[0] for fields in counts)}
             return sorted(matching, key=lambda doc_id: (doc_id not in in_title, order[doc_id]))[:limit]
         lengths = {doc_id: sum(len(field) for field in words) for doc_id, words in docs.items()}
         average = sum(lengths.values()) / len(docs)
-        scores: dict[str, float] = {}
-        for found in hits:
-            # FTS5's idf, floored at a tiny positive value so a word in most documents still counts.
-            idf = math.log((len(docs) - len(found) + 0.5) / (len(found) + 0.5))
-            idf = idf if idf > 0 else 1e-6
-            for doc_id in matching:
-                weighted = sum(w * n for w, n in zip(WEIGHTS, found[doc_id], strict=True))
-                norm = _K1 * (1 - _B + _B * lengths[doc_id] / average)
-                scores[doc_id] = scores.get(doc_id, 0.0) + idf * weighted * (_K1 + 1) / (weighted + norm)
-        return sorted(matching, key=lambda doc_id: (-scores[doc_id], doc_id))[:limit]
+        return bm25_order(matching, lengths, len(docs), average, holding)[:limit]
 
     def cursor(self) -> str | None:
         with self._lock:
             return self._cursor
-
-
-def _words(fields: Mapping[str, str]) -> _Words:
-    return tuple(tuple(folded(w) for w in tokens(str(fields.get(name) or ""))) for name in FIELDS)
