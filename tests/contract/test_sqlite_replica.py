@@ -20,7 +20,7 @@ from bookstore.domain.errors import ConditionFailed, ValidationError
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import Item, ItemExists, TableSchema
 from bookstore.replication.tables.model import ApplyResult, LogEntry, LogTrimmed
-from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, CARTS, ORDERS
 
@@ -169,6 +169,37 @@ def test_a_batch_applies_in_order_and_compares_with_its_own_earlier_entries(open
     assert [e.kind for e in log] == ["INSERT", "MODIFY", "REMOVE", "INSERT"]
     assert [e.old for e in log] == [None, book(1), book(1, price=30), None]
     assert b.replica.checkpoint(IRELAND) == 4
+
+
+def test_a_large_batch_compares_every_key_with_the_version_held_here(open_region: Any) -> None:
+    # More keys than one statement looks up (LOOKUP_KEYS), in two tables: each entry meets its own
+    # stored version, whichever chunk of the look-up found it.
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    a_carts, b_carts = a.db.table(CARTS), b.db.table(CARTS)
+    count = LOOKUP_KEYS + 45
+    for i in range(count):
+        a.books.put(book(i))
+        a_carts.put({"customerId": "c", "bookId": f"b{i:03d}", "quantity": 1})
+    first = a.replica.read_log(0, limit=5000).entries
+    for i in range(count):
+        a.books.update({"id": f"b{i:03d}"}, {"price": 1})
+        a_carts.update({"customerId": "c", "bookId": f"b{i:03d}"}, {"quantity": 2})
+    second = a.replica.read_log(len(first), limit=5000).entries
+    # Singapore holds the second version of every other key and the first of the rest.
+    held = [e for i, e in enumerate(second) if i % 2 == 0] + [e for i, e in enumerate(first) if i % 2 == 1]
+    assert b.replica.apply(IRELAND, held, None).applied == 2 * count
+
+    older = b.replica.apply(IRELAND, first, None)
+    assert (older.applied, older.skipped) == (0, 2 * count)
+    newer = b.replica.apply(IRELAND, second, None)
+    assert (newer.applied, newer.skipped) == (count, count)
+    assert state(a) == state(b)
+    assert [b_carts.get({"customerId": "c", "bookId": f"b{i:03d}"}) for i in (0, count - 1)] == [
+        {"customerId": "c", "bookId": f"b{i:03d}", "quantity": 2} for i in (0, count - 1)
+    ]
+    modified = b.replica.read_log(2 * count, limit=5000).entries
+    assert [e.kind for e in modified] == ["MODIFY"] * count
+    assert all(e.old is not None and e.old != e.new for e in modified)
 
 
 def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
@@ -462,7 +493,7 @@ from pathlib import Path
 
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.replication.tables.model import LogEntry
-from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS
 
