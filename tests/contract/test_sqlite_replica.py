@@ -218,9 +218,7 @@ def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
     assert a.books.get({"id": "b001"}) == book(1, name="back")
 
     # An older tombstone loses to the live item.
-    stale = replace(
-        a.replica.read_log(0, limit=10, tables=["books"]).entries[1], seq=99, previous=None
-    )  # the delete
+    stale = a.replica.read_log(0, limit=10, tables=["books"]).entries[1]._replace(seq=99, previous=None)  # the delete
     result = a.replica.apply(SINGAPORE, [stale], None)
     assert result.applied == 0 and a.books.get({"id": "b001"}) == book(1, name="back")
 
@@ -260,7 +258,7 @@ def test_a_delete_before_the_write_arrives_wins_in_both_regions(open_region: Any
     ]
     # An older write arriving once more (a repair, a relay) does not bring the row back.
     (write,) = a.replica.read_log(0, limit=10, tables=["carts"]).entries[:1]
-    assert b.replica.apply(IRELAND, [replace(write, seq=99)], None).applied == 0
+    assert b.replica.apply(IRELAND, [write._replace(seq=99)], None).applied == 0
     assert carts[SINGAPORE].get(key) is None
 
 
@@ -270,10 +268,10 @@ def test_an_order_is_never_removed_or_blocked_by_a_tombstone(open_region: Any) -
     a.orders.put({**key, "books": []})
     (placed,) = a.replica.read_log(0, limit=10).entries
     # A removal of the order (from a peer of another version, or forged) is skipped, before or after it.
-    removal = replace(placed, kind="REMOVE", new=None, version=(placed.version[0] - 1, SINGAPORE))
+    removal = placed._replace(kind="REMOVE", new=None, version=(placed.version[0] - 1, SINGAPORE))
     assert b.replica.apply(IRELAND, [removal], None).applied == 0 and b.orders.version(key) is None
     assert b.replica.apply(IRELAND, [placed], None).applied == 1
-    later = replace(removal, version=(placed.version[0] + 1, SINGAPORE))
+    later = removal._replace(version=(placed.version[0] + 1, SINGAPORE))
     assert b.replica.apply(IRELAND, [later], None).applied == 0
     assert b.orders.get(key) == {**key, "books": []}
 
@@ -447,13 +445,13 @@ def test_checkpoints_are_stored_with_their_batch_and_a_bad_batch_changes_nothing
     a.books.put(book(3))
     good = a.replica.read_log(3, limit=10).entries
     malformed = [
-        replace(good[0], table="nope"),
-        replace(good[0], key={"isbn": "x"}),
-        replace(good[0], kind="REMOVE"),
-        replace(good[0], new={"id": "other"}),
-        replace(good[0], version=(-1, IRELAND)),
-        replace(good[0], previous=(1, "")),
-        replace(good[0], kind="UPSERT"),
+        good[0]._replace(table="nope"),
+        good[0]._replace(key={"isbn": "x"}),
+        good[0]._replace(kind="REMOVE"),
+        good[0]._replace(new={"id": "other"}),
+        good[0]._replace(version=(-1, IRELAND)),
+        good[0]._replace(previous=(1, "")),
+        good[0]._replace(kind="UPSERT"),
     ]
     for bad in malformed:
         with pytest.raises(ValidationError):
