@@ -217,8 +217,9 @@ def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
     pull(a, b)
     assert a.books.get({"id": "b001"}) == book(1, name="back")
 
-    # An older tombstone loses to the live item.
-    stale = a.replica.read_log(0, limit=10, tables=["books"]).entries[1]._replace(seq=99, previous=None)  # the delete
+    # An older tombstone (the delete) loses to the live item.
+    delete = a.replica.read_log(0, limit=10, tables=["books"]).entries[1]
+    stale = delete._replace(seq=99, previous=None)
     result = a.replica.apply(SINGAPORE, [stale], None)
     assert result.applied == 0 and a.books.get({"id": "b001"}) == book(1, name="back")
 
