@@ -20,7 +20,7 @@ from bookstore.domain.errors import ConditionFailed, ValidationError
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import Item, ItemExists, TableSchema
 from bookstore.replication.tables.model import ApplyResult, LogEntry, LogTrimmed
-from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, CARTS, ORDERS
 
@@ -171,6 +171,37 @@ def test_a_batch_applies_in_order_and_compares_with_its_own_earlier_entries(open
     assert b.replica.checkpoint(IRELAND) == 4
 
 
+def test_a_large_batch_compares_every_key_with_the_version_held_here(open_region: Any) -> None:
+    # More keys than one statement looks up (LOOKUP_KEYS), in two tables: each entry meets its own
+    # stored version, whichever chunk of the look-up found it.
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    a_carts, b_carts = a.db.table(CARTS), b.db.table(CARTS)
+    count = LOOKUP_KEYS + 45
+    for i in range(count):
+        a.books.put(book(i))
+        a_carts.put({"customerId": "c", "bookId": f"b{i:03d}", "quantity": 1})
+    first = a.replica.read_log(0, limit=5000).entries
+    for i in range(count):
+        a.books.update({"id": f"b{i:03d}"}, {"price": 1})
+        a_carts.update({"customerId": "c", "bookId": f"b{i:03d}"}, {"quantity": 2})
+    second = a.replica.read_log(len(first), limit=5000).entries
+    # Singapore holds the second version of every other key and the first of the rest.
+    held = [e for i, e in enumerate(second) if i % 2 == 0] + [e for i, e in enumerate(first) if i % 2 == 1]
+    assert b.replica.apply(IRELAND, held, None).applied == 2 * count
+
+    older = b.replica.apply(IRELAND, first, None)
+    assert (older.applied, older.skipped) == (0, 2 * count)
+    newer = b.replica.apply(IRELAND, second, None)
+    assert (newer.applied, newer.skipped) == (count, count)
+    assert state(a) == state(b)
+    assert [b_carts.get({"customerId": "c", "bookId": f"b{i:03d}"}) for i in (0, count - 1)] == [
+        {"customerId": "c", "bookId": f"b{i:03d}", "quantity": 2} for i in (0, count - 1)
+    ]
+    modified = b.replica.read_log(2 * count, limit=5000).entries
+    assert [e.kind for e in modified] == ["MODIFY"] * count
+    assert all(e.old is not None and e.old != e.new for e in modified)
+
+
 def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
     a, b = open_region(IRELAND), open_region(SINGAPORE)
     a.books.put(book(1))
@@ -186,10 +217,9 @@ def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
     pull(a, b)
     assert a.books.get({"id": "b001"}) == book(1, name="back")
 
-    # An older tombstone loses to the live item.
-    stale = replace(
-        a.replica.read_log(0, limit=10, tables=["books"]).entries[1], seq=99, previous=None
-    )  # the delete
+    # An older tombstone (the delete) loses to the live item.
+    delete = a.replica.read_log(0, limit=10, tables=["books"]).entries[1]
+    stale = delete._replace(seq=99, previous=None)
     result = a.replica.apply(SINGAPORE, [stale], None)
     assert result.applied == 0 and a.books.get({"id": "b001"}) == book(1, name="back")
 
@@ -229,7 +259,7 @@ def test_a_delete_before_the_write_arrives_wins_in_both_regions(open_region: Any
     ]
     # An older write arriving once more (a repair, a relay) does not bring the row back.
     (write,) = a.replica.read_log(0, limit=10, tables=["carts"]).entries[:1]
-    assert b.replica.apply(IRELAND, [replace(write, seq=99)], None).applied == 0
+    assert b.replica.apply(IRELAND, [write._replace(seq=99)], None).applied == 0
     assert carts[SINGAPORE].get(key) is None
 
 
@@ -239,10 +269,10 @@ def test_an_order_is_never_removed_or_blocked_by_a_tombstone(open_region: Any) -
     a.orders.put({**key, "books": []})
     (placed,) = a.replica.read_log(0, limit=10).entries
     # A removal of the order (from a peer of another version, or forged) is skipped, before or after it.
-    removal = replace(placed, kind="REMOVE", new=None, version=(placed.version[0] - 1, SINGAPORE))
+    removal = placed._replace(kind="REMOVE", new=None, version=(placed.version[0] - 1, SINGAPORE))
     assert b.replica.apply(IRELAND, [removal], None).applied == 0 and b.orders.version(key) is None
     assert b.replica.apply(IRELAND, [placed], None).applied == 1
-    later = replace(removal, version=(placed.version[0] + 1, SINGAPORE))
+    later = removal._replace(version=(placed.version[0] + 1, SINGAPORE))
     assert b.replica.apply(IRELAND, [later], None).applied == 0
     assert b.orders.get(key) == {**key, "books": []}
 
@@ -416,13 +446,13 @@ def test_checkpoints_are_stored_with_their_batch_and_a_bad_batch_changes_nothing
     a.books.put(book(3))
     good = a.replica.read_log(3, limit=10).entries
     malformed = [
-        replace(good[0], table="nope"),
-        replace(good[0], key={"isbn": "x"}),
-        replace(good[0], kind="REMOVE"),
-        replace(good[0], new={"id": "other"}),
-        replace(good[0], version=(-1, IRELAND)),
-        replace(good[0], previous=(1, "")),
-        replace(good[0], kind="UPSERT"),
+        good[0]._replace(table="nope"),
+        good[0]._replace(key={"isbn": "x"}),
+        good[0]._replace(kind="REMOVE"),
+        good[0]._replace(new={"id": "other"}),
+        good[0]._replace(version=(-1, IRELAND)),
+        good[0]._replace(previous=(1, "")),
+        good[0]._replace(kind="UPSERT"),
     ]
     for bad in malformed:
         with pytest.raises(ValidationError):
@@ -462,7 +492,7 @@ from pathlib import Path
 
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.replication.tables.model import LogEntry
-from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -69,9 +68,17 @@ _CONFLICT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class _Incoming:
-    """An entry checked against its table, with what writing it stores."""
+# A batch reads the current rows of its keys this many at a time, by one statement each (two variables per
+# key, far below SQLite's limit): one query per entry cost as much as writing the entry. A shorter last
+# chunk is padded with its last key, so only a few statements (one per power of two) are ever prepared.
+LOOKUP_KEYS = 256
+_Slot = tuple[str, KeyValue, KeyValue]
+_Local = tuple[str | None, Version | None, Version | None]
+_ABSENT: _Local = (None, None, None)
+
+
+class _Incoming(NamedTuple):
+    """An entry checked against its table, with what writing it stores (a tuple: built per entry)."""
 
     entry: LogEntry
     table: SqliteTable
@@ -251,7 +258,7 @@ class SqliteReplica:
         db = self.db
         now = db.clock.now_ms()
         # The batch may hold one key several times: later entries compare with what earlier ones wrote.
-        current: dict[tuple[str, KeyValue, KeyValue], tuple[str | None, Version | None, Version | None]] = {}
+        current = self._current_rows(conn, incoming)
         seq = change_log.head_seq(conn)
         log_rows: list[tuple[Any, ...]] = []
         item_rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -261,15 +268,7 @@ class SqliteReplica:
         for change in incoming:
             entry = change.entry
             newest = max(newest, entry.version[0])
-            local = current.get(change.slot)
-            if local is None:
-                row = conn.execute(change.table.sql_current, (change.pk, change.sk)).fetchone()
-                local = (
-                    (None, None, None)
-                    if row is None
-                    else (row[0], (row[1], row[2]), None if row[3] is None else (row[3], row[4]))
-                )
-            local_doc, local_version, local_previous = local
+            local_doc, local_version, local_previous = current.get(change.slot, _ABSENT)
             if local_version is None and change.doc is None and entry.version[0] < self._horizon:
                 continue  # a tombstone already trimmed here, brought back by a late repair
             rule = change.table.schema.conflict_rule
@@ -350,6 +349,36 @@ class SqliteReplica:
             applied_entries=applied,
         )
         return result, bool(log_rows)
+
+    @staticmethod
+    def _current_rows(conn: sqlite3.Connection, incoming: list[_Incoming]) -> dict[_Slot, _Local]:
+        """The stored (doc, version, previous version) of the batch's keys that are held here, by slot."""
+        keys: dict[str, dict[_Slot, tuple[KeyValue, KeyValue]]] = {}
+        for change in incoming:
+            keys.setdefault(change.table.sql_table, {})[change.slot] = (change.pk, change.sk)
+        current: dict[_Slot, _Local] = {}
+        for sql_table, wanted in keys.items():
+            pairs = list(wanted.values())
+            name = next(iter(wanted))[0]
+            for start in range(0, len(pairs), LOOKUP_KEYS):
+                chunk = pairs[start : start + LOOKUP_KEYS]
+                size = min(LOOKUP_KEYS, 1 << (len(chunk) - 1).bit_length())
+                chunk += [chunk[-1]] * (size - len(chunk))
+                # CROSS JOIN keeps the keys outside, so each is one seek of the primary key ("(pk, sk) IN
+                # (VALUES ...)" scans the table).
+                rows = conn.execute(
+                    "SELECT t.pk, t.sk, t.doc, t.hlc, t.region, t.prev_hlc, t.prev_region "
+                    f"FROM (VALUES {', '.join(['(?, ?)'] * size)}) AS v CROSS JOIN {sql_table} AS t "
+                    "ON t.pk = v.column1 AND t.sk = v.column2",
+                    [value for pair in chunk for value in pair],
+                )
+                for pk, sk, doc, hlc, region, prev_hlc, prev_region in rows:
+                    current[(name, canonical_key_value(pk), canonical_key_value(sk))] = (
+                        doc,
+                        (hlc, region),
+                        None if prev_hlc is None else (prev_hlc, prev_region),
+                    )
+        return current
 
     @staticmethod
     def _conflict(
