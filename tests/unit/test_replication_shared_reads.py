@@ -101,12 +101,13 @@ def test_two_followers_at_one_position_get_the_same_bytes_from_one_read() -> Non
     for _ in range(3):
         log.write()
 
-    async def run() -> tuple[EncodedBatch, EncodedBatch]:
+    async def run() -> tuple[EncodedBatch, EncodedBatch, tuple[int, int]]:
         reads = shared(log)
-        return await after(reads, 0, EU), await after(reads, 0, US)
+        eu, us = await after(reads, 0, EU), await after(reads, 0, US)
+        return eu, us, (reads.reads, reads.shared)
 
-    eu, us = asyncio.run(run())
-    assert log.reads == 1
+    eu, us, counted = asyncio.run(run())
+    assert log.reads == 1 and counted == (1, 1)
     assert eu.line(7) == us.line(7) and seqs(eu) == [1, 2, 3]
 
 
@@ -315,3 +316,24 @@ def test_a_batch_that_reached_the_head_is_handed_on_as_the_start_of_a_later_read
         return seqs(first), seqs(second), seqs(rest)
 
     assert asyncio.run(run()) == ([1], [1], [2])
+
+
+def test_a_read_that_ends_after_its_batch_was_dropped_and_read_again_keeps_the_count_of_bytes() -> None:
+    log = Log()
+    for _ in range(10):
+        log.write()
+    gate = log.gate = threading.Event()
+
+    async def run() -> SharedReads:
+        reads = shared(log, inline_rows=2, max_batches=1)
+        first = asyncio.create_task(after(reads, 0, EU))  # on a thread, held by the gate
+        await asyncio.sleep(0.02)
+        gate.set()  # the later reads go through; the first is still on its way back
+        await after(reads, 9, EU)  # inline: drops the first read's entry (one batch kept)
+        again = asyncio.create_task(after(reads, 0, US))  # position 0 is read again
+        await asyncio.gather(first, again)
+        return reads
+
+    reads = asyncio.run(run())
+    held = [b for b in reads._held.values() if isinstance(b, EncodedBatch)]
+    assert reads._bytes == sum(len(b.entries) for b in held) and len(held) <= 1

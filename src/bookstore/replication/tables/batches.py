@@ -168,12 +168,16 @@ class SharedReads:
             self._keep(key, outcome)
 
     def _keep(self, key: tuple[int, _Filter], held: EncodedBatch | asyncio.Future[EncodedBatch]) -> None:
+        # A read that ended after its key was dropped, and read again meanwhile, replaces the other.
+        replaced = self._held.pop(key, None)
+        if isinstance(replaced, EncodedBatch):
+            self._bytes -= len(replaced.entries)
         size = len(held.entries) if isinstance(held, EncodedBatch) else 0
         if size > self._max_bytes:
             return
         self._held[key] = held
         self._bytes += size
-        while len(self._held) > self._max_batches or self._bytes > self._max_bytes:
+        while self._held and (len(self._held) > self._max_batches or self._bytes > self._max_bytes):
             _, dropped = self._held.popitem(last=False)
             if isinstance(dropped, EncodedBatch):
                 self._bytes -= len(dropped.entries)
