@@ -88,3 +88,23 @@ def test_a_change_made_while_no_stream_waited_wakes_the_next_waiter() -> None:
         return await feed.wait(wake, 2.0)
 
     assert asyncio.run(run()) is True
+
+
+def test_a_wait_ends_at_its_timeout_or_at_a_commit_and_a_stream_gone_leaves_the_others_waiting() -> None:
+    async def run() -> tuple[bool, bool, bool, bool]:
+        feed = ChangeFeed()
+        feed.bind(asyncio.get_running_loop())
+        timed_out = await feed.wait(feed.current(), 0.01)
+        wake = feed.current()
+        leaving = asyncio.create_task(feed.wait(wake, 5.0))
+        staying = asyncio.create_task(feed.wait(wake, 5.0))
+        await asyncio.sleep(0.01)
+        leaving.cancel()  # a follower went away
+        await asyncio.sleep(0.01)
+        feed.notify()
+        woken = await staying
+        # An event the feed set already (a stream that read before the wake) returns at once.
+        late = await asyncio.wait_for(feed.wait(wake, 5.0), 1.0)
+        return timed_out, woken, leaving.cancelled(), late
+
+    assert asyncio.run(run()) == (False, True, True, True)

@@ -48,6 +48,8 @@ class ChangeFeed:
         self._seen: object = None
         self._waiting = 0
         self._timer: asyncio.TimerHandle | None = None
+        # The futures of the streams waiting for the current event.
+        self._waiters: set[asyncio.Future[None]] = set()
 
     def watch(self, probe: Callable[[], object], poll_s: float) -> None:
         """Poll `probe` every `poll_s` while a stream waits: a new value (another process committed)
@@ -56,15 +58,27 @@ class ChangeFeed:
 
     async def wait(self, wake: asyncio.Event, timeout_s: float) -> bool:
         """Wait until `wake` (taken from `current()` before the stream read) is set, or `timeout_s` passed."""
+        loop = asyncio.get_running_loop()
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop
+        if wake is not self._event:
+            # Set already (the feed sets an event as it replaces it), or not one of this feed's.
+            return wake.is_set() or await wait_for(wake, timeout_s)
+        # A future and a timer of our own, woken with the event: asyncio.wait_for would add a task per
+        # wait, and every stream waits once per write.
+        waiter = loop.create_future()
+        self._waiters.add(waiter)
         self._waiting += 1
         if self._timer is None and self._probe is not None:
             self._timer = self._loop.call_later(self._poll_s, self._poll)
+        timer = loop.call_later(timeout_s, _settle, waiter)
         try:
-            return await wait_for(wake, timeout_s)
+            await waiter
         finally:
+            timer.cancel()
+            self._waiters.discard(waiter)
             self._waiting -= 1
+        return wake.is_set()
 
     def _poll(self) -> None:
         self._timer = None
@@ -97,10 +111,18 @@ class ChangeFeed:
 
     def _wake(self) -> None:
         event, self._event = self._event, asyncio.Event()
+        waiters, self._waiters = self._waiters, set()
         event.set()
+        for waiter in waiters:
+            _settle(waiter)
 
     def current(self) -> asyncio.Event:
         return self._event
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def wait_for(wake: asyncio.Event, timeout_s: float) -> bool:

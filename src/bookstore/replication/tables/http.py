@@ -23,10 +23,10 @@ from bookstore.kernel.stream import (
     NDJSON,
     ChangeFeed,
     follower_timeout,
-    ndjson_line,
     object_lines,
 )
 from bookstore.ports import Clock, Key, TableSchema
+from bookstore.replication.tables.batches import EncodedBatch, SharedReads, encoded
 from bookstore.replication.tables.model import (
     ClockRefusal,
     LogEntry,
@@ -50,6 +50,10 @@ POLL_S = 0.002
 # (changes written meanwhile wait for it); followers acknowledge their progress (for trimming) on a
 # request of its own every ACK_EVERY_MS, so streams may last long and the round trip stays rare.
 STREAM_S = 3600.0
+# A stream tells its follower within this long how far it read past rows the follower does not ask
+# for (its checkpoint moves; it stores it every second): a line per such commit cost every region a line
+# to every other for every write.
+PROGRESS_S = 0.1
 # A batch of at most this many rows is read, encoded and checked on the event loop: a hop to a thread
 # and back (the GIL handed over twice) costs more CPU than that work does, and at a steady few hundred
 # writes/s most batches hold one or two rows. Larger batches (a backlog) go to a thread, as the API
@@ -115,6 +119,8 @@ def replication_routes(
     # Other processes' commits (the CLI's, a bench's writer) are seen by the feed's poll of the head.
     feed.watch(store.head_seq, POLL_S)
     wall: Clock = clock if clock is not None else SystemClock()
+    # One read and one encoding of each batch for all the streams at one position (caught up, usually).
+    reads = SharedReads(store, tables, inline_rows=INLINE_ROWS)
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
         try:
@@ -133,12 +139,13 @@ def replication_routes(
         body: _FollowRequest = await parsed(request, _FollowRequest)
         as_itself(request, body.peer, "follow the log")
         try:
-            first = await asyncio.to_thread(_read, store, body, body.after, tables)
+            # Read alone, not shared: a stream's first read checks its position is still in the log.
+            first = await asyncio.to_thread(_read, store, body, tables)
         except LogTrimmed as exc:
             return error_response(410, "LogTrimmed", str(exc))
         store.record_ack(body.peer, body.after)
         return StreamingResponse(
-            _stream(store, feed, body, tables, first, wall),
+            _stream(reads, feed, body, first, wall),
             media_type=NDJSON,
             headers={"Cache-Control": "no-store"},
         )
@@ -233,62 +240,51 @@ def replication_routes(
 
 
 async def _stream(
-    store: LogSource,
+    reads: SharedReads,
     feed: ChangeFeed,
     body: _FollowRequest,
-    tables: tuple[str, ...],
-    first: LogRead,
+    first: EncodedBatch,
     clock: Clock,
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.streamMs / 1000
-    yield _line(first, clock)  # at once, even when empty: the follower knows it is connected
-    after = first.last_seq
+    yield first.line(clock.now_ms())  # at once, even when empty: the follower knows it is connected
+    after = sent = first.last_seq
     last_sent = loop.time()
     while loop.time() < deadline and not feed.closed:
         wake = feed.current()
-        if store.head_seq() - after <= INLINE_ROWS:
-            read = _read(store, body, after, tables)
-        else:
-            read = await asyncio.to_thread(_read, store, body, after, tables)
-        if read.last_seq == after and loop.time() - last_sent < HEARTBEAT_S:
+        batch = await reads.after(after, peer=body.peer, origins=body.origins, limit=body.limit, wake=wake)
+        scanned, after = batch.last_seq != after, batch.last_seq
+        # Rows the follower does not ask for (relayed copies of its own changes, the changes of regions
+        # it follows itself) move its position only: say so within PROGRESS_S, not with a line per
+        # commit, which every region would send every other for every write (N - 1 lines a write to
+        # each of N - 1 followers). A heartbeat says it when nothing else moved.
+        due = HEARTBEAT_S if after == sent else PROGRESS_S
+        if batch.count or loop.time() - last_sent >= due:
+            yield batch.line(clock.now_ms())
+            sent, last_sent = after, loop.time()
+        elif not scanned:
             # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
-            # time of a heartbeat, which tells the follower this region lives.
-            await feed.wait(wake, HEARTBEAT_S - (loop.time() - last_sent))
-            continue
-        # A batch of thousands takes ms to encode, which the API must not wait for: on a thread.
-        small = len(read.entries) <= INLINE_ROWS
-        yield _line(read, clock) if small else await asyncio.to_thread(_line, read, clock)
-        after = read.last_seq
-        last_sent = loop.time()
+            # time of a heartbeat (or of the position's news), which tells the follower this region lives.
+            await feed.wait(wake, due - (loop.time() - last_sent))
 
 
-def _read(store: LogSource, body: _FollowRequest, after: int, tables: tuple[str, ...]) -> LogRead:
+def _read(store: LogSource, body: _FollowRequest, tables: tuple[str, ...]) -> EncodedBatch:
     # The follower re-derives old images from its own state: they need not cross the link.
-    return store.read_log(
-        after,
+    read = store.read_log(
+        body.after,
         limit=body.limit,
         tables=tables,
         exclude_origin=body.peer,
         origins=body.origins,
         old_images=False,
     )
+    return encoded(read)
 
 
 def _signer(request: Request) -> str | None:
     """The region whose signature PeerAuthMiddleware verified."""
     return getattr(request.state, "peer_region", None)
-
-
-def _line(read: LogRead, clock: Clock) -> bytes:
-    payload = {
-        "entries": [entry_json(e) for e in read.entries],
-        "lastSeq": read.last_seq,
-        "headSeq": read.head_seq,
-        # This region's clock: the follower measures its offset (and stops following past the bound).
-        "nowMs": clock.now_ms(),
-    }
-    return ndjson_line(payload)
 
 
 class HttpPeer:

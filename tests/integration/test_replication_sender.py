@@ -1,0 +1,200 @@
+"""The sender's side of following, over the real endpoints: what a region reads and sends its followers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from bookstore.kernel.auth import PeerAuth, PeerAuthMiddleware
+from bookstore.kernel.clock import SystemClock
+from bookstore.kernel.stream import ChangeFeed
+from bookstore.ports import Table
+from bookstore.replication.tables import http
+from bookstore.replication.tables.http import HttpPeer, replication_routes
+from bookstore.replication.tables.model import LogEntry, LogRead
+from bookstore.storage.sqlite.replica import SqliteReplica
+from bookstore.storage.sqlite.tables import SqliteDatabase
+from bookstore.tables import CARTS
+from tests.support.threaded_server import serving
+
+AP, EU, US = "ap-southeast-1", "eu-west-1", "us-east-1"
+REGIONS = (AP, EU, US)
+SCHEMAS = {"carts": CARTS}
+SECRET = "the deployment's secret for the sender's tests"
+CLOCK = SystemClock()
+WRITES = 20
+
+
+class CountingReplica(SqliteReplica):
+    """AP's store, counting the log rows its reads return (one read of a change returns it once)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        super().__init__(db)
+        self.rows_read = 0
+        self._lock = threading.Lock()
+
+    def read_log(
+        self,
+        after: int,
+        *,
+        limit: int,
+        tables: Collection[str] | None = None,
+        exclude_origin: str | None = None,
+        origins: Collection[str] | None = None,
+        old_images: bool = True,
+    ) -> LogRead:
+        read = super().read_log(
+            after,
+            limit=limit,
+            tables=tables,
+            exclude_origin=exclude_origin,
+            origins=origins,
+            old_images=old_images,
+        )
+        with self._lock:
+            self.rows_read += len(read.entries)
+        return read
+
+
+@dataclass
+class Sender:
+    """Region AP serving /replication/ on a uvicorn server; its commits are seen by the feed's poll."""
+
+    url: str
+    carts: Table
+    store: CountingReplica
+
+    def peer(self, me: str) -> HttpPeer:
+        auth = PeerAuth(SECRET, me, CLOCK, destination=AP)
+        return HttpPeer(AP, self.url, me=me, auth=auth, schemas=SCHEMAS, regions=REGIONS)
+
+    async def put(self, n: int) -> None:
+        await asyncio.to_thread(self.carts.put, {"customerId": f"c{n}", "bookId": "b1", "quantity": 1})
+
+
+@contextmanager
+def sender(tmp_path: Path) -> Iterator[Sender]:
+    db = SqliteDatabase(tmp_path / "ap.db", AP, CLOCK)
+    carts = db.table(CARTS)
+    store = CountingReplica(db)
+    feed = ChangeFeed()
+    app = PeerAuthMiddleware(
+        Starlette(routes=replication_routes(store, feed, SCHEMAS, REGIONS, clock=CLOCK)),
+        SECRET,
+        CLOCK,
+        destination=AP,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        with serving(uvicorn.Config(app, log_level="warning", lifespan="off"), sock) as (host, port):
+            yield Sender(f"http://{host}:{port}", carts, store)
+    finally:
+        feed.close()
+        db.close()
+
+
+def us_entry(tmp_path: Path) -> LogEntry:
+    """A change written in us-east-1, as its log holds it."""
+    with SqliteDatabase(tmp_path / "us.db", US, CLOCK) as us:
+        us.table(CARTS).put({"customerId": "from-us", "bookId": "b1", "quantity": 1})
+        return SqliteReplica(us).read_log(0, limit=10, old_images=False).entries[0]
+
+
+async def reads_until(
+    peer: HttpPeer, origins: list[str], connected: asyncio.Event, enough: int
+) -> list[LogRead]:
+    """The stream's batches from the log's start until `enough` entries came."""
+    reads: list[LogRead] = []
+    stream = peer.follow(0, origins=origins)
+    try:
+        async for read in stream:
+            connected.set()
+            reads.append(read)
+            if sum(len(r.entries) for r in reads) >= enough:
+                return reads
+    finally:
+        await stream.aclose()
+        await peer.aclose()
+    return reads
+
+
+def test_two_peers_at_one_position_get_every_change_from_one_read_of_it(tmp_path: Path) -> None:
+    async def run(ap: Sender) -> list[list[LogEntry]]:
+        connected = [asyncio.Event(), asyncio.Event()]
+        following = [
+            asyncio.create_task(reads_until(ap.peer(me), [AP], c, WRITES))
+            for me, c in zip((EU, US), connected, strict=True)
+        ]
+        for event in connected:
+            await asyncio.wait_for(event.wait(), 10)
+        for n in range(WRITES):
+            await ap.put(n)
+            await asyncio.sleep(0.005)
+        return [
+            [e for read in reads for e in read.entries]
+            for reads in await asyncio.wait_for(asyncio.gather(*following), 30)
+        ]
+
+    with sender(tmp_path) as ap:
+        eu, us = asyncio.run(run(ap))
+        rows_read = ap.store.rows_read
+    assert [e.key["customerId"] for e in eu] == [f"c{n}" for n in range(WRITES)]
+    assert [(e.seq, e.version) for e in us] == [(e.seq, e.version) for e in eu]
+    # Each change was read once for both streams (it was twice, once per stream, before they shared).
+    assert rows_read == WRITES
+
+
+def test_rows_a_follower_does_not_ask_for_move_its_position_without_a_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The position's news waits for the next line that carries entries (or for an hour).
+    monkeypatch.setattr(http, "PROGRESS_S", 3600.0, raising=False)
+    relayed = us_entry(tmp_path)
+
+    async def run(ap: Sender) -> list[LogRead]:
+        connected = asyncio.Event()
+        # EU asks AP for us-east-1's changes only (it cannot reach us-east-1): AP's own are not for it.
+        following = asyncio.create_task(reads_until(ap.peer(EU), [US], connected, 1))
+        await asyncio.wait_for(connected.wait(), 10)
+        for n in range(WRITES):
+            await ap.put(n)
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(ap.store.apply, US, [relayed], None)
+        return await asyncio.wait_for(following, 30)
+
+    with sender(tmp_path) as ap:
+        reads = asyncio.run(run(ap))
+    # The first line, then the relayed change with the position past every row before it: not a line
+    # per commit of AP's own (21 lines before).
+    assert [(len(r.entries), r.last_seq) for r in reads] == [(0, 0), (1, WRITES + 1)]
+    assert reads[1].entries[0].key == relayed.key
+
+
+def test_a_follower_hears_of_its_position_past_rows_it_does_not_ask_for(tmp_path: Path) -> None:
+    async def run(ap: Sender) -> LogRead:
+        stream = ap.peer(EU).follow(0, origins=[US])
+        try:
+            first = await anext(stream)
+            assert first.last_seq == 0
+            for n in range(WRITES):
+                await ap.put(n)
+            async for read in stream:
+                if read.last_seq == WRITES:
+                    return read
+        finally:
+            await stream.aclose()
+        raise AssertionError("the stream ended")
+
+    with sender(tmp_path) as ap:
+        read = asyncio.run(asyncio.wait_for(run(ap), 30))
+    assert read.entries == [] and read.head_seq == WRITES
