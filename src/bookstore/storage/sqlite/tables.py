@@ -66,13 +66,15 @@ OLD_DIGESTS = "digests"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Every write hashes its key: copying a hasher made once costs less than making one with its parameters.
 _BLAKE2B_KEY = hashlib.blake2b(digest_size=KEY_HASH_BITS // 8)
-# The writer's page cache and WAL between checkpoints. Each row written updates the key-hash index at a
-# random place (anti-entropy needs it in hash order), so a batch of thousands dirties about one index page
-# per row: with SQLite's 2 MB cache most of those pages are read again for every batch, and with its
-# checkpoint every 1,000 pages each is copied into the file after nearly every batch. A region applying a
-# backlog of 400,000 rows spent 31 us per row in SQLite so, 20 us with these (docs/performance.md).
+# The writer's page cache. Each row written updates the key-hash index at a random place (anti-entropy
+# needs it in hash order), so a batch of thousands dirties about one index page per row: with SQLite's
+# 2 MB cache most of those pages are read again for every batch. A region applying a backlog of 400,000
+# rows spent 31 us per row in SQLite so, 23 us with this cache (docs/performance.md). The WAL keeps
+# SQLite's checkpoint every 1,000 pages: one every 10,000 pages saved 3 us more per row, but each such
+# checkpoint held a commit for tens of ms and put replication's lag p99 at 2, 3 and 5 regions 20-60 ms
+# over the link (python -m bench regions, alternated beside the default).
 WRITER_CACHE_KIB = 64 * 1024
-CHECKPOINT_PAGES = 10_000
+CHECKPOINT_PAGES = None
 
 log = logging.getLogger("bookstore.storage.sqlite")
 
