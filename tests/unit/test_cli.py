@@ -22,7 +22,7 @@ GROUPS = {
     "link": ["cut", "heal", "set", "show"],
     "edge": ["serve"],
     "api": ["break", "repair"],
-    "s3": ["break", "repair"],
+    "s3": ["break", "repair", "rotate-key", "keys"],
     "secrets": ["rotate", "export", "import"],
     "aws": [
         "make-global",
