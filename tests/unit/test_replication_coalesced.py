@@ -9,21 +9,11 @@ import pytest
 
 from bookstore.replication.tables.model import LogEntry, LogRead
 from bookstore.replication.tables.replicator import coalesced
+from tests.support.log_entries import cart_entry
 
 
 def entry(seq: int) -> LogEntry:
-    return LogEntry(
-        seq=seq,
-        table="carts",
-        kind="MODIFY",
-        key={"customerId": "c1", "bookId": f"b{seq}"},
-        new={"customerId": "c1", "bookId": f"b{seq}", "quantity": 1},
-        old=None,
-        origin="eu-west-1",
-        version=(1_765_000_000_000 + seq, "eu-west-1"),
-        previous=None,
-        written_ms=1_765_000_000_000 + seq,
-    )
+    return cart_entry(seq, "eu-west-1")
 
 
 def line(seq: int, head: int, entries: int = 1) -> LogRead:

@@ -12,23 +12,13 @@ import pytest
 from bookstore.replication.tables.batches import EncodedBatch, SharedReads, encoded
 from bookstore.replication.tables.model import LogEntry, LogRead, LogTrimmed, SnapshotPage
 from bookstore.replication.tables.wire import entry_json
+from tests.support.log_entries import cart_entry
 
 AP, EU, US = "ap-southeast-1", "eu-west-1", "us-east-1"
 
 
 def entry(seq: int, origin: str = AP) -> LogEntry:
-    return LogEntry(
-        seq=seq,
-        table="carts",
-        kind="MODIFY",
-        key={"customerId": "c1", "bookId": f"b{seq}"},
-        new={"customerId": "c1", "bookId": f"b{seq}", "quantity": 1},
-        old=None,
-        origin=origin,
-        version=(1_765_000_000_000 + seq, origin),
-        previous=None,
-        written_ms=1_765_000_000_000 + seq,
-    )
+    return cart_entry(seq, origin)
 
 
 class Log:
