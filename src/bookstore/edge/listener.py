@@ -203,12 +203,14 @@ class _Direct:
             return
         protocol = self.protocol
         length = reply.length if reply.length is not None else b"%d" % len(reply.body)
-        lines = [b": ".join(header) for header in reply.headers]
-        lines.append(b"content-length: " + length)
+        # map over a C method: no Python frame per header.
+        lines = b"\r\n".join(map(b": ".join, reply.headers))
         data = b"".join(
             [
                 STATUS_LINE[reply.status],
-                b"\r\n".join(lines),
+                lines,
+                b"\r\ncontent-length: " if lines else b"content-length: ",
+                length,
                 b"\r\n\r\n" if self.keep_alive else b"\r\nconnection: close\r\n\r\n",
                 reply.body if self.method != "HEAD" else b"",
             ]
@@ -298,8 +300,14 @@ class EdgeProtocol(BoundedHttpProtocol):
             self._asgi_scope()
             super().on_headers_complete()
             return
-        parsed = httptools.parse_url(self.url)
-        raw_path: bytes = parsed.path
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:
+            # The origin form every client sends: split here, as httptools.parse_url would (which costs
+            # ten times as much, a URL object per request).
+            raw_path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
@@ -316,7 +324,7 @@ class EdgeProtocol(BoundedHttpProtocol):
             parser.get_method().decode("ascii"),
             path,
             raw_path,
-            parsed.query or b"",
+            query,
             self.headers,
             record,
             parser.get_http_version() != "1.0" and parser.should_keep_alive(),

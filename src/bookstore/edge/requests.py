@@ -119,7 +119,8 @@ def inspect_parts(
         raise refuse(414, "URITooLong", f"the URL is longer than {MAX_URL_BYTES} bytes", "url")
     if not path.startswith("/"):
         raise refuse(400, "BadRequest", "the request target must be a path starting with '/'", "path")
-    if _UNSAFE_PATH(path) is not None:
+    # Printable ASCII holds none of them (the usual path, checked without the regular expression).
+    if not (path.isascii() and path.isprintable() and "\\" not in path) and _UNSAFE_PATH(path) is not None:
         raise refuse(400, "BadRequest", "the path holds control characters or backslashes", "path")
     if "/." in path:
         for segment in path.split("/"):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bookstore.config import DEFAULT_DELAYS_MS, Topology
-from bookstore.edge.health import Kind, Target, now_ms
+from bookstore.edge.health import KINDS, Target, now_ms
 
 log = logging.getLogger("bookstore.edge.routing")
 
@@ -59,6 +59,11 @@ class Routing:
         self.default_client = wanted if wanted in self.regions else topology.home_region
         # By client location: every region, nearest first (ties: topology order).
         self.nearest = {c: self._by_latency(c) for c in self.regions}
+        # The same with each region's target, by kind and client location: an order costs no lookup.
+        self._nearest_targets = {
+            kind: {c: [(r, targets[f"{kind}:{r}"]) for r in self.nearest[c]] for c in self.regions}
+            for kind in KINDS
+        }
         home = topology.home_region
         self.origin_order = [home, *[r for r in self.nearest[home] if r != home]]
         self.blog_primary = home
@@ -100,26 +105,24 @@ class Routing:
 
     # orders -----------------------------------------------------------------------------------------
 
-    def _order(self, kind: Kind, preferred: Sequence[str]) -> list[str]:
-        targets = self.targets
-        healthy = [r for r in preferred if targets[f"{kind}:{r}"].routable]
-        if len(healthy) == len(preferred):
-            return list(preferred)
-        if not self.fail_open:
+    def _order(self, preferred: Sequence[tuple[str, Target]]) -> list[str]:
+        healthy = [r for r, target in preferred if target.routable]
+        if len(healthy) == len(preferred) or not self.fail_open:
             return healthy
-        return healthy + [r for r in preferred if r not in healthy]
+        return healthy + [r for r, _ in preferred if r not in healthy]
 
     def api_order(self, client: str) -> list[str]:
         """Regions for an API request from `client`: nearest healthy first."""
-        return self._order("api", self.nearest[client])
+        return self._order(self._nearest_targets["api"][client])
 
     def blog_order(self) -> list[str]:
         """The blog's failover record: its primary, then the replicas nearest to it."""
-        return self._order("blog", self.nearest[self.blog_primary])
+        return self._order(self._nearest_targets["blog"][self.blog_primary])
 
     def static_order(self) -> list[str]:
         """The origin group: the home bucket, then the others nearest to it; failed ones last."""
-        return self._order("s3", self.origin_order)
+        targets = self.targets
+        return self._order([(r, targets[f"s3:{r}"]) for r in self.origin_order])
 
     # answers ----------------------------------------------------------------------------------------
 

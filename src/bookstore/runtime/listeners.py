@@ -151,9 +151,11 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
         if self._in_head:
             if self._head_since is None:
                 self._head_begins()
-            window = self._tail + data
+            tail = self._tail
+            # Most heads arrive whole: no tail to prepend, no copy of the bytes.
+            window = tail + data if tail else data
             end = window.find(b"\r\n\r\n")
-            size = self._head_bytes + (end + 4 - len(self._tail) if end >= 0 else len(data))
+            size = self._head_bytes + (end + 4 - len(tail) if end >= 0 else len(data))
             # Counted before the parser sees the bytes: it never holds more than the limit.
             if size > self.limits.max_head_bytes:
                 self._answer(
