@@ -201,6 +201,24 @@ def test_requests_on_one_connection_are_forwarded_with_the_edges_headers(edge: E
         assert "x-client-region" not in sent and sent["host"].endswith(str(edge.topology.region(EU).api_port))
 
 
+def test_every_form_of_request_target_is_forwarded_as_its_path_and_query(edge: Edge) -> None:
+    # The origin form is split by the listener itself; the absolute form and a fragment go through
+    # httptools.parse_url: both must forward the same path and query.
+    host = edge.host_header.decode()
+    targets = [
+        "/api/books/bk-1?x=1&y=%20",
+        f"http://{host}/api/books/bk-1?x=1&y=%20",
+        "/api/books/bk-1?x=1&y=%20#part",
+    ]
+    for target in targets:
+        answers, _ = edge.exchange(edge.get(target), 1)
+        assert answers and answers[0].status == 200, target
+        echo = answers[0].json()
+        assert (echo["path"], echo["query"]) == ("/books/bk-1", "x=1&y=%20"), target
+    answers, _ = edge.exchange(edge.get("/api/books/bk-1?"), 1)
+    assert (answers[0].json()["path"], answers[0].json()["query"]) == ("/books/bk-1", "")
+
+
 def test_pipelined_requests_of_both_kinds_are_answered_in_order(edge: Edge) -> None:
     requests = (
         edge.get("/api/books/one")
