@@ -1,7 +1,12 @@
 # The two commands a new user runs are `make up` and `make test`; both set up .venv on first use.
 # `make up` installs only the runtime packages; `make test`, `make check` and the rest add the development
 # extras. Both install the exact versions of requirements.lock (pip constraints).
-PY ?= python3
+# The virtualenv's interpreter: the distribution's /usr/bin/python3 when it is the lock's 3.11 and can make
+# a virtualenv, else the first python3 on the PATH; `make PY=...` chooses another. Debian builds its
+# CPython with PGO and LTO; a source build without them (pyenv's) spent 2-30 % more CPU per request in
+# the edge and a region's API (docs/performance.md, "The edge against nginx after fewer calls ...").
+PY ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
