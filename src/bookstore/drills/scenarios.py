@@ -68,7 +68,7 @@ class Control:
         region_id, switches = asked
         region = topology.region(region_id)
         secret = operator_secret(self.data_dir)
-        return await switch_faults(region.api_url, region.id, secret, SystemClock(), **switches)
+        return await switch_faults(region.api_url, region.id, secret, SystemClock(), switches)
 
     def note(self, kind: str, message: str) -> None:
         self.events.append(Event(atS=round(self.now_s(), 3), kind=kind, message=message))
