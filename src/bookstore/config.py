@@ -297,6 +297,12 @@ class Topology(BaseModel):
             if self.simulated_links:
                 # A proxy's link address is not the one in the region's certificate.
                 raise ValueError('[tls] enabled = true needs direct links between hosts (links = "direct")')
+            if self.supervised:
+                # `up` runs every region on this one machine, where nothing crosses a network to encrypt.
+                raise ValueError(
+                    "[tls] enabled = true is for regions on separate hosts: it needs supervised = false "
+                    "(each host runs `bookstore region serve`)"
+                )
             # Copies (the defaults are shared); the scheme is private, so it follows [tls] alone.
             regions = tuple(r.model_copy() for r in self.regions)
             for r in regions:

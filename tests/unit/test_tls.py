@@ -26,7 +26,7 @@ ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\
 
 
 def tls_topology(**tls: object) -> Topology:
-    return Topology.model_validate({"links": "direct", "tls": {"enabled": True, **tls}})
+    return Topology.model_validate({"links": "direct", "supervised": False, "tls": {"enabled": True, **tls}})
 
 
 def test_without_tls_every_url_is_plain_http() -> None:
@@ -49,13 +49,19 @@ def test_with_tls_every_region_url_is_https_and_the_defaults_stay_plain() -> Non
 
 def test_tls_needs_direct_links(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match='links = "direct"'):
-        Topology.model_validate({"tls": {"enabled": True}})
+        Topology.model_validate({"supervised": False, "tls": {"enabled": True}})
+    # `up` on one machine: nothing crosses a network, and one host certificate would serve every region.
+    with pytest.raises(ValidationError, match="supervised = false"):
+        Topology.model_validate({"links": "direct", "tls": {"enabled": True}})
     # From a file and from the environment, as an operator sets it.
     path = tmp_path / "topology.toml"
-    path.write_text('links = "direct"\n[tls]\nenabled = true\nca = "/etc/bookstore/ca.crt"\n')
+    path.write_text(
+        'links = "direct"\nsupervised = false\n[tls]\nenabled = true\nca = "/etc/bookstore/ca.crt"\n'
+    )
     loaded = Topology.load(path, environ={})
     assert loaded.tls.enabled and loaded.tls.ca == "/etc/bookstore/ca.crt"
-    assert Topology.load(environ={"BOOKSTORE_LINKS": "direct", "BOOKSTORE_TLS__ENABLED": "true"}).tls.enabled
+    environ = {"BOOKSTORE_LINKS": "direct", "BOOKSTORE_SUPERVISED": "false", "BOOKSTORE_TLS__ENABLED": "true"}
+    assert Topology.load(environ=environ).tls.enabled
 
 
 def test_the_material_is_found_under_the_data_directory_or_missing_says_how_to_make_it(
