@@ -8,6 +8,7 @@ the operator's commands run on two more hosts that hold only the CA's certificat
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import time
@@ -231,6 +232,17 @@ def test_a_plaintext_client_and_a_client_trusting_another_ca_are_refused(
                 timeout=5,
             ),
         )
+
+
+def test_a_drill_attaches_over_tls_and_breaks_the_home_api_through_the_region_itself(
+    deployment: Deployment,
+) -> None:
+    args = ("drill", "api-break", "--attach", "--duration", "12", "--rate", "10", "--json")
+    done = deployment.cli("operator", *args, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    record = json.loads(done.stdout)
+    assert record["passed"], [c for c in record["checks"] if not c["held"]]
+    assert [f["name"] for f in record["faults"]] == ["API mapping removed"]
 
 
 def test_the_edge_fails_over_over_tls_when_a_region_is_killed_and_returns(deployment: Deployment) -> None:
