@@ -12,107 +12,41 @@ import json
 import shutil
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from bookstore.config import Topology
-from bookstore.runtime.certificates import init_ca, issue
+from bookstore.runtime.certificates import init_ca
 from bookstore.runtime.tls import CA_CERT, HOST_CERT, HOST_KEY, TLS_DIR
 from tests.support import waiting
 from tests.support.hosts import Hosts, separate_hosts, tail
 from tests.support.prerequisites import require_netns
+from tests.system.test_separate_hosts import AP, EU, HOSTS, REGION_HOST, WAIT_S
+from tests.system.test_separate_hosts import Deployment as HostsDeployment
+from tests.system.test_separate_hosts import topology_text as plain_topology_text
 
 pytestmark = pytest.mark.system
 
-EU, AP = "eu-west-1", "ap-southeast-1"
 PASSWORD = "tls-hosts-password"
-WAIT_S = 60.0
-T = TypeVar("T")
-
-HOSTS = {"eu": 1, "ap": 2, "edge": 10, "operator": 20}
-REGION_HOST = {EU: "eu", AP: "ap"}
 
 
 def topology_text(hosts: Hosts) -> str:
-    """Regions at their hosts' addresses, direct links, no supervisor, TLS on; the edge on its own host."""
-    edge = hosts.address["edge"]
-    lines = [
-        f'home_region = "{EU}"',
-        f'active = ["{EU}", "{AP}"]',
-        'links = "direct"',
-        "supervised = false",
-        "",
-        "[tls]",
-        "enabled = true",
-        "",
-        "[edge]",
-        f'address = "{edge}"',
-        f'dns_address = "{edge}"',
-        "",
-        "[replication]",
-        "anti_entropy_s = 2.0",
-        "anti_entropy_settle_s = 1.0",
-        "",
-    ]
-    for region in Topology().regions:
-        if region.id in REGION_HOST:
-            lines += [
-                "[[regions]]",
-                f'id = "{region.id}"',
-                f'name = "{region.name}"',
-                f'flag = "{region.flag}"',
-                f'address = "{hosts.address[REGION_HOST[region.id]]}"',
-                f"location = [{region.location[0]}, {region.location[1]}]",
-                "",
-            ]
-    return "\n".join(lines)
+    """The separate hosts' topology (direct links, no supervisor, the edge on its own host), TLS on."""
+    return plain_topology_text(hosts) + "\n[tls]\nenabled = true\n"
 
 
-@dataclass
-class Deployment:
-    """The hosts, the topology they share, each host's data directory, the CA and the running regions."""
-
-    hosts: Hosts
-    topology: Topology
-    topology_file: Path
-    root: Path
-    regions: dict[str, Any]
-
-    def data(self, host: str) -> Path:
-        return self.root / host / "data"
+class Deployment(HostsDeployment):
+    """The separate hosts' deployment; the operator's requests verify the regions with the deployment's CA."""
 
     @property
     def ca(self) -> ssl.SSLContext:
-        """What the operator's own requests verify the regions with: the deployment's CA only."""
+        """The deployment's CA only (what the operator's host holds in its data directory)."""
         return ssl.create_default_context(cafile=str(self.data("operator") / TLS_DIR / CA_CERT))
-
-    def cli(self, host: str, *args: str, check: bool = True) -> Any:
-        topology = [] if args[0] in ("secrets", "tls") else ["--topology", str(self.topology_file)]
-        more = [*topology, "--data-dir", str(self.data(host))]
-        return self.hosts.bookstore(host, *args, *more, check=check)
-
-    def serve_region(self, region_id: str) -> None:
-        host = REGION_HOST[region_id]
-        args = ["region", "serve", "--region", region_id, "--topology", str(self.topology_file)]
-        log = self.root / host / "region.log"
-        self.regions[region_id] = self.hosts.start(host, [*args, "--data-dir", str(self.data(host))], log)
-        url = self.topology.region(region_id).api_url
-        self.wait(
-            f"{region_id} healthy at {url} ({tail(log, 5)})",
-            lambda: self.status_of(url + "/health"),
-            200,
-        )
-
-    def stop_region(self, region_id: str) -> None:
-        process = self.regions.pop(region_id)
-        process.kill()
-        process.wait()
 
     def get(self, url: str, verify: ssl.SSLContext | bool | None = None, **kwargs: Any) -> httpx.Response:
         """A GET from the operator's host, verifying with the deployment's CA unless told otherwise."""
@@ -122,14 +56,28 @@ class Deployment:
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.hosts.inside("operator", lambda: httpx.post(url, timeout=10, verify=self.ca, **kwargs))
 
+    def tls(self, *args: str) -> None:
+        """`bookstore tls ARGS` on the operator's host (where the CA is kept)."""
+        self.hosts.bookstore("operator", "tls", *args, "--data-dir", str(self.data("operator")))
+
+    def stop_region(self, region_id: str) -> None:
+        process = self.regions.pop(region_id)
+        process.kill()
+        process.wait()
+
+    def start_region(self, region_id: str) -> Path:
+        """`region serve` on the region's host without waiting for it; returns its log."""
+        host = REGION_HOST[region_id]
+        args = ["region", "serve", "--region", region_id, "--topology", str(self.topology_file)]
+        log = self.root / host / "region.log"
+        self.regions[region_id] = self.hosts.start(host, [*args, "--data-dir", str(self.data(host))], log)
+        return log
+
     def status_of(self, url: str, **kwargs: Any) -> int | None:
         try:
             return self.get(url, **kwargs).status_code
         except httpx.HTTPError:
             return None
-
-    def wait(self, what: str, probe: Callable[[], T], wanted: object, timeout: float = WAIT_S) -> T:
-        return waiting.wait_for(what, probe, lambda value: value == wanted, timeout)
 
     def truth(self, client_region: str = EU) -> str | None:
         """The region the edge serves a shopper in `client_region` from (plain HTTP to the edge)."""
@@ -139,10 +87,6 @@ class Deployment:
         except httpx.HTTPError:
             return None
         return str(answer.json()["regionId"]) if answer.status_code == 200 else None
-
-    def give_certificate(self, host: str, *addresses: str) -> None:
-        """Issue `host` a certificate for `addresses` from the deployment's CA, into its data directory."""
-        issue(self.data("operator") / TLS_DIR, self.data(host) / TLS_DIR, names=(), addresses=addresses)
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +99,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         d = Deployment(hosts, Topology.load(topology_file), topology_file, root, {})
         # The documented steps: the CA on the operator's machine, a certificate per region host, the CA's
         # certificate alone for the hosts that only connect (edge, operator); the credentials carried over.
-        d.cli("operator", "tls", "init")
+        d.tls("init")
         for region_id, host in REGION_HOST.items():
-            address = d.topology.region(region_id).address
-            d.cli("operator", "tls", "issue", "--ip", address, "--out", str(d.data(host) / TLS_DIR))
+            d.tls("issue", "--ip", d.topology.region(region_id).address, "--out", str(d.data(host) / TLS_DIR))
         (d.data("edge") / TLS_DIR).mkdir(parents=True)
         shutil.copy(d.data("operator") / TLS_DIR / CA_CERT, d.data("edge") / TLS_DIR / CA_CERT)
         exported = root / "credentials.json"
@@ -264,13 +207,9 @@ def test_a_region_presenting_another_hosts_certificate_is_refused_by_its_clients
     kept = {name: (deployment.data("ap") / TLS_DIR / name).read_bytes() for name in (HOST_CERT, HOST_KEY)}
     deployment.stop_region(AP)
     # Singapore's host now holds a certificate from the right CA, but for Ireland's address.
-    deployment.give_certificate("ap", eu_address)
+    deployment.tls("issue", "--ip", eu_address, "--out", str(deployment.data("ap") / TLS_DIR))
     try:
-        log = deployment.root / "ap" / "region.log"
-        args = ["region", "serve", "--region", AP, "--topology", str(deployment.topology_file)]
-        deployment.regions[AP] = deployment.hosts.start(
-            "ap", [*args, "--data-dir", str(deployment.data("ap"))], log
-        )
+        log = deployment.start_region(AP)
         # It serves, but no client between hosts takes it for Singapore: the operator's...
         mismatch = waiting.wait_for(
             f"Singapore serving ({tail(log, 5)})",

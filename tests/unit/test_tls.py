@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -88,7 +89,7 @@ def test_init_writes_the_ca_key_0600_and_refuses_to_replace_a_ca_silently(tmp_pa
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     with pytest.raises(CertificateError, match="--replace"):
         init_ca(tmp_path)
-    assert init_ca(tmp_path, replace=True).read_bytes() != cert.public_bytes(_pem())
+    assert init_ca(tmp_path, replace=True).read_bytes() != cert.public_bytes(Encoding.PEM)
 
 
 def test_issue_names_the_host_in_its_san_and_writes_its_key_0600(tmp_path: Path) -> None:
@@ -122,12 +123,6 @@ def test_the_tls_commands_make_the_material_and_refuse_clearly(tmp_path: Path) -
     host = tmp_path / "data/tls/hosts/eu"
     assert sorted(p.name for p in host.iterdir()) == ["ca.crt", "host.crt", "host.key"]
     assert stat.S_IMODE((host / "host.key").stat().st_mode) == 0o600
-
-
-def _pem() -> object:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.PEM
 
 
 def _material(root: Path, *addresses: str) -> TlsFiles:
