@@ -20,7 +20,7 @@ from bookstore.cli import app
 from bookstore.config import DEFAULT_REGIONS, Topology, link_url
 from bookstore.edge.upstream import Origin, UpstreamError
 from bookstore.runtime.certificates import CertificateError, init_ca, issue
-from bookstore.runtime.tls import TlsFiles, TlsMaterialMissing, client_context, tls_files, verify
+from bookstore.runtime.tls import TlsFiles, TlsMaterialError, client_context, tls_files, verify
 
 EU, AP = "eu-west-1", "ap-southeast-1"
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
@@ -70,16 +70,21 @@ def test_the_material_is_found_under_the_data_directory_or_missing_says_how_to_m
 ) -> None:
     assert tls_files(Topology(), tmp_path) is None
     assert verify(Topology(), tmp_path) is True
-    with pytest.raises(TlsMaterialMissing, match="bookstore tls init"):
+    with pytest.raises(TlsMaterialError, match="bookstore tls init"):
         tls_files(tls_topology(), tmp_path)
     init_ca(tmp_path / "tls")
     # A client needs the CA only; a server its certificate and key too.
     assert isinstance(client_context(tls_topology(), tmp_path), ssl.SSLContext)
-    with pytest.raises(TlsMaterialMissing, match=r"host\.crt"):
+    with pytest.raises(TlsMaterialError, match=r"host\.crt"):
         tls_files(tls_topology(), tmp_path)
     issue(tmp_path / "tls", tmp_path / "tls", names=(), addresses=("127.0.0.1",))
     files = tls_files(tls_topology(), tmp_path)
     assert files == TlsFiles(tmp_path / "tls/ca.crt", tmp_path / "tls/host.crt", tmp_path / "tls/host.key")
+    # A key that is not the certificate's (issued again beside it) is said at start, not in a traceback.
+    other = issue(tmp_path / "tls", tmp_path / "other", names=(), addresses=("127.0.0.1",))
+    files.key.write_bytes(other.key.read_bytes())
+    with pytest.raises(TlsMaterialError, match="cannot be used"):
+        tls_files(tls_topology(), tmp_path)
 
 
 def test_init_writes_the_ca_key_0600_and_refuses_to_replace_a_ca_silently(tmp_path: Path) -> None:

@@ -115,22 +115,22 @@ def require_shared_credentials(topo: Topology, data_dir: Path) -> None:
 def client_tls(topo: Topology, data_dir: Path) -> ssl.SSLContext | None:
     """The context this host's clients verify the regions with ([tls] on), else None; exits (2) naming
     the missing CA certificate and how to make it."""
-    from bookstore.runtime.tls import TlsMaterialMissing, client_context
+    from bookstore.runtime.tls import TlsMaterialError, client_context
 
     try:
         return client_context(topo, data_dir)
-    except TlsMaterialMissing as exc:
+    except TlsMaterialError as exc:
         fail(str(exc), 2)
 
 
 def ca_bundle(topo: Topology, data_dir: Path) -> Path | None:
     """The deployment's CA certificate ([tls] on) for clients that take a file (boto3), else None; exits
     (2) as client_tls does when it is missing."""
-    from bookstore.runtime.tls import TlsMaterialMissing, tls_files
+    from bookstore.runtime.tls import TlsMaterialError, tls_files
 
     try:
         files = tls_files(topo, data_dir, server=False)
-    except TlsMaterialMissing as exc:
+    except TlsMaterialError as exc:
         fail(str(exc), 2)
     return files.ca if files is not None else None
 

@@ -23,7 +23,7 @@ def region_serve(
 ) -> None:
     """Serve one region's API on its loopback address until stopped."""
     from bookstore.region.process import serve
-    from bookstore.runtime.tls import TlsMaterialMissing
+    from bookstore.runtime.tls import TlsMaterialError
     from bookstore.storage.local.ownership import DataDirInUse
 
     topo = with_log_format(load_topology(topology), log_format)
@@ -37,7 +37,7 @@ def region_serve(
     except DataDirInUse as exc:
         # Two processes serving one region's directory would undo each other's start-up work.
         fail(exc.message)
-    except TlsMaterialMissing as exc:
+    except TlsMaterialError as exc:
         fail(str(exc), 2)
 
 

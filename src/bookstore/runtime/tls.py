@@ -14,8 +14,8 @@ TLS_DIR = "tls"
 CA_CERT, CA_KEY, HOST_CERT, HOST_KEY = "ca.crt", "ca.key", "host.crt", "host.key"
 
 
-class TlsMaterialMissing(Exception):
-    """[tls] is enabled but a file it names is not there: says which, and how to make it."""
+class TlsMaterialError(Exception):
+    """[tls] is enabled but a file it names is not there or not usable: says which, and what to do."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def tls_files(topology: Topology, data_dir: Path, *, server: bool = True) -> Tls
     """The host's material when [tls] is enabled (relative paths under `data_dir`), else None.
 
     `server`: the host serves too, so its certificate and key must be there (a client needs the CA only).
-    Raises TlsMaterialMissing naming a missing file and the command that makes it.
+    Raises TlsMaterialError naming a missing file and the command that makes it.
     """
     settings = topology.tls
     if not settings.enabled:
@@ -54,11 +54,17 @@ def tls_files(topology: Topology, data_dir: Path, *, server: bool = True) -> Tls
     needed = [files.ca, files.cert, files.key] if server else [files.ca]
     for path in needed:
         if not path.is_file():
-            raise TlsMaterialMissing(
+            raise TlsMaterialError(
                 f"[tls] is enabled but {path} is missing: make the CA once (`bookstore tls init`), a "
                 "certificate per host (`bookstore tls issue --host NAME --ip ADDRESS`), and copy the "
                 f"host's directory to {data_dir / TLS_DIR}"
             )
+    try:
+        # Loaded once here so that a key that is not the certificate's, or a file that is no PEM, is
+        # said in one line at start rather than in a listener's traceback.
+        files.server_context() if server else files.client_context()
+    except (ssl.SSLError, ValueError) as exc:
+        raise TlsMaterialError(f"[tls] material in {data_dir / TLS_DIR} cannot be used: {exc}") from None
     return files
 
 
