@@ -144,6 +144,9 @@ def test_regions_speak_tls_and_tables_replicate_both_ways(deployment: Deployment
     for region, peer in ((eu, AP), (ap, EU)):
         status = deployment.get(region.api_url + "/status").json()
         assert status["replication"]["peers"][peer]["connected"], status["replication"]
+    # The operator's `status` reads each region over TLS too.
+    shown = deployment.cli("operator", "status", "--json")
+    assert {r["regionId"]: r["healthy"] for r in json.loads(shown.stdout)["regions"]} == {EU: True, AP: True}
 
 
 def test_a_plaintext_client_and_a_client_trusting_another_ca_are_refused(
