@@ -109,6 +109,9 @@ def test_issue_names_the_host_in_its_san_and_writes_its_key_0600(tmp_path: Path)
     assert done.ca.read_bytes() == (tmp_path / "ca" / "ca.crt").read_bytes()
     with pytest.raises(CertificateError, match="--ip takes"):
         issue(tmp_path / "ca", tmp_path / "x", names=(), addresses=("10.0.0",))
+    for bad in ("../etc", "a b", "-eu.example", "eu..example"):
+        with pytest.raises(CertificateError, match="not a DNS name"):
+            issue(tmp_path / "ca", tmp_path / "x", names=(bad,), addresses=())
     with pytest.raises(CertificateError, match="--host NAME"):
         issue(tmp_path / "ca", tmp_path / "x", names=(), addresses=())
     with pytest.raises(CertificateError, match="bookstore tls init"):

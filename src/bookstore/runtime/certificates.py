@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from bookstore.runtime.tls import CA_CERT, CA_KEY, HOST_CERT, HOST_KEY
 
 CA_DAYS = 3650
 HOST_DAYS = 825
+# A DNS name as a certificate's SAN holds it: labels of letters, digits and hyphens (a leading "*." too).
+HOST_NAME = re.compile(r"(\*\.)?(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 
 
 class CertificateError(Exception):
@@ -92,6 +95,10 @@ def issue(
         ips = [ipaddress.ip_address(a) for a in addresses]
     except ValueError as exc:
         raise CertificateError(f"{exc}: --ip takes an IPv4 or IPv6 address") from None
+    for name in names:
+        if not HOST_NAME.fullmatch(name):
+            # It also names the output directory: no path may hide in it.
+            raise CertificateError(f"{name!r} is not a DNS name: --host takes one such as eu.example.com")
     ca_cert, ca_key = _load_ca(ca_directory)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
