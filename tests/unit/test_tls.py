@@ -199,3 +199,24 @@ def test_clients_accept_their_ca_and_refuse_another_ca_another_name_and_plain_te
                     await _httpx_get(port, trusting)
 
     asyncio.run(run())
+
+
+def test_a_region_or_an_edge_without_its_material_refuses_to_start(tmp_path: Path) -> None:
+    runner = CliRunner()
+    topology = tmp_path / "hosts.toml"
+    topology.write_text('links = "direct"\nsupervised = false\n[tls]\nenabled = true\n')
+    data = tmp_path / "data"
+    # The deployment's credentials are there (a host with none is refused before TLS is looked at).
+    assert (
+        runner.invoke(app, ["secrets", "export", str(tmp_path / "c.json"), "--data-dir", str(data)]).exit_code
+        == 0
+    )
+    common = ["--topology", str(topology), "--data-dir", str(data)]
+    for command in (["region", "serve", "--region", EU], ["edge", "serve"]):
+        refused = runner.invoke(app, [*command, *common])
+        assert refused.exit_code == 2, refused.output
+        assert "ca.crt is missing" in refused.output and "bookstore tls init" in refused.output
+    # With the CA alone the edge could start; a region still wants its own certificate and key.
+    init_ca(data / "tls")
+    refused = runner.invoke(app, ["region", "serve", "--region", EU, *common])
+    assert refused.exit_code == 2 and "host.crt is missing" in refused.output

@@ -27,9 +27,9 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
-    logs.configure(region_id, log_format=topology.observability.log_format)
     # Checked before anything starts: a region without its certificate must not serve in plain text.
     material = tls.tls_files(topology, data_dir)
+    logs.configure(region_id, log_format=topology.observability.log_format)
     # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
     composed = compose(topology, region_id, data_dir, tracing.configure(topology, region_id))
     # What start-up built lives as long as the process: kept out of every later collection.
