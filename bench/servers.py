@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -29,9 +30,16 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 @contextlib.contextmanager
 def running(
-    argv: Sequence[str], ready_url: str, log: Path, *, core: int | None, timeout_s: float = 60.0
+    argv: Sequence[str],
+    ready_url: str,
+    log: Path,
+    *,
+    core: int | None,
+    timeout_s: float = 60.0,
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run argv (pinned to core) until the block ends; ready once ready_url answers 200."""
+    """Run argv (pinned to core) until the block ends; ready once ready_url answers 200 (`verify`: its
+    certificate's CA, for a server with TLS)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(pin(argv, core), stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -40,7 +48,7 @@ def running(
             if proc.poll() is not None:
                 raise BenchError(f"{' '.join(argv)} exited {proc.returncode} at start:\n{_tail(log)}")
             try:
-                if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                if httpx.get(ready_url, timeout=1.0, verify=verify).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bookstore.kernel.settings import SettingsError, env_overrides, merged, sources, unknown_keys
 
@@ -69,10 +69,16 @@ class Region(BaseModel):
     # administrative one (mysql://root:password@host:port) that runs its replication.
     blog_dsn: str | None = None
     blog_admin_dsn: str | None = None
+    # "https" when the topology's [tls] is enabled: set by the topology, not by a region's own table.
+    _scheme: str = PrivateAttr(default="http")
+
+    @property
+    def scheme(self) -> str:
+        return self._scheme
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.address}:{self.api_port}"
+        return f"{self._scheme}://{self.address}:{self.api_port}"
 
     @property
     def listen_address(self) -> str:
@@ -80,7 +86,7 @@ class Region(BaseModel):
 
     @property
     def s3_url(self) -> str:
-        return f"http://{self.address}:{self.s3_port}"
+        return f"{self._scheme}://{self.address}:{self.s3_port}"
 
 
 class Storage(BaseModel):
@@ -211,6 +217,19 @@ class Edge(BaseModel):
         return self.health or HEALTH_PRESETS[self.health_preset]
 
 
+class Tls(BaseModel):
+    """TLS between hosts: every region's listeners present the host's certificate, every client between
+    hosts verifies it against the deployment's CA (`bookstore tls init|issue` make them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    # Paths; a relative one is under the host's data directory, where `tls issue`'s files are copied.
+    ca: str = "tls/ca.crt"
+    cert: str = "tls/host.crt"
+    key: str = "tls/host.key"
+
+
 class Observability(BaseModel):
     """Logs and traces: what a process writes for an operator's tools (issue 18)."""
 
@@ -252,6 +271,7 @@ class Topology(BaseModel):
     # The edge process and its DNS server (bookstore.edge).
     edge: Edge = Field(default_factory=Edge)
     observability: Observability = Field(default_factory=Observability)
+    tls: Tls = Field(default_factory=Tls)
     # Lifetime of access tokens, seconds.
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -273,6 +293,21 @@ class Topology(BaseModel):
                     'supervised = false needs direct links (links = "direct"); '
                     f"simulated: {', '.join(simulated)}"
                 )
+        if self.tls.enabled:
+            if self.simulated_links:
+                # A proxy's link address is not the one in the region's certificate.
+                raise ValueError('[tls] enabled = true needs direct links between hosts (links = "direct")')
+            if self.supervised:
+                # `up` runs every region on this one machine, where nothing crosses a network to encrypt.
+                raise ValueError(
+                    "[tls] enabled = true is for regions on separate hosts: it needs supervised = false "
+                    "(each host runs `bookstore region serve`)"
+                )
+            # Copies (the defaults are shared); the scheme is private, so it follows [tls] alone.
+            regions = tuple(r.model_copy() for r in self.regions)
+            for r in regions:
+                r._scheme = "https"
+            object.__setattr__(self, "regions", regions)
         if self.storage.blog == "mysql":
             for r in self.regions:
                 if r.id not in self.active:
@@ -452,4 +487,5 @@ def link_address(topology: Topology, src: str, dst: str) -> str:
 def link_url(topology: Topology, src: str, dst: str, port: int | None = None) -> str:
     """The base URL at which region `src` reaches `dst`'s service on `port` (default: dst's API port)."""
     target = topology.region(dst)
-    return f"http://{link_address(topology, src, dst)}:{port if port is not None else target.api_port}"
+    port = port if port is not None else target.api_port
+    return f"{target.scheme}://{link_address(topology, src, dst)}:{port}"

@@ -30,7 +30,7 @@ class SwitchBreaker:
         self.calls: list[str] = []
 
     def _switch(self, api: str) -> None:
-        asyncio.run(switch_faults(self.home.api_url, self.home.id, self.secret, SystemClock(), api=api))
+        asyncio.run(switch_faults(self.home.api_url, self.home.id, self.secret, SystemClock(), {"api": api}))
 
     def break_api(self) -> None:
         self.calls.append("break")

@@ -24,6 +24,7 @@ GROUPS = {
     "api": ["break", "repair"],
     "s3": ["break", "repair", "rotate-key", "keys"],
     "secrets": ["rotate", "export", "import"],
+    "tls": ["init", "issue"],
     "aws": [
         "make-global",
         "describe-global",

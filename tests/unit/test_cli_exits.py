@@ -44,7 +44,7 @@ def test_status_exits_1_when_a_region_or_the_control_api_does_not_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, Any], code: int, said: str | None
 ) -> None:
     monkeypatch.setenv(TOKEN_ENV, "a-token")
-    monkeypatch.setattr(status, "collect", lambda topology, token: report)
+    monkeypatch.setattr(status, "collect", lambda topology, token, verify=True: report)
     for as_json in ([], ["--json"]):
         result = CliRunner().invoke(app, ["status", "--data-dir", str(tmp_path), *as_json])
         assert result.exit_code == code, result.output

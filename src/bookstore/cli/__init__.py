@@ -25,6 +25,7 @@ from bookstore.cli import (
     region,
     s3,
     system,
+    tls,
     users,
 )
 
@@ -68,6 +69,7 @@ faults.s3_app.command("rotate-key")(s3.rotate_key)
 faults.s3_app.command("keys")(s3.keys)
 app.add_typer(faults.s3_app, name="s3")
 app.add_typer(credentials.secrets_app, name="secrets")
+app.add_typer(tls.app, name="tls")
 app.add_typer(aws.app, name="aws")
 app.add_typer(blog.app, name="blog")
 app.add_typer(config.app, name="config")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bookstore.cli import render
+from bookstore.cli.control import client_tls
 from bookstore.cli.exits import fail
 from bookstore.cli.options import (
     AsJson,
@@ -40,9 +41,11 @@ def _blog_operator(topology: Path | None, data_dir: Path) -> Iterator[Operator]:
     from bookstore.replication.blog.operator import Operator
     from bookstore.runtime.secret import operator_secret
 
-    urls = {r.id: r.api_url for r in load_topology(topology).regions}
+    topo = load_topology(topology)
+    urls = {r.id: r.api_url for r in topo.regions}
+    verify = client_tls(topo, data_dir) or True
     try:
-        with Operator(urls, operator_secret(data_dir), SystemClock()) as operator:
+        with Operator(urls, operator_secret(data_dir), SystemClock(), verify=verify) as operator:
             yield operator
     except BookstoreError as exc:
         fail(exc.message)

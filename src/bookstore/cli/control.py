@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,10 @@ def _on_region(
     except BookstoreError as exc:
         fail(exc.message, 2)
     try:
-        return asyncio.run(switch_faults(region.api_url, region.id, secret, SystemClock(), **switches))
+        verify = client_tls(topo, data_dir) or True
+        return asyncio.run(
+            switch_faults(region.api_url, region.id, secret, SystemClock(), switches, verify=verify)
+        )
     except httpx.HTTPError:
         fail(f"{region.id} does not answer at {region.api_url}", 2)
     except RuntimeError as exc:
@@ -106,6 +110,29 @@ def require_shared_credentials(topo: Topology, data_dir: Path) -> None:
             "`bookstore secrets import FILE --data-dir ...` here)",
             2,
         )
+
+
+def client_tls(topo: Topology, data_dir: Path) -> ssl.SSLContext | None:
+    """The context this host's clients verify the regions with ([tls] on), else None; exits (2) naming
+    the missing CA certificate and how to make it."""
+    from bookstore.runtime.tls import TlsMaterialError, client_context
+
+    try:
+        return client_context(topo, data_dir)
+    except TlsMaterialError as exc:
+        fail(str(exc), 2)
+
+
+def ca_bundle(topo: Topology, data_dir: Path) -> Path | None:
+    """The deployment's CA certificate ([tls] on) for clients that take a file (boto3), else None; exits
+    (2) as client_tls does when it is missing."""
+    from bookstore.runtime.tls import TlsMaterialError, tls_files
+
+    try:
+        files = tls_files(topo, data_dir, server=False)
+    except TlsMaterialError as exc:
+        fail(str(exc), 2)
+    return files.ca if files is not None else None
 
 
 def unsupervised(path: str) -> str:

@@ -64,6 +64,7 @@ def drill(
     """
     from bookstore.drills.runner import Options, run
     from bookstore.drills.scenarios import SCENARIOS
+    from bookstore.runtime.tls import TlsMaterialError
 
     if scenario not in SCENARIOS:
         fail(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", 2)
@@ -77,7 +78,7 @@ def drill(
     )  # fmt: skip
     try:
         record = run(options)
-    except RuntimeError as exc:
+    except (RuntimeError, TlsMaterialError) as exc:
         fail(str(exc), 2)
     if as_json:
         typer.echo(json.dumps(record, indent=2, ensure_ascii=False))

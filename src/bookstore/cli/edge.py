@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bookstore.cli.control import require_shared_credentials
+from bookstore.cli.control import client_tls, require_shared_credentials
 from bookstore.cli.options import DataDir, LogFormatOpt, TopologyFile, load_topology, with_log_format
 
 app = typer.Typer(
@@ -25,4 +25,4 @@ def edge_serve(
     topo = load_topology(topology)
     require_shared_credentials(topo, data_dir)
     # `up` hands the edge the deployment's credentials in its environment; by hand, the data dir's.
-    serve(with_log_format(topo, log_format), deployment_credentials(data_dir))
+    serve(with_log_format(topo, log_format), deployment_credentials(data_dir), client_tls(topo, data_dir))

@@ -23,6 +23,7 @@ def region_serve(
 ) -> None:
     """Serve one region's API on its loopback address until stopped."""
     from bookstore.region.process import serve
+    from bookstore.runtime.tls import TlsMaterialError
     from bookstore.storage.local.ownership import DataDirInUse
 
     topo = with_log_format(load_topology(topology), log_format)
@@ -36,6 +37,8 @@ def region_serve(
     except DataDirInUse as exc:
         # Two processes serving one region's directory would undo each other's start-up work.
         fail(exc.message)
+    except TlsMaterialError as exc:
+        fail(str(exc), 2)
 
 
 def _said(region: str, state: Any) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from bookstore.cli.control import client_tls
 from bookstore.cli.exits import fail
 from bookstore.cli.options import load_topology
 from bookstore.domain.errors import BookstoreError, Unavailable
@@ -72,7 +73,8 @@ def on_region(
             owner = busy
     # Else the region runs on another host (no supervisor): its data is there, so ask it.
     try:
-        with RegionCommands(target.id, target.api_url, operator_secret(data_dir), SystemClock()) as client:
+        secret, verify = operator_secret(data_dir), client_tls(topo, data_dir) or True
+        with RegionCommands(target.id, target.api_url, secret, SystemClock(), verify=verify) as client:
             return remote(client)
     except BookstoreError as exc:
         typer.echo(f"error: {exc.message}", err=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bookstore.cli.control import ca_bundle
 from bookstore.cli.exits import fail
 from bookstore.cli.options import AsJson, DataDir, RegionOpt, TopologyFile, load_topology, show
 from bookstore.config import ObjectStoreAccess, Topology
@@ -44,6 +45,10 @@ def aws_env(
         "AWS_DEFAULT_REGION": target.id,
         "AWS_ENDPOINT_URL": target.s3_url,
     }
+    ca = ca_bundle(topo, data_dir)
+    if ca is not None:
+        # The aws CLI and boto3 trust the deployment's CA through it.
+        variables["AWS_CA_BUNDLE"] = str(ca.resolve())
     show(as_json, variables, "\n".join(f"export {k}={shlex.quote(v)}" for k, v in variables.items()))
     if shutil.which("aws") is None:
         # The lines are for the aws CLI, which no install of ours brings but the development one.
@@ -73,11 +78,12 @@ def publish(
 
     topo = load_topology(topology)
     access = _s3_access(topo, data_dir)
+    ca = ca_bundle(topo, data_dir)
     try:
         if not topo.supervised:
             # No `up` made the storefront's buckets and their replication: this is the step that does.
-            prepare_buckets(topo, list(topo.active), access)
-        report = publish_files(topo, access, source)
+            prepare_buckets(topo, list(topo.active), access, ca)
+        report = publish_files(topo, access, source, ca)
     except BookstoreError as exc:
         fail(exc.message)
     document = {

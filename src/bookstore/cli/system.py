@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bookstore.cli import render
+from bookstore.cli.control import client_tls
 from bookstore.cli.options import (
     AsJson,
     AsJsonNotTable,
@@ -103,7 +104,7 @@ def status(
     except MissingCredential as exc:
         # The regions answer anyone; the supervisor and the edge only the operator.
         typer.echo(f"warning: {exc}; processes, links and the edge are not shown", err=True)
-    report = collect(topo, token)
+    report = collect(topo, token, client_tls(topo, data_dir) or True)
     if not topo.supervised:
         typer.echo(
             "note: no supervisor in this topology (supervised = false): processes and links are not shown; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from bookstore.runtime.operator import operator_headers
 SAMPLE_EVERY_S = 1.0
 DIGEST_EVERY_S = 0.1
 STATUS_TIMEOUT_S = 2.0
+# httpx's `verify=`: the deployment's CA with TLS between hosts (runtime.tls.verify), else the default.
+Verify = ssl.SSLContext | bool
 T = TypeVar("T")
 
 
@@ -37,9 +40,11 @@ class Observer:
     _seen_changes: set[tuple[str, int]] = field(default_factory=set)
     # The regions' /status reports our replication (lag, conflicts); False: the engines replicate.
     replication: bool = True
+    # What the regions' certificates are verified with (TLS between hosts: the deployment's CA).
+    verify: ssl.SSLContext | bool = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S, verify=self.verify) as client:
             await self._edge(client, announce=False)
             while not stop.is_set():
                 looks = [self._edge(client, announce=True)]
@@ -108,8 +113,8 @@ async def status(client: httpx.AsyncClient, api_url: str, digest: bool = False) 
         return None
 
 
-async def conflict_counts(regions: Mapping[str, str]) -> dict[str, int]:
-    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+async def conflict_counts(regions: Mapping[str, str], verify: Verify = True) -> dict[str, int]:
+    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S, verify=verify) as client:
         answers = await asyncio.gather(*(status(client, url) for url in regions.values()))
     return {
         r: int(b["replication"]["conflicts"])
@@ -119,10 +124,10 @@ async def conflict_counts(regions: Mapping[str, str]) -> dict[str, int]:
 
 
 async def wait_converged(
-    regions: Mapping[str, str], now_s: Callable[[], float], deadline_s: float
+    regions: Mapping[str, str], now_s: Callable[[], float], deadline_s: float, verify: Verify = True
 ) -> float | None:
     """The drill time at which every region first gave the same table digest, or None by the deadline."""
-    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S, verify=verify) as client:
         while now_s() < deadline_s:
             answers = await asyncio.gather(*(status(client, u, digest=True) for u in regions.values()))
             digests = {(b or {}).get("stateDigest") for b in answers}
@@ -132,9 +137,9 @@ async def wait_converged(
     return None
 
 
-async def log_heads(regions: Mapping[str, str]) -> dict[str, int] | None:
+async def log_heads(regions: Mapping[str, str], verify: Verify = True) -> dict[str, int] | None:
     """Each region's change-log head (replication.headSeq of /status), or None if one does not answer."""
-    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S, verify=verify) as client:
         answers = await asyncio.gather(*(status(client, url) for url in regions.values()))
     heads = {
         r: ((body or {}).get("replication") or {}).get("headSeq")
@@ -146,12 +151,16 @@ async def log_heads(regions: Mapping[str, str]) -> dict[str, int] | None:
 
 
 async def wait_caught_up(
-    regions: Mapping[str, str], heads: Mapping[str, int], now_s: Callable[[], float], deadline_s: float
+    regions: Mapping[str, str],
+    heads: Mapping[str, int],
+    now_s: Callable[[], float],
+    deadline_s: float,
+    verify: Verify = True,
 ) -> float | None:
     """The drill time at which every region had applied every other region's log up to `heads` (its
     checkpoint for that region reached the head), or None by the deadline. Unlike equal digests, this
     holds while writes go on."""
-    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S, verify=verify) as client:
         while now_s() < deadline_s:
             answers = await asyncio.gather(*(status(client, u) for u in regions.values()))
             if all(_holds(body, dst, heads) for dst, body in zip(regions, answers, strict=True)):
@@ -171,10 +180,12 @@ def _holds(body: Mapping[str, Any] | None, region: str, heads: Mapping[str, int]
     return body is not None
 
 
-async def orders_of(api_url: str, shoppers: Collection[Shopper]) -> dict[str, dict[str, int]] | None:
+async def orders_of(
+    api_url: str, shoppers: Collection[Shopper], verify: Verify = True
+) -> dict[str, dict[str, int]] | None:
     """Every order of the shoppers in one region (order id -> {book: quantity}), or None if it fails."""
     found: dict[str, dict[str, int]] = {}
-    async with httpx.AsyncClient(base_url=api_url, timeout=10.0) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10.0, verify=verify) as client:
         for shopper in shoppers:
             params: dict[str, str] = {}
             while True:  # the list is paged: a shopper of a long drill has more orders than one page
@@ -195,9 +206,9 @@ async def orders_of(api_url: str, shoppers: Collection[Shopper]) -> dict[str, di
     return found
 
 
-async def bestsellers_of(api_url: str) -> dict[str, int] | None:
+async def bestsellers_of(api_url: str, verify: Verify = True) -> dict[str, int] | None:
     try:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=5.0, verify=verify) as client:
             answer = await client.get(f"{api_url}/bestsellers")
         if answer.status_code != 200:
             return None

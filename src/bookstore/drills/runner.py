@@ -23,6 +23,7 @@ from bookstore.config import Topology
 from bookstore.drills import checks
 from bookstore.drills.observe import (
     Observer,
+    Verify,
     bestsellers_of,
     conflict_counts,
     diverged_titles,
@@ -36,6 +37,7 @@ from bookstore.drills.observe import (
 from bookstore.drills.record import Check, Record, RegionRef
 from bookstore.drills.scenarios import SCENARIOS, Control, Scenario
 from bookstore.drills.workload import API_KINDS, BLOG_POST, MIX, WRITER, Shopper, Workload, drill_clock
+from bookstore.runtime import tls
 from bookstore.runtime.operator import operator_headers
 from bookstore.runtime.secret import MissingCredential, operator_secret, operator_token
 from bookstore.supervisor.launch import LaunchError, launched
@@ -100,6 +102,8 @@ class Site:
     api_rto_allowance: tuple[float, str] | None = None
     # The workload's mix of requests (what the endpoint serves).
     mix: Mapping[str, float] = field(default_factory=lambda: dict(MIX))
+    # What the regions' certificates are verified with (TLS between hosts: the deployment's CA).
+    verify: Verify = True
 
     @property
     def other(self) -> str:
@@ -127,11 +131,13 @@ def _local_site(topology: Topology, data_dir: Path) -> Site:
     from bookstore.runtime.commands import RegionCommands
 
     home = topology.home_region
+    verify = tls.verify(topology, data_dir)
 
     def add_users(emails: list[str], password: str) -> list[str]:
         # Through the running home region: its data directory is its own (storage.local.ownership).
         secret = operator_secret(data_dir)
-        with RegionCommands(home, topology.region(home).api_url, secret, SystemClock()) as running:
+        url = topology.region(home).api_url
+        with RegionCommands(home, url, secret, SystemClock(), verify=verify) as running:
             return [str(running.add_user(e, password)["userId"]) for e in emails]
 
     return Site(
@@ -143,6 +149,7 @@ def _local_site(topology: Topology, data_dir: Path) -> Site:
             RegionRef(id=r.id, name=r.name, flag=r.flag) for r in topology.regions if r.id in topology.active
         ),
         token=operator_token(data_dir),
+        verify=verify,
     )
 
 
@@ -310,6 +317,7 @@ async def _drill(
     say = options.progress or (lambda _: None)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     regions, home, other, edge = site.regions, site.home, site.other, site.edge
+    verify = site.verify
     say("start-up: signing in the drill's shoppers")
     shoppers, books = await _prepare(site, scenario.both_sides)
     shoppers = _spread(shoppers, list(regions), scenario.both_sides)
@@ -323,9 +331,9 @@ async def _drill(
     fresh = not options.attach
     control.note("note", f"{'fresh system' if fresh else 'attached'}; {len(shoppers)} shoppers")
     if site.replication_status:
-        await wait_converged(regions, now_s, now_s() + options.settle_s)
-    before = {r: await bestsellers_of(u) or {} for r, u in regions.items()}
-    conflicts_before = await conflict_counts(regions) if site.replication_status else {}
+        await wait_converged(regions, now_s, now_s() + options.settle_s, verify)
+    before = {r: await bestsellers_of(u, verify) or {} for r, u in regions.items()}
+    conflicts_before = await conflict_counts(regions, verify) if site.replication_status else {}
     links = await control.call("GET", "/links")
     one_way_ms = max(
         (float(x["delayMs"]) for x in links["links"] if {x["src"], x["dst"]} == {home, other}), default=0.0
@@ -335,7 +343,9 @@ async def _drill(
     workload.writer_url, workload.write_rate = regions[home], options.write_rate
     if author is not None:
         workload.author, workload.blog_rate, workload.blog_tag = author, BLOG_POST_RATE, blog_tag
-    observer = Observer(regions, edge, now_s, wall_t0, site.token, replication=site.replication_status)
+    observer = Observer(
+        regions, edge, now_s, wall_t0, site.token, replication=site.replication_status, verify=verify
+    )
     stop = asyncio.Event()
     watching = asyncio.create_task(observer.run(stop))
     say(f"workload: {options.duration_s:g} s at {options.rate:g} requests/s through the edge {edge}")
@@ -354,7 +364,7 @@ async def _drill(
         if scenario.measures_rpo:
             # In-flight replication lands one one-way delay after the fault; then what is missing is lost.
             await asyncio.sleep(one_way_ms / 1000 + 0.5)
-            survivors = {r: await orders_of(u, shoppers) for r, u in regions.items() if r != home}
+            survivors = {r: await orders_of(u, shoppers, verify) for r, u in regions.items() if r != home}
             looked_s = now_s()
         await _until(now_s, options.duration_s * RECOVER_AT)
         broken = False
@@ -365,13 +375,15 @@ async def _drill(
             + scenario.recovery_word
         )
         if site.replication_status:
-            heads = await log_heads(regions)
+            heads = await log_heads(regions, verify)
             if heads is not None:
-                converged_s = await wait_caught_up(regions, heads, now_s, recovered_s + options.settle_s)
+                converged_s = await wait_caught_up(
+                    regions, heads, now_s, recovered_s + options.settle_s, verify
+                )
         else:
             acked = set(checks.acknowledged_orders(workload.samples))
             converged_s, _ = await _orders_everywhere(
-                regions, shoppers, acked, now_s, recovered_s + options.settle_s
+                regions, shoppers, acked, now_s, recovered_s + options.settle_s, verify
             )
         if converged_s is not None:
             control.note(
@@ -401,21 +413,23 @@ async def _drill(
     equal_s: float | None = None
     orders: dict[str, dict[str, dict[str, int]] | None]
     if site.replication_status:
-        equal_s = await wait_converged(regions, now_s, quiet_s + options.settle_s)
+        equal_s = await wait_converged(regions, now_s, quiet_s + options.settle_s, verify)
         reads_until = now_s() + FINAL_READ_S
         orders = {
-            r: await with_retries(partial(orders_of, u, shoppers), now_s, reads_until)
+            r: await with_retries(partial(orders_of, u, shoppers, verify), now_s, reads_until)
             for r, u in regions.items()
         }
     else:
         # No digest to compare: every acknowledged order in every region (or the settle time) is the end.
         acked = set(checks.acknowledged_orders(workload.samples))
-        _, orders = await _orders_everywhere(regions, shoppers, acked, now_s, quiet_s + options.settle_s)
+        _, orders = await _orders_everywhere(
+            regions, shoppers, acked, now_s, quiet_s + options.settle_s, verify
+        )
     answered = {r: o for r, o in orders.items() if o is not None}
     samples = workload.samples
     say("checks: best sellers, conflicts")
-    after = await _bestsellers_settled(regions, answered, before, books, now_s, options.settle_s)
-    conflicts_after = await conflict_counts(regions) if site.replication_status else {}
+    after = await _bestsellers_settled(regions, answered, before, books, now_s, options.settle_s, verify)
+    conflicts_after = await conflict_counts(regions, verify) if site.replication_status else {}
     until_s = options.duration_s
     fault_s = scenario.fault["startS"] if scenario.fault is not None else options.duration_s * FAULT_AT
     found: list[Check] = [
@@ -538,12 +552,17 @@ async def _prepare(site: Site, both_sides: bool) -> tuple[list[Shopper], list[st
 
 
 async def _orders_everywhere(
-    regions: Mapping[str, str], shoppers: list[Shopper], acked: set[str], now_s: Any, deadline_s: float
+    regions: Mapping[str, str],
+    shoppers: list[Shopper],
+    acked: set[str],
+    now_s: Any,
+    deadline_s: float,
+    verify: Verify = True,
 ) -> tuple[float | None, dict[str, dict[str, dict[str, int]] | None]]:
     """For engines that replicate by themselves: the drill time at which every region held every order
     of `acked` (None by the deadline), and the orders each region last answered."""
     while True:
-        orders = {r: await orders_of(u, shoppers) for r, u in regions.items()}
+        orders = {r: await orders_of(u, shoppers, verify) for r, u in regions.items()}
         if all(held is not None and acked <= set(held) for held in orders.values()):
             return now_s(), orders
         if now_s() >= deadline_s:
@@ -558,11 +577,12 @@ async def _bestsellers_settled(
     books: list[str],
     now_s: Any,
     settle_s: float,
+    verify: Verify = True,
 ) -> dict[str, dict[str, int]]:
     """The regions' best sellers once they count the drill's orders (stream consumers lag a little)."""
     deadline = now_s() + settle_s
     while True:
-        after = {r: got for r, u in regions.items() if (got := await bestsellers_of(u)) is not None}
+        after = {r: got for r, u in regions.items() if (got := await bestsellers_of(u, verify)) is not None}
         if checks.bestsellers_check(orders, before, after, books, True)["held"] or now_s() > deadline:
             return after
         await asyncio.sleep(0.25)

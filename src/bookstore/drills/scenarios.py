@@ -17,6 +17,7 @@ from bookstore.drills.observe import status
 from bookstore.drills.record import Check, Event, Fault
 from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.operator import overview as blog_overview
+from bookstore.runtime import tls
 from bookstore.runtime.operator import control_call_async
 from bookstore.runtime.secret import operator_secret, operator_token
 from bookstore.runtime.switches import switch_faults, switches_of
@@ -68,7 +69,8 @@ class Control:
         region_id, switches = asked
         region = topology.region(region_id)
         secret = operator_secret(self.data_dir)
-        return await switch_faults(region.api_url, region.id, secret, SystemClock(), **switches)
+        verify = tls.verify(topology, self.data_dir)
+        return await switch_faults(region.api_url, region.id, secret, SystemClock(), switches, verify=verify)
 
     def note(self, kind: str, message: str) -> None:
         self.events.append(Event(atS=round(self.now_s(), 3), kind=kind, message=message))

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -64,8 +66,12 @@ class EdgeApp:
         dns: bool = True,
         credentials: Credentials | None = None,
         traces: Tracing | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`credentials`: the deployment's (S3 key pair, operator token); None: ones nobody else holds.
+
+        `tls`: the regions' listeners speak TLS and their certificates are verified with this context
+        (runtime.tls.client_context); None: plain HTTP to the regions.
 
         `traces`: a span per request, passed on to the region as its traceparent; None: nothing installed.
         """
@@ -77,25 +83,15 @@ class EdgeApp:
         self.settings = edge
         self.health = edge.health_check
         self.regions = [r.id for r in topology.regions]
-        connect = edge.connect_timeout_s
-        self.api_origins = {
-            r.id: Origin(r.address, r.api_port, connect_timeout_s=connect) for r in topology.regions
-        }
+        origin = partial(Origin, connect_timeout_s=edge.connect_timeout_s, tls=tls)
+        self.api_origins = {r.id: origin(r.address, r.api_port) for r in topology.regions}
         self.buckets = {
-            r.id: Bucket(r.id, site_bucket(r.id), Origin(r.address, r.s3_port, connect_timeout_s=connect))
-            for r in topology.regions
+            r.id: Bucket(r.id, site_bucket(r.id), origin(r.address, r.s3_port)) for r in topology.regions
         }
         # Health checks open a connection each, as Route 53's checkers do.
-        self.probe_api = {
-            r.id: Origin(r.address, r.api_port, connect_timeout_s=connect, keep_alive=False)
-            for r in topology.regions
-        }
+        self.probe_api = {r.id: origin(r.address, r.api_port, keep_alive=False) for r in topology.regions}
         self.probe_s3 = {
-            r.id: Bucket(
-                r.id,
-                site_bucket(r.id),
-                Origin(r.address, r.s3_port, connect_timeout_s=connect, keep_alive=False),
-            )
+            r.id: Bucket(r.id, site_bucket(r.id), origin(r.address, r.s3_port, keep_alive=False))
             for r in topology.regions
         }
         access = topology.s3 or credentials.s3

@@ -14,6 +14,7 @@ composition root: the app, its operations, the listener's protocol and uvicorn's
 from __future__ import annotations
 
 import logging
+import ssl
 
 import uvicorn
 
@@ -34,9 +35,10 @@ def build(
     dns: bool = True,
     credentials: Credentials | None = None,
     traces: tracing.Tracing | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> EdgeApp:
-    """The edge app with its /edge/ operations (`credentials`: see EdgeApp; `traces`: None, off)."""
-    app = EdgeApp(topology, dns=dns, credentials=credentials, traces=traces)
+    """The edge app with its /edge/ operations (`credentials`, `tls`: see EdgeApp; `traces`: None, off)."""
+    app = EdgeApp(topology, dns=dns, credentials=credentials, traces=traces, tls=tls)
     app.operations = operations_app(app)
     return app
 
@@ -55,13 +57,13 @@ def server_config(app: EdgeApp) -> uvicorn.Config:
     )
 
 
-def serve(topology: Topology, credentials: Credentials) -> None:
-    """Serve the edge at the topology's edge address until SIGINT/SIGTERM."""
+def serve(topology: Topology, credentials: Credentials, tls: ssl.SSLContext | None = None) -> None:
+    """Serve the edge at the topology's edge address until SIGINT/SIGTERM (`tls`: to the regions)."""
     logs.configure("edge", log_format=topology.observability.log_format)
     edge = topology.edge
     # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
     traces = tracing.configure(topology, "edge")
-    config = server_config(build(topology, credentials=credentials, traces=traces))
+    config = server_config(build(topology, credentials=credentials, traces=traces, tls=tls))
     try:
         uvicorn.Server(config).run(sockets=[listening_socket(edge.bind_address or edge.address, edge.port)])
     finally:

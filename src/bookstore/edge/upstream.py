@@ -13,6 +13,7 @@ request (the edge's proxy path runs on callbacks, edge/proxy.py); `Origin.reques
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -203,9 +204,18 @@ class Origin:
     """Requests to one (host, port) over a pool of keep-alive connections."""
 
     def __init__(
-        self, host: str, port: int, *, connect_timeout_s: float = 1.0, keep_alive: bool = True
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout_s: float = 1.0,
+        keep_alive: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: speak TLS, verifying the origin's certificate for `host` with this context (regions on
+        separate hosts, runtime.tls); None: plain TCP."""
         self.host = host
+        self.tls = tls
         self.port = port
         self.authority = f"{host}:{port}".encode("ascii")
         self._version_host = b" HTTP/1.1\r\nhost: " + self.authority + b"\r\n"
@@ -217,7 +227,10 @@ class Origin:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_connection(lambda: _Connection(loop), self.host, self.port)
+                # The handshake is within the connect timeout; a certificate refused is an OSError.
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop), self.host, self.port, ssl=self.tls
+                )
         except TimeoutError:
             raise UpstreamError(
                 f"could not connect to {self.host}:{self.port} within {self.connect_timeout_s:g} s",

@@ -61,12 +61,18 @@ CONTENT_TYPES = {
 }
 
 
-def s3_client(topology: Topology, region_id: str, access: ObjectStoreAccess) -> Any:
-    """A boto3 S3 client for a region's S3 API, path-style, with the deployment's credentials."""
+def s3_client(
+    topology: Topology, region_id: str, access: ObjectStoreAccess, ca_bundle: Path | None = None
+) -> Any:
+    """A boto3 S3 client for a region's S3 API, path-style, with the deployment's credentials.
+
+    `ca_bundle`: with TLS between hosts, the deployment's CA certificate, the only one it trusts.
+    """
     region = topology.region(region_id)
     return boto3.session.Session().client(
         "s3",
         endpoint_url=region.s3_url,
+        verify=str(ca_bundle) if ca_bundle is not None else None,
         region_name=region.id,
         aws_access_key_id=access.access_key_id,
         aws_secret_access_key=access.secret_access_key,
@@ -99,8 +105,11 @@ def replication_rules(topology: Topology, home: str, regions: Sequence[str]) -> 
     }
 
 
-def prepare_buckets(topology: Topology, regions: Sequence[str], access: ObjectStoreAccess) -> list[str]:
-    """Create each region's bucket at its own endpoint (versioning, website) and the home bucket's rules.
+def prepare_buckets(
+    topology: Topology, regions: Sequence[str], access: ObjectStoreAccess, ca_bundle: Path | None = None
+) -> list[str]:
+    """Create each region's bucket at its own endpoint (versioning, website) and the home bucket's rules
+    (`ca_bundle`: see s3_client).
 
     Returns the bucket names. Raises Unavailable when a region's S3 API does not answer or refuses.
     """
@@ -108,7 +117,7 @@ def prepare_buckets(topology: Topology, regions: Sequence[str], access: ObjectSt
     names = []
     for region_id in regions:
         name = site_bucket(region_id)
-        client = s3_client(topology, region_id, access)
+        client = s3_client(topology, region_id, access, ca_bundle)
         with _translated(f"preparing bucket {name} in {region_id}"):
             try:
                 client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region_id})
@@ -131,7 +140,7 @@ def prepare_buckets(topology: Topology, regions: Sequence[str], access: ObjectSt
         names.append(name)
     wanted = replication_rules(topology, home, regions)
     if wanted["Rules"]:
-        client = s3_client(topology, home, access)
+        client = s3_client(topology, home, access, ca_bundle)
         name = site_bucket(home)
         with _translated(f"configuring replication of {name}"):
             try:
@@ -195,14 +204,17 @@ def _files(folder: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]
             yield f"{prefix}{entry.name}", entry
 
 
-def publish(topology: Topology, access: ObjectStoreAccess, source: Path | None = None) -> Published:
-    """Upload the storefront's files (site_files) into the home region's bucket; unchanged ones are skipped.
+def publish(
+    topology: Topology, access: ObjectStoreAccess, source: Path | None = None, ca_bundle: Path | None = None
+) -> Published:
+    """Upload the storefront's files (site_files) into the home region's bucket; unchanged ones are skipped
+    (`ca_bundle`: see s3_client).
 
     Raises NotFound when the home bucket does not exist (`bookstore up` creates it), Unavailable when
     the home region's S3 API does not answer.
     """
     name = site_bucket(topology.home_region)
-    client = s3_client(topology, topology.home_region, access)
+    client = s3_client(topology, topology.home_region, access, ca_bundle)
     report = Published(name)
     with _translated(f"publishing to {name}"):
         try:

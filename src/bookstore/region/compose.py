@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from bookstore.replication.objects.server import create_region_s3_app
 from bookstore.replication.tables.http import HttpPeer, replication_routes
 from bookstore.replication.tables.ports import ReplicaStore
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
+from bookstore.runtime import tls
 from bookstore.runtime.secret import deployment_secret, s3_access
 from bookstore.runtime.tracing import Tracing
 from bookstore.services.bestsellers import BestSellers
@@ -316,9 +318,16 @@ def _search_index(home: Path, stack: ExitStack) -> SearchIndex:
 
 
 def build_replicator(
-    services: RegionServices, secret: str, registry: CollectorRegistry, tracing: Tracing | None = None
+    services: RegionServices,
+    secret: str,
+    registry: CollectorRegistry,
+    tracing: Tracing | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Replicator | None:
-    """The replicator following every other region, or None where the engine replicates natively."""
+    """The replicator following every other region, or None where the engine replicates natively.
+
+    `verify`: what its clients check the peers' certificates with (runtime.tls.verify).
+    """
     if services.replica is None:
         return None
     topology, me = services.topology, services.region.id
@@ -332,6 +341,7 @@ def build_replicator(
             auth=PeerAuth(secret, me, services.clock, destination=r.id),
             schemas=schemas,
             regions=regions,
+            verify=verify,
         )
         for r in topology.regions
         if r.id != me
@@ -352,7 +362,9 @@ def build_replicator(
     )
 
 
-def build_object_replicator(services: RegionServices, secret: str) -> ObjectReplicator | None:
+def build_object_replicator(
+    services: RegionServices, secret: str, verify: ssl.SSLContext | bool = True
+) -> ObjectReplicator | None:
     """The object namespace (directory, peers' S3 ports through the links) and the replicator over it.
 
     None unless objects are on the local store: S3 itself has one namespace and replicates natively.
@@ -362,7 +374,12 @@ def build_object_replicator(services: RegionServices, secret: str) -> ObjectRepl
         return None
     peers = {
         r.id: PeerS3(
-            r.id, link_url(topology, me, r.id, r.s3_port), me=me, secret=secret, clock=services.clock
+            r.id,
+            link_url(topology, me, r.id, r.s3_port),
+            me=me,
+            secret=secret,
+            clock=services.clock,
+            verify=verify,
         )
         for r in topology.regions
         if r.id != me
@@ -379,18 +396,20 @@ def region_app(
     feed: ChangeFeed | None = None,
     on_replicator: Callable[[Replicator], None] | None = None,
     tracing: Tracing | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
     `tracing` traces the changes the replicator applies (their spans join the writing request's trace).
+    `verify`: what the clients to peers check their certificates with (runtime.tls.verify).
     """
     registry = CollectorRegistry()
     app = create_app(services, registry, secret=secret, access_log=services.topology.observability.access_log)
     if objects is not None:
         objects.metrics.register(registry)
-    replicator = build_replicator(services, secret, registry, tracing) if secret else None
+    replicator = build_replicator(services, secret, registry, tracing, verify) if secret else None
     if replicator is not None and on_replicator is not None:
         on_replicator(replicator)
     # The blog's single-primary replication (bookstore.replication.blog): its own endpoints and loop.
@@ -417,6 +436,7 @@ def region_app(
             clock=services.clock,
             registry=registry,
             confirm_peers=[r for r in topology.active if r != me],
+            verify=verify,
         )
         app.router.routes.extend(blog_routes(blog))
     # Re-encryption after a key rotation runs in the background of the process that owns the store.
@@ -568,8 +588,10 @@ def compose(
     region = services.region
     try:
         secret = deployment_secret(data_dir)
+        # With TLS between hosts, every client to a peer trusts the deployment's CA alone.
+        verify = tls.verify(topology, data_dir)
         s3 = None
-        objects = build_object_replicator(services, secret)
+        objects = build_object_replicator(services, secret, verify)
         if services.objects is not None:
             access = s3_access(topology, data_dir)
             credentials = {access.access_key_id: access.secret_access_key}
@@ -584,7 +606,9 @@ def compose(
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []
-        api = region_app(services, secret, objects, feed, on_replicator=replicators.append, tracing=tracing)
+        api = region_app(
+            services, secret, objects, feed, on_replicator=replicators.append, tracing=tracing, verify=verify
+        )
         app: ASGIApp = PortRouter(api, s3, region.s3_port)
         # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
         app = RegionFaults(

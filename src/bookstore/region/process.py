@@ -1,4 +1,4 @@
-"""The region process: serves what region.compose builds (API and S3 API) on its loopback address."""
+"""The region process: serves what region.compose builds (API and S3 API) on its address, TLS if set."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.region.compose import compose
-from bookstore.runtime import logs, tracing
+from bookstore.runtime import logs, tls, tracing
 from bookstore.runtime.listeners import Limits, listening_socket, server_config
 
 log = logging.getLogger("bookstore.region")
@@ -27,6 +27,8 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     """Serve one region (API and S3 API) until SIGINT/SIGTERM."""
+    # Checked before anything starts: a region without its certificate must not serve in plain text.
+    material = tls.tls_files(topology, data_dir)
     logs.configure(region_id, log_format=topology.observability.log_format)
     # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
     composed = compose(topology, region_id, data_dir, tracing.configure(topology, region_id))
@@ -47,6 +49,8 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
             timeout_graceful_shutdown=3,
             # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
             proxy_headers=False,
+            # With TLS between hosts, both ports (API with replication and blog, S3) present the host's.
+            **tls.uvicorn_settings(material),
         )
         _RegionServer(config, on_exit=composed.feed.close).run(sockets=sockets)
     finally:

@@ -7,6 +7,7 @@ Unavailable naming it and its address.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -31,12 +32,22 @@ _ERRORS: dict[int, type[errors.BookstoreError]] = {
 class RegionCommands:
     """One region's operator commands over HTTP, signed as the operator with the deployment secret."""
 
-    def __init__(self, region: str, api_url: str, secret: str, clock: Clock, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        region: str,
+        api_url: str,
+        secret: str,
+        clock: Clock,
+        timeout_s: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """`verify`: the deployment's CA with TLS between hosts (runtime.tls.verify)."""
         self.region = region
         self.url = api_url.rstrip("/")
         self.client = httpx.Client(
             auth=PeerAuth(secret, OPERATOR, clock, destination=region),
             timeout=timeout_s,
+            verify=verify,
             headers={"content-type": "application/json"},
         )
 

@@ -5,6 +5,7 @@ Only the gathering: the command line renders the report (cli/render.py), the edg
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -22,11 +23,12 @@ def _get(client: httpx.Client, url: str, headers: dict[str, str] | None = None) 
         return None
 
 
-def collect(topology: Topology, token: str | None) -> dict[str, Any]:
+def collect(topology: Topology, token: str | None, verify: ssl.SSLContext | bool = True) -> dict[str, Any]:
     """Health and replication of every region, read directly from each (not through the links);
-    the supervisor's and the edge's parts with the operator token (none without it)."""
+    the supervisor's and the edge's parts with the operator token (none without it). `verify`: the
+    deployment's CA with TLS between hosts (runtime.tls.verify)."""
     operator = operator_headers(token) if token else None
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, verify=verify) as client:
         control = links = edge = None
         if operator is not None:
             # Without a supervisor (regions on their own hosts) there is no control API to ask.

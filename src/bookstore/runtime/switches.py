@@ -6,6 +6,7 @@ control API flips them through `switch_faults`. Both processes share this contra
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,16 +24,23 @@ MAX_SKEW_MS = 7_200_000
 
 
 async def switch_faults(
-    api_url: str, region: str, secret: str, clock: Clock, **switches: str | int | None
+    api_url: str,
+    region: str,
+    secret: str,
+    clock: Clock,
+    switches: Mapping[str, str | int | None],
+    *,
+    verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
-    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=).
+    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=);
+    `verify`: the deployment's CA with TLS between hosts (runtime.tls.verify).
 
     Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the
     region does not answer, RuntimeError when it refuses.
     """
     body = {name: value for name, value in switches.items() if value is not None}
     async with httpx.AsyncClient(
-        auth=PeerAuth(secret, OPERATOR, clock, destination=region), timeout=5.0
+        auth=PeerAuth(secret, OPERATOR, clock, destination=region), timeout=5.0, verify=verify
     ) as client:
         response = await client.post(api_url + FAULTS_PATH, content=orjson.dumps(body))
     if response.status_code != 200:

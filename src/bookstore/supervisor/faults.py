@@ -71,7 +71,7 @@ class FaultSwitches:
         wanted = self.faults[region_id]
         region = self.topology.region(region_id)
         try:
-            state = await switch_faults(region.api_url, region_id, self.secret, SystemClock(), **wanted)
+            state = await switch_faults(region.api_url, region_id, self.secret, SystemClock(), wanted)
         except httpx.HTTPError:
             return {
                 "regionId": region_id,

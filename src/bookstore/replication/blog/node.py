@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -648,10 +649,12 @@ def build_blog_replication(
     clock: Clock,
     registry: CollectorRegistry | None,
     confirm_peers: Collection[str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> BlogReplication:
-    """A region's blog replication: `peer_urls` are the peers' API base URLs through the links."""
+    """A region's blog replication: `peer_urls` are the peers' API base URLs through the links
+    (`verify`: the deployment's CA with TLS between hosts)."""
     peers = [
-        HttpBlogPeer(r, url, auth=PeerAuth(secret, region, clock, destination=r))
+        HttpBlogPeer(r, url, auth=PeerAuth(secret, region, clock, destination=r), verify=verify)
         for r, url in peer_urls.items()
         if r != region
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,10 +21,16 @@ class Operator:
     """Signed requests of the operator (region id "operator") to the regions' blog endpoints, direct."""
 
     def __init__(
-        self, api_urls: Mapping[str, str], secret: str, clock: Clock, timeout_s: float = 60.0
+        self,
+        api_urls: Mapping[str, str],
+        secret: str,
+        clock: Clock,
+        timeout_s: float = 60.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: the deployment's CA with TLS between hosts (runtime.tls.verify)."""
         self.api_urls = dict(api_urls)
-        self.client = httpx.Client(auth=PeerAuth(secret, OPERATOR, clock), timeout=timeout_s)
+        self.client = httpx.Client(auth=PeerAuth(secret, OPERATOR, clock), timeout=timeout_s, verify=verify)
 
     def close(self) -> None:
         self.client.close()

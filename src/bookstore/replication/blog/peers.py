@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,11 +43,17 @@ class HttpBlogPeer:
     """A peer region's blog replication over HTTP (through the link simulator), signed as `me`."""
 
     def __init__(
-        self, region: str, base_url: str, *, auth: httpx.Auth, connect_timeout_s: float = 2.0
+        self,
+        region: str,
+        base_url: str,
+        *,
+        auth: httpx.Auth,
+        connect_timeout_s: float = 2.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.region = region
         self.client = httpx.AsyncClient(
-            base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s)
+            base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s), verify=verify
         )
 
     async def follow(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
@@ -112,7 +113,9 @@ class PeerS3:
         clock: Clock,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: with TLS between hosts, the deployment's CA (runtime.tls); httpx's default otherwise."""
         self.region = region
         self.base_url = base_url
         self.me = me
@@ -131,6 +134,7 @@ class PeerS3:
                 max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_S
             ),
             transport=transport,
+            verify=verify,
         )
         # Replication's copies and pings have a pool of their own, so that a burst of copies never makes a
         # user's forwarded request wait for a connection. It is small: small versions travel many to a
@@ -146,6 +150,7 @@ class PeerS3:
                 keepalive_expiry=KEEPALIVE_S,
             ),
             transport=transport,
+            verify=verify,
         )
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -300,13 +301,15 @@ class HttpPeer:
         schemas: Mapping[str, TableSchema],
         regions: Collection[str],
         connect_timeout_s: float = 2.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: with TLS between hosts, the deployment's CA (runtime.tls); httpx's default otherwise."""
         self.region = region
         self.me = me
         self.schemas = schemas
         self.regions = regions
         self.client = httpx.AsyncClient(
-            base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s)
+            base_url=base_url, auth=auth, timeout=follower_timeout(connect_timeout_s), verify=verify
         )
 
     async def follow(self, after: int, origins: Sequence[str] | None = None) -> AsyncGenerator[LogRead, None]:
