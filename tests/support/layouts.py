@@ -13,7 +13,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
-from bookstore.config import ObjectStoreAccess, Topology
+from bookstore.config import Topology
 from bookstore.kernel.clock import SystemClock
-from bookstore.runtime.operator import control_call, operator_headers
-from bookstore.runtime.secret import operator_secret, operator_token, s3_credentials
+from bookstore.runtime.operator import operator_headers
+from bookstore.runtime.secret import operator_secret
 from bookstore.runtime.switches import switch_faults
 from tests.support import waiting
 from tests.support.hosts import Hosts, separate_hosts, tail
 from tests.support.prerequisites import require_netns
-from tests.support.regions import System, bookstore, system_up
+from tests.support.regions import Running, System, bookstore, system_up
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 ONE_MACHINE, HOSTS = "one-machine", "hosts"
@@ -40,37 +40,17 @@ START_S = 60.0
 
 
 @dataclass
-class Deployment:
-    """A running system as a test drives it: its topology, the operator's data dir, its regions' APIs,
-    the `bookstore` command, and the faults a test injects (kill, start, cut, heal, skew, pause)."""
+class Deployment(Running):
+    """A running system as a test drives it in its layout: what `Running` holds, drills, and the faults
+    a test injects (kill, start, cut, heal, skew, pause)."""
 
-    layout: str
-    topology: Topology
-    topology_file: Path
-    data_dir: Path
+    layout: str = ONE_MACHINE
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`bookstore ARGS` as the operator runs it (this topology; the operator's data dir unless named)."""
-        env = {"BOOKSTORE_DATA_DIR": str(self.data_dir)}
-        return bookstore(*args, "--topology", str(self.topology_file), check=check, env=env)
-
-    def drill(self, *args: str, attach: bool = True) -> tuple[int, dict[str, Any], str]:
-        """`bookstore drill ARGS --json` (attached to this system); its exit code, record and stderr."""
-        more = ["--attach"] if attach else []
-        done = self.cli("drill", *args, *more, "--json", "--data-dir", str(self.data_dir), check=False)
+    def drill(self, *args: str) -> tuple[int, dict[str, Any], str]:
+        """`bookstore drill ARGS --attach --json` on this system; its exit code, record and stderr."""
+        done = self.cli("drill", *args, "--attach", "--json", "--data-dir", str(self.data_dir), check=False)
         assert done.stdout.strip(), f"no record printed (exit {done.returncode}): {done.stderr[-3000:]}"
         return done.returncode, json.loads(done.stdout), done.stderr
-
-    @property
-    def token(self) -> str:
-        return operator_token(self.data_dir)
-
-    @property
-    def s3_access(self) -> ObjectStoreAccess:
-        return s3_credentials(self.data_dir, create=False)
-
-    def api(self, region_id: str) -> httpx.Client:
-        return httpx.Client(base_url=self.topology.region(region_id).api_url, timeout=10)
 
     @contextmanager
     def operating(self) -> Iterator[None]:
@@ -116,9 +96,8 @@ class OnOneMachine(Deployment):
     system: System | None = None
 
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
-        answer = control_call(self.topology.control_url, self.token, method, path, body)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+        assert self.system is not None
+        return self.system.control(method, path, body)
 
     def kill(self, region_id: str) -> None:
         assert "not running" in self.cli("region", "kill", region_id).stdout
@@ -249,30 +228,25 @@ class Layout:
         active: tuple[str, ...] | None = None,
         edge: str | None = None,
         anti_entropy_s: float = 2.0,
+        operate: bool = True,
     ) -> Iterator[Deployment]:
-        """`deployed` with the calling thread as the operator (`Deployment.operating`) for the block."""
-        with self.deployed(tmp_path, regions, active, edge, anti_entropy_s) as d, d.operating():
+        """The system with `regions` in the topology, `active` ones running (all by default), the edge
+        if `edge` is given ("" or lines of its [edge] table), seeded and its storefront published; with
+        `operate`, the calling thread is the operator's for the block (`Deployment.operating`)."""
+        deployed = self._deployed(tmp_path, regions, active or regions, edge, anti_entropy_s)
+        with deployed as d, d.operating() if operate else nullcontext():
             yield d
 
     @contextmanager
-    def deployed(
-        self,
-        tmp_path: Path,
-        regions: tuple[str, ...] = (EU, AP),
-        active: tuple[str, ...] | None = None,
-        edge: str | None = None,
-        anti_entropy_s: float = 2.0,
+    def _deployed(
+        self, tmp_path: Path, regions: tuple[str, ...], active: tuple[str, ...], edge: str | None, ae_s: float
     ) -> Iterator[Deployment]:
-        """The system with `regions` in the topology, `active` ones running (all by default), the edge
-        if `edge` is given ("" or lines of its [edge] table), seeded and its storefront published."""
-        if self.name == ONE_MACHINE:
-            with system_up(tmp_path, regions, active, edge=edge, anti_entropy_s=anti_entropy_s) as system:
-                yield OnOneMachine(
-                    ONE_MACHINE, system.topology, system.topology_file, system.data_dir, system=system
-                )
+        if self.name == HOSTS:
+            with on_hosts(tmp_path, regions, active, edge, ae_s) as deployment:
+                yield deployment
             return
-        with on_hosts(tmp_path, regions, active or regions, edge, anti_entropy_s) as deployment:
-            yield deployment
+        with system_up(tmp_path, regions, active, edge=edge, anti_entropy_s=ae_s) as system:
+            yield OnOneMachine(system.topology, system.topology_file, system.data_dir, system=system)
 
 
 LAYOUTS = (Layout(ONE_MACHINE), Layout(HOSTS))
@@ -360,8 +334,8 @@ def on_hosts(
             topology_text(hosts, regions, active, edge, anti_entropy_s), encoding="utf-8"
         )
         d = OnHosts(
-            HOSTS, Topology.load(topology_file), topology_file, tmp_path / "operator" / "data",
-            hosts=hosts, root=tmp_path,
+            Topology.load(topology_file), topology_file, tmp_path / "operator" / "data",
+            layout=HOSTS, hosts=hosts, root=tmp_path,
         )  # fmt: skip
         with d.operating():
             _set_up(d, regions, active, edge)

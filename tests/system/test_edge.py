@@ -272,7 +272,7 @@ def deployed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     """One system per layout for the tests below, which leave it as they found it."""
-    with layout_for(request).deployed(tmp_path_factory.mktemp("edge-system"), edge="") as system:
+    with layout_for(request).up(tmp_path_factory.mktemp("edge-system"), edge="", operate=False) as system:
         yield system
 
 

@@ -28,6 +28,7 @@ from bookstore.kernel.clock import HybridLogicalClock
 from tests.support import waiting
 from tests.support.layouts import Deployment, Layout, OnOneMachine
 from tests.support.pages import every_page
+from tests.support.regions import Running
 
 pytestmark = pytest.mark.system
 
@@ -49,7 +50,7 @@ def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout
 # -- the system as a user and an operator see it ---------------------------------------------------
 
 
-def add_user(system: Deployment, email: str, region: str = EU) -> None:
+def add_user(system: Running, email: str, region: str = EU) -> None:
     system.cli(
         "users", "add", email, "--password", PASSWORD, "--data-dir", str(system.data_dir), "--region", region
     )
@@ -72,7 +73,7 @@ def state_digest(api: httpx.Client) -> str:
     return digest
 
 
-def converge(system: Deployment, regions: Iterable[str], timeout: float = CONVERGE_S) -> str:
+def converge(system: Running, regions: Iterable[str], timeout: float = CONVERGE_S) -> str:
     """Wait until every region's digest of its replicated tables is the same; return that digest."""
     apis = [system.api(r) for r in regions]
     digests = wait_for(
@@ -84,9 +85,7 @@ def converge(system: Deployment, regions: Iterable[str], timeout: float = CONVER
     return digests[0]
 
 
-def settle(
-    system: Deployment, regions: Iterable[str], quiet_s: float = 2.0, timeout: float = CONVERGE_S
-) -> str:
+def settle(system: Running, regions: Iterable[str], quiet_s: float = 2.0, timeout: float = CONVERGE_S) -> str:
     """Wait until every region holds the same state and it has not changed for `quiet_s`; return its digest.
 
     Regions write on their own after they answer /health (signing keys, object store buckets), so a
@@ -125,7 +124,7 @@ def metric(api: httpx.Client, sample: str, **labels: str) -> float:
     )
 
 
-def listed_conflicts(system: Deployment, region: str) -> list[str]:
+def listed_conflicts(system: Running, region: str) -> list[str]:
     """The rows `bookstore conflicts` prints for a region (wide, so that no cell wraps)."""
     cmd = [sys.executable, "-m", "bookstore", "conflicts", "--region", region]
     cmd += ["--data-dir", str(system.data_dir), "--topology", str(system.topology_file)]
@@ -174,7 +173,7 @@ def cart_of(api: httpx.Client, auth: dict[str, str]) -> dict[str, int]:
     return {row["bookId"]: row["quantity"] for row in r.json()}
 
 
-def book_ids(system: Deployment) -> list[str]:
+def book_ids(system: Running) -> list[str]:
     return sorted(b["id"] for b in system.api(EU).get("/books").json())
 
 
@@ -384,7 +383,7 @@ def test_partition_with_writes_on_both_sides_converges_and_loses_nothing(
 # -- 3b. one Idempotency-Key checked out in both sides of a partition: the first order is the one kept ----
 
 
-def conflicts_of(system: Deployment, region: str, table: str) -> list[dict[str, Any]]:
+def conflicts_of(system: Running, region: str, table: str) -> list[dict[str, Any]]:
     """The conflicts `bookstore conflicts --json` lists for a region, of one table."""
     out = system.cli("conflicts", "--region", region, "--json", "--data-dir", str(system.data_dir)).stdout
     return [c for c in orjson.loads(out) if c["table"] == table]
