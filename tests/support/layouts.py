@@ -1,6 +1,6 @@
 """Where a system test's regions run: on one machine (`bookstore up`) or on separate hosts (namespaces).
 
-A test takes the `layout` fixture (`layout_fixture`) and deploys with `layout.up(...)`; the deployment
+A test takes the `layout` fixture (tests/system/conftest.py) and deploys with `layout.up(...)`; the deployment
 answers the same calls in both layouts, so one test body runs in both. On one machine the supervisor
 runs the regions behind the link simulator; on separate hosts each region runs `bookstore region serve`
 in a network namespace of its own (`tests.support.hosts`), links are direct, and the test itself runs
@@ -106,11 +106,8 @@ class OnOneMachine(Deployment):
         assert "running, pid" in self.cli("region", "start", region_id).stdout
 
     def running(self, region_id: str) -> bool:
-        return bool(
-            next(r for r in self.control("GET", "/regions")["regions"] if r["regionId"] == region_id)[
-                "running"
-            ]
-        )
+        states = {r["regionId"]: r["running"] for r in self.control("GET", "/regions")["regions"]}
+        return bool(states[region_id])
 
     def cut(self, a: str, b: str, *, reset: bool = False) -> None:
         self.control("POST", f"/links/{a}/{b}", {"cut": True, "reset": reset, "both": True})
