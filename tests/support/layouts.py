@@ -100,10 +100,14 @@ class OnOneMachine(Deployment):
         return self.system.control(method, path, body)
 
     def kill(self, region_id: str) -> None:
-        assert "not running" in self.cli("region", "kill", region_id).stdout
+        self._region("kill", region_id, "not running")
 
     def start(self, region_id: str) -> None:
-        assert "running, pid" in self.cli("region", "start", region_id).stdout
+        self._region("start", region_id, "running, pid")
+
+    def _region(self, action: str, region_id: str, said: str) -> None:
+        done = self.cli("region", action, region_id, check=False)
+        assert done.returncode == 0 and said in done.stdout, f"region {action}: {done.stdout}{done.stderr}"
 
     def running(self, region_id: str) -> bool:
         states = {r["regionId"]: r["running"] for r in self.control("GET", "/regions")["regions"]}
