@@ -72,6 +72,43 @@ class Hosts:
         self.processes.append(process)
         return process
 
+    @contextmanager
+    def entered(self, host: str) -> Iterator[None]:
+        """The calling thread on `host` until the block ends: the sockets it opens, the threads and the
+        processes it starts are that host's (as an operator's shell there); back where it was after."""
+        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _enter(self.ns(host))
+            try:
+                yield
+            finally:
+                _setns(back, "the namespace the thread came from")
+        finally:
+            os.close(back)
+
+    def cut(self, a: str, b: str) -> None:
+        """Nothing crosses between hosts `a` and `b` (either way) until `heal`: a blackhole route on each
+        side, so connecting fails and an open connection's packets are dropped where they are sent."""
+        for here, there in ((a, b), (b, a)):
+            _run(self.ip, "-n", self.ns(here), "route", "replace", "blackhole", f"{self.address[there]}/32")
+
+    def heal(self, a: str, b: str) -> None:
+        for here, there in ((a, b), (b, a)):
+            _run(self.ip, "-n", self.ns(here), "route", "del", "blackhole", f"{self.address[there]}/32")
+
+    def cut_pairs(self) -> set[tuple[str, str]]:
+        """The (host, other host) pairs whose traffic `cut` blackholes, as each host's routes say."""
+        found = set()
+        for here in self.address:
+            shown = subprocess.run(
+                [self.ip, "-n", self.ns(here), "route", "show", "type", "blackhole"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            for there, address in self.address.items():
+                if re.search(rf"^blackhole {re.escape(address)}\b", shown, re.MULTILINE):
+                    found.add((here, there))
+        return found
+
     def inside(self, host: str, call: Callable[[], T]) -> T:
         """`call()` in a thread that lives in `host`'s namespace: its sockets are that host's."""
         if host not in self._threads:
@@ -97,15 +134,19 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 
 
 def _enter(ns: str) -> None:
-    # setns(2) moves only the calling thread; Python 3.11 has no os.setns, so through libc.
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"setns into {ns}: {os.strerror(errno)}")
+        _setns(fd, ns)
     finally:
         os.close(fd)
+
+
+def _setns(fd: int, what: str) -> None:
+    # setns(2) moves only the calling thread; Python 3.11 has no os.setns, so through libc.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns into {what}: {os.strerror(errno)}")
 
 
 def _run(ip: str, *args: str) -> None:

@@ -107,13 +107,12 @@ def start_region(region: Region, data_dir: Path, topology_file: Path) -> subproc
 
 
 @dataclass
-class System:
-    """A running `bookstore up`: its topology, data and the supervisor process."""
+class Running:
+    """A running system as its operator reaches it: topology, data dir, the `bookstore` command, APIs."""
 
     topology: Topology
     topology_file: Path
     data_dir: Path
-    process: subprocess.Popen[bytes]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`bookstore ARGS` against this system (its topology; its data dir unless ARGS name one)."""
@@ -130,13 +129,20 @@ class System:
         """The S3 key pair `bookstore up` made in the data dir."""
         return s3_credentials(self.data_dir, create=False)
 
+    def api(self, region_id: str) -> httpx.Client:
+        return httpx.Client(base_url=self.topology.region(region_id).api_url, timeout=10)
+
+
+@dataclass
+class System(Running):
+    """A running `bookstore up`: its topology, data and the supervisor process."""
+
+    process: subprocess.Popen[bytes]
+
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
         r = control_call(self.topology.control_url, self.token, method, path, body)
         assert r.status_code == 200, r.text
         return r.json()
-
-    def api(self, region_id: str) -> httpx.Client:
-        return httpx.Client(base_url=self.topology.region(region_id).api_url, timeout=10)
 
 
 @contextmanager

@@ -1,4 +1,8 @@
-"""`bookstore drill` through the real CLI on isolated topologies: drills that hold, and one that must fail."""
+"""`bookstore drill` through the real CLI on isolated topologies: drills that hold, and one that must fail.
+
+On one machine a drill starts its own system (`bookstore up`); on separate hosts it attaches (`--attach`)
+to the regions and edge on their hosts, from the operator's, and runs the drills that need no supervisor.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.regions import isolated_topology, system_up
+from tests.support.layouts import ONE_MACHINE, Layout, one_machine_only
+from tests.support.regions import isolated_topology
 
 # One worker for all three: each runs a whole system, and CI has two cores.
 pytestmark = [pytest.mark.system, pytest.mark.xdist_group("drills")]
@@ -35,9 +40,15 @@ def checks_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in record["checks"]}
 
 
-def run_fresh(tmp_path: Path, scenario: str, *more: str, regions: int = 2) -> tuple[int, dict[str, Any], str]:
+def run_fresh(
+    layout: Layout, tmp_path: Path, scenario: str, *more: str, regions: int = 2
+) -> tuple[int, dict[str, Any], str]:
     """A drill on a fresh system; the topology knows three regions, two of them active (`--regions` 3
-    starts the third)."""
+    starts the third). On separate hosts the drill attaches to a system deployed for it."""
+    if layout.name != ONE_MACHINE:
+        active = (EU, AP, US)[:regions]
+        with layout.up(tmp_path, regions=(EU, AP, US), active=active, edge="") as system:
+            return system.drill(scenario, "--duration", "12", "--rate", "15", *more)
     _, topology_file = isolated_topology(
         tmp_path / "topology.toml", regions=(EU, AP, US), active=(EU, AP), edge=""
     )
@@ -70,9 +81,10 @@ def assert_strict(record: dict[str, Any]) -> None:
     assert "checkouts without a key" in found["duplicate orders"]["detail"]
 
 
-def test_a_short_region_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@one_machine_only("the region-outage drill kills and restarts the region through the supervisor")
+def test_a_short_region_outage_loses_and_duplicates_nothing(layout: Layout, tmp_path: Path) -> None:
     # Besides the shoppers, a writer posts orders straight to Ireland: they count in RPO and loss.
-    code, record, stderr = run_fresh(tmp_path, "region-outage", "--write-rate", "100")
+    code, record, stderr = run_fresh(layout, tmp_path, "region-outage", "--write-rate", "100")
     found = checks_of(record)
     assert record["params"]["writesSent"] > 500 and record["params"]["writesAcknowledgedPerS"] > 0
     writer = next(k for k in record["kinds"] if k["kind"] == "writer")
@@ -100,8 +112,9 @@ def test_a_short_region_outage_loses_and_duplicates_nothing(tmp_path: Path) -> N
     assert "workload: second 12 of 12" in stderr
 
 
-def test_a_short_partition_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    code, record, stderr = run_fresh(tmp_path, "partition")
+@one_machine_only("the partition drill cuts the link through the supervisor's link simulator")
+def test_a_short_partition_loses_and_duplicates_nothing(layout: Layout, tmp_path: Path) -> None:
+    code, record, stderr = run_fresh(layout, tmp_path, "partition")
     found = checks_of(record)
     assert found["lost for good"]["value"] == 0, found["lost for good"]
     assert found["duplicate orders"]["value"] == 0, found["duplicate orders"]
@@ -112,17 +125,16 @@ def test_a_short_partition_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 
 
 def test_a_drill_fails_when_replication_is_broken_on_purpose(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOOKSTORE_TEST_FAULTS", "1")
-    with system_up(tmp_path, edge="") as system:
+    # Writes on both sides: a partition on one machine; on hosts, where no drill cuts, a clock skew.
+    scenario = "partition" if layout.name == ONE_MACHINE else "clock-skew"
+    with layout.up(tmp_path, edge="") as system:
         # Neither region applies what it receives (nor repairs it by anti-entropy, which applies too).
         for region in (EU, AP):
-            assert system.control("POST", f"/replication/{region}/pause")["replication"] == "paused"
-        code, record, _ = drill(
-            "partition", "--attach", "--duration", "8", "--rate", "15", "--settle", "3",
-            "--data-dir", str(system.data_dir), "--topology", str(system.topology_file),
-        )  # fmt: skip
+            system.pause_replication(region)
+        code, record, _ = system.drill(scenario, "--duration", "8", "--rate", "15", "--settle", "3")
     found = checks_of(record)
     assert code == 1 and record["passed"] is False
     assert not found["lost for good"]["held"] and found["lost for good"]["value"] > 0
@@ -130,12 +142,22 @@ def test_a_drill_fails_when_replication_is_broken_on_purpose(
     assert len(found["lost for good"]["listed"]) == found["lost for good"]["value"]
     assert "Idempotency-Key" in found["lost for good"]["listed"][0]
     assert not found["RPO"]["held"]
-    assert not found["convergence after heal"]["held"]
+    (convergence,) = [check for name, check in found.items() if name.startswith("convergence after")]
+    assert not convergence["held"]
 
 
-@pytest.mark.parametrize("scenario", ["api-break", "slow-link", "clock-skew"])
-def test_every_other_scenario_runs_and_says_what_held(tmp_path: Path, scenario: str) -> None:
-    code, record, stderr = run_fresh(tmp_path, scenario)
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "api-break",
+        pytest.param(
+            "slow-link", marks=one_machine_only("the slow-link drill sets the link simulator's delay")
+        ),
+        "clock-skew",
+    ],
+)
+def test_every_other_scenario_runs_and_says_what_held(layout: Layout, tmp_path: Path, scenario: str) -> None:
+    code, record, stderr = run_fresh(layout, tmp_path, scenario)
     found = checks_of(record)
     assert record["scenario"] == scenario and record["faults"] and record["faults"][0]["endS"] is not None
     assert found["lost for good"]["value"] == 0 and found["duplicate orders"]["value"] == 0, found
@@ -143,9 +165,12 @@ def test_every_other_scenario_runs_and_says_what_held(tmp_path: Path, scenario: 
     assert code == 0, [c for c in record["checks"] if not c["held"]] or stderr[-2000:]
 
 
-def test_a_blog_failover_in_three_regions_keeps_every_acknowledged_post(tmp_path: Path) -> None:
+@one_machine_only("the blog-failover drill kills, promotes and restarts through the supervisor")
+def test_a_blog_failover_in_three_regions_keeps_every_acknowledged_post(
+    layout: Layout, tmp_path: Path
+) -> None:
     # The suite's three-region drill: `--regions 3` starts the topology's third region.
-    code, record, stderr = run_fresh(tmp_path, "blog-failover", regions=3)
+    code, record, stderr = run_fresh(layout, tmp_path, "blog-failover", regions=3)
     found = checks_of(record)
     assert [r["id"] for r in record["regions"]] == [EU, AP, US] and record["params"]["regions"] == 3
     assert_strict(record)

@@ -1,4 +1,5 @@
-"""The edge under `bookstore up`: module 4 through it, kill -9, static failover, DNS, the operator API."""
+"""The edge in both layouts (under `bookstore up`, and on a host of its own beside the regions' hosts):
+module 4 through it, kill -9, static failover, DNS, the operator API."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ from bookstore.objectstore.namespace import site_bucket
 from bookstore.objectstore.setup import s3_client
 from bookstore.runtime.operator import operator_headers
 from tests.support import waiting
-from tests.support.regions import System, system_up
+from tests.support.layouts import (
+    LAYOUTS,
+    Deployment,
+    Layout,
+    OnOneMachine,
+    layout_for,
+    one_machine_only,
+    skip_marked,
+)
 
 pytestmark = pytest.mark.system
 
@@ -33,11 +42,11 @@ def wait_for(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout
     return waiting.wait_for(what, probe, ok, timeout)
 
 
-def edge_client(system: System, **headers: str) -> httpx.Client:
+def edge_client(system: Deployment, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=system.topology.edge.url, timeout=15, headers=headers)
 
 
-def add_user(system: System) -> None:
+def add_user(system: Deployment) -> None:
     system.cli(
         "users", "add", EMAIL, "--password", PASSWORD, "--data-dir", str(system.data_dir), "--region", EU
     )
@@ -124,22 +133,22 @@ def order_ids(client: httpx.Client, auth: dict[str, str]) -> set[str]:
     return {o["orderId"] for o in answer.json()}
 
 
-def edge_status(system: System) -> dict[str, Any]:
+def edge_status(system: Deployment) -> dict[str, Any]:
     status: dict[str, Any] = httpx.get(
         system.topology.edge.url + "/edge/status", headers=operator_headers(system.token), timeout=10
     ).json()
     return status
 
 
-def target(system: System, target_id: str) -> dict[str, Any]:
+def target(system: Deployment, target_id: str) -> dict[str, Any]:
     found: dict[str, Any] = next(t for t in edge_status(system)["targets"] if t["id"] == target_id)
     return found
 
 
 def test_module_4_the_api_breaks_in_ireland_and_shoppers_move_to_singapore(
-    tmp_path: Any, shopper_factory: Callable[[httpx.Client], Shopper]
+    layout: Layout, tmp_path: Any, shopper_factory: Callable[[httpx.Client], Shopper]
 ) -> None:
-    with system_up(tmp_path, edge="") as system:
+    with layout.up(tmp_path, edge="") as system:
         add_user(system)
         # A shopper in Ireland (no location: the edge's default is the home region).
         client = edge_client(system)
@@ -186,10 +195,10 @@ def test_module_4_the_api_breaks_in_ireland_and_shoppers_move_to_singapore(
         assert shopper.failed() == []
 
 
-def test_only_idempotent_requests_are_retried_on_the_next_region(tmp_path: Any) -> None:
+def test_only_idempotent_requests_are_retried_on_the_next_region(layout: Layout, tmp_path: Any) -> None:
     # Without the breaker and with a health check a minute apart, every request meets the broken
     # API first: what happens next depends on the request alone.
-    with system_up(tmp_path, edge="breaker = false\n[edge.health]\ninterval_s = 60.0") as system:
+    with layout.up(tmp_path, edge="breaker = false\n[edge.health]\ninterval_s = 60.0") as system:
         add_user(system)
         client = edge_client(system, **{"X-Client-Region": EU})
         auth = signin(client)
@@ -217,16 +226,16 @@ def test_only_idempotent_requests_are_retried_on_the_next_region(tmp_path: Any) 
 
 
 def test_kill_9_of_ireland_then_restart_traffic_returns_and_data_converges(
-    tmp_path: Any, shopper_factory: Callable[[httpx.Client], Shopper]
+    layout: Layout, tmp_path: Any, shopper_factory: Callable[[httpx.Client], Shopper]
 ) -> None:
-    with system_up(tmp_path, edge="") as system:
+    with layout.up(tmp_path, edge="") as system:
         add_user(system)
         client = edge_client(system)
         auth = signin(client)
         shopper = shopper_factory(edge_client(system))
         wait_for("shopper traffic", lambda: len(shopper.seen), lambda n: n >= 10)
 
-        system.cli("region", "kill", EU)
+        system.kill(EU)
         killed = time.monotonic()  # when the process is gone (the command returns after the kill), as above
         wait_for("truth answers after the kill", lambda: len(shopper.truths(killed + 2.0)), lambda n: n >= 5)
         assert set(shopper.truths(killed + 2.0)) == {AP}
@@ -239,7 +248,7 @@ def test_kill_9_of_ireland_then_restart_traffic_returns_and_data_converges(
         assert blog.status_code == 200 and blog.headers["x-edge-origin"] == AP
 
         restarted = time.monotonic()
-        system.cli("region", "start", EU)
+        system.start(EU)
         # Traffic returns by latency: the shopper (in Ireland) is served by Ireland again.
         wait_for(
             "truth from Ireland again", lambda: client.get("/api/truth").json()["regionId"], lambda r: r == EU
@@ -258,14 +267,24 @@ def test_kill_9_of_ireland_then_restart_traffic_returns_and_data_converges(
         wait_for("equal state in both regions", digests, lambda d: len(set(d)) == 1, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with system_up(tmp_path_factory.mktemp("edge-system"), edge="") as system:
+@pytest.fixture(scope="module", params=LAYOUTS, ids=str)
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """One system per layout for the tests below, which leave it as they found it."""
+    with layout_for(request).up(tmp_path_factory.mktemp("edge-system"), edge="", operate=False) as system:
         yield system
 
 
+@pytest.fixture
+def running(deployed: Deployment, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    skip_marked(request, deployed.layout)
+    with deployed.operating():
+        yield deployed
+
+
 @pytest.mark.xdist_group("edge-system")
-def test_static_content_fails_over_to_singapore_for_a_missing_object_or_a_503(running: System) -> None:
+def test_static_content_fails_over_to_singapore_for_a_missing_object_or_a_503(running: Deployment) -> None:
     system = running
     client = edge_client(system)
     home = client.get("/")
@@ -305,7 +324,7 @@ def test_static_content_fails_over_to_singapore_for_a_missing_object_or_a_503(ru
     )
 
 
-def resolve(system: System, name: str) -> str:
+def resolve(system: Deployment, name: str) -> str:
     edge = system.topology.edge
     query = dns.message.make_query(f"{name}.{edge.zone}" if name else edge.zone, dns.rdatatype.A)
     answer = dns.query.udp(query, edge.dns_address, port=edge.dns_port, timeout=2)
@@ -314,7 +333,7 @@ def resolve(system: System, name: str) -> str:
     return str(records[0].address)
 
 
-def switch_time(system: System, name: str, to: str, limit_s: float) -> float:
+def switch_time(system: Deployment, name: str, to: str, limit_s: float) -> float:
     started = time.monotonic()
     wait_for(
         f"{name or 'the zone'} resolving to {to}",
@@ -326,7 +345,9 @@ def switch_time(system: System, name: str, to: str, limit_s: float) -> float:
 
 
 @pytest.mark.xdist_group("edge-system")
-def test_dns_answers_follow_health_within_interval_times_threshold_plus_one_second(running: System) -> None:
+def test_dns_answers_follow_health_within_interval_times_threshold_plus_one_second(
+    running: Deployment,
+) -> None:
     system = running
     eu, ap = system.topology.region(EU).address, system.topology.region(AP).address
     check = system.topology.edge.health_check
@@ -340,12 +361,12 @@ def test_dns_answers_follow_health_within_interval_times_threshold_plus_one_seco
     finally:
         system.cli("api", "repair", EU)
     assert switch_time(system, "api", eu, check.interval_s * check.success_threshold + 1) <= limit
-    system.cli("region", "kill", EU)
+    system.kill(EU)
     try:
         for name in ("blog", "api", ""):
             assert switch_time(system, name, ap, limit) <= limit
     finally:
-        system.cli("region", "start", EU)
+        system.start(EU)
     assert switch_time(system, "api", eu, limit) <= limit
     wait_for("the zone back on Ireland", lambda: resolve(system, ""), lambda a: a == eu)
     wait_for("the blog back on Ireland", lambda: resolve(system, "blog"), lambda a: a == eu)
@@ -354,8 +375,10 @@ def test_dns_answers_follow_health_within_interval_times_threshold_plus_one_seco
 
 
 @pytest.mark.xdist_group("edge-system")
-def test_operator_endpoints_report_and_act_through_the_supervisor(running: System) -> None:
+@one_machine_only("the edge's control endpoints act through the supervisor and the link simulator")
+def test_operator_endpoints_report_and_act_through_the_supervisor(running: Deployment) -> None:
     system = running
+    assert isinstance(system, OnOneMachine)
     client = edge_client(system, **operator_headers(system.token))
     overview = client.get("/edge/overview").json()
     assert {r["regionId"] for r in overview["regions"] if r["healthy"]} >= {EU, AP}
