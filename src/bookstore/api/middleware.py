@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.kernel import request_ids
+from bookstore.kernel.latency import Latency
 
 MAX_BODY_BYTES = 1 << 20
 # The logger of the one line per request (runtime.logs.ACCESS; the API imports no process plumbing).
@@ -41,19 +46,8 @@ class ApiMiddleware:
         self.region_id = region_id
         # Chosen once: without an access log a request pays nothing for it.
         self.access = logging.getLogger(ACCESS) if access_log else None
-        self.requests = Counter(
-            "bookstore_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "bookstore_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
-        )
-        # Label children by their labels: .labels() per request costs more than the count itself.
-        self._counts: dict[tuple[str, str, int], Counter] = {}
-        self._timings: dict[tuple[str, str], Histogram] = {}
+        self.metrics = RequestMetrics()
+        registry.register(self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,15 +95,8 @@ class ApiMiddleware:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         method: str = scope["method"]
-        count = self._counts.get((method, path, status))
-        if count is None:
-            count = self._counts[method, path, status] = self.requests.labels(method, path, str(status))
-        timing = self._timings.get((method, path))
-        if timing is None:
-            timing = self._timings[method, path] = self.latency.labels(method, path)
         elapsed = time.perf_counter() - start
-        count.inc()
-        timing.observe(elapsed)
+        self.metrics.observe(method, path, status, elapsed)
         if self.access is not None:
             rid = request_id.decode()
             self.access.info(
@@ -158,3 +145,39 @@ def _head(scope: Scope) -> tuple[int, bytes]:
 
 class _TooLarge(Exception):
     pass
+
+
+class RequestMetrics(Collector):
+    """Requests and their latency per route template (not per raw path, which would explode labels).
+
+    Counted in plain dictionaries on the event loop, which also serves /metrics; the families
+    (bookstore_http_requests_total, bookstore_http_request_duration_seconds) are made when scraped.
+    prometheus_client's labelled Counter and Histogram took a lock and a value object each per request:
+    about 14,000 instructions, a tenth of what the API spends on a GET /books/{id}.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], Latency] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        timing = self.latency.get((method, route))
+        if timing is None:
+            timing = self.latency[method, route] = Latency(LATENCY_BUCKETS)
+        timing.observe(seconds)
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "bookstore_http_requests", "HTTP requests", labels=["method", "route", "status"]
+        )
+        for (method, route, status), n in self.counts.items():
+            requests.add_metric([method, route, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "bookstore_http_request_duration_seconds", "HTTP request latency", labels=["method", "route"]
+        )
+        for (method, route), timing in self.latency.items():
+            latency.add_metric([method, route], timing.buckets(), timing.total)
+        yield latency

@@ -6,7 +6,6 @@ children); a collector turns the counts into Prometheus metrics when /edge/metri
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,20 +16,9 @@ from prometheus_client.registry import Collector
 
 from bookstore.edge.health import HealthChecker
 from bookstore.edge.routing import Routing
+from bookstore.kernel.latency import Latency
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class Latency:
-    """A histogram of request durations (seconds) with fixed buckets."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.total += seconds
 
 
 class EdgeCounters:
@@ -55,7 +43,7 @@ class EdgeCounters:
         self.requests[(record, region or "-", status)] += 1
         latency = self.latency.get(record)
         if latency is None:
-            latency = self.latency[record] = Latency()
+            latency = self.latency[record] = Latency(LATENCY_BUCKETS_S)
         latency.observe(seconds)
 
     def json(self) -> dict[str, Any]:
@@ -139,11 +127,7 @@ class EdgeCollector(Collector):
             labels=["record"],
         )
         for record, h in c.latency.items():
-            cumulative, buckets = 0, []
-            for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), h.counts, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            latency.add_metric([record], buckets, h.total)
+            latency.add_metric([record], h.buckets(), h.total)
         yield latency
         healthy = GaugeMetricFamily(
             "bookstore_edge_target_healthy",
