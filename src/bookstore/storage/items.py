@@ -79,11 +79,12 @@ def check_value(value: Any, path: str = "item") -> None:
 
 def _plain(value: Any) -> bool:
     """Whether check_value accepts `value`, without saying where it does not."""
-    kind = type(value)
+    kind: type = type(value)
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return _INT_MIN <= value <= _INT_MAX
+        number: int = value
+        return _INT_MIN <= number <= _INT_MAX
     if kind is float:
         return math.isfinite(value)
     if isinstance(value, dict):
