@@ -1,4 +1,4 @@
-"""The API's one ASGI middleware: body-size limit, region and request-id headers, metrics, access log."""
+"""The API's framing of requests: body-size limit, region and request-id headers, metrics, access log."""
 
 from __future__ import annotations
 
@@ -22,25 +22,23 @@ ACCESS = "bookstore.access"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
-class ApiMiddleware:
-    """Around every HTTP request of the API, in one layer (each layer costs a few microseconds a request).
+class Framing:
+    """What every API request leaves and every answer carries, shared by ApiMiddleware and the hot paths.
 
-    - Refuses bodies over `limit` bytes with 413, before the app reads them whole.
-    - Names the serving region on every response, so clients (and the edge) can see who answered.
-    - Counts and times requests per route template (not per raw path, which would explode labels).
-    - Answers with the request's id (X-Request-Id: the edge's or the client's when usable, else a new
-      one) and, when `access_log` is on, logs one line per request with it.
+    - The body limit: bodies over `limit` bytes are refused with 413, before the app reads them whole.
+    - The serving region named on every response, so clients (and the edge) can see who answered.
+    - Requests counted and timed per route template (RequestMetrics).
+    - The request's id (X-Request-Id: the edge's or the client's when usable, else a new one) on the
+      answer and, when `access_log` is on, in one log line per request.
     """
 
     def __init__(
         self,
-        app: ASGIApp,
         region_id: str,
         registry: CollectorRegistry,
         limit: int = MAX_BODY_BYTES,
         access_log: bool = False,
     ) -> None:
-        self.app = app
         self.limit = limit
         self.region_header = (b"x-bookstore-region", region_id.encode())
         self.region_id = region_id
@@ -49,49 +47,13 @@ class ApiMiddleware:
         self.metrics = RequestMetrics()
         registry.register(self.metrics)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        length, request_id = _head(scope)
-        id_header = (request_ids.HEADER, request_id)
-        if length > self.limit:
-            status = 413
-            await self._refuse(send, id_header)
-            self._record(scope, status, start, request_id)
-            return
-        received = 0
-        started = False
+    @staticmethod
+    def head(scope: Scope) -> tuple[int, bytes]:
+        """The request's Content-Length (see _head) and its id."""
+        return _head(scope)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def framing_send(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), self.region_header, id_header]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, framing_send)
-        except _TooLarge:
-            if not started:
-                status = 413
-                await self._refuse(send, id_header)
-        finally:
-            self._record(scope, status, start, request_id)
-
-    def _record(self, scope: Scope, status: int, start: float, request_id: bytes) -> None:
+    def record(self, scope: Scope, status: int, start: float, request_id: bytes) -> None:
+        """Count and time the request (and log it, with an access log) under its route template."""
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         method: str = scope["method"]
@@ -116,7 +78,8 @@ class ApiMiddleware:
                 },
             )
 
-    async def _refuse(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
+    async def refuse(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
+        """Answer 413: the body is over the limit."""
         body = orjson.dumps(
             {"error": "PayloadTooLarge", "message": f"the body exceeds {self.limit} bytes; send less"}
         )
@@ -128,6 +91,58 @@ class ApiMiddleware:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class ApiMiddleware:
+    """Frames every HTTP request of the API that the hot paths do not answer (see Framing), in one layer:
+    each layer costs a few microseconds a request."""
+
+    def __init__(self, app: ASGIApp, framing: Framing) -> None:
+        self.app = app
+        self.framing = framing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        framing = self.framing
+        start = time.perf_counter()
+        status = 500
+        length, request_id = _head(scope)
+        id_header = (request_ids.HEADER, request_id)
+        if length > framing.limit:
+            status = 413
+            await framing.refuse(send, id_header)
+            framing.record(scope, status, start, request_id)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > framing.limit:
+                    raise _TooLarge
+            return message
+
+        async def framing_send(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), framing.region_header, id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, framing_send)
+        except _TooLarge:
+            if not started:
+                status = 413
+                await framing.refuse(send, id_header)
+        finally:
+            framing.record(scope, status, start, request_id)
 
 
 def _head(scope: Scope) -> tuple[int, bytes]:
