@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.kernel import request_ids
-from bookstore.kernel.latency import Latency
+from bookstore.kernel.tallies import Latency, counter_family
 
 MAX_BODY_BYTES = 1 << 20
 # The logger of the one line per request (runtime.logs.ACCESS; the API imports no process plumbing).
@@ -184,12 +184,9 @@ class RequestMetrics(Collector):
         timing.observe(seconds)
 
     def collect(self) -> Iterator[Any]:
-        requests = CounterMetricFamily(
-            "bookstore_http_requests", "HTTP requests", labels=["method", "route", "status"]
+        yield counter_family(
+            "bookstore_http_requests", "HTTP requests", ["method", "route", "status"], self.counts
         )
-        for (method, route, status), n in self.counts.items():
-            requests.add_metric([method, route, str(status)], n)
-        yield requests
         latency = HistogramMetricFamily(
             "bookstore_http_request_duration_seconds", "HTTP request latency", labels=["method", "route"]
         )

@@ -1,9 +1,15 @@
-"""A histogram of durations counted in plain integers, read as Prometheus buckets when scraped."""
+"""Counts and durations kept in plain Python objects, made into Prometheus families when scraped."""
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+from prometheus_client.core import CounterMetricFamily
+
+# A counter's key: its label values, in the order of its labels.
+Labels = TypeVar("Labels", bound=tuple[object, ...])
 
 
 class Latency:
@@ -29,3 +35,13 @@ class Latency:
             cumulative += n
             out.append((bound, float(cumulative)))
         return out
+
+
+def counter_family(
+    name: str, documentation: str, labels: Sequence[str], counts: Mapping[Labels, int]
+) -> CounterMetricFamily:
+    """The Counter `name` (exposed as name_total) with one sample per key of `counts`, its label values."""
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    for key, n in counts.items():
+        family.add_metric([str(part) for part in key], n)
+    return family
