@@ -57,7 +57,7 @@ class Measured:
 
 
 # The goals are ratios to the raw ASGI ceiling (issue 16); the Starlette ceiling is a second reference.
-def _endpoints(book_id: str) -> list[Endpoint]:
+def endpoints(book_id: str) -> list[Endpoint]:
     # POST /orders goes last: the best-sellers consumer catching up on its orders must not slow another run.
     return [
         Endpoint("GET /books/{id}", "GET", f"/books/{book_id}", None, False, (200,), goal=0.75),
@@ -78,7 +78,7 @@ def _endpoints(book_id: str) -> list[Endpoint]:
     ]
 
 
-def _bookstore(*args: str) -> None:
+def bookstore(*args: str) -> None:
     done = subprocess.run([str(BOOKSTORE), *args], capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise BenchError(
@@ -92,7 +92,7 @@ def _measure(url: str, load: Load, script: Path | None, core: int | None) -> Res
     return run(url, load, script=script, core=core)
 
 
-def _ceiling_book() -> dict[str, Any]:
+def ceiling_book() -> dict[str, Any]:
     """The book the ceilings answer: the one GET /books/{id} is measured on (checked in run_region)."""
     return next(book for book in seed_books() if book["category"] == CATEGORY)
 
@@ -103,7 +103,7 @@ def _measure_ceiling(
     port = free_port(CEILING_HOST)
     url = f"http://{CEILING_HOST}:{port}{ceiling.PATH}"
     book = work / "ceiling-book.json"
-    book.write_bytes(orjson.dumps(_ceiling_book()))
+    book.write_bytes(orjson.dumps(ceiling_book()))
     argv = [sys.executable, "-m", "bench.ceiling", "--host", CEILING_HOST, "--port", str(port)]
     argv += ["--kind", kind, "--book", str(book)]
     # A GET script like the API's, so wrk does the same work per request for both.
@@ -113,7 +113,7 @@ def _measure_ceiling(
         return _measure(url, load, script, wrk_core)
 
 
-def _check(client: httpx.Client, endpoint: Endpoint, headers: Mapping[str, str]) -> None:
+def check(client: httpx.Client, endpoint: Endpoint, headers: Mapping[str, str]) -> None:
     """One request by hand first: wrk counts statuses but cannot tell a 200 from the 200 we meant."""
     answer = client.request(endpoint.method, endpoint.path, json=endpoint.body, headers=dict(headers))
     if answer.status_code not in endpoint.expect:
@@ -123,7 +123,7 @@ def _check(client: httpx.Client, endpoint: Endpoint, headers: Mapping[str, str])
         )
 
 
-def _sign_in(client: httpx.Client) -> str:
+def sign_in(client: httpx.Client) -> str:
     answer = client.post("/auth/signin", json={"email": EMAIL, "password": PASSWORD})
     if answer.status_code != 200:
         raise BenchError(f"sign-in answered {answer.status_code}: {answer.text[:300]}")
@@ -131,13 +131,13 @@ def _sign_in(client: httpx.Client) -> str:
     return token
 
 
-def _pick_book(client: httpx.Client) -> str:
+def pick_book(client: httpx.Client) -> str:
     """The book GET /books/{id} is measured on: the one the ceilings answer, byte for byte."""
-    book_id: str = _ceiling_book()["id"]
+    book_id: str = ceiling_book()["id"]
     answer = client.get(f"/books/{book_id}")
     if answer.status_code != 200:
         raise BenchError(f"GET /books/{book_id} answered {answer.status_code}; was it seeded?")
-    if answer.content != orjson.dumps(_ceiling_book()):
+    if answer.content != orjson.dumps(ceiling_book()):
         raise BenchError(f"GET /books/{book_id} does not answer the ceilings' bytes: {answer.text[:300]}")
     return book_id
 
@@ -175,7 +175,7 @@ def _best_ceiling(
     return top, note
 
 
-def _topology_file(path: Path) -> Topology:
+def topology_file(path: Path) -> Topology:
     """The default topology with the bench region on free ports, so a running `make up` or a test that
     holds the region's usual ports neither blocks the bench nor gets measured by it."""
     default = Topology()
@@ -221,19 +221,19 @@ def run_region(
     An endpoint that fails is added to `failures` and the others are still measured.
     """
     topology_path = work / "topology.toml"
-    region = _topology_file(topology_path).region(REGION_ID)
+    region = topology_file(topology_path).region(REGION_ID)
     common = ["--data-dir", str(work / "data"), "--topology", str(topology_path)]
-    _bookstore("seed", "--region", REGION_ID, *common)
-    _bookstore("users", "add", EMAIL, "--password", PASSWORD, "--region", REGION_ID, *common)
+    bookstore("seed", "--region", REGION_ID, *common)
+    bookstore("users", "add", EMAIL, "--password", PASSWORD, "--region", REGION_ID, *common)
     argv = [str(BOOKSTORE), "region", "serve", "--region", REGION_ID, *common]
     results: dict[str, Measured] = {}
     with (
         running(argv, f"{region.api_url}/health", work / "region.log", core=server_core),
         httpx.Client(base_url=region.api_url, timeout=10.0) as client,
     ):
-        token = _sign_in(client)
-        book_id = _pick_book(client)
-        for endpoint in _endpoints(book_id):
+        token = sign_in(client)
+        book_id = pick_book(client)
+        for endpoint in endpoints(book_id):
             headers = {"Content-Type": "application/json"} if endpoint.body is not None else {}
             if endpoint.needs_token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -241,7 +241,7 @@ def run_region(
             script = work / f"{slug}.lua"
             script.write_text(lua_script(endpoint.method, headers, endpoint.body), encoding="utf-8")
             try:
-                _check(client, endpoint, headers)
+                check(client, endpoint, headers)
                 result = _measure(f"{region.api_url}{endpoint.path}", load, script, wrk_core)
                 note = f"`{result.command}`"
                 if endpoint.listed_at is not None:
@@ -283,7 +283,7 @@ def run_bench() -> Section:
         )
     figures = _figures("Ceiling (raw ASGI app, orjson, the same book's bytes)", raw, raw_note)
     figures += _figures("Ceiling (Starlette route, the same book's bytes)", starlette, starlette_note)
-    for endpoint in _endpoints("{id}"):
+    for endpoint in endpoints("{id}"):
         if endpoint.label in api:
             m = api[endpoint.label]
             figures += _figures(endpoint.label, m.result, m.note)

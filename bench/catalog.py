@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from bench.api import BOOKSTORE, EMAIL, PASSWORD, REGION_ID, _topology_file
+from bench.api import BOOKSTORE, EMAIL, PASSWORD, REGION_ID, topology_file
 from bench.loadgen import Load, Result, cores, lua_script, run
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import running
@@ -196,7 +196,7 @@ def _load() -> Load:
 
 def measure_size(work: Path, books: int, failures: list[str]) -> list[Figure]:
     topology_path = work / f"topology-{books}.toml"
-    region = _topology_file(topology_path).region(REGION_ID)
+    region = topology_file(topology_path).region(REGION_ID)
     data_dir = work / f"data-{books}"
     seconds = seed(topology_path, data_dir, books)
     load = _load()

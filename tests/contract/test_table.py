@@ -275,11 +275,27 @@ def test_missing_or_malformed_keys_are_validation_errors(orders: Table, call: Ca
     assert orders.changes().records == []
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1, 2}, object(), {1: "non-string key"}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        {1, 2},
+        object(),
+        {1: "non-string key"},
+        [1, {"deep": [float("-inf")]}],
+        {"deep": {"deeper": 2**64}},
+    ],
+)
 def test_values_that_are_not_json_like_are_refused(books: Table, value: Any) -> None:
     with pytest.raises(ValidationError):
         books.put(book(1, bad=value))
     assert books.get({"id": "b001"}) is None
+
+
+def test_a_refused_value_is_named_by_its_path_in_the_item(books: Table) -> None:
+    with pytest.raises(ValidationError, match=r"item\.bad\.lines\[1\]\.price: inf is not a finite number"):
+        books.put(book(1, bad={"lines": [{"price": 1.5}, {"price": float("inf")}]}))
 
 
 def test_a_malformed_cursor_is_a_validation_error(books: Table) -> None:

@@ -350,6 +350,21 @@ def test_metrics_that_only_go_up_are_counters_named_as_prometheus_asks(
         assert families[name].samples[0].value >= 1
     assert families["bookstore_http_requests"].type == "counter"
     assert families["bookstore_http_request_duration_seconds"].type == "histogram"
+    # The cart's one request, counted and timed under its route template: every bucket up to +Inf.
+    route = {"method": "POST", "route": "/cart"}
+    counted = [
+        s for s in families["bookstore_http_requests"].samples if s.labels == {**route, "status": "201"}
+    ]
+    assert [(s.name, s.value) for s in counted] == [("bookstore_http_requests_total", 1)]
+    timed = {
+        (s.name, s.labels.get("le")): s.value
+        for s in families["bookstore_http_request_duration_seconds"].samples
+        if {k: v for k, v in s.labels.items() if k != "le"} == route
+    }
+    assert timed[("bookstore_http_request_duration_seconds_count", None)] == 1
+    assert timed[("bookstore_http_request_duration_seconds_bucket", "+Inf")] == 1
+    assert timed[("bookstore_http_request_duration_seconds_bucket", "5.0")] == 1
+    assert 0 < timed[("bookstore_http_request_duration_seconds_sum", None)] < 5
     assert families["bookstore_stream_consumer_rebuilds"].type == "counter"
     for family in families.values():
         if family.type == "gauge":

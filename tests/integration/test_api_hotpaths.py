@@ -70,6 +70,39 @@ def test_hot_paths_are_counted_under_their_route(client: TestClient, token: str)
     assert 'method="POST",route="/cart",status="201"' in metrics
 
 
+def test_a_hot_path_frames_its_refusals_and_failures_as_the_api_does(
+    client: TestClient, token: str, services: RegionServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In front of FastAPI's stack, the hot paths keep its body limit and its JSON 500, with the headers."""
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def streamed() -> Iterator[bytes]:
+        # No Content-Length: the limit is met while the body arrives.
+        yield b'{"bookId": "bk-cook-001", "quantity": 1, "pad": "'
+        for _ in range(17):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    big = client.post("/cart", content=streamed(), headers=auth)
+    assert big.status_code == 413 and big.json()["error"] == "PayloadTooLarge"
+    assert big.headers["x-bookstore-region"] == "eu-west-1" and len(big.headers["x-request-id"]) == 16
+
+    def broken(book_id: str) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services.catalog, "get", broken)
+    # A 500 is in no route's document: asked without the document's check.
+    unchecked = TestClient(client.app, raise_server_exceptions=False)
+    failed = unchecked.get("/books/bk-cook-001", headers={"X-Request-Id": "shopper-7"})
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "InternalError", "message": "the server failed; try again"}
+    assert failed.headers["x-bookstore-region"] == "eu-west-1"
+    assert failed.headers["x-request-id"] == "shopper-7"
+    metrics = client.get("/metrics").text
+    assert 'method="POST",route="/cart",status="413"' in metrics
+    assert 'method="GET",route="/books/{book_id}",status="500"' in metrics
+
+
 requests = st.one_of(
     st.tuples(st.just("GET"), st.sampled_from(BOOK_IDS).map(lambda b: f"/books/{b}")),
     st.tuples(st.just("GET"), st.text(max_size=70).map(lambda t: "/books/" + quote(t, safe=""))),

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
 from bookstore.kernel.stream import ChangeFeed
 from bookstore.replication.tables.http import replication_routes
-from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
+from bookstore.replication.tables.replicator import OFFSET_FRESH_MS, ReplicationMetrics, Replicator
 from bookstore.replication.tables.wire import entry_json
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
@@ -153,6 +153,27 @@ def test_a_one_hour_skew_contaminates_no_other_region_and_no_later_write_loses_t
     for region in (eu, us):
         assert region.replicator.status()["peers"][AP]["followed"] is True
         assert region.metric("bookstore_replication_peer_followed", AP) == 1
+
+
+def test_the_ceiling_follows_each_measurement_and_its_freshness_wherever_the_clock_moves(
+    regions: dict[str, Region],
+) -> None:
+    # Every local write asks for the ceiling, which keeps its reference between measurements: a new
+    # measurement, or the clock passing (or going back over) a measurement's freshness, must change it.
+    ap = regions[AP]
+    ap.clock.offset_ms = HOUR_MS
+    exchange(regions)
+    ceiling = ap.replicator.clock_ceiling()
+    assert ceiling is not None and abs(ceiling - int(time.time() * 1000)) < BOUND_MS + 5_000
+    stale = OFFSET_FRESH_MS + 1_000
+    ap.clock.offset_ms += stale
+    assert ap.replicator.clock_ceiling() is None, "measurements gone stale pull nothing back"
+    ap.clock.offset_ms -= stale
+    assert ap.replicator.clock_ceiling() is not None, "the same measurements are fresh again"
+    # Back in step: the next measurements (within the same freshness) leave nothing to correct.
+    ap.clock.offset_ms = 0
+    exchange(regions)
+    assert ap.replicator.clock_ceiling() is None
 
 
 def test_a_change_stamped_before_the_region_knew_its_clock_was_fast_is_held_back_not_applied(

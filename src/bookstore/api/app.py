@@ -12,11 +12,12 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.api.auth import bearer_principal
 from bookstore.api.client_address import client_address
 from bookstore.api.hotpaths import HotPaths
-from bookstore.api.middleware import ApiMiddleware
+from bookstore.api.middleware import ApiMiddleware, Framing
 from bookstore.api.models import (
     BestSeller,
     Book,
@@ -142,7 +143,7 @@ def create_app(
     """
     region = services.region
     registry = registry or CollectorRegistry()
-    app = FastAPI(
+    app = ApiApp(
         title=f"Bookstore API ({region.name}, {region.id})",
         version="1",
         docs_url="/docs",
@@ -370,9 +371,12 @@ def create_app(
     if services.blog is not None:
         app.include_router(create_blog_router(services.blog, services.identity))
 
+    framing = Framing(region.id, registry, access_log=access_log)
+    app.add_middleware(ApiMiddleware, framing=framing)
     if hot_paths:
-        app.add_middleware(
-            HotPaths,
+        app.front = HotPaths(
+            app.stack,
+            framing=framing,
             catalog=services.catalog,
             cart=services.cart,
             checkout=services.checkout,
@@ -380,9 +384,29 @@ def create_app(
             writes=services.writes,
             routes=app.routes,
         )
-    app.add_middleware(ApiMiddleware, region_id=region.id, registry=registry, access_log=access_log)
     _describe(app)
     return app
+
+
+class ApiApp(FastAPI):
+    """FastAPI with an app in `front` of its whole stack (the hot paths), which hands it the rest.
+
+    As a middleware of Starlette's stack the hot paths ran behind FastAPI's and Starlette's calls, the
+    server-error and telemetry layers and ApiMiddleware's wrappers of receive and send: hops on the way
+    in and out of every hot request.
+    """
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own handling: its middleware stack (ApiMiddleware in it), then its routes."""
+        await super().__call__(scope, receive, send)
 
 
 def _describe(app: FastAPI) -> None:

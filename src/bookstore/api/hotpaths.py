@@ -11,6 +11,8 @@ same mapping (kernel.http.error_for). tests/integration/test_api_hotpaths.py hol
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,10 +24,13 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.api.auth import bearer_principal
+from bookstore.api.middleware import Framing
 from bookstore.api.paging import page_answer
+from bookstore.api.responses import internal_error
 from bookstore.domain.errors import BookstoreError
 from bookstore.domain.orders import OrderLine
 from bookstore.domain.users import Principal
+from bookstore.kernel import request_ids
 from bookstore.kernel.http import error_for
 from bookstore.services import pages
 from bookstore.services.cart import Cart
@@ -34,6 +39,7 @@ from bookstore.services.checkout import Checkout
 from bookstore.services.identity import Identity
 from bookstore.services.writes import GroupCommit
 
+log = logging.getLogger("bookstore.api")
 # The length limits the FastAPI declarations of these routes put on strings and lists (api/app.py).
 SHORT = 256
 MAX_ORDER_LINES = 200
@@ -46,12 +52,18 @@ Handler = Callable[[Scope, bytes], Awaitable[Answer]]
 
 
 class HotPaths:
-    """ASGI middleware in front of the FastAPI app that serves its hot paths itself."""
+    """ASGI app in front of the whole FastAPI app (its middleware stack too) that serves its hot paths.
+
+    A hot request is framed here as ApiMiddleware frames the others (the same Framing: body limit,
+    region and request-id headers, metrics, access log), and meets none of the layers of FastAPI's
+    stack; any other request, or one this layer does not take whole, goes on to `app`, the stack.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
+        framing: Framing,
         catalog: Catalog,
         cart: Cart,
         checkout: Checkout,
@@ -60,6 +72,7 @@ class HotPaths:
         routes: Iterable[BaseRoute],
     ) -> None:
         self.app = app
+        self.framing = framing
         self.catalog = catalog
         self.cart = cart
         self.checkout = checkout
@@ -95,25 +108,51 @@ class HotPaths:
             await self.app(scope, receive, send)
             return
         handler, route = taken
-        body = await _read_body(receive) if method == "POST" else b""
+        # The FastAPI route names the request in the metrics, refused or answered (FastAPI, should it
+        # take the request after all, sets its own).
+        scope["route"] = route
+        framing = self.framing
+        start = time.perf_counter()
+        length, request_id = framing.head(scope)
+        id_header = (request_ids.HEADER, request_id)
+        body: bytes | None = b""
+        if length <= framing.limit and method == "POST":
+            body = await _read_body(receive, framing.limit)
+        if length > framing.limit or body is None:
+            await framing.refuse(send, id_header)
+            framing.record(scope, 413, start, request_id)
+            return
         try:
             answer = await handler(scope, body)
         except BookstoreError as exc:
-            scope["route"] = route
-            await error_for(exc)(scope, receive, send)
-            return
+            answer = error_for(exc)
+        except Exception:
+            # What FastAPI's server-error layer does for the requests it serves.
+            log.exception("unexpected error")
+            answer = internal_error()
         if answer is None:
+            # Left to FastAPI, body and all: ApiMiddleware, in its stack, frames and counts it.
             await self.app(scope, _replay(body, receive) if method == "POST" else receive, send)
             return
-        scope["route"] = route
-        if isinstance(answer, Response):
-            await answer(scope, receive, send)
-            return
-        status, content = answer
-        data = orjson.dumps(content)
-        headers = [(b"content-length", str(len(data)).encode()), (b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        status = 500
+        try:
+            if isinstance(answer, Response):
+                status = answer.status_code
+                answer.raw_headers.extend((framing.region_header, id_header))
+                await answer(scope, receive, send)
+                return
+            status, content = answer
+            data = orjson.dumps(content)
+            headers = [
+                (b"content-length", str(len(data)).encode()),
+                (b"content-type", b"application/json"),
+                framing.region_header,
+                id_header,
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+        finally:
+            framing.record(scope, status, start, request_id)
 
     # -- handlers: each does what its FastAPI endpoint in api/app.py does --------------------------------
 
@@ -227,13 +266,19 @@ def _cart_line(value: Any) -> tuple[str, int] | None:
     return book_id, quantity
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request's whole body; None as soon as it passes `limit` bytes."""
     chunks = []
+    received = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

@@ -31,6 +31,11 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def internal_error() -> Response:
+    """The answer to an unexpected error (logged by the caller): 500, saying nothing of the cause."""
+    return error_response(500, "InternalError", "the server failed; try again")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def bookstore_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.BookstoreError)
@@ -47,7 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error")
-        return error_response(500, "InternalError", "the server failed; try again")
+        return internal_error()
 
     app.add_exception_handler(errors.BookstoreError, bookstore_error)
     app.add_exception_handler(RequestValidationError, validation_error)

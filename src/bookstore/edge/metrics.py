@@ -6,7 +6,6 @@ children); a collector turns the counts into Prometheus metrics when /edge/metri
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,20 +16,9 @@ from prometheus_client.registry import Collector
 
 from bookstore.edge.health import HealthChecker
 from bookstore.edge.routing import Routing
+from bookstore.kernel.tallies import Latency, counter_family
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class Latency:
-    """A histogram of request durations (seconds) with fixed buckets."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.total += seconds
 
 
 class EdgeCounters:
@@ -55,7 +43,7 @@ class EdgeCounters:
         self.requests[(record, region or "-", status)] += 1
         latency = self.latency.get(record)
         if latency is None:
-            latency = self.latency[record] = Latency()
+            latency = self.latency[record] = Latency(LATENCY_BUCKETS_S)
         latency.observe(seconds)
 
     def json(self) -> dict[str, Any]:
@@ -99,51 +87,39 @@ class EdgeCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         c = self.counters
-        requests = CounterMetricFamily(
-            "bookstore_edge_requests", "Requests served by the edge", labels=["record", "region", "status"]
+        yield counter_family(
+            "bookstore_edge_requests",
+            "Requests served by the edge",
+            ["record", "region", "status"],
+            c.requests,
         )
-        for (record, region, status), n in c.requests.items():
-            requests.add_metric([record, region, str(status)], n)
-        yield requests
-        retries = CounterMetricFamily(
-            "bookstore_edge_retries", "Requests retried on another region", labels=["record", "from", "to"]
+        yield counter_family(
+            "bookstore_edge_retries",
+            "Requests retried on another region",
+            ["record", "from", "to"],
+            c.retries,
         )
-        for (record, a, b), n in c.retries.items():
-            retries.add_metric([record, a, b], n)
-        yield retries
-        failovers = CounterMetricFamily(
+        yield counter_family(
             "bookstore_edge_failovers",
             "Requests served by another region than the record's first choice after it failed",
-            labels=["record", "from", "to"],
+            ["record", "from", "to"],
+            c.failovers,
         )
-        for (record, a, b), n in c.failovers.items():
-            failovers.add_metric([record, a, b], n)
-        yield failovers
-        failed = CounterMetricFamily(
-            "bookstore_edge_failed", "Requests no region could serve", labels=["record", "reason"]
+        yield counter_family(
+            "bookstore_edge_failed", "Requests no region could serve", ["record", "reason"], c.failed
         )
-        for (record, why), n in c.failed.items():
-            failed.add_metric([record, why], n)
-        yield failed
         refused = CounterMetricFamily("bookstore_edge_refused", "Bad requests refused", labels=["reason"])
         for why, n in c.refused.items():
             refused.add_metric([why], n)
         yield refused
-        dns = CounterMetricFamily("bookstore_edge_dns_queries", "DNS queries", labels=["name", "rcode"])
-        for (name, rcode), n in c.dns.items():
-            dns.add_metric([name, rcode], n)
-        yield dns
+        yield counter_family("bookstore_edge_dns_queries", "DNS queries", ["name", "rcode"], c.dns)
         latency = HistogramMetricFamily(
             "bookstore_edge_request_duration_seconds",
             "Time from request to answer at the edge",
             labels=["record"],
         )
         for record, h in c.latency.items():
-            cumulative, buckets = 0, []
-            for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), h.counts, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            latency.add_metric([record], buckets, h.total)
+            latency.add_metric([record], h.buckets(), h.total)
         yield latency
         healthy = GaugeMetricFamily(
             "bookstore_edge_target_healthy",

@@ -18,6 +18,7 @@ KeyValue = str | int | float
 # orjson refuses integers outside these bounds; DynamoDB keeps 38 digits, so these are the portable ones.
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+_SEQUENCES = (list, tuple)
 
 
 def is_key_value(value: Any) -> bool:
@@ -70,6 +71,36 @@ def key_names(schema: TableSchema) -> list[str]:
 
 def check_value(value: Any, path: str = "item") -> None:
     """Raise ValidationError unless `value` is JSON-like: str, finite number, bool, None, list, map by str."""
+    # Every write checks its item: the walk that names where a value is wrong (a path string made per
+    # value) runs only once the plain walk found one.
+    if not _plain(value):
+        _check_value(value, path)
+
+
+def _plain(value: Any) -> bool:
+    """Whether check_value accepts `value`, without saying where it does not."""
+    kind: type = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        number: int = value
+        return _INT_MIN <= number <= _INT_MAX
+    if kind is float:
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        for k, v in value.items():  # noqa: SIM110 (a loop: all() over a generator costs a third more)
+            if type(k) is not str or not _plain(v):
+                return False
+        return True
+    if isinstance(value, _SEQUENCES):
+        for v in value:  # noqa: SIM110
+            if not _plain(v):
+                return False
+        return True
+    return False
+
+
+def _check_value(value: Any, path: str) -> None:
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return
@@ -85,11 +116,11 @@ def check_value(value: Any, path: str = "item") -> None:
         for k, v in value.items():
             if type(k) is not str:
                 raise ValidationError(f"{path}: map keys must be strings, got {k!r}")
-            check_value(v, f"{path}.{k}")
+            _check_value(v, f"{path}.{k}")
         return
     if isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            check_value(v, f"{path}[{i}]")
+            _check_value(v, f"{path}[{i}]")
         return
     raise ValidationError(f"{path}: unsupported value {value!r} of type {kind.__name__}")
 

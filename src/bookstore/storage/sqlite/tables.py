@@ -695,9 +695,14 @@ class SqliteTable:
     # -- writes --------------------------------------------------------------------------------------
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
-        key = check_item(self.schema, item)
+        schema = self.schema
+        key = check_item(schema, item)
         doc = orjson.dumps(item).decode()
-        self._write(key, condition, lambda _old: doc)
+        # check_item checked the key: its stored columns are taken as they are, not checked again. The
+        # replaced item is read only for a condition (put returns nothing).
+        pk = key[schema.partition_key]
+        sk = NO_SORT if schema.sort_key is None else key[schema.sort_key]
+        self._write(key, condition, lambda _old: doc, (pk, sk), old_wanted=condition is not None)
 
     def update(self, key: Key, changes: Mapping[str, Any], *, condition: Condition | None = None) -> Item:
         key_parts(self.schema, key)
@@ -715,15 +720,24 @@ class SqliteTable:
     def delete(self, key: Key, *, condition: Condition | None = None) -> Item | None:
         return self._write(dict(key), condition, lambda _old: None)
 
-    def _write(self, key: Key, condition: Condition | None, new_doc: Any) -> Item | None:
+    def _write(
+        self,
+        key: Key,
+        condition: Condition | None,
+        new_doc: Any,
+        stored: tuple[KeyValue, KeyValue] | None = None,
+        *,
+        old_wanted: bool = True,
+    ) -> Item | None:
         """One transaction: check `condition`, write `new_doc(old)` (None = tombstone), log the change.
 
-        Returns the old item.
+        Returns the old item (None without `old_wanted`: then new_doc is given None too). `stored` is
+        the key's (pk, sk) columns when the caller checked them already.
         """
-        pk, sk = self.stored_key(key)
+        pk, sk = self.stored_key(key) if stored is None else stored
         db = self._db
         with db.transaction(f"table {self.schema.name}: write") as conn:
-            old, logged = self._write_locked(conn, key, pk, sk, condition, new_doc)
+            old, logged = self._write_locked(conn, key, pk, sk, condition, new_doc, old_wanted)
         if logged:
             db.notify()
         return old
@@ -736,6 +750,7 @@ class SqliteTable:
         sk: KeyValue,
         condition: Condition | None,
         new_doc: Any,
+        old_wanted: bool = True,
     ) -> tuple[Item | None, bool]:
         row = conn.execute(self.sql_current, (pk, sk)).fetchone()
         write_once = self.schema.conflict_rule == FIRST_WRITER_WINS
@@ -745,7 +760,7 @@ class SqliteTable:
                 f"table {self.schema.name}: {key} was written before, and its items are written once"
             )
         old_doc: str | None = None if row is None else row[0]
-        old = change_log.loads(old_doc)
+        old = change_log.loads(old_doc) if old_wanted else None
         if not holds(condition, old):
             raise ConditionFailed(f"table {self.schema.name}: condition {condition} does not hold for {key}")
         doc: str | None = new_doc(old)
@@ -754,7 +769,7 @@ class SqliteTable:
             raise ConditionFailed(f"table {self.schema.name}: items are written once and never deleted")
         # A delete of an absent key still writes a versioned tombstone: a write of the key that has not
         # arrived yet (made elsewhere, earlier) must lose to it by last-writer-wins, not come back.
-        kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old is None else "MODIFY"
+        kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if old_doc is None else "MODIFY"
         db = self._db
         version = db.next_version(conn)
         prev_hlc, prev_region = (None, None) if row is None else (row[1], row[2])
