@@ -299,6 +299,7 @@ def topology_text(
     active: tuple[str, ...],
     edge: str | None,
     anti_entropy_s: float,
+    *,
     tls: bool = False,
 ) -> str:
     """Regions at their hosts' addresses on their default ports, direct links, no supervisor; the edge
@@ -349,6 +350,7 @@ def on_hosts(
     active: tuple[str, ...],
     edge: str | None,
     anti_entropy_s: float,
+    *,
     tls: bool = False,
 ) -> Iterator[OnHosts]:
     """Each region on its host with `region serve`, the edge on its own, the test as the operator on its
@@ -360,7 +362,7 @@ def on_hosts(
     with separate_hosts(ip, {name: HOST_OCTET[name] for name in names}) as hosts:
         topology_file = tmp_path / "topology.toml"
         topology_file.write_text(
-            topology_text(hosts, regions, active, edge, anti_entropy_s, tls), encoding="utf-8"
+            topology_text(hosts, regions, active, edge, anti_entropy_s, tls=tls), encoding="utf-8"
         )
         d = OnHosts(
             Topology.load(topology_file), topology_file, tmp_path / "operator" / "data",

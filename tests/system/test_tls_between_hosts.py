@@ -97,9 +97,7 @@ def test_regions_speak_tls_and_tables_replicate_both_ways(deployment: OnHosts) -
     for home, other in ((EU, AP), (AP, EU)):
         email = f"tls-from-{home}@example.com"
         deployment.cli("users", "add", email, "--password", PASSWORD, "--region", home)
-        wait(
-            f"{email} added in {home} signing in in {other}", partial(signin, deployment, other, email), 200
-        )
+        wait(f"{email} added in {home} signing in in {other}", partial(signin, deployment, other, email), 200)
     # Each region follows the other over TLS.
     for region, peer in ((eu, AP), (ap, EU)):
         status = get(deployment, region.api_url + "/status").json()
