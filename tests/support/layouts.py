@@ -41,6 +41,8 @@ ONE_MACHINE, HOSTS = "one-machine", "hosts"
 HOST_OCTET = {"eu": 1, "ap": 2, "us": 3, "edge": 10, "operator": 20}
 REGION_HOST = {EU: "eu", AP: "ap", US: "us"}
 START_S = 60.0
+# What a topology adds for TLS between hosts (tests/system/test_tls_between_hosts.py).
+TLS_ON = "\n[tls]\nenabled = true\n"
 
 
 @dataclass
@@ -294,16 +296,10 @@ def skip_marked(request: pytest.FixtureRequest, layout: str) -> None:
 
 
 def topology_text(
-    hosts: Hosts,
-    regions: tuple[str, ...],
-    active: tuple[str, ...],
-    edge: str | None,
-    anti_entropy_s: float,
-    *,
-    tls: bool = False,
+    hosts: Hosts, regions: tuple[str, ...], active: tuple[str, ...], edge: str | None, anti_entropy_s: float
 ) -> str:
     """Regions at their hosts' addresses on their default ports, direct links, no supervisor; the edge
-    (enabled when `edge` is given, with those lines) on a host of its own; with `tls`, TLS between hosts."""
+    (enabled when `edge` is given, with those lines) on a host of its own."""
     defaults = {r.id: r for r in Topology().regions}
     address = hosts.address["edge"]
     lines = [
@@ -338,8 +334,6 @@ def topology_text(
             f"location = [{region.location[0]}, {region.location[1]}]",
             "",
         ]
-    if tls:
-        lines += ["[tls]", "enabled = true", ""]
     return "\n".join(lines)
 
 
@@ -361,9 +355,8 @@ def on_hosts(
     names = [REGION_HOST[r] for r in regions] + ["edge", "operator"]
     with separate_hosts(ip, {name: HOST_OCTET[name] for name in names}) as hosts:
         topology_file = tmp_path / "topology.toml"
-        topology_file.write_text(
-            topology_text(hosts, regions, active, edge, anti_entropy_s, tls=tls), encoding="utf-8"
-        )
+        text = topology_text(hosts, regions, active, edge, anti_entropy_s) + (TLS_ON if tls else "")
+        topology_file.write_text(text, encoding="utf-8")
         d = OnHosts(
             Topology.load(topology_file), topology_file, tmp_path / "operator" / "data",
             layout=HOSTS, hosts=hosts, root=tmp_path,
