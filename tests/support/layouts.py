@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,6 +28,8 @@ from bookstore.kernel.clock import SystemClock
 from bookstore.runtime.operator import operator_headers
 from bookstore.runtime.secret import operator_secret
 from bookstore.runtime.switches import switch_faults
+from bookstore.runtime.tls import CA_CERT, TLS_DIR
+from bookstore.runtime.tls import verify as tls_verify
 from tests.support import waiting
 from tests.support.hosts import Hosts, separate_hosts, tail
 from tests.support.prerequisites import require_netns
@@ -37,6 +41,8 @@ ONE_MACHINE, HOSTS = "one-machine", "hosts"
 HOST_OCTET = {"eu": 1, "ap": 2, "us": 3, "edge": 10, "operator": 20}
 REGION_HOST = {EU: "eu", AP: "ap", US: "us"}
 START_S = 60.0
+# What a topology adds for TLS between hosts (tests/system/test_tls_between_hosts.py).
+TLS_ON = "\n[tls]\nenabled = true\n"
 
 
 @dataclass
@@ -150,6 +156,15 @@ class OnHosts(Deployment):
     def host_data(self, host: str) -> Path:
         return self.root / host / "data"
 
+    def tls(self, *args: str) -> None:
+        """`bookstore tls ARGS` on the operator's host (where the CA is kept)."""
+        self.on.bookstore("operator", "tls", *args, "--data-dir", str(self.data_dir))
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What the operator's requests verify the regions with: the deployment's CA with [tls] on."""
+        return tls_verify(self.topology, self.data_dir)
+
     def serve(self, host: str, *args: str) -> subprocess.Popen[bytes]:
         """`bookstore ARGS --topology T --data-dir D` started on `host` (its output in ROOT/HOST/*.log)."""
         log = self.root / host / f"{args[0]}.log"
@@ -177,7 +192,7 @@ class OnHosts(Deployment):
         def health() -> int:
             if process.poll() is not None:
                 pytest.fail(f"region {region_id} exited {process.returncode}:\n{tail(log)}")
-            return httpx.get(url, timeout=2).status_code
+            return httpx.get(url, timeout=2, verify=self.verify).status_code
 
         waiting.wait_for(f"{region_id} healthy at {url}", health, lambda status: status == 200, START_S)
 
@@ -209,7 +224,9 @@ class OnHosts(Deployment):
         """A region's own fault switch, asked of the region (what `bookstore api break` does here)."""
         region = self.topology.region(region_id)
         secret = operator_secret(self.data_dir)
-        return asyncio.run(switch_faults(region.api_url, region.id, secret, SystemClock(), switches))
+        return asyncio.run(
+            switch_faults(region.api_url, region.id, secret, SystemClock(), switches, verify=self.verify)
+        )
 
 
 class Layout:
@@ -322,25 +339,44 @@ def topology_text(
 
 @contextmanager
 def on_hosts(
-    tmp_path: Path, regions: tuple[str, ...], active: tuple[str, ...], edge: str | None, anti_entropy_s: float
+    tmp_path: Path,
+    regions: tuple[str, ...],
+    active: tuple[str, ...],
+    edge: str | None,
+    anti_entropy_s: float,
+    *,
+    tls: bool = False,
 ) -> Iterator[OnHosts]:
     """Each region on its host with `region serve`, the edge on its own, the test as the operator on its
     own; the credentials made on the home region's host and imported on the others (the documented
-    step), the catalog seeded and the storefront published from the operator's host, as `up` does."""
+    step), the catalog seeded and the storefront published from the operator's host, as `up` does.
+    With `tls`, TLS between hosts, its material made and carried as documented (`_issue_tls`)."""
     ip = require_netns()
     names = [REGION_HOST[r] for r in regions] + ["edge", "operator"]
     with separate_hosts(ip, {name: HOST_OCTET[name] for name in names}) as hosts:
         topology_file = tmp_path / "topology.toml"
-        topology_file.write_text(
-            topology_text(hosts, regions, active, edge, anti_entropy_s), encoding="utf-8"
-        )
+        text = topology_text(hosts, regions, active, edge, anti_entropy_s) + (TLS_ON if tls else "")
+        topology_file.write_text(text, encoding="utf-8")
         d = OnHosts(
             Topology.load(topology_file), topology_file, tmp_path / "operator" / "data",
             layout=HOSTS, hosts=hosts, root=tmp_path,
         )  # fmt: skip
         with d.operating():
+            if tls:
+                _issue_tls(d, regions)
             _set_up(d, regions, active, edge)
         yield d
+
+
+def _issue_tls(d: OnHosts, regions: tuple[str, ...]) -> None:
+    """The documented steps: the CA on the operator's host, a certificate per region's host for its
+    address, the CA's certificate alone for the edge's host (which only connects)."""
+    d.tls("init")
+    for region_id in regions:
+        out = d.host_data(REGION_HOST[region_id]) / TLS_DIR
+        d.tls("issue", "--ip", d.topology.region(region_id).address, "--out", str(out))
+    (d.host_data("edge") / TLS_DIR).mkdir(parents=True)
+    shutil.copy(d.data_dir / TLS_DIR / CA_CERT, d.host_data("edge") / TLS_DIR / CA_CERT)
 
 
 def _set_up(d: OnHosts, regions: tuple[str, ...], active: tuple[str, ...], edge: str | None) -> None:
