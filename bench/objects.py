@@ -383,12 +383,15 @@ def one_region_topology(
 
 
 @contextlib.contextmanager
-def region_server(work: Path, core: int | None) -> Iterator[Target]:
-    """One region process alone (`bookstore region serve`), its S3 API on a loopback port."""
+def region_server(work: Path, core: int | None, src: Path | None = None) -> Iterator[Target]:
+    """One region process alone (`bookstore region serve`), its S3 API on a loopback port; the code of
+    `src` (another tree's src/, through PYTHONPATH) when given, else this checkout's."""
     address = "127.0.0.1"
     topology = one_region_topology(work / "region.toml", SOURCE, address, ACCESS_KEY, SECRET_KEY)
     region = Topology.load(topology).region(SOURCE)
-    argv = [str(BIN / "bookstore"), "region", "serve", "--region", SOURCE]
+    # `env` execs the region, so the pid running() sees (for the CPU time) is the region's.
+    path = [] if src is None else ["env", f"PYTHONPATH={src}"]
+    argv = [*path, str(BIN / "bookstore"), "region", "serve", "--region", SOURCE]
     argv += ["--data-dir", str(work / "region-data"), "--topology", str(topology)]
     with running(argv, f"{region.api_url}/health", work / "region.log", core=core) as proc:
         yield Target("region", region.s3_url, SOURCE, ACCESS_KEY, SECRET_KEY, proc.pid)
