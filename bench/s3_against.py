@@ -37,7 +37,9 @@ def checked_out(ref: str) -> Iterator[Path]:
         try:
             yield tree / "src"
         finally:
-            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
+            subprocess.run(
+                [*git, "worktree", "remove", "--force", str(tree)], check=False, capture_output=True
+            )
 
 
 def figures(src: Path, parts: tuple[str, ...]) -> dict[str, float]:
@@ -77,7 +79,9 @@ def main() -> None:
             if round_ % 2 == 0:
                 order.reverse()
             got = {label: figures(src, parts) for label, src in order}
-            print(f"\nRound {round_} ({' then '.join(label for label, _ in order)}), {args.against} beside this tree\n")
+            print(
+                f"\nRound {round_} ({' then '.join(label for label, _ in order)}), {args.against} beside this tree\n"
+            )
             print(f"| Figure | {args.against} | this tree | ratio |")
             print("|---|---:|---:|---:|")
             for name, old in got["before"].items():
