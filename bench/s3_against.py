@@ -79,9 +79,8 @@ def main() -> None:
             if round_ % 2 == 0:
                 order.reverse()
             got = {label: figures(src, parts) for label, src in order}
-            print(
-                f"\nRound {round_} ({' then '.join(label for label, _ in order)}), {args.against} beside this tree\n"
-            )
+            turns = " then ".join(label for label, _ in order)
+            print(f"\nRound {round_} ({turns}), {args.against} beside this tree\n")
             print(f"| Figure | {args.against} | this tree | ratio |")
             print("|---|---:|---:|---:|")
             for name, old in got["before"].items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -151,17 +152,20 @@ async def put(ctx: S3Context, call: Call) -> Response:
     customer_key = attributes.write_key(call.headers)
     body, big = object_content(call)
     key = call.object_key
-    async with ctx.conditions.guard(call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key)):
-        version = await ctx.run(
-            ctx.store.put_object,
-            call.bucket,
-            call.object_key,
-            body,
-            big=big,
-            checksum=attributes.verified_checksum(call.verified),
-            customer_key=customer_key,
-            **fields,
-        )
+    write = partial(
+        ctx.run,
+        ctx.store.put_object,
+        call.bucket,
+        key,
+        body,
+        big=big,
+        checksum=attributes.verified_checksum(call.verified),
+        customer_key=customer_key,
+        **fields,
+    )
+    version = await ctx.conditions.guarded(
+        call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key), write
+    )
     out = {"ETag": f'"{version.etag}"', **call.verified, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id
