@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -80,7 +81,8 @@ def main() -> None:
                 order.reverse()
             got = {label: figures(src, parts) for label, src in order}
             turns = " then ".join(label for label, _ in order)
-            print(f"\nRound {round_} ({turns}), {args.against} beside this tree\n")
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"\nRound {round_} ({turns}), {args.against} beside this tree; load average {load}\n")
             print(f"| Figure | {args.against} | this tree | ratio |")
             print("|---|---:|---:|---:|")
             for name, old in got["before"].items():

@@ -1101,6 +1101,7 @@ class LocalObjectStore:
             "SELECT id, sort_id FROM versions WHERE bucket = ? AND key = ? AND latest = 1", (bucket.name, key)
         ).fetchone()
         doomed: list[str] = []
+        deleted = None
         status: ReplicationStatus | None
         if replica is not None:
             now = replica.last_modified_ms
@@ -1129,7 +1130,9 @@ class LocalObjectStore:
                 if old is not None:
                     doomed = blob_ids(old[3])
                     db.execute("DELETE FROM versions WHERE id = ?", (old[0],))
-        if is_latest and latest is not None:
+                    deleted = old[0]
+        # An unversioned overwrite deleted the latest row itself just above: no flag left to clear.
+        if is_latest and latest is not None and latest[0] != deleted:
             db.execute("UPDATE versions SET latest = 0 WHERE id = ?", (latest[0],))
         key_id = None if content is None else content.key_id
         if segments is None and content is not None and content.blob_id is not None:
