@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from functools import partial
 
 from starlette.concurrency import run_in_threadpool
@@ -103,7 +103,7 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     )
 
 
-async def streamed(body: Iterable[bytes], length: int) -> AsyncIterator[bytes]:
+async def streamed(body: Iterable[bytes], length: int) -> AsyncGenerator[bytes, None]:
     """The `length` bytes of a stored body, taken in a worker thread HOP_BYTES at a time; no hop only
     to find the end, and the body closed (its file with it) however the answer ends."""
     pieces = iter(body)
