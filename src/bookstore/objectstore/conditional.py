@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from bookstore.objectstore.errors import (
     ConditionalRequestConflict,
@@ -12,6 +13,8 @@ from bookstore.objectstore.errors import (
     PreconditionFailed,
 )
 from bookstore.objectstore.port import ObjectVersion
+
+T = TypeVar("T")
 
 _FAILED = "At least one of the pre-conditions you specified did not hold"
 
@@ -71,18 +74,19 @@ class WriteConditions:
         finally:
             self._busy.discard(name)
 
-    @asynccontextmanager
-    async def guard(
+    async def guarded(
         self,
         bucket: str,
         key: str,
         headers: Mapping[str, str],
         current: Callable[[], Awaitable[ObjectVersion | None]],
-    ) -> AsyncIterator[None]:
-        """Around a write: when it is conditional, hold the key and check its `current` version first."""
+        write: Callable[[], Awaitable[T]],
+    ) -> T:
+        """`write()`: when it is conditional, with the key held and its `current` version checked first.
+
+        Most writes name no condition: they go straight on, with no context manager built for them."""
         if not conditional(headers):
-            yield
-            return
+            return await write()
         async with self.held(bucket, key):
             check(await current(), headers)
-            yield
+            return await write()

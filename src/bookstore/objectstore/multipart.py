@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -143,18 +144,19 @@ async def complete_upload(ctx: S3Context, call: Call) -> Response:
     await attributes.check_part_checksums(ctx, call, doc.get("Parts", []))
     upload_id = call.query["uploadId"]
     try:
-        async with ctx.conditions.guard(
-            call.bucket, key, call.headers, lambda: objects.current(ctx, call.bucket, key)
-        ):
-            version = await ctx.run(
-                ctx.store.complete_upload,
-                call.bucket,
-                key,
-                upload_id,
-                parts,
-                big=True,
-                expected=checksums.named(call.headers),
-            )
+        complete = partial(
+            ctx.run,
+            ctx.store.complete_upload,
+            call.bucket,
+            key,
+            upload_id,
+            parts,
+            big=True,
+            expected=checksums.named(call.headers),
+        )
+        version = await ctx.conditions.guarded(
+            call.bucket, key, call.headers, lambda: objects.current(ctx, call.bucket, key), complete
+        )
     except (NoSuchUpload, PreconditionFailed):
         # A retry of a complete that succeeded (its answer lost to a timeout) answers as the first did.
         done = ctx.completed.get(call.bucket, key, upload_id, ctx.now_ms())

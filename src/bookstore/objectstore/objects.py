@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from functools import partial
+
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -16,6 +19,12 @@ from bookstore.objectstore.errors import (
 from bookstore.objectstore.port import ByteRange, ObjectVersion
 from bookstore.objectstore.request import Call, object_content
 from bookstore.objectstore.tags import MAX_OBJECT_TAGS, from_document
+
+# What a streamed answer takes from the store per worker-thread hop. A hop costs about 100 us of CPU
+# and a MiB piece about 200 us to read and decrypt: one hop a piece (as Starlette iterates a plain
+# iterable) was a third of an 8 MiB GET's server CPU. Four pieces a hop hold at most 4 MiB more per
+# answer in flight, while the transport's flow control keeps the socket's side to a piece.
+HOP_BYTES = 4 * 1024 * 1024
 
 
 async def get_tagging(ctx: S3Context, call: Call) -> Response:
@@ -89,7 +98,40 @@ async def get(ctx: S3Context, call: Call, *, head: bool) -> Response:
     # Content-Type goes in as a header: as media_type, Starlette would add a charset to text types.
     if isinstance(content.body, list | tuple):
         return Response(b"".join(content.body), status_code=status, headers=out)
-    return StreamingResponse(content.body, status_code=status, headers=out)
+    return StreamingResponse(
+        streamed(content.body, content.last - content.first + 1), status_code=status, headers=out
+    )
+
+
+async def streamed(body: Iterable[bytes], length: int) -> AsyncGenerator[bytes, None]:
+    """The `length` bytes of a stored body, taken in a worker thread HOP_BYTES at a time; no hop only
+    to find the end, and the body closed (its file with it) however the answer ends."""
+    pieces = iter(body)
+    try:
+        while length > 0:
+            batch = await run_in_threadpool(_take, pieces, min(length, HOP_BYTES))
+            if not batch:
+                return
+            batch.reverse()
+            while batch:
+                piece = batch.pop()
+                length -= len(piece)
+                yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+
+
+def _take(pieces: Iterator[bytes], want: int) -> list[bytes]:
+    """The next pieces, until they hold `want` bytes or the body ends."""
+    batch: list[bytes] = []
+    for piece in pieces:
+        batch.append(piece)
+        want -= len(piece)
+        if want <= 0:
+            break
+    return batch
 
 
 async def current(ctx: S3Context, bucket: str, key: str) -> ObjectVersion | None:
@@ -110,17 +152,20 @@ async def put(ctx: S3Context, call: Call) -> Response:
     customer_key = attributes.write_key(call.headers)
     body, big = object_content(call)
     key = call.object_key
-    async with ctx.conditions.guard(call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key)):
-        version = await ctx.run(
-            ctx.store.put_object,
-            call.bucket,
-            call.object_key,
-            body,
-            big=big,
-            checksum=attributes.verified_checksum(call.verified),
-            customer_key=customer_key,
-            **fields,
-        )
+    write = partial(
+        ctx.run,
+        ctx.store.put_object,
+        call.bucket,
+        key,
+        body,
+        big=big,
+        checksum=attributes.verified_checksum(call.verified),
+        customer_key=customer_key,
+        **fields,
+    )
+    version = await ctx.conditions.guarded(
+        call.bucket, key, call.headers, lambda: current(ctx, call.bucket, key), write
+    )
     out = {"ETag": f'"{version.etag}"', **call.verified, **attributes.written_headers(version)}
     if version.version_id != "null":
         out["x-amz-version-id"] = version.version_id

@@ -144,9 +144,11 @@ def extras(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def version_of(row: tuple[Any, ...]) -> ObjectVersion:
-    """The ObjectVersion of a `versions` row selected as VERSION_COLUMNS."""
-    meta = orjson.loads(row[11])
+def version_of(row: tuple[Any, ...], meta: Mapping[str, Any] | None = None) -> ObjectVersion:
+    """The ObjectVersion of a `versions` row selected as VERSION_COLUMNS; `meta` is its `meta` column
+    parsed, when the caller has parsed it already."""
+    if meta is None:
+        meta = orjson.loads(row[11])
     return ObjectVersion(
         bucket=row[1],
         key=row[2],

@@ -327,8 +327,9 @@ class LocalObjectStore:
         with self.engine.exclusive() as db:
             row, inline, blobs = self._row(db, bucket, key, version_id, body=True)
             segments = _segments(blobs, row[15])
-            ciphers = self._unlock(row, customer_key, [kid for _, _, kid in segments] or [row[15]])
-            version = version_of(row)
+            meta = orjson.loads(row[11])
+            ciphers = self._unlock(meta, customer_key, [kid for _, _, kid in segments] or [row[15]])
+            version = version_of(row, meta)
             first, last, partial = resolve_range(version.size, byte_range)
             if inline is not None:
                 if ciphers[0] is not None:
@@ -344,8 +345,9 @@ class LocalObjectStore:
     ) -> ObjectVersion:
         with self.engine.exclusive() as db:
             row, _, _ = self._row(db, bucket, key, version_id, body=False)
-            self._unlock(row, customer_key, [])
-            return version_of(row)
+            meta = orjson.loads(row[11])
+            self._unlock(meta, customer_key, [])
+            return version_of(row, meta)
 
     def part_range(
         self, bucket: str, key: str, number: int, *, version_id: str | None = None
@@ -493,7 +495,7 @@ class LocalObjectStore:
             upload = orjson.loads(self._upload(db, bucket, key, upload_id)[1])
         sealed = upload.get("e") == SSE_C
         if sealed:
-            self._unlock_meta(upload, customer_key, [])
+            self._unlock(upload, customer_key, [])
         else:
             refuse_key(customer_key)
         # The newest key is leased until the part's row has committed.
@@ -560,7 +562,8 @@ class LocalObjectStore:
     def completed_parts(self, bucket: str, key: str, *, version_id: str | None = None) -> list[Part]:
         with self.engine.exclusive() as db:
             row, _, blobs = self._row(db, bucket, key, version_id, body=True)
-        version, meta = version_of(row), orjson.loads(row[11])
+        meta = orjson.loads(row[11])
+        version = version_of(row, meta)
         sizes = _part_sizes(version, blobs, meta)
         if sizes is None:
             return []
@@ -1028,15 +1031,10 @@ class LocalObjectStore:
             yield cipher, key_id
 
     def _unlock(
-        self, row: tuple[Any, ...], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
-    ) -> list[BlobCipher | None]:
-        """The ciphers of a version row's pieces of content, whose SSE-S3 keys are `key_ids` (None: in
-        clear), once its SSE-C key checks out."""
-        return self._unlock_meta(orjson.loads(row[11]), customer_key, key_ids)
-
-    def _unlock_meta(
         self, meta: Mapping[str, Any], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
     ) -> list[BlobCipher | None]:
+        """The ciphers of a version's pieces of content, whose SSE-S3 keys are `key_ids` (None: in
+        clear), once its SSE-C key checks out; `meta` is the version row's `meta` column, parsed."""
         if meta.get("e", "") == SSE_C:
             proof = KeyProof.from_json(meta.get("k"))
             assert proof is not None
@@ -1103,6 +1101,7 @@ class LocalObjectStore:
             "SELECT id, sort_id FROM versions WHERE bucket = ? AND key = ? AND latest = 1", (bucket.name, key)
         ).fetchone()
         doomed: list[str] = []
+        deleted = None
         status: ReplicationStatus | None
         if replica is not None:
             now = replica.last_modified_ms
@@ -1131,7 +1130,9 @@ class LocalObjectStore:
                 if old is not None:
                     doomed = blob_ids(old[3])
                     db.execute("DELETE FROM versions WHERE id = ?", (old[0],))
-        if is_latest and latest is not None:
+                    deleted = old[0]
+        # An unversioned overwrite deleted the latest row itself just above: no flag left to clear.
+        if is_latest and latest is not None and latest[0] != deleted:
             db.execute("UPDATE versions SET latest = 0 WHERE id = ?", (latest[0],))
         key_id = None if content is None else content.key_id
         if segments is None and content is not None and content.blob_id is not None:
