@@ -61,9 +61,9 @@ class CountingPeer(InProcessPeer):
         self.pulled += len(found)
         return found
 
-    async def push(self, entries: list[LogEntry]) -> None:
+    async def push(self, entries: list[LogEntry]) -> list[LogEntry]:
         self.pushed += len(entries)
-        await super().push(entries)
+        return await super().push(entries)
 
 
 @dataclass

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from bookstore.kernel.clock import SystemClock
+from bookstore.kernel.clock import HybridLogicalClock, SystemClock
+from bookstore.replication.tables.model import LogEntry
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
@@ -77,3 +78,67 @@ def test_a_new_region_backfills_once_and_follows_the_others_from_the_snapshots_c
     assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 205
     for db in dbs.values():
         db.close()
+
+
+class Watched(InProcessPeer):
+    """An in-process peer that counts the digests asked of it (each the start of an anti-entropy round)."""
+
+    digests = 0
+
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        self.digests += 1
+        return await super().digest(table, buckets, before)
+
+
+def test_anti_entropy_waits_for_a_joining_region_to_complete_its_snapshot_then_repairs_it(
+    tmp_path: Path,
+) -> None:
+    network = Network()
+    dbs = {r: SqliteDatabase(tmp_path / f"{r}.db", r) for r in REGIONS}
+    for region, db in dbs.items():
+        db.table(CARTS)
+        network.stores[region] = SqliteReplica(db)
+    put(dbs[EU], "eu", 120)
+    eu = replicator(network, EU)
+    to_us = Watched(EU, US, network, SCHEMAS, REGIONS, batch=50)
+    eu.peers = [to_us]
+    joining = replicator(network, US)
+    carts = ("carts",)
+
+    async def join() -> None:
+        # EU follows the new region at once (nothing to copy there) while US has not copied EU yet.
+        await eu.follow(to_us)
+        assert eu.connected[US]
+        await eu._anti_entropy_all()
+        assert to_us.digests == 0
+        assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 0
+        # US copies EU's snapshot and follows EU's log: the join is complete.
+        for peer in joining.peers:
+            if peer.region == EU:
+                await joining.follow(peer)
+        # A change that reached EU only (relayed from AP before a link was lost): anti-entropy's to repair.
+        network.stores[EU].apply(AP, [relayed_cart()], None)
+        await eu._anti_entropy_all()
+
+    asyncio.run(join())
+    assert to_us.digests > 0
+    assert network.stores[US].state_digest(carts) == network.stores[EU].state_digest(carts)
+    assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 121
+    for db in dbs.values():
+        db.close()
+
+
+def relayed_cart() -> LogEntry:
+    now = SystemClock().now_ms()
+    return LogEntry(
+        seq=1,
+        table="carts",
+        kind="INSERT",
+        key={"customerId": "ap", "bookId": "b1"},
+        old=None,
+        new={"customerId": "ap", "bookId": "b1", "quantity": 1, "price": 9.5},
+        written_ms=now,
+        origin=AP,
+        version=(HybridLogicalClock.pack(now), AP),
+        previous=None,
+    )

@@ -8,9 +8,17 @@ from typing import Any
 
 import orjson
 
+from bookstore.kernel.http import MAX_BODY_BYTES
 from bookstore.ports import Key, TableSchema
 from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage, Version
-from bookstore.replication.tables.wire import MAX_KEYS, entry_json, parse_batch, parse_entries, parse_versions
+from bookstore.replication.tables.wire import (
+    MAX_KEYS,
+    entry_json,
+    parse_batch,
+    parse_entries,
+    parse_versions,
+    push_bodies,
+)
 from bookstore.storage.sqlite.replica import SqliteReplica
 
 
@@ -144,13 +152,13 @@ class InProcessPeer:
             found += parse_entries(_wire([entry_json(e) for e in entries]), self.schemas, self.regions)
         return found
 
-    async def push(self, entries: list[LogEntry]) -> None:
-        if not entries:
-            return
-        store = self._store()
-        raw = _wire({"source": self.me, "entries": [entry_json(e) for e in entries]})
-        source, parsed = parse_batch(raw, self.schemas, self.regions)
-        store.apply(source, parsed, None)
+    async def push(self, entries: list[LogEntry]) -> list[LogEntry]:
+        # The bodies HttpPeer sends, each parsed as the endpoint parses it.
+        bodies, too_large = push_bodies(self.me, entries, MAX_BODY_BYTES)
+        for body in bodies:
+            source, parsed = parse_batch(orjson.loads(body), self.schemas, self.regions)
+            self._store().apply(source, parsed, None)
+        return too_large
 
     async def ack(self, seq: int) -> None:
         self._store().record_ack(self.me, seq)

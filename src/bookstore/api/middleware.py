@@ -14,9 +14,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.kernel import request_ids
+from bookstore.kernel.http import MAX_BODY_BYTES
 from bookstore.kernel.tallies import Latency, counter_family
 
-MAX_BODY_BYTES = 1 << 20
 # The logger of the one line per request (runtime.logs.ACCESS; the API imports no process plumbing).
 ACCESS = "bookstore.access"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)

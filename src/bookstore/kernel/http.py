@@ -19,6 +19,9 @@ from bookstore.domain import errors
 log = logging.getLogger("bookstore.http")
 
 JSON_MEDIA = "application/json"
+# The most a region's HTTP endpoints take in a request body (the API's framing answers 413 beyond it,
+# /replication/ included): a region's own senders bound what they send a peer by it.
+MAX_BODY_BYTES = 1 << 20
 
 
 class JSON(Response):

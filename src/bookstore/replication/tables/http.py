@@ -18,7 +18,7 @@ from starlette.routing import Route
 from bookstore.domain import errors
 from bookstore.kernel.auth import CLOCK_HEADER
 from bookstore.kernel.clock import SystemClock
-from bookstore.kernel.http import error_for, error_response, json_response
+from bookstore.kernel.http import MAX_BODY_BYTES, error_for, error_response, json_response
 from bookstore.kernel.stream import (
     HEARTBEAT_S,
     NDJSON,
@@ -39,7 +39,14 @@ from bookstore.replication.tables.model import (
 )
 from bookstore.replication.tables.ports import LogSource, ReplicaStore
 from bookstore.replication.tables.replicator import MAX_CLOCK_OFFSET_MS
-from bookstore.replication.tables.wire import MAX_KEYS, entry_json, parse_batch, parse_entries, parse_versions
+from bookstore.replication.tables.wire import (
+    MAX_KEYS,
+    entry_json,
+    parse_batch,
+    parse_entries,
+    parse_versions,
+    push_bodies,
+)
 
 # Entries per streamed read and per snapshot page: a region catching up applies each in one transaction,
 # and below about 2,000 the cost of a batch (a read, a line, a commit, a checkpoint) shows per entry.
@@ -380,11 +387,16 @@ class HttpPeer:
             found += parse_entries(raw.get("entries"), self.schemas, self.regions)
         return found
 
-    async def push(self, entries: list[LogEntry]) -> None:
-        if entries:
-            await self._post(
-                "/replication/push", {"source": self.me, "entries": [entry_json(e) for e in entries]}
-            )
+    async def push(self, entries: list[LogEntry]) -> list[LogEntry]:
+        # Bodies within the peer's limit (every region's is MAX_BODY_BYTES): a 413 would refuse all of one.
+        if len(entries) <= INLINE_ROWS:
+            bodies, too_large = push_bodies(self.me, entries, MAX_BODY_BYTES)
+        else:
+            bodies, too_large = await asyncio.to_thread(push_bodies, self.me, entries, MAX_BODY_BYTES)
+        for body in bodies:
+            response = await self.client.post("/replication/push", content=body)
+            _raise_for(response.status_code, self.region, "/replication/push")
+        return too_large
 
     async def ack(self, seq: int) -> None:
         await self._post("/replication/ack", {"peer": self.me, "seq": seq})

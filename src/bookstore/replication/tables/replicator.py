@@ -41,7 +41,6 @@ from bookstore.replication.tables.model import (
     within_bound,
 )
 from bookstore.replication.tables.ports import ReplicatorStore
-from bookstore.replication.tables.wire import MAX_BATCH
 
 log = logging.getLogger("bookstore.replication")
 
@@ -122,7 +121,10 @@ class Peer(Protocol):
         """The peer's entries of `keys` (those it holds)."""
         ...
 
-    async def push(self, entries: list[LogEntry]) -> None: ...
+    async def push(self, entries: list[LogEntry]) -> list[LogEntry]:
+        """Apply `entries` at the peer, in as many requests as its body limit needs; returns those not
+        sent, each alone too large for any request."""
+        ...
 
     async def ack(self, seq: int) -> None:
         """Tell the peer this region holds its log up to `seq`, so it may trim before it."""
@@ -204,6 +206,12 @@ class ReplicationMetrics:
         )
         self.repaired = Counter(
             "bookstore_replication_repaired", "Entries repaired by anti-entropy", ["peer"], registry=registry
+        )
+        self.too_large = Counter(
+            "bookstore_replication_push_too_large",
+            "Versions anti-entropy cannot push to the peer, each alone over its request body limit",
+            ["peer"],
+            registry=registry,
         )
         self.backfills = Counter(
             "bookstore_replication_backfills", "Snapshot backfills from a peer", ["source"], registry=registry
@@ -349,6 +357,9 @@ class Replicator:
         self.relays: dict[str, tuple[str, ...]] = {}
         self._heard: dict[str, float] = {}
         self._marks: dict[str, deque[tuple[float, int]]] = {}
+        # Per peer: the versions (table, key, version) no push can carry to it, each alone over its body
+        # limit; a repair leaves them out rather than find, read and refuse them again every round.
+        self._too_large: dict[str, set[tuple[str, tuple[Any, ...], Version]]] = {}
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
         self.apply_paused = False
 
@@ -748,12 +759,33 @@ class Replicator:
         result = await self._apply(peer.region, incoming, None, live=False) if incoming else None
         # What we just took from the peer superseded ours: the peer needs ours only where we kept it.
         taken = set() if result is None else {_key_id(e.key) for e in result.applied_entries}
-        sending = [key for k, (key, version) in ours.items() if theirs.get(k) != version and k not in taken]
+        unsendable = self._too_large.get(peer.region, set())
+        sending = [
+            key
+            for k, (key, version) in ours.items()
+            if theirs.get(k) != version and k not in taken and (table, k, version) not in unsendable
+        ]
         if sending:
             outgoing = await asyncio.to_thread(self.store.entries_of, table, sending)
-            for start in range(0, len(outgoing), MAX_BATCH):
-                await peer.push(outgoing[start : start + MAX_BATCH])
+            self._not_pushed(peer.region, await peer.push(outgoing))
         return 0 if result is None else result.applied
+
+    def _not_pushed(self, peer: str, entries: Sequence[LogEntry]) -> None:
+        """Counts and logs the versions no push can carry to `peer`, and keeps them out of later repairs:
+        the same version would be refused every round, for ever. The log still brings it there."""
+        if not entries:
+            return
+        known = self._too_large.setdefault(peer, set())
+        known.update((e.table, _key_id(e.key), e.version) for e in entries)
+        self.metrics.too_large.labels(peer).inc(len(entries))
+        for entry in entries:
+            log.warning(
+                "anti-entropy cannot push %s %s (version %s) to %s: alone it is over the request body limit",
+                entry.table,
+                entry.key,
+                entry.version,
+                peer,
+            )
 
     def catching_up(self, peer: str) -> bool:
         """True while a backlog is on its way between this region and `peer` by the log (either way)."""
@@ -762,8 +794,19 @@ class Replicator:
         acked = self.store.acks().get(peer)
         return acked is not None and self.store.head_seq() - acked > CATCHING_UP_ACKED
 
+    def joining(self, peer: str) -> bool:
+        """True while `peer` has not completed its snapshot of this region (a new region still copying
+        it): a region asks to follow this log, which records its acknowledgement here, only once it has.
+
+        Anti-entropy with such a peer would find every bucket different and push it the whole table
+        beside the snapshot it is copying; its first stream ends this, and repairs resume."""
+        return peer not in self.store.acks()
+
     async def _anti_entropy_all(self) -> None:
         for peer in self.peers:
+            if self.connected.get(peer.region) and self.joining(peer.region):
+                log.info("anti-entropy with %s waits: it has not completed its snapshot of us", peer.region)
+                continue
             if self.catching_up(peer.region):
                 log.info("anti-entropy with %s waits: a backlog is on its way by the log", peer.region)
                 continue

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from bookstore.domain import errors
@@ -58,6 +59,34 @@ def entry_json(entry: LogEntry) -> dict[str, Any]:
     if entry.trace is not None:
         line["trace"] = entry.trace
     return line
+
+
+def push_bodies(source: str, entries: Sequence[LogEntry], limit: int) -> tuple[list[bytes], list[LogEntry]]:
+    """The bodies of a push of `entries` from `source` (a `_Batch` each), none over `limit` bytes or
+    MAX_BATCH entries, and the entries none can carry: each alone is over the limit.
+
+    A body over the receiver's limit is refused whole (413), and a repair would send the same one again
+    every round: splitting by bytes, not by a count of entries, is what keeps large items moving.
+    """
+    head = b'{"source":' + orjson.dumps(source) + b',"entries":['
+    room = limit - len(head) - len(b"]}")
+    bodies: list[bytes] = []
+    too_large: list[LogEntry] = []
+    batch: list[bytes] = []
+    size = 0  # of b",".join(batch)
+    for entry in entries:
+        encoded = orjson.dumps(entry_json(entry))
+        if len(encoded) > room:
+            too_large.append(entry)
+            continue
+        if batch and (size + 1 + len(encoded) > room or len(batch) == MAX_BATCH):
+            bodies.append(head + b",".join(batch) + b"]}")
+            batch, size = [], 0
+        size += len(encoded) + (1 if batch else 0)
+        batch.append(encoded)
+    if batch:
+        bodies.append(head + b",".join(batch) + b"]}")
+    return bodies, too_large
 
 
 _FIELDS = frozenset(_Entry.model_fields) - {"trace"}
