@@ -645,25 +645,34 @@ class Replicator:
 
     async def backfill(self, peer: Peer) -> int:
         """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
-        cursor: str | None = None
-        head: int | None = None
-        held: dict[str, int] = {}
+        page = await peer.snapshot(None, self.snapshot_page)
+        head, held = page.head_seq, page.checkpoints
         copied = 0
         while True:
-            page = await peer.snapshot(cursor, self.snapshot_page)
-            if head is None:
-                head, held = page.head_seq, page.checkpoints
             _, ahead = within_bound(page.entries, self.clock.now_ms(), self.max_clock_offset_ms)
             if ahead is not None:
                 # Begun again later: a backfill's checkpoint is the snapshot's, so it cannot skip one.
                 offset = ahead_ms(ahead, self.clock.now_ms())
                 raise PeerClockAhead(peer.region, offset, f"the snapshot's {ahead.table} {ahead.key}")
-            last = page.cursor is None
-            await self._apply(peer.region, page.entries, head if last else None, live=False)
+            # The next page is read, encoded and sent by the peer while this one is applied here: one
+            # after the other, each region waited for the other's half of every page.
+            following = (
+                None
+                if page.cursor is None
+                else asyncio.create_task(peer.snapshot(page.cursor, self.snapshot_page))
+            )
+            try:
+                await self._apply(peer.region, page.entries, head if following is None else None, live=False)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                    with contextlib.suppress(BaseException):
+                        await following
+                raise
             copied += len(page.entries)
-            if last:
+            if following is None:
                 break
-            cursor = page.cursor
+            page = await following
         self.metrics.backfills.labels(peer.region).inc()
         log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
         # The snapshot held every change of another peer's log up to the peer's checkpoint of it (read
