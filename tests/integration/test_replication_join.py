@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bookstore.kernel.clock import HybridLogicalClock, SystemClock
@@ -32,6 +34,19 @@ def replicator(network: Network, me: str) -> Replicator:
     )
 
 
+@pytest.fixture
+def three(tmp_path: Path) -> Iterator[tuple[Network, dict[str, SqliteDatabase]]]:
+    """The three regions' stores on one in-process network, each with a carts table."""
+    network = Network()
+    dbs = {r: SqliteDatabase(tmp_path / f"{r}.db", r) for r in REGIONS}
+    for region, db in dbs.items():
+        db.table(CARTS)
+        network.stores[region] = SqliteReplica(db)
+    yield network, dbs
+    for db in dbs.values():
+        db.close()
+
+
 def put(db: SqliteDatabase, customer: str, n: int) -> None:
     carts = db.table(CARTS)
     for i in range(n):
@@ -39,13 +54,9 @@ def put(db: SqliteDatabase, customer: str, n: int) -> None:
 
 
 def test_a_new_region_backfills_once_and_follows_the_others_from_the_snapshots_checkpoints(
-    tmp_path: Path,
+    three: tuple[Network, dict[str, SqliteDatabase]],
 ) -> None:
-    network = Network()
-    dbs = {r: SqliteDatabase(tmp_path / f"{r}.db", r) for r in REGIONS}
-    for region, db in dbs.items():
-        db.table(CARTS)
-        network.stores[region] = SqliteReplica(db)
+    network, dbs = three
     replicators = {r: replicator(network, r) for r in REGIONS}
 
     async def converge(*regions: str) -> None:
@@ -76,8 +87,6 @@ def test_a_new_region_backfills_once_and_follows_the_others_from_the_snapshots_c
     tables = ("carts",)
     assert network.stores[US].state_digest(tables) == network.stores[AP].state_digest(tables)
     assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 205
-    for db in dbs.values():
-        db.close()
 
 
 class Watched(InProcessPeer):
@@ -91,13 +100,9 @@ class Watched(InProcessPeer):
 
 
 def test_anti_entropy_waits_for_a_joining_region_to_complete_its_snapshot_then_repairs_it(
-    tmp_path: Path,
+    three: tuple[Network, dict[str, SqliteDatabase]],
 ) -> None:
-    network = Network()
-    dbs = {r: SqliteDatabase(tmp_path / f"{r}.db", r) for r in REGIONS}
-    for region, db in dbs.items():
-        db.table(CARTS)
-        network.stores[region] = SqliteReplica(db)
+    network, dbs = three
     put(dbs[EU], "eu", 120)
     eu = replicator(network, EU)
     to_us = Watched(EU, US, network, SCHEMAS, REGIONS, batch=50)
@@ -124,8 +129,6 @@ def test_anti_entropy_waits_for_a_joining_region_to_complete_its_snapshot_then_r
     assert to_us.digests > 0
     assert network.stores[US].state_digest(carts) == network.stores[EU].state_digest(carts)
     assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 121
-    for db in dbs.values():
-        db.close()
 
 
 def relayed_cart() -> LogEntry:
