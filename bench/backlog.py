@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -225,6 +226,15 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_REFUSED = re.compile(r'^bookstore_http_requests_total\{[^}]*status="413"\} (\S+)$', re.M)
+
+
+def _refused(url: str) -> float:
+    """The requests the region refused as too large (413) so far, from its /metrics: anti-entropy's
+    pushes to a joining region were, each round, before issue 16."""
+    return sum(float(value) for value in _REFUSED.findall(httpx.get(url + "/metrics", timeout=10).text))
+
+
 def _count(db: Path, run_id: str) -> int:
     with contextlib.closing(_read_only(db)) as conn:
         (n,) = conn.execute(
@@ -320,6 +330,7 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
             )
     join_s = done - started
     new_cpu = _cpu_s(new_pid)
+    refused = _refused(system.urls[NEW])
     cpu = {r: _cpu_s(pid) - cpu[r] for r, pid in pids.items()}
     held = sum(_count(new_db, run_id) for run_id in run_ids)
     if held != total:
@@ -334,7 +345,8 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
             note=(
                 f"from the start request of {NEW} (its start-up included) until it follows both "
                 f"{SOURCE} and {DEST} from their heads (one backfill, the other region followed from the "
-                "snapshot's checkpoint of it)"
+                f"snapshot's checkpoint of it); meanwhile {NEW} refused {refused:.0f} requests as too "
+                "large (413)"
             ),
         ),
         Figure(
