@@ -28,6 +28,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
+from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.replay import SeenSignatures
 from bookstore.ports import Clock
 
@@ -246,9 +247,18 @@ class PeerAuth(httpx.Auth):
     X-Bookstore-Destination header names (a client that talks to several regions sets it per request).
     A body given as bytes is hashed here; a streamed body (an iterator, a file) is never read by the
     signer: its caller sets X-Bookstore-Content-SHA256 to the body's hex SHA-256 beforehand.
+    With `cut` (the region's links cut on purpose), a request to a cut peer fails before it is signed.
     """
 
-    def __init__(self, secret: Secret, region: str, clock: Clock, destination: str | None = None) -> None:
+    def __init__(
+        self,
+        secret: Secret,
+        region: str,
+        clock: Clock,
+        destination: str | None = None,
+        *,
+        cut: CutLinks | None = None,
+    ) -> None:
         _key(secret)
         _check_region(region)
         if destination is not None:
@@ -257,11 +267,15 @@ class PeerAuth(httpx.Auth):
         self.region = region
         self.clock = clock
         self.destination = destination
+        self.cut = cut
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         destination = self.destination or request.headers.get(DESTINATION_HEADER)
         if not destination:
             raise ValueError(f"a request between regions names its destination region ({DESTINATION_HEADER})")
+        if self.cut is not None:
+            # Every request between regions is signed here: the one place a cut link is kept on the way out.
+            self.cut.refuse(request, destination)
         target = request.url.raw_path.decode("ascii")
         declared = request.headers.get(CONTENT_HEADER)
         if declared is None and not isinstance(request.stream, httpx.ByteStream):
