@@ -16,6 +16,7 @@ from bookstore.config import Topology
 from bookstore.domain.orders import OrderLine
 from bookstore.kernel.auth import PeerAuth, sign
 from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
+from bookstore.kernel.cuts import CutLinks
 from bookstore.region.compose import build_region, region_app
 from bookstore.region.faults import RegionFaults
 from bookstore.region.services import RegionServices
@@ -95,9 +96,11 @@ def test_bad_or_impossible_skews_are_refused_with_4xx(
 
 def replicated_app(services: RegionServices, test_faults: bool) -> tuple[RegionFaults, Replicator]:
     held: list[Replicator] = []
-    api = region_app(services, SECRET, on_replicator=held.append)
+    # One set of cut links for the switch and the region's signer and verifier, as region.compose wires it.
+    cut = CutLinks()
+    api = region_app(services, SECRET, on_replicator=held.append, cut=cut)
     app = RegionFaults(
-        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults
+        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults, cut=cut
     )
     return app, held[0]
 

@@ -178,6 +178,11 @@ class OnHosts(Deployment):
         assert self._agent(region_id, "kill")["running"] is False
 
     def start(self, region_id: str) -> None:
+        if region_id not in self.processes:
+            # A region not active until now: its host starts the agent, which starts the region.
+            self.launch(region_id)
+            self.wait_healthy(region_id)
+            return
         assert self._agent(region_id, "start")["running"] is True
 
     def _agent(self, region_id: str, action: str) -> dict[str, Any]:
@@ -206,7 +211,7 @@ class OnHosts(Deployment):
         waiting.wait_for(f"{region_id} healthy at {url}", health, lambda status: status == 200, START_S)
 
     def running(self, region_id: str) -> bool:
-        return bool(self._agent(region_id, "status")["running"])
+        return region_id in self.processes and bool(self._agent(region_id, "status")["running"])
 
     def cut(self, a: str, b: str, *, reset: bool = False) -> None:
         # A blackhole route fails every packet from then on, so an open connection carries nothing more:

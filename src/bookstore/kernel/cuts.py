@@ -1,9 +1,9 @@
 """Links cut on purpose (the partition drill's switch on a region): the peers it neither reaches nor hears.
 
-A region's fault switch (`{"cut": [...]}`, bookstore.region.faults) sets the peers; its clients to peers
-ask here before each request (through PeerAuth, which every request between regions passes), so what
-would cross a cut link fails as a connection that cannot be opened fails. The switch itself refuses
-what those peers send and ends the streams it serves them.
+A region's fault switch (`{"cut": [...]}`, bookstore.region.faults) sets the peers. Every request between
+regions passes the signer on the way out and the verifier on the way in (bookstore.kernel.auth), which
+read them: a request to a cut peer fails as a connection that cannot be opened fails, one from it is
+answered 503, and an answer streaming to it ends at its next chunk.
 """
 
 from __future__ import annotations

@@ -525,7 +525,7 @@ def region_app(
     if secret is None:
         return app
     return PeerAuthMiddleware(
-        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/"
+        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/", cut=cut
     )
 
 
@@ -615,6 +615,7 @@ def compose(
                 cluster=objects.cluster if objects is not None else None,
                 secret=secret,
                 staging=s3_staging(data_dir),
+                cut=cut,
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []

@@ -13,10 +13,10 @@ The drills add three more: {"clockSkewMs": N} shifts the region's clock (the Ske
 the region reads, the HLC included) by N ms, and the test-only {"replication": "paused"|"ok"} stops the
 region applying the changes it receives, to prove that a drill catches broken replication; the latter
 is refused with 403 unless the region was started with BOOKSTORE_TEST_FAULTS=1. {"cut": [peers]} cuts
-the region off from those peers (the partition drill, where no link simulator runs; [] heals): its
-clients to them fail as an unreachable peer's would (bookstore.kernel.cuts, kept by the signer), what
-they send it (any request signed by one of them, on either port) is answered 503, and the streams it
-serves them end at their next line. The drill switches both sides of the link.
+the region off from those peers (the partition drill, where no link simulator runs; [] heals): every
+request between regions passes the signer or the verifier (bookstore.kernel.auth), which keep it: its
+clients to them fail as an unreachable peer's would, what they send it on either port is answered 503,
+and the streams it serves them end at their next line. The drill switches both sides of the link.
 
 The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok",
 "clockSkewMs": N, "replication": "paused"|"ok"}, signed with the deployment's shared secret as the
@@ -28,7 +28,6 @@ BrokenApi gives the same answer to a function started with BOOKSTORE_API_BROKEN=
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -37,12 +36,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
 from bookstore.kernel.auth import (
     MAX_AGE_MS,
-    REGION_HEADER,
     authenticate,
     check_body,
     first_headers,
@@ -67,16 +65,8 @@ SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication", "cut"})
 # Paths of the API port that are not behind the (removed) API mapping.
 _UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
 _S3_INTERNAL = "/_replication/"
-# Where regions send requests to each other on the API port (the streams they follow among them).
-_PEER_PATHS = "/replication/"
-_SOURCE = REGION_HEADER.lower().encode("latin-1")
 MAX_CUT = 64
 _REGION_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-class _Severed(BaseException):
-    """Raised into the app when the peer a stream was serving is cut off: the stream ends there. Not an
-    Exception, as a cancellation is not: the app's error handlers would log it as a server error."""
 
 
 def _json(status: int, content: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -141,7 +131,7 @@ class RegionFaults:
         self.test_faults = os.environ.get(TEST_FAULTS_ENV) == "1" if test_faults is None else test_faults
         self.api_broken = False
         self.s3_unavailable = False
-        # Shared with the region's clients to its peers, which keep it on the way out.
+        # Shared with the region's signer and verifier of requests between regions, which keep it.
         self.cut = cut if cut is not None else CutLinks()
         self.seen = SeenSignatures(MAX_AGE_MS)
 
@@ -158,9 +148,6 @@ class RegionFaults:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if self.cut.peers and _source(scope) in self.cut.peers:
-            await _answer(send, *self._cut_answer(_source(scope)))
             return
         server = scope.get("server")
         on_s3 = self.s3_port is not None and server is not None and server[1] == self.s3_port
@@ -183,31 +170,7 @@ class RegionFaults:
         elif self.api_broken and not path.startswith(_UNMAPPED):
             await _answer(send, *_unmapped(self.region, f"`bookstore api repair {self.region}`"))
             return
-        elif path.startswith(_PEER_PATHS):
-            await self._from_peer(scope, receive, send)
-            return
         await self.app(scope, receive, send)
-
-    def _cut_answer(self, peer: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        message = f'the link from {peer} to {self.region} is cut (fault switch; {{"cut": []}} heals it)'
-        return _json(503, {"error": "Unavailable", "message": message})
-
-    async def _from_peer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A request between regions: a stream it answers ends when its peer is cut off meanwhile."""
-        peer = _source(scope)
-        if peer is None:
-            await self.app(scope, receive, send)
-            return
-
-        async def severable(message: Message) -> None:
-            if message["type"] == "http.response.body" and peer in self.cut.peers:
-                # As far as the peer can tell the stream ends; it asks again, and is refused.
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                raise _Severed
-            await send(message)
-
-        with contextlib.suppress(_Severed):
-            await self.app(scope, receive, severable)
 
     async def _switch(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         # The signature is checked before the body is read; the body then has to be the one signed.
@@ -345,12 +308,3 @@ class RegionFaults:
                 400, {"error": "BadRequest", "message": f"cut names peers, not {self.region} or the operator"}
             )
         return None
-
-
-def _source(scope: Scope) -> str | None:
-    """The region a request between regions says it comes from (its signature's, checked further in:
-    refusing on the claim alone only refuses the one who makes it)."""
-    for name, value in scope["headers"]:
-        if name == _SOURCE:
-            return str(value.decode("latin-1"))
-    return None

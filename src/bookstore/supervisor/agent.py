@@ -113,19 +113,25 @@ async def _run(agent: Agent, secret: str) -> None:
     material = tls.uvicorn_settings(tls.tls_files(agent.topology, agent.data_dir))
     server = control_server(agent_app(agent, secret), region.listen_address, region.agent_port, **material)
     serving = asyncio.create_task(server.serve())
+    # Beside serving, so that a stop while the region starts (or never becomes healthy) is not held up.
+    starting = asyncio.create_task(_first_start(agent))
+    log.info("agent of %s at %s", region.id, region.agent_url)
     try:
-        try:
-            await agent.start()
-        except RuntimeError as exc:
-            # Still serving: the operator sees it in the status and may ask for a start again.
-            log.error("region %s did not start: %s", region.id, exc)
-        log.info("agent of %s at %s", region.id, region.agent_url)
         await serving
     finally:
         server.should_exit = True
+        starting.cancel()
         await agent.kill(signal.SIGTERM)
         if not serving.done():
             await serving
+
+
+async def _first_start(agent: Agent) -> None:
+    try:
+        await agent.start()
+    except RuntimeError as exc:
+        # Still serving: the operator sees it in the status and may ask for a start again.
+        log.error("region %s did not start: %s", agent.region.id, exc)
 
 
 def serve(topology: Topology, region_id: str, data_dir: Path, topology_file: Path | None) -> None:
