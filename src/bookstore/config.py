@@ -62,6 +62,9 @@ class Region(BaseModel):
     bind_address: str | None = None
     api_port: int = 8000
     s3_port: int = 9000
+    # The port of the host's agent (`bookstore region agent`: runs this region, kills and starts it on the
+    # operator's signed request) on a topology without a supervisor; None: no agent.
+    agent_port: int | None = None
     # Where clients in this region are, for latency routing: (latitude, longitude).
     location: tuple[float, float] = (0.0, 0.0)
     # With `[storage] blog = "mysql"`: this region's MariaDB/MySQL server, as the application's account
@@ -87,6 +90,10 @@ class Region(BaseModel):
     @property
     def s3_url(self) -> str:
         return f"{self._scheme}://{self.address}:{self.s3_port}"
+
+    @property
+    def agent_url(self) -> str | None:
+        return None if self.agent_port is None else f"{self._scheme}://{self.address}:{self.agent_port}"
 
 
 class Storage(BaseModel):

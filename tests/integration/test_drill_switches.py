@@ -1,24 +1,31 @@
-"""The region switches the drills flip: a skewed clock at run time, and the test-only replication pause."""
+"""The region switches the drills flip: a skewed clock, the test-only replication pause, a cut link."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from bookstore.config import Topology
 from bookstore.domain.orders import OrderLine
-from bookstore.kernel.auth import sign
+from bookstore.kernel.auth import PeerAuth, sign
 from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
+from bookstore.kernel.cuts import CutLinks
 from bookstore.region.compose import build_region, region_app
 from bookstore.region.faults import RegionFaults
 from bookstore.region.services import RegionServices
 from bookstore.replication.tables.replicator import Replicator
+from bookstore.replication.tables.wire import entry_json
+from bookstore.runtime.listeners import listening_socket, server_config
 from bookstore.runtime.switches import FAULTS_PATH, OPERATOR
 from bookstore.services.catalog import seed_books
+from tests.support.threaded_server import serving
 
 EU = "eu-west-1"
 SECRET = "the deployment's secret"
@@ -89,9 +96,11 @@ def test_bad_or_impossible_skews_are_refused_with_4xx(
 
 def replicated_app(services: RegionServices, test_faults: bool) -> tuple[RegionFaults, Replicator]:
     held: list[Replicator] = []
-    api = region_app(services, SECRET, on_replicator=held.append)
+    # One set of cut links for the switch and the region's signer and verifier, as region.compose wires it.
+    cut = CutLinks()
+    api = region_app(services, SECRET, on_replicator=held.append, cut=cut)
     app = RegionFaults(
-        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults
+        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults, cut=cut
     )
     return app, held[0]
 
@@ -115,3 +124,71 @@ def test_with_the_opt_in_replication_pauses_and_resumes(services: RegionServices
         assert switch(client, b'{"replication": "sideways"}')[0] == 400
         status, state = switch(client, b'{"replication": "ok"}')
         assert (status, state["replication"], replicator.apply_paused) == (200, "ok", False)
+
+
+AP = "ap-southeast-1"
+
+
+def test_a_cut_peer_s_push_is_refused_until_the_link_heals(services: RegionServices, tmp_path: Path) -> None:
+    # Singapore's real change, pushed to Ireland as Singapore (signed with the deployment's secret).
+    singapore = build_region(Topology(), AP, tmp_path / "singapore")
+    try:
+        singapore.catalog.load(seed_books())
+        order, _ = singapore.checkout.place("c1", [OrderLine("bk-cook-001", 1)], "partition-key")
+        assert singapore.replica is not None
+        entries = singapore.replica.read_log(0, limit=100, tables=["orders"]).entries
+    finally:
+        singapore.close()
+    batch = orjson.dumps({"source": AP, "entries": [entry_json(e) for e in entries]})
+    app, _ = replicated_app(services, test_faults=False)
+
+    def push(client: TestClient) -> httpx.Response:
+        headers = sign(SECRET, "POST", "/replication/push", batch, AP, SystemClock().now_ms(), EU)
+        answer: httpx.Response = client.post("/replication/push", content=batch, headers=headers)
+        return answer
+
+    with TestClient(app) as client:
+        status, state = switch(client, orjson.dumps({"cut": [AP]}))
+        assert (status, state["cut"]) == (200, [AP])
+        refused = push(client)
+        assert refused.status_code == 503 and refused.json()["error"] == "Unavailable", refused.text
+        assert "cut" in refused.json()["message"]
+        assert not services.checkout.history("c1")
+        # Ireland's own clients do not cross the cut either (kernel.cuts, through the signer).
+        assert app.cut.peers == {AP}
+        status, state = switch(client, b'{"cut": []}')
+        assert (status, state["cut"]) == (200, [])
+        accepted = push(client)
+        assert accepted.status_code == 200 and accepted.json()["applied"] == len(entries), accepted.text
+        assert [o["orderId"] for o in services.checkout.history("c1")] == [order["orderId"]]
+
+
+def test_a_cut_naming_no_peer_is_refused_with_400(services: RegionServices) -> None:
+    app, _ = replicated_app(services, test_faults=False)
+    with TestClient(app) as client:
+        for body in (b'{"cut": "ap"}', b'{"cut": [1]}', b'{"cut": ["eu-west-1"]}', b'{"cut": ["operator"]}'):
+            status, answer = switch(client, body)
+            assert (status, answer["error"]) == (400, "BadRequest"), body
+        assert app.cut.peers == frozenset()
+
+
+def test_a_stream_served_to_a_peer_ends_when_the_peer_is_cut_off(services: RegionServices) -> None:
+    app, _ = replicated_app(services, test_faults=False)
+    config = server_config(app, lifespan="on")
+    follow = orjson.dumps({"peer": AP, "after": 0})
+    with serving(config, listening_socket("127.0.0.1", 0)) as (host, port):
+        url = f"http://{host}:{port}"
+        peer = PeerAuth(SECRET, AP, SystemClock(), destination=EU)
+        operator = PeerAuth(SECRET, OPERATOR, SystemClock(), destination=EU)
+        with httpx.Client(base_url=url, auth=peer, timeout=10) as client:
+            with client.stream("POST", "/replication/follow", content=follow) as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert next(lines)  # connected: the leader's first line
+                cut = httpx.post(url + FAULTS_PATH, content=orjson.dumps({"cut": [AP]}), auth=operator)
+                assert cut.json()["cut"] == [AP]
+                # A heartbeat a second would keep it open for an hour: it ends at its next line instead.
+                after = sum(1 for _ in itertools.islice(lines, 30))
+                assert after < 30
+            again = client.post("/replication/follow", content=follow)
+            assert again.status_code == 503 and again.json()["error"] == "Unavailable"

@@ -25,13 +25,14 @@ import pytest
 
 from bookstore.config import Topology
 from bookstore.kernel.clock import SystemClock
+from bookstore.runtime.agents import agent_call
 from bookstore.runtime.operator import operator_headers
 from bookstore.runtime.secret import operator_secret
 from bookstore.runtime.switches import switch_faults
 from bookstore.runtime.tls import CA_CERT, TLS_DIR
 from bookstore.runtime.tls import verify as tls_verify
 from tests.support import waiting
-from tests.support.hosts import Hosts, separate_hosts, tail
+from tests.support.hosts import Hosts, separate_hosts, stop, tail
 from tests.support.prerequisites import require_netns
 from tests.support.regions import Running, System, bookstore, system_up
 
@@ -41,6 +42,8 @@ ONE_MACHINE, HOSTS = "one-machine", "hosts"
 HOST_OCTET = {"eu": 1, "ap": 2, "us": 3, "edge": 10, "operator": 20}
 REGION_HOST = {EU: "eu", AP: "ap", US: "us"}
 START_S = 60.0
+# Where each host's agent listens (kills and starts its region for the drills and `kill`/`start`).
+AGENT_PORT = 7071
 # What a topology adds for TLS between hosts (tests/system/test_tls_between_hosts.py).
 TLS_ON = "\n[tls]\nenabled = true\n"
 
@@ -172,17 +175,28 @@ class OnHosts(Deployment):
         return self.on.start(host, [*args, *more], log)
 
     def kill(self, region_id: str) -> None:
-        process = self.processes.pop(region_id)
-        process.kill()
-        process.wait()
+        assert self._agent(region_id, "kill")["running"] is False
 
     def start(self, region_id: str) -> None:
-        self.launch(region_id)
-        self.wait_healthy(region_id)
+        if region_id not in self.processes:
+            # A region not active until now: its host starts the agent, which starts the region.
+            self.launch(region_id)
+            self.wait_healthy(region_id)
+            return
+        assert self._agent(region_id, "start")["running"] is True
+
+    def _agent(self, region_id: str, action: str) -> dict[str, Any]:
+        """The region's host's agent, asked as the drills ask it (signed as the operator)."""
+        region, secret = self.topology.region(region_id), operator_secret(self.data_dir)
+        return asyncio.run(agent_call(region, action, secret, SystemClock(), verify=self.verify))
 
     def launch(self, region_id: str) -> None:
+        """The region's agent on its host, which starts the region (`region agent`, as a host would run it);
+        an agent launched before is stopped first (and its region with it). Returns without waiting."""
+        if region_id in self.processes:
+            stop(self.processes.pop(region_id))
         self.processes[region_id] = self.serve(
-            REGION_HOST[region_id], "region", "serve", "--region", region_id
+            REGION_HOST[region_id], "region", "agent", "--region", region_id
         )
 
     def wait_healthy(self, region_id: str) -> None:
@@ -197,8 +211,7 @@ class OnHosts(Deployment):
         waiting.wait_for(f"{region_id} healthy at {url}", health, lambda status: status == 200, START_S)
 
     def running(self, region_id: str) -> bool:
-        process = self.processes.get(region_id)
-        return process is not None and process.poll() is None
+        return region_id in self.processes and bool(self._agent(region_id, "status")["running"])
 
     def cut(self, a: str, b: str, *, reset: bool = False) -> None:
         # A blackhole route fails every packet from then on, so an open connection carries nothing more:
@@ -298,8 +311,8 @@ def skip_marked(request: pytest.FixtureRequest, layout: str) -> None:
 def topology_text(
     hosts: Hosts, regions: tuple[str, ...], active: tuple[str, ...], edge: str | None, anti_entropy_s: float
 ) -> str:
-    """Regions at their hosts' addresses on their default ports, direct links, no supervisor; the edge
-    (enabled when `edge` is given, with those lines) on a host of its own."""
+    """Regions at their hosts' addresses on their default ports, each with its host's agent, direct links,
+    no supervisor; the edge (enabled when `edge` is given, with those lines) on a host of its own."""
     defaults = {r.id: r for r in Topology().regions}
     address = hosts.address["edge"]
     lines = [
@@ -330,6 +343,7 @@ def topology_text(
             f'name = "{region.name}"',
             f'flag = "{region.flag}"',
             f'address = "{hosts.address[REGION_HOST[region_id]]}"',
+            f"agent_port = {AGENT_PORT}",
             *(['bind_address = "0.0.0.0"'] if region_id == AP else []),
             f"location = [{region.location[0]}, {region.location[1]}]",
             "",

@@ -1,7 +1,8 @@
 """`bookstore drill` through the real CLI on isolated topologies: drills that hold, and one that must fail.
 
 On one machine a drill starts its own system (`bookstore up`); on separate hosts it attaches (`--attach`)
-to the regions and edge on their hosts, from the operator's, and runs the drills that need no supervisor.
+to the regions (each under its host's agent) and edge on their hosts, from the operator's: every drill
+but slow-link (the link simulator's delay) runs there.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ def assert_strict(record: dict[str, Any]) -> None:
     assert "checkouts without a key" in found["duplicate orders"]["detail"]
 
 
-@one_machine_only("the region-outage drill kills and restarts the region through the supervisor")
 def test_a_short_region_outage_loses_and_duplicates_nothing(layout: Layout, tmp_path: Path) -> None:
     # Besides the shoppers, a writer posts orders straight to Ireland: they count in RPO and loss.
     code, record, stderr = run_fresh(layout, tmp_path, "region-outage", "--write-rate", "100")
@@ -112,7 +112,6 @@ def test_a_short_region_outage_loses_and_duplicates_nothing(layout: Layout, tmp_
     assert "workload: second 12 of 12" in stderr
 
 
-@one_machine_only("the partition drill cuts the link through the supervisor's link simulator")
 def test_a_short_partition_loses_and_duplicates_nothing(layout: Layout, tmp_path: Path) -> None:
     code, record, stderr = run_fresh(layout, tmp_path, "partition")
     found = checks_of(record)
@@ -165,7 +164,6 @@ def test_every_other_scenario_runs_and_says_what_held(layout: Layout, tmp_path: 
     assert code == 0, [c for c in record["checks"] if not c["held"]] or stderr[-2000:]
 
 
-@one_machine_only("the blog-failover drill kills, promotes and restarts through the supervisor")
 def test_a_blog_failover_in_three_regions_keeps_every_acknowledged_post(
     layout: Layout, tmp_path: Path
 ) -> None:

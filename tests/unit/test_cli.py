@@ -17,7 +17,7 @@ from bookstore.runtime.secret import S3_ID_ENV, S3_KEY_ENV, TOKEN_ENV
 # What `bookstore --help` lists, in its order: the commands, then the groups with their commands.
 COMMANDS = ["up", "seed", "status", "drill", "conflicts", "aws-env", "publish", "operator-link"]
 GROUPS = {
-    "region": ["serve", "kill", "stop", "start"],
+    "region": ["serve", "agent", "kill", "stop", "start"],
     "users": ["add", "confirm-code"],
     "link": ["cut", "heal", "set", "show"],
     "edge": ["serve"],
@@ -69,6 +69,7 @@ def test_python_dash_m_bookstore_runs_the_command_line() -> None:
         (["operator-link"], 2, "error: no operator token at"),
         (["aws-env"], 2, "error: no S3 credentials at"),
         (["region", "serve", "--region", "nowhere-1"], 2, "unknown region 'nowhere-1'"),
+        (["region", "agent", "--region", "eu-west-1"], 2, "error: eu-west-1 has no agent: set agent_port"),
     ],
 )
 def test_a_refusal_prints_its_reason_and_exits_with_its_code(

@@ -48,25 +48,47 @@ def test_shoppers_of_a_both_sides_drill_are_in_every_region() -> None:
     assert _spread(shoppers, regions, False) == shoppers
 
 
+def hosts(agents: bool) -> Topology:
+    """Two regions on hosts of their own, each with an agent or none."""
+    regions = tuple(r.model_copy(update={"agent_port": 7071 if agents else None}) for r in Topology().regions)
+    return Topology(regions=regions, links="direct", supervised=False)
+
+
 @pytest.mark.parametrize(
-    ("options", "says"),
+    ("options", "agents", "says"),
     [
-        (Options("api-break"), "start its regions and edge on their hosts, then drill them with --attach"),
         (
-            Options("partition", attach=True),
-            "partition needs the supervisor.*without one: api-break, clock-skew",
+            Options("api-break"),
+            True,
+            "start its regions and edge on their hosts, then drill them with --attach",
         ),
+        (
+            Options("slow-link", attach=True),
+            True,
+            "slow-link needs the supervisor.*without one: region-outage, api-break, partition, clock-skew, "
+            "blog-failover",
+        ),
+        (
+            Options("region-outage", attach=True),
+            False,
+            "region-outage kills and starts a region.*eu-west-1, ap-southeast-1 has none.*agent_port.*"
+            "drills that run here: api-break, partition, clock-skew$",
+        ),
+        (Options("blog-failover", attach=True), False, "blog-failover kills and starts a region"),
     ],
 )
-def test_without_a_supervisor_only_attached_drills_of_a_region_s_own_switches_run(
-    options: Options, says: str
+def test_without_a_supervisor_attached_drills_run_on_the_regions_switches_and_agents(
+    options: Options, agents: bool, says: str
 ) -> None:
     from bookstore.drills.runner import _without_supervisor
     from bookstore.drills.scenarios import SCENARIOS
 
     with pytest.raises(RuntimeError, match=says):
-        _without_supervisor(SCENARIOS[options.scenario](), options)
-    _without_supervisor(SCENARIOS["clock-skew"](), Options("clock-skew", attach=True))
+        _without_supervisor(SCENARIOS[options.scenario](), options, hosts(agents))
+    for runnable in ("clock-skew", "partition"):
+        _without_supervisor(SCENARIOS[runnable](), Options(runnable, attach=True), hosts(False))
+    for runnable in ("region-outage", "blog-failover"):
+        _without_supervisor(SCENARIOS[runnable](), Options(runnable, attach=True), hosts(True))
 
 
 def test_without_a_supervisor_the_control_api_s_switch_paths_name_the_region_s_switches() -> None:

@@ -31,6 +31,7 @@ from bookstore.kernel.auth import (
     sign,
     verify,
 )
+from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.replay import SeenSignatures
 
 SECRET = "correct horse battery staple"
@@ -459,5 +460,22 @@ def test_a_streamed_body_is_signed_by_the_hash_its_caller_declares() -> None:
             assert refused.status_code == 403
             with pytest.raises(ValueError, match=CONTENT_HEADER):
                 await c.post("/replication/books/changes", content=stream(chunks))
+
+    run(scenario())
+
+
+def test_a_request_to_a_cut_peer_fails_as_an_unreachable_one_until_healed() -> None:
+    clock = ManualClock()
+    app = PeerAuthMiddleware(echo_app(), SECRET, clock, destination=HERE)
+    cut = CutLinks()
+
+    async def scenario() -> None:
+        async with client(app, PeerAuth(SECRET, "us-east-1", clock, destination=HERE, cut=cut)) as c:
+            cut.peers = frozenset({HERE})
+            with pytest.raises(httpx.ConnectError, match=f"link to {HERE} is cut"):
+                await c.post("/replication/books/changes", content=BODY)
+            # Another peer's link is not this one.
+            cut.peers = frozenset({"eu-west-1"})
+            assert (await c.post("/replication/books/changes", content=BODY)).status_code == 200
 
     run(scenario())

@@ -139,7 +139,7 @@ def unsupervised(path: str) -> str:
     """What a command that needs the supervisor says on a topology with none (`supervised = false`)."""
     what = {
         "regions": "start, stop or kill a region: do it on the region's host (`bookstore region serve`, "
-        "its service manager, or kill its process)",
+        "its service manager, or kill its process; the drills ask its agent, `bookstore region agent`)",
         "links": "cut, heal or slow a link: the regions talk over the real network "
         "(cut it between the hosts)",
         "blog": "promote the blog through it (`bookstore blog promote` asks the regions themselves)",

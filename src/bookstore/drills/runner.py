@@ -112,9 +112,9 @@ class Site:
 
 def run_site(site: Site, options: Options) -> Record:
     """Run one drill against `site` (not started nor stopped here) and write its record and report. Only
-    scenarios that need neither the supervisor nor the blog's author run there."""
+    api-break runs there: the site's switch breaks and repairs the API, nothing else."""
     scenario = SCENARIOS[options.scenario]()
-    if site.switch is None or scenario.needs_supervisor or scenario.writes_blog or options.write_rate:
+    if site.switch is None or scenario.name != "api-break" or options.write_rate:
         raise RuntimeError(f"{scenario.name} cannot run against {site.edge}: api-break can")
     say = options.progress or (lambda _: None)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -165,7 +165,7 @@ def run(options: Options) -> Record:
     options = replace(options, topology_file=topology_file)
     system_dir = options.data_dir if options.attach else folder / "system"
     if not topology.supervised:
-        _without_supervisor(scenario, options)
+        _without_supervisor(scenario, options, topology)
     say(f"drill {scenario.name}: {scenario.description}; regions {', '.join(topology.active)}")
     with _system(topology, options, system_dir, folder):
         site = _local_site(topology, system_dir)
@@ -240,18 +240,31 @@ def _system(topology: Topology, options: Options, data_dir: Path, folder: Path) 
         raise RuntimeError(f"`bookstore up` did not come up (log {folder / 'up.log'}): {exc}") from None
 
 
-def _without_supervisor(scenario: Scenario, options: Options) -> None:
+def _without_supervisor(scenario: Scenario, options: Options, topology: Topology) -> None:
     """Refuses, saying why, a drill that a topology without a supervisor cannot run."""
     if not options.attach:
         raise RuntimeError(
             "this topology has no supervisor (supervised = false): start its regions and edge on their "
             "hosts, then drill them with --attach"
         )
+    agents = all(topology.region(r).agent_port is not None for r in topology.active)
+    runnable = ", ".join(
+        name
+        for name, kind in SCENARIOS.items()
+        if not kind.needs_supervisor and (agents or not kind.needs_agents)
+    )
     if scenario.needs_supervisor:
-        runnable = ", ".join(name for name, kind in SCENARIOS.items() if not kind.needs_supervisor)
         raise RuntimeError(
-            f"{scenario.name} needs the supervisor (it kills, starts or cuts through the control API), "
-            f"which this topology has none of (supervised = false); drills that run without one: {runnable}"
+            f"{scenario.name} needs the supervisor (it sets the link simulator's delays), which this "
+            f"topology has none of (supervised = false); drills that run without one: {runnable}"
+        )
+    if scenario.needs_agents and not agents:
+        without = ", ".join(r for r in topology.active if topology.region(r).agent_port is None)
+        raise RuntimeError(
+            f"{scenario.name} kills and starts a region, which without a supervisor its host's agent does, "
+            f"and {without} has none: give each region an agent_port in the topology and run "
+            "`bookstore region agent --region R` on its host instead of `region serve`; drills that run "
+            f"here: {runnable}"
         )
 
 

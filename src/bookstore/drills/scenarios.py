@@ -1,4 +1,4 @@
-"""The drills' scenarios: a fault injected through the control API (or the region itself), then lifted."""
+"""The drills' scenarios: a fault injected through the control API (or the hosts themselves), then lifted."""
 
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ import httpx
 
 from bookstore.config import Topology
 from bookstore.drills.checks import blog_failover_check
+from bookstore.drills.hosts import ask_hosts
 from bookstore.drills.observe import status
 from bookstore.drills.record import Check, Event, Fault
-from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.operator import overview as blog_overview
-from bookstore.runtime import tls
 from bookstore.runtime.operator import control_call_async
-from bookstore.runtime.secret import operator_secret, operator_token
-from bookstore.runtime.switches import switch_faults, switches_of
+from bookstore.runtime.secret import operator_token
 
 CONTROL_TIMEOUT_S = 90.0
 BLOG_CATCH_UP_S = 20.0
@@ -40,7 +38,7 @@ class Control:
     say: Callable[[str], None] = lambda _: None
     events: list[Event] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
-    # A topology without a supervisor (regions on their own hosts): the switches go to the regions.
+    # A topology without a supervisor (regions on their own hosts): the calls go to the hosts (drills.hosts).
     unsupervised: Topology | None = None
     # A system not run by our supervisor (the deployed one on AWS): it answers the calls itself.
     switch: Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, Any]] | None = None
@@ -49,7 +47,7 @@ class Control:
         if self.switch is not None:
             return await self.switch(method, path, body or {})
         if self.unsupervised is not None:
-            return await self._on_region(self.unsupervised, method, path, body or {})
+            return await ask_hosts(self.unsupervised, self.data_dir, method, path, body or {})
         token = operator_token(self.data_dir)
         answer = await control_call_async(
             self.control_url, token, method, path, body, timeout_s=CONTROL_TIMEOUT_S
@@ -57,20 +55,6 @@ class Control:
         if answer.status_code != 200:
             raise RuntimeError(f"control API {method} {path}: {answer.status_code} {answer.text[:300]}")
         return answer.json()
-
-    async def _on_region(self, topology: Topology, method: str, path: str, body: dict[str, Any]) -> Any:
-        """What the control API would do, asked of the region itself (signed with the deployment's secret)."""
-        if (method, path) == ("GET", "/links"):
-            # The hosts' own network: no simulated link whose delay the drill could read.
-            return {"links": []}
-        asked = switches_of(method, path, body)
-        if asked is None:
-            raise RuntimeError(f"{method} {path} needs the supervisor, which this topology has none of")
-        region_id, switches = asked
-        region = topology.region(region_id)
-        secret = operator_secret(self.data_dir)
-        verify = tls.verify(topology, self.data_dir)
-        return await switch_faults(region.api_url, region.id, secret, SystemClock(), switches, verify=verify)
 
     def note(self, kind: str, message: str) -> None:
         self.events.append(Event(atS=round(self.now_s(), 3), kind=kind, message=message))
@@ -113,8 +97,10 @@ class Scenario:
     recovery_word = "recovery"
     # An author writes blog posts during the drill: the blog's own RPO and lost posts are checked.
     writes_blog = False
-    # False: its fault is a region's own switch, so it runs on a topology without a supervisor too.
-    needs_supervisor = True
+    # True: its fault is the link simulator's, so it needs the supervisor; False: it runs on separate hosts.
+    needs_supervisor = False
+    # It kills and starts a region: on separate hosts, the region's agent does (agent_port, drills.hosts).
+    needs_agents = False
 
     def __init__(self) -> None:
         self.fault: Fault | None = None
@@ -135,6 +121,7 @@ class RegionOutage(Scenario):
     description = "kill -9 the home region's process, then start it again"
     measures_rpo = True
     recovery_word = "restart"
+    needs_agents = True
 
     async def begin(self, c: Control) -> None:
         # The fault starts when the kill has happened: an answer still in flight when it was asked for
@@ -152,7 +139,6 @@ class RegionOutage(Scenario):
 class ApiBreak(Scenario):
     name = "api-break"
     description = "module 4: the home region's API answers 403 (its mapping removed), then is repaired"
-    needs_supervisor = False
 
     async def begin(self, c: Control) -> None:
         self.fault = c.fault_started("API mapping removed", c.home)
@@ -184,6 +170,7 @@ class SlowLink(Scenario):
     name = "slow-link"
     description = "multiply one link's delay by 10 (both directions), then set it back"
     both_sides = True
+    needs_supervisor = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -213,7 +200,6 @@ class ClockSkew(Scenario):
     description = "run one region's clock 2 s ahead while shoppers write on both sides, then set it right"
     both_sides = True
     skew_ms = 2000
-    needs_supervisor = False
 
     async def begin(self, c: Control) -> None:
         self.fault = c.fault_started(f"clock +{self.skew_ms} ms", c.other)
@@ -231,6 +217,7 @@ class BlogFailover(Scenario):
     measures_rpo = True
     recovery_word = "rejoin"
     writes_blog = True
+    needs_agents = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
+from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.replay import SeenSignatures
 from bookstore.ports import Clock
 
@@ -246,9 +247,18 @@ class PeerAuth(httpx.Auth):
     X-Bookstore-Destination header names (a client that talks to several regions sets it per request).
     A body given as bytes is hashed here; a streamed body (an iterator, a file) is never read by the
     signer: its caller sets X-Bookstore-Content-SHA256 to the body's hex SHA-256 beforehand.
+    With `cut` (the region's links cut on purpose), a request to a cut peer fails before it is signed.
     """
 
-    def __init__(self, secret: Secret, region: str, clock: Clock, destination: str | None = None) -> None:
+    def __init__(
+        self,
+        secret: Secret,
+        region: str,
+        clock: Clock,
+        destination: str | None = None,
+        *,
+        cut: CutLinks | None = None,
+    ) -> None:
         _key(secret)
         _check_region(region)
         if destination is not None:
@@ -257,11 +267,15 @@ class PeerAuth(httpx.Auth):
         self.region = region
         self.clock = clock
         self.destination = destination
+        self.cut = cut
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         destination = self.destination or request.headers.get(DESTINATION_HEADER)
         if not destination:
             raise ValueError(f"a request between regions names its destination region ({DESTINATION_HEADER})")
+        if self.cut is not None:
+            # Every request between regions is signed here: the one place a cut link is kept on the way out.
+            self.cut.refuse(request, destination)
         target = request.url.raw_path.decode("ascii")
         declared = request.headers.get(CONTENT_HEADER)
         if declared is None and not isinstance(request.stream, httpx.ByteStream):
@@ -316,7 +330,9 @@ class PeerAuthMiddleware:
     answers 403. Either way the app's `receive` raises instead, so the app never sees a complete body
     that was not signed (apps commit only once they have the whole body), and whatever it then sends
     is dropped. A verified request carries its source region as `request.state.peer_region`.
-    Refusals are JSON {"error", "message"}.
+    Refusals are JSON {"error", "message"}. With `cut` (the region's links cut on purpose), a request
+    from a cut peer is answered 503, and an answer streaming to a peer cut off meanwhile ends at its
+    next chunk (as far as the peer can tell, the stream ends; it asks again and is refused).
     """
 
     def __init__(
@@ -329,6 +345,7 @@ class PeerAuthMiddleware:
         protected_prefix: str = "/replication/",
         max_body_bytes: int = MAX_BODY_BYTES,
         seen: SeenSignatures | None = None,
+        cut: CutLinks | None = None,
     ) -> None:
         _key(secret)
         self.app = app
@@ -338,6 +355,7 @@ class PeerAuthMiddleware:
         self.prefix = protected_prefix
         self.max_body_bytes = max_body_bytes
         self.seen = seen or SeenSignatures(MAX_AGE_MS)
+        self.cut = cut
 
     def protects(self, path: str) -> bool:
         return path.startswith(self.prefix) or path == self.prefix.rstrip("/")
@@ -363,14 +381,21 @@ class PeerAuthMiddleware:
         except Forbidden as exc:
             await _refuse(send, 403, exc.code, exc.message)
             return
+        if self.cut is not None and claim.region in self.cut.peers:
+            heal = '{"cut": []} heals it'
+            message = f"the link from {claim.region} to {self.destination} is cut (fault switch; {heal})"
+            await _refuse(send, 503, "Unavailable", message)
+            return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await _refuse(send, 413, "PayloadTooLarge", self._too_large())
             return
-        body = _SignedBody(claim, receive, send, self.max_body_bytes, self._too_large())
+        body = _SignedBody(claim, receive, send, self.max_body_bytes, self._too_large(), self.cut)
         state = {**scope.get("state", {}), "peer_region": claim.region}
         try:
             await self.app({**scope, "state": state}, body.receive, body.send)
+        except _Severed:
+            pass
         except Exception:
             # Answered already: whatever the app made of the refused body (_Refused, or its own error
             # on top of it) ends here.
@@ -381,11 +406,20 @@ class PeerAuthMiddleware:
         return f"the body exceeds {self.max_body_bytes} bytes, the most this endpoint takes"
 
 
-class _SignedBody:
-    """The `receive` and `send` of a request whose body must hash to what it signed."""
+class _Severed(BaseException):
+    """Raised into the app when the peer it answers is cut off: its answer ends there. Not an Exception,
+    as a cancellation is not: the app's error handlers would log it as a server error."""
 
-    def __init__(self, claim: Claim, receive: Receive, send: Send, limit: int, too_large: str) -> None:
+
+class _SignedBody:
+    """The `receive` and `send` of a request whose body must hash to what it signed (and, with `cut`, of
+    an answer that ends when its peer is cut off)."""
+
+    def __init__(
+        self, claim: Claim, receive: Receive, send: Send, limit: int, too_large: str, cut: CutLinks | None
+    ) -> None:
         self.claim = claim
+        self.cut = cut
         self._receive = receive
         self._send = send
         self.limit = limit
@@ -414,9 +448,17 @@ class _SignedBody:
         return message
 
     async def send(self, message: Message) -> None:
-        if not self.refused:
-            self.started = True
-            await self._send(message)
+        if self.refused:
+            return
+        if (
+            self.cut is not None
+            and message["type"] == "http.response.body"
+            and self.claim.region in self.cut.peers
+        ):
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise _Severed
+        self.started = True
+        await self._send(message)
 
     async def _refuse(self, status: int, code: str, message: str) -> NoReturn:
         self.refused = True

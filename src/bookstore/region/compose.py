@@ -32,6 +32,7 @@ from bookstore.config import MysqlDsn, Region, Topology, link_url
 from bookstore.extras import require
 from bookstore.kernel.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.kernel.clock import SkewedClock, SystemClock
+from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.http import JSON
 from bookstore.kernel.openapi import error_answers
 from bookstore.kernel.stream import ChangeFeed
@@ -323,10 +324,12 @@ def build_replicator(
     registry: CollectorRegistry,
     tracing: Tracing | None = None,
     verify: ssl.SSLContext | bool = True,
+    cut: CutLinks | None = None,
 ) -> Replicator | None:
     """The replicator following every other region, or None where the engine replicates natively.
 
-    `verify`: what its clients check the peers' certificates with (runtime.tls.verify).
+    `verify`: what its clients check the peers' certificates with (runtime.tls.verify); `cut`: the
+    region's links cut on purpose (kernel.cuts), which its clients do not cross.
     """
     if services.replica is None:
         return None
@@ -338,7 +341,7 @@ def build_replicator(
             r.id,
             link_url(topology, me, r.id, r.api_port),
             me=me,
-            auth=PeerAuth(secret, me, services.clock, destination=r.id),
+            auth=PeerAuth(secret, me, services.clock, destination=r.id, cut=cut),
             schemas=schemas,
             regions=regions,
             verify=verify,
@@ -363,7 +366,10 @@ def build_replicator(
 
 
 def build_object_replicator(
-    services: RegionServices, secret: str, verify: ssl.SSLContext | bool = True
+    services: RegionServices,
+    secret: str,
+    verify: ssl.SSLContext | bool = True,
+    cut: CutLinks | None = None,
 ) -> ObjectReplicator | None:
     """The object namespace (directory, peers' S3 ports through the links) and the replicator over it.
 
@@ -380,6 +386,7 @@ def build_object_replicator(
             secret=secret,
             clock=services.clock,
             verify=verify,
+            cut=cut,
         )
         for r in topology.regions
         if r.id != me
@@ -397,19 +404,21 @@ def region_app(
     on_replicator: Callable[[Replicator], None] | None = None,
     tracing: Tracing | None = None,
     verify: ssl.SSLContext | bool = True,
+    cut: CutLinks | None = None,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
     `tracing` traces the changes the replicator applies (their spans join the writing request's trace).
-    `verify`: what the clients to peers check their certificates with (runtime.tls.verify).
+    `verify`: what the clients to peers check their certificates with (runtime.tls.verify); `cut`: the
+    links cut on purpose (the fault switch's), which they do not cross.
     """
     registry = CollectorRegistry()
     app = create_app(services, registry, secret=secret, access_log=services.topology.observability.access_log)
     if objects is not None:
         objects.metrics.register(registry)
-    replicator = build_replicator(services, secret, registry, tracing, verify) if secret else None
+    replicator = build_replicator(services, secret, registry, tracing, verify, cut) if secret else None
     if replicator is not None and on_replicator is not None:
         on_replicator(replicator)
     # The blog's single-primary replication (bookstore.replication.blog): its own endpoints and loop.
@@ -437,6 +446,7 @@ def region_app(
             registry=registry,
             confirm_peers=[r for r in topology.active if r != me],
             verify=verify,
+            cut=cut,
         )
         app.router.routes.extend(blog_routes(blog))
     # Re-encryption after a key rotation runs in the background of the process that owns the store.
@@ -515,7 +525,7 @@ def region_app(
     if secret is None:
         return app
     return PeerAuthMiddleware(
-        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/"
+        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/", cut=cut
     )
 
 
@@ -591,7 +601,9 @@ def compose(
         # With TLS between hosts, every client to a peer trusts the deployment's CA alone.
         verify = tls.verify(topology, data_dir)
         s3 = None
-        objects = build_object_replicator(services, secret, verify)
+        # The peers the fault switch cuts this region off from: its clients and the switch share them.
+        cut = CutLinks()
+        objects = build_object_replicator(services, secret, verify, cut)
         if services.objects is not None:
             access = s3_access(topology, data_dir)
             credentials = {access.access_key_id: access.secret_access_key}
@@ -603,11 +615,19 @@ def compose(
                 cluster=objects.cluster if objects is not None else None,
                 secret=secret,
                 staging=s3_staging(data_dir),
+                cut=cut,
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []
         api = region_app(
-            services, secret, objects, feed, on_replicator=replicators.append, tracing=tracing, verify=verify
+            services,
+            secret,
+            objects,
+            feed,
+            on_replicator=replicators.append,
+            tracing=tracing,
+            verify=verify,
+            cut=cut,
         )
         app: ASGIApp = PortRouter(api, s3, region.s3_port)
         # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
@@ -618,6 +638,7 @@ def compose(
             clock,
             region.s3_port if s3 else None,
             replicator=replicators[0] if replicators else None,
+            cut=cut,
         )
         if tracing is not None:
             app = tracing.middleware(app)

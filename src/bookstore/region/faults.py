@@ -9,10 +9,14 @@ regions, and this switch itself) and /blog (the book blog is a separate site in 
 health checks target /books, so they see the 403 too. While S3 is switched unavailable, the S3 port
 answers 503 ServiceUnavailable to everything but the regions' internal object endpoints.
 
-The drills add two more: {"clockSkewMs": N} shifts the region's clock (the SkewedClock every part of
+The drills add three more: {"clockSkewMs": N} shifts the region's clock (the SkewedClock every part of
 the region reads, the HLC included) by N ms, and the test-only {"replication": "paused"|"ok"} stops the
 region applying the changes it receives, to prove that a drill catches broken replication; the latter
-is refused with 403 unless the region was started with BOOKSTORE_TEST_FAULTS=1.
+is refused with 403 unless the region was started with BOOKSTORE_TEST_FAULTS=1. {"cut": [peers]} cuts
+the region off from those peers (the partition drill, where no link simulator runs; [] heals): every
+request between regions passes the signer or the verifier (bookstore.kernel.auth), which keep it: its
+clients to them fail as an unreachable peer's would, what they send it on either port is answered 503,
+and the streams it serves them end at their next line. The drill switches both sides of the link.
 
 The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok",
 "clockSkewMs": N, "replication": "paused"|"ok"}, signed with the deployment's shared secret as the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -42,6 +47,7 @@ from bookstore.kernel.auth import (
     request_target,
 )
 from bookstore.kernel.clock import SkewedClock
+from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.replay import SeenSignatures
 from bookstore.ports import Clock
 from bookstore.runtime.switches import FAULTS_PATH, MAX_SKEW_MS, OPERATOR
@@ -55,10 +61,12 @@ MAX_SWITCH_BODY = 4096
 TEST_FAULTS_ENV: Final = "BOOKSTORE_TEST_FAULTS"
 # Set to "1" in a Lambda function's environment: its API answers as broken (BrokenApi).
 API_BROKEN_ENV: Final = "BOOKSTORE_API_BROKEN"
-SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication"})
+SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication", "cut"})
 # Paths of the API port that are not behind the (removed) API mapping.
 _UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
 _S3_INTERNAL = "/_replication/"
+MAX_CUT = 64
+_REGION_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _json(status: int, content: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -112,6 +120,7 @@ class RegionFaults:
         *,
         replicator: Replicator | None = None,
         test_faults: bool | None = None,
+        cut: CutLinks | None = None,
     ) -> None:
         self.app = app
         self.region = region
@@ -122,6 +131,8 @@ class RegionFaults:
         self.test_faults = os.environ.get(TEST_FAULTS_ENV) == "1" if test_faults is None else test_faults
         self.api_broken = False
         self.s3_unavailable = False
+        # Shared with the region's signer and verifier of requests between regions, which keep it.
+        self.cut = cut if cut is not None else CutLinks()
         self.seen = SeenSignatures(MAX_AGE_MS)
 
     def state(self) -> dict[str, Any]:
@@ -131,6 +142,7 @@ class RegionFaults:
             "s3": "unavailable" if self.s3_unavailable else "ok",
             "clockSkewMs": self.clock.offset_ms if isinstance(self.clock, SkewedClock) else 0,
             "replication": "paused" if self.replicator is not None and self.replicator.apply_paused else "ok",
+            "cut": sorted(self.cut.peers),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,7 +225,7 @@ class RegionFaults:
                 {
                     "error": "BadRequest",
                     "message": 'send {"api": "broken"|"ok", "s3": "unavailable"|"ok", "clockSkewMs": N, '
-                    '"replication": "paused"|"ok"}',
+                    '"replication": "paused"|"ok", "cut": [peer region ids]}',
                 },
             )
         refused = self._refusal(wanted)
@@ -228,13 +240,16 @@ class RegionFaults:
             self.clock.offset_ms = skew
         if replication is not None and self.replicator is not None:
             self.replicator.apply_paused = replication == "paused"
+        if "cut" in wanted:
+            self.cut.peers = frozenset(wanted["cut"])
         state = self.state()
         log.warning(
-            "event=faults_switched api=%s s3=%s clock_skew_ms=%s replication=%s",
+            "event=faults_switched api=%s s3=%s clock_skew_ms=%s replication=%s cut=%s",
             state["api"],
             state["s3"],
             state["clockSkewMs"],
             state["replication"],
+            ",".join(state["cut"]) or "-",
         )
         return _json(200, state)
 
@@ -258,6 +273,10 @@ class RegionFaults:
                 return _json(
                     409, {"error": "Conflict", "message": f"the clock of {self.region} cannot be skewed"}
                 )
+        if "cut" in wanted:
+            refused = self._cut_refusal(wanted["cut"])
+            if refused is not None:
+                return refused
         if replication is not None:
             # "ok" is accepted everywhere: the supervisor sends every switch when a region (re)starts.
             if replication not in ("paused", "ok"):
@@ -273,4 +292,19 @@ class RegionFaults:
                 )
             if replication == "paused" and self.replicator is None:
                 return _json(409, {"error": "Conflict", "message": f"{self.region} runs no replicator"})
+        return None
+
+    def _cut_refusal(self, peers: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 400 answer to a cut that is not a list of other regions' ids, else None."""
+        if (
+            not isinstance(peers, list)
+            or len(peers) > MAX_CUT
+            or not all(isinstance(p, str) and _REGION_ID.fullmatch(p) for p in peers)
+        ):
+            message = f"cut is a list of at most {MAX_CUT} peer region ids ([] heals every link)"
+            return _json(400, {"error": "BadRequest", "message": message})
+        if self.region in peers or OPERATOR in peers:
+            return _json(
+                400, {"error": "BadRequest", "message": f"cut names peers, not {self.region} or the operator"}
+            )
         return None

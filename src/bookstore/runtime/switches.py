@@ -28,11 +28,11 @@ async def switch_faults(
     region: str,
     secret: str,
     clock: Clock,
-    switches: Mapping[str, str | int | None],
+    switches: Mapping[str, str | int | list[str] | None],
     *,
     verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
-    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=);
+    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=, cut=);
     `verify`: the deployment's CA with TLS between hosts (runtime.tls.verify).
 
     Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the

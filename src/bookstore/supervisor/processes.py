@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from bookstore.config import Region, Topology
 from bookstore.netsim.simulator import LinkSimulator
@@ -54,11 +56,17 @@ def region_command(region_id: str, data_dir: Path, topology_file: Path | None) -
     return cmd
 
 
-async def wait_healthy(region: Region, process: asyncio.subprocess.Process, timeout_s: float = 90.0) -> None:
-    """Return once the region answers /health; raise if its process exits or time runs out."""
+async def wait_healthy(
+    region: Region,
+    process: asyncio.subprocess.Process,
+    timeout_s: float = 90.0,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
+    """Return once the region answers /health; raise if its process exits or time runs out (`verify`:
+    the deployment's CA with TLS between hosts)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with httpx.AsyncClient(timeout=1.0) as client:
+    async with httpx.AsyncClient(timeout=1.0, verify=verify) as client:
         while loop.time() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(f"region {region.id} exited with code {process.returncode} while starting")
@@ -69,6 +77,16 @@ async def wait_healthy(region: Region, process: asyncio.subprocess.Process, time
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"region {region.id} did not answer {region.api_url}/health within {timeout_s:.0f} s")
+
+
+async def end(process: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to a running child (SIGKILL: a crash; SIGTERM: a clean stop, SIGKILL after the grace)."""
+    process.send_signal(sig)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 class Supervisor:
@@ -121,12 +139,7 @@ class Supervisor:
         self.topology.region(region_id)
         process = self.processes.get(region_id)
         if process is not None and process.returncode is None:
-            process.send_signal(sig)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_S)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await end(process, sig)
             log.info("region %s %s", region_id, "killed" if sig == signal.SIGKILL else "stopped")
         return self.region_state(region_id)
 
@@ -148,26 +161,11 @@ class Supervisor:
 
     async def run(self) -> None:
         await self.links.start()
-        server = _QuietServer(
-            server_config(
-                control_app(
-                    self.topology,
-                    self.credentials.operator_token,
-                    self,
-                    self.edge,
-                    self.faults,
-                    self.links,
-                ),
-                limits=Limits(keep_alive_s=5),
-                host=self.topology.control_address,
-                port=self.topology.control_port,
-                lifespan="off",
-            )
+        app = control_app(
+            self.topology, self.credentials.operator_token, self, self.edge, self.faults, self.links
         )
         # Ctrl-C and SIGTERM end `serve()`; the finally below then stops every region.
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+        server = control_server(app, self.topology.control_address, self.topology.control_port)
         serving = asyncio.create_task(server.serve())
         try:
             # Each start-up step says so on stderr: the first start takes a while.
@@ -218,7 +216,19 @@ class Supervisor:
         print("Try `bookstore status`. Ctrl-C stops everything.\n", flush=True)
 
 
-class _QuietServer(uvicorn.Server):
+def control_server(app: ASGIApp, host: str, port: int, **settings: Any) -> QuietServer:
+    """An operator's listener (the control API, a host's agent) that SIGINT and SIGTERM end, so that its
+    owner stops its children after; made on the running loop."""
+    server = QuietServer(
+        server_config(app, limits=Limits(keep_alive_s=5), host=host, port=port, lifespan="off", **settings)
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, setattr, server, "should_exit", True)
+    return server
+
+
+class QuietServer(uvicorn.Server):
     """The control API's server; it leaves signals to the supervisor, which must stop the regions first.
 
     (uvicorn's own handling re-raises the signal after serving, killing the supervisor before its

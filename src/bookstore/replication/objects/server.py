@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 from bookstore.domain.errors import BookstoreError, StorageError
 from bookstore.kernel.auth import PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
+from bookstore.kernel.cuts import CutLinks
 from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.app import S3Api, s3_asgi
@@ -66,9 +67,11 @@ def create_region_s3_app(
     cluster: Cluster[Any] | None = None,
     secret: str | None = None,
     staging: Path | None = None,
+    cut: CutLinks | None = None,
 ) -> ASGIApp:
     """The S3 API of `region` over `store` (objectstore.app); with `cluster` it serves every region's
-    buckets and answers the endpoints between regions, signed with the deployment's `secret`.
+    buckets and answers the endpoints between regions, signed with the deployment's `secret` (`cut`:
+    the peers the region is cut off from on purpose, refused).
     """
     api = S3Api(store, credentials, region, clock, cluster, staging)
     app = s3_asgi(api)
@@ -84,6 +87,7 @@ def create_region_s3_app(
         destination=region,
         protected_prefix=INTERNAL_PREFIX,
         max_body_bytes=MAX_PUT + 1024 * 1024,
+        cut=cut,
     )
 
 
