@@ -116,6 +116,24 @@ def test_any_altered_byte_of_a_signed_aws_chunked_body_is_refused(
         receive(bytes(body), cuts, streaming_auth(), headers)
 
 
+def test_every_altered_byte_of_a_short_signed_body_is_refused_its_last_crlfs_too() -> None:
+    # Found by the property above: a flipped bit in the CRLF CRLF that ends the trailers (\r -> \x0c,
+    # \n -> \x0b) went unnoticed, since the lines were split and stripped of any whitespace.
+    content = b"hello, trailers"
+    checksum = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    body = chunked(content, [512], ("x-amz-checksum-sha256", checksum))
+    headers = {"x-amz-decoded-content-length": str(len(content)), "x-amz-trailer": "x-amz-checksum-sha256"}
+    assert b"".join(receive(body, [], streaming_auth(), headers).chunks()) == content
+    for position in range(len(body)):
+        altered = bytearray(body)
+        altered[position] ^= 0x01
+        with pytest.raises((IncompleteBody, SignatureDoesNotMatch, BadDigest)):
+            receive(bytes(altered), [], streaming_auth(), headers)
+    for tail in (b"\r\n", b"x", b"\r\n\r\n"):
+        with pytest.raises(IncompleteBody):
+            receive(body + tail, [], streaming_auth(), headers)
+
+
 def test_bodies_are_bounded_while_they_arrive() -> None:
     unsigned = Authorized("AKID", UNSIGNED_PAYLOAD, "", b"", DATE, SCOPE, presigned=False)
     with pytest.raises(EntityTooLarge):

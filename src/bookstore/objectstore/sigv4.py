@@ -45,6 +45,8 @@ _QUERY_SAFE = "-_.~"
 # What an aws-chunked body may hold whole: a chunk header line, and the trailers after the last chunk.
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 16 * 1024
+# A trailer's name: an HTTP token (RFC 9110), as x-amz-checksum-crc32c or x-amz-trailer-signature.
+_TRAILER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True)
@@ -489,12 +491,7 @@ class _Dechunker(PayloadReader):
             raise IncompleteBody("The aws-chunked body ended inside a chunk header")
         if self.state != "trailers":
             raise IncompleteBody("The aws-chunked body ended inside a chunk")
-        lines: list[tuple[str, str]] = []
-        for raw in bytes(self.buffer).decode("latin-1").split("\r\n"):
-            if not raw:
-                break
-            name, _, value = raw.partition(":")
-            lines.append((name.strip().lower(), value.strip()))
+        lines = _trailer_lines(bytes(self.buffer))
         auth = self.auth
         if auth.content_sha256 == STREAMING_SIGNED_TRAILER:
             given = dict(lines).get("x-amz-trailer-signature", "")
@@ -524,6 +521,24 @@ def _trimmed(value: str) -> str:
     bytes can read as Latin-1 spaces (U+00A0, U+0085) that str.split would take out.
     """
     return _ASCII_SPACES.sub(" ", value).strip(" ")
+
+
+def _trailer_lines(section: bytes) -> list[tuple[str, str]]:
+    """The trailers after the last chunk, held to their framing: `name:value` lines, each ending in CRLF,
+    then an empty line that ends the body. Nothing may follow it, and a value loses only spaces and tabs
+    around it: the bytes outside what the trailer signature covers are exact, not merely tolerated."""
+    if section == b"\r\n":
+        return []
+    text, end, rest = section.partition(b"\r\n\r\n")
+    if not end or rest:
+        raise IncompleteBody("The trailers of the aws-chunked body do not end with an empty line")
+    lines: list[tuple[str, str]] = []
+    for raw in text.decode("latin-1").split("\r\n"):
+        name, colon, value = raw.partition(":")
+        if not colon or not _TRAILER_NAME.fullmatch(name):
+            raise IncompleteBody(f"A trailer of the aws-chunked body is malformed: {raw[:40]!r}")
+        lines.append((name.lower(), value.strip(" \t")))
+    return lines
 
 
 def _same(expected: str, given: str) -> bool:
