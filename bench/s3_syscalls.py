@@ -1,15 +1,16 @@
 """Kernel-side cost of S3 requests: syscalls and user/system CPU per request, this tree beside a git ref's.
 
-    .venv/bin/python -m bench.s3_syscalls --against d181f21 [--requests 200] [--rounds 1]
+    .venv/bin/python -m bench.s3_syscalls --against d181f21 [--requests 2000] [--clients 4] [--only "8 MiB"]
 
 Callgrind counts only user-space instructions, and wall or requests/s figures move by tens of percent on
 this shared machine; what a request costs the kernel does not depend on the load. For each tree (a
 detached worktree of the ref, as bench.s3_against makes, then this checkout's src/), one region alone
 (bench.objects.region_server, pinned to the first core) is sent boto3-presigned requests one at a time
-over one keep-alive connection: PUT 4 KiB, GET 4 KiB and GET 8 MiB. Each operation is warmed up, then
-run twice: once bare, the region's user and system CPU read from /proc around it, and once under
-`strace -c -f -p <region>`, whose summary gives the syscalls by name. Both are divided by the requests
-sent; whatever the region's background loops did in the window counts too.
+by `--clients` threads, each over its own keep-alive connection: PUT 4 KiB, GET 4 KiB and GET 8 MiB.
+Each operation is warmed up, then run twice: once bare, the region's user and system CPU, minor page
+faults and context switches read from /proc around it, and once under `strace -c -f -p <region>`, whose
+summary gives the syscalls by name. All are divided by the requests sent; whatever the region's
+background loops did in the window counts too.
 """
 
 from __future__ import annotations
