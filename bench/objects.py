@@ -344,8 +344,11 @@ def _replay_script(path: Path, method: str, urls: Sequence[str], body: bytes | N
     return path
 
 
-def capacity(target: Target, work: Path, load_core: int | None) -> dict[str, loadgen.Result]:
-    """PUT and GET of 4 KiB as fast as the server goes: the boto3 client presigns them, wrk sends them.
+def capacity(
+    target: Target, work: Path, load_core: int | None, server_cpu: dict[str, float] | None = None
+) -> dict[str, loadgen.Result]:
+    """PUT and GET of 4 KiB as fast as the server goes: the boto3 client presigns them, wrk sends them;
+    `server_cpu`, when given, gets the server's CPU seconds over each run.
 
     boto3 costs the client more CPU per request than either server spends, so client processes on one
     core cannot load a fast server; wrk on that core can. Every request is one the boto3 client signed
@@ -369,7 +372,10 @@ def capacity(target: Target, work: Path, load_core: int | None) -> dict[str, loa
     out: dict[str, loadgen.Result] = {}
     for op, operation, payload in (("PUT", "put_object", body), ("GET", "get_object", None)):
         script = _replay_script(work / f"replay-{target.label}-{op}.lua", op, urls(operation), payload)
+        before = cpu_seconds(target.pid)
         out[op] = loadgen.run(target.endpoint + "/", load, script=script, core=load_core)
+        if server_cpu is not None:
+            server_cpu[op] = cpu_seconds(target.pid) - before
     return out
 
 

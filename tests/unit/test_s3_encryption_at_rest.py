@@ -13,6 +13,7 @@ import pytest
 from bookstore.domain.errors import StorageError
 from bookstore.kernel.clock import SystemClock
 from bookstore.objectstore import checksums
+from bookstore.storage.local import blobs
 from bookstore.storage.local.encryption import IV_BYTES, BlobCipher
 from bookstore.storage.local.keyring import KeyRing
 from bookstore.storage.local.objects import LocalObjectStore
@@ -59,6 +60,25 @@ def test_a_blob_file_shorter_than_its_row_says_is_a_storage_error(tmp_path: Path
         b"".join(store.get_object("short", "k").body)
     assert b"".join(store.get_object("short", "k", byte_range=(0, 99)).body) == data[:100]
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "last"), [(0, None), (1, 3 * 1024 * 1024 + 7), (2 * 1024 * 1024 - 3, 2 * 1024 * 1024 + 2)]
+)
+def test_reads_across_mapped_windows_decrypt_every_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: int, last: int | None
+) -> None:
+    # Windows of 2 MiB, not 8, so that a few MiB cross several, starting and ending inside one.
+    monkeypatch.setattr(blobs, "_WINDOW", 2 * 1024 * 1024)
+    store = LocalObjectStore(tmp_path / "store", "eu-west-1", SystemClock())
+    store.create_bucket("wide")
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    store.put_object("wide", "k", iter([data]))
+    end = len(data) - 1 if last is None else last
+    got = store.get_object("wide", "k", byte_range=None if last is None else (first, last))
+    pieces = list(got.body)
+    assert b"".join(pieces) == data[first : end + 1]
+    assert max(len(p) for p in pieces) <= 1024 * 1024
 
 
 def test_the_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:

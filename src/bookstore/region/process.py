@@ -12,7 +12,7 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.region.compose import compose
-from bookstore.runtime import logs, tls, tracing
+from bookstore.runtime import allocator, logs, tls, tracing
 from bookstore.runtime.listeners import Limits, listening_socket, server_config
 
 log = logging.getLogger("bookstore.region")
@@ -35,6 +35,7 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     # What start-up built lives as long as the process: kept out of every later collection.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    allocator.keep_freed_buffers()
     region = composed.services.region
     try:
         sockets = [listening_socket(region.listen_address, region.api_port)]
