@@ -19,6 +19,9 @@ from bookstore.domain import errors
 log = logging.getLogger("bookstore.http")
 
 JSON_MEDIA = "application/json"
+# The ASGI extension (in scope["extensions"]) through which our servers take a whole answer in one call:
+# its "write" is `write(send, status, headers, body) -> bool` (runtime.coalescing.whole_answer).
+WHOLE_ANSWER = "bookstore.whole_answer"
 
 
 class JSON(Response):
