@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -90,7 +91,7 @@ def test_a_group_keeps_its_savepoints_journal_in_memory(engine: SqliteEngine) ->
             )
             seen.append(_temporary_files_open())
 
-    outcomes = engine.run_group([lambda n=n: unit(n) for n in range(5)])
+    outcomes = engine.run_group([functools.partial(unit, n) for n in range(5)])
     assert all(outcome.error is None for outcome in outcomes)
     assert engine.query("SELECT sum(v) FROM t") == [(200,)]
     assert seen == [[]] * 5
