@@ -5,8 +5,8 @@ send() calls per small response, a third of a busy proxy's time. Writes made in 
 loop are gathered here and sent together at the end of that turn, in order, before any close.
 
 An app that has its whole answer at once may also hand it over in one call, through the ASGI extension
-kernel.http.WHOLE_ANSWER (`whole_answer`): uvicorn's send checks and lowers each header in Python, a
-tenth of the CPU of a small GET in a region.
+kernel.http.WHOLE_ANSWER (`whole_answer`): uvicorn's send checks and lowers each header in Python (12% of
+the event loop's samples of a GET /books/{id} in a region, py-spy).
 """
 
 from __future__ import annotations
