@@ -103,3 +103,63 @@ def test_a_real_server_on_the_protocol_answers_whole(size: int) -> None:
         return answers
 
     assert asyncio.run(scenario()) == [body] * 3
+
+
+def _serve_raw(app: object, requests: bytes) -> bytes:
+    """What a real server on the protocol writes back for the raw `requests`, until it closes."""
+    from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        http=CoalescingHttpToolsProtocol,
+        log_config=None,
+        lifespan="off",
+        date_header=False,
+    )
+    server = uvicorn.Server(config)
+
+    async def scenario() -> bytes:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(requests)
+        received = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+        server.should_exit = True
+        await serving
+        return received
+
+    return asyncio.run(scenario())
+
+
+def _answering(whole: bool):  # type: ignore[no-untyped-def]
+    from bookstore.kernel.http import WHOLE_ANSWER
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        body = scope["path"].encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        extension = scope.get("extensions", {}).get(WHOLE_ANSWER)
+        if whole and extension["write"](send, 201, headers, body):
+            return
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def test_a_whole_answer_is_written_as_the_two_messages_are_keep_alive_pipelining_and_close_kept() -> None:
+    # Two pipelined requests on a kept-alive connection, then one asking to close it: every answer in
+    # order, byte for byte what uvicorn's send writes, and the connection closed after the last.
+    requests = (
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    written = _serve_raw(_answering(whole=True), requests)
+    assert written == _serve_raw(_answering(whole=False), requests)
+    assert written.count(b"HTTP/1.1 201 Created\r\n") == 3
+    assert written.endswith(b"connection: close\r\n\r\n/three")
+    assert written.index(b"/one") < written.index(b"/two") < written.index(b"/three")

@@ -31,7 +31,7 @@ from bookstore.domain.errors import BookstoreError
 from bookstore.domain.orders import OrderLine
 from bookstore.domain.users import Principal
 from bookstore.kernel import request_ids
-from bookstore.kernel.http import error_for
+from bookstore.kernel.http import WHOLE_ANSWER, error_for
 from bookstore.services import pages
 from bookstore.services.cart import Cart
 from bookstore.services.catalog import Catalog
@@ -44,6 +44,7 @@ log = logging.getLogger("bookstore.api")
 SHORT = 256
 MAX_ORDER_LINES = 200
 BOOK_PREFIX = "/books/"
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 # What a handler answers: (status, JSON content), a whole response (one with headers of its own, as a
 # page with a next cursor), or None to leave the request to FastAPI.
@@ -149,8 +150,11 @@ class HotPaths:
                 framing.region_header,
                 id_header,
             ]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": data})
+            # The server's one-call answer when it offers one (runtime.coalescing.whole_answer).
+            whole = scope.get("extensions", _NO_EXTENSIONS).get(WHOLE_ANSWER)
+            if whole is None or not whole["write"](send, status, headers, data):
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": data})
         finally:
             framing.record(scope, status, start, request_id)
 

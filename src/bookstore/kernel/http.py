@@ -22,6 +22,9 @@ JSON_MEDIA = "application/json"
 # The most a region's HTTP endpoints take in a request body (the API's framing answers 413 beyond it,
 # /replication/ included): a region's own senders bound what they send a peer by it.
 MAX_BODY_BYTES = 1 << 20
+# The ASGI extension (in scope["extensions"]) through which our servers take a whole answer in one call:
+# its "write" is `write(send, status, headers, body) -> bool` (runtime.coalescing.whole_answer).
+WHOLE_ANSWER = "bookstore.whole_answer"
 
 
 class JSON(Response):

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import shutil
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -547,7 +547,9 @@ class PortRouter:
         self.s3 = s3
         self.s3_port = s3_port
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine, so a request meets no frame of this layer: it awaits its app's own. (Only as
+        # the outermost app would it need to be one: uvicorn takes a plain __call__ for ASGI 2.)
         server = scope.get("server")
         if (
             self.s3 is not None
@@ -555,9 +557,8 @@ class PortRouter:
             and server is not None
             and server[1] == self.s3_port
         ):
-            await self.s3(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+            return self.s3(scope, receive, send)
+        return self.api(scope, receive, send)
 
 
 def s3_staging(data_dir: Path) -> Path:
