@@ -1,4 +1,4 @@
-"""The region switches the drills flip: a skewed clock, the test-only replication pause, a cut link."""
+"""The region switches the drills flip: a skewed clock, the test-only replication pause, cut or slow links."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bookstore.config import Topology
 from bookstore.domain.orders import OrderLine
 from bookstore.kernel.auth import PeerAuth, sign
 from bookstore.kernel.clock import HybridLogicalClock, SkewedClock, SystemClock
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.region.compose import build_region, region_app
 from bookstore.region.faults import RegionFaults
 from bookstore.region.services import RegionServices
@@ -96,11 +96,18 @@ def test_bad_or_impossible_skews_are_refused_with_4xx(
 
 def replicated_app(services: RegionServices, test_faults: bool) -> tuple[RegionFaults, Replicator]:
     held: list[Replicator] = []
-    # One set of cut links for the switch and the region's signer and verifier, as region.compose wires it.
-    cut = CutLinks()
-    api = region_app(services, SECRET, on_replicator=held.append, cut=cut)
+    # One set of faulty links for the switch and the region's signer and verifier, as region.compose wires it.
+    links = LinkFaults()
+    api = region_app(services, SECRET, on_replicator=held.append, links=links)
     app = RegionFaults(
-        api, EU, SECRET, services.clock, s3_port=None, replicator=held[0], test_faults=test_faults, cut=cut
+        api,
+        EU,
+        SECRET,
+        services.clock,
+        s3_port=None,
+        replicator=held[0],
+        test_faults=test_faults,
+        links=links,
     )
     return app, held[0]
 
@@ -154,8 +161,8 @@ def test_a_cut_peer_s_push_is_refused_until_the_link_heals(services: RegionServi
         assert refused.status_code == 503 and refused.json()["error"] == "Unavailable", refused.text
         assert "cut" in refused.json()["message"]
         assert not services.checkout.history("c1")
-        # Ireland's own clients do not cross the cut either (kernel.cuts, through the signer).
-        assert app.cut.peers == {AP}
+        # Ireland's own clients do not cross the cut either (kernel.link_faults, through the signer).
+        assert app.links.cut == {AP}
         status, state = switch(client, b'{"cut": []}')
         assert (status, state["cut"]) == (200, [])
         accepted = push(client)
@@ -169,7 +176,7 @@ def test_a_cut_naming_no_peer_is_refused_with_400(services: RegionServices) -> N
         for body in (b'{"cut": "ap"}', b'{"cut": [1]}', b'{"cut": ["eu-west-1"]}', b'{"cut": ["operator"]}'):
             status, answer = switch(client, body)
             assert (status, answer["error"]) == (400, "BadRequest"), body
-        assert app.cut.peers == frozenset()
+        assert app.links.cut == frozenset()
 
 
 def test_a_stream_served_to_a_peer_ends_when_the_peer_is_cut_off(services: RegionServices) -> None:
@@ -192,3 +199,51 @@ def test_a_stream_served_to_a_peer_ends_when_the_peer_is_cut_off(services: Regio
                 assert after < 30
             again = client.post("/replication/follow", content=follow)
             assert again.status_code == 503 and again.json()["error"] == "Unavailable"
+
+
+def test_a_slow_switch_naming_no_peer_or_no_bounded_delay_is_refused_with_400(
+    services: RegionServices,
+) -> None:
+    app, _ = replicated_app(services, test_faults=False)
+    with TestClient(app) as client:
+        for body in (
+            b'{"slow": ["ap-southeast-1"]}',
+            b'{"slow": {"ap-southeast-1": "250"}}',
+            b'{"slow": {"ap-southeast-1": 2.5}}',
+            b'{"slow": {"ap-southeast-1": true}}',
+            b'{"slow": {"ap-southeast-1": -1}}',
+            b'{"slow": {"ap-southeast-1": 60001}}',
+            b'{"slow": {"eu-west-1": 250}}',
+            b'{"slow": {"operator": 250}}',
+            b'{"slow": {"not a region!": 250}}',
+        ):
+            status, answer = switch(client, body)
+            assert (status, answer["error"]) == (400, "BadRequest"), body
+        assert app.links.slow == {}
+        # 0 is no delay: the peer is not listed as slowed.
+        status, state = switch(client, orjson.dumps({"slow": {AP: 0}}))
+        assert (status, state["slow"]) == (200, {})
+
+
+def test_a_stream_served_to_a_slowed_peer_is_late_by_the_delay_until_lifted(services: RegionServices) -> None:
+    app, _ = replicated_app(services, test_faults=False)
+    config = server_config(app, lifespan="on")
+    follow = orjson.dumps({"peer": AP, "after": 0})
+    operator = PeerAuth(SECRET, OPERATOR, SystemClock(), destination=EU)
+    with serving(config, listening_socket("127.0.0.1", 0)) as (host, port):
+        url = f"http://{host}:{port}"
+        slowed = httpx.post(url + FAULTS_PATH, content=orjson.dumps({"slow": {AP: 400}}), auth=operator)
+        assert (slowed.status_code, slowed.json()["slow"]) == (200, {AP: 400})
+        peer = PeerAuth(SECRET, AP, SystemClock(), destination=EU)
+        with (
+            httpx.Client(base_url=url, auth=peer, timeout=10) as client,
+            client.stream("POST", "/replication/follow", content=follow) as stream,
+        ):
+            assert stream.status_code == 200
+            # The first line (made at once) and a heartbeat (a second later): each reaches the peer at
+            # least the delay after the leader stamped it with its clock.
+            for line in itertools.islice(stream.iter_lines(), 2):
+                assert time.time() * 1000 - orjson.loads(line)["nowMs"] >= 400
+        lifted = httpx.post(url + FAULTS_PATH, content=b'{"slow": {}}', auth=operator)
+        assert (lifted.status_code, lifted.json()["slow"]) == (200, {})
+        assert app.links.slow == {}

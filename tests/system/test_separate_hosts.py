@@ -125,9 +125,6 @@ def test_commands_that_need_one_machine_say_what_they_cannot_do(deployment: OnHo
         "--data-dir", str(deployment.root / "empty"), check=False,
     )  # fmt: skip
     assert lone.returncode == 2 and "secrets import" in lone.stderr
-    # A drill that needs the supervisor (the link simulator's delays) says so instead of failing half-way.
-    refused = on(deployment, "operator", "drill", "slow-link", "--attach", check=False)
-    assert refused.returncode == 2 and "needs the supervisor" in refused.stderr, refused.stderr
 
 
 def replica(s3: Any, bucket: str, key: str) -> dict[str, Any]:

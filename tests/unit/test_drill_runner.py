@@ -63,16 +63,10 @@ def hosts(agents: bool) -> Topology:
             "start its regions and edge on their hosts, then drill them with --attach",
         ),
         (
-            Options("slow-link", attach=True),
-            True,
-            "slow-link needs the supervisor.*without one: region-outage, api-break, partition, clock-skew, "
-            "blog-failover",
-        ),
-        (
             Options("region-outage", attach=True),
             False,
             "region-outage kills and starts a region.*eu-west-1, ap-southeast-1 has none.*agent_port.*"
-            "drills that run here: api-break, partition, clock-skew$",
+            "drills that run here: api-break, partition, slow-link, clock-skew$",
         ),
         (Options("blog-failover", attach=True), False, "blog-failover kills and starts a region"),
     ],
@@ -85,7 +79,7 @@ def test_without_a_supervisor_attached_drills_run_on_the_regions_switches_and_ag
 
     with pytest.raises(RuntimeError, match=says):
         _without_supervisor(SCENARIOS[options.scenario](), options, hosts(agents))
-    for runnable in ("clock-skew", "partition"):
+    for runnable in ("clock-skew", "partition", "slow-link"):
         _without_supervisor(SCENARIOS[runnable](), Options(runnable, attach=True), hosts(False))
     for runnable in ("region-outage", "blog-failover"):
         _without_supervisor(SCENARIOS[runnable](), Options(runnable, attach=True), hosts(True))

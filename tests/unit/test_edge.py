@@ -440,7 +440,8 @@ def test_a_broken_api_answers_403_without_the_region_header_but_keeps_status_and
         assert client.post(FAULTS_PATH, content=body, headers=as_region).status_code == 403
         switched = client.post(FAULTS_PATH, content=body, headers=operator_headers(secret, body))
         assert switched.json() == {
-            "regionId": EU, "api": "broken", "s3": "ok", "clockSkewMs": 0, "replication": "ok", "cut": []
+            "regionId": EU, "api": "broken", "s3": "ok", "clockSkewMs": 0, "replication": "ok", "cut": [],
+            "slow": {},
         }  # fmt: skip
         for path in ("/books", "/truth", "/health", "/orders"):
             broken = client.get(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
 from bookstore.kernel.auth import (
@@ -31,7 +33,7 @@ from bookstore.kernel.auth import (
     sign,
     verify,
 )
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.kernel.replay import SeenSignatures
 
 SECRET = "correct horse battery staple"
@@ -467,15 +469,98 @@ def test_a_streamed_body_is_signed_by_the_hash_its_caller_declares() -> None:
 def test_a_request_to_a_cut_peer_fails_as_an_unreachable_one_until_healed() -> None:
     clock = ManualClock()
     app = PeerAuthMiddleware(echo_app(), SECRET, clock, destination=HERE)
-    cut = CutLinks()
+    links = LinkFaults()
 
     async def scenario() -> None:
-        async with client(app, PeerAuth(SECRET, "us-east-1", clock, destination=HERE, cut=cut)) as c:
-            cut.peers = frozenset({HERE})
+        async with client(app, PeerAuth(SECRET, "us-east-1", clock, destination=HERE, links=links)) as c:
+            links.cut = frozenset({HERE})
             with pytest.raises(httpx.ConnectError, match=f"link to {HERE} is cut"):
                 await c.post("/replication/books/changes", content=BODY)
             # Another peer's link is not this one.
-            cut.peers = frozenset({"eu-west-1"})
+            links.cut = frozenset({"eu-west-1"})
             assert (await c.post("/replication/books/changes", content=BODY)).status_code == 200
+
+    run(scenario())
+
+
+def test_a_request_to_a_slowed_peer_waits_the_delay_before_it_is_sent_until_lifted() -> None:
+    clock = ManualClock()
+    arrived: list[float] = []
+    echo = echo_app()
+
+    async def peer(scope: Scope, receive: Receive, send: Send) -> None:
+        arrived.append(time.monotonic())
+        await echo(scope, receive, send)
+
+    app = PeerAuthMiddleware(peer, SECRET, clock, destination=HERE)
+    links = LinkFaults()
+
+    async def scenario() -> None:
+        async with client(app, PeerAuth(SECRET, "us-east-1", clock, destination=HERE, links=links)) as c:
+            links.slow = {HERE: 300}
+            began = time.monotonic()
+            # Signed after the wait: the peer accepts it as any other.
+            assert (await c.post("/replication/books/changes", content=BODY)).status_code == 200
+            assert arrived[-1] - began >= 0.3
+            # Lifted while a request waits a minute: the next one is not held up, it overtakes the first.
+            links.slow = {HERE: 60_000}
+            waiting = asyncio.create_task(c.post("/replication/books/changes", content=BODY))
+            await asyncio.sleep(0.1)
+            links.slow = {}
+            assert (await c.post("/replication/books/changes", content=BODY)).status_code == 200
+            assert len(arrived) == 2 and not waiting.done()
+            waiting.cancel()
+
+    run(scenario())
+
+
+def follow_scope(path: str = "/replication/follow") -> Scope:
+    """A follow request's ASGI scope, signed by eu-west-1 for HERE (its body empty)."""
+    headers = sign(SECRET, "POST", path, b"", "eu-west-1", NOW, HERE)
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "headers": raw}
+
+
+def test_an_answer_streamed_to_a_slowed_peer_is_late_line_by_line_not_held_up_until_lifted() -> None:
+    links = LinkFaults()
+    # Each line: when the app handed it over, when it reached the peer, and whether the app's send
+    # returned before it did.
+    handed: list[float] = []
+    written: list[tuple[Message, float]] = []
+    returned_before_written: list[bool] = []
+
+    async def lines(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for n in range(3):
+            handed.append(time.monotonic())
+            message = {"type": "http.response.body", "body": b"line %d\n" % n, "more_body": True}
+            await send(message)
+            returned_before_written.append(all(m is not message for m, _ in written))
+        await send({"type": "http.response.body", "body": b""})
+
+    app = PeerAuthMiddleware(lines, SECRET, ManualClock(), destination=HERE, links=links)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def peer(message: Message) -> None:
+        written.append((message, time.monotonic()))
+
+    async def scenario() -> None:
+        links.slow = {"eu-west-1": 200}
+        await app(follow_scope(), receive, peer)
+        bodies = [(m["body"], at) for m, at in written if m["type"] == "http.response.body" and m["body"]]
+        assert [body for body, _ in bodies] == [b"line 0\n", b"line 1\n", b"line 2\n"]
+        for (_, at), made in zip(bodies, handed, strict=True):
+            assert at - made >= 0.2
+        # A latency, not a bandwidth: the app handed every line over before the first one was written.
+        assert all(returned_before_written) and max(handed) < bodies[0][1]
+        assert written[-1][0].get("more_body", False) is False
+        links.slow = {}
+        for seen in (handed, written, returned_before_written):
+            seen.clear()
+        await app(follow_scope(), receive, peer)
+        assert len(written) == 5 and not any(returned_before_written)
 
     run(scenario())

@@ -248,17 +248,8 @@ def _without_supervisor(scenario: Scenario, options: Options, topology: Topology
             "hosts, then drill them with --attach"
         )
     agents = all(topology.region(r).agent_port is not None for r in topology.active)
-    runnable = ", ".join(
-        name
-        for name, kind in SCENARIOS.items()
-        if not kind.needs_supervisor and (agents or not kind.needs_agents)
-    )
-    if scenario.needs_supervisor:
-        raise RuntimeError(
-            f"{scenario.name} needs the supervisor (it sets the link simulator's delays), which this "
-            f"topology has none of (supervised = false); drills that run without one: {runnable}"
-        )
     if scenario.needs_agents and not agents:
+        runnable = ", ".join(name for name, kind in SCENARIOS.items() if not kind.needs_agents)
         without = ", ".join(r for r in topology.active if topology.region(r).agent_port is None)
         raise RuntimeError(
             f"{scenario.name} kills and starts a region, which without a supervisor its host's agent does, "

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from bookstore.config import Topology
+from bookstore.config import DEFAULT_DELAYS_MS, Topology
 from bookstore.drills.checks import blog_failover_check
 from bookstore.drills.hosts import ask_hosts
 from bookstore.drills.observe import status
@@ -22,6 +22,8 @@ from bookstore.runtime.secret import operator_token
 
 CONTROL_TIMEOUT_S = 90.0
 BLOG_CATCH_UP_S = 20.0
+# What slow-link adds each way on separate hosts to a pair of regions with no simulated delay known.
+HOSTS_SLOW_MS = 250
 
 
 @dataclass
@@ -97,8 +99,6 @@ class Scenario:
     recovery_word = "recovery"
     # An author writes blog posts during the drill: the blog's own RPO and lost posts are checked.
     writes_blog = False
-    # True: its fault is the link simulator's, so it needs the supervisor; False: it runs on separate hosts.
-    needs_supervisor = False
     # It kills and starts a region: on separate hosts, the region's agent does (agent_port, drills.hosts).
     needs_agents = False
 
@@ -168,23 +168,32 @@ class Partition(Scenario):
 
 class SlowLink(Scenario):
     name = "slow-link"
-    description = "multiply one link's delay by 10 (both directions), then set it back"
+    description = (
+        "multiply one link's delay by 10 (both directions), then set it back; on separate hosts, where no "
+        "simulator has a delay to multiply, each region of the link sends the other everything late by 10x "
+        f"the pair's simulated delay (else {HOSTS_SLOW_MS} ms; its slow switch), then on time again"
+    )
     both_sides = True
-    needs_supervisor = True
 
     def __init__(self) -> None:
         super().__init__()
         self.delays: dict[tuple[str, str], float] = {}
 
     async def begin(self, c: Control) -> None:
-        links = (await c.call("GET", "/links"))["links"]
-        for pair in ((c.home, c.other), (c.other, c.home)):
-            link = next(item for item in links if (item["src"], item["dst"]) == pair)
-            self.delays[pair] = float(link["delayMs"])
-        slow = {pair: delay * 10 for pair, delay in self.delays.items()}
-        self.fault = c.fault_started(
-            f"link delay x10 ({', '.join(f'{d:g} ms' for d in slow.values())})", f"{c.home} <-> {c.other}"
-        )
+        pairs = ((c.home, c.other), (c.other, c.home))
+        links = {(link["src"], link["dst"]): link for link in (await c.call("GET", "/links"))["links"]}
+        if all(pair in links for pair in pairs):
+            self.delays = {pair: float(links[pair]["delayMs"]) for pair in pairs}
+            slow = {pair: delay * 10 for pair, delay in self.delays.items()}
+            name = f"link delay x10 ({', '.join(f'{d:g} ms' for d in slow.values())})"
+        else:
+            # The hosts' own network (drills.hosts): its delay, unknown, is the base; the regions add to it.
+            known = DEFAULT_DELAYS_MS.get(frozenset(pairs[0]))
+            added = known * 10 if known is not None else HOSTS_SLOW_MS
+            self.delays = dict.fromkeys(pairs, 0.0)
+            slow = dict.fromkeys(pairs, added)
+            name = f"link delay +{added:g} ms each way (the regions' slow switches)"
+        self.fault = c.fault_started(name, f"{c.home} <-> {c.other}")
         for (a, b), delay in slow.items():
             await c.call("POST", f"/links/{a}/{b}", {"delayMs": delay})
 

@@ -14,11 +14,13 @@ destination is refused with 403.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Generator, Mapping
+import time
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote
@@ -28,7 +30,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.domain.errors import Forbidden, Unauthorized
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import Lag, LinkFaults
 from bookstore.kernel.replay import SeenSignatures
 from bookstore.ports import Clock
 
@@ -247,7 +249,8 @@ class PeerAuth(httpx.Auth):
     X-Bookstore-Destination header names (a client that talks to several regions sets it per request).
     A body given as bytes is hashed here; a streamed body (an iterator, a file) is never read by the
     signer: its caller sets X-Bookstore-Content-SHA256 to the body's hex SHA-256 beforehand.
-    With `cut` (the region's links cut on purpose), a request to a cut peer fails before it is signed.
+    With `links` (the region's links made faulty on purpose), a request to a cut peer fails before it is
+    signed, and one to a slowed peer waits the delay before it is signed and sent.
     """
 
     def __init__(
@@ -257,7 +260,7 @@ class PeerAuth(httpx.Auth):
         clock: Clock,
         destination: str | None = None,
         *,
-        cut: CutLinks | None = None,
+        links: LinkFaults | None = None,
     ) -> None:
         _key(secret)
         _check_region(region)
@@ -267,15 +270,31 @@ class PeerAuth(httpx.Auth):
         self.region = region
         self.clock = clock
         self.destination = destination
-        self.cut = cut
+        self.links = links
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def _destination(self, request: httpx.Request) -> str:
         destination = self.destination or request.headers.get(DESTINATION_HEADER)
         if not destination:
             raise ValueError(f"a request between regions names its destination region ({DESTINATION_HEADER})")
-        if self.cut is not None:
+        return destination
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        # Every request between regions is signed here: the one place a slow link is kept on the way out
+        # (the wait before signing, so that the signature is as fresh as an unslowed one's).
+        if self.links is not None and (delay_s := self.links.delay_s(self._destination(request))):
+            await asyncio.sleep(delay_s)
+        yield next(self.auth_flow(request))
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.links is not None and (delay_s := self.links.delay_s(self._destination(request))):
+            time.sleep(delay_s)
+        yield next(self.auth_flow(request))
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        destination = self._destination(request)
+        if self.links is not None:
             # Every request between regions is signed here: the one place a cut link is kept on the way out.
-            self.cut.refuse(request, destination)
+            self.links.refuse(request, destination)
         target = request.url.raw_path.decode("ascii")
         declared = request.headers.get(CONTENT_HEADER)
         if declared is None and not isinstance(request.stream, httpx.ByteStream):
@@ -330,9 +349,10 @@ class PeerAuthMiddleware:
     answers 403. Either way the app's `receive` raises instead, so the app never sees a complete body
     that was not signed (apps commit only once they have the whole body), and whatever it then sends
     is dropped. A verified request carries its source region as `request.state.peer_region`.
-    Refusals are JSON {"error", "message"}. With `cut` (the region's links cut on purpose), a request
-    from a cut peer is answered 503, and an answer streaming to a peer cut off meanwhile ends at its
-    next chunk (as far as the peer can tell, the stream ends; it asks again and is refused).
+    Refusals are JSON {"error", "message"}. With `links` (the region's links made faulty on purpose), a
+    request from a cut peer is answered 503, an answer streaming to a peer cut off meanwhile ends at its
+    next chunk (as far as the peer can tell, the stream ends; it asks again and is refused), and every
+    message of an answer to a slowed peer is written the delay after the app sent it (`Lag`).
     """
 
     def __init__(
@@ -345,7 +365,7 @@ class PeerAuthMiddleware:
         protected_prefix: str = "/replication/",
         max_body_bytes: int = MAX_BODY_BYTES,
         seen: SeenSignatures | None = None,
-        cut: CutLinks | None = None,
+        links: LinkFaults | None = None,
     ) -> None:
         _key(secret)
         self.app = app
@@ -355,7 +375,7 @@ class PeerAuthMiddleware:
         self.prefix = protected_prefix
         self.max_body_bytes = max_body_bytes
         self.seen = seen or SeenSignatures(MAX_AGE_MS)
-        self.cut = cut
+        self.links = links
 
     def protects(self, path: str) -> bool:
         return path.startswith(self.prefix) or path == self.prefix.rstrip("/")
@@ -381,7 +401,7 @@ class PeerAuthMiddleware:
         except Forbidden as exc:
             await _refuse(send, 403, exc.code, exc.message)
             return
-        if self.cut is not None and claim.region in self.cut.peers:
+        if self.links is not None and claim.region in self.links.cut:
             heal = '{"cut": []} heals it'
             message = f"the link from {claim.region} to {self.destination} is cut (fault switch; {heal})"
             await _refuse(send, 503, "Unavailable", message)
@@ -390,7 +410,7 @@ class PeerAuthMiddleware:
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await _refuse(send, 413, "PayloadTooLarge", self._too_large())
             return
-        body = _SignedBody(claim, receive, send, self.max_body_bytes, self._too_large(), self.cut)
+        body = _SignedBody(claim, receive, send, self.max_body_bytes, self._too_large(), self.links)
         state = {**scope.get("state", {}), "peer_region": claim.region}
         try:
             await self.app({**scope, "state": state}, body.receive, body.send)
@@ -401,6 +421,9 @@ class PeerAuthMiddleware:
             # on top of it) ends here.
             if not body.refused:
                 raise
+        finally:
+            if body.lag is not None:
+                body.lag.close()
 
     def _too_large(self) -> str:
         return f"the body exceeds {self.max_body_bytes} bytes, the most this endpoint takes"
@@ -412,14 +435,17 @@ class _Severed(BaseException):
 
 
 class _SignedBody:
-    """The `receive` and `send` of a request whose body must hash to what it signed (and, with `cut`, of
-    an answer that ends when its peer is cut off)."""
+    """The `receive` and `send` of a request whose body must hash to what it signed (and, with `links`, of
+    an answer that ends when its peer is cut off, and is late while its peer is slowed)."""
 
     def __init__(
-        self, claim: Claim, receive: Receive, send: Send, limit: int, too_large: str, cut: CutLinks | None
+        self, claim: Claim, receive: Receive, send: Send, limit: int, too_large: str, links: LinkFaults | None
     ) -> None:
         self.claim = claim
-        self.cut = cut
+        self.links = links
+        # Once an answer was slowed, the rest of it follows in order behind what is held (at no delay
+        # once the link is no longer slow).
+        self.lag: Lag | None = None
         self._receive = receive
         self._send = send
         self.limit = limit
@@ -450,15 +476,22 @@ class _SignedBody:
     async def send(self, message: Message) -> None:
         if self.refused:
             return
-        if (
-            self.cut is not None
-            and message["type"] == "http.response.body"
-            and self.claim.region in self.cut.peers
-        ):
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-            raise _Severed
         self.started = True
-        await self._send(message)
+        links = self.links
+        if links is None:
+            await self._send(message)
+            return
+        severed = message["type"] == "http.response.body" and self.claim.region in links.cut
+        if severed:
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        delay_s = links.delay_s(self.claim.region)
+        if delay_s or self.lag is not None:
+            self.lag = self.lag or Lag(self._send)
+            await self.lag.send(message, delay_s)
+        else:
+            await self._send(message)
+        if severed:
+            raise _Severed
 
     async def _refuse(self, status: int, code: str, message: str) -> NoReturn:
         self.refused = True

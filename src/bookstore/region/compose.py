@@ -32,8 +32,8 @@ from bookstore.config import MysqlDsn, Region, Topology, link_url
 from bookstore.extras import require
 from bookstore.kernel.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.kernel.clock import SkewedClock, SystemClock
-from bookstore.kernel.cuts import CutLinks
 from bookstore.kernel.http import JSON
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.kernel.openapi import error_answers
 from bookstore.kernel.stream import ChangeFeed
 from bookstore.objectstore.namespace import BucketDirectory, Cluster, site_bucket
@@ -324,12 +324,12 @@ def build_replicator(
     registry: CollectorRegistry,
     tracing: Tracing | None = None,
     verify: ssl.SSLContext | bool = True,
-    cut: CutLinks | None = None,
+    links: LinkFaults | None = None,
 ) -> Replicator | None:
     """The replicator following every other region, or None where the engine replicates natively.
 
-    `verify`: what its clients check the peers' certificates with (runtime.tls.verify); `cut`: the
-    region's links cut on purpose (kernel.cuts), which its clients do not cross.
+    `verify`: what its clients check the peers' certificates with (runtime.tls.verify); `links`: the
+    region's links made faulty on purpose (kernel.link_faults), kept by its clients.
     """
     if services.replica is None:
         return None
@@ -341,7 +341,7 @@ def build_replicator(
             r.id,
             link_url(topology, me, r.id, r.api_port),
             me=me,
-            auth=PeerAuth(secret, me, services.clock, destination=r.id, cut=cut),
+            auth=PeerAuth(secret, me, services.clock, destination=r.id, links=links),
             schemas=schemas,
             regions=regions,
             verify=verify,
@@ -369,7 +369,7 @@ def build_object_replicator(
     services: RegionServices,
     secret: str,
     verify: ssl.SSLContext | bool = True,
-    cut: CutLinks | None = None,
+    links: LinkFaults | None = None,
 ) -> ObjectReplicator | None:
     """The object namespace (directory, peers' S3 ports through the links) and the replicator over it.
 
@@ -386,7 +386,7 @@ def build_object_replicator(
             secret=secret,
             clock=services.clock,
             verify=verify,
-            cut=cut,
+            links=links,
         )
         for r in topology.regions
         if r.id != me
@@ -404,21 +404,21 @@ def region_app(
     on_replicator: Callable[[Replicator], None] | None = None,
     tracing: Tracing | None = None,
     verify: ssl.SSLContext | bool = True,
-    cut: CutLinks | None = None,
+    links: LinkFaults | None = None,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
     `tracing` traces the changes the replicator applies (their spans join the writing request's trace).
-    `verify`: what the clients to peers check their certificates with (runtime.tls.verify); `cut`: the
-    links cut on purpose (the fault switch's), which they do not cross.
+    `verify`: what the clients to peers check their certificates with (runtime.tls.verify); `links`: the
+    links made faulty on purpose (the fault switch's), which they and the verifier keep.
     """
     registry = CollectorRegistry()
     app = create_app(services, registry, secret=secret, access_log=services.topology.observability.access_log)
     if objects is not None:
         objects.metrics.register(registry)
-    replicator = build_replicator(services, secret, registry, tracing, verify, cut) if secret else None
+    replicator = build_replicator(services, secret, registry, tracing, verify, links) if secret else None
     if replicator is not None and on_replicator is not None:
         on_replicator(replicator)
     # The blog's single-primary replication (bookstore.replication.blog): its own endpoints and loop.
@@ -446,7 +446,7 @@ def region_app(
             registry=registry,
             confirm_peers=[r for r in topology.active if r != me],
             verify=verify,
-            cut=cut,
+            links=links,
         )
         app.router.routes.extend(blog_routes(blog))
     # Re-encryption after a key rotation runs in the background of the process that owns the store.
@@ -525,7 +525,12 @@ def region_app(
     if secret is None:
         return app
     return PeerAuthMiddleware(
-        app, secret, services.clock, destination=services.region.id, protected_prefix="/replication/", cut=cut
+        app,
+        secret,
+        services.clock,
+        destination=services.region.id,
+        protected_prefix="/replication/",
+        links=links,
     )
 
 
@@ -602,9 +607,10 @@ def compose(
         # With TLS between hosts, every client to a peer trusts the deployment's CA alone.
         verify = tls.verify(topology, data_dir)
         s3 = None
-        # The peers the fault switch cuts this region off from: its clients and the switch share them.
-        cut = CutLinks()
-        objects = build_object_replicator(services, secret, verify, cut)
+        # The peers the fault switch cuts this region off from or slows: its clients, its verifiers and the
+        # switch share them.
+        links = LinkFaults()
+        objects = build_object_replicator(services, secret, verify, links)
         if services.objects is not None:
             access = s3_access(topology, data_dir)
             credentials = {access.access_key_id: access.secret_access_key}
@@ -616,7 +622,7 @@ def compose(
                 cluster=objects.cluster if objects is not None else None,
                 secret=secret,
                 staging=s3_staging(data_dir),
-                cut=cut,
+                links=links,
             )
         feed = ChangeFeed()
         replicators: list[Replicator] = []
@@ -628,7 +634,7 @@ def compose(
             on_replicator=replicators.append,
             tracing=tracing,
             verify=verify,
-            cut=cut,
+            links=links,
         )
         app: ASGIApp = PortRouter(api, s3, region.s3_port)
         # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
@@ -639,7 +645,7 @@ def compose(
             clock,
             region.s3_port if s3 else None,
             replicator=replicators[0] if replicators else None,
-            cut=cut,
+            links=links,
         )
         if tracing is not None:
             app = tracing.middleware(app)

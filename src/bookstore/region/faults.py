@@ -16,14 +16,19 @@ is refused with 403 unless the region was started with BOOKSTORE_TEST_FAULTS=1. 
 the region off from those peers (the partition drill, where no link simulator runs; [] heals): every
 request between regions passes the signer or the verifier (bookstore.kernel.auth), which keep it: its
 clients to them fail as an unreachable peer's would, what they send it on either port is answered 503,
-and the streams it serves them end at their next line. The drill switches both sides of the link.
+and the streams it serves them end at their next line. {"slow": {peer: ms}} slows what the region
+sends those peers (the slow-link drill where no link simulator runs; {} lifts it), kept by the same two:
+every request to such a peer waits that long before it is sent, and every message of an answer to it
+(each line of a follow stream) is written that long after it was made. The drill switches both sides of
+the link, each its own direction.
 
 The switch is `POST /replication/faults` with {"api": "broken"|"ok", "s3": "unavailable"|"ok",
-"clockSkewMs": N, "replication": "paused"|"ok"}, signed with the deployment's shared secret as the
-operator (bookstore.kernel.auth), so only whoever runs the deployment (the supervisor's control
-API, `bookstore api break|repair`) can flip it. The switch's path, bounds and client are
-bookstore.runtime.switches, which the supervisor shares. On AWS, where a function has no such switch,
-BrokenApi gives the same answer to a function started with BOOKSTORE_API_BROKEN=1 (`bookstore aws drill`).
+"clockSkewMs": N, "replication": "paused"|"ok", "cut": [...], "slow": {...}}, signed with the
+deployment's shared secret as the operator (bookstore.kernel.auth), so only whoever runs the
+deployment (the supervisor's control API, `bookstore api break|repair`) can flip it. The switch's
+path, bounds and client are bookstore.runtime.switches, which the supervisor shares. On AWS, where a
+function has no such switch, BrokenApi gives the same answer to a function started with
+BOOKSTORE_API_BROKEN=1 (`bookstore aws drill`).
 """
 
 from __future__ import annotations
@@ -47,10 +52,10 @@ from bookstore.kernel.auth import (
     request_target,
 )
 from bookstore.kernel.clock import SkewedClock
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.kernel.replay import SeenSignatures
 from bookstore.ports import Clock
-from bookstore.runtime.switches import FAULTS_PATH, MAX_SKEW_MS, OPERATOR
+from bookstore.runtime.switches import FAULTS_PATH, MAX_SKEW_MS, MAX_SLOW_MS, OPERATOR
 
 if TYPE_CHECKING:
     from bookstore.replication.tables.replicator import Replicator
@@ -61,11 +66,12 @@ MAX_SWITCH_BODY = 4096
 TEST_FAULTS_ENV: Final = "BOOKSTORE_TEST_FAULTS"
 # Set to "1" in a Lambda function's environment: its API answers as broken (BrokenApi).
 API_BROKEN_ENV: Final = "BOOKSTORE_API_BROKEN"
-SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication", "cut"})
+SWITCH_NAMES = frozenset({"api", "s3", "clockSkewMs", "replication", "cut", "slow"})
 # Paths of the API port that are not behind the (removed) API mapping.
 _UNMAPPED = ("/status", "/metrics", "/replication/", "/blog")
 _S3_INTERNAL = "/_replication/"
-MAX_CUT = 64
+# The most peers a cut or a slow switch names.
+MAX_PEERS = 64
 _REGION_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -120,7 +126,7 @@ class RegionFaults:
         *,
         replicator: Replicator | None = None,
         test_faults: bool | None = None,
-        cut: CutLinks | None = None,
+        links: LinkFaults | None = None,
     ) -> None:
         self.app = app
         self.region = region
@@ -132,7 +138,7 @@ class RegionFaults:
         self.api_broken = False
         self.s3_unavailable = False
         # Shared with the region's signer and verifier of requests between regions, which keep it.
-        self.cut = cut if cut is not None else CutLinks()
+        self.links = links if links is not None else LinkFaults()
         self.seen = SeenSignatures(MAX_AGE_MS)
 
     def state(self) -> dict[str, Any]:
@@ -142,7 +148,8 @@ class RegionFaults:
             "s3": "unavailable" if self.s3_unavailable else "ok",
             "clockSkewMs": self.clock.offset_ms if isinstance(self.clock, SkewedClock) else 0,
             "replication": "paused" if self.replicator is not None and self.replicator.apply_paused else "ok",
-            "cut": sorted(self.cut.peers),
+            "cut": sorted(self.links.cut),
+            "slow": dict(sorted(self.links.slow.items())),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,7 +232,7 @@ class RegionFaults:
                 {
                     "error": "BadRequest",
                     "message": 'send {"api": "broken"|"ok", "s3": "unavailable"|"ok", "clockSkewMs": N, '
-                    '"replication": "paused"|"ok", "cut": [peer region ids]}',
+                    '"replication": "paused"|"ok", "cut": [peer region ids], "slow": {peer region id: ms}}',
                 },
             )
         refused = self._refusal(wanted)
@@ -241,15 +248,19 @@ class RegionFaults:
         if replication is not None and self.replicator is not None:
             self.replicator.apply_paused = replication == "paused"
         if "cut" in wanted:
-            self.cut.peers = frozenset(wanted["cut"])
+            self.links.cut = frozenset(wanted["cut"])
+        if "slow" in wanted:
+            # 0 ms is no delay: the peer is left out, so that a slowed link is one with a delay.
+            self.links.slow = {peer: ms for peer, ms in wanted["slow"].items() if ms}
         state = self.state()
         log.warning(
-            "event=faults_switched api=%s s3=%s clock_skew_ms=%s replication=%s cut=%s",
+            "event=faults_switched api=%s s3=%s clock_skew_ms=%s replication=%s cut=%s slow=%s",
             state["api"],
             state["s3"],
             state["clockSkewMs"],
             state["replication"],
             ",".join(state["cut"]) or "-",
+            ",".join(f"{peer}:{ms}" for peer, ms in state["slow"].items()) or "-",
         )
         return _json(200, state)
 
@@ -277,6 +288,10 @@ class RegionFaults:
             refused = self._cut_refusal(wanted["cut"])
             if refused is not None:
                 return refused
+        if "slow" in wanted:
+            refused = self._slow_refusal(wanted["slow"])
+            if refused is not None:
+                return refused
         if replication is not None:
             # "ok" is accepted everywhere: the supervisor sends every switch when a region (re)starts.
             if replication not in ("paused", "ok"):
@@ -296,15 +311,40 @@ class RegionFaults:
 
     def _cut_refusal(self, peers: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """The 400 answer to a cut that is not a list of other regions' ids, else None."""
+        if not isinstance(peers, list):
+            peers = None
+        return self._peers_refusal(
+            "cut", peers, f"cut is a list of at most {MAX_PEERS} peer region ids ([] heals every link)"
+        )
+
+    def _slow_refusal(self, delays: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 400 answer to a slow switch that is not {other region's id: ms within bounds}, else None."""
+        shape = (
+            f'slow is {{"peer region id": ms, ...}}, at most {MAX_PEERS} peers, each a whole number of ms '
+            f"from 0 to {MAX_SLOW_MS} ({{}} lifts every delay)"
+        )
+        valid = isinstance(delays, dict) and all(
+            not isinstance(ms, bool) and isinstance(ms, int) and 0 <= ms <= MAX_SLOW_MS
+            for ms in delays.values()
+        )
+        return self._peers_refusal("slow", list(delays) if valid else None, shape)
+
+    def _peers_refusal(
+        self, switch: str, peers: list[Any] | None, shape: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The 400 answer (saying `shape`) unless `peers` is a list of other regions' ids, else None."""
         if (
-            not isinstance(peers, list)
-            or len(peers) > MAX_CUT
+            peers is None
+            or len(peers) > MAX_PEERS
             or not all(isinstance(p, str) and _REGION_ID.fullmatch(p) for p in peers)
         ):
-            message = f"cut is a list of at most {MAX_CUT} peer region ids ([] heals every link)"
-            return _json(400, {"error": "BadRequest", "message": message})
+            return _json(400, {"error": "BadRequest", "message": shape})
         if self.region in peers or OPERATOR in peers:
             return _json(
-                400, {"error": "BadRequest", "message": f"cut names peers, not {self.region} or the operator"}
+                400,
+                {
+                    "error": "BadRequest",
+                    "message": f"{switch} names peers, not {self.region} or the operator",
+                },
             )
         return None

@@ -21,6 +21,8 @@ OPERATOR: Final = "operator"
 # Two hours: room for the one-hour skew the regions' clock bound is tested with (issue 12 item 5). A skew
 # beyond a minute also puts the region outside its peers' signed requests' window: they refuse each other.
 MAX_SKEW_MS = 7_200_000
+# A minute, the link simulator's bound on a delay too (netsim.simulator.MAX_DELAY_MS).
+MAX_SLOW_MS = 60_000
 
 
 async def switch_faults(
@@ -28,12 +30,12 @@ async def switch_faults(
     region: str,
     secret: str,
     clock: Clock,
-    switches: Mapping[str, str | int | list[str] | None],
+    switches: Mapping[str, str | int | list[str] | dict[str, int] | None],
     *,
     verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
-    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=, cut=);
-    `verify`: the deployment's CA with TLS between hosts (runtime.tls.verify).
+    """Ask `region` (at its API base URL) to switch its faults (api=, s3=, clockSkewMs=, replication=,
+    cut=, slow=); `verify`: the deployment's CA with TLS between hosts (runtime.tls.verify).
 
     Switches given as None are left as they are. Signed as the operator. Raises httpx.HTTPError when the
     region does not answer, RuntimeError when it refuses.

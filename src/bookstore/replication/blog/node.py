@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from bookstore.blog.repository import BlogRepository, RowChange
 from bookstore.domain import errors
 from bookstore.kernel.auth import PeerAuth
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.kernel.stream import HEARTBEAT_S, ChangeFeed, ndjson_line
 from bookstore.ports import Clock
 from bookstore.replication.blog.metrics import BlogMetrics
@@ -651,12 +651,12 @@ def build_blog_replication(
     registry: CollectorRegistry | None,
     confirm_peers: Collection[str] | None = None,
     verify: ssl.SSLContext | bool = True,
-    cut: CutLinks | None = None,
+    links: LinkFaults | None = None,
 ) -> BlogReplication:
     """A region's blog replication: `peer_urls` are the peers' API base URLs through the links
-    (`verify`: the deployment's CA with TLS between hosts; `cut`: its links cut on purpose)."""
+    (`verify`: the deployment's CA with TLS between hosts; `links`: its links made faulty on purpose)."""
     peers = [
-        HttpBlogPeer(r, url, auth=PeerAuth(secret, region, clock, destination=r, cut=cut), verify=verify)
+        HttpBlogPeer(r, url, auth=PeerAuth(secret, region, clock, destination=r, links=links), verify=verify)
         for r, url in peer_urls.items()
         if r != region
     ]

@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from bookstore.kernel.auth import CONTENT_HEADER, PeerAuth
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.objectstore.bodies import READ_BYTES, Streamed
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.peer import Forwarded, PeerRefused, PeerUnavailable
@@ -115,17 +115,17 @@ class PeerS3:
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
-        cut: CutLinks | None = None,
+        links: LinkFaults | None = None,
     ) -> None:
         """`verify`: with TLS between hosts, the deployment's CA (runtime.tls); httpx's default otherwise.
-        `cut`: the region's links cut on purpose (kernel.cuts), kept by the signer."""
+        `links`: the region's links made faulty on purpose (kernel.link_faults), kept by the signer."""
         self.region = region
         self.base_url = base_url
         self.me = me
         self.timeout_s = timeout_s
         # False once the peer has answered that it takes no batches of replicas (put_replicas).
         self._batches = True
-        auth = PeerAuth(secret, me, clock, destination=region, cut=cut)
+        auth = PeerAuth(secret, me, clock, destination=region, links=links)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             auth=auth,

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from bookstore.domain.errors import BookstoreError, StorageError
 from bookstore.kernel.auth import PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
-from bookstore.kernel.cuts import CutLinks
+from bookstore.kernel.link_faults import LinkFaults
 from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
 from bookstore.objectstore.app import S3Api, s3_asgi
@@ -67,11 +67,11 @@ def create_region_s3_app(
     cluster: Cluster[Any] | None = None,
     secret: str | None = None,
     staging: Path | None = None,
-    cut: CutLinks | None = None,
+    links: LinkFaults | None = None,
 ) -> ASGIApp:
     """The S3 API of `region` over `store` (objectstore.app); with `cluster` it serves every region's
-    buckets and answers the endpoints between regions, signed with the deployment's `secret` (`cut`:
-    the peers the region is cut off from on purpose, refused).
+    buckets and answers the endpoints between regions, signed with the deployment's `secret` (`links`:
+    the region's links made faulty on purpose: cut peers refused, slowed ones answered late).
     """
     api = S3Api(store, credentials, region, clock, cluster, staging)
     app = s3_asgi(api)
@@ -87,7 +87,7 @@ def create_region_s3_app(
         destination=region,
         protected_prefix=INTERNAL_PREFIX,
         max_body_bytes=MAX_PUT + 1024 * 1024,
-        cut=cut,
+        links=links,
     )
 
 
