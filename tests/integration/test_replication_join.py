@@ -131,6 +131,28 @@ def test_anti_entropy_waits_for_a_joining_region_to_complete_its_snapshot_then_r
     assert len(dbs[US].table(CARTS).scan(limit=1000).items) == 121
 
 
+class Silent(InProcessPeer):
+    """An in-process peer whose digests time out with no message, as httpx's read timeouts may."""
+
+    async def digest(self, table: str, buckets: int, before: int | None = None) -> list[str]:
+        raise TimeoutError()
+
+
+def test_a_failed_anti_entropy_round_says_what_failed_even_when_the_error_has_no_message(
+    three: tuple[Network, dict[str, SqliteDatabase]], caplog: pytest.LogCaptureFixture
+) -> None:
+    network, _ = three
+    eu = replicator(network, EU)
+    eu.peers = [Silent(EU, US, network, SCHEMAS, REGIONS, batch=50)]
+    eu.connected[US] = True
+    # US has followed EU's log (its acknowledgement is here): not joining, so the round runs.
+    network.stores[EU].record_ack(US, 0)
+    with caplog.at_level("WARNING", logger="bookstore.replication"):
+        asyncio.run(eu._anti_entropy_all())
+    (said,) = [r.getMessage() for r in caplog.records if "anti-entropy with" in r.getMessage()]
+    assert said == f"anti-entropy with {US} failed: TimeoutError: ", said
+
+
 def relayed_cart() -> LogEntry:
     now = SystemClock().now_ms()
     return LogEntry(

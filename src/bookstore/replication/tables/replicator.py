@@ -823,7 +823,8 @@ class Replicator:
                 try:
                     await self.anti_entropy(peer)
                 except Exception as exc:
-                    log.warning("anti-entropy with %s failed: %s", peer.region, exc)
+                    # The type too: a timeout's message is often empty.
+                    log.warning("anti-entropy with %s failed: %s: %s", peer.region, type(exc).__name__, exc)
 
     async def _trim(self) -> None:
         # Trimming waits for every peer expected or ever seen; a region never started blocks nothing.
