@@ -3,11 +3,9 @@ apply of the change, in one trace (in-memory exporter); its id in the region's J
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,15 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bookstore.config import Topology
 from bookstore.edge.server import build, server_config
-from bookstore.netsim.simulator import LinkSimulator
 from bookstore.region.compose import compose
 from bookstore.runtime import logs, tracing
 from bookstore.runtime.listeners import listening_socket
 from bookstore.runtime.listeners import server_config as region_config
 from bookstore.runtime.secret import deployment_credentials
 from bookstore.services.catalog import seed_books
+from tests.support.link_simulator import links
 from tests.support.regions import isolated_topology
 from tests.support.threaded_server import serving
 from tests.support.waiting import wait_for
@@ -36,22 +33,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 EU, AP = "eu-west-1", "ap-southeast-1"
 OBSERVABILITY = '\n[observability]\nlog_format = "json"\naccess_log = true\n'
 PASSWORD = "correct horse battery"
-
-
-@contextmanager
-def links(topology: Topology) -> Iterator[None]:
-    """The link simulator on its own event loop in a thread, as the supervisor runs it."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    simulator = LinkSimulator(topology)
-    asyncio.run_coroutine_threadsafe(simulator.start(), loop).result(10)
-    try:
-        yield
-    finally:
-        asyncio.run_coroutine_threadsafe(simulator.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
 
 
 @contextmanager
@@ -111,7 +92,7 @@ def test_a_request_id_and_trace_follow_a_write_from_the_edge_to_the_other_region
             )
             stack.enter_context(serving(config, listening_socket(region.address, region.api_port), 20))
             # As the region process does at shutdown: end the long-lived replication streams first.
-            stack.callback(composed.feed.close)
+            stack.callback(composed.end_streams)
             regions[region_id] = composed
         regions[EU].services.catalog.load(seed_books())
         regions[EU].services.identity.add_user("trace@example.com", PASSWORD)

@@ -405,11 +405,13 @@ def region_app(
     tracing: Tracing | None = None,
     verify: ssl.SSLContext | bool = True,
     links: LinkFaults | None = None,
+    on_feed: Callable[[ChangeFeed], None] | None = None,
 ) -> ASGIApp:
     """The region's whole HTTP surface: the API, /status, and (with a secret) the replication endpoints.
 
     `objects` (build_object_replicator) adds object replication: its metrics, its /status section, its loop.
     `on_replicator` is handed the table replicator once built (the fault switches hold it).
+    `on_feed` is handed every other feed whose streams must end as shutdown begins (the blog's).
     `tracing` traces the changes the replicator applies (their spans join the writing request's trace).
     `verify`: what the clients to peers check their certificates with (runtime.tls.verify); `links`: the
     links made faulty on purpose (the fault switch's), which they and the verifier keep.
@@ -449,6 +451,8 @@ def region_app(
             links=links,
         )
         app.router.routes.extend(blog_routes(blog))
+        if on_feed is not None:
+            on_feed(blog.feed)
     # Re-encryption after a key rotation runs in the background of the process that owns the store.
     reencryptor = Reencryptor(services.sse_keys) if services.sse_keys is not None else None
     if secret:
@@ -577,16 +581,22 @@ def s3_staging(data_dir: Path) -> Path:
 
 @dataclass
 class ComposedRegion:
-    """A region ready to serve: its services (close them after), its whole ASGI app, its change feed."""
+    """A region ready to serve: its services (close them after), its whole ASGI app, its change feeds."""
 
     services: RegionServices
     app: ASGIApp
-    # Closed as shutdown begins: it ends the long-lived replication streams.
-    feed: ChangeFeed
+    # Closed as shutdown begins (end_streams): they end the long-lived replication streams, the tables'
+    # first; a stream left open would hold shutdown for its whole graceful timeout, then be cancelled.
+    feeds: tuple[ChangeFeed, ...]
     # Whether the app answers the S3 API on the region's S3 port.
     serves_s3: bool
     # Shut down (flushing its spans) when the region stops; None when not tracing.
     tracing: Tracing | None = None
+
+    def end_streams(self) -> None:
+        """End every replication stream this region serves (shutdown begins): followers reconnect later."""
+        for feed in self.feeds:
+            feed.close()
 
 
 def compose(
@@ -624,17 +634,18 @@ def compose(
                 staging=s3_staging(data_dir),
                 links=links,
             )
-        feed = ChangeFeed()
+        feeds = [ChangeFeed()]
         replicators: list[Replicator] = []
         api = region_app(
             services,
             secret,
             objects,
-            feed,
+            feeds[0],
             on_replicator=replicators.append,
             tracing=tracing,
             verify=verify,
             links=links,
+            on_feed=feeds.append,
         )
         app: ASGIApp = PortRouter(api, s3, region.s3_port)
         # The fault switches the edge's drills flip (`bookstore api break`, clock skew...), signed.
@@ -649,7 +660,7 @@ def compose(
         )
         if tracing is not None:
             app = tracing.middleware(app)
-        return ComposedRegion(services, app, feed, serves_s3=s3 is not None, tracing=tracing)
+        return ComposedRegion(services, app, tuple(feeds), serves_s3=s3 is not None, tracing=tracing)
     except BaseException:
         services.close()
         raise

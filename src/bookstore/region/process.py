@@ -53,7 +53,7 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
             # With TLS between hosts, both ports (API with replication and blog, S3) present the host's.
             **tls.uvicorn_settings(material),
         )
-        _RegionServer(config, on_exit=composed.feed.close).run(sockets=sockets)
+        _RegionServer(config, on_exit=composed.end_streams).run(sockets=sockets)
     finally:
         composed.services.close()
         if composed.tracing is not None:

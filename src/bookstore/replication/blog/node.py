@@ -384,7 +384,8 @@ class BlogReplication:
                 return
         sent_version = -1
         last_sent = 0.0
-        while loop.time() < deadline:
+        # A closed feed (the region is shutting down) ends the stream: the follower reconnects later.
+        while loop.time() < deadline and not self.feed.closed:
             wake = self.feed.current()
             st = self.state
             serving = after is not None and st.primary_region == self.region
