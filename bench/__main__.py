@@ -8,8 +8,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from bench.curves import curves_of, draw
 from bench.report import BenchError, Figure, Goal, Machine, PartialResult, Section, render, write
 
 # Every benchmark module, in the order they run; each has `run_bench() -> Section`. Add new ones here.
@@ -31,6 +33,8 @@ MODULES: tuple[str, ...] = (
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 # Issue 16: the whole of `make bench` runs within 30 minutes on the 2-core machine it is measured on.
 FULL_RUN_GOAL_MIN = 30.0
+# Where the curves' SVGs go, beside the document they are shown in.
+PLOTS = "plots"
 
 
 def summary(error: str) -> str:
@@ -58,6 +62,15 @@ def run_time(durations: dict[str, float], *, full: bool) -> Section:
         method="Wall time of each module, from its start to its report (including its set-up and "
         "tear-down), one after the other in one process; a module that failed counts the time it took.",
     )
+
+
+def with_plots(section: Section, root: Path) -> Section:
+    """`section` with its curves drawn under `root`/plots (bench.curves) and shown in the document."""
+    plots = []
+    for curve in curves_of(section):
+        draw(curve, root / PLOTS / curve.file_name)
+        plots.append((curve.spec.title, f"{PLOTS}/{curve.file_name}"))
+    return replace(section, plots=plots)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} done in {durations[name]:.0f} s", file=sys.stderr, flush=True)
     sections.append(run_time(durations, full=chosen == list(MODULES)))
 
+    if out is not None:
+        sections = [with_plots(section, out.parent) for section in sections]
     text = render(machine, sections, failures)
     print(text)
     if out is not None:

@@ -72,6 +72,8 @@ class Section:
     figures: Sequence[Figure]
     method: str = ""
     context: dict[str, str] = field(default_factory=dict)
+    # Plots of the section's curves (bench.curves): (title, path relative to the document), shown first.
+    plots: Sequence[tuple[str, str]] = ()
 
 
 class PartialResult(BenchError):
@@ -183,6 +185,8 @@ def render(machine: Machine, sections: Sequence[Section], failures: Sequence[str
     ]
     for section in sections:
         out += ["", f"## {section.title}", ""]
+        for title, plot in section.plots:
+            out += [f"![{title}]({plot})", ""]
         if section.method:
             out += [section.method.strip(), ""]
         for key, val in section.context.items():
