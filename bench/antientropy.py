@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry
 
+from bench.procstat import memory_mib
 from bench.report import Figure, Goal, Section
 from bookstore.kernel.clock import HybridLogicalClock, SystemClock
 from bookstore.ports import Item, Key
@@ -206,6 +207,8 @@ def run_bench() -> Section:
     rounds: dict[int, float] = {}
     notes: dict[int, str] = {}
     repairs: dict[int, tuple[float, float, int]] = {}
+    rss: dict[int, float] = {}
+    rss_at_start, _ = memory_mib(os.getpid())
     rng = random.Random(16)
     oldest_ms = SystemClock().now_ms() - 3_600_000
     with tempfile.TemporaryDirectory(prefix="bookstore-bench-antientropy-") as tmp:
@@ -223,6 +226,8 @@ def run_bench() -> Section:
                     assert repaired == 0, "regions built equal differ"
                     samples.append(cpu)
                 rounds[size] = statistics.median(samples)
+                # With both stores open after their rounds: what anti-entropy holds at this size.
+                rss[size] = memory_mib(os.getpid())[0]
                 old_cpu, _ = cpu_s(partial(whole_table_digest, dbs[0]))
                 notes[size] = (
                     f"median of {ROUNDS} rounds; both regions' work in one process; built in "
@@ -246,6 +251,15 @@ def run_bench() -> Section:
     for size in SIZES:
         figures.append(
             Figure(f"Anti-entropy round, {size:,} items: CPU", rounds[size] * 1000, "ms", note=notes[size])
+        )
+    for size in SIZES:
+        figures.append(
+            Figure(
+                f"Anti-entropy at {size:,} items: RSS of the process holding both regions' stores",
+                rss[size],
+                "MiB",
+                note=f"VmRSS after the rounds, both stores open; {rss_at_start:.0f} MiB before any was built",
+            )
         )
     figures.append(
         Figure(

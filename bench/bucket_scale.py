@@ -28,6 +28,7 @@ from bench.objects import (
     replicate_every_version,
     s3_client,
 )
+from bench.procstat import memory_mib
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import control, end_process, pin_threads, running, set_link_delay
 from bookstore.config import Topology
@@ -97,16 +98,6 @@ def count_objects(db_path: Path, bucket: str) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)) as conn:
         row = conn.execute("SELECT count(*) FROM versions WHERE bucket = ?", (bucket,)).fetchone()
     return int(row[0])
-
-
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process, MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

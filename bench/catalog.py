@@ -16,6 +16,7 @@ import httpx
 
 from bench.api import BOOKSTORE, EMAIL, PASSWORD, REGION_ID, topology_file
 from bench.loadgen import Load, Result, cores, lua_script, run
+from bench.procstat import cpu_seconds, memory_mib
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import running
 from bookstore.api.paging import NEXT_CURSOR
@@ -174,20 +175,6 @@ def cold_searches(client: httpx.Client, pid: int) -> tuple[list[float], float]:
     return latencies, (cpu_seconds(pid) - cpu_before) * 1000 / len(latencies)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process (all its threads) so far."""
-    # Fields after the command name (which may hold spaces, hence the split at its closing parenthesis).
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for process {pid}")
-
-
 def _load() -> Load:
     quick = os.environ.get("BENCH") == "quick"
     # Moderate load: four connections, so the p99 is a request's own cost plus little queueing.
@@ -212,7 +199,7 @@ def measure_size(work: Path, books: int, failures: list[str]) -> list[Figure]:
         running(argv, f"{region.api_url}/health", work / f"region-{books}.log", core=server_core) as proc,
         httpx.Client(base_url=region.api_url, timeout=60.0) as client,
     ):
-        figures.append(Figure(f"{size}: region RSS at start", rss_mb(proc.pid), "MB"))
+        figures.append(Figure(f"{size}: region RSS at start", memory_mib(proc.pid)[0], "MiB"))
         settle(client)
         try:
             latencies, cpu_ms = cold_searches(client, proc.pid)
@@ -276,7 +263,7 @@ def measure_size(work: Path, books: int, failures: list[str]) -> list[Figure]:
                 ]
             except BenchError as exc:
                 failures.append(f"{size}: {exc}")
-        figures.append(Figure(f"{size}: region RSS after the runs", rss_mb(proc.pid), "MB"))
+        figures.append(Figure(f"{size}: region RSS after the runs", memory_mib(proc.pid)[0], "MiB"))
     return figures
 
 

@@ -96,6 +96,14 @@ CURVES: tuple[CurveSpec, ...] = (
     ),
     CurveSpec(
         "antientropy",
+        "antientropy-rss",
+        "Anti-entropy: RSS of the process holding both regions' stores, by table size",
+        "items in the table",
+        "RSS (MiB)",
+        {"both stores open": r"Anti-entropy at ([\d,]+) items: RSS of the process .*"},
+    ),
+    CurveSpec(
+        "antientropy",
         "antientropy-repair",
         "Anti-entropy: time to find and repair divergent items (1M items)",
         "divergent items",
@@ -139,7 +147,7 @@ CURVES: tuple[CurveSpec, ...] = (
         "catalog-rss",
         "Catalog and history size: region RSS after the runs",
         "books in the catalog",
-        "RSS (MB)",
+        "RSS (MiB)",
         {"region": r"([\d,]+) books: region RSS after the runs"},
     ),
     CurveSpec(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procstat import cpu_seconds
 from bench.servers import control
 from bookstore.runtime.secret import operator_token
 from bookstore.supervisor.launch import launched, loopback_topology
@@ -33,11 +34,6 @@ REGIONS = ("eu-west-1", "ap-southeast-1", "us-east-1", "us-west-2", "sa-east-1")
 WAIT_S = 10.0
 WINDOW_S = 20.0
 CONNECT_TIMEOUT_S = 60.0
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _connected(urls: Mapping[str, str]) -> None:
@@ -69,11 +65,11 @@ def at_rest(src: Path | None, n: int, work: Path) -> dict[str, float]:
         regions = control(topology.control_url, operator_token(work / "data"), "GET", "/regions", None)
         pids = {r["regionId"]: int(r["pid"]) for r in regions["regions"] if r["running"]}
         time.sleep(WAIT_S)
-        before = {r: _cpu_s(p) for r, p in pids.items()}
+        before = {r: cpu_seconds(p) for r, p in pids.items()}
         started = time.monotonic()
         time.sleep(WINDOW_S)
         took = time.monotonic() - started
-        return {r: (_cpu_s(p) - before[r]) / took * 1000 for r, p in pids.items()}
+        return {r: (cpu_seconds(p) - before[r]) / took * 1000 for r, p in pids.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

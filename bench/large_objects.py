@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import procstat
 from bench.objects import LARGE, MIB, cpu_seconds, region_server, s3_client
 
 
@@ -74,11 +75,11 @@ def main() -> None:
 
 
 def minor_faults(pid: int | None) -> int:
-    """The minor page faults of a process so far (field 10 of /proc/PID/stat); 0 when unknown."""
+    """The minor page faults of a process so far; 0 when unknown."""
     if pid is None:
         return 0
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+        return procstat.minor_faults(pid)
     except OSError:
         return 0
 

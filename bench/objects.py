@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bench import loadgen
+from bench import loadgen, procstat
 from bench.loadgen import cores
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import running, set_link_delay
@@ -284,11 +284,9 @@ def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return procstat.cpu_seconds(pid)
     except OSError:
         return 0.0
-    # Fields 14 and 15 of stat (utime, stime); the split after the command name starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(target: Target, client_core: int | None) -> dict[str, Rate]:
