@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bookstore.domain import errors
-from bookstore.kernel.http import json_response, status_of
+from bookstore.kernel.http import CountedRoute, json_response, status_of
 from bookstore.kernel.stream import NDJSON
 from bookstore.replication.blog.state import Adoption, BlogState, Epoch
 from bookstore.replication.blog.store import BlogStore
@@ -151,11 +151,11 @@ def blog_routes(replication: BlogNode) -> list[Route]:
         return endpoint
 
     return [
-        Route(f"{PREFIX}/follow", guarded(follow), methods=["POST"]),
-        Route(f"{PREFIX}/state", guarded(state), methods=["GET", "POST"]),
-        Route(f"{PREFIX}/snapshot", guarded(snapshot), methods=["POST"]),
-        Route(f"{PREFIX}/promote", guarded(promote), methods=["POST"]),
-        Route(f"{PREFIX}/switchover", guarded(switchover), methods=["POST"]),
-        Route(f"{PREFIX}/rejoin", guarded(rejoin), methods=["POST"]),
-        Route(f"{PREFIX}/diverged", guarded(diverged), methods=["GET"]),
+        CountedRoute(f"{PREFIX}/follow", guarded(follow), methods=["POST"]),
+        CountedRoute(f"{PREFIX}/state", guarded(state), methods=["GET", "POST"]),
+        CountedRoute(f"{PREFIX}/snapshot", guarded(snapshot), methods=["POST"]),
+        CountedRoute(f"{PREFIX}/promote", guarded(promote), methods=["POST"]),
+        CountedRoute(f"{PREFIX}/switchover", guarded(switchover), methods=["POST"]),
+        CountedRoute(f"{PREFIX}/rejoin", guarded(rejoin), methods=["POST"]),
+        CountedRoute(f"{PREFIX}/diverged", guarded(diverged), methods=["GET"]),
     ]

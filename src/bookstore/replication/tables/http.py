@@ -18,7 +18,7 @@ from starlette.routing import Route
 from bookstore.domain import errors
 from bookstore.kernel.auth import CLOCK_HEADER
 from bookstore.kernel.clock import SystemClock
-from bookstore.kernel.http import MAX_BODY_BYTES, error_for, error_response, json_response
+from bookstore.kernel.http import MAX_BODY_BYTES, CountedRoute, error_for, error_response, json_response
 from bookstore.kernel.stream import (
     HEARTBEAT_S,
     NDJSON,
@@ -238,12 +238,12 @@ def replication_routes(
         return endpoint
 
     return [
-        Route("/replication/follow", guarded(follow), methods=["POST"]),
-        Route("/replication/ack", guarded(ack), methods=["POST"]),
-        Route("/replication/snapshot", guarded(snapshot), methods=["POST"]),
-        Route("/replication/digest", guarded(digest), methods=["POST"]),
-        Route("/replication/push", guarded(push), methods=["POST"]),
-        Route("/replication/status", guarded(status), methods=["GET"]),
+        CountedRoute("/replication/follow", guarded(follow), methods=["POST"]),
+        CountedRoute("/replication/ack", guarded(ack), methods=["POST"]),
+        CountedRoute("/replication/snapshot", guarded(snapshot), methods=["POST"]),
+        CountedRoute("/replication/digest", guarded(digest), methods=["POST"]),
+        CountedRoute("/replication/push", guarded(push), methods=["POST"]),
+        CountedRoute("/replication/status", guarded(status), methods=["GET"]),
     ]
 
 
