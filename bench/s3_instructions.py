@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.instructions import TOTALS
+# Read and reset the counters as bench.instructions does for the API.
+from bench.instructions import _callgrind_control, _dumped
 from bench.objects import ACCESS_KEY, BIN, SECRET_KEY, SMALL, SOURCE, Target, one_region_topology, s3_client
 from bench.s3_against import checked_out
 from bench.servers import running
@@ -99,20 +99,6 @@ def _operations(target: Target, requests: int) -> dict[str, Send]:
         "PUT 4 KiB": lambda c, i: c.put(puts[i], content=small),
         "GET 4 KiB": lambda c, i: c.get(gets[i % KEYS]),
     }
-
-
-def _callgrind_control(option: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True, timeout=300)
-
-
-def _dumped(out: Path, before: set[Path]) -> int:
-    new = sorted(set(out.parent.glob(out.name + ".*")) - before)
-    if len(new) != 1:
-        raise SystemExit(f"expected one new callgrind dump beside {out}, found {new}")
-    found = TOTALS.search(new[0].read_text(encoding="utf-8", errors="replace"))
-    if found is None:
-        raise SystemExit(f"no instruction total in {new[0]}")
-    return int(found.group(1))
 
 
 def _send(http: httpx.Client, send: Send, first: int, count: int, label: str) -> None:
