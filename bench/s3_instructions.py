@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 # Read and reset the counters as bench.instructions does for the API.
-from bench.instructions import _callgrind_control, _dumped
+from bench.instructions import _callgrind_control, _dumped, print_table
 from bench.objects import ACCESS_KEY, BIN, SECRET_KEY, SMALL, SOURCE, Target, one_region_topology, s3_client
 from bench.s3_against import checked_out
 from bench.servers import running
@@ -174,14 +174,8 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, src in trees:
                 results[name].append(measure(src, args.requests))
-    base = results["this tree"][0]
     print(f"\nInstructions per request (callgrind, {args.requests} sequential requests per operation)\n")
-    print("| Tree | " + " | ".join(base) + " |")
-    print("|---|" + "---:|" * len(base))
-    for name, runs in results.items():
-        for got in runs:
-            cells = [f"{got[op]:,.0f} ({got[op] / base[op]:.3f}x)" for op in base]
-            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print_table(results, "this tree")
 
 
 if __name__ == "__main__":
