@@ -3,8 +3,8 @@
 A request body is read from the ASGI stream, decoded and checked as it arrives, and spooled: up to
 SPOOL_BYTES it stays in memory (the pieces as they came), beyond that it goes to an unnamed temporary
 file in the staging directory (gone with the process, whatever its end). It is bounded while it
-arrives, by the route's limit and by the length the request declares. The store sees it only after the whole body has
-arrived and its signature and checksums have checked out.
+arrives, by the route's limit and by the length the request declares. The store sees it only after
+the whole body has arrived and its signature and checksums have checked out.
 
 A body sent on to another region (a forwarded request's, a replica's) is a `Streamed`: its size and
 SHA-256 are known before it is sent (the signature between regions covers the hash, checked before
