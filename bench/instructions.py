@@ -135,14 +135,19 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     trees += [(str(src), src.resolve()) for src in args.against]
     results = {name: [measure(src, args.requests) for _ in range(args.repeat)] for name, src in trees}
-    base = results["this checkout"][0]
     print(f"Instructions per request (callgrind, {args.requests} sequential requests per endpoint)\n")
-    print("| Tree | " + " | ".join(ENDPOINTS) + " |")
-    print("|---|" + "---:|" * len(ENDPOINTS))
+    print_table(results, "this checkout")
+
+
+def print_table(results: dict[str, list[dict[str, float]]], base_tree: str) -> None:
+    """A Markdown table of each tree's runs: instructions per request, and the ratio to the base's first."""
+    base = results[base_tree][0]
+    print("| Tree | " + " | ".join(base) + " |")
+    print("|---|" + "---:|" * len(base))
     for name, runs in results.items():
         for figures in runs:
-            cells = [f"{figures[e]:,.0f} ({figures[e] / base[e]:.3f}x)" for e in ENDPOINTS]
-            print(f"| {name} | " + " | ".join(cells) + " |")
+            cells = [f"{figures[e]:,.0f} ({figures[e] / base[e]:.3f}x)" for e in base]
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

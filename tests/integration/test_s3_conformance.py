@@ -884,6 +884,15 @@ def test_a_delete_of_a_sub_resource_never_deletes_the_bucket(s3: Any, server: S3
     assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"x"
 
 
+def test_a_method_s3_has_not_is_refused_in_s3_xml(s3: Any, server: S3Server) -> None:
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    for path in (f"/{BUCKET}", f"/{BUCKET}/k"):
+        answer = server.signed("PATCH", path, b"y")
+        assert (answer.status_code, error_code(answer)) == (405, "MethodNotAllowed"), path
+        assert answer.headers["x-amz-request-id"]
+    assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"x"
+
+
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [

@@ -1,10 +1,10 @@
 """Bodies of the S3 API, never held whole in memory: requests' spooled as they arrive, stored ones read.
 
 A request body is read from the ASGI stream, decoded and checked as it arrives, and spooled: up to
-SPOOL_BYTES it stays in memory, beyond that it goes to an unnamed temporary file in the staging
-directory (gone with the process, whatever its end). It is bounded while it arrives, by the route's
-limit and by the length the request declares. The store sees it only after the whole body has
-arrived and its signature and checksums have checked out.
+SPOOL_BYTES it stays in memory (the pieces as they came), beyond that it goes to an unnamed temporary
+file in the staging directory (gone with the process, whatever its end). It is bounded while it
+arrives, by the route's limit and by the length the request declares. The store sees it only after
+the whole body has arrived and its signature and checksums have checked out.
 
 A body sent on to another region (a forwarded request's, a replica's) is a `Streamed`: its size and
 SHA-256 are known before it is sent (the signature between regions covers the hash, checked before
@@ -51,10 +51,18 @@ def sha256_of(chunks: Iterator[bytes]) -> str:
 
 
 class Payload:
-    """The content of a request that has arrived whole and checked out; `close` frees its spool."""
+    """The content of a request that has arrived whole and checked out; `close` frees its spool.
+
+    Up to SPOOL_BYTES the content is the pieces it arrived in (a small PUT's is one, taken as it is);
+    beyond, a file in the staging directory.
+    """
 
     def __init__(
-        self, spool: IO[bytes], size: int, trailers: dict[str, str], verified: dict[str, str]
+        self,
+        spool: list[bytes] | IO[bytes],
+        size: int,
+        trailers: dict[str, str],
+        verified: dict[str, str],
     ) -> None:
         self._spool = spool
         self.size = size
@@ -64,8 +72,12 @@ class Payload:
 
     def chunks(self) -> Iterator[bytes]:
         """The content from its start, in pieces of at most READ_BYTES."""
-        self._spool.seek(0)
-        while piece := self._spool.read(READ_BYTES):
+        spool = self._spool
+        if isinstance(spool, list):
+            yield from spool  # at most SPOOL_BYTES in all, which is READ_BYTES
+            return
+        spool.seek(0)
+        while piece := spool.read(READ_BYTES):
             yield piece
 
     def sha256(self) -> str:
@@ -76,11 +88,15 @@ class Payload:
         """The content whole, when it is at most `limit` bytes (a document); else MalformedXML."""
         if self.size > limit:
             raise MalformedXML(f"The document you provided is too large: at most {limit} bytes")
-        self._spool.seek(0)
-        return self._spool.read()
+        spool = self._spool
+        if isinstance(spool, list):
+            return b"".join(spool)  # one piece: that piece itself, no copy
+        spool.seek(0)
+        return spool.read()
 
     def close(self) -> None:
-        self._spool.close()
+        if not isinstance(self._spool, list):
+            self._spool.close()
 
 
 class Stored:
@@ -133,9 +149,8 @@ async def receive(
         raise EntityTooLarge(f"Your proposed upload exceeds the maximum allowed size ({limit} bytes)")
     bound = limit if declared is None else declared
     checksums = Checksums(headers)
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (the Payload owns and closes it)
-        max_size=SPOOL_BYTES, dir=None if staging is None else str(staging)
-    )
+    pieces: list[bytes] = []
+    spool: IO[bytes] | None = None
     size = 0
     try:
         async for data in stream:
@@ -150,15 +165,23 @@ async def receive(
                     )
                 raise IncompleteBody(f"The body holds more than the {declared} bytes its request declares")
             checksums.update(content)
+            if spool is None and size <= SPOOL_BYTES:
+                pieces.append(content)
+                continue
+            if spool is None:
+                spool = tempfile.TemporaryFile(dir=staging)  # noqa: SIM115 (the Payload closes it)
+                spool.writelines(pieces)
+                pieces = []
             spool.write(content)
         trailers = reader.finish()
         if declared is not None and size != declared:
             raise IncompleteBody(f"The body holds {size} bytes; its request declares {declared}")
         verified = checksums.verify({**headers, **trailers})
     except BaseException:
-        spool.close()
+        if spool is not None:
+            spool.close()
         raise
-    return Payload(spool, size, trailers, verified)
+    return Payload(pieces if spool is None else spool, size, trailers, verified)
 
 
 def _declared_length(headers: Mapping[str, str], name: str) -> int | None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from bookstore.domain.errors import ConditionFailed
@@ -32,13 +33,45 @@ def site_bucket(region_id: str) -> str:
 
 
 class BucketDirectory:
-    """The `buckets` table as a directory: which region owns which bucket."""
+    """The `buckets` table as a directory: which region owns which bucket.
 
-    def __init__(self, table: Table, region: str) -> None:
+    Every S3 request asks it where its bucket lives. With `watch` (a way to be called after each
+    committed change of the tables, local or replicated: SqliteReplica.add_listener) the answers are
+    kept in memory and all dropped at each change, so the next request after a change reads the table.
+    """
+
+    def __init__(
+        self, table: Table, region: str, watch: Callable[[Callable[[], None]], None] | None = None
+    ) -> None:
         self.table = table
         self.region = region
+        self._known: dict[str, Bucket | None] | None = None
+        if watch is not None:
+            self._known = {}
+            # Bumped at each change: a lookup that read the table before it must not keep that answer.
+            self._generation = 0
+            self._lock = threading.Lock()
+            watch(self._changed)
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._known = {}
 
     def get(self, name: str) -> Bucket | None:
+        known = self._known
+        if known is None:
+            return self._read(name)
+        if name in known:
+            return known[name]
+        generation = self._generation
+        found = self._read(name)
+        with self._lock:
+            if generation == self._generation:
+                known[name] = found  # still the directory's map: no change came in between
+        return found
+
+    def _read(self, name: str) -> Bucket | None:
         item = self.table.get({"name": name})
         if item is None:
             return None

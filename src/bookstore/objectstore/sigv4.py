@@ -42,6 +42,8 @@ MAX_SKEW_S = 15 * 60
 MAX_EXPIRES_S = 7 * 24 * 3600
 _STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
 _QUERY_SAFE = "-_.~"
+# What URI-encoding leaves as it is: letters, digits and _QUERY_SAFE.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 # What an aws-chunked body may hold whole: a chunk header line, and the trailers after the last chunk.
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 16 * 1024
@@ -108,6 +110,13 @@ def _basic_time(date: str) -> str:
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _uri_encoded(text: str) -> str:
+    """A query name or value URI-encoded the AWS way (decoded first, as it came encoded somehow)."""
+    if _UNRESERVED.fullmatch(text):
+        return text  # already its own encoding: most of a presigned URL's names and values
+    return quote(unquote(text), safe=_QUERY_SAFE)
+
+
 def canonical_query(raw_query: str, skip: str | None = None) -> str:
     """The canonical query string: every pair URI-encoded the AWS way, sorted; `skip` left out."""
     if not raw_query:
@@ -117,10 +126,10 @@ def canonical_query(raw_query: str, skip: str | None = None) -> str:
         if not part:
             continue
         name, _, value = part.partition("=")
-        name = quote(unquote(name), safe=_QUERY_SAFE)
+        name = _uri_encoded(name)
         if name == skip:
             continue
-        pairs.append((name, quote(unquote(value), safe=_QUERY_SAFE)))
+        pairs.append((name, _uri_encoded(value)))
     pairs.sort()
     return "&".join(f"{n}={v}" for n, v in pairs)
 
@@ -520,6 +529,8 @@ def _trimmed(value: str) -> str:
     Only ASCII spaces: the value holds one character per byte received, and a UTF-8 character's
     bytes can read as Latin-1 spaces (U+00A0, U+0085) that str.split would take out.
     """
+    if "  " not in value and value.isprintable() and value.strip(" ") == value:
+        return value  # no tab, line break or run of spaces: nothing to trim (most values)
     return _ASCII_SPACES.sub(" ", value).strip(" ")
 
 

@@ -391,7 +391,9 @@ def build_object_replicator(
         for r in topology.regions
         if r.id != me
     }
-    directory = BucketDirectory(services.tables[tables.BUCKETS.name], me)
+    # The tables' listeners hear of every committed change, local or replicated: the directory caches.
+    watch = services.replica.add_listener if services.replica is not None else None
+    directory = BucketDirectory(services.tables[tables.BUCKETS.name], me, watch)
     cluster = Cluster(me, store, directory, peers, tuple(r.id for r in topology.regions))
     return ObjectReplicator(cluster, store, services.clock, watch=[r for r in topology.active if r != me])
 
