@@ -264,13 +264,21 @@ class _KeyIndexDeferral:
             if not self.asked:
                 self.asked = True
                 self.deferred = await asyncio.to_thread(self.store.defer_key_index, self.holder, entries)
+                if self.deferred:
+                    log.info(
+                        "%s: about %d entries to apply, without the key-hash indexes", self.holder, entries
+                    )
         elif self.asked:
             await self.done()
 
     async def done(self) -> None:
         deferred, self.asked, self.deferred = self.deferred, False, False
         if deferred:
+            started = time.monotonic()
             await asyncio.to_thread(self.store.restore_key_index, self.holder)
+            log.info(
+                "%s: the key-hash indexes built again in %.1f s", self.holder, time.monotonic() - started
+            )
 
     async def ended(self) -> None:
         """The catch-up ended (an error, a closed stream): `done`, without hiding why it ended."""
