@@ -7,20 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from bookstore.kernel.clock import SystemClock
 from bookstore.replication.tables import replicator as replicator_module
-from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
+from bookstore.replication.tables.replicator import Replicator
 from bookstore.storage.sqlite import replica as replica_module
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS
+from tests.integration.test_replication_join import AP, EU, REGIONS, SCHEMAS, US
+from tests.integration.test_replication_join import replicator as join_replicator
 from tests.support.inprocess_peers import InProcessPeer, Network
-
-EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
-REGIONS = (EU, AP, US)
-SCHEMAS = {"carts": CARTS}
 
 
 class Watched(SqliteReplica):
@@ -59,17 +55,11 @@ def network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Network
         db.close()
 
 
-def replicator(network: Network, me: str, batch: int = 50) -> Replicator:
-    peers = [InProcessPeer(me, r, network, SCHEMAS, REGIONS, batch=batch) for r in REGIONS if r != me]
-    return Replicator(
-        network.stores[me],
-        me,
-        peers,
-        clock=SystemClock(),
-        metrics=ReplicationMetrics(CollectorRegistry(), me),
-        tables=tuple(SCHEMAS),
-        snapshot_page=50,
-    )
+def replicator(network: Network, me: str) -> Replicator:
+    """The join tests' replicator, copying snapshots in pages of 50 entries."""
+    made = join_replicator(network, me)
+    made.snapshot_page = 50
+    return made
 
 
 def put(network: Network, region: str, customer: str, n: int) -> None:
