@@ -67,8 +67,10 @@ class Applier(Protocol):
         out until `restore_key_index(holder)` (True while it does). Only the cost changes."""
         ...
 
-    def restore_key_index(self, holder: str) -> None:
-        """`holder`'s catch-up is done (or ended): what it deferred is built again."""
+    def restore_key_index(self, holder: str) -> bool:
+        """`holder`'s catch-up is done (or ended): what it deferred is built again, once no other
+        holder defers it (True when this call built it)."""
+        ...
 
     def checkpoint(self, source: str) -> int | None: ...
 

@@ -271,14 +271,15 @@ class _KeyIndexDeferral:
         elif self.asked:
             await self.done()
 
-    async def done(self) -> None:
-        deferred, self.asked, self.deferred = self.deferred, False, False
+    async def done(self, *, held: bool = False) -> None:
+        """The catch-up is done; `held`: the holder may have deferred the indexes before this one."""
+        deferred, self.asked, self.deferred = self.deferred or held, False, False
         if deferred:
             started = time.monotonic()
-            await asyncio.to_thread(self.store.restore_key_index, self.holder)
-            log.info(
-                "%s: the key-hash indexes built again in %.1f s", self.holder, time.monotonic() - started
-            )
+            if await asyncio.to_thread(self.store.restore_key_index, self.holder):
+                log.info(
+                    "%s: the key-hash indexes built again in %.1f s", self.holder, time.monotonic() - started
+                )
 
     async def ended(self) -> None:
         """The catch-up ended (an error, a closed stream): `done`, without hiding why it ended."""
@@ -694,15 +695,14 @@ class Replicator:
         """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
         page = await peer.snapshot(None, self.snapshot_page)
         head, held = page.head_seq, page.checkpoints
-        deferral = _KeyIndexDeferral(self.store, f"{peer.region}'s snapshot")
-        try:
-            if page.cursor is not None:
-                # As many rows as the peer holds: its log's head is what is known of that before the end.
-                await deferral.coming(head)
-            copied = await self._copy(peer, page)
-            await deferral.done()
-        finally:
-            await deferral.ended()
+        # Backfills run one at a time and share one holder: a copy that failed stored no checkpoint, so
+        # it is begun again (from this peer or another), with the indexes still out; a restart builds them.
+        deferral = _KeyIndexDeferral(self.store, "snapshots")
+        if page.cursor is not None:
+            # As many rows as the peer holds: its log's head is what is known of that before the end.
+            await deferral.coming(head)
+        copied = await self._copy(peer, page)
+        await deferral.done(held=True)  # held by a failed copy before this one, perhaps
         self.metrics.backfills.labels(peer.region).inc()
         log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
         # The snapshot held every change of another peer's log up to the peer's checkpoint of it (read

@@ -237,16 +237,19 @@ class SqliteReplica:
             self._deferring.add(holder)
             return True
 
-    def restore_key_index(self, holder: str) -> None:
-        """`holder`'s catch-up is done: build the key-hash indexes again once no other one defers them."""
+    def restore_key_index(self, holder: str) -> bool:
+        """`holder`'s catch-up is done: build the key-hash indexes again once no other one defers them.
+        True when this built them."""
         with self._deferring_lock:
             if holder not in self._deferring:
-                return
+                return False
             self._deferring.discard(holder)
-            if not self._deferring:
-                with self.db.transaction("building the key-hash indexes again") as conn:
-                    for table in self.db.tables.values():
-                        conn.execute(table.sql_create_key_index)
+            if self._deferring:
+                return False
+            with self.db.transaction("building the key-hash indexes again") as conn:
+                for table in self.db.tables.values():
+                    conn.execute(table.sql_create_key_index)
+            return True
 
     def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
         table = tables.get(entry.table)
