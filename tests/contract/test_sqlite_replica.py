@@ -20,6 +20,7 @@ from bookstore.domain.errors import ConditionFailed, ValidationError
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.ports import Item, ItemExists, TableSchema
 from bookstore.replication.tables.model import ApplyResult, LogEntry, LogTrimmed
+from bookstore.storage.sqlite import replica as replica_module
 from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
 from bookstore.tables import BOOKS, CARTS, ORDERS
@@ -463,6 +464,86 @@ def test_checkpoints_are_stored_with_their_batch_and_a_bad_batch_changes_nothing
     assert b.replica.head_seq() == 3
 
 
+def key_hash_indexes(region: Region) -> set[str]:
+    rows = region.db.engine.reader().execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'kh%'"
+    )
+    return {name for (name,) in rows}
+
+
+def bucket_rows(region: Region) -> list[tuple[Any, ...]]:
+    return sorted(
+        (str(key), version)
+        for bucket in range(64)
+        for key, version in region.replica.bucket_versions("books", bucket)
+    )
+
+
+def test_a_large_catch_up_applies_without_the_key_hash_indexes_and_builds_them_again(
+    open_region: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "DEFER_KEY_INDEX_MIN", 100)
+    a, b = open_region(IRELAND), open_region(SINGAPORE)
+    for i in range(300):
+        a.books.put(book(i))
+    for i in range(300, 340):
+        b.books.put(book(i))
+    assert key_hash_indexes(b) == {"kh_books", "kh_orders"}
+    assert not b.replica.defer_key_index(IRELAND, 99)  # too few to be worth building them again
+    assert not b.replica.defer_key_index(IRELAND, 9)
+    assert key_hash_indexes(b) == {"kh_books", "kh_orders"}
+
+    assert b.replica.defer_key_index(IRELAND, 300)
+    assert b.replica.defer_key_index(VIRGINIA, 300)  # a second catch-up at once
+    assert key_hash_indexes(b) == set()
+    pull(b, a, limit=64)
+    pull(a, b)
+    assert state(a) == state(b)
+    # Without the index a bucket's versions come from the table: slower, the same rows.
+    without = bucket_rows(b)
+    assert len(without) == 340
+    b.replica.restore_key_index(IRELAND)
+    assert key_hash_indexes(b) == set()  # Virginia's catch-up still runs
+    b.replica.restore_key_index(VIRGINIA)
+    b.replica.restore_key_index(VIRGINIA)  # done twice: nothing more to do
+    assert key_hash_indexes(b) == {"kh_books", "kh_orders"}
+    assert bucket_rows(b) == without
+    assert b.replica.digest("books") == a.replica.digest("books")
+
+
+def test_a_catch_up_into_many_rows_keeps_the_key_hash_indexes(
+    open_region: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "DEFER_KEY_INDEX_MIN", 100)
+    b = open_region(SINGAPORE)
+    for i in range(500):
+        b.books.put(book(i))
+    # Building the index again over 500 rows would cost more than 120 rows written into it.
+    assert not b.replica.defer_key_index(IRELAND, 120)
+    assert key_hash_indexes(b) == {"kh_books", "kh_orders"}
+    b.replica.restore_key_index(IRELAND)
+    assert key_hash_indexes(b) == {"kh_books", "kh_orders"}
+
+
+def test_a_file_left_without_its_key_hash_indexes_has_them_again_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "DEFER_KEY_INDEX_MIN", 1)
+    db = SqliteDatabase(tmp_path / "x.db", SINGAPORE)
+    db.table(BOOKS).put(book(1))
+    assert SqliteReplica(db).defer_key_index(IRELAND, 10)
+    db.close()  # as a kill -9 during the catch-up would leave it
+    with closing(sqlite3.connect(tmp_path / "x.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kh_books'").fetchone() == (0,)
+    reopened = SqliteDatabase(tmp_path / "x.db", SINGAPORE)
+    reopened.table(BOOKS)
+    found = (
+        reopened.engine.reader().execute("SELECT name FROM sqlite_master WHERE name = 'kh_books'").fetchall()
+    )
+    reopened.close()
+    assert found == [("kh_books",)]
+
+
 def numbered_batch(number: int, size: int) -> list[LogEntry]:
     """Batch `number` of Ireland's inserts, each key new; the same entries in the test and its child."""
     return [
@@ -492,6 +573,7 @@ from pathlib import Path
 
 from bookstore.kernel.clock import HybridLogicalClock
 from bookstore.replication.tables.model import LogEntry
+from bookstore.storage.sqlite import replica as replica_module
 from bookstore.storage.sqlite.replica import LOOKUP_KEYS, SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import BOOKS

@@ -62,6 +62,16 @@ class Applier(Protocol):
 
     def apply(self, source: str, entries: Sequence[LogEntry], checkpoint: int | None) -> ApplyResult: ...
 
+    def defer_key_index(self, holder: str, coming: int) -> bool:
+        """`holder` is about to apply about `coming` entries: the store may leave its key-hash indexes
+        out until `restore_key_index(holder)` (True while it does). Only the cost changes."""
+        ...
+
+    def restore_key_index(self, holder: str) -> bool:
+        """`holder`'s catch-up is done (or ended): what it deferred is built again, once no other
+        holder defers it (True when this call built it)."""
+        ...
+
     def checkpoint(self, source: str) -> int | None: ...
 
     def conflict_count(self) -> int: ...

@@ -245,6 +245,50 @@ QUEUED_READS = 64
 CATCH_UP_BATCH = 10_000
 
 
+class _KeyIndexDeferral:
+    """One catch-up's request that the store leave its key-hash indexes out until it is done.
+
+    Asked once, when a stream or a snapshot has a backlog (CATCH_UP_BATCH or more still to come), so a
+    caught-up stream pays nothing; given back when little is left, or when the catch-up ends any way.
+    """
+
+    def __init__(self, store: ReplicatorStore, holder: str) -> None:
+        self.store = store
+        self.holder = holder
+        self.asked = False
+        self.deferred = False
+
+    async def coming(self, entries: int) -> None:
+        """About `entries` entries are still to apply, from the next batch on."""
+        if entries >= CATCH_UP_BATCH:
+            if not self.asked:
+                self.asked = True
+                self.deferred = await asyncio.to_thread(self.store.defer_key_index, self.holder, entries)
+                if self.deferred:
+                    log.info(
+                        "%s: about %d entries to apply, without the key-hash indexes", self.holder, entries
+                    )
+        elif self.asked:
+            await self.done()
+
+    async def done(self, *, held: bool = False) -> None:
+        """The catch-up is done; `held`: the holder may have deferred the indexes before this one."""
+        deferred, self.asked, self.deferred = self.deferred or held, False, False
+        if deferred:
+            started = time.monotonic()
+            if await asyncio.to_thread(self.store.restore_key_index, self.holder):
+                log.info(
+                    "%s: the key-hash indexes built again in %.1f s", self.holder, time.monotonic() - started
+                )
+
+    async def ended(self) -> None:
+        """The catch-up ended (an error, a closed stream): `done`, without hiding why it ended."""
+        try:
+            await self.done()
+        except Exception as exc:  # the indexes are built again by the next catch-up's end, or a restart
+            log.warning("could not build the key-hash indexes again: %s: %s", type(exc).__name__, exc)
+
+
 async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator[LogRead, None]:
     """The reads of a stream, those that arrived while the last one was applied merged into one.
 
@@ -477,11 +521,14 @@ class Replicator:
             log.info("%s relays %s's changes: not reached directly", peer.region, ", ".join(relays))
         stored = checkpoint
         stored_at = self.clock.now_ms()
+        deferral = _KeyIndexDeferral(self.store, peer.region)
         async with (
+            contextlib.AsyncExitStack() as cleanup,
             contextlib.aclosing(peer.follow(checkpoint, (peer.region, *relays))) as stream,
             # Closed first, whatever ends the loop: its reading task ends before the stream is closed.
             contextlib.aclosing(coalesced(stream, CATCH_UP_BATCH)) as reads,
         ):
+            cleanup.push_async_callback(deferral.ended)
             async for read in reads:
                 self._heard[peer.region] = time.monotonic()
                 if not self.connected.get(peer.region):
@@ -495,6 +542,7 @@ class Replicator:
                         await self._apply(peer.region, entries, entries[-1].seq)
                     raise ahead
                 self._resume(peer.region)
+                await deferral.coming(read.head_seq - read.last_seq + len(read.entries))
                 checkpoint = read.last_seq
                 # A batch of only filtered rows (changes that came from here) moves the checkpoint but
                 # needs no transaction each time: re-reading such rows after a crash is harmless.
@@ -647,6 +695,29 @@ class Replicator:
         """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
         page = await peer.snapshot(None, self.snapshot_page)
         head, held = page.head_seq, page.checkpoints
+        # Backfills run one at a time and share one holder: a copy that failed stored no checkpoint, so
+        # it is begun again (from this peer or another), with the indexes still out; a restart builds them.
+        deferral = _KeyIndexDeferral(self.store, "snapshots")
+        if page.cursor is not None:
+            # As many rows as the peer holds: its log's head is what is known of that before the end.
+            await deferral.coming(head)
+        copied = await self._copy(peer, page)
+        await deferral.done(held=True)  # held by a failed copy before this one, perhaps
+        self.metrics.backfills.labels(peer.region).inc()
+        log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
+        # The snapshot held every change of another peer's log up to the peer's checkpoint of it (read
+        # with the head): a region that never followed that one follows it from there, and does not
+        # copy the same items a second time (a new region joining regions that hold 1M items each).
+        others = {p.region for p in self.peers} - {peer.region, self.region}
+        for region, seq in held.items():
+            if region in others and self.store.checkpoint(region) is None:
+                await self._apply(region, [], seq, live=False)
+                log.info("following %s from seq %d, as %s held it", region, seq, peer.region)
+        return head
+
+    async def _copy(self, peer: Peer, page: SnapshotPage) -> int:
+        """Apply a snapshot from its first page; the last page stores the first one's head as checkpoint."""
+        head = page.head_seq
         copied = 0
         while True:
             _, ahead = within_bound(page.entries, self.clock.now_ms(), self.max_clock_offset_ms)
@@ -671,19 +742,8 @@ class Replicator:
                 raise
             copied += len(page.entries)
             if following is None:
-                break
+                return copied
             page = await following
-        self.metrics.backfills.labels(peer.region).inc()
-        log.info("backfilled %d entries from %s; following from seq %d", copied, peer.region, head)
-        # The snapshot held every change of another peer's log up to the peer's checkpoint of it (read
-        # with the head): a region that never followed that one follows it from there, and does not
-        # copy the same items a second time (a new region joining regions that hold 1M items each).
-        others = {p.region for p in self.peers} - {peer.region, self.region}
-        for region, seq in held.items():
-            if region in others and self.store.checkpoint(region) is None:
-                await self._apply(region, [], seq, live=False)
-                log.info("following %s from seq %d, as %s held it", region, seq, peer.region)
-        return head
 
     def holds(self, region: str) -> bool:
         """True while `region` is not followed (its clock too far ahead): nothing of it is applied here."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -72,6 +73,11 @@ _CONFLICT_COLUMNS = (
 # key, far below SQLite's limit): one query per entry cost as much as writing the entry. A shorter last
 # chunk is padded with its last key, so only a few statements (one per power of two) are ever prepared.
 LOOKUP_KEYS = 256
+# A catch-up of at least this many entries, and of at least a quarter of the rows held, is applied with
+# the tables' key-hash indexes dropped, and they are built again once it is done (`defer_key_index`):
+# a row written into that index lands on a random page, which at 1M rows cost the apply about half its
+# CPU and 4 KB of WAL and checkpoint writes per row; building it again sorts once, about 2 us a row.
+DEFER_KEY_INDEX_MIN = 50_000
 _Slot = tuple[str, KeyValue, KeyValue]
 _Local = tuple[str | None, Version | None, Version | None]
 _ABSENT: _Local = (None, None, None)
@@ -141,6 +147,10 @@ class SqliteReplica:
         # Tombstones older than this were trimmed (here, and soon everywhere): they are left out of
         # digests and repairs, and one arriving late is not stored again, so trimming can finish.
         self._horizon: int = horizon or 0
+        # The catch-ups (by source) applying while the key-hash indexes are dropped; built again when the
+        # last is done. A restart builds them too (SqliteTable.create), so a crash leaves none missing.
+        self._deferring: set[str] = set()
+        self._deferring_lock = threading.Lock()
 
     @property
     def region(self) -> str:
@@ -201,6 +211,45 @@ class SqliteReplica:
         if logged:
             db.notify()
         return result
+
+    def defer_key_index(self, holder: str, coming: int) -> bool:
+        """Drop the tables' key-hash indexes while `holder` applies a catch-up of about `coming` entries,
+        when it is large (DEFER_KEY_INDEX_MIN, and a quarter of the rows held); True while they are.
+
+        Until `restore_key_index`, a repair's bucket reads scan their table, slower but as correct: and
+        anti-entropy waits anyway while a backlog is on its way.
+        """
+        with self._deferring_lock:
+            if holder in self._deferring:
+                return True
+            if coming < DEFER_KEY_INDEX_MIN:
+                return False
+            if not self._deferring:
+                tables = list(self.db.tables.values())
+                with self.db.transaction(f"dropping the key-hash indexes for {holder}'s catch-up") as conn:
+                    held = sum(
+                        conn.execute(f"SELECT count(*) FROM {t.sql_table}").fetchone()[0] for t in tables
+                    )
+                    if coming * 4 < held:
+                        return False
+                    for table in tables:
+                        conn.execute(f"DROP INDEX IF EXISTS {table.sql_key_index}")
+            self._deferring.add(holder)
+            return True
+
+    def restore_key_index(self, holder: str) -> bool:
+        """`holder`'s catch-up is done: build the key-hash indexes again once no other one defers them.
+        True when this built them."""
+        with self._deferring_lock:
+            if holder not in self._deferring:
+                return False
+            self._deferring.discard(holder)
+            if self._deferring:
+                return False
+            with self.db.transaction("building the key-hash indexes again") as conn:
+                for table in self.db.tables.values():
+                    conn.execute(table.sql_create_key_index)
+            return True
 
     def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
         table = tables.get(entry.table)

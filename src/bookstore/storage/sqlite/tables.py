@@ -360,6 +360,12 @@ class SqliteTable:
             "region = excluded.region, prev_hlc = excluded.prev_hlc, prev_region = excluded.prev_region, "
             "seq = excluded.seq, rhash = excluded.rhash"
         )
+        # Anti-entropy reads a bucket (a range of key hashes) with its versions from this index alone.
+        # Named apart: the replica drops it during a large catch-up and builds it again afterwards.
+        self.sql_key_index = _quoted("kh_" + self._name)
+        self.sql_create_key_index = (
+            f"CREATE INDEX IF NOT EXISTS {self.sql_key_index} ON {t} (khash, pk, sk, hlc, region)"
+        )
         self._sql_changes = (
             "SELECT seq, kind, key, old, new, written_ms, origin FROM changes "
             "WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -399,10 +405,7 @@ class SqliteTable:
                 f"CREATE INDEX IF NOT EXISTS {_quoted('ix_' + self._name + '_' + index.name)} "
                 f"ON {t} ({', '.join([*columns, 'pk', 'sk'])}) WHERE doc IS NOT NULL"
             )
-        # Anti-entropy reads a bucket (a range of key hashes) with its versions from this index alone.
-        conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {_quoted('kh_' + self._name)} ON {t} (khash, pk, sk, hlc, region)"
-        )
+        conn.execute(self.sql_create_key_index)
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {_quoted('tomb_' + self._name)} ON {t} (seq) WHERE doc IS NULL"
         )
