@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.regions import System, system_up
+from tests.support.regions import System, loopback_network, system_up
 
 pytestmark = pytest.mark.system
 
@@ -109,7 +109,7 @@ def test_commands_without_a_running_system(tmp_path: Path) -> None:
     env = {
         **os.environ,
         # No system answers at this address: the command may rotate (a test network of this run's own).
-        "BOOKSTORE_CONTROL_ADDRESS": f"127.{int(os.environ.get('BOOKSTORE_TEST_NETWORK', '100'))}.0.251",
+        "BOOKSTORE_CONTROL_ADDRESS": f"127.{loopback_network()}.0.251",
         "BOOKSTORE_CONTROL_PORT": "9",
     }
     for name in ("BOOKSTORE_OPERATOR_TOKEN", "BOOKSTORE_SECRET"):

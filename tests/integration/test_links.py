@@ -23,12 +23,12 @@ from bookstore.domain.errors import NotFound, ValidationError
 from bookstore.netsim.control import create_control_app, serve
 from bookstore.netsim.simulator import LinkSimulator
 from bookstore.supervisor.launch import free_port
+from tests.support.regions import loopback_network
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 # Each test process takes its own /16 (127.(50+worker) by default), and each region a /24 of it.
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0")
 # 50 below the run's region networks (tests/support/regions.py), so two runs on one machine never meet.
-_NETWORK = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) - 50 + _WORKER
+_NETWORK = loopback_network(-50)
 _subnets = itertools.count(1)
 
 

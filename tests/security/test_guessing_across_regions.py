@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from bookstore.services.identity import CODE_TRIES, SIGNIN_PER_ACCOUNT_AND_CLIENT, SIGNIN_PER_CLIENT
-from tests.support.regions import System, system_up
+from tests.support.regions import System, loopback_network, system_up
 from tests.system.test_replication import AP, EU, PASSWORD, add_user, converge
 
 pytestmark = pytest.mark.system
@@ -71,8 +70,7 @@ def test_behind_the_edge_each_client_address_is_counted_and_forged_ones_are_not_
 ) -> None:
     # Two shoppers on addresses of their own (loopback), both through the edge: the region sees the
     # edge as its peer, so only the address the edge vouches for tells them apart.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    network = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) + int(worker)
+    network = loopback_network()
     attacker, shopper = (
         httpx.Client(
             base_url=system.topology.edge.url,

@@ -27,6 +27,13 @@ from bookstore.supervisor.launch import launched, loopback_topology
 _counter = itertools.count(1)
 
 
+def loopback_network(offset: int = 0) -> int:
+    """This test process's /16 of 127.0.0.0/8 (the address's second byte): BOOKSTORE_TEST_NETWORK (100 by
+    default) plus the xdist worker's number plus `offset`, wrapped into 1..254 whatever they add up to."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0")
+    return (int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) + worker + offset - 1) % 254 + 1
+
+
 def isolated_topology(
     path: Path,
     regions: tuple[str, ...] = ("eu-west-1", "ap-southeast-1"),
@@ -41,8 +48,7 @@ def isolated_topology(
     (`bookstore up` starts no edge process) unless `edge` is given: "" for the defaults, or more lines
     of the [edge] table (e.g. 'health_preset = "workshop"'). Anti-entropy runs every `anti_entropy_s`.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    network = int(os.environ.get("BOOKSTORE_TEST_NETWORK", "100")) + int(worker)
+    network = loopback_network()
     control = f"127.{network}.0.{next(_counter) % 250 + 1}"
     addresses = {r: f"127.{network}.{next(_counter) % 250 + 1}.1" for r in regions}
     topology = loopback_topology(

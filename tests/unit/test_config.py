@@ -188,3 +188,16 @@ def test_a_simulator_of_a_partly_direct_topology_proxies_only_the_simulated_pair
     assert ("eu-west-1", "ap-southeast-1") in links._links and ("us-east-1", "eu-west-1") not in links._links
     with pytest.raises(Refused, match="direct link in the topology"):
         links.link("us-east-1", "eu-west-1")
+
+
+def test_a_test_runs_loopback_network_is_a_valid_address_byte_whatever_it_is_moved_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.regions import loopback_network
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("BOOKSTORE_TEST_NETWORK", "100")
+    assert (loopback_network(), loopback_network(-50)) == (101, 51)
+    for base in ("1", "42", "200", "254"):
+        monkeypatch.setenv("BOOKSTORE_TEST_NETWORK", base)
+        assert all(1 <= loopback_network(offset) <= 254 for offset in (-50, 0, 3))
