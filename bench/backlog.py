@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import cores, pin
+from bench.procstat import cpu_seconds, memory_mib
 from bench.replication import ROOT, System, _read_only
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import end_process, pin_threads, set_link_delay
@@ -220,12 +221,6 @@ def _pid(system: System, region: str) -> int:
     raise BenchError(f"{region} is not running")
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 _REFUSED = re.compile(r'^bookstore_http_requests_total\{[^}]*status="413"\} (\S+)$', re.M)
 
 
@@ -254,14 +249,15 @@ def _backlog(system: System, writer_core: int | None, size: int, idle_p99: float
     head = _head(system.db(SOURCE))
     dest_after = _head(dest_db)
     source_pid = _pid(system, SOURCE)
-    source_cpu = _cpu_s(source_pid)
+    source_cpu = cpu_seconds(source_pid)
     started = time.monotonic()
     system.start(DEST)
     dest_pid = _pid(system, DEST)
     with probing(_book_url(system, DEST)) as probe:
         done = _wait_checkpoint(dest_db, SOURCE, head, f"{DEST} draining {size:,} changes")
     drain_s = done - started
-    dest_cpu, source_cpu = _cpu_s(dest_pid), _cpu_s(source_pid) - source_cpu
+    dest_cpu, source_cpu = cpu_seconds(dest_pid), cpu_seconds(source_pid) - source_cpu
+    dest_rss, dest_peak = memory_mib(dest_pid)
     span_ms = _apply_span_ms(dest_db, dest_after, SOURCE)
     held = _count(dest_db, run_id)
     if held != size:
@@ -299,6 +295,12 @@ def _backlog(system: System, writer_core: int | None, size: int, idle_p99: float
             ),
         ),
         Figure(
+            f"{label}: RSS of {DEST}",
+            dest_rss,
+            "MiB",
+            note=f"VmRSS once drained; its peak (VmHWM) since its start {dest_peak:.0f} MiB",
+        ),
+        Figure(
             f"{label}: GET /books/{{id}} p99 on {DEST} while it drains",
             probe.percentile(0.99),
             "ms",
@@ -318,7 +320,7 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
     heads = {SOURCE: _head(system.db(SOURCE)), DEST: _head(system.db(DEST))}
     urls = {r: _book_url(system, r) for r in (SOURCE, DEST)}
     pids = {r: _pid(system, r) for r in (SOURCE, DEST)}
-    cpu = {r: _cpu_s(pid) for r, pid in pids.items()}
+    cpu = {r: cpu_seconds(pid) for r, pid in pids.items()}
     with probing(urls[SOURCE]) as on_source, probing(urls[DEST]) as on_dest:
         started = time.monotonic()
         system.start(NEW)
@@ -329,9 +331,10 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
                 for peer, head in heads.items()
             )
     join_s = done - started
-    new_cpu = _cpu_s(new_pid)
+    new_cpu = cpu_seconds(new_pid)
+    new_rss, new_peak = memory_mib(new_pid)
     refused = _refused(system.urls[NEW])
-    cpu = {r: _cpu_s(pid) - cpu[r] for r, pid in pids.items()}
+    cpu = {r: cpu_seconds(pid) - cpu[r] for r, pid in pids.items()}
     held = sum(_count(new_db, run_id) for run_id in run_ids)
     if held != total:
         raise BenchError(f"{NEW} holds {held:,} of the {total:,} items once it follows both regions")
@@ -357,6 +360,12 @@ def _join(system: System, run_ids: Sequence[str], total: int) -> list[Figure]:
                 f"{NEW}'s CPU from its start until it held everything, {new_cpu:.1f} s; meanwhile "
                 f"{SOURCE} {cpu[SOURCE]:.1f} s and {DEST} {cpu[DEST]:.1f} s (each serving a snapshot)"
             ),
+        ),
+        Figure(
+            f"{label}: RSS of {NEW}",
+            new_rss,
+            "MiB",
+            note=f"VmRSS once it held everything; its peak (VmHWM) since its start {new_peak:.0f} MiB",
         ),
         Figure(
             f"{label}: GET /books/{{id}} p99 on {NEW} while it backfills",

@@ -129,6 +129,14 @@ CURVES: tuple[CurveSpec, ...] = (
         },
     ),
     CurveSpec(
+        "backlog",
+        "backlog-rss",
+        "RSS of the region that drained a backlog, once drained",
+        "changes in the backlog",
+        "RSS (MiB)",
+        {"draining region": r"Backlog of ([\d,]+) changes drained by a restarted region: RSS of .*"},
+    ),
+    CurveSpec(
         "catalog",
         "catalog-p99",
         "Catalog and history size: p99 latency by number of books",

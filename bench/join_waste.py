@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.backlog import DEST, NEW, SOURCE, _count, _cpu_s, _head, _pid, _seed, _wait_checkpoint
+from bench.backlog import DEST, NEW, SOURCE, _count, _head, _pid, _seed, _wait_checkpoint
+from bench.procstat import cpu_seconds
 from bench.replication import System
 from bench.servers import end_process, pin_threads, set_link_delay
 from bookstore.runtime.secret import operator_token
@@ -59,13 +60,13 @@ def main() -> None:
             _wait_checkpoint(system.db(DEST), SOURCE, head, "dest following")
             heads = {SOURCE: head, DEST: _head(system.db(DEST))}
             pids = {r: _pid(system, r) for r in (SOURCE, DEST)}
-            cpu = {r: _cpu_s(p) for r, p in pids.items()}
+            cpu = {r: cpu_seconds(p) for r, p in pids.items()}
             started = time.monotonic()
             system.start(NEW)
             new_pid = _pid(system, NEW)
             done = max(_wait_checkpoint(system.db(NEW), p, h, "joining") for p, h in heads.items())
             out["joinS"] = done - started
-            out["cpuS"] = {r: _cpu_s(p) - cpu[r] for r, p in pids.items()} | {NEW: _cpu_s(new_pid)}
+            out["cpuS"] = {r: cpu_seconds(p) - cpu[r] for r, p in pids.items()} | {NEW: cpu_seconds(new_pid)}
             out["held"] = _count(system.db(NEW), "join")
             out["pushesAtNew"] = metric_lines(
                 urls[NEW], r'bookstore_http_requests.*(replication/push|status="413")'
