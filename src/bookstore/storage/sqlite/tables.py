@@ -360,6 +360,12 @@ class SqliteTable:
             "region = excluded.region, prev_hlc = excluded.prev_hlc, prev_region = excluded.prev_region, "
             "seq = excluded.seq, rhash = excluded.rhash"
         )
+        # A local write of a key it found stored: the row updated in place, where the upsert would first
+        # try an insert, find the key taken and only then update (the same columns, the same triggers).
+        self._sql_update = (
+            f"UPDATE {t} SET doc = ?, hlc = ?, region = ?, prev_hlc = ?, prev_region = ?, seq = ?, rhash = ? "
+            "WHERE pk = ? AND sk = ?"
+        )
         self._sql_changes = (
             "SELECT seq, kind, key, old, new, written_ms, origin FROM changes "
             "WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -777,7 +783,7 @@ class SqliteTable:
         if row is None:
             khash, rhash = row_hashes(pk, sk, version, db.region, doc is None)
         else:
-            # The row exists, so the upsert updates it and keeps its key hash (it does not set khash):
+            # The row exists, so the update keeps its key hash (it does not set khash):
             # hashing the key again would cost as much as hashing the row.
             khash, rhash = 0, row_hash(pk, sk, version, db.region, doc is None)
         seq = conn.execute(
@@ -798,7 +804,10 @@ class SqliteTable:
                 db.trace_context() if db.trace_context is not None else None,
             ),
         ).lastrowid
-        conn.execute(
-            self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
-        )
+        if row is None:
+            conn.execute(
+                self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
+            )
+        else:
+            conn.execute(self._sql_update, (doc, version, db.region, prev_hlc, prev_region, seq, rhash, pk, sk))
         return old, True
