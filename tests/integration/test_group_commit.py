@@ -106,6 +106,37 @@ def test_a_unit_going_on_after_a_write_failed_half_way_is_undone_all_the_same(
     assert [r.key["bookId"] for r in carts.changes(None).records] == ["after"]
 
 
+def test_units_run_once_unless_one_fails_after_it_wrote_then_the_group_runs_again(
+    db: SqliteDatabase, carts: SqliteTable
+) -> None:
+    """Units run without a savepoint each; one failing after it wrote sends the whole group around again."""
+    calls: list[str] = []
+
+    def unit(name: str, fail: Exception | None = None, write: bool = True) -> Any:
+        def run() -> str:
+            calls.append(name)
+            if write:
+                carts.put(row(name))
+            if fail is not None:
+                raise fail
+            return name
+
+        return run
+
+    refused = ConditionFailed("refused before any write")
+    outcomes = db.run_group([unit("a"), unit("b", refused, write=False), unit("c")])
+    assert calls == ["a", "b", "c"], "a unit failing before it wrote needs no second run"
+    assert [o.value for o in outcomes] == ["a", None, "c"] and outcomes[1].error is refused
+
+    calls.clear()
+    broken = NotFound("changed its mind after a write")
+    outcomes = db.run_group([unit("d"), unit("e", broken), unit("f")])
+    assert calls == ["d", "e", "d", "e", "f"]
+    assert [o.value for o in outcomes] == ["d", None, "f"] and outcomes[1].error is broken
+    assert committed_books(db.path) == {"a", "c", "d", "f"}
+    assert [r.key["bookId"] for r in carts.changes(None).records] == ["a", "c", "d", "f"]
+
+
 def test_every_caller_is_answered_after_the_commit_holding_its_write(
     db: SqliteDatabase, carts: SqliteTable
 ) -> None:

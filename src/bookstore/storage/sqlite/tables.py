@@ -201,16 +201,24 @@ class SqliteDatabase:
         then (not when each write returns, as outside a group), so a caller acknowledges a unit only after
         this returned. A failed commit raises StorageError and keeps nothing. Listeners hear of the
         group's changes once, after the commit. Versions a failed unit took stay taken: issued versions
-        need only be unique and rising.
+        need only be unique and rising. A unit may run twice (SqliteEngine.run_group's `rerun`: after
+        a unit failed half-way, the group runs again), so it must change nothing but this database.
         """
 
         def store_version(conn: sqlite3.Connection) -> None:
             if self._group_version is not None:
                 change_log.store_version(conn, self._group_version)
 
-        self._group_logged = False
-        self._group_version = None
-        outcomes = self.engine.run_group(units, before_commit=store_version)
+        def forget() -> None:
+            # The group's transaction was rolled back and the file's lock let go: another process may
+            # have issued versions meanwhile, so the next attempt reads the hlc row again.
+            self._group_logged = False
+            self._group_version = None
+
+        forget()
+        # Units here only write through this database (and GroupCommit's callers are told nothing
+        # before the commit), so they may run again: run_group then spares them a savepoint each.
+        outcomes = self.engine.run_group(units, before_commit=store_version, rerun=forget)
         if self._group_logged:
             self._group_logged = False
             self.notify()
