@@ -78,7 +78,7 @@ def test_a_unit_going_on_after_a_write_failed_half_way_is_undone_all_the_same(
     change record is appended, then the row's insert is refused) fails its whole unit, caught or not."""
     with db.transaction("a trigger refusing one row") as conn:
         conn.execute(
-            'CREATE TRIGGER refuse BEFORE INSERT ON "items_carts" WHEN NEW.sk = \'refused\' '
+            "CREATE TRIGGER refuse BEFORE INSERT ON \"items_carts\" WHEN NEW.sk = 'refused' "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
 

@@ -140,10 +140,10 @@ class SqliteEngine:
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back.
 
-        Inside a group (on its thread) the block is part of its unit's savepoint instead: a block that
-        raises after it changed rows fails its unit (run_group rolls the unit back, even if the unit
-        catches the error), and one that raises before changing any is as if it never ran. An engine
-        error in the block, the BEGIN or the COMMIT becomes `error(what, ...)`.
+        Inside a group (on its thread) the block is part of its unit instead, with no savepoint of its
+        own: a block that raises after it changed rows fails its unit (run_group undoes the unit, even
+        if the unit catches the error), and one that raises before changing any is as if it never ran.
+        An engine error in the block, the BEGIN or the COMMIT becomes `error(what, ...)`.
         """
         with self._write_lock:
             self._check_open()
@@ -154,7 +154,8 @@ class SqliteEngine:
                     yield conn
                 except BaseException as exc:
                     failed = self.error(what, exc) if isinstance(exc, sqlite3.Error) else exc
-                    if conn.total_changes != changes and self._unit_broken is None and isinstance(failed, Exception):
+                    wrote = conn.total_changes != changes
+                    if wrote and self._unit_broken is None and isinstance(failed, Exception):
                         self._unit_broken = failed
                     if failed is exc:
                         raise

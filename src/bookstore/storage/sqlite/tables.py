@@ -817,5 +817,7 @@ class SqliteTable:
                 self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
             )
         else:
-            conn.execute(self._sql_update, (doc, version, db.region, prev_hlc, prev_region, seq, rhash, pk, sk))
+            conn.execute(
+                self._sql_update, (doc, version, db.region, prev_hlc, prev_region, seq, rhash, pk, sk)
+            )
         return old, True
