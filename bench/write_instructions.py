@@ -68,7 +68,7 @@ def _instructions(src: Path | None, kind: str, puts: int) -> int:
 
 
 def per_put(src: Path | None, kind: str, puts: int) -> float:
-    """Instructions per unit of `kind` ("cart", "order" or "checkout") in the tree `src` (None: this checkout)."""
+    """Instructions per unit of `kind` ("cart", "order", "checkout") in the tree `src` (None: this one)."""
     return (_instructions(src, kind, puts) - _instructions(src, kind, 0)) / puts
 
 

@@ -15,9 +15,10 @@ they share one busy timeout, one way to apply the durability setting and one set
 - group commit, two ways: `run_group` runs a list of units in one transaction (the caller batches, as
   services.writes.GroupCommit does on the event loop); `commit_shared` lets concurrent threads join one
   transaction (the first to get the writer commits for every thread waiting, leader/follower). Either
-  way each unit is all-or-nothing and its caller hears of it only after the shared commit. A unit runs
-  in one savepoint, its transactions in none of their own (a savepoint per write cost a cart put about
-  a tenth of its CPU): a transaction of a unit that fails after it wrote fails its whole unit.
+  way each unit is all-or-nothing and its caller hears of it only after the shared commit. A unit's
+  transactions have no savepoint of their own (one that fails after it wrote fails its whole unit), and
+  units that may run twice have none either until one fails after it wrote (`run_group`'s `rerun`): a
+  savepoint copies every page it sees changed into its journal.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class SqliteEngine:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        # The thread running a group (its transactions are part of its unit's savepoint), and the error of
-        # a transaction of the running unit that failed after it wrote (the unit is undone whatever it does).
+        # The thread running a group (its transactions are part of its running unit), and the error of a
+        # transaction of the running unit that failed after it wrote (the unit is undone whatever it does).
         self._group_thread: int | None = None
         self._unit_broken: Exception | None = None
         self._shared: list[_Shared[Any]] = []
