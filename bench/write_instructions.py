@@ -6,7 +6,8 @@ The storage part of a write without HTTP or background loops, so the count is th
 to the next (unlike bench/instructions.py, which counts a whole region process). For each source tree
 (this checkout, then each `--against` src/ through PYTHONPATH, with this checkout's virtualenv), a
 fresh SqliteDatabase takes 1,024 warm-up puts and then N puts in groups of 32 through `run_group`
-(as the group commit of a region sends them): cart items (updates of 500 keys) and orders (inserts).
+(as the group commit of a region sends them): cart items (updates of 500 keys), orders (inserts) and
+checkouts (an order put with its ItemAbsent condition and the cart row's tombstone, as Checkout writes).
 The figure is (instructions with N puts - instructions with 0) / N, each a whole process under
 `valgrind --tool=callgrind`.
 """
@@ -29,6 +30,7 @@ import sys, tempfile
 from pathlib import Path
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS, ORDERS
+from bookstore.ports import ItemAbsent
 kind, n, group = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 db = SqliteDatabase(Path(tempfile.mkdtemp()) / "r.db", "eu-west-1")
 carts, orders = db.table(CARTS), db.table(ORDERS)
@@ -37,7 +39,12 @@ def unit(i):
         return lambda: carts.put({"customerId": f"c{i % 500}", "bookId": "bk-cook-001", "quantity": i})
     order = {"customerId": f"c{i % 50}", "orderId": f"o{i}", "total": 10, "orderDate": 1765000000000 + i,
              "books": [{"bookId": "bk-cook-001", "quantity": 1}]}
-    return lambda: orders.put(order)
+    if kind == "order":
+        return lambda: orders.put(order)
+    def checkout():
+        orders.put(order, condition=ItemAbsent())
+        carts.delete({"customerId": order["customerId"], "bookId": "bk-cook-001"})
+    return checkout
 for start in range(0, 1024, group):
     db.run_group([unit(i) for i in range(start, start + group)])
 for start in range(0, n, group):
@@ -61,7 +68,7 @@ def _instructions(src: Path | None, kind: str, puts: int) -> int:
 
 
 def per_put(src: Path | None, kind: str, puts: int) -> float:
-    """Instructions per put of `kind` ("cart" or "order") in the tree `src` (None: this checkout)."""
+    """Instructions per unit of `kind` ("cart", "order", "checkout") in the tree `src` (None: this one)."""
     return (_instructions(src, kind, puts) - _instructions(src, kind, 0)) / puts
 
 
@@ -73,12 +80,12 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     trees += [(str(src), src.resolve()) for src in args.against]
     print(f"Instructions per put (callgrind, {args.puts} puts in groups of {GROUP})\n")
-    print("| Tree | cart put (an update) | order put (an insert) |")
-    print("|---|---:|---:|")
+    print("| Tree | cart put (an update) | order put (an insert) | checkout (order and tombstone) |")
+    print("|---|---:|---:|---:|")
     base: dict[str, float] = {}
     for name, src in trees:
         cells = []
-        for kind in ("cart", "order"):
+        for kind in ("cart", "order", "checkout"):
             value = per_put(src, kind, args.puts)
             base.setdefault(kind, value)
             cells.append(f"{value:,.0f} ({value / base[kind]:.3f}x)")

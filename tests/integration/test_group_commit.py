@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bookstore.domain.errors import ConditionFailed, NotFound
+from bookstore.domain.errors import ConditionFailed, NotFound, StorageError
 from bookstore.domain.orders import OrderLine
-from bookstore.ports import ItemAbsent
+from bookstore.ports import ItemAbsent, ItemExists
 from bookstore.region.services import RegionServices
 from bookstore.services.writes import GroupCommit
 from bookstore.storage.sqlite.tables import SqliteDatabase, SqliteTable
@@ -69,6 +69,72 @@ def test_a_failing_unit_is_undone_alone(db: SqliteDatabase, carts: SqliteTable) 
     kinds = [(r.kind, r.key["bookId"]) for r in carts.changes(None).records]
     assert kinds == [("INSERT", "taken"), ("INSERT", "a"), ("REMOVE", "a")]
     assert heard == [1], "listeners hear of a group once, after its commit"
+
+
+def test_a_unit_going_on_after_a_write_failed_half_way_is_undone_all_the_same(
+    db: SqliteDatabase, carts: SqliteTable
+) -> None:
+    """A write has no savepoint of its own in a group: one that fails after it changed rows (here its
+    change record is appended, then the row's insert is refused) fails its whole unit, caught or not."""
+    with db.transaction("a trigger refusing one row") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON \"items_carts\" WHEN NEW.sk = 'refused' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+
+    def carry_on() -> str:
+        carts.put(row("before"))
+        try:
+            carts.put(row("refused"))
+        except StorageError:
+            return "went on"
+        return "not refused"
+
+    def condition_then_write() -> str:
+        # A write refused before it changed anything leaves its unit free to go on.
+        try:
+            carts.put(row("a"), condition=ItemExists())
+        except ConditionFailed:
+            carts.put(row("after"))
+        return "done"
+
+    outcomes = db.run_group([carry_on, condition_then_write])
+
+    assert isinstance(outcomes[0].error, StorageError) and "refused" in str(outcomes[0].error)
+    assert outcomes[1].value == "done"
+    assert committed_books(db.path) == {"after"}
+    assert [r.key["bookId"] for r in carts.changes(None).records] == ["after"]
+
+
+def test_units_run_once_unless_one_fails_after_it_wrote_then_the_group_runs_again(
+    db: SqliteDatabase, carts: SqliteTable
+) -> None:
+    """Units run without a savepoint each; one failing after it wrote sends the whole group around again."""
+    calls: list[str] = []
+
+    def unit(name: str, fail: Exception | None = None, write: bool = True) -> Any:
+        def run() -> str:
+            calls.append(name)
+            if write:
+                carts.put(row(name))
+            if fail is not None:
+                raise fail
+            return name
+
+        return run
+
+    refused = ConditionFailed("refused before any write")
+    outcomes = db.run_group([unit("a"), unit("b", refused, write=False), unit("c")])
+    assert calls == ["a", "b", "c"], "a unit failing before it wrote needs no second run"
+    assert [o.value for o in outcomes] == ["a", None, "c"] and outcomes[1].error is refused
+
+    calls.clear()
+    broken = NotFound("changed its mind after a write")
+    outcomes = db.run_group([unit("d"), unit("e", broken), unit("f")])
+    assert calls == ["d", "e", "d", "e", "f"]
+    assert [o.value for o in outcomes] == ["d", None, "f"] and outcomes[1].error is broken
+    assert committed_books(db.path) == {"a", "c", "d", "f"}
+    assert [r.key["bookId"] for r in carts.changes(None).records] == ["a", "c", "d", "f"]
 
 
 def test_every_caller_is_answered_after_the_commit_holding_its_write(

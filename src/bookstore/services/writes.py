@@ -21,6 +21,8 @@ class GroupCommit:
     exception only after that transaction committed, so an answer never runs ahead of its write's
     durability. Under load one commit serves many requests; alone, a unit waits one turn of the loop.
     Without a `run_group` (an engine without shared transactions) each unit runs on its own, at once.
+    A unit may run twice (SqliteDatabase.run_group runs the group again when one of its units failed
+    after it wrote), so it writes only through the tables and has no other effect but its result.
     """
 
     def __init__(

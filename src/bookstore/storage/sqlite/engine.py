@@ -15,7 +15,10 @@ they share one busy timeout, one way to apply the durability setting and one set
 - group commit, two ways: `run_group` runs a list of units in one transaction (the caller batches, as
   services.writes.GroupCommit does on the event loop); `commit_shared` lets concurrent threads join one
   transaction (the first to get the writer commits for every thread waiting, leader/follower). Either
-  way each unit is all-or-nothing and its caller hears of it only after the shared commit.
+  way each unit is all-or-nothing and its caller hears of it only after the shared commit. A unit's
+  transactions have no savepoint of their own (one that fails after it wrote fails its whole unit), and
+  units that may run twice have none either until one fails after it wrote (`run_group`'s `rerun`): a
+  savepoint copies every page it sees changed into its journal.
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ from bookstore.storage.durability import Durability, synchronous
 BUSY_TIMEOUT_MS = 10_000
 # Units per shared transaction at most, so one leader never holds the writer for long.
 MAX_SHARED = 64
-# (begin, end, undo) of a transaction on its own, and of a write inside a group's transaction.
+# (begin, end, undo) of a transaction on its own.
 _TRANSACTION = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
-_SAVEPOINT = ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write")
 
 T = TypeVar("T")
 # Turns an engine error met while doing `what` into the error the caller raises (a StorageError by default).
@@ -54,6 +56,10 @@ class _Shared(Generic[T]):
     done: bool = False
     value: Any = None
     error: BaseException | None = field(default=None)
+
+
+class _Undone(Exception):
+    """A unit of a group without savepoints failed after it wrote: the group runs again with them."""
 
 
 class SqliteEngine:
@@ -80,8 +86,10 @@ class SqliteEngine:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        # The thread running a group (its transactions are savepoints of the group's transaction).
+        # The thread running a group (its transactions are part of its running unit), and the error of a
+        # transaction of the running unit that failed after it wrote (the unit is undone whatever it does).
         self._group_thread: int | None = None
+        self._unit_broken: Exception | None = None
         self._shared: list[_Shared[Any]] = []
         self._shared_lock = threading.Lock()
         self.shared_commits = 0
@@ -133,14 +141,28 @@ class SqliteEngine:
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """The writer inside one IMMEDIATE transaction, committed when the block ends, else rolled back.
 
-        Inside a group (on its thread) the block is a savepoint of the group's transaction instead. An
-        engine error in the block, the BEGIN or the COMMIT becomes `error(what, ...)`.
+        Inside a group (on its thread) the block is part of its unit instead, with no savepoint of its
+        own: a block that raises after it changed rows fails its unit (run_group undoes the unit, even
+        if the unit catches the error), and one that raises before changing any is as if it never ran.
+        An engine error in the block, the BEGIN or the COMMIT becomes `error(what, ...)`.
         """
         with self._write_lock:
             self._check_open()
             conn = self._writer
-            grouped = self.in_group()
-            begin, end, undo = _SAVEPOINT if grouped else _TRANSACTION
+            if self.in_group():
+                changes = conn.total_changes
+                try:
+                    yield conn
+                except BaseException as exc:
+                    failed = self.error(what, exc) if isinstance(exc, sqlite3.Error) else exc
+                    wrote = conn.total_changes != changes
+                    if wrote and self._unit_broken is None and isinstance(failed, Exception):
+                        self._unit_broken = failed
+                    if failed is exc:
+                        raise
+                    raise failed from exc
+                return
+            begin, end, undo = _TRANSACTION
             try:
                 conn.execute(begin)
                 try:
@@ -149,8 +171,6 @@ class SqliteEngine:
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute(undo)
-                        if grouped:
-                            conn.execute(end)
                     raise
             except sqlite3.Error as exc:
                 raise self.error(what, exc) from exc
@@ -176,29 +196,65 @@ class SqliteEngine:
         *,
         before_commit: Callable[[sqlite3.Connection], None] | None = None,
         what: str = "a group of writes",
+        rerun: Callable[[], None] | None = None,
     ) -> list[Outcome]:
         """Run `units` (callables writing through this engine's transactions) in one transaction.
 
         Each unit is all-or-nothing: one that raises is rolled back alone and its exception is its
         outcome; the others commit together, once, before this returns. `before_commit(conn)` runs last
         inside the transaction. A failed commit raises (see `error`) and keeps nothing.
+
+        Units run in a savepoint each, unless `rerun` is given: it says the units may run twice (they
+        change nothing outside this file that counts, but what they return), and they first run
+        without savepoints, which cost a cart put a tenth of its instructions. A unit that fails
+        before it wrote needs none; should one fail after it wrote, the transaction is rolled back,
+        `rerun()` is called (to forget what the caller kept of it) and the group runs again, from
+        its first unit, with a savepoint per unit.
         """
+        if rerun is not None:
+            try:
+                return self._attempt(units, before_commit, what, savepoints=False)
+            except _Undone:
+                rerun()
+        return self._attempt(units, before_commit, what, savepoints=True)
+
+    def _attempt(
+        self,
+        units: Sequence[Callable[[], Any]],
+        before_commit: Callable[[sqlite3.Connection], None] | None,
+        what: str,
+        *,
+        savepoints: bool,
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self.transaction(what) as conn:
             self._group_thread = threading.get_ident()
             try:
                 for unit in units:
-                    conn.execute("SAVEPOINT unit")
+                    if savepoints:
+                        conn.execute("SAVEPOINT unit")
+                    changes = conn.total_changes
+                    self._unit_broken = None
                     try:
-                        outcomes.append(Outcome(value=unit()))
+                        outcome = Outcome(value=unit())
                     except Exception as exc:
-                        conn.execute("ROLLBACK TO unit")
-                        outcomes.append(Outcome(error=exc))
-                    conn.execute("RELEASE unit")
+                        outcome = Outcome(error=exc)
+                    if self._unit_broken is not None and outcome.error is None:
+                        # A write of the unit failed half-way and the unit went on: it is undone all the same.
+                        outcome = Outcome(error=self._unit_broken)
+                    if savepoints:
+                        if outcome.error is not None:
+                            conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                    elif outcome.error is not None and conn.total_changes != changes:
+                        # Only a savepoint takes back the writes of one unit: the transaction is undone.
+                        raise _Undone
+                    outcomes.append(outcome)
                 if before_commit is not None:
                     before_commit(conn)
             finally:
                 self._group_thread = None
+                self._unit_broken = None
         return outcomes
 
     def commit_shared(self, unit: Callable[[sqlite3.Connection], T], what: str) -> T:

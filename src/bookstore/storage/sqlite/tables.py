@@ -201,16 +201,24 @@ class SqliteDatabase:
         then (not when each write returns, as outside a group), so a caller acknowledges a unit only after
         this returned. A failed commit raises StorageError and keeps nothing. Listeners hear of the
         group's changes once, after the commit. Versions a failed unit took stay taken: issued versions
-        need only be unique and rising.
+        need only be unique and rising. A unit may run twice (SqliteEngine.run_group's `rerun`: after
+        a unit failed half-way, the group runs again), so it must change nothing but this database.
         """
 
         def store_version(conn: sqlite3.Connection) -> None:
             if self._group_version is not None:
                 change_log.store_version(conn, self._group_version)
 
-        self._group_logged = False
-        self._group_version = None
-        outcomes = self.engine.run_group(units, before_commit=store_version)
+        def forget() -> None:
+            # The group's transaction was rolled back and the file's lock let go: another process may
+            # have issued versions meanwhile, so the next attempt reads the hlc row again.
+            self._group_logged = False
+            self._group_version = None
+
+        forget()
+        # Units here only write through this database (and GroupCommit's callers are told nothing
+        # before the commit), so they may run again: run_group then spares them a savepoint each.
+        outcomes = self.engine.run_group(units, before_commit=store_version, rerun=forget)
         if self._group_logged:
             self._group_logged = False
             self.notify()
@@ -365,6 +373,12 @@ class SqliteTable:
         self.sql_key_index = _quoted("kh_" + self._name)
         self.sql_create_key_index = (
             f"CREATE INDEX IF NOT EXISTS {self.sql_key_index} ON {t} (khash, pk, sk, hlc, region)"
+        )
+        # A local write of a key it found stored: the row updated in place, where the upsert would first
+        # try an insert, find the key taken and only then update (the same columns, the same triggers).
+        self._sql_update = (
+            f"UPDATE {t} SET doc = ?, hlc = ?, region = ?, prev_hlc = ?, prev_region = ?, seq = ?, rhash = ? "
+            "WHERE pk = ? AND sk = ?"
         )
         self._sql_changes = (
             "SELECT seq, kind, key, old, new, written_ms, origin FROM changes "
@@ -780,7 +794,7 @@ class SqliteTable:
         if row is None:
             khash, rhash = row_hashes(pk, sk, version, db.region, doc is None)
         else:
-            # The row exists, so the upsert updates it and keeps its key hash (it does not set khash):
+            # The row exists, so the update keeps its key hash (it does not set khash):
             # hashing the key again would cost as much as hashing the row.
             khash, rhash = 0, row_hash(pk, sk, version, db.region, doc is None)
         seq = conn.execute(
@@ -801,7 +815,12 @@ class SqliteTable:
                 db.trace_context() if db.trace_context is not None else None,
             ),
         ).lastrowid
-        conn.execute(
-            self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
-        )
+        if row is None:
+            conn.execute(
+                self.sql_upsert, (pk, sk, doc, version, db.region, prev_hlc, prev_region, seq, khash, rhash)
+            )
+        else:
+            conn.execute(
+                self._sql_update, (doc, version, db.region, prev_hlc, prev_region, seq, rhash, pk, sk)
+            )
         return old, True
