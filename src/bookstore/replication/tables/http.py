@@ -271,9 +271,12 @@ async def _stream(
         if batch.count or loop.time() - last_sent >= due:
             yield batch.line(clock.now_ms())
             sent, last_sent = after, loop.time()
-        elif not scanned:
-            # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
-            # time of a heartbeat (or of the position's news), which tells the follower this region lives.
+        if not scanned or batch.caught_up(wake):
+            # Nothing new, or the read reached the head and nothing was committed since (a second read
+            # per wake-up would find nothing, and every stream had made it for every write): wait for a
+            # commit here, or another process's (the feed polls the head), or the time of a heartbeat
+            # (or of the position's news), which tells the follower this region lives.
+            due = HEARTBEAT_S if after == sent else PROGRESS_S
             await feed.wait(wake, due - (loop.time() - last_sent))
 
 
