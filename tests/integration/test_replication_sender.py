@@ -177,6 +177,30 @@ def test_a_stream_at_the_head_reads_the_log_once_per_commit(tmp_path: Path) -> N
     assert log_reads <= WRITES + 5
 
 
+def test_a_stream_caught_up_sends_writes_that_come_fast_in_few_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gap long enough that the writes below all come within one.
+    monkeypatch.setattr(http, "LINE_GAP_S", 1.0, raising=False)
+
+    async def run(ap: Sender) -> list[LogRead]:
+        connected = asyncio.Event()
+        following = asyncio.create_task(reads_until(ap.peer(EU), [AP], connected, WRITES))
+        await asyncio.wait_for(connected.wait(), 10)
+        for n in range(WRITES):
+            await ap.put(n)
+            await asyncio.sleep(0.005)
+        return await asyncio.wait_for(following, 30)
+
+    with sender(tmp_path) as ap:
+        reads = asyncio.run(run(ap))
+    lines = [len(r.entries) for r in reads if r.entries]
+    assert sum(lines) == WRITES
+    # The first write at once, the rest together once the gap passed (or a line each without the gap,
+    # the poll seeing each commit alone).
+    assert len(lines) <= 3
+
+
 def test_rows_a_follower_does_not_ask_for_move_its_position_without_a_line_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
