@@ -851,7 +851,9 @@ class Replicator:
         # Trimming waits for every peer expected or ever seen; a region never started blocks nothing.
         seen = {p.region for p in self.peers if self.connected.get(p.region)}
         peers = self.active_peers | set(self.store.checkpoints()) | seen
-        removed = await self._writing_on_thread(self.store.trim, peers, self.retention_ms, self.clock.now_ms())
+        removed = await self._writing_on_thread(
+            self.store.trim, peers, self.retention_ms, self.clock.now_ms()
+        )
         if removed:
             log.info("trimmed %d log entries every peer has", removed)
 
