@@ -131,6 +131,17 @@ async def reads_until(
     return reads
 
 
+async def eu_following_writes(ap: Sender) -> list[LogRead]:
+    """EU's stream of AP's changes while AP makes WRITES writes 5 ms apart."""
+    connected = asyncio.Event()
+    following = asyncio.create_task(reads_until(ap.peer(EU), [AP], connected, WRITES))
+    await asyncio.wait_for(connected.wait(), 10)
+    for n in range(WRITES):
+        await ap.put(n)
+        await asyncio.sleep(0.005)
+    return await asyncio.wait_for(following, 30)
+
+
 def test_two_peers_at_one_position_get_every_change_from_one_read_of_it(tmp_path: Path) -> None:
     async def run(ap: Sender) -> list[list[LogEntry]]:
         connected = [asyncio.Event(), asyncio.Event()]
@@ -158,17 +169,8 @@ def test_two_peers_at_one_position_get_every_change_from_one_read_of_it(tmp_path
 
 
 def test_a_stream_at_the_head_reads_the_log_once_per_commit(tmp_path: Path) -> None:
-    async def run(ap: Sender) -> list[LogRead]:
-        connected = asyncio.Event()
-        following = asyncio.create_task(reads_until(ap.peer(EU), [AP], connected, WRITES))
-        await asyncio.wait_for(connected.wait(), 10)
-        for n in range(WRITES):
-            await ap.put(n)
-            await asyncio.sleep(0.005)
-        return await asyncio.wait_for(following, 30)
-
     with sender(tmp_path) as ap:
-        reads = asyncio.run(run(ap))
+        reads = asyncio.run(eu_following_writes(ap))
         log_reads = ap.store.reads
     assert sum(len(r.entries) for r in reads) == WRITES
     # One read per commit seen (fewer when commits come together), besides the stream's first two and
@@ -183,17 +185,8 @@ def test_a_stream_caught_up_sends_writes_that_come_fast_in_few_lines(
     # A gap long enough that the writes below all come within one.
     monkeypatch.setattr(http, "LINE_GAP_S", 1.0, raising=False)
 
-    async def run(ap: Sender) -> list[LogRead]:
-        connected = asyncio.Event()
-        following = asyncio.create_task(reads_until(ap.peer(EU), [AP], connected, WRITES))
-        await asyncio.wait_for(connected.wait(), 10)
-        for n in range(WRITES):
-            await ap.put(n)
-            await asyncio.sleep(0.005)
-        return await asyncio.wait_for(following, 30)
-
     with sender(tmp_path) as ap:
-        reads = asyncio.run(run(ap))
+        reads = asyncio.run(eu_following_writes(ap))
     lines = [len(r.entries) for r in reads if r.entries]
     assert sum(lines) == WRITES
     # The first write at once, the rest together once the gap passed (or a line each without the gap,
