@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -43,8 +43,6 @@ from bookstore.replication.tables.model import (
 from bookstore.replication.tables.ports import ReplicatorStore
 
 log = logging.getLogger("bookstore.replication")
-
-_T = TypeVar("_T")
 
 LAG_WINDOW_MS = 60_000
 RECENT_LAG_MS = 2_000
@@ -245,12 +243,6 @@ QUEUED_READS = 64
 # share a page, so a catch-up writes fewer pages per row than in batches of one line (2,000). The write
 # lock is held about 0.2 s meanwhile, only while lines are queued (a backlog).
 CATCH_UP_BATCH = 10_000
-# A live batch of at most this many entries is applied on the event loop: at a steady few hundred
-# writes/s most lines hold one entry, and the hop to a thread and back (a wake-up each way, the GIL
-# handed over twice) cost a follower more CPU than such a transaction does. Only while none of the
-# replicator's writes runs on a thread (a catch-up's batch, a backfill's page, a repair, a trim): the loop
-# must not wait for the write lock one of those holds.
-INLINE_APPLY = 64
 
 
 async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator[LogRead, None]:
@@ -370,8 +362,6 @@ class Replicator:
         self._too_large: dict[str, set[tuple[str, tuple[Any, ...], Version]]] = {}
         # Test-only fault (drills prove they catch it): receive changes but never apply them.
         self.apply_paused = False
-        # This replicator's writes running on threads now: while any runs, no batch is applied on the loop.
-        self._writing = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -626,10 +616,7 @@ class Replicator:
         while self.apply_paused:
             await asyncio.sleep(0.05)
         started_ns = time.time_ns()
-        if live and len(entries) <= INLINE_APPLY and not self._writing:
-            result = self.store.apply(source, entries, checkpoint)
-        else:
-            result = await self._writing_on_thread(self.store.apply, source, entries, checkpoint)
+        result = await asyncio.to_thread(self.store.apply, source, entries, checkpoint)
         if self.on_applied is not None:
             self.on_applied(source, result.applied_entries, started_ns, time.time_ns())
         now = self.clock.now_ms()
@@ -655,14 +642,6 @@ class Replicator:
                 conflict.loser_version,
             )
         return result
-
-    async def _writing_on_thread(self, write: Callable[..., _T], *args: Any) -> _T:
-        """`write(*args)` on a thread, counted: small live batches wait for it on a thread too."""
-        self._writing += 1
-        try:
-            return await asyncio.to_thread(write, *args)
-        finally:
-            self._writing -= 1
 
     async def backfill(self, peer: Peer) -> int:
         """Copy a consistent-enough snapshot of the peer, then return the log position to follow from."""
@@ -851,9 +830,7 @@ class Replicator:
         # Trimming waits for every peer expected or ever seen; a region never started blocks nothing.
         seen = {p.region for p in self.peers if self.connected.get(p.region)}
         peers = self.active_peers | set(self.store.checkpoints()) | seen
-        removed = await self._writing_on_thread(
-            self.store.trim, peers, self.retention_ms, self.clock.now_ms()
-        )
+        removed = await asyncio.to_thread(self.store.trim, peers, self.retention_ms, self.clock.now_ms())
         if removed:
             log.info("trimmed %d log entries every peer has", removed)
 
