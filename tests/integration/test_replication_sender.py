@@ -35,11 +35,13 @@ WRITES = 20
 
 
 class CountingReplica(SqliteReplica):
-    """AP's store, counting the log rows its reads return (one read of a change returns it once)."""
+    """AP's store, counting its reads of the log and the rows they return (one read of a change returns
+    it once)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         super().__init__(db)
         self.rows_read = 0
+        self.reads = 0
         self._lock = threading.Lock()
 
     def read_log(
@@ -62,6 +64,7 @@ class CountingReplica(SqliteReplica):
         )
         with self._lock:
             self.rows_read += len(read.entries)
+            self.reads += 1
         return read
 
 
@@ -128,6 +131,17 @@ async def reads_until(
     return reads
 
 
+async def eu_following_writes(ap: Sender) -> list[LogRead]:
+    """EU's stream of AP's changes while AP makes WRITES writes 5 ms apart."""
+    connected = asyncio.Event()
+    following = asyncio.create_task(reads_until(ap.peer(EU), [AP], connected, WRITES))
+    await asyncio.wait_for(connected.wait(), 10)
+    for n in range(WRITES):
+        await ap.put(n)
+        await asyncio.sleep(0.005)
+    return await asyncio.wait_for(following, 30)
+
+
 def test_two_peers_at_one_position_get_every_change_from_one_read_of_it(tmp_path: Path) -> None:
     async def run(ap: Sender) -> list[list[LogEntry]]:
         connected = [asyncio.Event(), asyncio.Event()]
@@ -152,6 +166,32 @@ def test_two_peers_at_one_position_get_every_change_from_one_read_of_it(tmp_path
     assert [(e.seq, e.version) for e in us] == [(e.seq, e.version) for e in eu]
     # Each change was read once for both streams (it was twice, once per stream, before they shared).
     assert rows_read == WRITES
+
+
+def test_a_stream_at_the_head_reads_the_log_once_per_commit(tmp_path: Path) -> None:
+    with sender(tmp_path) as ap:
+        reads = asyncio.run(eu_following_writes(ap))
+        log_reads = ap.store.reads
+    assert sum(len(r.entries) for r in reads) == WRITES
+    # One read per commit seen (fewer when commits come together), besides the stream's first two and
+    # a wake-up of the feed's first poll, or a commit that raced a read: a read that reached the head
+    # with nothing committed since is not made again (twice per commit before: 42 reads).
+    assert log_reads <= WRITES + 5
+
+
+def test_a_stream_caught_up_sends_writes_that_come_fast_in_few_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gap long enough that the writes below all come within one.
+    monkeypatch.setattr(http, "LINE_GAP_S", 1.0, raising=False)
+
+    with sender(tmp_path) as ap:
+        reads = asyncio.run(eu_following_writes(ap))
+    lines = [len(r.entries) for r in reads if r.entries]
+    assert sum(lines) == WRITES
+    # The first write at once, the rest together once the gap passed (or a line each without the gap,
+    # the poll seeing each commit alone).
+    assert len(lines) <= 3
 
 
 def test_rows_a_follower_does_not_ask_for_move_its_position_without_a_line_each(

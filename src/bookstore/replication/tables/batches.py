@@ -38,6 +38,14 @@ class EncodedBatch:
     last_seq: int
     # The log's head when the batch was read.
     head_seq: int
+    # The feed's wake event taken before the read began (ChangeFeed.current()), when known: a stream
+    # holding the same one, still unset, knows nothing was committed since the read (see `caught_up`).
+    read_under: object = None
+
+    def caught_up(self, wake: object) -> bool:
+        """True when the batch reached the log's head and nothing was committed since it was read, as
+        `wake` (taken before asking for the batch) tells: reading again now would find nothing."""
+        return self.last_seq >= self.head_seq and self.read_under is wake
 
     def line(self, now_ms: int) -> bytes:
         """The stream's line for this batch, with the sender's clock (each stream's own, when it sends)."""
@@ -49,10 +57,11 @@ class EncodedBatch:
         )
 
 
-def encoded(read: LogRead) -> EncodedBatch:
-    """A read with its entries encoded (ms for a batch of thousands: the caller picks the thread)."""
+def encoded(read: LogRead, read_under: object = None) -> EncodedBatch:
+    """A read with its entries encoded (ms for a batch of thousands: the caller picks the thread);
+    `read_under`: the feed's wake event taken before the read began."""
     entries = orjson.dumps([entry_json(e) for e in read.entries])
-    return EncodedBatch(entries, len(read.entries), read.last_seq, read.head_seq)
+    return EncodedBatch(entries, len(read.entries), read.last_seq, read.head_seq, read_under)
 
 
 # What a read returns besides its position: the most entries it scans, and the origins it keeps (a
@@ -135,7 +144,8 @@ class SharedReads:
                     exclude_origin=peer,
                     origins=origins,
                     old_images=False,
-                )
+                ),
+                wake,
             )
 
         # A batch of at most inline_rows rows is read and encoded on the loop: a hop to a thread and back

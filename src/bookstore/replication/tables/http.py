@@ -67,6 +67,12 @@ PROGRESS_S = 0.1
 # writes/s most batches hold one or two rows. Larger batches (a backlog) go to a thread, as the API
 # must not wait for them.
 INLINE_ROWS = 64
+# A stream caught up sends its follower a line of entries at most this often while changes keep coming:
+# a line per write (at 500 writes/s most hold one) cost every follower a transaction per write, which at
+# 5 regions saturated the core the followers share. Slower writes (a gap above this) go out at once,
+# so the wait costs nothing at low rates, and at most this long at high ones; a follower behind is sent
+# its batches without it.
+LINE_GAP_S = 0.004
 
 
 class _FollowRequest(BaseModel):
@@ -259,7 +265,10 @@ async def _stream(
     yield first.line(clock.now_ms())  # at once, even when empty: the follower knows it is connected
     after = sent = first.last_seq
     last_sent = loop.time()
+    paced_until = 0.0
     while loop.time() < deadline and not feed.closed:
+        if (pause := paced_until - loop.time()) > 0:
+            await asyncio.sleep(pause)
         wake = feed.current()
         batch = await reads.after(after, peer=body.peer, origins=body.origins, limit=body.limit, wake=wake)
         scanned, after = batch.last_seq != after, batch.last_seq
@@ -271,9 +280,14 @@ async def _stream(
         if batch.count or loop.time() - last_sent >= due:
             yield batch.line(clock.now_ms())
             sent, last_sent = after, loop.time()
-        elif not scanned:
-            # Nothing new: wait for a commit here, or another process's (the feed polls the head), or the
-            # time of a heartbeat (or of the position's news), which tells the follower this region lives.
+            if batch.count and after >= batch.head_seq:
+                paced_until = last_sent + LINE_GAP_S
+        if not scanned or batch.caught_up(wake):
+            # Nothing new, or the read reached the head and nothing was committed since (a second read
+            # per wake-up would find nothing, and every stream had made it for every write): wait for a
+            # commit here, or another process's (the feed polls the head), or the time of a heartbeat
+            # (or of the position's news), which tells the follower this region lives.
+            due = HEARTBEAT_S if after == sent else PROGRESS_S
             await feed.wait(wake, due - (loop.time() - last_sent))
 
 
