@@ -29,10 +29,9 @@ import orjson
 
 from bench import api, ceiling
 from bench.loadgen import Load, cores, lua_script, run
+from bench.procstat import cpu_seconds
 from bench.servers import running
 from bookstore.supervisor.launch import free_port
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,12 @@ class Cost:
     cpu_us: float
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the process `pid` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def _measured(pid: int, url: str, load: Load, script: Path, core: int | None) -> Cost:
     if load.warmup_s > 0:
         run(url, load, duration_s=load.warmup_s, script=script, core=core)
-    before = _cpu_s(pid)
+    before = cpu_seconds(pid)
     result = run(url, load, script=script, core=core)
-    return Cost(result.requests_per_s, (_cpu_s(pid) - before) / result.requests * 1e6)
+    return Cost(result.requests_per_s, (cpu_seconds(pid) - before) / result.requests * 1e6)
 
 
 @contextmanager

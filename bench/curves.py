@@ -87,6 +87,15 @@ CURVES: tuple[CurveSpec, ...] = (
         log_x=False,
     ),
     CurveSpec(
+        "regions",
+        "regions-rss",
+        "RSS of the largest region process by number of regions",
+        "regions",
+        "RSS (MiB)",
+        {"largest region": r"(\d+) regions, .* into \S+: RSS of the largest region"},
+        log_x=False,
+    ),
+    CurveSpec(
         "antientropy",
         "antientropy-round",
         "Anti-entropy: CPU of one round by table size",

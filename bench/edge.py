@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from bench.loadgen import Load, Result, cores, lua_script, run, wrk_version
+from bench.procstat import cpu_seconds
 from bench.report import BenchError, Figure, Goal, PartialResult, Section
 from bench.servers import control, end_process, pin_threads, running
 from bookstore.config import Topology
@@ -272,12 +273,6 @@ def nginx_in_front(work: Path, upstream: str, check_path: str, core: int | None)
         yield base
 
 
-def _cpu_s(pid: int) -> float:
-    """The user and system CPU seconds a process has used so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _nginx_worker(work: Path) -> int:
     master = int((work / "nginx" / "nginx.pid").read_text().strip())
     return int(Path(f"/proc/{master}/task/{master}/children").read_text().split()[0])
@@ -294,11 +289,11 @@ def _interleaved(
     cpu: dict[str, list[float]] = {label: [] for label in pids}
     for _ in range(rounds):
         for t in targets:
-            before = _cpu_s(pids[t.label]) if t.label in pids else 0.0
+            before = cpu_seconds(pids[t.label]) if t.label in pids else 0.0
             result = run(t.url, load, duration_s=seconds, script=t.script, core=core)
             rps[t.label].append(result.requests_per_s)
             if t.label in pids:
-                cpu[t.label].append((_cpu_s(pids[t.label]) - before) * 1e6 / result.requests)
+                cpu[t.label].append((cpu_seconds(pids[t.label]) - before) * 1e6 / result.requests)
     edge, nginx, direct = (rps[k] for k in ("through the edge", "through nginx", "straight to Ireland"))
     to_nginx = [e / n for e, n in zip(edge, nginx, strict=True)]
     to_direct = [e / d for e, d in zip(edge, direct, strict=True)]

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import cores, pin
+from bench.procstat import cpu_seconds, memory_mib
 from bench.replication import POLL_NOTE, ROOT, Arrived, System, Written, _head_seq, _read_only
 from bench.report import BenchError, Figure, Goal, PartialResult, Section, format_number
 from bench.servers import end_process, pin_threads, set_link_delay
@@ -101,14 +102,8 @@ def _pids(system: System) -> dict[str, int]:
     }
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) a process has used so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu(pids: Mapping[str, int]) -> dict[str, float]:
-    return {r: _cpu_s(pid) for r, pid in pids.items()}
+    return {r: cpu_seconds(pid) for r, pid in pids.items()}
 
 
 # -- writers and arrivals -----------------------------------------------------------------------------
@@ -246,13 +241,13 @@ def _measure(system: System, ids: Sequence[str], rates: Mapping[str, float], sec
     pids = _pids(system)
     supervisor = _supervisor_pid(system)
     received = _received(system, ids)
-    before, sup_before = _cpu(pids), _cpu_s(supervisor)
+    before, sup_before = _cpu(pids), cpu_seconds(supervisor)
     started = time.monotonic()
     runs = _write_all(system, rates, seconds)
     arrived = _arrivals(system, ids, runs, after)
     used = {r: cpu - before[r] for r, cpu in _cpu(pids).items()}
     window_s = time.monotonic() - started
-    links = _cpu_s(supervisor) - sup_before
+    links = cpu_seconds(supervisor) - sup_before
     now = _received(system, ids)
     delta = {
         r: (now[r][0] - received[r][0], now[r][1] - received[r][1]) for r in ids if r in now and r in received
@@ -332,6 +327,7 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
         if dest != SOURCE
     ]
     per_write = {r: used[r] / writes * 1e6 for r in ids}
+    rss = {r: memory_mib(pid)[0] for r, pid in _pids(system).items()}
     receivers = {r: per_write[r] for r in ids if r != SOURCE}
     worst = max(receivers, key=lambda r: receivers[r])
     # What a region would have spent at rest over the same window: the part of the raw count that is
@@ -368,6 +364,12 @@ def _one_source(system: System, ids: Sequence[str]) -> tuple[list[Figure], OneSo
                 f"the window {format_number(net[SOURCE])} us per write; {idle_note}; supervisor (the link "
                 f"simulator) meanwhile {links:.2f} CPU-s"
             ),
+        ),
+        Figure(
+            f"{label}: RSS of the largest region",
+            max(rss.values()),
+            "MiB",
+            note="VmRSS after the run: " + ", ".join(f"{r} {mib:.0f} MiB" for r, mib in rss.items()),
         ),
         Figure(
             f"{label}: CPU per replicated write, receiver (worst: {worst})",
