@@ -83,3 +83,29 @@ def test_an_error_of_the_stream_comes_after_the_lines_before_it() -> None:
         return seen
 
     assert asyncio.run(run()) == [1, 2]
+
+
+def test_lines_queued_behind_a_slow_apply_are_bounded_by_entries_not_only_by_lines() -> None:
+    """A catch-up's lines carry up to 2,000 entries each: 64 of them queued were 128,000 parsed entries
+    held while one batch applied (a region draining 1M changes grew to 552 MiB)."""
+    from bookstore.replication.tables.replicator import QUEUED_ENTRIES
+
+    read_ahead: list[int] = []
+
+    async def run() -> None:
+        produced = consumed = 0
+
+        async def stream() -> AsyncIterator[LogRead]:
+            nonlocal produced
+            for n in range(1, 121):
+                produced += 2000
+                yield line(n * 2000, 240_000, entries=2000)
+
+        async for read in coalesced(stream(), limit=10_000):
+            await asyncio.sleep(0.01)  # a slow apply: the stream runs ahead as far as it is let
+            read_ahead.append(produced - consumed - len(read.entries))
+            consumed += len(read.entries)
+
+    asyncio.run(run())
+    # What waits besides the batch being applied: at most the bound and the one line read past it.
+    assert max(read_ahead) <= QUEUED_ENTRIES + 2000

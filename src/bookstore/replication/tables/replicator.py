@@ -243,6 +243,9 @@ QUEUED_READS = 64
 # share a page, so a catch-up writes fewer pages per row than in batches of one line (2,000). The write
 # lock is held about 0.2 s meanwhile, only while lines are queued (a backlog).
 CATCH_UP_BATCH = 10_000
+# Queued lines hold at most about this many entries as well: a catch-up's lines carry up to 2,000 each,
+# and 64 of them parsed held a region draining 1M changes at 552 MiB. Two batches ahead keep it fed.
+QUEUED_ENTRIES = 2 * CATCH_UP_BATCH
 
 
 class _KeyIndexDeferral:
@@ -300,10 +303,26 @@ async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator
     """
     end = object()  # the stream ended
     queue: asyncio.Queue[object] = asyncio.Queue(QUEUED_READS)
+    # Entries queued and not yet taken; the pump waits for room while they are QUEUED_ENTRIES or more.
+    queued = 0
+    room = asyncio.Event()
+    room.set()
+
+    def taken(item: object) -> object:
+        nonlocal queued
+        if isinstance(item, LogRead):
+            queued -= len(item.entries)
+            room.set()
+        return item
 
     async def pump() -> None:
+        nonlocal queued
         try:
             async for read in reads:
+                while queued >= QUEUED_ENTRIES:
+                    room.clear()
+                    await room.wait()
+                queued += len(read.entries)
                 await queue.put(read)
             await queue.put(end)
         except asyncio.CancelledError:
@@ -313,7 +332,7 @@ async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator
 
     task = asyncio.create_task(pump())
     try:
-        item = await queue.get()
+        item = taken(await queue.get())
         while item is not end:
             if isinstance(item, BaseException):
                 raise item
@@ -321,7 +340,7 @@ async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator
             merged = item
             item = None
             while len(merged.entries) < limit and not queue.empty():
-                more = queue.get_nowait()
+                more = taken(queue.get_nowait())
                 if not isinstance(more, LogRead) or len(merged.entries) + len(more.entries) > limit:
                     item = more  # the end, an error, or a read for the next batch
                     break
@@ -333,7 +352,7 @@ async def coalesced(reads: AsyncIterator[LogRead], limit: int) -> AsyncGenerator
                 )
             yield merged
             if item is None:
-                item = await queue.get()
+                item = taken(await queue.get())
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):
