@@ -56,16 +56,13 @@ def create_s3_app(
     `clock` (epoch ms) decides signature expiry and skew; the wall clock when None. Request bodies
     beyond a MiB are spooled to unnamed files in `staging` (the system's temporary directory when None).
     """
-    return s3_asgi(S3Api(store, credentials, region, clock, None, staging))
-
-
-def s3_asgi(api: S3Api) -> S3Asgi:
-    """The ASGI app that sends every request to `api`."""
-    return S3Asgi(api)
+    return S3Asgi(S3Api(store, credentials, region, clock, None, staging))
 
 
 class S3Asgi:
-    """Every path and method is the API's, which answers whatever it does not serve in S3 XML (405 for
+    """The ASGI app that sends every request to its S3Api.
+
+    Every path and method is the API's, which answers whatever it does not serve in S3 XML (405 for
     a method S3 has not): no router or middleware stands between a request and `S3Api.handle`, whose
     own try answers every error (a router's layers cost a small request about as much as its SigV4)."""
 

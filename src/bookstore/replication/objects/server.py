@@ -26,7 +26,7 @@ from bookstore.kernel.clock import SystemClock
 from bookstore.kernel.link_faults import LinkFaults
 from bookstore.objectstore import encryption
 from bookstore.objectstore import headers as rules
-from bookstore.objectstore.app import S3Api, s3_asgi
+from bookstore.objectstore.app import S3Api, S3Asgi
 from bookstore.objectstore.encryption import CustomerKey
 from bookstore.objectstore.errors import InvalidRequest, MethodNotAllowed, code_and_status
 from bookstore.objectstore.namespace import Cluster
@@ -74,7 +74,7 @@ def create_region_s3_app(
     the region's links made faulty on purpose: cut peers refused, slowed ones answered late).
     """
     api = S3Api(store, credentials, region, clock, cluster, staging)
-    app = s3_asgi(api)
+    app = S3Asgi(api)
     if cluster is None:
         return app
     if not secret:

@@ -796,7 +796,7 @@ class SqliteTable:
         else:
             # The row exists, so the update keeps its key hash (it does not set khash):
             # hashing the key again would cost as much as hashing the row.
-            khash, rhash = 0, row_hash(pk, sk, version, db.region, doc is None)
+            rhash = row_hash(pk, sk, version, db.region, doc is None)
         seq = conn.execute(
             change_log.APPEND,
             (
