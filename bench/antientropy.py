@@ -24,6 +24,7 @@ from bookstore.ports import Item, Key
 from bookstore.replication.tables.model import LogEntry, LogRead, SnapshotPage, Version
 from bookstore.replication.tables.replicator import ReplicationMetrics, Replicator
 from bookstore.replication.tables.wire import entry_json, parse_entries, parse_versions
+from bookstore.storage.sqlite.log import VERSION_INDEX
 from bookstore.storage.sqlite.replica import SqliteReplica
 from bookstore.storage.sqlite.tables import SqliteDatabase, row_hashes
 from bookstore.tables import BOOKS
@@ -190,7 +191,7 @@ def write_cost(work: Path, with_digests: bool) -> float:
                 triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name GLOB 'dg_*'"
                 for (trigger,) in conn.execute(triggers).fetchall():
                     conn.execute(f'DROP TRIGGER "{trigger}"')
-                conn.execute('DROP INDEX "hlc_books"')
+                conn.execute(f'DROP INDEX "{VERSION_INDEX}"')
         for i in range(500):
             books.put(book(i))  # warm up
 
@@ -304,8 +305,8 @@ def run_bench() -> Section:
                 "in the second region only (a third region's writes that reached it alone); the time is one",
                 "round that finds the differing leaves and exchanges their rows, after which the leaves of",
                 "both regions must be equal. Write cost: CPU per local put (one transaction each) on a",
-                "fresh file with the digest triggers and hlc index, against the same with them dropped",
-                "(what a write cost before).",
+                "fresh file with the digest triggers and the log's index of versions, against the same with",
+                "them dropped (what a write cost before).",
             )
         ),
     )

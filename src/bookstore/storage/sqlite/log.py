@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 COMMIT;
 """
 
+# The records of versions at or above a bound, for the digests that leave young versions out
+# (SqliteTable.sql_young). Appended near its end, as versions rise.
+VERSION_INDEX = "changes_by_version"
+CREATE_VERSION_INDEX = f"CREATE INDEX IF NOT EXISTS {VERSION_INDEX} ON changes (hlc)"
 # The columns a LogEntry is read from, in `log_entry`'s order.
 COLUMNS = "seq, tbl, kind, key, old, new, written_ms, origin, hlc, region, prev_hlc, prev_region, trace"
 # Appending a record whose seq SQLite chooses (a local write) and one whose seq the caller chose (a batch).

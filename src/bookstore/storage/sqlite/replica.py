@@ -33,7 +33,6 @@ from bookstore.storage.items import (
 )
 from bookstore.storage.sqlite import log as change_log
 from bookstore.storage.sqlite.tables import (
-    LEAF_AND_HASH,
     NO_SORT,
     SqliteDatabase,
     SqliteTable,
@@ -568,22 +567,17 @@ class SqliteReplica:
         Equal digests mean equal versions, hence equal contents, in every region. The leaves are kept by
         triggers as rows are written (tables.py), so a digest reads LEAVES small rows whatever the size
         of the table. With `before`, only versions below it count: the rows at or above it (the last
-        seconds' writes, found by the hlc index) are XORed back out.
+        seconds' writes, found through the log's records: SqliteTable.sql_young) are XORed back out.
         """
         digests.check_buckets(buckets)
         sqlite_table = self._table(table)
-        sql_table = sqlite_table.sql_table
         leaves = [0] * digests.LEAVES
         try:
             with self.db.engine.read() as conn:
                 for leaf, x in conn.execute(f"SELECT leaf, x FROM {sqlite_table.sql_leaves}"):
                     leaves[leaf] = x
                 if before is not None:
-                    young = conn.execute(
-                        f"SELECT {LEAF_AND_HASH} FROM {sql_table} WHERE hlc >= ?",
-                        (before,),
-                    )
-                    for leaf, x in young:
+                    for _pk, _sk, leaf, x in conn.execute(sqlite_table.sql_young, (before, table)):
                         leaves[leaf] ^= x
         except sqlite3.Error as exc:
             raise StorageError(f"reading the digests of {self.db.path} failed: {exc}") from exc
