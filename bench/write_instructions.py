@@ -1,6 +1,6 @@
 """Instructions per table write in the SQLite storage layer, counted by callgrind: this code beside another's.
 
-    .venv/bin/python -m bench.write_instructions [--against SRC ...] [--puts N]
+    .venv/bin/python -m bench.write_instructions [--against SRC ...] [--puts N] [--bare]
 
 The storage part of a write without HTTP or background loops, so the count is the same from one run
 to the next (unlike bench/instructions.py, which counts a whole region process). For each source tree
@@ -9,7 +9,9 @@ fresh SqliteDatabase takes 1,024 warm-up puts and then N puts in groups of 32 th
 (as the group commit of a region sends them): cart items (updates of 500 keys), orders (inserts) and
 checkouts (an order put with its ItemAbsent condition and the cart row's tombstone, as Checkout writes).
 The figure is (instructions with N puts - instructions with 0) / N, each a whole process under
-`valgrind --tool=callgrind`.
+`valgrind --tool=callgrind`. With `--bare`, each tree is also counted with the digest triggers and
+the index of versions they need dropped (what bench/antientropy.py's write cost compares against,
+as CPU time): the row says what the digests cost a put, counted.
 """
 
 from __future__ import annotations
@@ -31,9 +33,17 @@ from pathlib import Path
 from bookstore.storage.sqlite.tables import SqliteDatabase
 from bookstore.tables import CARTS, ORDERS
 from bookstore.ports import ItemAbsent
-kind, n, group = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kind, n, group, bare = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "bare"
 db = SqliteDatabase(Path(tempfile.mkdtemp()) / "r.db", "eu-west-1")
 carts, orders = db.table(CARTS), db.table(ORDERS)
+if bare:
+    with db.transaction("dropping the digests") as conn:
+        triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name GLOB 'dg_*'"
+        for (trigger,) in conn.execute(triggers).fetchall():
+            conn.execute(f'DROP TRIGGER "{trigger}"')
+        # The index of versions young rows are found by: the rows' (before), or the log's.
+        for index in ("hlc_carts", "hlc_orders", "changes_by_version"):
+            conn.execute(f'DROP INDEX IF EXISTS "{index}"')
 def unit(i):
     if kind == "cart":
         return lambda: carts.put({"customerId": f"c{i % 500}", "bookId": "bk-cook-001", "quantity": i})
@@ -52,12 +62,12 @@ for start in range(0, n, group):
 """
 
 
-def _instructions(src: Path | None, kind: str, puts: int) -> int:
+def _instructions(src: Path | None, kind: str, puts: int, bare: bool) -> int:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    argv += ["-c", WRITER, kind, str(puts), str(GROUP)]
+    argv += ["-c", WRITER, kind, str(puts), str(GROUP), "bare" if bare else "digests"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, check=False)
     found = TOTALS.search(done.stderr)
     if done.returncode != 0 or found is None:
@@ -67,15 +77,17 @@ def _instructions(src: Path | None, kind: str, puts: int) -> int:
     return int(found.group(1))
 
 
-def per_put(src: Path | None, kind: str, puts: int) -> float:
-    """Instructions per unit of `kind` ("cart", "order", "checkout") in the tree `src` (None: this one)."""
-    return (_instructions(src, kind, puts) - _instructions(src, kind, 0)) / puts
+def per_put(src: Path | None, kind: str, puts: int, bare: bool = False) -> float:
+    """Instructions per unit of `kind` ("cart", "order", "checkout") in the tree `src` (None: this one),
+    `bare`: without the digest triggers and their index."""
+    return (_instructions(src, kind, puts, bare) - _instructions(src, kind, 0, bare)) / puts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--against", type=Path, action="append", default=[], help="another tree's src/")
     parser.add_argument("--puts", type=int, default=2048, help="measured puts of each kind (default 2048)")
+    parser.add_argument("--bare", action="store_true", help="each tree without the digests too")
     args = parser.parse_args()
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     trees += [(str(src), src.resolve()) for src in args.against]
@@ -84,12 +96,17 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     base: dict[str, float] = {}
     for name, src in trees:
-        cells = []
+        cells, bare_cells = [], []
         for kind in ("cart", "order", "checkout"):
             value = per_put(src, kind, args.puts)
             base.setdefault(kind, value)
             cells.append(f"{value:,.0f} ({value / base[kind]:.3f}x)")
+            if args.bare:
+                without = per_put(src, kind, args.puts, bare=True)
+                bare_cells.append(f"{without:,.0f} (digests {value / without:.3f}x)")
         print(f"| {name} | " + " | ".join(cells) + " |")
+        if bare_cells:
+            print(f"| {name}, without the digests | " + " | ".join(bare_cells) + " |")
 
 
 if __name__ == "__main__":
