@@ -37,6 +37,7 @@ from bookstore.replication.tables.model import (
     Version,
     ahead_ms,
 )
+from bookstore.replication.tables.pacing import Ticks
 from bookstore.replication.tables.ports import LogSource, ReplicaStore
 from bookstore.replication.tables.replicator import MAX_CLOCK_OFFSET_MS
 from bookstore.replication.tables.wire import (
@@ -67,11 +68,11 @@ PROGRESS_S = 0.1
 # writes/s most batches hold one or two rows. Larger batches (a backlog) go to a thread, as the API
 # must not wait for them.
 INLINE_ROWS = 64
-# A stream caught up sends its follower a line of entries at most this often while changes keep coming:
-# a line per write (at 500 writes/s most hold one) cost every follower a transaction per write, which at
-# 5 regions saturated the core the followers share. Slower writes (a gap above this) go out at once,
-# so the wait costs nothing at low rates, and at most this long at high ones; a follower behind is sent
-# its batches without it.
+# A stream caught up sends its follower a line of entries at most once a tick of this period while
+# changes keep coming: a line per write (at 500 writes/s most hold one) cost every follower a transaction
+# per write, which at 5 regions saturated the core the followers share. Slower writes (a gap above this)
+# go out at once, so the wait costs nothing at low rates, and at most this long at high ones; a follower
+# behind is sent its batches without it. Every stream waits for the same ticks (pacing.Ticks).
 LINE_GAP_S = 0.004
 
 
@@ -135,6 +136,7 @@ def replication_routes(
     wall: Clock = clock if clock is not None else SystemClock()
     # One read and one encoding of each batch for all the streams at one position (caught up, usually).
     reads = SharedReads(store, tables, inline_rows=INLINE_ROWS)
+    ticks = Ticks(LINE_GAP_S)
 
     async def parsed(request: Request, model: type[BaseModel]) -> Any:
         try:
@@ -159,7 +161,7 @@ def replication_routes(
             return error_response(410, "LogTrimmed", str(exc))
         store.record_ack(body.peer, body.after)
         return StreamingResponse(
-            _stream(reads, feed, body, first, wall),
+            _stream(reads, ticks, feed, body, first, wall),
             media_type=NDJSON,
             headers={"Cache-Control": "no-store"},
         )
@@ -255,6 +257,7 @@ def replication_routes(
 
 async def _stream(
     reads: SharedReads,
+    ticks: Ticks,
     feed: ChangeFeed,
     body: _FollowRequest,
     first: EncodedBatch,
@@ -267,8 +270,8 @@ async def _stream(
     last_sent = loop.time()
     paced_until = 0.0
     while loop.time() < deadline and not feed.closed:
-        if (pause := paced_until - loop.time()) > 0:
-            await asyncio.sleep(pause)
+        if paced_until > loop.time():
+            await ticks.wait(paced_until)
         wake = feed.current()
         batch = await reads.after(after, peer=body.peer, origins=body.origins, limit=body.limit, wake=wake)
         scanned, after = batch.last_seq != after, batch.last_seq
@@ -281,7 +284,7 @@ async def _stream(
             yield batch.line(clock.now_ms())
             sent, last_sent = after, loop.time()
             if batch.count and after >= batch.head_seq:
-                paced_until = last_sent + LINE_GAP_S
+                paced_until = ticks.after(last_sent)
         if not scanned or batch.caught_up(wake):
             # Nothing new, or the read reached the head and nothing was committed since (a second read
             # per wake-up would find nothing, and every stream had made it for every write): wait for a
