@@ -60,9 +60,11 @@ POLL_S = 0.002
 # request of its own every ACK_EVERY_MS, so streams may last long and the round trip stays rare.
 STREAM_S = 3600.0
 # A stream tells its follower within this long how far it read past rows the follower does not ask
-# for (its checkpoint moves; it stores it every second): a line per such commit cost every region a line
-# to every other for every write.
-PROGRESS_S = 0.1
+# for: a line per such commit cost every region a line to every other for every write. As often as the
+# follower stores its checkpoint and samples it for rewinds (replicator.CHECKPOINT_EVERY_MS and
+# MARK_EVERY_S): news every 100 ms was mostly dropped there, yet cost each of N regions 10 lines a
+# second from each of the N - 1 others, all receivers of the writes of one region.
+PROGRESS_S = 1.0
 # A batch of at most this many rows is read, encoded and checked on the event loop: a hop to a thread
 # and back (the GIL handed over twice) costs more CPU than that work does, and at a steady few hundred
 # writes/s most batches hold one or two rows. Larger batches (a backlog) go to a thread, as the API
