@@ -1,6 +1,6 @@
 """Instructions per table write in the SQLite storage layer, counted by callgrind: this code beside another's.
 
-    .venv/bin/python -m bench.write_instructions [--against SRC ...] [--puts N] [--bare]
+    .venv/bin/python -m bench.write_instructions [--against SRC ...] [--puts N] [--bare] [--group G]
 
 The storage part of a write without HTTP or background loops, so the count is the same from one run
 to the next (unlike bench/instructions.py, which counts a whole region process). For each source tree
@@ -8,6 +8,7 @@ to the next (unlike bench/instructions.py, which counts a whole region process).
 fresh SqliteDatabase takes 1,024 warm-up puts and then N puts in groups of 32 through `run_group`
 (as the group commit of a region sends them): cart items (updates of 500 keys), orders (inserts) and
 checkouts (an order put with its ItemAbsent condition and the cart row's tombstone, as Checkout writes).
+`--group 1` gives each put a group, so a transaction, of its own (bench/antientropy.py's write cost).
 The figure is (instructions with N puts - instructions with 0) / N, each a whole process under
 `valgrind --tool=callgrind`. With `--bare`, each tree is also counted with the digest triggers and
 the index of versions they need dropped (what bench/antientropy.py's write cost compares against,
@@ -62,12 +63,12 @@ for start in range(0, n, group):
 """
 
 
-def _instructions(src: Path | None, kind: str, puts: int, bare: bool) -> int:
+def _instructions(src: Path | None, kind: str, puts: int, bare: bool, group: int) -> int:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    argv += ["-c", WRITER, kind, str(puts), str(GROUP), "bare" if bare else "digests"]
+    argv += ["-c", WRITER, kind, str(puts), str(group), "bare" if bare else "digests"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, check=False)
     found = TOTALS.search(done.stderr)
     if done.returncode != 0 or found is None:
@@ -77,10 +78,10 @@ def _instructions(src: Path | None, kind: str, puts: int, bare: bool) -> int:
     return int(found.group(1))
 
 
-def per_put(src: Path | None, kind: str, puts: int, bare: bool = False) -> float:
+def per_put(src: Path | None, kind: str, puts: int, bare: bool = False, group: int = GROUP) -> float:
     """Instructions per unit of `kind` ("cart", "order", "checkout") in the tree `src` (None: this one),
     `bare`: without the digest triggers and their index."""
-    return (_instructions(src, kind, puts, bare) - _instructions(src, kind, 0, bare)) / puts
+    return (_instructions(src, kind, puts, bare, group) - _instructions(src, kind, 0, bare, group)) / puts
 
 
 def main() -> None:
@@ -88,21 +89,22 @@ def main() -> None:
     parser.add_argument("--against", type=Path, action="append", default=[], help="another tree's src/")
     parser.add_argument("--puts", type=int, default=2048, help="measured puts of each kind (default 2048)")
     parser.add_argument("--bare", action="store_true", help="each tree without the digests too")
+    parser.add_argument("--group", type=int, default=GROUP, help=f"puts a transaction (default {GROUP})")
     args = parser.parse_args()
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     trees += [(str(src), src.resolve()) for src in args.against]
-    print(f"Instructions per put (callgrind, {args.puts} puts in groups of {GROUP})\n")
+    print(f"Instructions per put (callgrind, {args.puts} puts in groups of {args.group})\n")
     print("| Tree | cart put (an update) | order put (an insert) | checkout (order and tombstone) |")
     print("|---|---:|---:|---:|")
     base: dict[str, float] = {}
     for name, src in trees:
         cells, bare_cells = [], []
         for kind in ("cart", "order", "checkout"):
-            value = per_put(src, kind, args.puts)
+            value = per_put(src, kind, args.puts, group=args.group)
             base.setdefault(kind, value)
             cells.append(f"{value:,.0f} ({value / base[kind]:.3f}x)")
             if args.bare:
-                without = per_put(src, kind, args.puts, bare=True)
+                without = per_put(src, kind, args.puts, bare=True, group=args.group)
                 bare_cells.append(f"{without:,.0f} (digests {value / without:.3f}x)")
         print(f"| {name} | " + " | ".join(cells) + " |")
         if bare_cells:
