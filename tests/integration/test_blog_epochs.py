@@ -15,9 +15,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bookstore.blog.repository import BlogRepository
 from bookstore.domain import errors
+from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.routes import blog_routes
-from tests.support.blog_peers import BlogNetwork, Region, eventually, start_region
+from bookstore.replication.blog.store import BlogStore
+from bookstore.storage.sqlite.sql import SqliteSql
+from tests.support.blog_peers import BlogNetwork, Region, eventually, new_post, start_region
 
 EU, AP, US = "eu-west-1", "ap-southeast-1", "us-east-1"
 THREE = (EU, AP, US)
@@ -295,3 +299,28 @@ def test_a_restarted_primary_takes_writes_after_its_confirmation_timeout(tmp_pat
             await stop_all(nodes)
 
     asyncio.run(scenario())
+
+
+def test_a_resync_refuses_a_snapshot_ranked_below_the_epoch_adopted_while_it_came(tmp_path: Path) -> None:
+    # Both sides of a partition promoted to epoch 2. Ireland, deposed, fetches Singapore's snapshot to
+    # re-sync; before it applies it, a stream from Virginia brings (2, us-east-1), which outranks it.
+    # Applying the snapshot then would take Ireland back to (2, ap-southeast-1): it must refuse.
+    stores = {
+        r: BlogStore(
+            BlogRepository.open(SqliteSql(tmp_path / f"{r}.db"), region=r, primary_region=EU), SystemClock()
+        )
+        for r in THREE
+    }
+    stores[EU].repository.insert_post(new_post("Ireland's post"), explicit_slug=False)
+    ap, us = stores[AP].promote(1), stores[US].promote(1)
+    stores[AP].repository.insert_post(new_post("Singapore's post"), explicit_slug=False)
+    assert stores[EU].observe(ap.epoch, AP, ap.history) is not None
+    snapshot = stores[AP].snapshot()
+    assert stores[EU].observe(us.epoch, US, us.history) is not None
+    with pytest.raises(errors.Conflict, match="ranked below"):
+        stores[EU].resync(snapshot)
+    state = stores[EU].state()
+    assert (state.epoch, state.primary_region, state.needs_rejoin) == (2, US, True)
+    assert [d.row["title"] for d in stores[EU].diverged() if d.row] == ["Ireland's post"]
+    for store in stores.values():
+        store.db.close()
