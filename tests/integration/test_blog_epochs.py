@@ -45,7 +45,10 @@ def writable(nodes: dict[str, Region]) -> list[str]:
     return sorted(r for r, n in nodes.items() if n.replication.store.state().writable)
 
 
-def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ireland_meets_singapore_first", [False, True])
+def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(
+    tmp_path: Path, ireland_meets_singapore_first: bool
+) -> None:
     async def scenario() -> None:
         network = BlogNetwork()
         nodes = await start_all(tmp_path, THREE, network)
@@ -66,6 +69,10 @@ def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: 
             await nodes[US].publish("Virginia during the partition")
             assert writable(nodes) == [AP, EU, US]
 
+            if ireland_meets_singapore_first:
+                # The order a busy machine may pick: Ireland re-syncs from Singapore, the best it knows.
+                network.heal(EU, AP)
+                await eventually("Ireland follows Singapore", partial(_follows, nodes[EU], AP, epoch=2))
             network.heal_all()
             # (2, us-east-1) outranks (2, ap-southeast-1) and (1, eu-west-1): one primary remains, and the
             # two deposed primaries re-sync from it by themselves (no operator's rejoin).
@@ -77,17 +84,22 @@ def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: 
                 )
             diverged = {
                 r: [
-                    d.row["title"]
+                    (d.region, d.row["title"])
                     for d in nodes[r].replication.store.diverged()
                     if d.table == "blog_posts" and d.row
                 ]
                 for r in THREE
             }
-            assert diverged == {
-                EU: ["Ireland during the partition"],
-                AP: ["Singapore during the partition"],
-                US: [],
-            }
+            ireland, singapore = (EU, "Ireland during the partition"), (AP, "Singapore during the partition")
+            assert diverged[AP] == [singapore] and diverged[US] == []
+            # Ireland may have met Singapore first and re-synced from it before either heard of Virginia:
+            # it then held Singapore's post too, and set it aside again on meeting (2, us-east-1). That
+            # copy is right, not a flaw: Ireland held a write outside the lineage, which is kept, never
+            # dropped, and it could not prefer a primary it had not heard of. Either way each
+            # partition-time post but the winner's is listed where it was written.
+            assert diverged[EU] in ([ireland], [ireland, singapore]), diverged
+            if ireland_meets_singapore_first:
+                assert diverged[EU] == [ireland, singapore]
             with pytest.raises(errors.Unavailable, match=US):
                 await nodes[AP].publish("Refused")
             # A new post on the one primary reaches both: they follow it.
@@ -101,7 +113,7 @@ def test_promotions_on_both_sides_of_a_partition_end_with_one_primary(tmp_path: 
             # The operator's rejoin still works on a region that rejoined by itself, and changes nothing.
             again = await nodes[EU].replication.rejoin()
             assert again["role"] == "replica" and again["primaryRegion"] == US and again["diverged"] == 0
-            assert again["divergedTotal"] == 1
+            assert again["divergedTotal"] == len(diverged[EU])
             await nodes[US].publish("After the manual rejoin")
             expected = await nodes[US].titles()
             for r in (EU, AP):
