@@ -7,6 +7,7 @@ restarted primary waits for every region's answer (or its timeout), not for the 
 from __future__ import annotations
 
 import asyncio
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bookstore.blog.repository import BlogRepository
 from bookstore.domain import errors
 from bookstore.kernel.clock import SystemClock
 from bookstore.replication.blog.routes import blog_routes
+from bookstore.replication.blog.state import BlogState
 from bookstore.replication.blog.store import BlogStore
 from bookstore.storage.sqlite.sql import SqliteSql
 from tests.support.blog_peers import BlogNetwork, Region, eventually, new_post, start_region
@@ -336,3 +338,35 @@ def test_a_resync_refuses_a_snapshot_ranked_below_the_epoch_adopted_while_it_cam
     assert [d.row["title"] for d in stores[EU].diverged() if d.row] == ["Ireland's post"]
     for store in stores.values():
         store.db.close()
+
+
+def test_a_state_read_that_a_promotion_overtook_does_not_take_the_region_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        network = BlogNetwork()
+        nodes = await start_all(tmp_path, (EU, AP), network)
+        try:
+            ap = nodes[AP].replication
+            # A read of the stored state (a peer's GET state, the loop's start) is slow to come back; a
+            # promotion runs meanwhile. The read, of the replica before it, must not be what remains.
+            read, release = threading.Event(), threading.Event()
+            stored = ap.store.state
+
+            def slow_state() -> BlogState:
+                state = stored()
+                if not release.is_set():
+                    read.set()
+                    release.wait(5)
+                return state
+
+            ap.store.state = slow_state  # type: ignore[method-assign]
+            reading = asyncio.create_task(ap.refresh())
+            assert await asyncio.to_thread(read.wait, 5)
+            promoting = asyncio.create_task(ap.promote(force=True))
+            await asyncio.sleep(0.2)
+            release.set()
+            await asyncio.gather(reading, promoting)
+            assert (ap.state.role, ap.state.epoch) == ("primary", 2), ap.state
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(scenario())
