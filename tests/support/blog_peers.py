@@ -46,6 +46,9 @@ class BlogNetwork:
             if other != region:
                 self.cut(region, other)
 
+    def heal(self, a: str, b: str) -> None:
+        self.cuts.discard(frozenset((a, b)))
+
     def heal_all(self) -> None:
         self.cuts.clear()
 

@@ -353,16 +353,30 @@ def test_the_blogs_rpo_is_the_window_of_the_acknowledged_posts_it_no_longer_show
 def test_a_lost_post_must_be_kept_aside_as_diverged_and_is_listed() -> None:
     samples = [post(1.0, 1), post(9.93, 2), post(9.97, 3)]
     final = {EU: {"Drill post t 1"}, AP: {"Drill post t 1"}}
-    kept = checks.blog_lost_check(samples, final, diverged={"Drill post t 2", "Drill post t 3"})
+    kept = checks.blog_lost_check(samples, final, {EU: {"Drill post t 2"}, AP: {"Drill post t 3"}})
     assert kept["value"] == 2 and kept["held"] and "2 of the missing kept aside" in kept["detail"]
-    gone = checks.blog_lost_check(samples, final, diverged={"Drill post t 2"})
+    gone = checks.blog_lost_check(samples, final, {EU: {"Drill post t 2"}, AP: set()})
     assert gone["value"] == 2 and not gone["held"]
     assert gone.get("listed", [])[-1].startswith("Drill post t 3 (blog-post")
-    assert gone.get("listed", [])[-1].endswith("gone without a trace")
+    assert gone.get("listed", [])[-1].endswith(f"missing in {EU}, {AP}: gone without a trace")
     silent = checks.blog_lost_check(
-        samples, {EU: {"Drill post t 1", "Drill post t 2", "Drill post t 3"}, AP: None}, set()
+        samples,
+        {EU: {"Drill post t 1", "Drill post t 2", "Drill post t 3"}, AP: None},
+        {EU: set(), AP: set()},
     )
     assert not silent["held"] and f"did not answer: {AP}" in silent["detail"]
+
+
+def test_a_region_whose_diverged_writes_were_not_read_fails_the_check_without_calling_a_post_gone() -> None:
+    # Ireland kept post 2 aside, but its list did not come back: the check cannot hold, and must not say
+    # the post is gone without a trace (the drills read each region's list until it answers).
+    samples = [post(1.0, 1), post(9.93, 2)]
+    final = {EU: {"Drill post t 1"}, AP: {"Drill post t 1"}}
+    check = checks.blog_lost_check(samples, final, {EU: None, AP: set()})
+    assert not check["held"] and f"diverged writes not read from: {EU}" in check["detail"]
+    listed = check.get("listed", [])
+    assert listed[0].endswith("not found kept aside") and "gone without a trace" not in " ".join(listed)
+    assert listed[-1] == f"{EU} did not answer the read of its diverged writes"
 
 
 def test_after_a_blog_failover_every_other_region_follows_the_new_primary() -> None:

@@ -476,15 +476,24 @@ def blog_rpo_check(
 
 
 def blog_lost_check(
-    samples: Sequence[Sample], final: Mapping[str, Collection[str] | None], diverged: Collection[str]
+    samples: Sequence[Sample],
+    final: Mapping[str, Collection[str] | None],
+    diverged: Mapping[str, Collection[str] | None],
 ) -> Check:
     """Acknowledged posts the blog no longer shows after the rejoin; each must be kept aside as diverged
-    (a former primary's writes after the fork are listed, never dropped), none gone without a trace."""
+    (a former primary's writes after the fork are listed, never dropped), none gone without a trace.
+
+    `final` and `diverged`: per region, the titles of its posts and of its diverged writes (None: it did
+    not answer). A region whose diverged writes were not read fails the check as one that did not
+    answer: a post it may keep aside is not called gone without a trace.
+    """
     acked = acknowledged_posts(samples)
     silent = _unanswered(final)
+    unread = _unanswered(diverged)
+    kept = {t for titles in diverged.values() if titles is not None for t in titles}
     where = {r: [t for t in acked if t not in held] for r, held in final.items() if held is not None}
     lost = sorted({t for missing in where.values() for t in missing}, key=lambda t: acked[t].end_s)
-    untraced = [t for t in lost if t not in diverged]
+    untraced = [t for t in lost if t not in kept]
     detail = (
         f"{len(acked)} acknowledged posts looked up in every region's blog after the rejoin; missing per "
         "region: "
@@ -493,8 +502,12 @@ def blog_lost_check(
     )
     if silent:
         detail += f"; did not answer: {', '.join(silent)}"
+    if unread:
+        detail += f"; diverged writes not read from: {', '.join(unread)}"
+    untraced_word = "not found kept aside" if unread else "gone without a trace"
     listed = [
-        f"{_describe(acked[t])}: {'kept aside as diverged' if t in diverged else 'gone without a trace'}"
+        f"{_describe(acked[t])}, missing in {', '.join(r for r, m in where.items() if t in m)}: "
+        + ("kept aside as diverged" if t in kept else untraced_word)
         for t in lost
     ]
     return Check(
@@ -502,7 +515,9 @@ def blog_lost_check(
         value=len(lost),
         unit="posts",
         goal="each one kept aside as diverged, every region answering",
-        held=not untraced and not silent and bool(final),
+        held=not untraced and not silent and not unread and bool(final),
         detail=detail,
-        listed=listed + [f"{r} did not answer the final reads" for r in silent],
+        listed=listed
+        + [f"{r} did not answer the final reads" for r in silent]
+        + [f"{r} did not answer the read of its diverged writes" for r in unread],
     )

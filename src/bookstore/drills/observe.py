@@ -217,12 +217,12 @@ async def bestsellers_of(api_url: str, verify: Verify = True) -> dict[str, int] 
         return None
 
 
-async def posts_of(api_url: str, tag: str) -> set[str] | None:
+async def posts_of(api_url: str, tag: str, verify: Verify = True) -> set[str] | None:
     """Titles of the region's blog posts carrying `tag`, or None if it does not answer."""
     titles: set[str] = set()
     page, pages = 1, 1
     try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, verify=verify) as client:
             while page <= pages:
                 answer = await client.get(
                     f"{api_url}{BLOG_API}", params={"tags": tag, "per_page": "100", "page": str(page)}
@@ -236,23 +236,28 @@ async def posts_of(api_url: str, tag: str) -> set[str] | None:
     return titles
 
 
-def diverged_titles(api_urls: Mapping[str, str], secret: str) -> set[str]:
-    """Titles of the blog posts kept aside as diverged writes in any region (the operator's signed read)."""
+async def diverged_of(
+    api_urls: Mapping[str, str], region: str, secret: str, verify: Verify
+) -> set[str] | None:
+    """Titles of the blog posts `region` keeps aside as diverged writes (the operator's signed read), or
+    None if it does not answer: a list not read is not an empty one."""
     from bookstore.domain.errors import BookstoreError
     from bookstore.kernel.clock import SystemClock
     from bookstore.replication.blog.operator import Operator
 
+    def read() -> list[Any]:
+        with Operator(api_urls, secret, SystemClock(), timeout_s=10.0, verify=verify) as operator:
+            return operator.diverged(region, limit=100_000).get("diverged") or []
+
+    try:
+        records = await asyncio.to_thread(read)
+    except BookstoreError:
+        return None
     titles: set[str] = set()
-    with Operator(api_urls, secret, SystemClock(), timeout_s=10.0) as operator:
-        for region in api_urls:
-            try:
-                records = operator.diverged(region, limit=100_000).get("diverged") or []
-            except BookstoreError:
-                continue
-            for record in records:
-                row = record.get("row") or {}
-                if record.get("table") == "blog_posts" and isinstance(row.get("title"), str):
-                    titles.add(row["title"])
+    for record in records:
+        row = record.get("row") or {}
+        if record.get("table") == "blog_posts" and isinstance(row.get("title"), str):
+            titles.add(row["title"])
     return titles
 
 

@@ -26,7 +26,7 @@ from bookstore.drills.observe import (
     Verify,
     bestsellers_of,
     conflict_counts,
-    diverged_titles,
+    diverged_of,
     log_heads,
     orders_of,
     posts_of,
@@ -459,10 +459,16 @@ async def _drill(
     if author is not None:
         say("checks: the blog's posts in every region, and the diverged writes")
         posts = {
-            r: await with_retries(partial(posts_of, u, blog_tag), now_s, now_s() + FINAL_READ_S)
+            r: await with_retries(partial(posts_of, u, blog_tag, verify), now_s, now_s() + FINAL_READ_S)
             for r, u in regions.items()
         }
-        diverged = await asyncio.to_thread(diverged_titles, regions, operator_secret(data_dir))
+        secret = operator_secret(data_dir)
+        diverged = {
+            r: await with_retries(
+                partial(diverged_of, regions, r, secret, verify), now_s, now_s() + FINAL_READ_S
+            )
+            for r in regions
+        }
         found += [
             checks.blog_rpo_check(samples, fault_s, one_way_ms, posts),
             checks.blog_lost_check(samples, posts, diverged),

@@ -114,6 +114,14 @@ class BlogReplication:
     # state -----------------------------------------------------------------------------------------------
 
     async def refresh(self) -> BlogState:
+        """The stored state, read under the lock: a read that a decision (an adoption, a promotion)
+        overtook would be assigned after it, and take this region's view (what it announces, whether it
+        serves its log) back to before it."""
+        async with self._lock:
+            return await self._reload()
+
+    async def _reload(self) -> BlogState:
+        """Re-reads the stored state; the caller holds the lock."""
         self.state = await asyncio.to_thread(self.store.state)
         return self.state
 
@@ -132,7 +140,7 @@ class BlogReplication:
             return None
         async with self._lock:
             adoption = await asyncio.to_thread(self.store.observe, epoch, primary, history)
-            await self.refresh()
+            await self._reload()
         if adoption is None:
             return None
         self._changed()
@@ -315,7 +323,7 @@ class BlogReplication:
                 log.info(
                     "region=%s event=blog_apply_refused source=%s reason=%s", self.region, source, exc.message
                 )
-                await self.refresh()
+                await self._reload()
                 self._changed()
                 return
             if applied:
@@ -365,7 +373,7 @@ class BlogReplication:
         log.error("region=%s event=blog_diverged primary=%s detail=%s", self.region, primary, message)
         async with self._lock:
             await asyncio.to_thread(self.store.mark_needs_rejoin)
-            await self.refresh()
+            await self._reload()
         self._changed()
 
     # serving peers ---------------------------------------------------------------------------------------

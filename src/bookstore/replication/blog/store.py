@@ -360,9 +360,12 @@ class BlogStore:
             state = self._state(tx)
             if state.writable:
                 raise errors.Conflict(f"the blog in {self.region} is the primary; it does not re-sync")
-            if epoch < state.epoch:
+            # Ranked, not just numbered: an epoch of the same number adopted while the snapshot was on its
+            # way (from the other side of a partition) outranks the snapshot's, which would take us back.
+            if epoch_rank(epoch, primary) < epoch_rank(state.epoch, state.primary_region):
                 raise errors.Conflict(
-                    f"the snapshot of {primary} is at epoch {epoch}, older than this region's {state.epoch}"
+                    f"the snapshot of {primary} is at epoch {epoch}, ranked below this region's epoch "
+                    f"{state.epoch} of {state.primary_region}"
                 )
             in_lineage = {(c.lsn, c.epoch, c.region) for c in theirs}
             mine = [
