@@ -314,7 +314,7 @@ def run_bench() -> Section:
             )
         ),
         context={
-            "Server": ceiling.FLAGS.describe(),
+            "Server": ceiling.describe(),
             "Load generator": (
                 f"wrk {wrk_version()}; -t{load.threads} -c{load.connections} "
                 f"-d{load.duration_s}s --latency, {load.warmup_s} s warm-up per endpoint"
