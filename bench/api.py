@@ -306,15 +306,15 @@ def run_bench() -> Section:
                 "ceilings answer the bytes GET /books/{id} answers (checked byte for byte) under the same",
                 "server settings and wrk settings, in the same run: a raw ASGI app (orjson per request, no",
                 "framework; the goals are ratios to it) and a Starlette route (a second reference). The",
-                "region's answer carries one header more (x-bookstore-region). wrk keeps every connection",
-                "busy, so the",
+                "region's answer carries two headers more (x-bookstore-region, x-request-id). wrk keeps",
+                "every connection busy, so the",
                 "latencies are those of a saturated server. POST bodies and the `Authorization: Bearer`",
                 "header come from wrk Lua scripts; POST /orders carries no Idempotency-Key, so each request",
                 "writes a new order. A run with any non-2xx answer or socket error is refused, not reported.",
             )
         ),
         context={
-            "Server": ceiling.FLAGS.describe(),
+            "Server": ceiling.describe(),
             "Load generator": (
                 f"wrk {wrk_version()}; -t{load.threads} -c{load.connections} "
                 f"-d{load.duration_s}s --latency, {load.warmup_s} s warm-up per endpoint"

@@ -5,8 +5,9 @@
 Not a module of `make bench`: the steadier figure to compare two trees on a shared, loaded machine, where
 requests/s swing with the load but the CPU a process spends per request much less. Each round runs, for
 this checkout and then each `--against` src/ (through PYTHONPATH, with this checkout's virtualenv): the
-raw ASGI ceiling of bench/ceiling.py, then a freshly seeded region driven one endpoint after another as
-`python -m bench api` drives it (the same wrk scripts, pinning and load, BENCH_DURATION and friends).
+raw ASGI ceiling of bench/ceiling.py, always this checkout's (one anchor for every tree), then a freshly
+seeded region of the tree driven one endpoint after another as `python -m bench api` drives it (the
+same wrk scripts, pinning and load, BENCH_DURATION and friends).
 For each, requests/s and the server process's CPU (user + system, every thread, from /proc) over the
 measured run divided by the requests answered. The ratio "by CPU" is the ceiling's CPU per request over
 the endpoint's: what the requests/s ratio would be with the server's core to itself.
@@ -107,14 +108,20 @@ def _region(work: Path, load: Load, server: int | None, client: int | None) -> d
 def measure(src: Path | None, load: Load) -> dict[str, Cost]:
     """The ceiling's and every endpoint's cost, with the region's code from `src` (None: this checkout)."""
     server, client = cores()
-    with _env(src), tempfile.TemporaryDirectory(prefix="bookstore-api-cpu-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bookstore-api-cpu-") as tmp:
         work = Path(tmp)
-        return {"ceiling": _ceiling(work, load, server, client), **_region(work, load, server, client)}
+        top = _ceiling(work, load, server, client)
+        with _env(src):
+            return {"ceiling": top, **_region(work, load, server, client)}
 
 
 def report(name: str, costs: dict[str, Cost]) -> str:
     top = costs["ceiling"]
-    lines = [f"{name}: ceiling {top.requests_per_s:,.0f} req/s, {top.cpu_us:.1f} us CPU/request"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        f"{name}: ceiling {top.requests_per_s:,.0f} req/s, {top.cpu_us:.1f} us CPU/request (load average "
+        f"{load} after the round)"
+    ]
     for label, cost in costs.items():
         if label != "ceiling":
             by_rate, by_cpu = cost.requests_per_s / top.requests_per_s, top.cpu_us / cost.cpu_us

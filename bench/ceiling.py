@@ -4,13 +4,18 @@ Both answer the bytes GET /books/{id} answers (the book given by `--book`, a JSO
 from the region): the raw app is the strictest anchor for Python on this server (no framework, orjson
 per request, the whole answer in one call of the server's WHOLE_ANSWER extension, as the region's hot
 paths answer), the Starlette one what a framework route costs on top.
+
+Served as a region is served, by the same code (region.process: `server_settings`, the listener's
+protocol and limits, no proxy-headers layer, and `settle`, the collector's and malloc's tuning): the
+ratios then compare the apps alone. Before, the ceilings ran on uvicorn's defaults, which put a
+proxy-headers layer and a keep-alive timer armed and cancelled per request in front of them that the
+region does not pay, and without the region's tuning of the collector.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bookstore.runtime.coalescing import CoalescingHttpToolsProtocol
+from bookstore.region.process import server_settings, settle
 from bookstore.runtime.listeners import listening_socket
 
 try:
@@ -65,33 +70,17 @@ def starlette_app(book: dict[str, Any]) -> Starlette:
     return Starlette(routes=[Route(PATH, answer)])
 
 
-@dataclass(frozen=True)
-class ServerFlags:
-    """The uvicorn settings the ceiling shares with the region process, so only the app differs."""
-
-    loop: str = "auto"
-    workers: int = 1
-    access_log: bool = False
-
-    def resolved_loop(self) -> str:
-        """The event loop uvicorn's "auto" picks here: uvloop when installed."""
-        if self.loop == "auto":
-            return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-        return self.loop
-
-    def describe(self) -> str:
-        access = "on" if self.access_log else "off"
-        return (
-            f"uvicorn {uvicorn.__version__}, {self.workers} worker, loop {self.resolved_loop()}, http "
-            f"httptools writing each response in one send (runtime/coalescing.py), a TCP listening "
-            f"socket as the region's (TCP_NODELAY), access log {access}"
-        )
-
-
-# Mirrors the uvicorn.Config and the sockets of bookstore.region.process.serve (loop at "auto", the
-# same http protocol, one worker, no access log); change both together or the ratios stop comparing
-# like with like.
-FLAGS = ServerFlags()
+def describe() -> str:
+    """The server settings of the ceilings and the region, for the report."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    config = server_settings(raw_app({}))
+    return (
+        f"uvicorn {uvicorn.__version__}, 1 worker, loop {loop}, http httptools with the region's bounds and "
+        f"one send per response (runtime/listeners.py, runtime/coalescing.py), keep-alive "
+        f"{config.timeout_keep_alive} s, proxy headers off, access log off, a TCP listening socket as the "
+        "region's (TCP_NODELAY), the collector frozen after start-up and its thresholds raised (all "
+        "taken from bookstore.region.process, the code that serves a region)"
+    )
 
 
 def main() -> None:
@@ -102,16 +91,8 @@ def main() -> None:
     parser.add_argument("--book", type=Path, required=True, help="a JSON file: the book to answer")
     args = parser.parse_args()
     book = orjson.loads(args.book.read_bytes())
-    config = uvicorn.Config(
-        raw_app(book) if args.kind == "raw" else starlette_app(book),
-        loop=FLAGS.loop,
-        http=CoalescingHttpToolsProtocol,
-        workers=FLAGS.workers,
-        log_config=None,
-        access_log=FLAGS.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    config = server_settings(raw_app(book) if args.kind == "raw" else starlette_app(book))
+    settle()
     uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
 
 

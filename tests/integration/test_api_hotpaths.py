@@ -271,3 +271,18 @@ def test_a_page_with_more_after_it_carries_the_same_next_page_headers(
         for name in ("x-next-cursor", "link", "content-type", "x-bookstore-region"):
             assert fast.headers.get(name) == slow.headers.get(name), name
         assert fast.headers.get("x-next-cursor")
+
+
+def test_a_changed_book_is_answered_changed_not_from_the_json_kept_for_it(
+    client: TestClient, services: RegionServices
+) -> None:
+    """The hot path keeps each book's JSON; a change to the book, once the catalog has it, is answered."""
+    before = client.get("/books/bk-cook-001")
+    assert before.status_code == 200
+    item = services.catalog.books.get({"id": "bk-cook-001"})
+    assert item is not None
+    services.catalog.books.put({**item, "name": "Salt, Smoke & Patience (second edition)"})
+    services.catalog.consumer.poll_once()
+    after = client.get("/books/bk-cook-001")
+    assert after.json() == {**before.json(), "name": "Salt, Smoke & Patience (second edition)"}
+    assert after.headers["content-length"] == str(len(after.content))

@@ -1,6 +1,6 @@
 """The Bookstore HTTP API of one region: catalog, cart, orders, best sellers, search, identity, /truth."""
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Annotated, Any, Protocol
 
@@ -133,7 +133,7 @@ def create_app(
     hot_paths: bool = True,
     secret: str | None = None,
     access_log: bool = False,
-) -> FastAPI:
+) -> "ApiApp":
     """The API app of one region, over its wired services.
 
     The routes below declare the API (and /openapi.json); with `hot_paths` (the default) the busiest of
@@ -407,6 +407,20 @@ class ApiApp(FastAPI):
     async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's own handling: its middleware stack (ApiMiddleware in it), then its routes."""
         await super().__call__(scope, receive, send)
+
+    def guarded(self, layer: Callable[[ASGIApp], ASGIApp]) -> ASGIApp:
+        """This app to serve with `layer` around FastAPI's stack, behind the hot paths.
+
+        For a layer that acts on none of the requests the hot paths take (/books, /cart, /orders) and
+        hands every other one on unchanged, as peer authentication of /replication/ does. The hot paths
+        are returned, this app's whole behaviour (they hand on to the stack whatever they do not take,
+        lifespan included): a hot request then meets neither `layer` nor this app's own call. Without
+        hot paths, `layer` goes around this app.
+        """
+        if not isinstance(self.front, HotPaths):
+            return layer(self)
+        self.front.app = layer(self.front.app)
+        return self.front
 
 
 def _describe(app: FastAPI) -> None:

@@ -34,7 +34,7 @@ from bookstore.kernel import request_ids
 from bookstore.kernel.http import WHOLE_ANSWER, error_for
 from bookstore.services import pages
 from bookstore.services.cart import Cart
-from bookstore.services.catalog import Catalog
+from bookstore.services.catalog import MAX_CACHED, Catalog
 from bookstore.services.checkout import Checkout
 from bookstore.services.identity import Identity
 from bookstore.services.writes import GroupCommit
@@ -44,6 +44,7 @@ log = logging.getLogger("bookstore.api")
 SHORT = 256
 MAX_ORDER_LINES = 200
 BOOK_PREFIX = "/books/"
+BOOK_ID_AT = len(BOOK_PREFIX)
 _NO_EXTENSIONS: dict[str, Any] = {}
 
 # What a handler answers: (status, JSON content), a whole response (one with headers of its own, as a
@@ -94,6 +95,9 @@ class HotPaths:
         }
         # The FastAPI route stays the one that names the request (metrics label it by route.path).
         self._routes = {key: (handler, declared[key]) for key, handler in handlers.items()}
+        self._book_route = self._routes["GET", "/books/{book_id}"]
+        # Each book's JSON beside the catalog's answer it encodes (see _get_book).
+        self._book_bodies: dict[str, tuple[dict[str, Any], bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("root_path"):
@@ -102,7 +106,8 @@ class HotPaths:
         method: str = scope["method"]
         path: str = scope["path"]
         if method == "GET" and path.startswith(BOOK_PREFIX):
-            taken = self._routes.get((method, "/books/{book_id}")) if _one_segment(path) else None
+            # /books/<id> as FastAPI's `/books/{book_id}` matches it: one non-empty segment.
+            taken = self._book_route if len(path) > BOOK_ID_AT and "/" not in path[BOOK_ID_AT:] else None
         else:
             taken = self._routes.get((method, path))
         if taken is None:
@@ -143,7 +148,8 @@ class HotPaths:
                 await answer(scope, receive, send)
                 return
             status, content = answer
-            data = orjson.dumps(content)
+            # Bytes are JSON already (a book's, kept encoded); no other content is bytes.
+            data = content if type(content) is bytes else orjson.dumps(content)
             headers = [
                 (b"content-length", str(len(data)).encode()),
                 (b"content-type", b"application/json"),
@@ -161,7 +167,16 @@ class HotPaths:
     # -- handlers: each does what its FastAPI endpoint in api/app.py does --------------------------------
 
     async def _get_book(self, scope: Scope, _: bytes) -> Answer:
-        return 200, self.catalog.get(scope["path"][len(BOOK_PREFIX) :])
+        book_id = scope["path"][BOOK_ID_AT:]
+        book = self.catalog.get(book_id)
+        # The catalog's answers are shared and never changed: a change to a book replaces its dict. The
+        # JSON kept for a book is used while the catalog answers the very dict it was made from.
+        kept = self._book_bodies.get(book_id)
+        if kept is None or kept[0] is not book:
+            if len(self._book_bodies) >= MAX_CACHED:
+                self._book_bodies.clear()
+            kept = self._book_bodies[book_id] = (book, orjson.dumps(book))
+        return 200, kept[1]
 
     async def _list_books(self, scope: Scope, _: bytes) -> Answer:
         query: bytes = scope["query_string"]
@@ -227,11 +242,6 @@ class HotPaths:
 
     def _principal(self, scope: Scope) -> Principal:
         return bearer_principal(self.identity, _header(scope, b"authorization"))
-
-
-def _one_segment(path: str) -> bool:
-    """Whether `path` is /books/<id> as FastAPI's `/books/{book_id}` matches it: one non-empty segment."""
-    return len(path) > len(BOOK_PREFIX) and "/" not in path[len(BOOK_PREFIX) :]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

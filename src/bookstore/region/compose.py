@@ -530,13 +530,16 @@ def region_app(
     app.state.replicator = replicator
     if secret is None:
         return app
-    return PeerAuthMiddleware(
-        app,
-        secret,
-        services.clock,
-        destination=services.region.id,
-        protected_prefix="/replication/",
-        links=links,
+    # Peer authentication guards /replication/, which the API's hot paths never take: behind them.
+    return app.guarded(
+        lambda stack: PeerAuthMiddleware(
+            stack,
+            secret,
+            services.clock,
+            destination=services.region.id,
+            protected_prefix="/replication/",
+            links=links,
+        )
     )
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -32,32 +33,45 @@ def serve(topology: Topology, region_id: str, data_dir: Path) -> None:
     logs.configure(region_id, log_format=topology.observability.log_format)
     # Chosen once, here: without somewhere to send traces no tracing hook is installed at all.
     composed = compose(topology, region_id, data_dir, tracing.configure(topology, region_id))
-    # What start-up built lives as long as the process: kept out of every later collection.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    allocator.keep_freed_buffers()
+    settle()
     region = composed.services.region
     try:
         sockets = [listening_socket(region.listen_address, region.api_port)]
         if composed.serves_s3:
             sockets.append(listening_socket(region.listen_address, region.s3_port))
-        # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
-        # links where every new connection costs a round trip (objects.client.KEEPALIVE_S is below).
-        config = server_config(
-            composed.app,
-            limits=Limits(keep_alive_s=65),
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-            # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
-            proxy_headers=False,
-            # With TLS between hosts, both ports (API with replication and blog, S3) present the host's.
-            **tls.uvicorn_settings(material),
-        )
+        # With TLS between hosts, both ports (API with replication and blog, S3) present the host's.
+        config = server_settings(composed.app, **tls.uvicorn_settings(material))
         _RegionServer(config, on_exit=composed.end_streams).run(sockets=sockets)
     finally:
         composed.services.close()
         if composed.tracing is not None:
             composed.tracing.shutdown()
+
+
+def settle() -> None:
+    """Tune the process once start-up is done: the collector's thresholds, malloc's (see above)."""
+    # What start-up built lives as long as the process: kept out of every later collection.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    allocator.keep_freed_buffers()
+
+
+def server_settings(app: Any, **settings: Any) -> uvicorn.Config:
+    """The uvicorn settings a region serves `app` with (bench/ceiling.py serves its anchors with them too).
+
+    `settings` adds to them (TLS files).
+    """
+    return server_config(
+        app,
+        # Idle connections stay open 65 s (uvicorn's default is 5): peers reach this region through
+        # links where every new connection costs a round trip (objects.client.KEEPALIVE_S is below).
+        limits=Limits(keep_alive_s=65),
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        # X-Forwarded-For is anyone's to send: the client address comes from the edge's signed header.
+        proxy_headers=False,
+        **settings,
+    )
 
 
 class _RegionServer(uvicorn.Server):
