@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -294,7 +294,7 @@ class LocalObjectStore:
         extra = _sealing(customer_key)
         if checksum is not None:
             extra["c"] = checksum.to_json()
-        with self._encrypting(customer_key) as (cipher, key_id):
+        with self._encrypting(customer_key) as (key_id, cipher):
             content = self._files.take(body, cipher=cipher)
             content.key_id = key_id
 
@@ -503,7 +503,7 @@ class LocalObjectStore:
         else:
             refuse_key(customer_key)
         # The newest key is leased until the part's row has committed.
-        with self._encrypting(customer_key if sealed else None) as (cipher, key_id):
+        with self._encrypting(customer_key if sealed else None) as (key_id, cipher):
             wanted = checksums.upload_from_json(upload.get("u"))
             if copied and wanted is not None:
                 body, computed = checksums.tap(body, wanted[0])
@@ -1022,15 +1022,14 @@ class LocalObjectStore:
             raise
         return Content(size=version.size, md5=version.etag), list(zip(written, sizes, strict=True))
 
-    @contextmanager
-    def _encrypting(self, customer_key: CustomerKey | None) -> Iterator[tuple[BlobCipher, int | None]]:
-        """The cipher of a body to write and its SSE-S3 key id (None: the customer's key); the key is
+    def _encrypting(
+        self, customer_key: CustomerKey | None
+    ) -> AbstractContextManager[tuple[int | None, BlobCipher]]:
+        """The SSE-S3 key id of a body to write (None: the customer's key) and its cipher; the key is
         leased until the block ends, so end it after the row that names the key has committed."""
         if customer_key is not None:
-            yield BlobCipher(customer_key.key), None
-            return
-        with self._keys.writing() as (key_id, cipher):
-            yield cipher, key_id
+            return nullcontext((None, BlobCipher(customer_key.key)))
+        return self._keys.writing()
 
     def _unlock(
         self, meta: Mapping[str, Any], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
