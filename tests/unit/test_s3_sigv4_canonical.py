@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bookstore.objectstore.sigv4 import _trimmed, canonical_query
+from bookstore.objectstore.sigv4 import _PLAIN_PATH, _trimmed, canonical_query, unquoted
 
 query_text = st.text(alphabet=st.sampled_from("aZ09-_.~%2F+= /\u00e9&*"), max_size=12)
 
@@ -36,3 +36,16 @@ def test_the_canonical_query_is_sigv4s(pairs: list[tuple[str, str]]) -> None:
 @example("  a  b ")
 def test_a_header_value_is_trimmed_as_sigv4_says(value: str) -> None:
     assert _trimmed(value) == re.sub(r"[ \t\r\n\f\v]+", " ", value).strip(" ")
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-_.~/%2F+ \u00e9*"), max_size=16))
+@example("/bucket/put-1")
+def test_a_plain_path_is_its_own_standard_encoding(path: str) -> None:
+    # SigV4 tries the standard encoding of the decoded path second; a plain path skips computing it.
+    if _PLAIN_PATH.fullmatch(path):
+        assert quote(unquote(path), safe="/~") == path
+
+
+@given(query_text)
+def test_a_query_part_is_unquoted_as_unquote_does(text: str) -> None:
+    assert unquoted(text) == unquote(text)

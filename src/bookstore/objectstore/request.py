@@ -16,7 +16,7 @@ from bookstore.objectstore import bodies, checksums, documents, inputs
 from bookstore.objectstore.bodies import Payload
 from bookstore.objectstore.errors import InvalidArgument, InvalidURI
 from bookstore.objectstore.port import Body
-from bookstore.objectstore.sigv4 import Authorized, PayloadReader, SigV4
+from bookstore.objectstore.sigv4 import Authorized, PayloadReader, SigV4, unquoted
 
 MAX_PUT = 5 * 1024**3
 # Room for the fields around a POST object's file (post_object bounds each field and their number).
@@ -133,7 +133,7 @@ async def read_call(
     for part in raw_query.split("&"):
         if part:
             name, _, value = part.partition("=")
-            query[unquote(name)] = unquote(value)
+            query[unquoted(name)] = unquoted(value)
     inputs.check_query(query)
     _, _, rest = raw_path.partition("/")
     bucket_part, slash, key_part = rest.partition("/")

@@ -44,6 +44,8 @@ _STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRA
 _QUERY_SAFE = "-_.~"
 # What URI-encoding leaves as it is: letters, digits and _QUERY_SAFE.
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+# A path that encoding would leave as it is (and that holds nothing encoded).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
 # What an aws-chunked body may hold whole: a chunk header line, and the trailers after the last chunk.
 MAX_CHUNK_LINE = 4096
 MAX_TRAILERS = 16 * 1024
@@ -74,7 +76,12 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, message.encode(), "sha256")
+
+
+def unquoted(text: str) -> str:
+    """`text` URL-decoded (no call to unquote for text with nothing encoded)."""
+    return unquote(text) if "%" in text else text
 
 
 def _timestamp(amz_date: str) -> float:
@@ -112,8 +119,6 @@ def _basic_time(date: str) -> str:
 
 def _uri_encoded(text: str) -> str:
     """A query name or value URI-encoded the AWS way (decoded first, as it came encoded somehow)."""
-    if _UNRESERVED.fullmatch(text):
-        return text  # already its own encoding: most of a presigned URL's names and values
     return quote(unquote(text), safe=_QUERY_SAFE)
 
 
@@ -121,17 +126,20 @@ def canonical_query(raw_query: str, skip: str | None = None) -> str:
     """The canonical query string: every pair URI-encoded the AWS way, sorted; `skip` left out."""
     if not raw_query:
         return ""
+    unreserved = _UNRESERVED.fullmatch
     pairs = []
     for part in raw_query.split("&"):
         if not part:
             continue
         name, _, value = part.partition("=")
-        name = _uri_encoded(name)
+        # Most of a presigned URL's names and values are their own encoding already: no call for them.
+        if not unreserved(name):
+            name = _uri_encoded(name)
         if name == skip:
             continue
-        pairs.append((name, _uri_encoded(value)))
+        pairs.append((name, value if unreserved(value) else _uri_encoded(value)))
     pairs.sort()
-    return "&".join(f"{n}={v}" for n, v in pairs)
+    return "&".join([f"{n}={v}" for n, v in pairs])
 
 
 class SigV4:
@@ -255,7 +263,7 @@ class SigV4:
         for part in raw_query.split("&"):
             name, _, value = part.partition("=")
             if name.startswith(("X-Amz-", "x-amz-")):
-                params[unquote(name)] = unquote(value)
+                params[unquoted(name)] = unquoted(value)
         try:
             algorithm, credential = params["X-Amz-Algorithm"], params["X-Amz-Credential"]
             amz_date, expires = params["X-Amz-Date"], params["X-Amz-Expires"]
@@ -344,11 +352,13 @@ class SigV4:
         header_lines = "".join(f"{n}:{_trimmed(headers.get(n, ''))}\n" for n in names)
         signed = ";".join(names)
         # S3 signs the path as the client sent it; clients that encoded it differently still sign the
-        # standard encoding of the decoded path, which is tried second.
+        # standard encoding of the decoded path, which is tried second (a path with nothing encoded and
+        # nothing to encode is its own standard encoding).
         candidates = [raw_path]
-        standard = quote(unquote(raw_path), safe="/~")
-        if standard != raw_path:
-            candidates.append(standard)
+        if not _PLAIN_PATH.fullmatch(raw_path):
+            standard = quote(unquote(raw_path), safe="/~")
+            if standard != raw_path:
+                candidates.append(standard)
         # Header values were decoded one character per byte: signed as received (Latin-1 back to the
         # bytes, so a UTF-8 x-amz-meta-* value is signed as the UTF-8 the client signed), else as text.
         lines = [header_lines.encode("latin-1")]
@@ -360,7 +370,7 @@ class SigV4:
                     f"{method}\n{path}\n{query}\n".encode() + encoded + f"\n{signed}\n{payload}".encode()
                 )
                 to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical).hexdigest()}"
-                expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+                expected = hmac.digest(key, to_sign.encode(), "sha256").hex()
                 if _same(expected, signature):
                     return
         raise SignatureDoesNotMatch(
@@ -490,7 +500,7 @@ class _Dechunker(PayloadReader):
             f"AWS4-HMAC-SHA256-PAYLOAD\n{auth.amz_date}\n{auth.scope}\n{self.previous}\n{EMPTY_SHA256}\n"
             f"{self.chunk_hash.hexdigest()}"
         )
-        expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+        expected = hmac.digest(auth.signing_key, to_sign.encode(), "sha256").hex()
         if not _same(expected, self.given):
             raise SignatureDoesNotMatch("A chunk signature of the aws-chunked body does not match")
         self.previous = self.given
@@ -509,7 +519,7 @@ class _Dechunker(PayloadReader):
                 f"AWS4-HMAC-SHA256-TRAILER\n{auth.amz_date}\n{auth.scope}\n{self.previous}\n"
                 f"{hashlib.sha256(canonical.encode()).hexdigest()}"
             )
-            expected = hmac.new(auth.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+            expected = hmac.digest(auth.signing_key, to_sign.encode(), "sha256").hex()
             if not _same(expected, given):
                 raise SignatureDoesNotMatch("The trailer signature of the aws-chunked body does not match")
         if self.declared is not None and self.declared != str(self.decoded):
