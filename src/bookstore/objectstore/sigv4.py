@@ -44,7 +44,9 @@ _STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRA
 _QUERY_SAFE = "-_.~"
 # Text that is its own canonical URI-encoding: letters, digits and _QUERY_SAFE as they are, and the
 # escapes (upper-case) of the other ASCII characters, as a presigned URL's X-Amz-Credential holds %2F.
-_CANONICAL = re.compile(r"(?:[A-Za-z0-9_.~-]|%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]))*")
+# Written as runs between escapes: an alternation per character made the regex engine ten times slower.
+_KEPT = "[A-Za-z0-9_.~-]*"
+_CANONICAL = re.compile(f"{_KEPT}(?:%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]){_KEPT})*")
 # A path that encoding would leave as it is (and that holds nothing encoded).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
 # What an aws-chunked body may hold whole: a chunk header line, and the trailers after the last chunk.
