@@ -115,7 +115,7 @@ class S3Api(S3Context):
         # Request ids only need to be unique enough to find a request in logs, not unguessable.
         request_id = f"{random.getrandbits(64):016X}"
         request.scope[REQUEST_ID] = request_id
-        method = request.method
+        method: str = request.scope["method"]
         call: Call | None = None
         try:
             if request.scope["path"].startswith(INTERNAL_PREFIX):
@@ -123,7 +123,7 @@ class S3Api(S3Context):
             else:
                 raw_path, raw_query, headers = raw_target(request)
                 auth = anonymous.authorize(self.signer, method, raw_path, raw_query, headers)
-                if method in ("PUT", "POST") and expect.waits(headers):
+                if "expect" in headers and method in ("PUT", "POST") and expect.waits(headers):
                     await expect.check_bucket(self, method, raw_path)
                 call = await read_call(
                     request, method, raw_path, raw_query, headers, auth, self.signer, staging=self.staging

@@ -143,8 +143,10 @@ async def read_call(
     _, _, rest = raw_path.partition("/")
     bucket_part, slash, key_part = rest.partition("/")
     try:
-        bucket = unquote(bucket_part, errors="strict")
-        key = unquote(key_part, errors="strict") if slash and key_part else None
+        bucket = unquote(bucket_part, errors="strict") if "%" in bucket_part else bucket_part
+        key = None
+        if slash and key_part:
+            key = unquote(key_part, errors="strict") if "%" in key_part else key_part
     except UnicodeDecodeError as exc:
         raise InvalidURI("Couldn't parse the specified URI: keys are UTF-8") from exc
     target = f"{raw_path}?{raw_query}" if raw_query else raw_path
