@@ -53,6 +53,27 @@ def test_a_failing_unit_is_rolled_back_alone_and_its_caller_gets_a_storage_error
     assert (engine.shared_commits, engine.shared_units) == (1, 3)
 
 
+def test_a_unit_alone_in_its_transaction_runs_without_a_savepoint_and_fails_whole(
+    engine: SqliteEngine,
+) -> None:
+    statements: list[str] = []
+    engine.trace_writes(statements.append)
+
+    def fails_after_writing(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
+        raise ValueError("the unit fails after its first write")
+
+    assert engine.commit_shared(lambda conn: conn.execute("INSERT INTO t VALUES ('a', 1)").rowcount, "a") == 1
+    with pytest.raises(ValueError, match="first write"):
+        engine.commit_shared(fails_after_writing, "half")
+    with pytest.raises(StorageError, match="NOT NULL"):
+        engine.commit_shared(lambda conn: conn.execute("INSERT INTO t VALUES ('b', NULL)"), "b")
+    engine.trace_writes(None)
+    assert engine.query("SELECT k, v FROM t") == [("a", 1)]
+    assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+    assert statements[:3] == ["BEGIN IMMEDIATE", "INSERT INTO t VALUES ('a', 1)", "COMMIT"]
+
+
 def test_a_closed_engine_fails_every_waiting_unit(engine: SqliteEngine) -> None:
     engine.close()
     with pytest.raises(StorageError, match="closed"):

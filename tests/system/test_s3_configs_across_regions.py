@@ -76,6 +76,19 @@ def test_an_anonymous_read_through_another_region_is_judged_by_the_owners_policy
     assert httpx.get(f"{system.topology.region(EU).s3_url}/{bucket}").status_code == 403
 
 
+def test_an_answer_relayed_from_another_region_carries_one_request_id(system: System) -> None:
+    bucket = bucket_in(system, AP)
+    s3 = client(system, EU)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"relayed")
+    for url in (
+        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}),
+        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "missing"}),
+    ):
+        answer = httpx.get(url)
+        ids = answer.headers.get_list("x-amz-request-id")
+        assert len(ids) == 1 and answer.headers.get_list("x-amz-id-2") == ids, answer.headers
+
+
 def test_a_preflight_through_another_region_is_answered_by_the_owners_rules(system: System) -> None:
     bucket = bucket_in(system, AP)
     s3 = client(system, EU)

@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bookstore.objectstore.sigv4 import _trimmed, canonical_query
+from bookstore.objectstore.sigv4 import _CANONICAL, _PLAIN_PATH, _trimmed, canonical_query
 
 query_text = st.text(alphabet=st.sampled_from("aZ09-_.~%2F+= /\u00e9&*"), max_size=12)
 
@@ -36,3 +36,28 @@ def test_the_canonical_query_is_sigv4s(pairs: list[tuple[str, str]]) -> None:
 @example("  a  b ")
 def test_a_header_value_is_trimmed_as_sigv4_says(value: str) -> None:
     assert _trimmed(value) == re.sub(r"[ \t\r\n\f\v]+", " ", value).strip(" ")
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-_.~/%2F+ \u00e9*"), max_size=16))
+@example("/bucket/put-1")
+def test_a_plain_path_is_its_own_standard_encoding(path: str) -> None:
+    # SigV4 tries the standard encoding of the decoded path second; a plain path skips computing it.
+    if _PLAIN_PATH.fullmatch(path):
+        assert quote(unquote(path), safe="/~") == path
+
+
+@given(
+    st.text(alphabet=st.sampled_from("aZ09-_.~%+= /\u00e9*"), max_size=12)
+    | st.binary(max_size=4).map(lambda b: "".join(f"%{c:02X}" for c in b))
+)
+@example("AKIA%2F20261207%2Feu-west-1%2Fs3%2Faws4_request")
+@example("%41%7E%2f")
+def test_a_query_part_taken_as_its_own_encoding_is(text: str) -> None:
+    if _CANONICAL.fullmatch(text):
+        assert quote(unquote(text), safe="-_.~") == text
+
+
+def test_every_escaped_byte_taken_as_its_own_encoding_is_and_credentials_are() -> None:
+    taken = [f"%{b:02X}" for b in range(256) if _CANONICAL.fullmatch(f"%{b:02X}")]
+    assert all(quote(unquote(text), safe="-_.~") == text for text in taken)
+    assert "%2F" in taken and "%41" not in taken and "%C3" not in taken

@@ -38,6 +38,8 @@ from bookstore.objectstore.sigv4 import Authorized, SigV4
 from bookstore.ports import Clock
 
 log = logging.getLogger("bookstore.objectstore")
+# Where a request's id is kept in its ASGI scope (a forwarded request is answered under the same id).
+REQUEST_ID = "bookstore.s3_request_id"
 
 # The endpoints between regions: (request, method, peer region) -> answer.
 Internal = Callable[[Request, str, str], Awaitable[Response]]
@@ -112,8 +114,8 @@ class S3Api(S3Context):
     async def handle(self, request: Request) -> Response:
         # Request ids only need to be unique enough to find a request in logs, not unguessable.
         request_id = f"{random.getrandbits(64):016X}"
-        request.state.s3_request_id = request_id
-        method = request.method
+        request.scope[REQUEST_ID] = request_id
+        method: str = request.scope["method"]
         call: Call | None = None
         try:
             if request.scope["path"].startswith(INTERNAL_PREFIX):
@@ -121,7 +123,7 @@ class S3Api(S3Context):
             else:
                 raw_path, raw_query, headers = raw_target(request)
                 auth = anonymous.authorize(self.signer, method, raw_path, raw_query, headers)
-                if method in ("PUT", "POST") and expect.waits(headers):
+                if "expect" in headers and method in ("PUT", "POST") and expect.waits(headers):
                     await expect.check_bucket(self, method, raw_path)
                 call = await read_call(
                     request, method, raw_path, raw_query, headers, auth, self.signer, staging=self.staging
@@ -138,10 +140,11 @@ class S3Api(S3Context):
         finally:
             if call is not None:
                 call.close()
-        if call is not None:
+        if call is not None and "origin" in call.headers:
             await cors.decorate(self, call, response)
-        response.headers["x-amz-request-id"] = request_id
-        response.headers["x-amz-id-2"] = request_id
+        # Appended as they are: no handler sets them, and MutableHeaders would look for them first.
+        raw_id = request_id.encode()
+        response.raw_headers += [(b"x-amz-request-id", raw_id), (b"x-amz-id-2", raw_id)]
         return response
 
     async def serve_forwarded(
@@ -164,7 +167,7 @@ class S3Api(S3Context):
             if "origin" not in call.headers:
                 raise
             # Answered here, not by `handle`, so that a browser sees the error with the bucket's CORS headers.
-            response = self._error(exc, method, getattr(request.state, "s3_request_id", ""), request)
+            response = self._error(exc, method, request.scope.get(REQUEST_ID, ""), request)
             await drain(request)
         finally:
             call.close()

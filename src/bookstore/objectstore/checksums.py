@@ -26,6 +26,7 @@ ChecksumType = Literal["FULL_OBJECT", "COMPOSITE"]
 ALGORITHMS: tuple[Algorithm, ...] = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 # The request and response header of each algorithm's value.
 HEADERS: dict[Algorithm, str] = {a: f"x-amz-checksum-{a.lower()}" for a in ALGORITHMS}
+_CANONICAL_NAMES: dict[str, Algorithm] = {a: a for a in ALGORITHMS}
 # S3 computes this one for an upload that names none (as S3 does since 2025).
 DEFAULT: Algorithm = "CRC64NVME"
 
@@ -84,6 +85,8 @@ class _Crc:
 
 def algorithm(name: str) -> Algorithm:
     """The algorithm `name` names (any case), else InvalidRequest as S3 answers."""
+    if name in _CANONICAL_NAMES:
+        return _CANONICAL_NAMES[name]  # as stored: every version read names its checksum's
     upper = name.strip().upper()
     for known in ALGORITHMS:
         if known == upper:

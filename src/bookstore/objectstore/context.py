@@ -130,9 +130,14 @@ def xml(body: bytes, headers: Mapping[str, str] | None = None) -> Response:
     return Response(body, status_code=200, headers=dict(headers or {}), media_type="application/xml")
 
 
+# Set by the S3 app on every answer: a relayed answer goes out under this region's request id.
+_OWN_HEADERS = frozenset([b"x-amz-request-id", b"x-amz-id-2"])
+
+
 def _relayed(answer: Forwarded) -> Response:
     """The answer of the region a request was forwarded to, as this region's answer."""
     raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+    raw = [header for header in raw if header[0] not in _OWN_HEADERS]
     response: Response
     if answer.stream is not None:
         response = StreamingResponse(answer.stream, status_code=answer.status)

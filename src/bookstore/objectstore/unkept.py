@@ -46,10 +46,12 @@ _LISTED = {
 # Sub-resources of a bucket answered here on GET.
 SERVED = frozenset([*_EMPTY, *_LISTED, "publicAccessBlock", "object-lock"])
 # Headers of a write asking for Object Lock, which no bucket here has.
-_LOCK_HEADERS = (
-    "x-amz-object-lock-mode",
-    "x-amz-object-lock-retain-until-date",
-    "x-amz-object-lock-legal-hold",
+_LOCK_HEADERS = frozenset(
+    [
+        "x-amz-object-lock-mode",
+        "x-amz-object-lock-retain-until-date",
+        "x-amz-object-lock-legal-hold",
+    ]
 )
 _NO_LOCK = "Bucket is missing Object Lock Configuration"
 
@@ -91,7 +93,7 @@ def refuse_lock_on_create(headers: Mapping[str, str]) -> None:
 
 def refuse_lock_on_write(headers: Mapping[str, str]) -> None:
     """A write carrying Object Lock headers, refused as S3 refuses it on a bucket without Object Lock."""
-    if any(name in headers for name in _LOCK_HEADERS):
+    if not _LOCK_HEADERS.isdisjoint(headers):
         raise InvalidRequest(_NO_LOCK)
 
 

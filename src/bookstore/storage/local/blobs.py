@@ -62,13 +62,13 @@ class BlobFiles:
 
     def take(self, body: Body, *, inline: bool = True, cipher: BlobCipher | None = None) -> Content:
         """Take a body in: small ones stay in memory, the rest goes to a durable blob file."""
-        digest = hashlib.md5(usedforsecurity=False)
         if isinstance(body, bytes | bytearray | memoryview):
             data = bytes(body)
             if inline and len(data) <= INLINE_MAX:
-                digest.update(data)
-                return Content(len(data), digest.hexdigest(), inline=_sealed(data, cipher))
+                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                return Content(len(data), md5, inline=_sealed(data, cipher))
             return self.write((data,), cipher)
+        digest = hashlib.md5(usedforsecurity=False)
         head: list[bytes] = []
         size = 0
         chunks = iter(body)

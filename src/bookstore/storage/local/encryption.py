@@ -10,6 +10,7 @@ or the customer's (SSE-C, given with each request, never written anywhere).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
@@ -43,7 +44,7 @@ class BlobCipher:
             yield encryptor.update(chunk)
 
     def encrypt_bytes(self, data: bytes) -> bytes:
-        iv = secrets.token_bytes(IV_BYTES)
+        iv = os.urandom(IV_BYTES)
         return iv + self._whole_context(iv).update(data)
 
     def decryptor(self, iv: bytes, offset: int) -> CipherContext:

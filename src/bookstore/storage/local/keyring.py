@@ -25,8 +25,7 @@ import os
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 from bookstore.domain.errors import StorageError
@@ -79,17 +78,9 @@ class KeyRing:
             )
         return cipher
 
-    @contextmanager
-    def writing(self) -> Iterator[tuple[int, BlobCipher]]:
+    def writing(self) -> Lease:
         """The newest key, leased until the block ends: hold it from encrypting until the row commits."""
-        with self._lock:
-            key_id = max(self._ciphers)
-            self._leases[key_id] += 1
-        try:
-            yield key_id, self._ciphers[key_id]
-        finally:
-            with self._lock:
-                self._leases[key_id] -= 1
+        return Lease(self)
 
     def rotate(self, *, reencrypt: bool) -> int:
         """Make a new key, newest from now on; with `reencrypt`, mark every older key to be retired."""
@@ -189,6 +180,31 @@ class KeyRing:
             raise StorageError(f"object store: {legacy} and {target} hold different keys; keep both aside")
         legacy.unlink()
         fsync_directory(root)
+
+
+class Lease:
+    """`with` a Lease: (id, cipher) of the newest key, which cannot be retired until the block ends.
+
+    A class rather than a generator context manager: every small PUT takes one.
+    """
+
+    __slots__ = ("_key_id", "_ring")
+
+    def __init__(self, ring: KeyRing) -> None:
+        self._ring = ring
+        self._key_id = 0
+
+    def __enter__(self) -> tuple[int, BlobCipher]:
+        ring = self._ring
+        with ring._lock:
+            self._key_id = key_id = max(ring._ciphers)
+            ring._leases[key_id] += 1
+            return key_id, ring._ciphers[key_id]
+
+    def __exit__(self, *_: object) -> None:
+        ring = self._ring
+        with ring._lock:
+            ring._leases[self._key_id] -= 1
 
 
 def _name(key_id: int) -> str:

@@ -122,16 +122,24 @@ class BucketState:
     website: WebsiteConfiguration | None
 
 
+def meta_of(
+    metadata: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    tags: Mapping[str, str] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `meta` of a version or upload, before encode: user metadata, stored headers, tags (and `extra`)."""
+    return {"m": dict(metadata or {}), "h": dict(headers or {}), "t": dict(tags or {}), **(extra or {})}
+
+
 def encode_meta(
     metadata: Mapping[str, str] | None,
     headers: Mapping[str, str] | None,
     tags: Mapping[str, str] | None,
     extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The `meta` column of a version or upload: user metadata, stored headers and tags (and `extra`)."""
-    return orjson.dumps(
-        {"m": dict(metadata or {}), "h": dict(headers or {}), "t": dict(tags or {}), **(extra or {})}
-    )
+    """The `meta` column of a version or upload (see meta_of)."""
+    return orjson.dumps(meta_of(metadata, headers, tags, extra))
 
 
 def extras(meta: Mapping[str, Any]) -> dict[str, Any]:

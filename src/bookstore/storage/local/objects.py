@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,6 +91,7 @@ from bookstore.storage.local.metadata import (
     blob_ids,
     encode_meta,
     extras,
+    meta_of,
     version_of,
 )
 from bookstore.storage.local.version_ids import VersionIds
@@ -100,6 +101,11 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # GET reads ranges up to this size into memory at once; larger ones stream.
 _EAGER_READ = 1024 * 1024
 _MAX_PART_NUMBER = 10_000
+# The latest version of a key (bucket ?1, key ?2), and with _LATEST_AND_NULL its null version too (a row
+# that is both comes twice): id, sort_id, latest, version_id, blobs. Two index searches in one statement.
+_VERSION_ROW = "SELECT id, sort_id, latest, version_id, blobs FROM versions WHERE bucket = ?1 AND key = ?2"
+_LATEST = f"{_VERSION_ROW} AND latest = 1"
+_LATEST_AND_NULL = f"{_LATEST} UNION ALL {_VERSION_ROW} AND version_id = 'null'"
 
 
 class LocalObjectStore:
@@ -288,7 +294,7 @@ class LocalObjectStore:
         extra = _sealing(customer_key)
         if checksum is not None:
             extra["c"] = checksum.to_json()
-        with self._encrypting(customer_key) as (cipher, key_id):
+        with self._encrypting(customer_key) as (key_id, cipher):
             content = self._files.take(body, cipher=cipher)
             content.key_id = key_id
 
@@ -299,8 +305,7 @@ class LocalObjectStore:
                     key,
                     content=content,
                     content_type=content_type or DEFAULT_CONTENT_TYPE,
-                    meta=encode_meta(metadata, headers, tags, extra),
-                    tags=tags or {},
+                    meta=meta_of(metadata, headers, tags, extra),
                 )
 
             try:
@@ -375,8 +380,7 @@ class LocalObjectStore:
                     key,
                     content=None,
                     content_type="",
-                    meta=encode_meta(None, None, None),
-                    tags={},
+                    meta=meta_of(None, None, None),
                     replicate=replicate,
                 )
                 result = Deleted(version.version_id, True)
@@ -499,7 +503,7 @@ class LocalObjectStore:
         else:
             refuse_key(customer_key)
         # The newest key is leased until the part's row has committed.
-        with self._encrypting(customer_key if sealed else None) as (cipher, key_id):
+        with self._encrypting(customer_key if sealed else None) as (key_id, cipher):
             wanted = checksums.upload_from_json(upload.get("u"))
             if copied and wanted is not None:
                 body, computed = checksums.tap(body, wanted[0])
@@ -640,8 +644,7 @@ class LocalObjectStore:
                 key,
                 content=content,
                 content_type=upload[0],
-                meta=orjson.dumps(meta),
-                tags=meta.get("t", {}),
+                meta=meta,
                 segments=segments,
                 parts_count=len(parts),
             )
@@ -752,8 +755,7 @@ class LocalObjectStore:
                     version.key,
                     content=content,
                     content_type=version.content_type,
-                    meta=encode_meta(version.metadata, version.headers, version.tags, extra),
-                    tags=version.tags,
+                    meta=meta_of(version.metadata, version.headers, version.tags, extra),
                     # Its parts count, as the source's (x-amz-mp-parts-count, partNumber past the last).
                     parts_count=None if content is None else version.parts_count,
                     segments=segments,
@@ -1020,15 +1022,14 @@ class LocalObjectStore:
             raise
         return Content(size=version.size, md5=version.etag), list(zip(written, sizes, strict=True))
 
-    @contextmanager
-    def _encrypting(self, customer_key: CustomerKey | None) -> Iterator[tuple[BlobCipher, int | None]]:
-        """The cipher of a body to write and its SSE-S3 key id (None: the customer's key); the key is
+    def _encrypting(
+        self, customer_key: CustomerKey | None
+    ) -> AbstractContextManager[tuple[int | None, BlobCipher]]:
+        """The SSE-S3 key id of a body to write (None: the customer's key) and its cipher; the key is
         leased until the block ends, so end it after the row that names the key has committed."""
         if customer_key is not None:
-            yield BlobCipher(customer_key.key), None
-            return
-        with self._keys.writing() as (key_id, cipher):
-            yield cipher, key_id
+            return nullcontext((None, BlobCipher(customer_key.key)))
+        return self._keys.writing()
 
     def _unlock(
         self, meta: Mapping[str, Any], customer_key: CustomerKey | None, key_ids: Sequence[int | None]
@@ -1086,20 +1087,26 @@ class LocalObjectStore:
         *,
         content: Content | None,
         content_type: str,
-        meta: bytes,
-        tags: Mapping[str, str],
+        meta: dict[str, Any],
         segments: Sequence[tuple[Any, ...]] | None = None,
         parts_count: int | None = None,
         replica: ObjectVersion | None = None,
         replicate: bool = True,
     ) -> tuple[ObjectVersion, list[str]]:
-        """Add a version (or a delete marker when `content` is None); returns it and the blobs to unlink."""
+        """Add a version (or a delete marker when `content` is None), its `meta` column as a dict (see
+        metadata.meta_of); returns it and the blobs to unlink."""
         bucket = state.bucket
         marker = content is None
-        parsed = orjson.loads(meta)
-        latest = db.execute(
-            "SELECT id, sort_id FROM versions WHERE bucket = ? AND key = ? AND latest = 1", (bucket.name, key)
-        ).fetchone()
+        tags = meta["t"]
+        # A version of an unversioned (or suspended) bucket replaces the key's null version, which is not
+        # its latest when versions came after it: one statement finds both rows.
+        replaces_null = replica is None and bucket.versioning != "Enabled"
+        latest = old = None
+        for row in db.execute(_LATEST_AND_NULL if replaces_null else _LATEST, (bucket.name, key)):
+            if row[2]:
+                latest = row
+            if replaces_null and row[3] == NULL_VERSION:
+                old = row
         doomed: list[str] = []
         deleted = None
         status: ReplicationStatus | None
@@ -1115,22 +1122,17 @@ class LocalObjectStore:
             if latest is not None and sort_id <= latest[1]:
                 sort_id = VersionIds.after(latest[1])
             is_latest = True
-            version_id = sort_id if bucket.versioning == "Enabled" else NULL_VERSION
+            version_id = NULL_VERSION if replaces_null else sort_id
             status = None
             enabled = bucket.versioning == "Enabled" and replicate
             replication = state.replication if enabled else None
             if replication is not None and replication.rule_for(key, tags, delete_marker=marker) is not None:
                 status = "PENDING"
                 self._queued = True
-            if version_id == NULL_VERSION:
-                old = db.execute(
-                    BY_VERSION_ID,
-                    (bucket.name, key, NULL_VERSION),
-                ).fetchone()
-                if old is not None:
-                    doomed = blob_ids(old[3])
-                    db.execute("DELETE FROM versions WHERE id = ?", (old[0],))
-                    deleted = old[0]
+            if old is not None:
+                doomed = blob_ids(old[4])
+                db.execute("DELETE FROM versions WHERE id = ?", (old[0],))
+                deleted = old[0]
         # An unversioned overwrite deleted the latest row itself just above: no flag left to clear.
         if is_latest and latest is not None and latest[0] != deleted:
             db.execute("UPDATE versions SET latest = 0 WHERE id = ?", (latest[0],))
@@ -1152,7 +1154,7 @@ class LocalObjectStore:
                 0 if content is None else content.size,
                 "" if content is None else content.md5,
                 content_type,
-                meta,
+                orjson.dumps(meta),
                 status,
                 parts_count,
                 None if segments is None else orjson.dumps(segments),
@@ -1170,12 +1172,12 @@ class LocalObjectStore:
             is_delete_marker=marker,
             is_latest=is_latest,
             content_type=content_type,
-            metadata=parsed["m"],
-            headers=parsed["h"],
-            tags=parsed["t"],
+            metadata=meta["m"],
+            headers=meta["h"],
+            tags=tags,
             replication_status=status,
             parts_count=parts_count,
-            **extras(parsed),
+            **extras(meta),
         )
         return version, doomed
 
