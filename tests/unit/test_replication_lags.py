@@ -7,6 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from bookstore.kernel.clock import COUNTER_BITS, HybridLogicalClock
+from bookstore.replication.tables.model import LogEntry, within_bound
 from bookstore.replication.tables.replicator import LAG_BUCKETS, LagWindow, observe_all
 
 
@@ -49,3 +51,18 @@ def test_the_window_keeps_batches_and_names_the_newest_lag_of_the_last() -> None
     assert window.summary(1_060_050)["eu-west-1"]["count"] == 1.0
     window.add_all("eu-west-1", 1_060_150, [7, 3])
     assert list(window.samples["eu-west-1"]) == [(1_060_150, [7, 3])]
+
+
+def test_a_batch_is_held_back_from_its_first_change_too_far_ahead() -> None:
+    now, bound = 1_700_000_000_000, 500
+
+    def at(ms: int, counter: int = 0) -> LogEntry:
+        version = (HybridLogicalClock.pack(ms) + counter, "eu-west-1")
+        return LogEntry(1, "books", "INSERT", {"id": "b"}, None, {"id": "b"}, ms, "eu-west-1", version, None)
+
+    on_bound = [at(now - 60_000), at(now + bound, counter=(1 << COUNTER_BITS) - 1), at(now)]
+    assert within_bound(on_bound, now, bound) == (on_bound, None)
+    ahead = at(now + bound + 1)
+    assert within_bound([*on_bound, ahead, at(now)], now, bound) == (on_bound, ahead)
+    assert within_bound([ahead, *on_bound], now, bound) == ([], ahead)
+    assert within_bound([], now, bound) == ([], None)
