@@ -286,32 +286,15 @@ class SqliteReplica:
     def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
         """The entry with what writing it stores; ValidationError when it is malformed.
 
-        A catch-up checks hundreds of thousands: each check is made in place, with no call per field
-        (3.6 us an entry before, a fifth of the apply), and one that fails asks the thorough function
-        (`_version`, `stored_key`, `_image`) for the error to raise.
+        A catch-up checks hundreds of thousands: the key is checked in place, not through a call per
+        attribute, and one that fails goes the thorough way (`stored_key`) for the error to raise.
         """
         table = tables.get(entry.table)
         if table is None:
             raise ValidationError(f"table {entry.table!r} is not replicated here")
-        version, previous = entry.version, entry.previous
-        if not (
-            type(version) is tuple
-            and len(version) == 2
-            and type(version[0]) is int
-            and version[0] >= 0
-            and type(version[1]) is str
-            and version[1]
-        ):
-            _version(version, "version")
-        if previous is not None and not (
-            type(previous) is tuple
-            and len(previous) == 2
-            and type(previous[0]) is int
-            and previous[0] >= 0
-            and type(previous[1]) is str
-            and previous[1]
-        ):
-            _version(previous, "previous version")
+        _version(entry.version, "version")
+        if entry.previous is not None:
+            _version(entry.previous, "previous version")
         if type(entry.origin) is not str or not entry.origin:
             raise ValidationError(f"origin must be a region name, got {entry.origin!r}")
         if type(entry.written_ms) is not int:
