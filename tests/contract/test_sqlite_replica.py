@@ -203,6 +203,43 @@ def test_a_large_batch_compares_every_key_with_the_version_held_here(open_region
     assert all(e.old is not None and e.old != e.new for e in modified)
 
 
+def test_a_batch_of_many_rows_writes_what_its_entries_one_by_one_write(open_region: Any) -> None:
+    # Rows go in ROWS_PER_INSERT to a statement: a batch of several such statements and a remainder,
+    # in two tables, holding keys written, changed and removed again within it, must leave the items,
+    # digests and log that applying its entries one at a time leaves.
+    a, whole, one_by_one = open_region(IRELAND), open_region(SINGAPORE), open_region(VIRGINIA)
+    a_carts = a.db.table(CARTS)
+    count = 2 * replica_module.ROWS_PER_INSERT + 37
+    for i in range(count):
+        a.books.put(book(i))
+        a_carts.put({"customerId": f"c{i % 7}", "bookId": f"b{i:03d}", "quantity": 1})
+        if i % 3 == 0:
+            a.books.update({"id": f"b{i // 2:03d}"}, {"price": i})
+        if i % 5 == 0:
+            a_carts.delete({"customerId": f"c{(i // 2) % 7}", "bookId": f"b{i // 2:03d}"})
+    whole.db.table(CARTS), one_by_one.db.table(CARTS)
+    entries = a.replica.read_log(0, limit=5000).entries
+    assert len(entries) > 2 * count
+    result = whole.replica.apply(IRELAND, entries, entries[-1].seq)
+    assert (result.applied, result.skipped) == (len(entries), 0)
+    for entry in entries:
+        one_by_one.replica.apply(IRELAND, [entry], entry.seq)
+
+    def log(region: Region) -> list[tuple[Any, ...]]:
+        read = region.replica.read_log(0, limit=5000)
+        return [
+            (e.seq, e.table, e.kind, e.key, e.old, e.new, e.origin, e.version, e.previous)
+            for e in read.entries
+        ]
+
+    for region in (whole, one_by_one):
+        assert region.replica.state_digest(["books", "carts"]) == a.replica.state_digest(["books", "carts"])
+        for table in ("books", "carts"):
+            assert region.replica.digest(table, 4096) == a.replica.digest(table, 4096)
+    assert log(whole) == log(one_by_one)
+    assert whole.replica.head_seq() == one_by_one.replica.head_seq() == len(entries)
+
+
 def test_tombstones_win_and_lose_by_version(open_region: Any) -> None:
     a, b = open_region(IRELAND), open_region(SINGAPORE)
     a.books.put(book(1))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from bookstore.domain import errors
-from bookstore.ports import Key, TableSchema
+from bookstore.ports import ChangeKind, Key, TableSchema
 from bookstore.replication.tables.model import LogEntry, Version
 
 MAX_BATCH = 5000
@@ -93,77 +93,74 @@ _FIELDS = frozenset(_Entry.model_fields) - {"trace"}
 _KINDS = frozenset(("INSERT", "MODIFY", "REMOVE"))
 
 
-def _version_of(value: Any) -> Version | None:
-    """A wire version ([hlc, region]) as a tuple, or None unless it is exactly what _Entry accepts."""
-    if type(value) is list and len(value) == 2 and type(value[0]) is int and type(value[1]) is str:
-        return (value[0], value[1])
-    return None
-
-
-def _fast(e: Any, schemas: Mapping[str, TableSchema], regions: Collection[str]) -> LogEntry | None:
-    """The entry of `e` when it is plainly valid (as _Entry and _checked would find it), else None.
+def _fast(
+    raw: list[Any], schemas: Mapping[str, TableSchema], regions: Collection[str]
+) -> list[LogEntry] | None:
+    """The entries of `raw` if every one is plainly valid (as _Entry and _checked would find it), else None.
 
     A catch-up moves hundreds of thousands of entries: building a pydantic model of each cost more than
     applying it. Anything unusual (a trace, a bad field) goes the model's way, which says what is wrong.
+    One loop, no call per entry or per field: at 2 us an entry this was a tenth of a drain's CPU.
     """
-    if type(e) is not dict or e.keys() != _FIELDS:
-        return None
-    seq, table, kind, key, old, new = e["seq"], e["table"], e["kind"], e["key"], e["old"], e["new"]
-    written, origin = e["writtenMs"], e["origin"]
-    version = _version_of(e["version"])
-    raw_previous = e["previous"]
-    previous = None if raw_previous is None else _version_of(raw_previous)
-    if (
-        type(seq) is not int
-        or seq < 0
-        or type(table) is not str
-        or kind not in _KINDS
-        or type(key) is not dict
-        or (old is not None and type(old) is not dict)
-        or (new is not None and type(new) is not dict)
-        or type(written) is not int
-        or written < 0
-        or type(origin) is not str
-        or len(origin) > 64
-        or version is None
-        or (raw_previous is not None and previous is None)
-    ):
-        return None
-    schema = schemas.get(table)
-    if (
-        schema is None
-        or origin not in regions
-        or version[1] not in regions
-        or version[0] <= 0
-        or (previous is not None and previous[0] < 0)
-        or (kind == "REMOVE") != (new is None)
-    ):
-        return None
-    names = (schema.partition_key,) if schema.sort_key is None else (schema.partition_key, schema.sort_key)
-    if len(key) != len(names) or any(key.get(n) in (None, "") for n in names):
-        return None
-    if new is not None and any(new.get(n) != key[n] for n in names):
-        return None
-    return LogEntry(
-        seq=seq,
-        table=table,
-        kind=kind,
-        key=key,
-        old=old,
-        new=new,
-        written_ms=written,
-        origin=origin,
-        version=version,
-        previous=previous,
-    )
+    keys = {name: (schema.partition_key, schema.sort_key) for name, schema in schemas.items()}
+    entries: list[LogEntry] = []
+    append = entries.append
+    for e in raw:
+        if type(e) is not dict or e.keys() != _FIELDS:
+            return None
+        table, kind, origin, key, new = e["table"], e["kind"], e["origin"], e["key"], e["new"]
+        # Types first: a list where a name belongs cannot be looked up (unhashable).
+        if type(table) is not str or type(kind) is not str or type(origin) is not str:
+            return None
+        names = keys.get(table)
+        if names is None or kind not in _KINDS or origin not in regions or len(origin) > 64:
+            return None
+        seq, written, old = e["seq"], e["writtenMs"], e["old"]
+        if type(seq) is not int or seq < 0 or type(written) is not int or written < 0:
+            return None
+        version, previous = e["version"], e["previous"]
+        if type(version) is not list or len(version) != 2:
+            return None
+        hlc, region = version
+        if type(hlc) is not int or hlc <= 0 or type(region) is not str or region not in regions:
+            return None
+        if previous is not None:
+            if type(previous) is not list or len(previous) != 2:
+                return None
+            previous_hlc, previous_region = previous
+            if type(previous_hlc) is not int or previous_hlc < 0 or type(previous_region) is not str:
+                return None
+            previous = (previous_hlc, previous_region)
+        if type(key) is not dict or (old is not None and type(old) is not dict):
+            return None
+        if new is None:
+            if kind != "REMOVE":
+                return None
+        elif type(new) is not dict or kind == "REMOVE":
+            return None
+        # The key holds exactly the table's key attributes, none empty, and the new image the same.
+        partition, sort = names
+        value = key.get(partition)
+        if value is None or value == "" or (new is not None and new.get(partition) != value):
+            return None
+        if sort is None:
+            if len(key) != 1:
+                return None
+        else:
+            value = key.get(sort)
+            if len(key) != 2 or value is None or value == "" or (new is not None and new.get(sort) != value):
+                return None
+        kind = cast(ChangeKind, kind)  # one of _KINDS
+        append(LogEntry(seq, table, kind, key, old, new, written, origin, (hlc, region), previous))
+    return entries
 
 
 def parse_entries(raw: Any, schemas: Mapping[str, TableSchema], regions: Collection[str]) -> list[LogEntry]:
     """Entries from untrusted JSON; any invalid entry refuses the whole batch with ValidationError."""
     if type(raw) is list:
-        fast = [_fast(e, schemas, regions) for e in raw]
-        if None not in fast:
-            return fast  # type: ignore[return-value]
+        fast = _fast(raw, schemas, regions)
+        if fast is not None:
+            return fast
     try:
         entries = [_Entry.model_validate(e) for e in raw] if isinstance(raw, list) else None
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -80,6 +81,37 @@ DEFER_KEY_INDEX_MIN = 50_000
 _Slot = tuple[str, KeyValue, KeyValue]
 _Local = tuple[str | None, Version | None, Version | None]
 _ABSENT: _Local = (None, None, None)
+
+
+# Rows are inserted ROWS_PER_INSERT to a statement (one VALUES list of that many rows). executemany of a
+# one-row INSERT ran the statement once per row, each run opening the table's and its indexes' cursors
+# again (and, for the log, reading and writing its AUTOINCREMENT counter): a quarter of the log's cost
+# per row and about 1 us of a catch-up's apply per entry (docs/performance.md).
+ROWS_PER_INSERT = 128
+# The values of a row of the log (change_log.APPEND_AT) and of a table (SqliteTable.sql_upsert).
+LOG_WIDTH = 14
+ITEM_WIDTH = 10
+
+
+@functools.cache
+def _multi_row(sql: str, width: int, rows: int) -> str:
+    """`sql`, an INSERT of one row of `width` values ("VALUES (?, ...)"), made to insert `rows` rows."""
+    one = "(" + ", ".join(["?"] * width) + ")"
+    head, tail = sql.split("VALUES " + one)
+    return head + "VALUES " + ", ".join([one] * rows) + tail
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, width: int, values: list[Any]) -> None:
+    """Run the one-row INSERT `sql` for every row of `values` (`width` values a row, one after the
+    other), in order: as executemany would, in fewer statements."""
+    step = width * ROWS_PER_INSERT
+    whole = len(values) - len(values) % step
+    if whole:
+        conn.executemany(
+            _multi_row(sql, width, ROWS_PER_INSERT), [values[i : i + step] for i in range(0, whole, step)]
+        )
+    if whole < len(values):
+        conn.executemany(sql, [values[i : i + width] for i in range(whole, len(values), width)])
 
 
 class _Incoming(NamedTuple):
@@ -251,6 +283,11 @@ class SqliteReplica:
             return True
 
     def _checked(self, entry: LogEntry, tables: Mapping[str, SqliteTable]) -> _Incoming:
+        """The entry with what writing it stores; ValidationError when it is malformed.
+
+        A catch-up checks hundreds of thousands: the key is checked in place, not through a call per
+        attribute, and one that fails goes the thorough way (`stored_key`) for the error to raise.
+        """
         table = tables.get(entry.table)
         if table is None:
             raise ValidationError(f"table {entry.table!r} is not replicated here")
@@ -261,19 +298,35 @@ class SqliteReplica:
             raise ValidationError(f"origin must be a region name, got {entry.origin!r}")
         if type(entry.written_ms) is not int:
             raise ValidationError(f"written_ms must be an integer, got {entry.written_ms!r}")
-        pk, sk = table.stored_key(entry.key)
-        if entry.kind not in ("INSERT", "MODIFY", "REMOVE"):
+        key, new, kind = entry.key, entry.new, entry.kind
+        partition, sort = table.key_names
+        pk = sk = None
+        if type(key) is dict:
+            pk = key.get(partition)
+            sk = NO_SORT if sort is None else key.get(sort)
+        if not (
+            ((type(pk) is str and pk) or type(pk) is int)
+            and ((type(sk) is str and (sk or sort is None)) or type(sk) is int)
+            and len(key) == (1 if sort is None else 2)  # with the attributes found: exactly the key's
+        ):
+            # Floats (finite ones are keys too), or no key: the thorough way, which raises if it must.
+            pk, sk = table.stored_key(key)
+        if kind not in ("INSERT", "MODIFY", "REMOVE"):
             raise ValidationError(f"{entry.table} {entry.key}: unknown change kind {entry.kind!r}")
-        if (entry.kind == "REMOVE") != (entry.new is None):
+        if (kind == "REMOVE") != (new is None):
             raise ValidationError(
                 f"{entry.table} {entry.key}: a REMOVE carries no new image, and only a REMOVE"
             )
         doc: str | None = None
-        if entry.new is not None:
+        if new is not None:
             doc = self._image(table, pk, sk, entry)
-        slot = (entry.table, canonical_key_value(pk), canonical_key_value(sk))
-        key_json = orjson.dumps(table.key_of_row(slot[1], slot[2])).decode()
-        return _Incoming(entry, table, pk, sk, slot, doc, key_json)
+        # Key values as every region spells them: only a float may change (1.0 is the key 1).
+        canonical_pk = canonical_key_value(pk) if type(pk) is float else pk
+        canonical_sk = canonical_key_value(sk) if type(sk) is float else sk
+        key_json = orjson.dumps(
+            {partition: canonical_pk} if sort is None else {partition: canonical_pk, sort: canonical_sk}
+        ).decode()
+        return _Incoming(entry, table, pk, sk, (entry.table, canonical_pk, canonical_sk), doc, key_json)
 
     @staticmethod
     def _image(table: SqliteTable, pk: KeyValue, sk: KeyValue, entry: LogEntry) -> str:
@@ -283,18 +336,18 @@ class SqliteReplica:
         check again would double the cost of applying.
         """
         new = entry.new
-        schema = table.schema
         # The image's key attributes equal the entry's key (checked already): compared in place, which
         # costs a third of re-deriving and re-checking its stored key.
         key = entry.key
-        if not isinstance(new, dict) or any(
-            not is_key_value(new.get(name)) or new[name] != key[name] for name in key
-        ):
+        if not isinstance(new, dict):
             raise ValidationError(f"{entry.table} {entry.key}: the new image is not an item of that key")
-        for index in schema.indexes:
-            for attribute in (index.partition_key, index.sort_key):
-                if attribute is not None and attribute in new and not is_key_value(new[attribute]):
-                    raise ValidationError(f"{entry.table} {entry.key}: {attribute} keys index {index.name}")
+        for name in key:
+            value = new.get(name)
+            if value != key[name] or not is_key_value(value):
+                raise ValidationError(f"{entry.table} {entry.key}: the new image is not an item of that key")
+        for attribute, index in table.index_attributes:
+            if attribute in new and not is_key_value(new[attribute]):
+                raise ValidationError(f"{entry.table} {entry.key}: {attribute} keys index {index}")
         try:
             return orjson.dumps(new).decode()
         except TypeError as exc:
@@ -308,78 +361,72 @@ class SqliteReplica:
         # The batch may hold one key several times: later entries compare with what earlier ones wrote.
         current = self._current_rows(conn, incoming)
         seq = change_log.head_seq(conn)
-        log_rows: list[tuple[Any, ...]] = []
-        item_rows: dict[str, list[tuple[Any, ...]]] = {}
+        # The rows to write, their values one after the other (LOG_WIDTH and ITEM_WIDTH a row): see
+        # `_insert_rows`.
+        log_values: list[Any] = []
+        item_values: dict[str, list[Any]] = {}
         conflicts: list[tuple[ConflictRecord, tuple[Any, ...]]] = []
         applied: list[LogEntry] = []
+        horizon = self._horizon
         newest = 0
         for change in incoming:
             entry = change.entry
-            newest = max(newest, entry.version[0])
+            version = entry.version
+            hlc, region = version
+            if hlc > newest:
+                newest = hlc
+            doc = change.doc
             local_doc, local_version, local_previous = current.get(change.slot, _ABSENT)
-            if local_version is None and change.doc is None and entry.version[0] < self._horizon:
+            if local_version is None and doc is None and hlc < horizon:
                 continue  # a tombstone already trimmed here, brought back by a late repair
             rule = change.table.schema.conflict_rule
             if rule == FIRST_WRITER_WINS:
-                if change.doc is None:
+                if doc is None:
                     continue  # an item written once is never deleted: no tombstone may remove or block it
                 if local_doc is None:
                     local_version = None  # a tombstone (of an older file) blocks no first write
-            if local_version is not None and concurrent(
-                entry.version, entry.previous, local_version, local_previous
-            ):
-                conflicts.append(self._conflict(change, local_doc, local_version, now, source))
-            if local_version is not None and not supersedes(rule, entry.version, local_version):
-                continue
+            if local_version is not None:
+                if concurrent(version, entry.previous, local_version, local_previous):
+                    conflicts.append(self._conflict(change, local_doc, local_version, now, source))
+                if not supersedes(rule, version, local_version):
+                    continue
             seq += 1
-            kind: ChangeKind = "REMOVE" if change.doc is None else "INSERT" if local_doc is None else "MODIFY"
-            hlc, region = entry.version
-            prev_hlc, prev_region = (None, None) if entry.previous is None else entry.previous
+            kind: ChangeKind = "REMOVE" if doc is None else "INSERT" if local_doc is None else "MODIFY"
+            previous = entry.previous
+            prev_hlc, prev_region = (None, None) if previous is None else previous
             if local_version is None:
-                khash, rhash = row_hashes(change.pk, change.sk, hlc, region, change.doc is None)
+                khash, rhash = row_hashes(change.pk, change.sk, hlc, region, doc is None)
             else:
                 # The row exists (here or earlier in the batch), so the upsert updates it and keeps its
                 # key hash (it does not set khash): hashing the key again would cost as much as the row.
-                khash, rhash = 0, row_hash(change.pk, change.sk, hlc, region, change.doc is None)
-            log_rows.append(
-                (
-                    seq,
-                    entry.table,
-                    kind,
-                    change.key_json,
-                    local_doc,
-                    change.doc,
-                    entry.written_ms,
-                    entry.origin,
-                    hlc,
-                    region,
-                    prev_hlc,
-                    prev_region,
-                    now,
-                    entry.trace,
-                )
+                khash, rhash = 0, row_hash(change.pk, change.sk, hlc, region, doc is None)
+            log_values += (
+                seq,
+                entry.table,
+                kind,
+                change.key_json,
+                local_doc,
+                doc,
+                entry.written_ms,
+                entry.origin,
+                hlc,
+                region,
+                prev_hlc,
+                prev_region,
+                now,
+                entry.trace,
             )
-            item_rows.setdefault(entry.table, []).append(
-                (
-                    change.pk,
-                    change.sk,
-                    change.doc,
-                    hlc,
-                    region,
-                    prev_hlc,
-                    prev_region,
-                    seq,
-                    khash,
-                    rhash,
-                )
-            )
-            current[change.slot] = (change.doc, entry.version, entry.previous)
+            values = item_values.get(entry.table)
+            if values is None:
+                values = item_values[entry.table] = []
+            values += (change.pk, change.sk, doc, hlc, region, prev_hlc, prev_region, seq, khash, rhash)
+            current[change.slot] = (doc, version, previous)
             applied.append(entry)
-        if log_rows:
-            conn.executemany(change_log.APPEND_AT, log_rows)
+        if log_values:
+            _insert_rows(conn, change_log.APPEND_AT, LOG_WIDTH, log_values)
             tables = self.db.tables
-            for name, rows in item_rows.items():
-                conn.executemany(tables[name].sql_upsert, rows)
+            for name, values in item_values.items():
+                _insert_rows(conn, tables[name].sql_upsert, ITEM_WIDTH, values)
         recorded = self._record_conflicts(conn, conflicts)
         if newest:
             # Later local writes must carry versions above every version seen, here and after a restart.
@@ -396,7 +443,7 @@ class SqliteReplica:
             conflicts=recorded,
             applied_entries=applied,
         )
-        return result, bool(log_rows)
+        return result, bool(log_values)
 
     @staticmethod
     def _current_rows(conn: sqlite3.Connection, incoming: list[_Incoming]) -> dict[_Slot, _Local]:

@@ -398,6 +398,15 @@ class SqliteTable:
         )
         for index in schema.indexes:
             _checked_name("index", index.name)
+        # The key's attributes, and each attribute keying a secondary index with the index's name: what
+        # an image applied from a peer is checked for (the replica's apply, per entry).
+        self.key_names = (schema.partition_key, schema.sort_key)
+        self.index_attributes = tuple(
+            (attribute, index.name)
+            for index in schema.indexes
+            for attribute in (index.partition_key, index.sort_key)
+            if attribute is not None
+        )
 
     def create(self, conn: sqlite3.Connection) -> None:
         """Create this table and its indexes when absent, and bring a table of an older file up to date."""
