@@ -88,28 +88,26 @@ _ABSENT: _Local = (None, None, None)
 # again (and, for the log, reading and writing its AUTOINCREMENT counter): a quarter of the log's cost
 # per row and about 1 us of a catch-up's apply per entry (docs/performance.md).
 ROWS_PER_INSERT = 128
-# The values of a row of the log (change_log.APPEND_AT) and of a table (SqliteTable.sql_upsert).
-LOG_WIDTH = 14
-ITEM_WIDTH = 10
 
 
 @functools.cache
-def _multi_row(sql: str, width: int, rows: int) -> str:
-    """`sql`, an INSERT of one row of `width` values ("VALUES (?, ...)"), made to insert `rows` rows."""
+def _multi_row(sql: str, rows: int) -> tuple[str, int]:
+    """`sql`, an INSERT of one row ("VALUES (?, ...)", its only parameters), made to insert `rows` rows;
+    and the number of values a row takes."""
+    width = sql.count("?")
     one = "(" + ", ".join(["?"] * width) + ")"
     head, tail = sql.split("VALUES " + one)
-    return head + "VALUES " + ", ".join([one] * rows) + tail
+    return head + "VALUES " + ", ".join([one] * rows) + tail, width
 
 
-def _insert_rows(conn: sqlite3.Connection, sql: str, width: int, values: list[Any]) -> None:
-    """Run the one-row INSERT `sql` for every row of `values` (`width` values a row, one after the
-    other), in order: as executemany would, in fewer statements."""
+def _insert_rows(conn: sqlite3.Connection, sql: str, values: list[Any]) -> None:
+    """Run the one-row INSERT `sql` for every row of `values` (its values one row after the other), in
+    order: as executemany would, in fewer statements."""
+    many, width = _multi_row(sql, ROWS_PER_INSERT)
     step = width * ROWS_PER_INSERT
     whole = len(values) - len(values) % step
     if whole:
-        conn.executemany(
-            _multi_row(sql, width, ROWS_PER_INSERT), [values[i : i + step] for i in range(0, whole, step)]
-        )
+        conn.executemany(many, [values[i : i + step] for i in range(0, whole, step)])
     if whole < len(values):
         conn.executemany(sql, [values[i : i + width] for i in range(whole, len(values), width)])
 
@@ -361,8 +359,7 @@ class SqliteReplica:
         # The batch may hold one key several times: later entries compare with what earlier ones wrote.
         current = self._current_rows(conn, incoming)
         seq = change_log.head_seq(conn)
-        # The rows to write, their values one after the other (LOG_WIDTH and ITEM_WIDTH a row): see
-        # `_insert_rows`.
+        # The rows to write, their values one after the other: see `_insert_rows`.
         log_values: list[Any] = []
         item_values: dict[str, list[Any]] = {}
         conflicts: list[tuple[ConflictRecord, tuple[Any, ...]]] = []
@@ -423,10 +420,10 @@ class SqliteReplica:
             current[change.slot] = (doc, version, previous)
             applied.append(entry)
         if log_values:
-            _insert_rows(conn, change_log.APPEND_AT, LOG_WIDTH, log_values)
+            _insert_rows(conn, change_log.APPEND_AT, log_values)
             tables = self.db.tables
             for name, values in item_values.items():
-                _insert_rows(conn, tables[name].sql_upsert, ITEM_WIDTH, values)
+                _insert_rows(conn, tables[name].sql_upsert, values)
         recorded = self._record_conflicts(conn, conflicts)
         if newest:
             # Later local writes must carry versions above every version seen, here and after a restart.
