@@ -33,11 +33,12 @@ class _Pool:
     """Idle keep-alive connections to the one upstream; a new one when none is idle."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, host: str, port: int, make: Callable[[], _Up]
+        self, loop: asyncio.AbstractEventLoop, host: str, port: int, make: Callable[[_Pool], _Up]
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
+        self.authority = b"%b:%d" % (host.encode(), port)
         self.make = make
         self.idle: deque[_Up] = deque()
 
@@ -51,7 +52,7 @@ class _Pool:
             self.loop.create_task(self._connect(request, client))
 
     async def _connect(self, request: bytes, client: _Client) -> None:
-        _, up = await self.loop.create_connection(self.make, self.host, self.port)
+        _, up = await self.loop.create_connection(lambda: self.make(self), self.host, self.port)
         up.client = client
         up.transport.write(request)
 
@@ -205,7 +206,7 @@ def _address(text: str) -> tuple[str, int]:
 async def serve(listen: tuple[str, int], upstream: tuple[str, int], framing: str) -> None:
     loop = asyncio.get_running_loop()
     up_class, client_class = (_ParsedUp, _ParsedClient) if framing == "httptools" else (_Up, _Client)
-    pool = _Pool(loop, *upstream, make=lambda: up_class(pool))
+    pool = _Pool(loop, *upstream, make=up_class)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(listen)

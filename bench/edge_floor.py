@@ -10,7 +10,8 @@ script, and these ways to GET /api/books/{id} (/books/{id} straight), each run f
 R rounds:
 - straight to Ireland, through nginx (edge.py's configuration), through the edge;
 - through bench/bare_proxy.py with `find` framing (bytes.find both ways, the answer forwarded as is)
-  and with `httptools` framing (both sides parsed with callbacks, request and reply rebuilt).
+  and with `httptools` framing (both sides parsed with callbacks, request and reply rebuilt);
+- through bench/lean_edge.py: that httptools floor with the edge's per-request features (a prototype).
 Per way: requests/s (median of the rounds, and each round's ratio to nginx's), the proxy process's CPU
 time per request (user + system from /proc over the run), Ireland's and wrk's (its rusage as a waited-for
 child): whether the proxy's core (wrk's plus the proxy's CPU) or Ireland's limits.
@@ -41,7 +42,8 @@ NGINX = "through nginx"
 EDGE = "through the edge"
 BARE_FIND = "bare proxy, find"
 BARE_HTTPTOOLS = "bare proxy, httptools"
-WAYS = (DIRECT, NGINX, EDGE, BARE_FIND, BARE_HTTPTOOLS)
+LEAN = "lean edge prototype"
+WAYS = (DIRECT, NGINX, EDGE, BARE_FIND, BARE_HTTPTOOLS, LEAN)
 
 
 @dataclass
@@ -58,23 +60,16 @@ class Way:
 
 
 @contextlib.contextmanager
-def bare_proxy(work: Path, upstream: str, framing: str, core: int | None) -> Iterator[tuple[str, int]]:
-    """bench/bare_proxy.py serving on a free port in front of `upstream`; yields (base URL, pid)."""
+def python_proxy(
+    work: Path, name: str, module: str, args: list[str], core: int | None
+) -> Iterator[tuple[str, int]]:
+    """`python -m module --listen (a free port) args` until the block ends, its output in work/name.log;
+    yields (base URL, pid)."""
     listen = f"{NGINX_HOST}:{free_port(NGINX_HOST)}"
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.bare_proxy",
-        "--listen",
-        listen,
-        "--upstream",
-        upstream,
-        "--framing",
-        framing,
-    ]
+    argv = [sys.executable, "-m", module, "--listen", listen, *args]
     base = f"http://{listen}"
     work.mkdir(parents=True, exist_ok=True)
-    with running(argv, f"{base}/api/books/{BOOK}", work / f"bare-{framing}.log", core=core) as proc:
+    with running(argv, f"{base}/api/books/{BOOK}", work / f"{name}.log", core=core) as proc:
         yield base, proc.pid
 
 
@@ -99,18 +94,28 @@ def measure(work: Path, load: Load, rounds: int, seconds: int, only: tuple[str, 
         upstream = f"{home.address}:{home.api_port}"
         path = f"/api/books/{BOOK}"
         nginx = stack.enter_context(nginx_in_front(work / "nginx", upstream, path, wrk_core))
-        find, find_pid = stack.enter_context(bare_proxy(work, upstream, "find", wrk_core))
-        parsed, parsed_pid = stack.enter_context(bare_proxy(work, upstream, "httptools", wrk_core))
+        bare = ["--upstream", upstream, "--framing"]
+        find, find_pid = stack.enter_context(
+            python_proxy(work, "find", "bench.bare_proxy", [*bare, "find"], wrk_core)
+        )
+        parsed, parsed_pid = stack.enter_context(
+            python_proxy(work, "httptools", "bench.bare_proxy", [*bare, "httptools"], wrk_core)
+        )
+        topology_file = ["--topology", str(work / "overhead" / "topology.toml")]
+        lean, lean_pid = stack.enter_context(
+            python_proxy(work, "lean", "bench.lean_edge", topology_file, wrk_core)
+        )
         ways = [
             Way(DIRECT, f"{home.api_url}/books/{BOOK}", None),
             Way(NGINX, f"{nginx}{path}", _nginx_worker(work)),
             Way(EDGE, f"{topology.edge.url}{path}", system.control("GET", "/edge")["pid"]),
             Way(BARE_FIND, f"{find}{path}", find_pid),
             Way(BARE_HTTPTOOLS, f"{parsed}{path}", parsed_pid),
+            Way(LEAN, f"{lean}{path}", lean_pid),
         ]
         ways = [w for w in ways if not only or w.label in only or w.label == NGINX]
         for way in ways:
-            _check(way.url, HOME if way.label == EDGE else None)
+            _check(way.url, HOME if way.label in (EDGE, LEAN) else None)
         script = work / "get.lua"
         script.write_text(lua_script("GET", {}, None), encoding="utf-8")
         for _ in range(rounds):

@@ -22,7 +22,8 @@ them alone:
 
 and the instructions per request are its total divided by N (the pyenv interpreter has symbols).
 `--proxy find|httptools` drives bench/bare_proxy.py's connections the same way instead of the edge's:
-the Python a proxy without features runs per request (the floor, bench/edge_floor.py).
+the Python a proxy without features runs per request (the floor, bench/edge_floor.py); `--proxy lean`
+drives bench/lean_edge.py, that floor with the edge's features.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 import uvloop
 from uvicorn.server import ServerState
 
-from bench import bare_proxy
+from bench import bare_proxy, lean_edge
 from bookstore.edge.server import build, server_config
 from bookstore.edge.upstream import _Connection
 from bookstore.runtime.secret import Credentials
@@ -96,7 +97,7 @@ def _bare(framing: str) -> tuple[Any, Any, Callable[[], None]]:
         if framing == "httptools"
         else (bare_proxy._Up, bare_proxy._Client)
     )
-    pool = bare_proxy._Pool(loop, "127.0.1.1", 1, make=lambda: up_class(pool))
+    pool = bare_proxy._Pool(loop, "127.0.1.1", 1, make=up_class)
     protocol = client_class(pool)
     client = _Transport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
     protocol.connection_made(client)
@@ -113,7 +114,33 @@ def _bare(framing: str) -> tuple[Any, Any, Callable[[], None]]:
     return client, upstream, one
 
 
+def _lean() -> tuple[Any, Any, Callable[[], None]]:
+    """bench/lean_edge.py's client and upstream connections on in-memory transports, and one request."""
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-path-") as tmp:
+        topology = loopback_topology(
+            Path(tmp) / "topology.toml", "127.0.0.1", {HOME: "127.0.1.1", OTHER: "127.0.2.1"}, edge=""
+        )
+    app, pools = lean_edge.lean(topology, loop, "127.0.0.1:8080")
+    protocol = lean_edge._LeanClient(app, pools, {})
+    client = _Transport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
+    protocol.connection_made(client)
+    conn = lean_edge._LeanUp(pools[HOME])
+    upstream = _Transport(("127.0.1.1", 1), ("127.0.0.1", 1))
+    conn.connection_made(upstream)
+    pools[HOME].idle.append(conn)
+    request = b"GET /api/books/bk-cook-001 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+    def one() -> None:
+        protocol.data_received(request)
+        conn.data_received(ANSWER)
+
+    return client, upstream, one
+
+
 async def _drive(requests: int, repeat: int, profile: bool, proxy: str) -> list[float]:
+    if proxy == "lean":
+        return _time(*_lean(), requests, repeat, profile)
     if proxy != "edge":
         return _time(*_bare(proxy), requests, repeat, profile)
     with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-path-") as tmp:
@@ -185,9 +212,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
     parser.add_argument(
         "--proxy",
-        choices=("edge", "find", "httptools"),
+        choices=("edge", "find", "httptools", "lean"),
         default="edge",
-        help="the edge, or bench/bare_proxy.py with that framing (the floor, bench/edge_floor.py)",
+        help="the edge, bench/bare_proxy.py with that framing (the floor, bench/edge_floor.py), or "
+        "bench/lean_edge.py (the floor with the edge's features)",
     )
     args = parser.parse_args()
     seconds = uvloop.run(_drive(args.requests, args.repeat, args.profile, args.proxy))
