@@ -8,7 +8,9 @@ uvicorn's protocol rather than the floor: the same `bookstore up` as bench/edge.
 one core; wrk, the proxies, Singapore and the supervisor on the other), the same wrk command and
 script, and these ways to GET /api/books/{id} (/books/{id} straight), each run for S seconds in turn,
 R rounds:
-- straight to Ireland, through nginx (edge.py's configuration), through the edge;
+- straight to Ireland, also with the five headers the edge adds to what it forwards (X-Request-Id,
+  X-Forwarded-For/-Host/-Proto, X-Bookstore-Client), through nginx (edge.py's configuration), through
+  the edge;
 - through bench/bare_proxy.py with `find` framing (bytes.find both ways, the answer forwarded as is)
   and with `httptools` framing (both sides parsed with callbacks, request and reply rebuilt);
 - through bench/lean_edge.py: that httptools floor with the edge's per-request features (a prototype).
@@ -38,12 +40,13 @@ from bench.servers import running
 from bookstore.supervisor.launch import free_port
 
 DIRECT = "straight to Ireland"
+DIRECT_HEADERS = "straight to Ireland, the edge's headers"
 NGINX = "through nginx"
 EDGE = "through the edge"
 BARE_FIND = "bare proxy, find"
 BARE_HTTPTOOLS = "bare proxy, httptools"
 LEAN = "lean edge prototype"
-WAYS = (DIRECT, NGINX, EDGE, BARE_FIND, BARE_HTTPTOOLS, LEAN)
+WAYS = (DIRECT, DIRECT_HEADERS, NGINX, EDGE, BARE_FIND, BARE_HTTPTOOLS, LEAN)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Way:
     label: str
     url: str
     pid: int | None
+    script: str = "get.lua"
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     home_cpu_us: list[float] = field(default_factory=list)
@@ -107,6 +111,7 @@ def measure(work: Path, load: Load, rounds: int, seconds: int, only: tuple[str, 
         )
         ways = [
             Way(DIRECT, f"{home.api_url}/books/{BOOK}", None),
+            Way(DIRECT_HEADERS, f"{home.api_url}/books/{BOOK}", None, "get-forwarded.lua"),
             Way(NGINX, f"{nginx}{path}", _nginx_worker(work)),
             Way(EDGE, f"{topology.edge.url}{path}", system.control("GET", "/edge")["pid"]),
             Way(BARE_FIND, f"{find}{path}", find_pid),
@@ -116,14 +121,23 @@ def measure(work: Path, load: Load, rounds: int, seconds: int, only: tuple[str, 
         ways = [w for w in ways if not only or w.label in only or w.label == NGINX]
         for way in ways:
             _check(way.url, HOME if way.label in (EDGE, LEAN) else None)
-        script = work / "get.lua"
-        script.write_text(lua_script("GET", {}, None), encoding="utf-8")
+        (work / "get.lua").write_text(lua_script("GET", {}, None), encoding="utf-8")
+        # What the edge adds to every request it forwards (proxy.Proxy.forward), sent by wrk itself: the
+        # region's share of the edge's cost.
+        forwarded = {
+            "x-request-id": "9f3c2a51d0e84b7c",
+            "x-forwarded-for": "127.0.0.1",
+            "x-bookstore-client": "127.0.0.1;" + "0" * 64,
+            "x-forwarded-host": topology.edge.url.removeprefix("http://"),
+            "x-forwarded-proto": "http",
+        }
+        (work / "get-forwarded.lua").write_text(lua_script("GET", forwarded, None), encoding="utf-8")
         for _ in range(rounds):
             for way in ways:
                 home_before = cpu_seconds(home_pid)
                 before = cpu_seconds(way.pid) if way.pid is not None else 0.0
                 wrk_before = _children_cpu()
-                result = run(way.url, load, duration_s=seconds, script=script, core=wrk_core)
+                result = run(way.url, load, duration_s=seconds, script=work / way.script, core=wrk_core)
                 way.wrk_cpu_us.append((_children_cpu() - wrk_before) * 1e6 / result.requests)
                 way.rps.append(result.requests_per_s)
                 way.home_cpu_us.append((cpu_seconds(home_pid) - home_before) * 1e6 / result.requests)
