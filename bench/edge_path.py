@@ -21,6 +21,9 @@ them alone:
         .venv/bin/python -m bench.edge_path --requests 2000 --repeat 1
 
 and the instructions per request are its total divided by N (the pyenv interpreter has symbols).
+`--proxy find|httptools` drives bench/bare_proxy.py's connections the same way instead of the edge's:
+the Python a proxy without features runs per request (the floor, bench/edge_floor.py); `--proxy lean`
+drives bench/lean_edge.py, that floor with the edge's features.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ import functools
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvloop
 from uvicorn.server import ServerState
 
+from bench import bare_proxy, lean_edge
 from bookstore.edge.server import build, server_config
 from bookstore.edge.upstream import _Connection
 from bookstore.runtime.secret import Credentials
@@ -84,7 +89,60 @@ class _Transport(asyncio.Transport):
         return 0
 
 
-async def _drive(requests: int, repeat: int, profile: bool) -> list[float]:
+def _bare(framing: str) -> tuple[Any, Any, Callable[[], None]]:
+    """bench/bare_proxy.py's client and upstream connections on in-memory transports, and one request."""
+    loop = asyncio.get_running_loop()
+    up_class, client_class = (
+        (bare_proxy._ParsedUp, bare_proxy._ParsedClient)
+        if framing == "httptools"
+        else (bare_proxy._Up, bare_proxy._Client)
+    )
+    pool = bare_proxy._Pool(loop, "127.0.1.1", 1, make=up_class)
+    protocol = client_class(pool)
+    client = _Transport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
+    protocol.connection_made(client)
+    conn = up_class(pool)
+    upstream = _Transport(("127.0.1.1", 1), ("127.0.0.1", 1))
+    conn.connection_made(upstream)
+    pool.idle.append(conn)
+    request = b"GET /api/books/bk-cook-001 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+    def one() -> None:
+        protocol.data_received(request)
+        conn.data_received(ANSWER)
+
+    return client, upstream, one
+
+
+def _lean() -> tuple[Any, Any, Callable[[], None]]:
+    """bench/lean_edge.py's client and upstream connections on in-memory transports, and one request."""
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-path-") as tmp:
+        topology = loopback_topology(
+            Path(tmp) / "topology.toml", "127.0.0.1", {HOME: "127.0.1.1", OTHER: "127.0.2.1"}, edge=""
+        )
+    app, pools = lean_edge.lean(topology, loop, "127.0.0.1:8080")
+    protocol = lean_edge._LeanClient(app, pools, {})
+    client = _Transport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
+    protocol.connection_made(client)
+    conn = lean_edge._LeanUp(pools[HOME])
+    upstream = _Transport(("127.0.1.1", 1), ("127.0.0.1", 1))
+    conn.connection_made(upstream)
+    pools[HOME].idle.append(conn)
+    request = b"GET /api/books/bk-cook-001 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+    def one() -> None:
+        protocol.data_received(request)
+        conn.data_received(ANSWER)
+
+    return client, upstream, one
+
+
+async def _drive(requests: int, repeat: int, profile: bool, proxy: str) -> list[float]:
+    if proxy == "lean":
+        return _time(*_lean(), requests, repeat, profile)
+    if proxy != "edge":
+        return _time(*_bare(proxy), requests, repeat, profile)
     with tempfile.TemporaryDirectory(prefix="bookstore-bench-edge-path-") as tmp:
         topology = loopback_topology(
             Path(tmp) / "topology.toml", "127.0.0.1", {HOME: "127.0.1.1", OTHER: "127.0.2.1"}, edge=""
@@ -109,10 +167,22 @@ async def _drive(requests: int, repeat: int, profile: bool) -> list[float]:
         topology.edge.port,
     )
 
-    def one() -> None:
+    def edge_one() -> None:
         protocol.data_received(request)
         conn.data_received(ANSWER)
 
+    return _time(client, upstream, edge_one, requests, repeat, profile)
+
+
+def _time(
+    client: _Transport,
+    upstream: _Transport,
+    one: Callable[[], None],
+    requests: int,
+    repeat: int,
+    profile: bool,
+) -> list[float]:
+    """Process CPU time of `requests` calls of `one`, `repeat` times, after 1,000 that warm up."""
     for _ in range(1000):
         one()
     if client.writes != 1000 or upstream.writes != 1000:
@@ -140,11 +210,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument(
+        "--proxy",
+        choices=("edge", "find", "httptools", "lean"),
+        default="edge",
+        help="the edge, bench/bare_proxy.py with that framing (the floor, bench/edge_floor.py), or "
+        "bench/lean_edge.py (the floor with the edge's features)",
+    )
     args = parser.parse_args()
-    seconds = uvloop.run(_drive(args.requests, args.repeat, args.profile))
+    seconds = uvloop.run(_drive(args.requests, args.repeat, args.profile, args.proxy))
     per = [s * 1e6 / args.requests for s in seconds]
     runs = ", ".join(f"{x:.2f}" for x in per)
-    print(f"edge CPU per proxied request (in process): best {min(per):.2f} us; runs {runs}")
+    print(f"{args.proxy} CPU per proxied request (in process): best {min(per):.2f} us; runs {runs}")
 
 
 if __name__ == "__main__":
