@@ -2,7 +2,8 @@
 
 The blog-failover drill kills the primary (kill -9) and promotes a replica. A post acknowledged before its
 record left the primary was kept aside as diverged after the rejoin, but missing from the blog in every
-region: what the drill's `[hosts]` variant once reported in CI.
+region: the most plausible cause of the drill's `[hosts]` failure in stop 30's CI (reproduced on separate
+hosts by racing posts with the kill: docs/performance.md).
 """
 
 from __future__ import annotations
