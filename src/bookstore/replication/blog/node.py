@@ -432,7 +432,8 @@ class BlogReplication:
                             "changes": [change_json(c) for c in changes],
                         }
                     )
-                    # Resumed: the server has written the line to the connection.
+                    # Resumed: the server took the line for the connection; it leaves before the write's
+                    # answer can (a later turn of this loop writes that, runtime/coalescing.py or not).
                     last_sent = loop.time()
                     if changes:
                         after = changes[-1].lsn
