@@ -255,9 +255,11 @@ class BlogRepository:
         self.clock: Clock = clock if clock is not None else SystemClock()
         # Set by the region's replication (bookstore.replication.blog): a gate every write passes before
         # its transaction (a primary that restarted waits there until its peers confirmed its epoch), and
-        # callbacks run after each write commits (they wake the streams to the replicas at once).
+        # callbacks run after each write commits (they wake the streams to the replicas at once), and a
+        # wait before the write returns, given its first and last lsn (until the streams have sent it).
         self.write_gate: Callable[[], None] | None = None
         self.listeners: list[Callable[[], None]] = []
+        self.before_acknowledging: Callable[[int, int], None] | None = None
 
     @classmethod
     def open(
@@ -378,7 +380,8 @@ class BlogRepository:
                     )
                 if meta.read_only:
                     raise self.refusal(meta)
-                result = operations(RowWriter(tx, meta.epoch, self.region, self.clock.now_ms()))
+                writer = RowWriter(tx, meta.epoch, self.region, self.clock.now_ms())
+                result = operations(writer)
         except Unavailable:
             # A read-only MySQL server refuses even the locking read: name the primary when we know it.
             known = self._parse_meta(self.db.query("SELECT name, value FROM blog_meta"))
@@ -387,6 +390,8 @@ class BlogRepository:
             raise
         for listener in self.listeners:
             listener()
+        if self.before_acknowledging is not None and writer.lsns:
+            self.before_acknowledging(writer.lsns[0], writer.lsns[-1])
         return result
 
     def insert_post(self, post: Post, *, explicit_slug: bool) -> Post:

@@ -22,6 +22,7 @@ from bookstore.kernel.stream import HEARTBEAT_S, ChangeFeed, ndjson_line
 from bookstore.ports import Clock
 from bookstore.replication.blog.metrics import BlogMetrics
 from bookstore.replication.blog.peers import BlogPeer, HttpBlogPeer, PeerRefused, PeerView
+from bookstore.replication.blog.shipping import Shipping
 from bookstore.replication.blog.state import Adoption, BlogState, Epoch, epoch_rank
 from bookstore.replication.blog.store import BATCH, BlogStore
 from bookstore.replication.blog.wire import (
@@ -82,6 +83,7 @@ class BlogReplication:
         self.views: dict[str, PeerView] = {p: PeerView() for p in self.peers}
         self.lags = LagWindow()
         self.feed = ChangeFeed()
+        self.shipping = Shipping()
         self.confirmed = threading.Event()
         self._version = 0
         self._lock = asyncio.Lock()
@@ -92,6 +94,7 @@ class BlogReplication:
             self.confirmed.set()
         store.repository.write_gate = self.gate
         store.repository.listeners.append(self.feed.notify)
+        store.repository.before_acknowledging = self._until_sent
         self.feed.watch(lambda: store.head()[0], POLL_S)
         m = self.metrics
         m.epoch.set_function(lambda: self.state.epoch)
@@ -109,6 +112,18 @@ class BlogReplication:
             raise errors.Unavailable(
                 f"the blog in {self.region} is checking with its peers that it is still the primary; "
                 "retry in a few seconds"
+            )
+
+    def _until_sent(self, first: int, last: int) -> None:
+        """After a write commits, before it is acknowledged: until the caught-up followers' streams have
+        sent it (a kill -9 of this process then cannot take it from the lineage; see shipping.py)."""
+        if not self.shipping.wait(first, last) and threading.get_ident() != self.shipping.loop_thread:
+            log.warning(
+                "region=%s event=blog_write_not_sent lsn=%d: acknowledged after %g s before every "
+                "follower's stream had sent it",
+                self.region,
+                last,
+                self.shipping.wait_s,
             )
 
     # state -----------------------------------------------------------------------------------------------
@@ -197,6 +212,7 @@ class BlogReplication:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.feed.bind(asyncio.get_running_loop())
+        self.shipping.loop_thread = threading.get_ident()
         await self.refresh()
         tasks = [
             asyncio.create_task(self._watch(p, stop), name=f"blog-{p.region}") for p in self.peers.values()
@@ -392,33 +408,43 @@ class BlogReplication:
                 return
         sent_version = -1
         last_sent = 0.0
-        # A closed feed (the region is shutting down) ends the stream: the follower reconnects later.
-        while loop.time() < deadline and not self.feed.closed:
-            wake = self.feed.current()
-            st = self.state
-            serving = after is not None and st.primary_region == self.region
-            changes = (
-                await asyncio.to_thread(self.store.changes, after, BATCH)
-                if serving and after is not None
-                else []
-            )
-            if changes or sent_version != self._version or loop.time() - last_sent >= HEARTBEAT_S:
-                head, head_ms = await asyncio.to_thread(self.store.head)
-                sent_version = self._version
-                yield ndjson_line(
-                    {
-                        **announce(self.state),
-                        "headLsn": head,
-                        "headMs": head_ms,
-                        "changes": [change_json(c) for c in changes],
-                    }
+        # Writes wait for a follower's stream to have sent them (shipping.py): it says how far it got.
+        shipped = None if after is None else self.shipping.open(after)
+        try:
+            # A closed feed (the region is shutting down) ends the stream: the follower reconnects later.
+            while loop.time() < deadline and not self.feed.closed:
+                wake = self.feed.current()
+                st = self.state
+                serving = after is not None and st.primary_region == self.region
+                changes = (
+                    await asyncio.to_thread(self.store.changes, after, BATCH)
+                    if serving and after is not None
+                    else []
                 )
-                last_sent = loop.time()
-                if changes:
-                    after = changes[-1].lsn
-                    continue
-            # Until a commit here or elsewhere (the feed's poll), a state change, or the next heartbeat.
-            await self.feed.wait(wake, max(0.0, HEARTBEAT_S - (loop.time() - last_sent)))
+                if changes or sent_version != self._version or loop.time() - last_sent >= HEARTBEAT_S:
+                    head, head_ms = await asyncio.to_thread(self.store.head)
+                    sent_version = self._version
+                    yield ndjson_line(
+                        {
+                            **announce(self.state),
+                            "headLsn": head,
+                            "headMs": head_ms,
+                            "changes": [change_json(c) for c in changes],
+                        }
+                    )
+                    # Resumed: the server took the line for the connection; it leaves before the write's
+                    # answer can (a later turn of this loop writes that, runtime/coalescing.py or not).
+                    last_sent = loop.time()
+                    if changes:
+                        after = changes[-1].lsn
+                        if shipped is not None:
+                            self.shipping.sent(shipped, after)
+                        continue
+                # Until a commit here or elsewhere (the feed's poll), a state change, or the next heartbeat.
+                await self.feed.wait(wake, max(0.0, HEARTBEAT_S - (loop.time() - last_sent)))
+        finally:
+            if shipped is not None:
+                self.shipping.close(shipped)
 
     def _position_problem(self, after: int, after_epoch: int) -> str | None:
         """Why a follower at `after` (its record there of `after_epoch`) is not on this primary's lineage."""
