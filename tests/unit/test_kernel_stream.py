@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
@@ -109,93 +108,3 @@ def test_a_wait_ends_at_its_timeout_or_at_a_commit_and_a_stream_gone_leaves_the_
         return timed_out, woken, leaving.cancelled(), late
 
     assert asyncio.run(run()) == (False, True, True, True)
-
-
-PERIOD_S = 0.02
-
-
-def test_streams_paced_to_one_tick_wake_together_at_it_on_one_timer() -> None:
-    async def run() -> tuple[list[float], float, int]:
-        loop = asyncio.get_running_loop()
-        timers = 0
-        call_at = loop.call_at
-
-        def counted(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-            nonlocal timers
-            timers += getattr(callback, "__name__", "") == "_release"
-            return call_at(when, callback, *args, **kwargs)
-
-        setattr(loop, "call_at", counted)  # noqa: B010 (mypy refuses assigning a method)
-        feed = ChangeFeed()
-        feed.bind(loop)
-        wake = feed.current()
-        feed.notify()  # a commit since the streams read: each has a line to send, at the tick
-        await asyncio.sleep(0)
-        tick = loop.time() + PERIOD_S
-        woke: list[float] = []
-
-        async def stream() -> None:
-            assert await feed.wait(wake, 0.0, not_before=tick)
-            woke.append(loop.time())
-
-        await asyncio.gather(*(stream() for _ in range(4)))
-        return woke, tick, timers
-
-    woke, tick, timers = asyncio.run(run())
-    assert len(woke) == 4 and min(woke) >= tick - 0.002 and max(woke) - min(woke) < PERIOD_S
-    # One timer for the four streams' tick.
-    assert timers == 1
-
-
-def test_a_paced_stream_with_nothing_committed_by_its_tick_sleeps_on_until_a_commit() -> None:
-    async def run() -> tuple[bool, float, float]:
-        loop = asyncio.get_running_loop()
-        feed = ChangeFeed()
-        feed.bind(loop)
-        tick = loop.time() + PERIOD_S
-        resumed: list[float] = []
-
-        async def stream() -> bool:
-            woken = await feed.wait(feed.current(), 5.0, not_before=tick)
-            resumed.append(loop.time())
-            return woken
-
-        waiting = asyncio.create_task(stream())
-        await asyncio.sleep(tick - loop.time() + 3 * PERIOD_S)  # the tick passed with nothing committed
-        assert not waiting.done() and not resumed  # not woken for nothing at the tick
-        committed = loop.time()
-        feed.notify()
-        return await waiting, resumed[0] - committed, resumed[0] - tick
-
-    woken, after_commit, after_tick = asyncio.run(run())
-    assert woken and after_commit < 1.0 and after_tick >= 3 * PERIOD_S
-
-
-def test_a_paced_stream_gone_leaves_the_others_and_a_past_tick_paces_nothing() -> None:
-    async def run() -> list[str]:
-        loop = asyncio.get_running_loop()
-        feed = ChangeFeed()
-        feed.bind(loop)
-        wake = feed.current()
-        feed.notify()
-        await asyncio.sleep(0)
-        tick = loop.time() + PERIOD_S
-        woke: list[str] = []
-
-        async def stream(name: str) -> None:
-            await feed.wait(wake, 5.0, not_before=tick)
-            woke.append(name)
-
-        gone = asyncio.create_task(stream("gone"))
-        kept = asyncio.create_task(stream("kept"))
-        await asyncio.sleep(0)
-        gone.cancel()
-        await kept
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        started = loop.time()
-        assert await feed.wait(wake, 5.0, not_before=tick)  # passed, and set: at once
-        assert loop.time() - started < PERIOD_S
-        return woke
-
-    assert asyncio.run(run()) == ["kept"]

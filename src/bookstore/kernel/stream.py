@@ -50,46 +50,27 @@ class ChangeFeed:
         self._timer: asyncio.TimerHandle | None = None
         # The futures of the streams waiting for the current event.
         self._waiters: set[asyncio.Future[None]] = set()
-        # Paced waiters by the tick (loop time) before which they must not wake, with their events.
-        self._paced: dict[float, list[tuple[asyncio.Future[None], asyncio.Event]]] = {}
 
     def watch(self, probe: Callable[[], object], poll_s: float) -> None:
         """Poll `probe` every `poll_s` while a stream waits: a new value (another process committed)
         wakes the streams. `probe` runs on the loop: it must be cheap (a read of one row)."""
         self._probe, self._poll_s = probe, poll_s
 
-    async def wait(self, wake: asyncio.Event, timeout_s: float, not_before: float | None = None) -> bool:
-        """Wait until `wake` (taken from `current()` before the stream read) is set, or `timeout_s` passed.
-
-        With `not_before` (a loop time ahead: a paced stream's next tick), not before then: a commit
-        made meanwhile wakes the waiter at that time, one made later at once; the waiters of one tick
-        share one timer, and one with nothing committed by its tick is not woken until a commit (or its
-        timeout, which is at least until the tick). A paced stream had waited for the commit and then
-        for the tick, two wake-ups per line per follower; now one.
-        """
+    async def wait(self, wake: asyncio.Event, timeout_s: float) -> bool:
+        """Wait until `wake` (taken from `current()` before the stream read) is set, or `timeout_s` passed."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-        paced = not_before is not None and not_before > loop.time()
-        if wake is not self._event and not (paced and wake.is_set()):
+        if wake is not self._event:
             # Set already (the feed sets an event as it replaces it), or not one of this feed's.
             return wake.is_set() or await wait_for(wake, timeout_s)
         # A future and a timer of our own, woken with the event: asyncio.wait_for would add a task per
         # wait, and every stream waits once per write.
         waiter = loop.create_future()
-        if paced:
-            assert not_before is not None
-            timeout_s = max(timeout_s, not_before - loop.time())
-            held = self._paced.get(not_before)
-            if held is None:
-                held = self._paced[not_before] = []
-                loop.call_at(not_before, self._release, not_before)
-            held.append((waiter, wake))
-        else:
-            self._waiters.add(waiter)
+        self._waiters.add(waiter)
         self._waiting += 1
         if self._timer is None and self._probe is not None:
-            self._timer = loop.call_later(self._poll_s, self._poll)
+            self._timer = self._loop.call_later(self._poll_s, self._poll)
         timer = loop.call_later(timeout_s, _settle, waiter)
         try:
             await waiter
@@ -98,16 +79,6 @@ class ChangeFeed:
             self._waiters.discard(waiter)
             self._waiting -= 1
         return wake.is_set()
-
-    def _release(self, tick: float) -> None:
-        """A tick came: its waiters whose event was set meanwhile wake now, the others at the next commit."""
-        for waiter, wake in self._paced.pop(tick, ()):
-            if waiter.done():
-                continue
-            if wake.is_set():
-                waiter.set_result(None)
-            else:
-                self._waiters.add(waiter)
 
     def _poll(self) -> None:
         self._timer = None

@@ -272,6 +272,8 @@ async def _stream(
     last_sent = loop.time()
     paced_until = 0.0
     while loop.time() < deadline and not feed.closed:
+        if paced_until > loop.time():
+            await ticks.wait(paced_until)
         wake = feed.current()
         batch = await reads.after(after, peer=body.peer, origins=body.origins, limit=body.limit, wake=wake)
         scanned, after = batch.last_seq != after, batch.last_seq
@@ -285,15 +287,13 @@ async def _stream(
             sent, last_sent = after, loop.time()
             if batch.count and after >= batch.head_seq:
                 paced_until = ticks.after(last_sent)
-        paced = paced_until > loop.time()
-        if paced or not scanned or batch.caught_up(wake):
+        if not scanned or batch.caught_up(wake):
             # Nothing new, or the read reached the head and nothing was committed since (a second read
             # per wake-up would find nothing, and every stream had made it for every write): wait for a
             # commit here, or another process's (the feed polls the head), or the time of a heartbeat
-            # (or of the position's news), which tells the follower this region lives. A stream that
-            # just sent a line waits for the next tick too, in the same wait: one wake-up a line.
+            # (or of the position's news), which tells the follower this region lives.
             due = HEARTBEAT_S if after == sent else PROGRESS_S
-            await feed.wait(wake, due - (loop.time() - last_sent), not_before=paced_until if paced else None)
+            await feed.wait(wake, due - (loop.time() - last_sent))
 
 
 def _read(store: LogSource, body: _FollowRequest, tables: tuple[str, ...]) -> EncodedBatch:
