@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.kernel.auth import PeerAuth, PeerAuthMiddleware
 from bookstore.kernel.clock import SystemClock
@@ -85,13 +86,15 @@ class Sender:
 
 
 @contextmanager
-def sender(tmp_path: Path) -> Iterator[Sender]:
+def sender(tmp_path: Path, inner: Callable[[ASGIApp], ASGIApp] | None = None) -> Iterator[Sender]:
+    """`inner` wraps the routes inside PeerAuthMiddleware, as a region's FastAPI stack does."""
     db = SqliteDatabase(tmp_path / "ap.db", AP, CLOCK)
     carts = db.table(CARTS)
     store = CountingReplica(db)
     feed = ChangeFeed()
+    routes: ASGIApp = Starlette(routes=replication_routes(store, feed, SCHEMAS, REGIONS, clock=CLOCK))
     app = PeerAuthMiddleware(
-        Starlette(routes=replication_routes(store, feed, SCHEMAS, REGIONS, clock=CLOCK)),
+        inner(routes) if inner is not None else routes,
         SECRET,
         CLOCK,
         destination=AP,
@@ -238,3 +241,34 @@ def test_a_follower_hears_of_its_position_past_rows_it_does_not_ask_for(tmp_path
     with sender(tmp_path) as ap:
         read = asyncio.run(asyncio.wait_for(run(ap), 30))
     assert read.entries == [] and read.head_seq == WRITES
+
+
+class SendsSeen:
+    """An app's layer that wraps send, as the region's error handlers and framing do: it counts what
+    crosses it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.bodies = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counted(message: Message) -> None:
+            self.bodies += message["type"] == "http.response.body"
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+def test_a_streams_lines_skip_the_layers_that_wrap_send_inside_peer_auth(tmp_path: Path) -> None:
+    layers: list[SendsSeen] = []
+
+    def inner(app: ASGIApp) -> ASGIApp:
+        layers.append(SendsSeen(app))
+        return layers[-1]
+
+    with sender(tmp_path, inner) as ap:
+        reads = asyncio.run(eu_following_writes(ap))
+    assert sum(len(r.entries) for r in reads) == WRITES
+    # The start went through the layer (it sees statuses), the lines did not: each had crossed four
+    # such layers in a region, for every follower and every write (main: a body message per line).
+    assert len(reads) > 2 and layers[0].bodies <= 1

@@ -338,6 +338,10 @@ class _Refused(Exception):
     """Raised into the app when the middleware has answered instead of it (the body was refused)."""
 
 
+# The scope state's key of the verified request's own `send` (PeerAuthMiddleware).
+PEER_SEND = "peer_send"
+
+
 class PeerAuthMiddleware:
     """Refuses requests under `protected_prefix` that are not signed by a region for `destination`.
 
@@ -411,7 +415,9 @@ class PeerAuthMiddleware:
             await _refuse(send, 413, "PayloadTooLarge", self._too_large())
             return
         body = _SignedBody(claim, receive, send, self.max_body_bytes, self._too_large(), self.links)
-        state = {**scope.get("state", {}), "peer_region": claim.region}
+        # PEER_SEND: this layer's send, for an answer's body lines to skip the app's wrappers of send
+        # (which only look at the answer's start): a follow stream sends a line per write per follower.
+        state = {**scope.get("state", {}), "peer_region": claim.region, PEER_SEND: body.send}
         try:
             await self.app({**scope, "state": state}, body.receive, body.send)
         except _Severed:

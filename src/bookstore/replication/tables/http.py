@@ -14,9 +14,10 @@ from pydantic import ValidationError as PydanticError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Send
 
 from bookstore.domain import errors
-from bookstore.kernel.auth import CLOCK_HEADER
+from bookstore.kernel.auth import CLOCK_HEADER, PEER_SEND
 from bookstore.kernel.clock import SystemClock
 from bookstore.kernel.http import MAX_BODY_BYTES, CountedRoute, error_for, error_response, json_response
 from bookstore.kernel.stream import (
@@ -162,11 +163,7 @@ def replication_routes(
         except LogTrimmed as exc:
             return error_response(410, "LogTrimmed", str(exc))
         store.record_ack(body.peer, body.after)
-        return StreamingResponse(
-            _stream(reads, ticks, feed, body, first, wall),
-            media_type=NDJSON,
-            headers={"Cache-Control": "no-store"},
-        )
+        return _Lines(_stream(reads, ticks, feed, body, first, wall), request.scope["state"].get(PEER_SEND))
 
     async def ack(request: Request) -> Response:
         body: _AckRequest = await parsed(request, _AckRequest)
@@ -294,6 +291,26 @@ async def _stream(
             # (or of the position's news), which tells the follower this region lives.
             due = HEARTBEAT_S if after == sent else PROGRESS_S
             await feed.wait(wake, due - (loop.time() - last_sent))
+
+
+class _Lines(StreamingResponse):
+    """A follow stream's answer: its start and end through the app's `send`, its lines through `direct`.
+
+    `direct` is PeerAuthMiddleware's send (which keeps the cut and slow switches): the layers between it
+    and the route (error handlers, the API's framing) wrap send only to see the answer's start, and
+    each line crossed four of them, for every follower, for every write.
+    """
+
+    def __init__(self, lines: AsyncIterator[bytes], direct: Send | None) -> None:
+        super().__init__(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+        self.direct = direct
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        direct = self.direct or send
+        async for line in self.body_iterator:
+            await direct({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _read(store: LogSource, body: _FollowRequest, tables: tuple[str, ...]) -> EncodedBatch:
