@@ -5,12 +5,13 @@
 What a restarted region does with each change of a backlog, in one process and one thread (so the
 count does not depend on the load of the machine, nor on how threads interleave): the lines a follow
 stream carries (read from a seeded log of cart puts and encoded by the sender's code, 2,000 entries a
-line) are split as httpx splits them, parsed by HttpPeer's reader (the wire's checks), applied by
-SqliteReplica in batches of CATCH_UP_BATCH with the key-hash indexes deferred (a large catch-up), and
-their lags observed as the Replicator observes them. With `--serving`, each batch applied is also read
-back as the source's follow stream of DEST reads it while DEST drains (SOURCE follows DEST too): its
-log after the stream's position, only DEST's own changes asked for, encoded as the sender encodes a
-line; the backlog's rows, of origin SOURCE, are all filtered out. Each tree (this checkout's src/, then each
+line) are split as the tree's follower splits them (kernel.stream.Lines, or httpx's aiter_lines),
+parsed by HttpPeer's reader (the wire's checks), applied by SqliteReplica in batches of
+CATCH_UP_BATCH with the key-hash indexes deferred (a large catch-up), and their lags observed as the
+Replicator observes them. With `--serving`, each batch applied is also read back as the source's
+follow stream of DEST reads it while DEST drains (SOURCE follows DEST too): its log after the
+stream's position, only DEST's own changes asked for, encoded as the sender encodes a line; the
+backlog's rows, of origin SOURCE, are all filtered out. Each tree (this checkout's src/, then each
 `--against` src/, through PYTHONPATH with this checkout's virtualenv) receives N and then 2N entries
 under `valgrind --tool=callgrind`; the figure is the difference divided by N, so start-up and imports
 cancel out. Not counted: the socket, HTTP framing, the event loop and the hops between threads.
@@ -26,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE, DEST = "eu-west-1", "ap-southeast-1"
@@ -57,7 +60,6 @@ def receive(lines: Path, count: int, *, serving: bool = False) -> None:
     """Receive the first `count` entries of `lines` as a restarted DEST would (see the module's doc)."""
     import httpx
     import orjson
-    from httpx._decoders import LineDecoder, TextDecoder
     from prometheus_client import CollectorRegistry
 
     from bookstore import tables
@@ -114,12 +116,12 @@ def receive(lines: Path, count: int, *, serving: bool = False) -> None:
                 replicator.lags.add(entry.origin, now, lag)
                 histogram.observe(lag / 1000)
 
-        text, split = TextDecoder(), LineDecoder()
+        split = _splitter()
         pending: list[object] = []
         received = 0
         with lines.open("rb") as stream:
             while received < count and (chunk := stream.read(65536)):
-                for line in split.decode(text.decode(chunk)):
+                for line in split(chunk):
                     read = peer._read(orjson.loads(line))
                     pending += read.entries
                     received += len(read.entries)
@@ -132,6 +134,19 @@ def receive(lines: Path, count: int, *, serving: bool = False) -> None:
             apply(pending)
         store.restore_key_index(SOURCE)
         db.close()
+
+
+def _splitter() -> Callable[[bytes], list[Any]]:
+    """How the tree's follower splits a stream's bytes into lines: kernel.stream.Lines, or (a tree from
+    before it) httpx's aiter_lines, text decoded and split as str.splitlines splits."""
+    try:
+        from bookstore.kernel.stream import Lines  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        from httpx._decoders import LineDecoder, TextDecoder
+
+        text, split = TextDecoder(), LineDecoder()
+        return lambda chunk: split.decode(text.decode(chunk))
+    return Lines().feed  # type: ignore[no-any-return, unused-ignore]
 
 
 def counted(src: Path, lines: Path, count: int, *, serving: bool = False) -> int:
