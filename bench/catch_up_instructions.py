@@ -85,7 +85,7 @@ def receive(lines: Path, count: int, *, serving: bool = False) -> None:
         replicator = Replicator(store, DEST, [peer], clock=clock, metrics=metrics, tables=list(schemas))
         # As region.process does after start-up.
         gc.freeze()
-        gc.set_threshold(50_000, 20, 10)
+        gc.set_threshold(*_thresholds())
         store.defer_key_index(SOURCE, count)
         names = list(schemas)
         served = store.head_seq()
@@ -134,6 +134,15 @@ def receive(lines: Path, count: int, *, serving: bool = False) -> None:
             apply(pending)
         store.restore_key_index(SOURCE)
         db.close()
+
+
+def _thresholds() -> tuple[int, ...]:
+    """The collector's thresholds the tree's region process sets after start-up."""
+    try:
+        from bookstore.region.process import GC_THRESHOLDS
+    except ImportError:  # a tree from before they were named
+        return (50_000, 20, 10)
+    return tuple(GC_THRESHOLDS)
 
 
 def _splitter() -> Callable[[bytes], list[Any]]:
