@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from bookstore.domain import errors
@@ -21,6 +23,30 @@ def _lines(body: bytes) -> list[dict[str, object]]:
 
 def test_the_objects_of_the_lines_are_yielded_and_blank_lines_skipped() -> None:
     assert _lines(b'{"a": 1}\n\n{"b": 2}\n') == [{"a": 1}, {"b": 2}]
+
+
+def test_a_string_holding_a_unicode_line_break_stays_in_its_line() -> None:
+    # orjson writes U+2028, U+2029 and U+0085 as they are (valid JSON): only "\n" ends a stream's line.
+    # Lines were split as str.splitlines splits, so an item with one of them in a string broke its
+    # line in two, and the follower failed on that line on every reconnection.
+    items = [{"name": "a\u2028b"}, {"name": "c\u2029d\x85e"}, {"name": "f\x1cg\x0bh\ri"}]
+    body = b"".join(orjson.dumps(item) + b"\n" for item in items)
+    assert _lines(body) == items
+
+
+def test_lines_split_across_chunks_and_a_last_line_without_its_newline_are_whole() -> None:
+    body = b'{"a": 1}\r\n{"b": "' + b"x" * 70_000 + b'"}\n \n{"c": 3}'
+
+    async def run(size: int) -> list[dict[str, object]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), size):
+                yield body[start : start + size]
+
+        response = httpx.Response(200, content=chunks())
+        return [line async for line in object_lines(response, "eu-west-1")]
+
+    for size in (1, 7, 4096, len(body)):
+        assert asyncio.run(run(size)) == [{"a": 1}, {"b": "x" * 70_000}, {"c": 3}]
 
 
 def test_a_line_that_is_not_an_object_is_refused_naming_the_leader() -> None:

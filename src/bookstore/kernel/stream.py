@@ -142,11 +142,53 @@ def follower_timeout(connect_timeout_s: float, request_s: float = 10.0) -> httpx
     return httpx.Timeout(request_s, connect=connect_timeout_s, read=READ_TIMEOUT_S)
 
 
+class Lines:
+    """Splits a stream's bytes into its lines, at b"\\n" only, as they come in chunks.
+
+    Not httpx's aiter_lines: it decodes every byte to text and splits as str.splitlines does, at
+    U+2028, U+2029, U+0085 and control characters too, which orjson writes raw inside strings (a line
+    holding one came in two broken halves); and the decoding and splitting cost about 0.25 us per
+    entry of a catch-up's lines, which orjson reads as well from bytes.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines `chunk` completes (without their b"\\n"); what follows the last one is kept."""
+        if b"\n" not in chunk:
+            if chunk:
+                self._pending.append(chunk)
+            return []
+        lines = chunk.split(b"\n")
+        if self._pending:
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
+        rest = lines.pop()
+        self._pending = [rest] if rest else []
+        return lines
+
+    def end(self) -> list[bytes]:
+        """The last line, when the stream ended without its b"\\n"."""
+        rest, self._pending = b"".join(self._pending), []
+        return [rest] if rest else []
+
+
 async def object_lines(response: httpx.Response, leader: str) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of a stream's lines; a line that is not an object is refused (ValidationError)."""
-    async for line in response.aiter_lines():
-        if line:
-            parsed = orjson.loads(line)
-            if not isinstance(parsed, dict):
-                raise errors.ValidationError(f"{leader} sent a line that is not an object")
-            yield parsed
+    """The JSON objects of a stream's lines; a line that is not an object is refused (ValidationError).
+    Blank lines are skipped."""
+    lines = Lines()
+    async for chunk in response.aiter_bytes():
+        for line in lines.feed(chunk):
+            if line and not line.isspace():
+                yield _object(line, leader)
+    for line in lines.end():
+        if not line.isspace():
+            yield _object(line, leader)
+
+
+def _object(line: bytes, leader: str) -> dict[str, Any]:
+    parsed = orjson.loads(line)
+    if not isinstance(parsed, dict):
+        raise errors.ValidationError(f"{leader} sent a line that is not an object")
+    return parsed

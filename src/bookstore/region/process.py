@@ -22,8 +22,12 @@ log = logging.getLogger("bookstore.region")
 # thousands of entries in flight (queued lines, parsed entries, rows): with the default thresholds their
 # objects reached the oldest generation and set off full collections of the whole heap every few batches,
 # about 11 us of CPU per item on each side of a drain (docs/performance.md). Reference counting frees all
-# of it anyway; only cycles wait for the collector, a little longer now.
-GC_THRESHOLDS = (50_000, 20, 10)
+# of it anyway; only cycles wait for the collector, a little longer now. The youngest generation counts
+# objects made less objects freed, so a drain's set in flight swings it by a batch: a catch-up batch of
+# 10,000 entries holds about 60,000 tracked objects (six an entry), which passed 50,000 and set off a
+# collection every few lines walking the batches in flight, 1.3 us per entry received (gc callbacks in
+# bench.catch_up_instructions' receiver); at 200,000 such swings seldom reach a collection.
+GC_THRESHOLDS = (200_000, 20, 10)
 
 
 def serve(topology: Topology, region_id: str, data_dir: Path) -> None:

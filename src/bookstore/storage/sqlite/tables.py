@@ -254,37 +254,33 @@ class SqliteDatabase:
         origins: Collection[str] | None = None,
         old_images: bool = True,
     ) -> LogRead:
-        """Log records with seq > `after` in commit order, scanning at most `limit` rows.
+        """Log records with seq > `after` in commit order, scanning at most `limit` rows (those of seq
+        `after` + 1 to `after` + `limit`: seqs are given in order, and only trimming removes a prefix).
 
         Rows of other tables than `tables` (when given), of origin `exclude_origin`, or of an origin not
-        in `origins` (when given) are scanned but not returned, and `last_seq` still moves past them, so
-        a reader resuming after `last_seq` skips them for good. `old_images=False` leaves `old` None (a
-        peer applying the entry never needs it).
+        in `origins` (when given) are scanned but not returned (nor read out of SQLite), and `last_seq`
+        still moves past them, so a reader resuming after `last_seq` skips them for good.
+        `old_images=False` leaves `old` None (a peer applying the entry never needs it).
         Raises LogTrimmed when records after `after` were trimmed away.
         """
         check_limit(limit)
         if type(after) is not int or after < 0:
             raise ValidationError(f"a log position is a non-negative integer, got {after!r}")
-        wanted = None if tables is None else frozenset(tables)
-        from_origins = None if origins is None else frozenset(origins)
+        sql, params = change_log.filtered_read(tables, exclude_origin, origins)
         try:
             with self.engine.read() as conn:
                 change_log.check_not_trimmed(conn, after, self.region)
-                rows = conn.execute(
-                    f"SELECT {change_log.COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, limit),
-                ).fetchall()
                 head = change_log.head_seq(conn)
+                # The rows scanned are those of seq after+1 .. through; the filter runs in SQLite, so a
+                # row not asked for (a follower's own change, back from this region) is never fetched
+                # nor decoded: a region draining a backlog read back every row it applied for the
+                # backlog's origin, only to drop it here.
+                through = max(after, min(after + limit, head))
+                rows = conn.execute(sql, (after, through, *params)).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the change log of {self.path}: {exc}") from exc
-        entries = [
-            change_log.log_entry(row, old_image=old_images)
-            for row in rows
-            if (wanted is None or row[1] in wanted)
-            and row[7] != exclude_origin
-            and (from_origins is None or row[7] in from_origins)
-        ]
-        return LogRead(entries=entries, last_seq=rows[-1][0] if rows else after, head_seq=head)
+        entries = [change_log.log_entry(row, old_image=old_images) for row in rows]
+        return LogRead(entries=entries, last_seq=through, head_seq=head)
 
     def head_seq(self) -> int:
         """The seq of the newest record ever logged (0 when none), even if trimmed since."""
