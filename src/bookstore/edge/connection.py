@@ -203,6 +203,10 @@ class EdgeConnection(asyncio.Protocol):
                 return
             self._buffer = buffer[end:]
             self._start(self._method.decode("ascii"), path, raw_path, query, record)
+        if self._waiting and self._buffer and not self._paused:
+            # Pipelined behind the answer in flight: read no more until it is written.
+            self._paused = True
+            self.transport.pause_reading()
 
     def _start(self, method: str, path: str, raw_path: bytes, query: bytes, record: Kind) -> None:
         """Check and forward one request (as listener._Direct.start does for a bodiless one)."""
@@ -272,8 +276,8 @@ class EdgeConnection(asyncio.Protocol):
             return
         if not self._buffer:
             self._idle_since = now = self.loop.time()
-            if self._timer is None:
-                self._arm(now + self.limits.keep_alive_s)
+            # Moves the timer only when it would fire after this idle deadline (a short keep-alive).
+            self._arm(now + self.limits.keep_alive_s)
 
     def _hand_over(self) -> None:
         """Give the connection and its unserved bytes to the listener's protocol, for good."""
