@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,11 @@ class Edge:
         config = server_config(self.app)
         config.load()
         loop = asyncio.get_running_loop()
-        self.make = lambda: (protocol_class or config.http_protocol_class)(
+        self.state = ServerState()
+        cls: Any = protocol_class or config.http_protocol_class
+        self.make: Callable[[], Any] = lambda: cls(
             config=config, server_state=self.state, app_state={}, _loop=loop
         )
-        self.state = ServerState()
         self.sock = (topology.edge.address, topology.edge.port)
         self.protocol, self.client = self.connect()
         self.host = b"%s:%d" % (topology.edge.address.encode(), topology.edge.port)
@@ -121,7 +122,7 @@ class Edge:
         return self.upstream[region][1].take()
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(test())
 
 
@@ -191,7 +192,7 @@ def test_a_head_split_across_reads_is_served_when_it_is_whole() -> None:
 
 def test_an_oversize_head_gets_431_and_a_long_url_414_from_the_listener() -> None:
     async def body() -> None:
-        cases = [
+        cases: list[tuple[Callable[[Edge], bytes], int]] = [
             (lambda e: e.get(extra=b"X-Big: " + b"a" * 40_000 + b"\r\n"), 431),
             (lambda e: e.get(extra=b"".join(b"X-%d: 1\r\n" % i for i in range(120))), 431),
             (lambda e: e.get("/api/books/" + "a" * 9000), 414),
