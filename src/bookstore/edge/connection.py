@@ -245,10 +245,12 @@ class EdgeConnection(asyncio.Protocol):
         if self._done:
             return
         self._write(reply)
-        if self._paused and not self._done:
+        if self._buffer:
+            # Pipelined requests read meanwhile: served now, reading resumed once they are.
+            self._serve()
+        if self._paused and not self._buffer and not self._done:
             self._paused = False
             self.transport.resume_reading()
-        self._serve()
 
     def _write(self, reply: Reply) -> None:
         """The whole answer in one write, closing the connection after it unless kept alive."""
