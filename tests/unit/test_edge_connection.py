@@ -290,6 +290,9 @@ def test_other_requests_hand_the_connection_to_the_listener_with_their_bytes() -
             b"GET /index.html HTTP/1.1\r\nHost: %s\r\n\r\n",
             b"GET /api/books/1 HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET /api/books/1 HTTP/1.1\nHost: %s\n\n",
+            # Two requests before the first CRLF blank line: handed over (the parser rejects bare LF;
+            # were it lenient, the count of messages in one feed would hand it over), not served as one.
+            b"GET /api/books/1 HTTP/1.1\nHost: %s\n\nGET /api/books/2 HTTP/1.1\r\nHost: %s\r\n\r\n",
             b"GET http://x/api/books/1 HTTP/1.1\r\nHost: %s\r\n\r\n",
             b"GARBAGE\r\n\r\n",
         ):

@@ -189,6 +189,7 @@ class EdgeConnection(asyncio.Protocol):
             except (_Handed, httptools.HttpParserError, httptools.HttpParserUpgrade):
                 self._hand_over()
                 return
+            # Exactly one message per feed: a lenient parser could end a head before our blank line.
             if self._complete != 1:
                 self._hand_over()
                 return
