@@ -388,3 +388,26 @@ def test_connections_over_the_cap_get_503() -> None:
         assert not third.closed and third.out == b""
 
     run(body)
+
+
+def test_a_client_that_takes_no_answers_is_read_no_more_and_served_when_it_does() -> None:
+    async def body() -> None:
+        edge = Edge()
+        home = edge.order[0]
+        edge.protocol.pause_writing()
+        assert edge.client.paused
+        edge.send(edge.get("/api/books/one") + edge.get("/api/books/two"))
+        assert edge.forwarded(home) == b""
+        edge.protocol.resume_writing()
+        assert edge.forwarded(home).startswith(b"GET /books/one ") and edge.client.paused
+        edge.protocol.pause_writing()
+        edge.answer(home)
+        assert status(edge.client.take()) == 200
+        # The second waits while the client's buffer is full.
+        assert edge.forwarded(home) == b"" and edge.client.paused
+        edge.protocol.resume_writing()
+        assert edge.forwarded(home).startswith(b"GET /books/two ") and not edge.client.paused
+        edge.answer(home)
+        assert status(edge.client.take()) == 200 and not edge.client.closed
+
+    run(body)

@@ -103,6 +103,7 @@ class EdgeConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._paused = False
+        self._write_paused = False
 
     # The connection -----------------------------------------------------------------------------------
 
@@ -154,19 +155,38 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._idle_since = None
         self._buffer = self._buffer + data if self._buffer else data
-        if self._waiting:
-            # Pipelined behind the answer in flight: read no more until it is written.
-            if not self._paused:
-                self._paused = True
-                self.transport.pause_reading()
+        if self._waiting or self._write_paused:
+            # Pipelined behind the answer in flight, or the client not taking its answers.
+            self._flow()
             return
         self._serve()
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: serve and read nothing more until the client takes it.
+        self._write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._buffer and not self._waiting:
+            self._serve()
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read while the client takes its answers and no pipelined request waits for its turn."""
+        pause = self._write_paused or (self._waiting and bool(self._buffer))
+        if pause != self._paused and not self._done:
+            self._paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     # Requests -----------------------------------------------------------------------------------------
 
     def _serve(self) -> None:
         """Serve the buffered requests in order until one awaits its answer or the bytes run out."""
-        while self._buffer and not self._waiting and not self._done:
+        while self._buffer and not self._waiting and not self._write_paused and not self._done:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -204,10 +224,8 @@ class EdgeConnection(asyncio.Protocol):
                 return
             self._buffer = buffer[end:]
             self._start(self._method.decode("ascii"), path, raw_path, query, record)
-        if self._waiting and self._buffer and not self._paused:
-            # Pipelined behind the answer in flight: read no more until it is written.
-            self._paused = True
-            self.transport.pause_reading()
+        if self._paused or (self._waiting and self._buffer):
+            self._flow()
 
     def _start(self, method: str, path: str, raw_path: bytes, query: bytes, record: Kind) -> None:
         """Check and forward one request (as listener._Direct.start does for a bodiless one)."""
@@ -247,11 +265,8 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._write(reply)
         if self._buffer:
-            # Pipelined requests read meanwhile: served now, reading resumed once they are.
+            # Pipelined requests read meanwhile: served now (reading resumes once they are).
             self._serve()
-        if self._paused and not self._buffer and not self._done:
-            self._paused = False
-            self.transport.resume_reading()
 
     def _write(self, reply: Reply) -> None:
         """The whole answer in one write, closing the connection after it unless kept alive."""
