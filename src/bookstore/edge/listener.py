@@ -149,7 +149,7 @@ class _Direct:
             self.reply(edge.proxy.refused(exc, path))
             return
         except Exception:
-            self.reply(_internal_error(path))
+            self.reply(internal_error(path))
             return
         self.way = way
         if not self.more_body:
@@ -187,7 +187,7 @@ class _Direct:
         try:
             edge.proxy.forward(way, body, client[0] if client else "unknown", self.reply)
         except Exception:
-            self.reply(_internal_error(self.path))
+            self.reply(internal_error(self.path))
 
     def _refuse(self, exc: Refusal) -> None:
         edge = self.protocol.edge
@@ -226,8 +226,8 @@ def _too_large() -> Refusal:
     return refuse(413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes; send less", "body")
 
 
-def _internal_error(path: str) -> Reply:
-    # A fault of the edge itself: logged, and answered as JSON like every error (as the app does).
+def internal_error(path: str) -> Reply:
+    """The JSON 500 for a fault of the edge itself, logged with a new request id (as the app answers)."""
     rid = request_ids.new()
     log.exception("event=edge_error path=%s request_id=%s", path[:200], rid.decode())
     return error_reply(

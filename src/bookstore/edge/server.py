@@ -5,6 +5,8 @@ slow the link simulator (which carries all traffic between regions on the superv
 a region's crash must not touch it, and the benchmarks can give it its own core. The supervisor
 starts it and stops it like a region.
 
+Bodiless GET and HEAD requests to /api/ and /blog/ are served by the edge's own protocol
+(connection.EdgeConnection), which hands a connection with anything else to the listener's.
 The edge's listener (listener.EdgeProtocol) has every listener's bounds (runtime.listeners: head bytes
 counted before the parser, header deadline, idle timeout, connection cap) and tighter ones of its own,
 and serves /api/ and /blog/ itself, calling the app's proxy without ASGI. This module is the edge's
@@ -20,6 +22,7 @@ import uvicorn
 
 from bookstore.config import Topology
 from bookstore.edge.app import EdgeApp
+from bookstore.edge.connection import EdgeConnection
 from bookstore.edge.listener import EdgeProtocol
 from bookstore.edge.operations import operations_app
 from bookstore.runtime import listeners, logs, tracing
@@ -47,7 +50,8 @@ def server_config(app: EdgeApp) -> uvicorn.Config:
     """The edge's uvicorn settings (its protocol, no proxy headers, no server or date header)."""
     return listeners.server_config(
         app,
-        protocol=EdgeProtocol,
+        # Traced, every request goes through the app's middleware (its spans): the listener's protocol.
+        protocol=EdgeConnection if app.direct_proxy else EdgeProtocol,
         lifespan="on",
         # X-Forwarded-For from a client is not to be trusted: the edge is the first hop.
         proxy_headers=False,

@@ -59,6 +59,28 @@ class _Refused(Exception):
     """Raised out of a parser callback once the request has been answered with a refusal."""
 
 
+def opened(listener: tuple[str, int]) -> int:
+    """Count a connection accepted by `listener`; how many it holds now (refuse over max_connections)."""
+    _OPEN[listener] += 1
+    return _OPEN[listener]
+
+
+def closed(listener: tuple[str, int]) -> None:
+    """Count a connection of `listener` gone (or handed to another protocol that counts it again)."""
+    _OPEN[listener] -= 1
+    if _OPEN[listener] <= 0:
+        del _OPEN[listener]
+
+
+def refusal(status: int, code: str, message: str) -> bytes:
+    """A whole JSON refusal that closes the connection (what every listener answers a bound broken)."""
+    body = orjson.dumps({"error": code, "message": message})
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    )
+    return head % (status, _REASONS.get(status, b""), len(body)) + body
+
+
 class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
     """uvicorn's httptools protocol (one write per answer) with the bounds of `limits` (see the module)."""
 
@@ -90,8 +112,7 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
         super().connection_made(transport)
         if self.server is not None and self.server[1] is not None:
             self._listener = (self.server[0], self.server[1])
-            _OPEN[self._listener] += 1
-            if _OPEN[self._listener] > self.limits.max_connections:
+            if opened(self._listener) > self.limits.max_connections:
                 self._log_refused_connection()
                 self._answer(
                     503,
@@ -104,9 +125,7 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._listener is not None:
-            _OPEN[self._listener] -= 1
-            if _OPEN[self._listener] <= 0:
-                del _OPEN[self._listener]
+            closed(self._listener)
             self._listener = None
         self._disarm_deadline()
         if self.timeout_keep_alive_task is not None:
@@ -238,13 +257,8 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
         """Answer with `status` and close the connection; nothing it sends afterwards is read."""
         self._refused = True
         self._disarm_deadline()
-        body = orjson.dumps({"error": code, "message": message})
-        head = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n"
-        )
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(head % (status, _REASONS.get(status, b""), len(body)) + body)
+            self.transport.write(refusal(status, code, message))
             self.transport.close()
 
     def _head_begins(self) -> None:
@@ -283,25 +297,30 @@ class BoundedHttpProtocol(CoalescingHttpToolsProtocol):
         )
 
     def _log_refused_connection(self) -> None:
-        cls = type(self)
-        cls._refused_since_log += 1
-        now = time.monotonic()
-        if now - cls._refused_logged >= _LOG_EVERY_S:
-            log.warning(
-                "event=connections_refused listener=%s:%s limit=%d refused=%d",
-                *(self._listener or ("-", 0)),
-                self.limits.max_connections,
-                cls._refused_since_log,
-            )
-            cls._refused_logged = now
-            cls._refused_since_log = 0
+        log_refused_connection(type(self), self._listener, self.limits.max_connections)
+
+
+def log_refused_connection(cls: Any, listener: tuple[str, int] | None, limit: int) -> None:
+    """Log connections refused over the cap, at most once every _LOG_EVERY_S per protocol class."""
+    cls._refused_since_log += 1
+    now = time.monotonic()
+    if now - cls._refused_logged >= _LOG_EVERY_S:
+        log.warning(
+            "event=connections_refused listener=%s:%s limit=%d refused=%d",
+            *(listener or ("-", 0)),
+            limit,
+            cls._refused_since_log,
+        )
+        cls._refused_logged = now
+        cls._refused_since_log = 0
 
 
 def server_config(
     app: Any,
     *,
     limits: Limits | None = None,
-    protocol: type[BoundedHttpProtocol] = BoundedHttpProtocol,
+    # A BoundedHttpProtocol, or any protocol class with `limits` and `bounded` (edge.connection's).
+    protocol: Any = BoundedHttpProtocol,
     **settings: Any,
 ) -> uvicorn.Config:
     """uvicorn settings for a listener of the Bookstore: `protocol` with `limits`, quiet logs, `settings`."""
